@@ -1,0 +1,170 @@
+/**
+ * SRL record format, version 1 (docs/FORMAT.md is the contract; change it only with a version bump).
+ *
+ * A record is self-describing so the log can be scanned without an index:
+ *
+ *   offset size  field
+ *   0      4     magic 0x4C525352 ("RSRL" little-endian) - tells a record from zero-fill or garbage
+ *   4      2     format version (1)
+ *   6      2     record type (RecordType)
+ *   8      8     sequence number, u64 - strictly increasing, no gaps; WRAP repeats the next one
+ *   16     4     meta length - bytes of msgpack metadata that follow the header
+ *   20     4     data length - bytes of raw payload that follow the metadata (WRITE only)
+ *   24     4     CRC-32C of header bytes 0..24, then meta, then data
+ *   28     4     reserved, zero
+ *
+ * Metadata is a msgpack map with short keys, encoded by one Packr whose options are all written out
+ * below, so a changed library default cannot change bytes on disk.
+ */
+import assert from 'node:assert'
+import { Packr } from 'msgpackr'
+import { crc32c } from '@node-rs/crc32'
+import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX } from '../limits'
+import { ReplError } from '../errors'
+
+export const RECORD_MAGIC = 0x4c525352
+export const RECORD_FORMAT_VERSION = 1
+
+/** One table of record types; numbers are on disk and on the wire: never reuse one. */
+export enum RecordType {
+  WRITE = 1,
+  TRUNCATE = 2,
+  CREATE = 3,
+  MKDIR = 4,
+  MKNOD = 5,
+  SYMLINK = 6,
+  LINK = 7,
+  UNLINK = 8,
+  RMDIR = 9,
+  RENAME = 10,
+  CHMOD = 11,
+  CHOWN = 12,
+  UTIMENS = 13,
+  SETXATTR = 14,
+  REMOVEXATTR = 15,
+  FALLOCATE = 16,
+  /** Ring marker: the rest of the ring's lap is unused; the record with this sequence starts the next lap. */
+  WRAP = 17,
+  /** The record with sequence `v` failed to apply with errno `e` and had no effect; replay expects the same. */
+  VOID = 18
+}
+
+/** A timestamp as [seconds, nanoseconds]: exact, unlike a double of nanoseconds. */
+export type Timespec = [number, number]
+
+/** Metadata of each record type. Keys are short because they are stored per record. */
+export interface RecordMeta {
+  p?: string       // path, relative to the data directory root, starting with '/'
+  d?: string       // second path: rename/link destination, symlink target
+  o?: number       // offset
+  s?: number       // size
+  l?: number       // length
+  m?: number       // mode
+  u?: number       // uid
+  g?: number       // gid
+  r?: number       // rdev
+  f?: number       // flags
+  n?: string       // xattr name
+  x?: Uint8Array   // xattr value
+  a?: Timespec | null // atime (null: leave as is)
+  t?: Timespec | null // mtime resulting from the operation (null: leave as is)
+  v?: number       // VOID: the sequence number that failed
+  e?: number       // VOID: its negative errno
+}
+
+export interface Record {
+  type: RecordType
+  seq: number
+  meta: RecordMeta
+  /** WRITE payload; a view into the record's buffer. */
+  data: Buffer
+}
+
+// Every option spelled out: these bytes are a contract.
+const packr = new Packr({
+  useRecords: false,
+  structures: undefined,
+  moreTypes: false,
+  bundleStrings: false,
+  int64AsType: 'number',
+  mapsAsObjects: true,
+  variableMapSize: true,
+  copyBuffers: true,
+  useFloat32: 0,
+  encodeUndefinedAsNil: false
+} as ConstructorParameters<typeof Packr>[0])
+
+const EMPTY = Buffer.alloc(0)
+
+/** Records start at multiples of this, so a recovery scan can search for stray records. */
+export const RECORD_ALIGN_BYTES = 8
+
+/** Encodes a record into one buffer (header, meta, data), ready for one pwrite. */
+export function encodeRecord (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array): Buffer {
+  assert(Number.isSafeInteger(seq) && seq >= 1)
+  const metaBytes = type === RecordType.WRAP ? EMPTY : packr.pack(meta)
+  if (metaBytes.length > RECORD_META_BYTES_MAX) throw new ReplError('USAGE', `record metadata too large (${metaBytes.length} bytes)`)
+  const dataLength = data ? data.length : 0
+  assert(dataLength <= FUSE_WRITE_BYTES_MAX)
+  const buf = Buffer.allocUnsafe(RECORD_HEADER_BYTES + metaBytes.length + dataLength)
+  buf.writeUInt32LE(RECORD_MAGIC, 0)
+  buf.writeUInt16LE(RECORD_FORMAT_VERSION, 4)
+  buf.writeUInt16LE(type, 6)
+  buf.writeBigUInt64LE(BigInt(seq), 8)
+  buf.writeUInt32LE(metaBytes.length, 16)
+  buf.writeUInt32LE(dataLength, 20)
+  buf.writeUInt32LE(0, 28)
+  metaBytes.copy(buf, RECORD_HEADER_BYTES)
+  if (data) buf.set(data, RECORD_HEADER_BYTES + metaBytes.length)
+  buf.writeUInt32LE(checksum(buf), 24)
+  return buf
+}
+
+function checksum (buf: Buffer): number {
+  const c = crc32c(buf.subarray(0, 24))
+  return crc32c(buf.subarray(RECORD_HEADER_BYTES), c) >>> 0
+}
+
+export interface HeaderView {
+  type: RecordType
+  seq: number
+  metaLength: number
+  dataLength: number
+  totalLength: number
+}
+
+/** Reads a header, or returns null if these bytes are not one (zero-fill, stale garbage). */
+export function readHeader (buf: Buffer): HeaderView | null {
+  if (buf.length < RECORD_HEADER_BYTES) return null
+  if (buf.readUInt32LE(0) !== RECORD_MAGIC) return null
+  const version = buf.readUInt16LE(4)
+  if (version !== RECORD_FORMAT_VERSION) {
+    throw new ReplError('FORMAT_VERSION', `SRL record format version ${version} is not supported (this build reads ${RECORD_FORMAT_VERSION})`)
+  }
+  const metaLength = buf.readUInt32LE(16)
+  const dataLength = buf.readUInt32LE(20)
+  if (metaLength > RECORD_META_BYTES_MAX || dataLength > FUSE_WRITE_BYTES_MAX) return null
+  const seq = Number(buf.readBigUInt64LE(8))
+  return { type: buf.readUInt16LE(6), seq, metaLength, dataLength, totalLength: RECORD_HEADER_BYTES + metaLength + dataLength }
+}
+
+/** Verifies the checksum of a whole record buffer (as returned by readHeader's totalLength). */
+export function checksumOk (buf: Buffer): boolean {
+  return buf.readUInt32LE(24) === checksum(buf)
+}
+
+/** Decodes a verified record buffer. The data is a view into `buf`. */
+export function decodeRecord (buf: Buffer): Record {
+  const h = readHeader(buf)
+  assert(h !== null && buf.length === h.totalLength)
+  const meta = packr.unpack(buf.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.metaLength)) as RecordMeta
+  const data = buf.subarray(RECORD_HEADER_BYTES + h.metaLength)
+  return { type: h.type, seq: h.seq, meta, data }
+}
+
+/** Current time as a Timespec; the resulting timestamp a record carries. */
+export function nowTimespec (): Timespec {
+  const ms = Date.now()
+  const ns = process.hrtime.bigint() % 1000000n
+  return [Math.floor(ms / 1000), (ms % 1000) * 1e6 + Number(ns)]
+}

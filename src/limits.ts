@@ -1,0 +1,60 @@
+/**
+ * Every bound in replicafs, with its unit last in the name and the reason it exists.
+ * Relationships between limits are asserted when this module loads, so a bad edit
+ * fails at startup instead of deep in the write path.
+ */
+import assert from 'node:assert'
+
+/** The largest write the kernel hands a FUSE server with big_writes (32 pages). */
+export const FUSE_WRITE_BYTES_MAX = 128 * 1024
+
+/** Fixed SRL record header: magic, version, type, sequence, lengths, checksum. See docs/FORMAT.md. */
+export const RECORD_HEADER_BYTES = 32
+
+/** Upper bound on a record's msgpack metadata (paths are at most PATH_MAX, xattr values at most 64 KiB). */
+export const RECORD_META_BYTES_MAX = 4096 + 4096 + 64 * 1024 + 512
+
+/** The largest record the SRL accepts: one maximal write plus the largest metadata. */
+export const RECORD_BYTES_MAX = RECORD_HEADER_BYTES + RECORD_META_BYTES_MAX + FUSE_WRITE_BYTES_MAX
+
+/** Default SRL size. VVR sizes the SRL for the write burst a Secondary outage must absorb. */
+export const SRL_BYTES_DEFAULT = 256 * 1024 * 1024
+
+/** The smallest SRL accepted: room for many maximal records, so a full log is a policy event, not a fragment. */
+export const SRL_BYTES_MIN = 4 * 1024 * 1024
+
+/** The largest SRL accepted (the ring is one preallocated file). */
+export const SRL_BYTES_MAX = 64 * 1024 * 1024 * 1024
+
+/** Bytes of the ring zero-filled per write call while preallocating. */
+export const SRL_PREALLOCATE_CHUNK_BYTES = 1024 * 1024
+
+/**
+ * Data not yet applied to the data directory, in bytes. A writer waits when the apply queue holds
+ * more than this, so a slow data directory pushes back on the application instead of on memory.
+ */
+export const APPLY_QUEUE_BYTES_MAX = 64 * 1024 * 1024
+
+/** How often the Primary syncs the data directory and releases applied records from the SRL when idle. */
+export const CHECKPOINT_INTERVAL_MS = 2000
+
+/** Ring fill fraction (in percent) past which a checkpoint runs at once to free space. */
+export const CHECKPOINT_FILL_PERCENT = 50
+
+/** Every FUSE op answers within this time (ETIMEDOUT otherwise), so the kernel is never left waiting. */
+export const FUSE_OP_TIMEOUT_MS = 60_000
+
+/** How long `--daemon` waits for the daemon to report ready before giving up. */
+export const DAEMON_READY_TIMEOUT_MS = 60_000
+
+/** How long `stop` waits for the daemon to exit after asking it to. */
+export const STOP_TIMEOUT_MS = 30_000
+
+/** Control-socket request size bound: commands are small JSON objects. */
+export const CONTROL_REQUEST_BYTES_MAX = 64 * 1024
+
+assert(SRL_BYTES_MIN >= 16 * RECORD_BYTES_MAX, 'the smallest SRL must hold many maximal records')
+assert(SRL_BYTES_DEFAULT >= SRL_BYTES_MIN && SRL_BYTES_DEFAULT <= SRL_BYTES_MAX)
+assert(APPLY_QUEUE_BYTES_MAX >= 4 * FUSE_WRITE_BYTES_MAX, 'the apply queue must hold several writes')
+assert(SRL_BYTES_MIN % SRL_PREALLOCATE_CHUNK_BYTES === 0)
+assert(CHECKPOINT_FILL_PERCENT > 0 && CHECKPOINT_FILL_PERCENT < 100)

@@ -1,0 +1,537 @@
+/*
+ * replicafs_sys: thin synchronous N-API wrappers around Linux syscalls that
+ * Node's fs module does not expose (xattrs, mknod, utimensat with ns and
+ * UTIME_NOW/UTIME_OMIT, fallocate, FICLONE, syncfs, umount2, dlopen).
+ *
+ * Every failure throws an Error shaped like Node's fs errors:
+ *   err.code = 'ENOENT', err.errno = -2, err.syscall = 'lgetxattr',
+ *   err.path = '/p' (when there is a path),
+ *   message "ENOENT: no such file or directory, lgetxattr '/p'".
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#define NAPI_VERSION 6
+#include <node_api.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+
+#ifndef FICLONE
+#define FICLONE _IOW(0x94, 9, int)
+#endif
+#ifndef FICLONERANGE
+struct file_clone_range {
+  int64_t src_fd;
+  uint64_t src_offset;
+  uint64_t src_length;
+  uint64_t dest_offset;
+};
+#define FICLONERANGE _IOW(0x94, 13, struct file_clone_range)
+#endif
+
+#define MAX_ARGS 6
+
+/* ---------- error helpers ---------- */
+
+static const char *errno_name(int e) {
+  switch (e) {
+#define E(x) case x: return #x;
+    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC)
+    E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(ENOTBLK)
+    E(EBUSY) E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL)
+    E(ENFILE) E(EMFILE) E(ENOTTY) E(ETXTBSY) E(EFBIG) E(ENOSPC) E(ESPIPE)
+    E(EROFS) E(EMLINK) E(EPIPE) E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG)
+    E(ENOLCK) E(ENOSYS) E(ENOTEMPTY) E(ELOOP) E(ENOMSG) E(EIDRM) E(ENODATA)
+    E(ENOSTR) E(ETIME) E(ENOSR) E(EOVERFLOW) E(EBADFD) E(EILSEQ) E(EUSERS)
+    E(ENOTSOCK) E(EOPNOTSUPP) E(EADDRINUSE) E(ENETDOWN) E(ECONNRESET)
+    E(ENOBUFS) E(EISCONN) E(ENOTCONN) E(ETIMEDOUT) E(ECONNREFUSED) E(EALREADY)
+    E(EINPROGRESS) E(ESTALE) E(EDQUOT) E(ECANCELED) E(EKEYEXPIRED)
+    E(EUCLEAN) E(EREMOTEIO) E(ENOMEDIUM) E(EMEDIUMTYPE)
+#undef E
+    default: return "UNKNOWN";
+  }
+}
+
+/* Throws a Node-fs-shaped error. path may be NULL. Always returns NULL. */
+static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+  const char *code = errno_name(e);
+  char msg[PATH_MAX + 256];
+  if (path != NULL)
+    snprintf(msg, sizeof(msg), "%s: %s, %s '%s'", code, strerror(e), syscall, path);
+  else
+    snprintf(msg, sizeof(msg), "%s: %s, %s", code, strerror(e), syscall);
+  /* Node's own fs messages use lower case strerror text ("no such file or directory"). */
+  {
+    char *p = strchr(msg, ':');
+    if (p != NULL && p[1] == ' ' && p[2] >= 'A' && p[2] <= 'Z' && !(p[3] >= 'A' && p[3] <= 'Z')) p[2] = (char) (p[2] - 'A' + 'a');
+  }
+  napi_value jmsg, jcode, err, v;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode);
+  napi_create_error(env, jcode, jmsg, &err);
+  napi_set_named_property(env, err, "code", jcode);
+  napi_create_int32(env, -e, &v);
+  napi_set_named_property(env, err, "errno", v);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, err, "syscall", v);
+  if (path != NULL) {
+    napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, err, "path", v);
+  }
+  napi_throw(env, err);
+  return NULL;
+}
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+/* ---------- argument helpers (return 0 on success, -1 after throwing) ---------- */
+
+typedef struct {
+  size_t argc;
+  napi_value argv[MAX_ARGS];
+} args_t;
+
+static int get_args(napi_env env, napi_callback_info info, args_t *a, size_t want) {
+  a->argc = MAX_ARGS;
+  if (napi_get_cb_info(env, info, &a->argc, a->argv, NULL, NULL) != napi_ok) return -1;
+  if (a->argc < want) {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "expected %zu arguments, got %zu", want, a->argc);
+    throw_type(env, msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* Heap-allocated string; caller frees. */
+static char *get_str(napi_env env, napi_value v, const char *what) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "%s must be a string", what);
+    throw_type(env, msg);
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (s == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  if (strlen(s) != len) {
+    free(s);
+    char msg[96];
+    snprintf(msg, sizeof(msg), "%s must not contain NUL bytes", what);
+    throw_type(env, msg);
+    return NULL;
+  }
+  return s;
+}
+
+static int get_i64(napi_env env, napi_value v, const char *what, int64_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !isfinite(d) || d != floor(d)) {
+    char msg[96];
+    snprintf(msg, sizeof(msg), "%s must be an integer", what);
+    throw_type(env, msg);
+    return -1;
+  }
+  *out = (int64_t) d;
+  return 0;
+}
+
+static int get_i32(napi_env env, napi_value v, const char *what, int32_t *out) {
+  int64_t x;
+  if (get_i64(env, v, what, &x) < 0) return -1;
+  *out = (int32_t) x;
+  return 0;
+}
+
+static int get_bool(napi_env env, napi_value v, bool *out) {
+  napi_value b;
+  if (napi_coerce_to_bool(env, v, &b) != napi_ok) return -1;
+  napi_get_value_bool(env, b, out);
+  return 0;
+}
+
+static napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static napi_value make_buffer(napi_env env, const char *data, size_t len) {
+  napi_value buf;
+  void *dst;
+  napi_create_buffer_copy(env, len, len ? data : "", &dst, &buf);
+  return buf;
+}
+
+/* xattr name list "a\0b\0" -> string[] */
+static napi_value make_name_list(napi_env env, const char *list, ssize_t len) {
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t idx = 0;
+  ssize_t i = 0;
+  while (i < len) {
+    size_t n = strnlen(list + i, (size_t) (len - i));
+    if (n > 0) {
+      napi_value s;
+      napi_create_string_utf8(env, list + i, n, &s);
+      napi_set_element(env, arr, idx++, s);
+    }
+    i += (ssize_t) n + 1;
+  }
+  return arr;
+}
+
+/* ---------- xattrs ---------- */
+
+/* Generic size-probing loop: size 0 to learn the size, allocate, retry on ERANGE
+ * (the value may grow between the two calls). */
+typedef ssize_t (*getter_fn)(const void *target, const char *name, void *buf, size_t size);
+
+static ssize_t g_lget(const void *t, const char *n, void *b, size_t s) { return lgetxattr((const char *) t, n, b, s); }
+static ssize_t g_fget(const void *t, const char *n, void *b, size_t s) { return fgetxattr(*(const int *) t, n, b, s); }
+static ssize_t g_llist(const void *t, const char *n, void *b, size_t s) { (void) n; return llistxattr((const char *) t, b, s); }
+static ssize_t g_flist(const void *t, const char *n, void *b, size_t s) { (void) n; return flistxattr(*(const int *) t, b, s); }
+
+/* Returns malloc'd buffer (may be NULL when *len == 0) or sets *err. */
+static char *probe(getter_fn fn, const void *target, const char *name, ssize_t *len, int *err) {
+  for (int attempt = 0; attempt < 64; attempt++) {
+    ssize_t n = fn(target, name, NULL, 0);
+    if (n < 0) { *err = errno; return NULL; }
+    if (n == 0) { *len = 0; return NULL; }
+    char *buf = malloc((size_t) n);
+    if (buf == NULL) { *err = ENOMEM; return NULL; }
+    ssize_t m = fn(target, name, buf, (size_t) n);
+    if (m >= 0) { *len = m; return buf; }
+    int e = errno;
+    free(buf);
+    if (e != ERANGE) { *err = e; return NULL; }
+  }
+  *err = ERANGE;
+  return NULL;
+}
+
+static napi_value do_getxattr(napi_env env, napi_callback_info info, int byfd) {
+  args_t a;
+  if (get_args(env, info, &a, 2) < 0) return NULL;
+  char *path = NULL, *name = NULL;
+  int fd = -1;
+  napi_value ret = NULL;
+  if (byfd) { if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL; }
+  else if ((path = get_str(env, a.argv[0], "path")) == NULL) return NULL;
+  if ((name = get_str(env, a.argv[1], "name")) == NULL) goto out;
+  ssize_t len = 0;
+  int err = 0;
+  char *buf = byfd ? probe(g_fget, &fd, name, &len, &err) : probe(g_lget, path, name, &len, &err);
+  if (err) { throw_errno(env, err, byfd ? "fgetxattr" : "lgetxattr", path); goto out; }
+  ret = make_buffer(env, buf, (size_t) len);
+  free(buf);
+out:
+  free(path);
+  free(name);
+  return ret;
+}
+
+static napi_value do_setxattr(napi_env env, napi_callback_info info, int byfd) {
+  args_t a;
+  if (get_args(env, info, &a, 3) < 0) return NULL;
+  char *path = NULL, *name = NULL;
+  int fd = -1;
+  int32_t flags = 0;
+  napi_value ret = NULL;
+  if (byfd) { if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL; }
+  else if ((path = get_str(env, a.argv[0], "path")) == NULL) return NULL;
+  if ((name = get_str(env, a.argv[1], "name")) == NULL) goto out;
+  bool isbuf = false;
+  napi_is_buffer(env, a.argv[2], &isbuf);
+  if (!isbuf) { throw_type(env, "value must be a Buffer"); goto out; }
+  void *data;
+  size_t len;
+  napi_get_buffer_info(env, a.argv[2], &data, &len);
+  if (a.argc > 3 && get_i32(env, a.argv[3], "flags", &flags) < 0) goto out;
+  int r = byfd ? fsetxattr(fd, name, data, len, flags) : lsetxattr(path, name, data, len, flags);
+  if (r < 0) { throw_errno(env, errno, byfd ? "fsetxattr" : "lsetxattr", path); goto out; }
+  ret = undef(env);
+out:
+  free(path);
+  free(name);
+  return ret;
+}
+
+static napi_value do_listxattr(napi_env env, napi_callback_info info, int byfd) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  char *path = NULL;
+  int fd = -1;
+  if (byfd) { if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL; }
+  else if ((path = get_str(env, a.argv[0], "path")) == NULL) return NULL;
+  ssize_t len = 0;
+  int err = 0;
+  char *buf = byfd ? probe(g_flist, &fd, NULL, &len, &err) : probe(g_llist, path, NULL, &len, &err);
+  napi_value ret = NULL;
+  if (err) throw_errno(env, err, byfd ? "flistxattr" : "llistxattr", path);
+  else ret = make_name_list(env, buf, len);
+  free(buf);
+  free(path);
+  return ret;
+}
+
+static napi_value do_removexattr(napi_env env, napi_callback_info info, int byfd) {
+  args_t a;
+  if (get_args(env, info, &a, 2) < 0) return NULL;
+  char *path = NULL, *name = NULL;
+  int fd = -1;
+  napi_value ret = NULL;
+  if (byfd) { if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL; }
+  else if ((path = get_str(env, a.argv[0], "path")) == NULL) return NULL;
+  if ((name = get_str(env, a.argv[1], "name")) == NULL) goto out;
+  int r = byfd ? fremovexattr(fd, name) : lremovexattr(path, name);
+  if (r < 0) { throw_errno(env, errno, byfd ? "fremovexattr" : "lremovexattr", path); goto out; }
+  ret = undef(env);
+out:
+  free(path);
+  free(name);
+  return ret;
+}
+
+static napi_value m_lgetxattr(napi_env env, napi_callback_info info) { return do_getxattr(env, info, 0); }
+static napi_value m_fgetxattr(napi_env env, napi_callback_info info) { return do_getxattr(env, info, 1); }
+static napi_value m_lsetxattr(napi_env env, napi_callback_info info) { return do_setxattr(env, info, 0); }
+static napi_value m_fsetxattr(napi_env env, napi_callback_info info) { return do_setxattr(env, info, 1); }
+static napi_value m_llistxattr(napi_env env, napi_callback_info info) { return do_listxattr(env, info, 0); }
+static napi_value m_flistxattr(napi_env env, napi_callback_info info) { return do_listxattr(env, info, 1); }
+static napi_value m_lremovexattr(napi_env env, napi_callback_info info) { return do_removexattr(env, info, 0); }
+static napi_value m_fremovexattr(napi_env env, napi_callback_info info) { return do_removexattr(env, info, 1); }
+
+/* ---------- mknod ---------- */
+
+static napi_value m_mknod(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 2) < 0) return NULL;
+  int64_t mode, dev = 0;
+  if (get_i64(env, a.argv[1], "mode", &mode) < 0) return NULL;
+  if (a.argc > 2 && get_i64(env, a.argv[2], "dev", &dev) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  napi_value ret = NULL;
+  if (mknod(path, (mode_t) mode, (dev_t) dev) < 0) throw_errno(env, errno, "mknod", path);
+  else ret = undef(env);
+  free(path);
+  return ret;
+}
+
+/* ---------- times ---------- */
+
+static int get_ts(napi_env env, napi_value s, napi_value ns, struct timespec *ts) {
+  int64_t sec, nsec;
+  if (get_i64(env, s, "sec", &sec) < 0) return -1;
+  if (get_i64(env, ns, "nsec", &nsec) < 0) return -1;
+  ts->tv_sec = (time_t) sec;
+  ts->tv_nsec = (long) nsec;
+  return 0;
+}
+
+static napi_value m_utimensat(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 5) < 0) return NULL;
+  struct timespec ts[2];
+  bool nofollow = false;
+  if (get_ts(env, a.argv[1], a.argv[2], &ts[0]) < 0) return NULL;
+  if (get_ts(env, a.argv[3], a.argv[4], &ts[1]) < 0) return NULL;
+  if (a.argc > 5 && get_bool(env, a.argv[5], &nofollow) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  napi_value ret = NULL;
+  if (utimensat(AT_FDCWD, path, ts, nofollow ? AT_SYMLINK_NOFOLLOW : 0) < 0) throw_errno(env, errno, "utimensat", path);
+  else ret = undef(env);
+  free(path);
+  return ret;
+}
+
+static napi_value m_futimens(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 5) < 0) return NULL;
+  int32_t fd;
+  struct timespec ts[2];
+  if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL;
+  if (get_ts(env, a.argv[1], a.argv[2], &ts[0]) < 0) return NULL;
+  if (get_ts(env, a.argv[3], a.argv[4], &ts[1]) < 0) return NULL;
+  if (futimens(fd, ts) < 0) return throw_errno(env, errno, "futimens", NULL);
+  return undef(env);
+}
+
+static napi_value m_lstatNs(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  struct stat st;
+  int r = lstat(path, &st);
+  if (r < 0) { throw_errno(env, errno, "lstat", path); free(path); return NULL; }
+  free(path);
+  double vals[6] = {
+    (double) st.st_atim.tv_sec, (double) st.st_atim.tv_nsec,
+    (double) st.st_mtim.tv_sec, (double) st.st_mtim.tv_nsec,
+    (double) st.st_ctim.tv_sec, (double) st.st_ctim.tv_nsec,
+  };
+  napi_value arr;
+  napi_create_array_with_length(env, 6, &arr);
+  for (uint32_t i = 0; i < 6; i++) {
+    napi_value v;
+    napi_create_double(env, vals[i], &v);
+    napi_set_element(env, arr, i, v);
+  }
+  return arr;
+}
+
+/* ---------- fallocate / clone / syncfs ---------- */
+
+static napi_value m_fallocate(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 4) < 0) return NULL;
+  int32_t fd, mode;
+  int64_t off, len;
+  if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL;
+  if (get_i32(env, a.argv[1], "mode", &mode) < 0) return NULL;
+  if (get_i64(env, a.argv[2], "offset", &off) < 0) return NULL;
+  if (get_i64(env, a.argv[3], "length", &len) < 0) return NULL;
+  if (fallocate(fd, mode, (off_t) off, (off_t) len) < 0) return throw_errno(env, errno, "fallocate", NULL);
+  return undef(env);
+}
+
+static napi_value m_ficlone(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 2) < 0) return NULL;
+  int32_t dst, src;
+  if (get_i32(env, a.argv[0], "destFd", &dst) < 0) return NULL;
+  if (get_i32(env, a.argv[1], "srcFd", &src) < 0) return NULL;
+  if (ioctl(dst, FICLONE, src) < 0) return throw_errno(env, errno, "ioctl(FICLONE)", NULL);
+  return undef(env);
+}
+
+static napi_value m_ficlonerange(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 5) < 0) return NULL;
+  int32_t dst, src;
+  int64_t soff, len, doff;
+  if (get_i32(env, a.argv[0], "destFd", &dst) < 0) return NULL;
+  if (get_i32(env, a.argv[1], "srcFd", &src) < 0) return NULL;
+  if (get_i64(env, a.argv[2], "srcOffset", &soff) < 0) return NULL;
+  if (get_i64(env, a.argv[3], "length", &len) < 0) return NULL;
+  if (get_i64(env, a.argv[4], "destOffset", &doff) < 0) return NULL;
+  struct file_clone_range r = { .src_fd = src, .src_offset = (uint64_t) soff, .src_length = (uint64_t) len, .dest_offset = (uint64_t) doff };
+  if (ioctl(dst, FICLONERANGE, &r) < 0) return throw_errno(env, errno, "ioctl(FICLONERANGE)", NULL);
+  return undef(env);
+}
+
+static napi_value m_syncfs(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  int32_t fd;
+  if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL;
+  if (syncfs(fd) < 0) return throw_errno(env, errno, "syncfs", NULL);
+  return undef(env);
+}
+
+/* ---------- dlopen / umount2 ---------- */
+
+static napi_value m_dlopenGlobal(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  dlerror();
+  void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL); /* never dlclose'd on purpose */
+  if (h == NULL) {
+    const char *e = dlerror();
+    char msg[PATH_MAX + 512];
+    snprintf(msg, sizeof(msg), "dlopen '%s' failed: %s", path, e ? e : "unknown error");
+    napi_throw_error(env, "ERR_DLOPEN_FAILED", msg);
+    free(path);
+    return NULL;
+  }
+  free(path);
+  return undef(env);
+}
+
+static napi_value m_umount2(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  int32_t flags = 0;
+  if (a.argc > 1 && get_i32(env, a.argv[1], "flags", &flags) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  napi_value ret = NULL;
+  if (umount2(path, flags) < 0) throw_errno(env, errno, "umount2", path);
+  else ret = undef(env);
+  free(path);
+  return ret;
+}
+
+/* ---------- init ---------- */
+
+static void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  napi_value fn;
+  napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  napi_set_named_property(env, exports, name, fn);
+}
+
+static void export_int(napi_env env, napi_value exports, const char *name, int64_t v) {
+  napi_value n;
+  napi_create_int64(env, v, &n);
+  napi_set_named_property(env, exports, name, n);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  export_fn(env, exports, "lgetxattr", m_lgetxattr);
+  export_fn(env, exports, "lsetxattr", m_lsetxattr);
+  export_fn(env, exports, "llistxattr", m_llistxattr);
+  export_fn(env, exports, "lremovexattr", m_lremovexattr);
+  export_fn(env, exports, "fgetxattr", m_fgetxattr);
+  export_fn(env, exports, "fsetxattr", m_fsetxattr);
+  export_fn(env, exports, "flistxattr", m_flistxattr);
+  export_fn(env, exports, "fremovexattr", m_fremovexattr);
+  export_fn(env, exports, "mknod", m_mknod);
+  export_fn(env, exports, "utimensat", m_utimensat);
+  export_fn(env, exports, "futimens", m_futimens);
+  export_fn(env, exports, "lstatNs", m_lstatNs);
+  export_fn(env, exports, "fallocate", m_fallocate);
+  export_fn(env, exports, "ficlone", m_ficlone);
+  export_fn(env, exports, "ficlonerange", m_ficlonerange);
+  export_fn(env, exports, "syncfs", m_syncfs);
+  export_fn(env, exports, "dlopenGlobal", m_dlopenGlobal);
+  export_fn(env, exports, "umount2", m_umount2);
+
+  export_int(env, exports, "UTIME_NOW", UTIME_NOW);
+  export_int(env, exports, "UTIME_OMIT", UTIME_OMIT);
+  export_int(env, exports, "XATTR_CREATE", XATTR_CREATE);
+  export_int(env, exports, "XATTR_REPLACE", XATTR_REPLACE);
+  export_int(env, exports, "FALLOC_FL_KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
+  export_int(env, exports, "FALLOC_FL_PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE);
+  export_int(env, exports, "FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
+  export_int(env, exports, "MNT_FORCE", MNT_FORCE);
+  export_int(env, exports, "MNT_DETACH", MNT_DETACH);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

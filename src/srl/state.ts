@@ -1,0 +1,52 @@
+/**
+ * LogStore: the SRL's small, indexed state in LevelDB (classic-level). The log's bytes live in the
+ * ring (src/srl/ring.ts); LevelDB keeps where things are: the format, the apply checkpoint, the durable
+ * checkpoint that bounds the ring's tail. LevelDB's lock on the directory is what makes one daemon the
+ * only owner of a state directory.
+ *
+ * Keys (strings; values JSON, see docs/FORMAT.md):
+ *   format      {version, ringBytes, role, createdAt}
+ *   checkpoint  {seq, offset, bootId}   last record applied to the data directory; offset just after it
+ *   durable     {seq, offset}           last record whose effect the data directory has synced; the ring's tail
+ *
+ * Durability points: `checkpoint` is written with sync:false (survives kill -9 through LevelDB's log
+ * write); `durable` and `format` with sync:true.
+ */
+import { ClassicLevel } from 'classic-level'
+import { ReplError } from '../errors'
+
+export interface FormatState { version: number, ringBytes: number, role: 'primary' | 'secondary', createdAt: string }
+export interface Position { seq: number, offset: number }
+export interface CheckpointState extends Position { bootId: string }
+
+export const STATE_FORMAT_VERSION = 1
+
+export class LogStore {
+  private constructor (private readonly db: ClassicLevel<string, unknown>) {}
+
+  static async open (dir: string): Promise<LogStore> {
+    const db = new ClassicLevel<string, unknown>(dir, { valueEncoding: 'json' })
+    try {
+      await db.open()
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause
+      if (cause?.code === 'LEVEL_LOCKED') {
+        throw new ReplError('STATE_LOCKED', `state directory ${dir} is locked by another running replicafs daemon`, { cause: err })
+      }
+      throw new ReplError('LOG_CORRUPT', `cannot open the SRL state database ${dir}: ${(cause as Error | undefined)?.message ?? (err as Error).message}`, { cause: err })
+    }
+    return new LogStore(db)
+  }
+
+  async get<T> (key: string): Promise<T | undefined> {
+    return (await this.db.get(key)) as T | undefined
+  }
+
+  async put (key: string, value: unknown, sync: boolean): Promise<void> {
+    await this.db.put(key, value, { sync })
+  }
+
+  async close (): Promise<void> {
+    await this.db.close()
+  }
+}

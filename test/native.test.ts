@@ -1,0 +1,332 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { execFile } from 'child_process';
+import { promisify } from 'util';
+import { sys, loadFuse, unmountFuse, UTIME_NOW_US, UTIME_OMIT_US, isErrnoError, FuseStat, FuseInstance } from '../src/native';
+
+const execFileP = promisify(execFile);
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-native-'));
+
+function catchErr(fn: () => unknown): Error & { code?: string; errno?: number; syscall?: string; path?: string } {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof Error) return e;
+    throw new Error(`non-Error thrown: ${String(e)}`);
+  }
+  throw new Error('expected an exception');
+}
+
+function devFuseFds(): number {
+  let n = 0;
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === '/dev/fuse') n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+test.after(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test('constants', () => {
+  assert.is(sys.XATTR_CREATE, 1);
+  assert.is(sys.XATTR_REPLACE, 2);
+  assert.is(sys.MNT_FORCE, 1);
+  assert.is(sys.MNT_DETACH, 2);
+  assert.is(sys.UTIME_NOW, (1 << 30) - 1);
+  assert.is(sys.UTIME_OMIT, (1 << 30) - 2);
+  assert.is(sys.FALLOC_FL_KEEP_SIZE, 1);
+  assert.is(sys.FALLOC_FL_PUNCH_HOLE, 2);
+  assert.is(sys.FALLOC_FL_ZERO_RANGE, 0x10);
+  assert.is(UTIME_NOW_US, 2 ** 53 - 1);
+  assert.is(UTIME_OMIT_US, 2 ** 53 - 2);
+  assert.is(UTIME_NOW_US, 0x001fffff * 4294967296 + 0xffffffff);
+  assert.is(UTIME_OMIT_US, 0x001fffff * 4294967296 + 0xfffffffe);
+});
+
+test('xattr round trip (path and fd variants)', () => {
+  const p = path.join(tmp, 'x');
+  fs.writeFileSync(p, 'hello');
+  const val = Buffer.from([0, 1, 2, 255, 0x41]);
+  sys.lsetxattr(p, 'user.a', val, 0);
+  assert.equal(sys.lgetxattr(p, 'user.a'), val);
+  sys.lsetxattr(p, 'user.empty', Buffer.alloc(0), sys.XATTR_CREATE);
+  assert.is(sys.lgetxattr(p, 'user.empty').length, 0);
+  assert.equal(sys.llistxattr(p).filter((n) => n.startsWith('user.')).sort(), ['user.a', 'user.empty']);
+  const big = Buffer.alloc(3000, 7);
+  sys.lsetxattr(p, 'user.a', big, sys.XATTR_REPLACE);
+  assert.equal(sys.lgetxattr(p, 'user.a'), big);
+  const eexist = catchErr(() => sys.lsetxattr(p, 'user.a', val, sys.XATTR_CREATE));
+  assert.is(eexist.code, 'EEXIST');
+
+  const fd = fs.openSync(p, 'r+');
+  try {
+    sys.fsetxattr(fd, 'user.b', Buffer.from('bee'), 0);
+    assert.is(sys.fgetxattr(fd, 'user.b').toString(), 'bee');
+    assert.ok(sys.flistxattr(fd).includes('user.b'));
+    sys.fremovexattr(fd, 'user.b');
+    assert.is(catchErr(() => sys.fgetxattr(fd, 'user.b')).code, 'ENODATA');
+    const e = catchErr(() => sys.fgetxattr(fd, 'user.b'));
+    assert.is(e.syscall, 'fgetxattr');
+  } finally {
+    fs.closeSync(fd);
+  }
+  sys.lremovexattr(p, 'user.a');
+  sys.lremovexattr(p, 'user.empty');
+  assert.equal(sys.llistxattr(p).filter((n) => n.startsWith('user.')), []);
+});
+
+test('ENODATA / ENOENT error shape', () => {
+  const p = path.join(tmp, 'x');
+  const e = catchErr(() => sys.lgetxattr(p, 'user.missing'));
+  assert.ok(e instanceof Error);
+  assert.is(e.code, 'ENODATA');
+  assert.is(e.errno, -61);
+  assert.is(e.syscall, 'lgetxattr');
+  assert.is(e.path, p);
+  assert.is(e.message, `ENODATA: no data available, lgetxattr '${p}'`);
+  assert.ok(isErrnoError(e));
+
+  const missing = path.join(tmp, 'nope');
+  const e2 = catchErr(() => sys.lgetxattr(missing, 'user.a'));
+  assert.is(e2.code, 'ENOENT');
+  assert.is(e2.errno, -2);
+  assert.is(e2.message, `ENOENT: no such file or directory, lgetxattr '${missing}'`);
+
+  const e3 = catchErr(() => sys.umount2(tmp, sys.MNT_DETACH));
+  assert.is(e3.code, 'EINVAL');
+  assert.is(e3.syscall, 'umount2');
+
+  const e4 = catchErr(() => sys.fallocate(987654, 0, 0, 10));
+  assert.is(e4.code, 'EBADF');
+  assert.is(e4.errno, -9);
+  assert.is(e4.message, 'EBADF: bad file descriptor, fallocate');
+});
+
+test('mknod FIFO', () => {
+  const p = path.join(tmp, 'fifo');
+  sys.mknod(p, fs.constants.S_IFIFO | 0o640, 0);
+  const st = fs.lstatSync(p);
+  assert.ok(st.isFIFO());
+  assert.is(st.mode & 0o777, 0o640 & ~process.umask());
+  assert.is(catchErr(() => sys.mknod(p, fs.constants.S_IFIFO | 0o644, 0)).code, 'EEXIST');
+});
+
+test('utimensat with nanoseconds on a symlink (nofollow), lstatNs', () => {
+  const target = path.join(tmp, 'target');
+  const link = path.join(tmp, 'link');
+  fs.writeFileSync(target, 't');
+  fs.symlinkSync(target, link);
+  const targetBefore = fs.statSync(target, { bigint: true }).mtimeNs;
+  sys.utimensat(link, 1_000_000_000, 5, 1_234_567_890, 123_456_789, true);
+  const st = fs.lstatSync(link, { bigint: true });
+  assert.is(st.mtimeNs, 1_234_567_890_123_456_789n);
+  assert.is(st.atimeNs, 1_000_000_000_000_000_005n);
+  assert.is(fs.statSync(target, { bigint: true }).mtimeNs, targetBefore);
+  const ns = sys.lstatNs(link);
+  assert.equal(ns.slice(0, 4), [1_000_000_000, 5, 1_234_567_890, 123_456_789]);
+  assert.is(BigInt(ns[4]) * 1_000_000_000n + BigInt(ns[5]), st.ctimeNs);
+});
+
+test('UTIME_OMIT leaves mtime alone; UTIME_NOW sets now; futimens', () => {
+  const p = path.join(tmp, 'omit');
+  fs.writeFileSync(p, 'o');
+  sys.utimensat(p, 10, 0, 20, 999_999_999, false);
+  sys.utimensat(p, 30, 1, 0, sys.UTIME_OMIT, false);
+  let st = fs.lstatSync(p, { bigint: true });
+  assert.is(st.mtimeNs, 20_999_999_999n);
+  assert.is(st.atimeNs, 30_000_000_001n);
+  const before = BigInt(Date.now() - 5000) * 1_000_000n;
+  sys.utimensat(p, 0, sys.UTIME_OMIT, 0, sys.UTIME_NOW, false);
+  st = fs.lstatSync(p, { bigint: true });
+  assert.ok(st.mtimeNs > before);
+  assert.is(st.atimeNs, 30_000_000_001n);
+
+  const fd = fs.openSync(p, 'r');
+  try {
+    sys.futimens(fd, 40, 2, 50, 3);
+  } finally {
+    fs.closeSync(fd);
+  }
+  st = fs.lstatSync(p, { bigint: true });
+  assert.is(st.atimeNs, 40_000_000_002n);
+  assert.is(st.mtimeNs, 50_000_000_003n);
+});
+
+test('fallocate extends (mode 0) and KEEP_SIZE', () => {
+  const p = path.join(tmp, 'falloc');
+  const fd = fs.openSync(p, 'w+');
+  try {
+    sys.fallocate(fd, 0, 0, 1 << 20);
+    assert.is(fs.fstatSync(fd).size, 1 << 20);
+    const blocksBefore = fs.fstatSync(fd).blocks;
+    sys.fallocate(fd, sys.FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20);
+    const st = fs.fstatSync(fd);
+    assert.is(st.size, 1 << 20);
+    assert.ok(st.blocks > blocksBefore, `blocks ${st.blocks} > ${blocksBefore}`);
+    // offsets beyond 2^32 are passed through exactly (KEEP_SIZE: no size change)
+    sys.fallocate(fd, sys.FALLOC_FL_KEEP_SIZE, 2 ** 33 + 4096, 4096);
+    assert.is(fs.fstatSync(fd).size, 1 << 20);
+    sys.fallocate(fd, sys.FALLOC_FL_PUNCH_HOLE | sys.FALLOC_FL_KEEP_SIZE, 0, 4096);
+    assert.is(fs.fstatSync(fd).size, 1 << 20);
+  } finally {
+    fs.closeSync(fd);
+  }
+});
+
+test('ficlone / ficlonerange either work or fail with an expected code', () => {
+  const src = path.join(tmp, 'clone-src');
+  const dst = path.join(tmp, 'clone-dst');
+  fs.writeFileSync(src, Buffer.alloc(8192, 3));
+  const sfd = fs.openSync(src, 'r');
+  const dfd = fs.openSync(dst, 'w+');
+  const ok = ['EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOTTY'];
+  try {
+    try {
+      sys.ficlone(dfd, sfd);
+      assert.equal(fs.readFileSync(dst), fs.readFileSync(src));
+    } catch (e) {
+      assert.ok(isErrnoError(e) && ok.includes(e.code), String(e));
+      assert.is((e as { syscall?: string }).syscall, 'ioctl(FICLONE)');
+    }
+    try {
+      sys.ficlonerange(dfd, sfd, 0, 4096, 0);
+    } catch (e) {
+      assert.ok(isErrnoError(e) && ok.includes(e.code), String(e));
+    }
+  } finally {
+    fs.closeSync(sfd);
+    fs.closeSync(dfd);
+  }
+});
+
+test('syncfs on an fd', () => {
+  const fd = fs.openSync(tmp, 'r');
+  try {
+    sys.syncfs(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.is(catchErr(() => sys.syncfs(987654)).code, 'EBADF');
+});
+
+test('dlopenGlobal failure carries dlerror text', () => {
+  const e = catchErr(() => sys.dlopenGlobal(path.join(tmp, 'missing.so')));
+  assert.match(e.message, /missing\.so/);
+  assert.match(e.message, /cannot open shared object file/);
+});
+
+test('loadFuse returns the fuse-native class, idempotently', () => {
+  const Fuse = loadFuse();
+  assert.type(Fuse, 'function');
+  assert.match(Function.prototype.toString.call(Fuse), /^class\s/);
+  assert.is(loadFuse(), Fuse);
+  assert.is(Fuse.ENOENT, -2);
+});
+
+test('real FUSE mount: utimens gets µs mtime and the UTIME_NOW/OMIT sentinels', async () => {
+  const Fuse = loadFuse();
+  const mnt = path.join(tmp, 'mnt');
+  fs.mkdirSync(mnt);
+  // touch in the child runs with TZ=UTC
+  const expectedUs = Date.UTC(2001, 1, 3, 4, 5, 6) * 1000 + 123456;
+  const nowUs = (): number => Date.now() * 1000;
+  const files = new Map<string, FuseStat>();
+  const root: FuseStat = { mode: fs.constants.S_IFDIR | 0o755, nlink: 2, size: 4096, atime: nowUs(), mtime: nowUs(), ctime: nowUs() };
+  const calls: Array<{ path: string; atime: number; mtime: number }> = [];
+  const ENOENT = Fuse.ENOENT as number;
+
+  const fuse: FuseInstance = new Fuse(
+    mnt,
+    {
+      getattr(p, cb) {
+        if (p === '/') return cb(0, root);
+        const st = files.get(p);
+        if (st === undefined) return cb(ENOENT);
+        cb(0, st);
+      },
+      readdir(p, cb) {
+        if (p !== '/') return cb(ENOENT);
+        cb(0, [...files.keys()].map((k) => k.slice(1)));
+      },
+      create(p, mode, cb) {
+        const t = nowUs();
+        files.set(p, { mode: fs.constants.S_IFREG | (mode & 0o7777), nlink: 1, size: 0, atime: t, mtime: t, ctime: t });
+        cb(0, 42);
+      },
+      open(p, _flags, cb) {
+        if (!files.has(p)) return cb(ENOENT);
+        cb(0, 42);
+      },
+      release(_p, _fd, cb) {
+        cb(0);
+      },
+      truncate(_p, _size, cb) {
+        cb(0);
+      },
+      ftruncate(_p, _fd, _size, cb) {
+        cb(0);
+      },
+      utimens(p, atime, mtime, cb) {
+        calls.push({ path: p, atime, mtime });
+        const st = files.get(p);
+        if (st === undefined) return cb(ENOENT);
+        const t = nowUs();
+        if (atime !== UTIME_OMIT_US) st.atime = atime === UTIME_NOW_US ? t : atime;
+        if (mtime !== UTIME_OMIT_US) st.mtime = mtime === UTIME_NOW_US ? t : mtime;
+        st.ctime = t;
+        cb(0);
+      },
+    },
+    { force: false, mkdir: false },
+  );
+
+  const fdsBefore = devFuseFds();
+  try {
+    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+    assert.ok(fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mnt} `), 'mounted');
+    assert.is(devFuseFds(), fdsBefore + 1);
+
+    const file = path.join(mnt, 'file');
+    const env = { ...process.env, TZ: 'UTC' };
+    await execFileP('touch', [file], { env }); // creates it
+    calls.length = 0;
+    await execFileP('touch', ['-m', '-d', '2001-02-03 04:05:06.123456', file], { env });
+    assert.equal(calls, [{ path: '/file', atime: UTIME_OMIT_US, mtime: expectedUs }]);
+
+    // stat arrays go back to the kernel in µs as well
+    const { stdout } = await execFileP('stat', ['-c', '%.6Y', file], { env });
+    assert.is(stdout.trim(), '981173106.123456');
+
+    calls.length = 0;
+    await execFileP('touch', [file], { env }); // UTIME_NOW for both
+    assert.equal(calls, [{ path: '/file', atime: UTIME_NOW_US, mtime: UTIME_NOW_US }]);
+    const st = files.get('/file');
+    assert.ok(st !== undefined && Math.abs(st.mtime - nowUs()) < 60e6, 'mtime set to now');
+  } finally {
+    await unmountFuse(fuse, mnt);
+  }
+  assert.not.ok(fs.readFileSync('/proc/mounts', 'utf8').includes(mnt), 'unmounted');
+  // the FUSE thread exited and closed /dev/fuse
+  assert.is(devFuseFds(), fdsBefore);
+  fs.rmdirSync(mnt);
+});
+
+test('unmountFuse is safe on a never-mounted instance', async () => {
+  const Fuse = loadFuse();
+  const mnt = path.join(tmp, 'never');
+  fs.mkdirSync(mnt);
+  const fuse = new Fuse(mnt, {});
+  await unmountFuse(fuse, mnt);
+  fs.rmdirSync(mnt);
+});
+
+test.run();
