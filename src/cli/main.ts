@@ -1,0 +1,57 @@
+/**
+ * The replicafs command line. One file per subcommand; every user mistake is one line on stderr
+ * and a non-zero exit, never a stack trace (unexpected failures print one too, plus where to look).
+ */
+import { primaryCommand, PRIMARY_HELP } from './primary'
+import { stopCommand } from './stop'
+import { statusCommand } from './status'
+import { dumpCommand } from './srl-dump'
+import { ReplError } from '../errors'
+
+const HELP = `usage: replicafs COMMAND [flags]
+
+Filesystem-level replication in the manner of Veritas Volume Replicator.
+
+commands:
+  primary       run the Primary: a FUSE mount that journals every change into the SRL
+  stop          unmount cleanly and end a daemon
+  status        role, mount and SRL figures of a running daemon
+  srl-dump      print the records retained in a stopped daemon's SRL
+  passthrough   a bare FUSE passthrough with no SRL (the benchmark baseline)
+
+Run \`replicafs COMMAND --help\` for a command's flags.
+`
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(HELP)
+      return command === undefined ? 2 : 0
+    case 'primary': return primaryCommand(rest, true)
+    case 'passthrough': return primaryCommand(rest, false)
+    case 'stop': return stopCommand(rest)
+    case 'status': return statusCommand(rest)
+    case 'srl-dump': return dumpCommand(rest)
+    default:
+      throw new ReplError('USAGE', `replicafs: unknown command ${command} (see replicafs --help)`)
+  }
+}
+
+export function run (): void {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err: Error) => {
+    if (err instanceof ReplError) {
+      const msg = err.message.startsWith('replicafs') ? err.message : `replicafs: ${err.message}`
+      process.stderr.write(msg + '\n')
+    } else {
+      process.stderr.write(`replicafs: unexpected error: ${err.message}\n`)
+      if (process.env.REPLICAFS_DEBUG) process.stderr.write(String(err.stack) + '\n')
+    }
+    process.exitCode = 1
+  })
+}
+
+void PRIMARY_HELP

@@ -1,0 +1,35 @@
+/** `replicafs srl-dump`: prints the records retained in a stopped daemon's SRL (testing, debugging). */
+import path from 'node:path'
+import { parse, required, helpText, type FlagSpec } from './args'
+import { Srl } from '../srl'
+import { RecordType } from '../format/record'
+
+export const DUMP_FLAGS: FlagSpec = {
+  state: { type: 'string', arg: 'DIR', help: 'the state directory (its daemon must be stopped)' },
+  json: { type: 'boolean', help: 'one JSON object per record' },
+  help: { type: 'boolean', help: 'show this help' }
+}
+export const DUMP_HELP = helpText('replicafs srl-dump --state DIR [--json]', 'Prints every record retained in the SRL, oldest first. The daemon must be stopped\n(the state directory is locked while it runs).', DUMP_FLAGS)
+
+export async function dumpCommand (argv: string[]): Promise<number> {
+  const { values } = parse('srl-dump', argv, DUMP_FLAGS)
+  if (values.help) { process.stdout.write(DUMP_HELP); return 0 }
+  const srl = await Srl.open(path.join(required('srl-dump', values, 'state'), 'srl'), { ringBytes: 0, role: 'any' })
+  try {
+    for (const { record: r, offset } of srl.records()) {
+      const m = r.meta
+      const row: Record<string, unknown> = { seq: r.seq, type: RecordType[r.type], offset }
+      if (m.p !== undefined) row.path = m.p
+      if (m.d !== undefined) row.dest = m.d
+      if (r.type === RecordType.WRITE) { row.fileOffset = m.o; row.length = r.data.length }
+      if (m.s !== undefined) row.size = m.s
+      if (m.m !== undefined) row.mode = m.m
+      if (m.n !== undefined) row.name = m.n
+      if (m.v !== undefined) { row.voids = m.v; row.errno = m.e }
+      process.stdout.write(values.json ? JSON.stringify(row) + '\n' : Object.entries(row).map(([k, v]) => `${k}=${String(v)}`).join(' ') + '\n')
+    }
+  } finally {
+    await srl.close()
+  }
+  return 0
+}

@@ -1,0 +1,37 @@
+/** `replicafs status`: the daemon's role, mount and SRL figures. Field names are documented in the README. */
+import { parse, required, helpText, type FlagSpec } from './args'
+import { request } from '../control'
+
+export const STATUS_FLAGS: FlagSpec = {
+  state: { type: 'string', arg: 'DIR', help: 'the state directory of the daemon' },
+  json: { type: 'boolean', help: 'print JSON (field names in the README)' },
+  help: { type: 'boolean', help: 'show this help' }
+}
+export const STATUS_HELP = helpText('replicafs status --state DIR [--json]', 'Shows the role, the mount, and the SRL: records and bytes retained, oldest and newest\nsequence number, last applied sequence number.', STATUS_FLAGS)
+
+interface Status {
+  role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
+  srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
+}
+
+export async function statusCommand (argv: string[]): Promise<number> {
+  const { values } = parse('status', argv, STATUS_FLAGS)
+  if (values.help) { process.stdout.write(STATUS_HELP); return 0 }
+  const s = await request(required('status', values, 'state'), { cmd: 'status' }) as Status
+  if (values.json) { process.stdout.write(JSON.stringify(s, null, 2) + '\n'); return 0 }
+  const lines = [
+    `role:          ${s.role} (pid ${s.pid})`,
+    `data:          ${s.data}`,
+    `mount:         ${s.mount}`
+  ]
+  if (s.srl) {
+    const pct = (100 * s.srl.bytes / s.srl.capacityBytes).toFixed(1)
+    lines.push(
+      `SRL records:   ${s.srl.records} (${s.srl.bytes} bytes, ${pct}% of ${s.srl.capacityBytes})`,
+      `SRL sequence:  oldest ${s.srl.oldestSeq ?? '-'}, newest ${s.srl.newestSeq ?? '-'}`,
+      `applied:       ${s.srl.appliedSeq}`)
+  }
+  if (s.fatal) lines.push(`FATAL:         ${s.fatal}`)
+  process.stdout.write(lines.join('\n') + '\n')
+  return 0
+}

@@ -1,0 +1,72 @@
+/**
+ * The daemon's control socket: `STATE/control.sock`, newline-delimited JSON, one request and one
+ * response per connection. Every CLI command except `primary`/`secondary` is a client of it, so
+ * nothing but the daemon ever opens the SRL.
+ *
+ *   request  {"cmd": "status"} | {"cmd": "stop"}
+ *   response {"ok": true, "result": ...} | {"ok": false, "error": "one line", "code": "..."}
+ */
+import net from 'node:net'
+import fs from 'node:fs'
+import path from 'node:path'
+import { CONTROL_REQUEST_BYTES_MAX } from '../limits'
+import { ReplError } from '../errors'
+
+export type Handler = (req: { cmd: string, [k: string]: unknown }) => Promise<unknown>
+
+export function socketPath (stateDir: string): string {
+  return path.join(stateDir, 'control.sock')
+}
+
+export async function serve (stateDir: string, handler: Handler): Promise<net.Server> {
+  const file = socketPath(stateDir)
+  // We hold the state directory's lock, so a socket file here is a dead daemon's leftover.
+  try { fs.unlinkSync(file) } catch {}
+  const server = net.createServer((sock) => {
+    let buf = ''
+    sock.setEncoding('utf8')
+    sock.on('error', () => {})
+    sock.on('data', (chunk: string) => {
+      buf += chunk
+      if (buf.length > CONTROL_REQUEST_BYTES_MAX) { sock.destroy(); return }
+      const nl = buf.indexOf('\n')
+      if (nl < 0) return
+      let req: { cmd: string }
+      try { req = JSON.parse(buf.slice(0, nl)) } catch { sock.end(JSON.stringify({ ok: false, error: 'malformed request' }) + '\n'); return }
+      handler(req).then(
+        (result) => sock.end(JSON.stringify({ ok: true, result }) + '\n'),
+        (err: Error & { code?: string }) => sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code }) + '\n'))
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(file, () => { server.off('error', reject); resolve() })
+  })
+  fs.chmodSync(file, 0o600)
+  return server
+}
+
+/** Sends one request to the daemon owning `stateDir`. NOT_RUNNING if nobody answers. */
+export function request (stateDir: string, req: { cmd: string, [k: string]: unknown }, timeoutMs = 10_000): Promise<unknown> {
+  const file = socketPath(stateDir)
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(file)
+    let buf = ''
+    const timer = setTimeout(() => { sock.destroy(); reject(new ReplError('NOT_RUNNING', `the replicafs daemon for ${stateDir} did not answer within ${timeoutMs} ms`)) }, timeoutMs)
+    sock.setEncoding('utf8')
+    sock.on('connect', () => sock.write(JSON.stringify(req) + '\n'))
+    sock.on('data', (c: string) => { buf += c })
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new ReplError('NOT_RUNNING', `no replicafs daemon is running for state directory ${stateDir}`))
+      else reject(err)
+    })
+    sock.on('end', () => {
+      clearTimeout(timer)
+      let res: { ok: boolean, result?: unknown, error?: string, code?: string }
+      try { res = JSON.parse(buf) } catch { reject(new ReplError('NOT_RUNNING', `the replicafs daemon for ${stateDir} closed the connection`)); return }
+      if (res.ok) resolve(res.result)
+      else reject(Object.assign(new Error(res.error ?? 'request failed'), { code: res.code }))
+    })
+  })
+}

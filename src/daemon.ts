@@ -1,0 +1,206 @@
+/**
+ * One daemon per role per host. It owns its state directory (LevelDB's lock makes that exclusive),
+ * its data directory (a pid lock under /run/replicafs), its FUSE mount and its control socket.
+ *
+ * Start: check directories -> open the SRL (lock) -> lock the data directory -> clean a stale mount
+ * left by a killed daemon -> replay the SRL -> mount -> serve control -> report ready.
+ * Stop (control `stop`, SIGINT, SIGTERM): unmount -> drain and checkpoint -> close -> exit 0.
+ * A fatal error (a record that cannot be applied, a corrupt log) unmounts and exits non-zero:
+ * never a hung mount, never a skipped update.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import crypto from 'node:crypto'
+import type net from 'node:net'
+import { Srl } from './srl'
+import { PrimaryRvg } from './rvg/primary'
+import { FuseAdapter } from './fuse/adapter'
+import { serve } from './control'
+import { sys } from './native'
+import { ReplError } from './errors'
+
+export interface PrimaryConfig {
+  data: string
+  mount: string
+  state: string
+  srlBytes: number
+  /** false: the bare passthrough baseline, no SRL at all. */
+  journal: boolean
+  retain: boolean
+}
+
+export type Logger = (line: string) => void
+
+function requireDir (dir: string, what: string): string {
+  let st: fs.Stats
+  try { st = fs.statSync(dir) } catch { throw new ReplError('DIR_MISSING', `${what} ${dir} does not exist`) }
+  if (!st.isDirectory()) throw new ReplError('DIR_MISSING', `${what} ${dir} is not a directory`)
+  return fs.realpathSync(dir)
+}
+
+/** Unescapes the octal escapes /proc/mounts uses for spaces, tabs, newlines and backslashes. */
+function unescapeMount (s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
+}
+
+export function mountEntry (mnt: string): { source: string, type: string } | null {
+  const lines = fs.readFileSync('/proc/mounts', 'utf8').split('\n')
+  for (const line of lines) {
+    const [source, target, type] = line.split(' ')
+    if (target !== undefined && unescapeMount(target) === mnt) return { source, type }
+  }
+  return null
+}
+
+/** Whether a FUSE mount's server is gone (the kernel answers ENOTCONN). Never blocks on a live one for long. */
+async function isStale (mnt: string): Promise<boolean> {
+  const probe = fs.promises.stat(mnt).then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ENOTCONN')
+  const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2000).unref())
+  return Promise.race([probe, timeout])
+}
+
+/** Makes sure the mount point is usable: cleans a stale replicafs mount, refuses a live one. */
+async function prepareMountPoint (mnt: string, log: Logger): Promise<void> {
+  const entry = mountEntry(mnt)
+  if (entry) {
+    if (entry.type.startsWith('fuse') && await isStale(mnt)) {
+      log(`cleaning up the stale mount at ${mnt} left by a daemon that did not stop cleanly`)
+      sys.umount2(mnt, sys.MNT_DETACH)
+    } else {
+      throw new ReplError('MOUNT_BUSY', `mount point ${mnt} is already mounted (${entry.type})`)
+    }
+  }
+  if (fs.readdirSync(mnt).length > 0) throw new ReplError('DIR_NOT_EMPTY', `mount point ${mnt} is not empty`)
+}
+
+function lockDir (): string {
+  for (const dir of ['/run/replicafs', path.join(require('node:os').tmpdir(), 'replicafs-locks')]) {
+    try { fs.mkdirSync(dir, { recursive: true, mode: 0o700 }); fs.accessSync(dir, fs.constants.W_OK); return dir } catch {}
+  }
+  throw new ReplError('DATA_LOCKED', 'no writable directory for data-directory locks (/run/replicafs)')
+}
+
+function alive (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+}
+
+/**
+ * A data directory is served by at most one daemon. The lock is a pid file named by the data
+ * directory's real path; a dead pid's file is taken over (kill -9 leaves one behind).
+ */
+function lockDataDir (data: string): () => void {
+  const file = path.join(lockDir(), crypto.createHash('sha256').update(data).digest('hex').slice(0, 32) + '.pid')
+  for (let tries = 0; tries < 3; tries++) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n${data}\n`, { flag: 'wx' })
+      return () => { try { if (fs.readFileSync(file, 'utf8').startsWith(`${process.pid}\n`)) fs.unlinkSync(file) } catch {} }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      const pid = parseInt(fs.readFileSync(file, 'utf8'), 10)
+      if (pid > 0 && pid !== process.pid && alive(pid)) throw new ReplError('DATA_LOCKED', `data directory ${data} is in use by another replicafs daemon (pid ${pid})`)
+      fs.rmSync(file, { force: true })
+    }
+  }
+  throw new ReplError('DATA_LOCKED', `cannot lock data directory ${data}`)
+}
+
+export interface RunningDaemon {
+  stopped: Promise<number>
+  stop (code?: number): Promise<void>
+}
+
+export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<RunningDaemon> {
+  const data = requireDir(cfg.data, 'data directory')
+  const mount = requireDir(cfg.mount, 'mount point')
+  if (data === mount) throw new ReplError('USAGE', 'the data directory and the mount point must differ')
+  if (mount.startsWith(data + '/') || data.startsWith(mount + '/')) throw new ReplError('USAGE', `the data directory ${data} and the mount point ${mount} must not contain each other`)
+  fs.mkdirSync(cfg.state, { recursive: true })
+  const state = fs.realpathSync(cfg.state)
+  process.umask(0) // modes arrive already masked by the caller's umask; apply them exactly
+
+  // Acquired in order; on a failed start, released in reverse.
+  let srl: Srl | null = null
+  let unlockData: (() => void) | null = null
+  let rvg: PrimaryRvg | null = null
+  let adapter: FuseAdapter | null = null
+  let server: net.Server | null = null
+
+  /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
+  const release = async (): Promise<void> => {
+    const steps: Array<[string, () => Promise<void> | void]> = [
+      ['unmount', async () => { await adapter?.unmount() }],
+      ['control socket', async () => {
+        if (server) await new Promise<void>((resolve) => server!.close(() => resolve()))
+        try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
+      }],
+      ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
+      ['data directory lock', () => { unlockData?.() }]
+    ]
+    for (const [what, step] of steps) {
+      try { await step() } catch (err) { log(`stop: ${what}: ${(err as Error).message}`) }
+    }
+  }
+
+  try {
+    if (cfg.journal) {
+      srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'primary' })
+      if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
+    }
+    unlockData = lockDataDir(data)
+    await prepareMountPoint(mount, log)
+
+    rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log })
+    const replayed = await rvg.recover()
+    if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
+    rvg.start()
+
+    adapter = new FuseAdapter(rvg, mount)
+    await adapter.mount()
+  } catch (err) {
+    await release()
+    throw err
+  }
+
+  let stopping: Promise<void> | null = null
+  let resolveStopped!: (code: number) => void
+  const stopped = new Promise<number>((resolve) => { resolveStopped = resolve })
+  const stop = (code = 0): Promise<void> => {
+    if (!stopping) {
+      stopping = (async () => {
+        log('stopping: unmounting, applying and checkpointing the SRL')
+        await release()
+        log('stopped')
+        resolveStopped(code)
+      })()
+    }
+    return stopping
+  }
+  const live = rvg
+  live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
+
+  try {
+    server = await serve(state, async (req) => {
+      switch (req.cmd) {
+        case 'status':
+          return {
+            role: cfg.journal ? 'primary' : 'passthrough',
+            pid: process.pid,
+            data,
+            mount,
+            state,
+            srl: srl ? srl.stats(live.appliedSeq) : null,
+            fatal: live.fatalError?.message ?? null
+          }
+        case 'stop':
+          setImmediate(() => { stop(0).catch(() => {}) })
+          return { stopping: true }
+        default:
+          throw new ReplError('USAGE', `unknown control command ${req.cmd}`)
+      }
+    })
+  } catch (err) {
+    await stop(1)
+    throw err
+  }
+  return { stopped, stop }
+}

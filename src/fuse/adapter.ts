@@ -1,0 +1,195 @@
+/**
+ * The FUSE edge: fuse-native's op table over a PrimaryRvg. Handlers are thin: they normalise
+ * arguments, call the RVG (mutations) or read the data directory after the RVG's barrier (reads),
+ * and turn errors into negative errnos with errnoFor(), the only place that happens.
+ *
+ * fuse-native specifics handled here:
+ * - Mount options are built only from constants: fuse-native joins option values unescaped into
+ *   libfuse's `-o` string, so no user-supplied text (paths) ever goes into it. `big_writes` (128 KiB
+ *   writes instead of 4 KiB) and `use_ino` have no fuse-native option; a subclass appends them to
+ *   the option string fuse-native builds (see ReplicafsFuse._fuseOptions).
+ * - Times cross the bridge in microseconds (our patched bridge, src/native/fuse_bridge.c).
+ * - The write buffer is only valid until the reply: the SRL record holds a copy before we answer.
+ * - Handles are 32-bit numbers we allocate; each read handle owns one data-directory descriptor.
+ * - Never touch the mount synchronously from this process: the event loop serves it.
+ */
+import fs from 'node:fs'
+import { constants as osc } from 'node:os'
+import { loadFuse, unmountFuse, sys, UTIME_NOW_US, UTIME_OMIT_US, type FuseInstance, type FuseStat } from '../native'
+import { PrimaryRvg } from '../rvg/primary'
+import { RecordType, nowTimespec, type Timespec } from '../format/record'
+import { errnoFor, ReplError } from '../errors'
+import { FUSE_OP_TIMEOUT_MS } from '../limits'
+
+const E = osc.errno
+
+/** Constant mount options (see the header comment on why nothing user-supplied goes here). */
+const EXTRA_MOUNT_OPTIONS = 'big_writes,use_ino'
+
+function statOf (st: fs.BigIntStats): FuseStat {
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    dev: Number(st.dev),
+    nlink: Number(st.nlink),
+    ino: Number(st.ino),
+    rdev: Number(st.rdev),
+    blksize: Number(st.blksize),
+    blocks: Number(st.blocks),
+    atime: Number(st.atimeNs / 1000n),
+    mtime: Number(st.mtimeNs / 1000n),
+    ctime: Number(st.ctimeNs / 1000n)
+  }
+}
+
+function timespecOf (us: number): Timespec | null {
+  if (us === UTIME_OMIT_US) return null
+  if (us === UTIME_NOW_US) return nowTimespec()
+  return [Math.floor(us / 1e6), (us % 1e6) * 1000]
+}
+
+type Cb = (err: number, ...rest: unknown[]) => void
+
+export class FuseAdapter {
+  private fuse: FuseInstance | null = null
+  private readonly handles = new Map<number, { fd: number }>()
+  private nextHandle = 1
+
+  constructor (private readonly rvg: PrimaryRvg, private readonly mnt: string, private readonly readOnly = false) {}
+
+  private full (p: string): string { return this.rvg.root + p }
+
+  private allocHandle (fd: number): number {
+    // Handles are 32-bit in fuse-native; wrap around, skipping ones still open.
+    do { this.nextHandle = (this.nextHandle % 0xfffffff0) + 1 } while (this.handles.has(this.nextHandle))
+    this.handles.set(this.nextHandle, { fd })
+    return this.nextHandle
+  }
+
+  /** Runs `fn` after the barrier (reads) and replies with its result or errno. */
+  private read<T extends unknown[]> (cb: Cb, fn: () => T | Promise<T>): void {
+    this.rvg.barrier().then(fn).then((res) => cb(0, ...res), (err) => cb(errnoFor(err)))
+  }
+
+  /** Runs a mutation and replies 0 or errno. */
+  private change (cb: Cb, fn: () => Promise<void>): void {
+    if (this.readOnly) { cb(-E.EROFS); return }
+    fn().then(() => cb(0), (err) => cb(errnoFor(err)))
+  }
+
+  private ops (): Record<string, (...args: any[]) => void> {
+    const rvg = this.rvg
+    return {
+      getattr: (p: string, cb: Cb) => this.read(cb, () => [statOf(fs.lstatSync(this.full(p), { bigint: true }))]),
+      fgetattr: (p: string, _fd: number, cb: Cb) => this.read(cb, () => [statOf(fs.lstatSync(this.full(p), { bigint: true }))]),
+      access: (p: string, mode: number, cb: Cb) => this.read(cb, () => { fs.accessSync(this.full(p), mode); return [] }),
+      statfs: (_p: string, cb: Cb) => this.read(cb, () => {
+        const s = fs.statfsSync(this.rvg.root)
+        return [{ bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 }]
+      }),
+      readdir: (p: string, cb: Cb) => this.read(cb, () => [['.', '..', ...fs.readdirSync(this.full(p))]]),
+      readlink: (p: string, cb: Cb) => this.read(cb, () => [fs.readlinkSync(this.full(p))]),
+      open: (p: string, flags: number, cb: Cb) => {
+        if (this.readOnly && (flags & 3) !== fs.constants.O_RDONLY) { cb(-E.EROFS); return }
+        this.read(cb, () => [this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW))])
+      },
+      opendir: (_p: string, _flags: number, cb: Cb) => cb(0, 0),
+      releasedir: (_p: string, _fd: number, cb: Cb) => cb(0),
+      create: (p: string, mode: number, cb: Cb) => {
+        if (this.readOnly) { cb(-E.EROFS); return }
+        rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777 }).then(
+          () => cb(0, this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW))),
+          (err) => cb(errnoFor(err)))
+      },
+      read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        const h = this.handles.get(fd)
+        if (!h) { cb(-E.EBADF); return }
+        rvg.barrier().then(() => fs.read(h.fd, buf, 0, len, pos, (err, n) => cb(err ? errnoFor(err) : n)), (err) => cb(errnoFor(err)))
+      },
+      write: (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        if (this.readOnly) { cb(-E.EROFS); return }
+        rvg.write(p, len === buf.length ? buf : buf.subarray(0, len), pos).then(cb, (err) => cb(errnoFor(err)))
+      },
+      release: (_p: string, fd: number, cb: Cb) => {
+        const h = this.handles.get(fd)
+        if (h) { this.handles.delete(fd); fs.close(h.fd, () => cb(0)) } else cb(0)
+      },
+      flush: (_p: string, _fd: number, cb: Cb) => cb(0),
+      fsync: (_p: string, _datasync: number, _fd: number, cb: Cb) => { rvg.sync().then(() => cb(0), (err) => cb(errnoFor(err))) },
+      fsyncdir: (_p: string, _datasync: number, _fd: number, cb: Cb) => { rvg.sync().then(() => cb(0), (err) => cb(errnoFor(err))) },
+      truncate: (p: string, size: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.TRUNCATE, { p, s: size, t: nowTimespec() })),
+      ftruncate: (p: string, _fd: number, size: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.TRUNCATE, { p, s: size, t: nowTimespec() })),
+      utimens: (p: string, atime: number, mtime: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.UTIMENS, { p, a: timespecOf(atime), t: timespecOf(mtime) })),
+      chmod: (p: string, mode: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.CHMOD, { p, m: mode & 0o7777 })),
+      chown: (p: string, uid: number, gid: number, cb: Cb) => this.change(cb, async () => {
+        // (uid_t)-1 / (gid_t)-1 mean "leave as is"; the record carries the resulting owner.
+        const st = uid === 0xffffffff || gid === 0xffffffff ? fs.lstatSync(this.full(p)) : null
+        await rvg.mutate(RecordType.CHOWN, { p, u: uid === 0xffffffff ? st!.uid : uid, g: gid === 0xffffffff ? st!.gid : gid })
+      }),
+      mknod: (p: string, mode: number, dev: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.MKNOD, { p, m: mode, r: dev })),
+      mkdir: (p: string, mode: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.MKDIR, { p, m: mode & 0o7777 })),
+      rmdir: (p: string, cb: Cb) => this.change(cb, async () => {
+        await rvg.barrier()
+        if (fs.readdirSync(this.full(p)).length > 0) throw Object.assign(new Error('directory not empty'), { code: 'ENOTEMPTY' })
+        await rvg.mutate(RecordType.RMDIR, { p })
+      }),
+      unlink: (p: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.UNLINK, { p })),
+      rename: (src: string, dest: string, cb: Cb) => this.change(cb, async () => {
+        await rvg.barrier()
+        // Errors the kernel cannot know about, found before anything is logged.
+        let dst: fs.Stats | null = null
+        try { dst = fs.lstatSync(this.full(dest)) } catch { dst = null }
+        if (dst?.isDirectory() && fs.readdirSync(this.full(dest)).length > 0) throw Object.assign(new Error('directory not empty'), { code: 'ENOTEMPTY' })
+        await rvg.mutate(RecordType.RENAME, { p: src, d: dest })
+      }),
+      link: (src: string, dest: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.LINK, { p: src, d: dest })),
+      symlink: (target: string, p: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.SYMLINK, { p, d: target })),
+      setxattr: (p: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb) => this.change(cb, async () => {
+        await rvg.barrier()
+        // XATTR_CREATE / XATTR_REPLACE are checked here so the record itself always succeeds.
+        let exists = true
+        try { sys.lgetxattr(this.full(p), name) } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'ENODATA') throw err; exists = false }
+        if ((flags & sys.XATTR_CREATE) && exists) throw Object.assign(new Error('exists'), { code: 'EEXIST' })
+        if ((flags & sys.XATTR_REPLACE) && !exists) throw Object.assign(new Error('no attribute'), { code: 'ENODATA' })
+        await rvg.mutate(RecordType.SETXATTR, { p, n: name, x: Buffer.from(value), f: 0 })
+      }),
+      getxattr: (p: string, name: string, _position: number, cb: Cb) => this.read(cb, () => [sys.lgetxattr(this.full(p), name)]),
+      listxattr: (p: string, cb: Cb) => this.read(cb, () => [sys.llistxattr(this.full(p))]),
+      removexattr: (p: string, name: string, cb: Cb) => this.change(cb, async () => {
+        await rvg.barrier()
+        sys.lgetxattr(this.full(p), name) // ENODATA before anything is logged
+        await rvg.mutate(RecordType.REMOVEXATTR, { p, n: name })
+      })
+    }
+  }
+
+  /** Mounts; resolves once the kernel has the filesystem. */
+  async mount (): Promise<void> {
+    const Fuse = loadFuse()
+    class ReplicafsFuse extends (Fuse as unknown as new (...args: unknown[]) => { _fuseOptions(): string }) {
+      override _fuseOptions (): string {
+        const base = super._fuseOptions()
+        return base === '' ? '-o' + EXTRA_MOUNT_OPTIONS : base + ',' + EXTRA_MOUNT_OPTIONS
+      }
+    }
+    const fuse = new ReplicafsFuse(this.mnt, this.ops(), {
+      fsname: 'replicafs',
+      subtype: 'replicafs',
+      allowOther: true,
+      defaultPermissions: true,
+      timeout: FUSE_OP_TIMEOUT_MS
+    }) as unknown as FuseInstance
+    await new Promise<void>((resolve, reject) => fuse.mount((err) => err ? reject(new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${err.message}`, { cause: err })) : resolve()))
+    this.fuse = fuse
+  }
+
+  async unmount (): Promise<void> {
+    const fuse = this.fuse
+    this.fuse = null
+    if (fuse) await unmountFuse(fuse, this.mnt)
+    for (const h of this.handles.values()) { try { fs.closeSync(h.fd) } catch {} }
+    this.handles.clear()
+  }
+}

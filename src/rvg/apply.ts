@@ -1,0 +1,140 @@
+/**
+ * Applying SRL records to a data directory. One home for "what a record does", used by the
+ * Primary after journaling, by crash recovery, and by the Secondary's apply loop.
+ *
+ * Replay rules: after a kill -9 the record in flight may be applied twice, and recovery replays
+ * a run of content records (writes, truncates, attribute changes) that may already be applied.
+ * Content records are idempotent as a run. Namespace records (create, mkdir, rename, ...) are
+ * idempotent on their own: with `replay` set, the errors a second application produces
+ * (EEXIST for a made entry, ENOENT for a removed or moved one) mean "already done".
+ * The RVG persists its checkpoint before and after each namespace record, so a replay never
+ * crosses one that was already applied.
+ */
+import fs from 'node:fs'
+import { sys } from '../native'
+import { RecordType, type Record, type Timespec } from '../format/record'
+import { ReplError } from '../errors'
+
+/** Records that change which file a path names; the RVG checkpoints around them. */
+export const NAMESPACE_TYPES: ReadonlySet<RecordType> = new Set([
+  RecordType.CREATE, RecordType.MKDIR, RecordType.MKNOD, RecordType.SYMLINK, RecordType.LINK,
+  RecordType.UNLINK, RecordType.RMDIR, RecordType.RENAME
+])
+
+/** Namespace records after which cached descriptors may name other files. */
+const INVALIDATING_TYPES: ReadonlySet<RecordType> = new Set([
+  RecordType.UNLINK, RecordType.RMDIR, RecordType.RENAME
+])
+
+const FD_CACHE_MAX = 64
+
+/** Descriptors for writing, by data-directory path; dropped whenever a path may change meaning. */
+export class FdCache {
+  private readonly fds = new Map<string, number>()
+  constructor (private readonly root: string) {}
+
+  get (p: string): number {
+    let fd = this.fds.get(p)
+    if (fd === undefined) {
+      if (this.fds.size >= FD_CACHE_MAX) this.clear()
+      fd = fs.openSync(this.root + p, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
+      this.fds.set(p, fd)
+    }
+    return fd
+  }
+
+  clear (): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd)
+    this.fds.clear()
+  }
+}
+
+function setTimes (full: string, a: Timespec | null | undefined, m: Timespec | null | undefined): void {
+  sys.utimensat(full, a ? a[0] : 0, a ? a[1] : sys.UTIME_OMIT, m ? m[0] : 0, m ? m[1] : sys.UTIME_OMIT, true)
+}
+
+function tolerate (err: unknown, codes: string[]): void {
+  if (!codes.includes((err as NodeJS.ErrnoException).code ?? '')) throw err
+}
+
+/**
+ * Applies one record synchronously (writes included). Throws the fs error if the record cannot be
+ * applied; with `replay`, tolerates the errors of an already-applied namespace record.
+ */
+export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay: boolean): void {
+  const { meta: m } = rec
+  const full = root + (m.p ?? '')
+  if (INVALIDATING_TYPES.has(rec.type)) fds.clear()
+  switch (rec.type) {
+    case RecordType.WRITE: {
+      const fd = fds.get(m.p!)
+      fs.writeSync(fd, rec.data, 0, rec.data.length, m.o!)
+      if (m.t) sys.futimens(fd, 0, sys.UTIME_OMIT, m.t[0], m.t[1])
+      return
+    }
+    case RecordType.TRUNCATE:
+      fs.truncateSync(full, m.s!)
+      if (m.t) setTimes(full, null, m.t)
+      return
+    case RecordType.CREATE: {
+      // O_TRUNC makes a second application harmless: no later record has been applied yet.
+      const fd = fs.openSync(full, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, m.m!)
+      fs.closeSync(fd)
+      return
+    }
+    case RecordType.MKDIR:
+      try { fs.mkdirSync(full, m.m!) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      return
+    case RecordType.MKNOD:
+      try { sys.mknod(full, m.m!, m.r ?? 0) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      return
+    case RecordType.SYMLINK:
+      try { fs.symlinkSync(m.d!, full) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      return
+    case RecordType.LINK:
+      try { fs.linkSync(full, root + m.d!) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      return
+    case RecordType.UNLINK:
+      try { fs.unlinkSync(full) } catch (err) { if (!replay) throw err; tolerate(err, ['ENOENT']) }
+      return
+    case RecordType.RMDIR:
+      try { fs.rmdirSync(full) } catch (err) { if (!replay) throw err; tolerate(err, ['ENOENT']) }
+      return
+    case RecordType.RENAME:
+      try {
+        fs.renameSync(full, root + m.d!)
+      } catch (err) {
+        if (!replay) throw err
+        // Already moved: the source is gone and the destination exists.
+        tolerate(err, ['ENOENT'])
+        if (!fs.existsSync(root + m.d!)) throw err
+      }
+      return
+    case RecordType.CHMOD:
+      fs.chmodSync(full, m.m!)
+      return
+    case RecordType.CHOWN:
+      fs.lchownSync(full, m.u!, m.g!)
+      return
+    case RecordType.UTIMENS:
+      setTimes(full, m.a, m.t)
+      return
+    case RecordType.SETXATTR:
+      // Flags (XATTR_CREATE/REPLACE) were checked when the record was made; replay just sets.
+      sys.lsetxattr(full, m.n!, Buffer.from(m.x!), replay ? 0 : (m.f ?? 0))
+      return
+    case RecordType.REMOVEXATTR:
+      try { sys.lremovexattr(full, m.n!) } catch (err) { if (!replay) throw err; tolerate(err, ['ENODATA']) }
+      return
+    case RecordType.FALLOCATE: {
+      const fd = fds.get(m.p!)
+      sys.fallocate(fd, m.f ?? 0, m.o!, m.l!)
+      return
+    }
+    case RecordType.VOID:
+    case RecordType.WRAP:
+      return
+    default:
+      throw new ReplError('APPLY_FAILED', `SRL record with sequence number ${rec.seq} has unknown type ${rec.type as number}`)
+  }
+}

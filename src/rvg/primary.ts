@@ -1,0 +1,279 @@
+/**
+ * RVG, Primary side: one data directory and its SRL. The write path:
+ *
+ *   FUSE op -> (wait for earlier records to be applied, unless it is a write) -> SRL append
+ *     -> apply to the data directory -> reply
+ *
+ * Writes are the exception, as in VVR where only the SRL write is in the application's path: a
+ * write is appended to the SRL and answered, and an ordered apply queue writes it to the data
+ * directory afterwards. Everything else, reads and stats included, first waits for the queue to
+ * drain (the barrier), so nothing ever observes the data directory behind the log, and the data
+ * directory always equals the result of applying a prefix of the SRL in order.
+ *
+ * Checkpoints: the applied position is persisted (LevelDB, sync:false) before and after every
+ * namespace record, so recovery after a kill -9 replays at most one namespace record, and only
+ * idempotent runs of content records otherwise. Every CHECKPOINT_INTERVAL_MS, or when the ring is
+ * past CHECKPOINT_FILL_PERCENT, the data directory is synced (syncfs) and the applied records are
+ * released from the SRL (with no Secondary, nothing else needs them).
+ *
+ * Journal-less mode (`srl === null`) is the bare passthrough used as the benchmark baseline.
+ */
+import assert from 'node:assert'
+import fs from 'node:fs'
+import { execFile } from 'node:child_process'
+import { Srl } from '../srl'
+import { RecordType, nowTimespec, type RecordMeta, type Record } from '../format/record'
+import { applyRecordSync, FdCache, NAMESPACE_TYPES } from './apply'
+import { ReplError, errnoFor } from '../errors'
+import { APPLY_QUEUE_BYTES_MAX, CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT } from '../limits'
+import type { Position } from '../srl/state'
+
+interface QueuedWrite { rec: Record, end: number }
+
+export interface PrimaryOptions {
+  /** Keep every record in the SRL (tests, debugging): never release. */
+  retain?: boolean
+  log?: (line: string) => void
+}
+
+export class PrimaryRvg {
+  readonly root: string
+  private readonly fds: FdCache
+  private readonly queue: QueuedWrite[] = []
+  private queueBytes = 0
+  private working = false
+  private drainWaiters: Array<() => void> = []
+  private spaceWaiters: Array<() => void> = []
+  /** Last record applied to the data directory, and the ring offset after it. */
+  private applied: Position
+  private persisted: Position
+  /** A namespace record was applied and its checkpoint is not yet persisted. */
+  private mustPersist = false
+  private checkpointing: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
+  private fatal: Error | null = null
+  private closed = false
+
+  constructor (dataDir: string, readonly srl: Srl | null, private readonly opts: PrimaryOptions = {}) {
+    this.root = dataDir
+    this.fds = new FdCache(dataDir)
+    this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
+    this.persisted = { ...this.applied }
+  }
+
+  /** Replays records logged but not applied before the last stop or crash. Returns how many. */
+  async recover (): Promise<number> {
+    if (!this.srl) return 0
+    const pending = this.srl.pending
+    for (let i = 0; i < pending.length; i++) {
+      const { record, end } = pending[i]
+      const next = pending[i + 1]?.record
+      const voided = next !== undefined && next.type === RecordType.VOID && next.meta.v === record.seq
+      if (!voided) {
+        try {
+          applyRecordSync(this.root, record, this.fds, true)
+        } catch (err) {
+          throw new ReplError('APPLY_FAILED', `cannot replay SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}): ${(err as Error).message}`, { cause: err })
+        }
+      }
+      this.applied = { seq: record.seq, offset: end }
+    }
+    if (pending.length > 0) await this.persist()
+    this.fds.clear()
+    return pending.length
+  }
+
+  start (): void {
+    if (this.srl && !this.timer) {
+      this.timer = setInterval(() => { this.checkpoint().catch((err) => this.fail(err)) }, CHECKPOINT_INTERVAL_MS)
+      this.timer.unref()
+    }
+  }
+
+  get appliedSeq (): number { return this.applied.seq }
+
+  /** Resolves once every record appended so far is applied to the data directory. */
+  barrier (): Promise<void> {
+    if (this.fatal) return Promise.reject(this.fatal)
+    if (this.queue.length === 0 && !this.working) return Promise.resolve()
+    return new Promise((resolve) => this.drainWaiters.push(resolve))
+  }
+
+  /** A write: appended to the SRL, answered, applied by the queue. */
+  async write (p: string, buf: Buffer, offset: number): Promise<number> {
+    if (this.fatal) throw this.fatal
+    if (!this.srl) {
+      // Bare passthrough: write through a cached descriptor, before the reply.
+      const fd = this.fds.get(p)
+      await new Promise<void>((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err) => err ? reject(err) : resolve()))
+      return buf.length
+    }
+    while (this.queueBytes > APPLY_QUEUE_BYTES_MAX) await new Promise<void>((resolve) => this.spaceWaiters.push(resolve))
+    const meta: RecordMeta = { p, o: offset, t: nowTimespec() }
+    const { seq, end, record } = await this.append(RecordType.WRITE, meta, buf)
+    this.queue.push({ rec: { type: RecordType.WRITE, seq, meta, data: record.subarray(record.length - buf.length) }, end })
+    this.queueBytes += buf.length
+    if (!this.working) this.work()
+    return buf.length
+  }
+
+  /**
+   * Any other change: wait until the data directory has every earlier record, append, apply
+   * synchronously, and persist checkpoints around namespace records. If applying fails, a VOID
+   * record says so, and the caller's FUSE reply carries the errno.
+   */
+  async mutate (type: RecordType, meta: RecordMeta): Promise<void> {
+    if (this.fatal) throw this.fatal
+    const namespace = NAMESPACE_TYPES.has(type)
+    for (;;) {
+      await this.barrier()
+      if (this.srl && (this.mustPersist || (namespace && this.persisted.seq < this.applied.seq))) {
+        await this.persist()
+        continue
+      }
+      if (this.queue.length === 0 && !this.working) break
+    }
+    if (!this.srl) {
+      applyRecordSync(this.root, { type, seq: 0, meta, data: EMPTY }, this.fds, false)
+      return
+    }
+    // From here to the end nothing awaits, so no other record can slip in between.
+    const rec = this.appendNow(type, meta)
+    try {
+      applyRecordSync(this.root, { type, seq: rec.seq, meta, data: EMPTY }, this.fds, false)
+      this.applied = { seq: rec.seq, offset: rec.end }
+    } catch (err) {
+      const v = this.appendNow(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
+      this.applied = { seq: v.seq, offset: v.end }
+      if (namespace) this.mustPersist = true
+      throw err
+    }
+    if (namespace) this.mustPersist = true
+  }
+
+  /** fsync/fdatasync/syncfs on the mount: every record so far becomes durable. */
+  async sync (): Promise<void> {
+    if (this.fatal) throw this.fatal
+    if (this.srl) await this.srl.sync()
+  }
+
+  private appendNow (type: RecordType, meta: RecordMeta, data?: Buffer): { seq: number, end: number, record: Buffer } {
+    assert(this.srl)
+    return this.srl.append(type, meta, data)
+  }
+
+  /** Appends, releasing SRL space first if the ring is full. */
+  private async append (type: RecordType, meta: RecordMeta, data?: Buffer): Promise<{ seq: number, end: number, record: Buffer }> {
+    const srl = this.srl!
+    for (let tries = 0; ; tries++) {
+      try {
+        const r = srl.append(type, meta, data)
+        if (srl.usedBytes * 100 > srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
+        return r
+      } catch (err) {
+        if ((err as ReplError).code !== 'SRL_FULL' || tries >= 3 || this.opts.retain) throw err
+        await this.barrier()
+        await this.checkpoint()
+      }
+    }
+  }
+
+  /** The apply queue: writes, in order, through cached descriptors, off the reply path. */
+  private work (): void {
+    this.working = true
+    const next = async (): Promise<void> => {
+      while (this.queue.length > 0) {
+        if (this.mustPersist) await this.persist()
+        const item = this.queue[0]
+        const { rec } = item
+        const fd = this.fds.get(rec.meta.p!)
+        await new Promise<void>((resolve, reject) => fs.write(fd, rec.data, 0, rec.data.length, rec.meta.o!, (err) => err ? reject(err) : resolve()))
+        // Set the resulting mtime once per run of writes to the same file.
+        const following = this.queue[1]
+        if (!following || following.rec.meta.p !== rec.meta.p) {
+          applyRecordSync(this.root, { type: RecordType.UTIMENS, seq: rec.seq, meta: { p: rec.meta.p, a: null, t: rec.meta.t }, data: EMPTY }, this.fds, false)
+        }
+        this.queue.shift()
+        this.queueBytes -= rec.data.length
+        this.applied = { seq: rec.seq, offset: item.end }
+        if (this.queueBytes <= APPLY_QUEUE_BYTES_MAX) this.wake(this.spaceWaiters)
+      }
+    }
+    next().then(() => {
+      this.working = false
+      this.wake(this.drainWaiters)
+    }, (err) => {
+      this.working = false
+      this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${this.queue[0]?.rec.seq} (WRITE ${this.queue[0]?.rec.meta.p}) to the data directory: ${(err as Error).message}`, { cause: err }))
+    })
+  }
+
+  private wake (waiters: Array<() => void>): void {
+    const w = waiters.splice(0)
+    for (const f of w) f()
+  }
+
+  private async persist (): Promise<void> {
+    const pos = { ...this.applied }
+    await this.srl!.saveCheckpoint(pos)
+    if (pos.seq > this.persisted.seq) this.persisted = pos
+    if (this.persisted.seq >= this.applied.seq) this.mustPersist = false
+  }
+
+  /**
+   * Makes the applied records durable in the data directory (syncfs) and releases them from the
+   * SRL. Concurrent calls share one run.
+   */
+  checkpoint (): Promise<void> {
+    if (!this.srl) return Promise.resolve()
+    if (this.checkpointing) return this.checkpointing
+    this.checkpointing = (async () => {
+      const pos = { ...this.applied }
+      if (pos.seq > this.persisted.seq) await this.persist()
+      await syncfs(this.root)
+      if (!this.opts.retain) await this.srl!.release(pos)
+    })().finally(() => { this.checkpointing = null })
+    return this.checkpointing
+  }
+
+  private fail (err: Error): void {
+    if (this.fatal) return
+    this.fatal = err
+    this.opts.log?.(`fatal: ${err.message}`)
+    this.wake(this.drainWaiters)
+    this.wake(this.spaceWaiters)
+    this.onFatal?.(err)
+  }
+
+  onFatal?: (err: Error) => void
+
+  get fatalError (): Error | null { return this.fatal }
+
+  /** Drains the queue, checkpoints, closes the SRL. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.timer) clearInterval(this.timer)
+    if (!this.fatal) {
+      await this.barrier()
+      if (this.srl) {
+        if (this.mustPersist || this.persisted.seq < this.applied.seq) await this.persist()
+        await this.checkpoint()
+      }
+    }
+    this.fds.clear()
+    if (this.srl) await this.srl.close()
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/**
+ * syncfs(2) of the data directory's filesystem, off the event loop: `sync -f` from coreutils runs
+ * it in a child process, so a slow disk never stalls FUSE replies.
+ */
+function syncfs (dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('sync', ['-f', dir], (err) => err ? reject(new ReplError('APPLY_FAILED', `syncfs of ${dir} failed: ${err.message}`, { cause: err })) : resolve())
+  })
+}

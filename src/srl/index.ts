@@ -1,0 +1,220 @@
+/**
+ * SRL (Storage Replicator Log): every change made through the Primary mount, in order.
+ *
+ * - append() assigns the next sequence number and writes the record with one pwrite, before the
+ *   FUSE reply. Without fsync an appended record survives kill -9 (it is in the page cache).
+ * - sync() is the durability point: fdatasync of the ring, coalesced across concurrent callers.
+ *   Once it resolves, every record appended before the call survives a power loss.
+ * - release() moves the tail past records nobody needs (applied and synced to the data directory,
+ *   and, later, data-acked by every RLINK). The tail is persisted in LevelDB with sync:true.
+ * - open() recovers: it scans from the apply checkpoint to the end of the log, cuts a torn tail
+ *   and refuses (LOG_CORRUPT) a damaged record that is not the tail.
+ *
+ * Invariants (asserted): sequence numbers increase by exactly one; tail <= checkpoint <= head.
+ */
+import assert from 'node:assert'
+import fs from 'node:fs'
+import path from 'node:path'
+import { Ring, type ScannedRecord } from './ring'
+import { LogStore, STATE_FORMAT_VERSION, type FormatState, type Position, type CheckpointState } from './state'
+import { encodeRecord, RecordType, type RecordMeta } from '../format/record'
+import { ReplError } from '../errors'
+import { RECORD_BYTES_MAX } from '../limits'
+
+export interface SrlStats {
+  records: number
+  bytes: number
+  oldestSeq: number | null
+  newestSeq: number | null
+  appliedSeq: number
+  capacityBytes: number
+}
+
+export function bootId (): string {
+  try { return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() } catch { return 'unknown' }
+}
+
+export class Srl {
+  /** Linear offset where the next record goes. */
+  private head: number
+  /** Sequence number the next record gets. */
+  private nextSeq: number
+  /** Oldest retained record (the durable checkpoint). */
+  private tail: Position
+  /** Records known to be durable in the ring up to this offset. */
+  private syncedOffset: number
+  private syncing: Promise<void> | null = null
+  private syncAgain: Promise<void> | null = null
+
+  private constructor (
+    readonly dir: string,
+    readonly store: LogStore,
+    readonly ring: Ring,
+    readonly format: FormatState,
+    tail: Position,
+    /** Records logged but not yet applied when the SRL was opened, in order. */
+    readonly pending: ScannedRecord[],
+    /** Where applying resumes. */
+    readonly checkpoint: Position,
+    head: number,
+    nextSeq: number
+  ) {
+    this.tail = tail
+    this.head = head
+    this.nextSeq = nextSeq
+    this.syncedOffset = head
+  }
+
+  /**
+   * Opens (creating on first use) the SRL in `dir`. `ringBytes` applies only at creation.
+   * After a kill -9 the fine-grained checkpoint is exact; after a reboot (another boot id) only the
+   * durable checkpoint is trusted, and recovery replays from there.
+   */
+  static async open (dir: string, opts: { ringBytes: number, role: 'primary' | 'secondary' | 'any' }): Promise<Srl> {
+    fs.mkdirSync(dir, { recursive: true })
+    const store = await LogStore.open(path.join(dir, 'state'))
+    try {
+      let format = await store.get<FormatState>('format')
+      if (format === undefined) {
+        if (opts.role === 'any') throw new ReplError('DIR_MISSING', `no SRL in ${dir}`)
+        format = { version: STATE_FORMAT_VERSION, ringBytes: opts.ringBytes, role: opts.role, createdAt: new Date().toISOString() }
+        Ring.open(path.join(dir, 'ring'), format.ringBytes).close()
+        await store.put('durable', { seq: 0, offset: 0 }, true)
+        await store.put('format', format, true)
+      }
+      if (format.version !== STATE_FORMAT_VERSION) {
+        throw new ReplError('FORMAT_VERSION', `SRL state in ${dir} has format version ${format.version}; this build reads ${STATE_FORMAT_VERSION}`)
+      }
+      if (opts.role !== 'any' && format.role !== opts.role) {
+        throw new ReplError('USAGE', `state directory ${path.dirname(dir)} belongs to a ${format.role}, not a ${opts.role}`)
+      }
+      const ring = Ring.open(path.join(dir, 'ring'), format.ringBytes)
+      const durable = (await store.get<Position>('durable')) ?? { seq: 0, offset: 0 }
+      const fine = await store.get<CheckpointState>('checkpoint')
+      const checkpoint: Position = fine && fine.bootId === bootId() && fine.seq >= durable.seq ? { seq: fine.seq, offset: fine.offset } : durable
+
+      // Scan from the tail (so status can count retained records) to the end of the log.
+      const pending: ScannedRecord[] = []
+      let off = durable.offset
+      let seq = durable.seq + 1
+      for (;;) {
+        const r = ring.readAt(off, seq)
+        if (r === null) break
+        assert(r.record.seq === seq)
+        if (seq > checkpoint.seq) pending.push(r)
+        off = r.end
+        seq++
+      }
+      if (seq - 1 < checkpoint.seq) {
+        throw new ReplError('LOG_CORRUPT', `SRL ends at sequence number ${seq - 1} but records up to ${checkpoint.seq} were applied; the log lost records (first missing: ${seq})`)
+      }
+      if (ring.laterRecordExists(off, seq - 1)) {
+        throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
+      }
+      return new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
+    } catch (err) {
+      await store.close().catch(() => {})
+      throw err
+    }
+  }
+
+  get capacityBytes (): number { return this.ring.size }
+  get usedBytes (): number { return this.head - this.tail.offset }
+  get lastSeq (): number { return this.nextSeq - 1 }
+
+  /** Whether a record of `length` bytes fits without overwriting retained records. */
+  fits (length: number): boolean {
+    const { end } = this.ring.place(this.head, length)
+    return end - this.tail.offset <= this.ring.size
+  }
+
+  /**
+   * Appends one record: assigns its sequence number, writes it with one pwrite. Throws SRL_FULL
+   * if it does not fit; the caller releases space (checkpoint) and retries.
+   */
+  append (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number, record: Buffer } {
+    const seq = this.nextSeq
+    const buf = encodeRecord(type, seq, meta, data)
+    assert(buf.length <= RECORD_BYTES_MAX)
+    if (!this.fits(buf.length)) throw new ReplError('SRL_FULL', `SRL is full (${this.usedBytes} of ${this.ring.size} bytes retained)`)
+    const { end } = this.ring.write(this.head, seq, buf)
+    this.head = end
+    this.nextSeq = seq + 1
+    return { seq, end, record: buf }
+  }
+
+  /** Makes every record appended before this call durable (fdatasync), coalescing callers. */
+  sync (): Promise<void> {
+    const target = this.head
+    if (this.syncedOffset >= target) return Promise.resolve()
+    if (this.syncing === null) {
+      this.syncing = this.fdatasync().finally(() => { this.syncing = null })
+      return this.syncing
+    }
+    // A sync is in flight but may have started before our records: queue one more behind it.
+    if (this.syncAgain === null) {
+      this.syncAgain = this.syncing.then(() => {
+        this.syncAgain = null
+        return this.sync()
+      })
+    }
+    return this.syncAgain
+  }
+
+  private fdatasync (): Promise<void> {
+    const target = this.head
+    return new Promise((resolve, reject) => {
+      fs.fdatasync(this.ring.fd, (err) => {
+        if (err) return reject(err)
+        if (target > this.syncedOffset) this.syncedOffset = target
+        resolve()
+      })
+    })
+  }
+
+  /** Records the apply checkpoint (sync:false: survives kill -9, not power loss). */
+  async saveCheckpoint (pos: Position): Promise<void> {
+    assert(pos.seq <= this.lastSeq && pos.offset <= this.head)
+    await this.store.put('checkpoint', { seq: pos.seq, offset: pos.offset, bootId: bootId() }, false)
+  }
+
+  /**
+   * Releases records up to and including `pos.seq`, whose effects are durable elsewhere.
+   * Durable (sync:true) because the ring will overwrite them.
+   */
+  async release (pos: Position): Promise<void> {
+    assert(pos.seq <= this.lastSeq && pos.offset <= this.head)
+    if (pos.seq <= this.tail.seq) return
+    await this.store.put('durable', { seq: pos.seq, offset: pos.offset }, true)
+    this.tail = { seq: pos.seq, offset: pos.offset }
+  }
+
+  stats (appliedSeq: number): SrlStats {
+    const records = this.lastSeq - this.tail.seq
+    return {
+      records,
+      bytes: this.usedBytes,
+      oldestSeq: records > 0 ? this.tail.seq + 1 : null,
+      newestSeq: records > 0 ? this.lastSeq : null,
+      appliedSeq,
+      capacityBytes: this.ring.size
+    }
+  }
+
+  /** Iterates retained records from the tail (for srl-dump and, later, RLINK senders). */
+  * records (): Generator<ScannedRecord> {
+    let off = this.tail.offset
+    for (let seq = this.tail.seq + 1; seq <= this.lastSeq; seq++) {
+      const r = this.ring.readAt(off, seq)
+      if (r === null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} is missing at offset ${off}`)
+      yield r
+      off = r.end
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.sync().catch(() => {})
+    this.ring.close()
+    await this.store.close()
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * The SRL's bytes: one preallocated, zero-filled file used as a ring of records.
+ *
+ * Why this layout (measured, see docs/PERFORMANCE.md and the issue's figures): a LevelDB put per
+ * FUSE write costs 2-3x the FUSE write itself; growing append-only files make every fdatasync
+ * commit the filesystem journal; a preallocated file written with one pwrite per record and synced
+ * with fdatasync commits no metadata, so the log adds almost nothing to the write path.
+ *
+ * Positions are linear 64-bit byte offsets that only grow; the physical place is offset % size.
+ * A record never straddles the end of the file: when it does not fit, a WRAP header (or, with fewer
+ * than a header's bytes left, nothing) fills the rest of the lap and the record starts the next.
+ * Records start at 8-byte-aligned offsets, so recovery can search for stray records.
+ *
+ * Invariants: tail <= head; head - tail <= size; every byte in [tail, head) belongs to a record the
+ * RVG still needs.
+ */
+import assert from 'node:assert'
+import fs from 'node:fs'
+import { RECORD_HEADER_BYTES, SRL_PREALLOCATE_CHUNK_BYTES } from '../limits'
+import { RECORD_ALIGN_BYTES, RecordType, encodeRecord, readHeader, checksumOk, decodeRecord, type Record } from '../format/record'
+import { ReplError } from '../errors'
+
+export function alignUp (n: number): number {
+  return Math.ceil(n / RECORD_ALIGN_BYTES) * RECORD_ALIGN_BYTES
+}
+
+export interface ScannedRecord { record: Record, offset: number, end: number }
+
+export class Ring {
+  readonly fd: number
+  readonly size: number
+
+  private constructor (fd: number, size: number) {
+    this.fd = fd
+    this.size = size
+  }
+
+  /** Opens the ring file, creating and zero-filling it if absent (write-temp-then-rename). */
+  static open (file: string, size: number): Ring {
+    assert(size % SRL_PREALLOCATE_CHUNK_BYTES === 0)
+    if (!fs.existsSync(file)) {
+      const tmp = file + '.tmp'
+      const fd = fs.openSync(tmp, 'w', 0o600)
+      try {
+        const zeros = Buffer.alloc(SRL_PREALLOCATE_CHUNK_BYTES)
+        for (let off = 0; off < size; off += zeros.length) fs.writeSync(fd, zeros, 0, zeros.length, off)
+        fs.fsyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(tmp, file)
+    }
+    const st = fs.statSync(file)
+    if (st.size !== size) {
+      throw new ReplError('FORMAT_VERSION', `SRL ring ${file} is ${st.size} bytes but its state says ${size}`)
+    }
+    return new Ring(fs.openSync(file, 'r+'), size)
+  }
+
+  close (): void {
+    fs.closeSync(this.fd)
+  }
+
+  /**
+   * Where a record of `length` bytes appended at linear offset `head` would start, and the offset
+   * after it. A record that does not fit before the end of the lap starts the next lap.
+   */
+  place (head: number, length: number): { start: number, end: number } {
+    const phys = head % this.size
+    const start = phys + length > this.size ? head + (this.size - phys) : head
+    return { start, end: start + alignUp(length) }
+  }
+
+  /** Writes an encoded record at linear offset `head` with one pwrite (plus a WRAP marker if it wraps). */
+  write (head: number, seq: number, buf: Buffer): { start: number, end: number } {
+    const { start, end } = this.place(head, buf.length)
+    if (start !== head) {
+      const left = this.size - (head % this.size)
+      if (left >= RECORD_HEADER_BYTES) {
+        const wrap = encodeRecord(RecordType.WRAP, seq, {})
+        fs.writeSync(this.fd, wrap, 0, wrap.length, head % this.size)
+      }
+    }
+    const n = fs.writeSync(this.fd, buf, 0, buf.length, start % this.size)
+    assert(n === buf.length)
+    return { start, end }
+  }
+
+  /** Reads `length` bytes at linear offset `offset` (which must not straddle the lap). */
+  read (offset: number, length: number): Buffer {
+    const phys = offset % this.size
+    assert(phys + length <= this.size)
+    const buf = Buffer.allocUnsafe(length)
+    const n = fs.readSync(this.fd, buf, 0, length, phys)
+    return n === length ? buf : buf.subarray(0, n)
+  }
+
+  /**
+   * Reads the record expected at `offset` with sequence `seq`. Returns null at the end of the log
+   * (zero-fill, an older lap's record, or a torn record at the tail); throws LOG_CORRUPT when a
+   * record fails its checksum yet a later record proves it is not the tail.
+   */
+  readAt (offset: number, seq: number): ScannedRecord | null {
+    let off = offset
+    for (let hops = 0; hops < 2; hops++) {
+      const left = this.size - (off % this.size)
+      if (left < RECORD_HEADER_BYTES) { off += left; continue }
+      const head = this.read(off, RECORD_HEADER_BYTES)
+      const h = readHeader(head)
+      if (h === null || h.seq !== seq) return null
+      if (h.type === RecordType.WRAP) {
+        if (!checksumOk(head.subarray(0, RECORD_HEADER_BYTES))) return null
+        off += left
+        continue
+      }
+      if ((off % this.size) + h.totalLength > this.size) return null
+      const buf = this.read(off, h.totalLength)
+      if (buf.length !== h.totalLength) return null
+      if (!checksumOk(buf)) {
+        if (this.laterRecordExists(off + alignUp(h.totalLength), seq)) {
+          throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} fails its checksum and later records exist; refusing to skip it`)
+        }
+        return null // a torn tail: the last append was cut short by a crash
+      }
+      return { record: decodeRecord(buf), offset: off, end: off + alignUp(h.totalLength) }
+    }
+    return null
+  }
+
+  /**
+   * Searches the rest of the ring after the end of the log for any intact record with a sequence
+   * number above `seq`. Finding one means the log did not end here: a record in between is damaged.
+   */
+  laterRecordExists (from: number, seq: number): boolean {
+    const chunk = 1024 * 1024
+    let scanned = 0
+    let off = from
+    while (scanned < this.size) {
+      const phys = off % this.size
+      const len = Math.min(chunk, this.size - phys)
+      const buf = this.read(off, len)
+      for (let i = 0; i + RECORD_HEADER_BYTES <= buf.length; i += RECORD_ALIGN_BYTES) {
+        const h = safeHeader(buf.subarray(i, i + RECORD_HEADER_BYTES))
+        if (h === null || h.seq <= seq || h.type === RecordType.WRAP) continue
+        if (phys + i + h.totalLength > this.size) continue
+        const rec = i + h.totalLength <= buf.length ? buf.subarray(i, i + h.totalLength) : this.read(off + i, h.totalLength)
+        if (checksumOk(rec)) return true
+      }
+      scanned += len
+      off += len
+    }
+    return false
+  }
+}
+
+function safeHeader (buf: Buffer): ReturnType<typeof readHeader> {
+  try { return readHeader(buf) } catch { return null }
+}
