@@ -33,7 +33,13 @@ export type Logger = (line: string) => void
 
 function requireDir (dir: string, what: string): string {
   let st: fs.Stats
-  try { st = fs.statSync(dir) } catch { throw new ReplError('DIR_MISSING', `${what} ${dir} does not exist`) }
+  try {
+    st = fs.statSync(dir)
+  } catch (err) {
+    // A mount point whose FUSE server was killed answers ENOTCONN: it exists; the caller cleans it up.
+    if ((err as NodeJS.ErrnoException).code === 'ENOTCONN') return path.join(fs.realpathSync(path.dirname(path.resolve(dir))), path.basename(dir))
+    throw new ReplError('DIR_MISSING', `${what} ${dir} does not exist`)
+  }
   if (!st.isDirectory()) throw new ReplError('DIR_MISSING', `${what} ${dir} is not a directory`)
   return fs.realpathSync(dir)
 }
@@ -80,8 +86,14 @@ function lockDir (): string {
   throw new ReplError('DATA_LOCKED', 'no writable directory for data-directory locks (/run/replicafs)')
 }
 
-function alive (pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+/** Whether a process is alive. A zombie (killed, not yet reaped by its parent) is not. */
+export function alive (pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return false
+  }
 }
 
 /**

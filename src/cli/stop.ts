@@ -5,6 +5,7 @@ import { parse, required, helpText, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
 import { STOP_TIMEOUT_MS } from '../limits'
+import { alive } from '../daemon'
 
 export const STOP_FLAGS: FlagSpec = {
   state: { type: 'string', arg: 'DIR', help: 'the state directory of the daemon to stop' },
@@ -20,7 +21,7 @@ export async function stopCommand (argv: string[]): Promise<number> {
   await request(state, { cmd: 'stop' })
   const deadline = Date.now() + STOP_TIMEOUT_MS
   while (Date.now() < deadline) {
-    try { process.kill(status.pid, 0) } catch { return 0 }
+    if (!alive(status.pid)) return 0
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
   throw new ReplError('NOT_RUNNING', `the daemon (pid ${status.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s; see ${path.join(state, 'daemon.log')}${fs.existsSync(state) ? '' : ''}`)
