@@ -6,6 +6,7 @@ import { primaryCommand, PRIMARY_HELP } from './primary'
 import { stopCommand } from './stop'
 import { statusCommand } from './status'
 import { dumpCommand } from './srl-dump'
+import { demoCommand } from './demo'
 import { ReplError } from '../errors'
 
 const HELP = `usage: replicafs COMMAND [flags]
@@ -17,6 +18,7 @@ commands:
   stop          unmount cleanly and end a daemon
   status        role, mount and SRL figures of a running daemon
   srl-dump      print the records retained in a stopped daemon's SRL
+  demo          a local Primary, a workload, a crash and its recovery, step by step
   passthrough   a bare FUSE passthrough with no SRL (the benchmark baseline)
 
 Run \`replicafs COMMAND --help\` for a command's flags.
@@ -36,6 +38,7 @@ export async function main (argv: string[]): Promise<number> {
     case 'stop': return stopCommand(rest)
     case 'status': return statusCommand(rest)
     case 'srl-dump': return dumpCommand(rest)
+    case 'demo': return demoCommand(rest)
     default:
       throw new ReplError('USAGE', `replicafs: unknown command ${command} (see replicafs --help)`)
   }
