@@ -50,6 +50,8 @@ export class PrimaryRvg {
   /** A namespace record was applied and its checkpoint is not yet persisted. */
   private mustPersist = false
   private checkpointing: Promise<void> | null = null
+  /** Last record made durable in the data directory by a checkpoint. */
+  private durableSeq: number
   private timer: NodeJS.Timeout | null = null
   private fatal: Error | null = null
   private closed = false
@@ -59,6 +61,7 @@ export class PrimaryRvg {
     this.fds = new FdCache(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
     this.persisted = { ...this.applied }
+    this.durableSeq = srl ? srl.tailSeq : 0
   }
 
   /** Replays records logged but not applied before the last stop or crash. Returns how many. */
@@ -229,8 +232,10 @@ export class PrimaryRvg {
     if (this.checkpointing) return this.checkpointing
     this.checkpointing = (async () => {
       const pos = { ...this.applied }
+      if (pos.seq === this.durableSeq) return // idle: nothing applied since the last checkpoint
       if (pos.seq > this.persisted.seq) await this.persist()
       await syncfs(this.root)
+      this.durableSeq = pos.seq
       if (!this.opts.retain) await this.srl!.release(pos)
     })().finally(() => { this.checkpointing = null })
     return this.checkpointing

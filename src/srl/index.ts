@@ -121,6 +121,8 @@ export class Srl {
   get capacityBytes (): number { return this.ring.size }
   get usedBytes (): number { return this.head - this.tail.offset }
   get lastSeq (): number { return this.nextSeq - 1 }
+  /** The last released record: everything up to it is durable elsewhere. */
+  get tailSeq (): number { return this.tail.seq }
 
   /** Whether a record of `length` bytes fits without overwriting retained records. */
   fits (length: number): boolean {
