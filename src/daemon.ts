@@ -142,8 +142,11 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     const steps: Array<[string, () => Promise<void> | void]> = [
       ['unmount', async () => { await adapter?.unmount() }],
       ['control socket', async () => {
-        if (server) await new Promise<void>((resolve) => server!.close(() => resolve()))
-        try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
+        // Only ours to remove if we served it: a refused start must not delete a running daemon's socket.
+        if (server) {
+          await new Promise<void>((resolve) => server!.close(() => resolve()))
+          try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
+        }
       }],
       ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
       ['data directory lock', () => { unlockData?.() }]

@@ -18,10 +18,12 @@ export async function dumpCommand (argv: string[]): Promise<number> {
   try {
     for (const { record: r, offset } of srl.records()) {
       const m = r.meta
-      const row: Record<string, unknown> = { seq: r.seq, type: RecordType[r.type], offset }
+      const row: Record<string, unknown> = { seq: r.seq, type: RecordType[r.type], ringOffset: offset }
       if (m.p !== undefined) row.path = m.p
       if (m.d !== undefined) row.dest = m.d
-      if (r.type === RecordType.WRITE) { row.fileOffset = m.o; row.length = r.data.length }
+      if (m.o !== undefined) row.offset = m.o
+      if (m.l !== undefined) row.length = m.l
+      if (r.type === RecordType.WRITE) row.length = r.data.length
       if (m.s !== undefined) row.size = m.s
       if (m.m !== undefined) row.mode = m.m
       if (m.n !== undefined) row.name = m.n

@@ -72,7 +72,7 @@ export class Srl {
    */
   static async open (dir: string, opts: { ringBytes: number, role: 'primary' | 'secondary' | 'any' }): Promise<Srl> {
     fs.mkdirSync(dir, { recursive: true })
-    const store = await LogStore.open(path.join(dir, 'state'))
+    const store = await LogStore.open(path.join(dir, 'state'), path.dirname(dir))
     try {
       let format = await store.get<FormatState>('format')
       if (format === undefined) {

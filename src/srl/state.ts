@@ -24,14 +24,14 @@ export const STATE_FORMAT_VERSION = 1
 export class LogStore {
   private constructor (private readonly db: ClassicLevel<string, unknown>) {}
 
-  static async open (dir: string): Promise<LogStore> {
+  static async open (dir: string, owner: string = dir): Promise<LogStore> {
     const db = new ClassicLevel<string, unknown>(dir, { valueEncoding: 'json' })
     try {
       await db.open()
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause
       if (cause?.code === 'LEVEL_LOCKED') {
-        throw new ReplError('STATE_LOCKED', `state directory ${dir} is locked by another running replicafs daemon`, { cause: err })
+        throw new ReplError('STATE_LOCKED', `state directory ${owner} is locked by another running replicafs daemon`, { cause: err })
       }
       throw new ReplError('LOG_CORRUPT', `cannot open the SRL state database ${dir}: ${(cause as Error | undefined)?.message ?? (err as Error).message}`, { cause: err })
     }
