@@ -1,0 +1,5 @@
+export * from './util'
+export * from './cleanup'
+export * from './primary'
+export * from './compare'
+export * from './chunks'

@@ -1,0 +1,197 @@
+/**
+ * Small async utilities for the end-to-end tests: condition waits with deadlines, per-test
+ * timeouts, and child-process execution with timeouts. Nothing here sleeps in place of a
+ * condition: every wait names what it waits for and fails with that name at its deadline.
+ */
+import { spawn, type SpawnOptions } from 'child_process'
+import * as fs from 'fs'
+import * as path from 'path'
+
+export interface WaitForOptions {
+  /** Deadline for the whole wait. */
+  timeoutMs: number
+  /** What is being waited for; it is named in the timeout error. */
+  what: string
+  /** Pause between polls (default 50 ms). */
+  intervalMs?: number
+}
+
+/**
+ * Polls `fn` until it returns a truthy value (which is returned) or the deadline passes. A throw
+ * from `fn` counts as "not yet"; the last one is quoted in the timeout error.
+ */
+export async function waitFor<T> (fn: () => T | Promise<T>, opts: WaitForOptions): Promise<NonNullable<T>> {
+  const deadline = Date.now() + opts.timeoutMs
+  const interval = opts.intervalMs ?? 50
+  let last: unknown
+  let lastValue: unknown
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v) return v as NonNullable<T>
+      lastValue = v
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() >= deadline) {
+      const detail = last !== undefined ? `; last error: ${errText(last)}` : `; last value: ${String(lastValue)}`
+      throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}${detail}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, interval))
+  }
+}
+
+export function errText (err: unknown): string {
+  if (err instanceof Error) return err.message
+  return String(err)
+}
+
+/** Wraps a test body so that it fails (instead of hanging the runner) after `ms`. */
+export function timed (ms: number, fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`test timed out after ${ms} ms`)), ms)
+    })
+    try {
+      await Promise.race([fn(), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
+
+export interface ExecResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  /** True if the command was killed for exceeding its timeout. */
+  timedOut: boolean
+  /** The command line, for messages. */
+  cmdline: string
+}
+
+export interface ExecOptions {
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+  timeoutMs?: number
+  input?: string | Buffer
+  /**
+   * Stop waiting for the stdio pipes this long after the process exited (a daemonising command
+   * whose detached child kept our pipes open must not hang the test).
+   */
+  stdioGraceMs?: number
+}
+
+/**
+ * Runs a command without a shell; never rejects for a non-zero exit (see execOk). On timeout the
+ * command is killed with SIGKILL and `timedOut` is set.
+ */
+export function exec (cmd: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000
+  const cmdline = [cmd, ...args].map((a) => (/[\s'"]/.test(a) ? JSON.stringify(a) : a)).join(' ')
+  return new Promise((resolve, reject) => {
+    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] }
+    const child = spawn(cmd, args, spawnOpts)
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    let timedOut = false
+    let exited: { code: number | null, signal: NodeJS.Signals | null } | undefined
+    let settled = false
+    let graceTimer: NodeJS.Timeout | undefined
+    const finish = (): void => {
+      if (settled || exited === undefined) return
+      settled = true
+      clearTimeout(timer)
+      clearTimeout(graceTimer)
+      resolve({
+        code: exited.code,
+        signal: exited.signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        timedOut,
+        cmdline
+      })
+    }
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.stdout?.on('data', (b: Buffer) => out.push(b))
+    child.stderr?.on('data', (b: Buffer) => err.push(b))
+    child.on('error', (e) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      reject(new Error(`cannot run ${cmdline}: ${e.message}`))
+    })
+    child.on('exit', (code, signal) => {
+      exited = { code, signal }
+      graceTimer = setTimeout(() => {
+        child.stdout?.destroy()
+        child.stderr?.destroy()
+        finish()
+      }, opts.stdioGraceMs ?? 2000)
+    })
+    child.on('close', () => finish())
+    if (opts.input !== undefined) child.stdin?.end(opts.input)
+    else child.stdin?.end()
+  })
+}
+
+/** Like exec, but throws (with the command's output) unless it exits 0. */
+export async function execOk (cmd: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const r = await exec(cmd, args, opts)
+  if (r.code !== 0) throw new Error(describeFailure(r))
+  return r
+}
+
+export function describeFailure (r: ExecResult): string {
+  const how = r.timedOut ? 'timed out' : r.signal !== null ? `was killed by ${r.signal}` : `exited ${String(r.code)}`
+  return `${r.cmdline} ${how}\n--- stdout ---\n${tail(r.stdout)}\n--- stderr ---\n${tail(r.stderr)}`
+}
+
+function tail (s: string, n = 4000): string {
+  return s.length > n ? '...' + s.slice(-n) : s
+}
+
+let rootCache: string | undefined
+
+/** The repository root: the directory above us holding the package.json named "replicafs". */
+export function repoRoot (): string {
+  if (rootCache !== undefined) return rootCache
+  let dir = __dirname
+  for (;;) {
+    try {
+      const pj = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: unknown }
+      if (pj.name === 'replicafs') {
+        rootCache = dir
+        return dir
+      }
+    } catch {
+      // keep walking up
+    }
+    const up = path.dirname(dir)
+    if (up === dir) throw new Error(`cannot find the replicafs package.json above ${__dirname}`)
+    dir = up
+  }
+}
+
+/** Path of a compiled helper script (test/helpers/NAME.ts -> dist/test/helpers/NAME.js). */
+export function helperScript (name: string): string {
+  return path.join(__dirname, `${name}.js`)
+}
+
+/** Resolves with `p`, or rejects naming `what` if `p` has not settled within `ms`. */
+export async function withDeadline<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
+  })
+  try {
+    return await Promise.race([p, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
