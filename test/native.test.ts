@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFile } from 'child_process';
 import { promisify } from 'util';
-import { sys, loadFuse, unmountFuse, UTIME_NOW_US, UTIME_OMIT_US, isErrnoError, FuseStat, FuseInstance } from '../src/native';
+import { sys, loadFuse, unmountFuse, UTIME_NOW_US, UTIME_OMIT_US, FUSE_OP_FALLOCATE, isErrnoError, FuseStat, FuseInstance, FuseOperations } from '../src/native';
 
 const execFileP = promisify(execFile);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-native-'));
@@ -318,6 +318,127 @@ test('real FUSE mount: utimens gets µs mtime and the UTIME_NOW/OMIT sentinels',
   // the FUSE thread exited and closed /dev/fuse
   assert.is(devFuseFds(), fdsBefore);
   fs.rmdirSync(mnt);
+});
+
+test('loadFuse adds op 35 (fallocate) to the implemented array only when ops.fallocate exists', () => {
+  const Fuse = loadFuse();
+  type Internals = { _getImplementedArray(): Uint32Array; _handlers: unknown[] };
+  const withOp = new Fuse(path.join(tmp, 'unused'), { fallocate(_p, _m, _o, _l, _fd, cb) { cb(0); } }) as unknown as Internals;
+  const without = new Fuse(path.join(tmp, 'unused'), {}) as unknown as Internals;
+  assert.is(FUSE_OP_FALLOCATE, 35);
+  assert.is(withOp._getImplementedArray().length, 36);
+  assert.is(withOp._getImplementedArray()[35], 1);
+  assert.is(withOp._getImplementedArray()[5], 1); // getattr is always on
+  assert.is(without._getImplementedArray()[35], 0);
+  assert.type(withOp._handlers[35], 'function');
+  assert.type(without._handlers[35], 'function');
+});
+
+/** A tiny in-memory FS (root + regular files) for the fallocate mount tests. */
+function memOps(ENOENT: number, extra: FuseOperations): { ops: FuseOperations; files: Map<string, FuseStat> } {
+  const nowUs = (): number => Date.now() * 1000;
+  const files = new Map<string, FuseStat>();
+  const root: FuseStat = { mode: fs.constants.S_IFDIR | 0o755, nlink: 2, size: 4096, atime: nowUs(), mtime: nowUs(), ctime: nowUs() };
+  const ops: FuseOperations = {
+    getattr(p, cb) {
+      if (p === '/') return cb(0, root);
+      const st = files.get(p);
+      if (st === undefined) return cb(ENOENT);
+      cb(0, st);
+    },
+    readdir(p, cb) {
+      if (p !== '/') return cb(ENOENT);
+      cb(0, [...files.keys()].map((k) => k.slice(1)));
+    },
+    create(p, mode, cb) {
+      const t = nowUs();
+      files.set(p, { mode: fs.constants.S_IFREG | (mode & 0o7777), nlink: 1, size: 0, atime: t, mtime: t, ctime: t });
+      cb(0, 42);
+    },
+    open(p, _flags, cb) {
+      if (!files.has(p)) return cb(ENOENT);
+      cb(0, 43);
+    },
+    release(_p, _fd, cb) {
+      cb(0);
+    },
+    ...extra,
+  };
+  return { ops, files };
+}
+
+async function withMount(name: string, ops: FuseOperations, body: (mnt: string) => Promise<void>): Promise<void> {
+  const Fuse = loadFuse();
+  const mnt = path.join(tmp, name);
+  fs.mkdirSync(mnt);
+  const fuse: FuseInstance = new Fuse(mnt, ops, { force: false, mkdir: false });
+  try {
+    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+    await body(mnt);
+  } finally {
+    await unmountFuse(fuse, mnt);
+  }
+  assert.not.ok(fs.readFileSync('/proc/mounts', 'utf8').includes(` ${mnt} `), 'unmounted');
+  fs.rmdirSync(mnt);
+}
+
+test('real FUSE mount: fallocate(1) reaches ops.fallocate with mode/offset/length/fd', async () => {
+  const Fuse = loadFuse();
+  const ENOENT = Fuse.ENOENT as number;
+  const ENOSPC = Fuse.ENOSPC as number;
+  const calls: Array<{ path: string; mode: number; offset: number; length: number; fd: number }> = [];
+  const { ops, files } = memOps(ENOENT, {
+    fallocate(p, mode, offset, length, fd, cb) {
+      calls.push({ path: p, mode, offset, length, fd });
+      const st = files.get(p);
+      if (st === undefined) return cb(ENOENT);
+      if (p === '/full') return cb(ENOSPC);
+      if ((mode & sys.FALLOC_FL_KEEP_SIZE) === 0 && offset + length > (st.size ?? 0)) st.size = offset + length;
+      cb(0);
+    },
+  });
+  await withMount('mnt-falloc', ops, async (mnt) => {
+    const file = path.join(mnt, 'f');
+    // util-linux fallocate: open(O_RDWR|O_CREAT) then fallocate(2); creates the file -> fh 42
+    await execFileP('fallocate', ['-o', '4096', '-l', '1M', file]);
+    assert.equal(calls, [{ path: '/f', mode: 0, offset: 4096, length: 1 << 20, fd: 42 }]);
+    const { stdout } = await execFileP('stat', ['-c', '%s', file]);
+    assert.is(stdout.trim(), String(4096 + (1 << 20)));
+
+    // existing file -> open -> fh 43; KEEP_SIZE, offset above 2^32 (high word)
+    calls.length = 0;
+    await execFileP('fallocate', ['--keep-size', '-o', String(2 ** 33 + 4096), '-l', '65536', file]);
+    assert.equal(calls, [{ path: '/f', mode: sys.FALLOC_FL_KEEP_SIZE, offset: 2 ** 33 + 4096, length: 65536, fd: 43 }]);
+    assert.is(files.get('/f')?.size, 4096 + (1 << 20));
+
+    // punch hole: the kernel passes PUNCH_HOLE|KEEP_SIZE
+    calls.length = 0;
+    await execFileP('fallocate', ['-p', '-o', '0', '-l', '8192', file]);
+    assert.equal(calls, [{ path: '/f', mode: sys.FALLOC_FL_PUNCH_HOLE | sys.FALLOC_FL_KEEP_SIZE, offset: 0, length: 8192, fd: 43 }]);
+
+    // a negative errno from the op reaches the caller
+    calls.length = 0;
+    const err = await execFileP('fallocate', ['-l', '4096', path.join(mnt, 'full')]).then(
+      () => undefined,
+      (e: Error & { stderr?: string }) => e,
+    );
+    assert.ok(err !== undefined, 'fallocate on /full failed');
+    assert.match(String(err.stderr), /No space left on device/);
+    assert.equal(calls, [{ path: '/full', mode: 0, offset: 0, length: 4096, fd: 42 }]);
+  });
+});
+
+test('real FUSE mount: without ops.fallocate, fallocate(1) gets EOPNOTSUPP', async () => {
+  const Fuse = loadFuse();
+  const { ops } = memOps(Fuse.ENOENT as number, {});
+  await withMount('mnt-nofalloc', ops, async (mnt) => {
+    const err = await execFileP('fallocate', ['-l', '4096', path.join(mnt, 'g')]).then(
+      () => undefined,
+      (e: Error & { stderr?: string }) => e,
+    );
+    assert.ok(err !== undefined, 'fallocate failed');
+    assert.match(String(err.stderr), /Operation not supported/);
+  });
 });
 
 test('unmountFuse is safe on a never-mounted instance', async () => {

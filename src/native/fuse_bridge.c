@@ -48,6 +48,17 @@
  *     and mtime change and silently drops mtime-only / atime-only updates
  *     (touch -m, touch -a, utimensat with one UTIME_OMIT) while returning
  *     success; with it the UTIME_NOW/UTIME_OMIT values of change 3 reach JS.
+ *  9. New op fallocate (libfuse 2.9 `fallocate(path, mode, offset, length, fi)`),
+ *     op number op_fallocate = 35 (exported; 34 stays unused, as in fuse-native),
+ *     exported fuse_native_signal_fallocate, ops.fallocate set when
+ *     implemented[op_fallocate]. JS gets (path, mode, offsetLow, offsetHigh,
+ *     lengthLow, lengthHigh, fh) and signals (nativeHandler, res). The handler
+ *     table grew from 35 to 36 entries (REPLICAFS_OP_COUNT). fuse-native's JS
+ *     still passes a 35-entry `implemented` array and 34 handlers unless
+ *     loadFuse() (src/native/index.ts) has patched it, so the implemented
+ *     buffer's length is checked before reading index 35, and handlers beyond
+ *     REPLICAFS_OP_COUNT are ignored (the original code would have overflowed
+ *     ft->handlers for a longer array).
  *
  * Known, intentionally unchanged (documented only):
  *  - The strong napi references to the Fuse instance (ft->ctx) and the handler
@@ -175,6 +186,11 @@ static const uint32_t op_link = 30;
 static const uint32_t op_symlink = 31;
 static const uint32_t op_mkdir = 32;
 static const uint32_t op_rmdir = 33;
+// REPLICAFS (change 9): new op. 34 is unused (fuse-native never had an op 34).
+static const uint32_t op_fallocate = 35;
+
+// REPLICAFS (change 9): size of ft->handlers / the implemented array (was 35).
+#define REPLICAFS_OP_COUNT 36
 
 // Data structures
 
@@ -186,7 +202,8 @@ typedef struct {
   napi_ref malloc;
 
   // Operation handlers
-  napi_ref handlers[35];
+  // REPLICAFS (change 9): REPLICAFS_OP_COUNT (36), was 35.
+  napi_ref handlers[REPLICAFS_OP_COUNT];
 
   struct fuse *fuse;
   struct fuse_chan *ch;
@@ -673,6 +690,28 @@ FUSE_METHOD_VOID(ftruncate, 4, 0, (const char *path, off_t size, struct fuse_fil
   FUSE_UINT64_TO_INTS_ARGV(l->offset, 4)
 })
 
+// REPLICAFS (change 9): fallocate. offset/length go out as low/high uint32 pairs
+// (JS: low + high * 4294967296); l->len is size_t = 64 bits on the 64-bit
+// targets we build, and libfuse passes non-negative values (the kernel
+// rejects negative offset/len with EINVAL before FUSE sees them).
+FUSE_METHOD_VOID(fallocate, 7, 0, (const char *path, int mode, off_t offset, off_t len, struct fuse_file_info *info), {
+  l->path = path;
+  l->mode = mode;
+  l->offset = offset;
+  l->len = len;
+  l->info = info;
+}, {
+  napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
+  napi_create_uint32(env, l->mode, &(argv[3]));
+  FUSE_UINT64_TO_INTS_ARGV((uint64_t) l->offset, 4)
+  FUSE_UINT64_TO_INTS_ARGV((uint64_t) l->len, 6)
+  if (l->info != NULL) {
+    napi_create_uint32(env, l->info->fh, &(argv[8]));
+  } else {
+    napi_create_uint32(env, 0, &(argv[8]));
+  }
+})
+
 FUSE_METHOD(readlink, 1, 1, (const char *path, char *linkname, size_t len), {
   l->path = path;
   l->linkname = linkname;
@@ -877,11 +916,13 @@ NAPI_METHOD(fuse_native_mount) {
   napi_value handlers = argv[5];
   NAPI_ARGV_BUFFER_CAST(uint32_t *, implemented, 6)
 
-  for (int i = 0; i < 35; i++) {
+  // REPLICAFS (change 9): REPLICAFS_OP_COUNT, was 35; extra handlers ignored.
+  for (int i = 0; i < REPLICAFS_OP_COUNT; i++) {
     ft->handlers[i] = NULL;
   }
 
   NAPI_FOR_EACH(handlers, handler) {
+    if (i >= REPLICAFS_OP_COUNT) break;
     napi_create_reference(env, handler, 1, &ft->handlers[i]);
   }
 
@@ -926,6 +967,8 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_mkdir]) ops.mkdir = fuse_native_mkdir;
   if (implemented[op_rmdir]) ops.rmdir = fuse_native_rmdir;
   if (implemented[op_init]) ops.init = fuse_native_init;
+  // REPLICAFS (change 9): unpatched fuse-native passes only 35 entries.
+  if (implemented_len / sizeof(uint32_t) > op_fallocate && implemented[op_fallocate]) ops.fallocate = fuse_native_fallocate;
 
   int _argc = (strcmp(mntopts, "-o") <= 0) ? 1 : 2;
   char *_argv[] = {
@@ -940,7 +983,7 @@ NAPI_METHOD(fuse_native_mount) {
     // REPLICAFS (change 5): release the references taken above (were leaked).
     napi_delete_reference(env, ft->ctx);
     napi_delete_reference(env, ft->malloc);
-    for (int i = 0; i < 35; i++) {
+    for (int i = 0; i < REPLICAFS_OP_COUNT; i++) {
       if (ft->handlers[i] != NULL) napi_delete_reference(env, ft->handlers[i]);
       ft->handlers[i] = NULL;
     }
@@ -1051,6 +1094,7 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_signal_symlink)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_mkdir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_rmdir)
+  NAPI_EXPORT_FUNCTION(fuse_native_signal_fallocate)
 
   NAPI_EXPORT_UINT32(op_getattr)
   NAPI_EXPORT_UINT32(op_init)
@@ -1087,4 +1131,5 @@ NAPI_INIT() {
   NAPI_EXPORT_UINT32(op_symlink)
   NAPI_EXPORT_UINT32(op_mkdir)
   NAPI_EXPORT_UINT32(op_rmdir)
+  NAPI_EXPORT_UINT32(op_fallocate)
 }

@@ -115,6 +115,19 @@ export interface FuseOperations {
   truncate?(path: string, size: number, cb: FuseCb): void;
   ftruncate?(path: string, fd: number, size: number, cb: FuseCb): void;
   utimens?(path: string, atimeUs: number, mtimeUs: number, cb: FuseCb): void;
+  /**
+   * fallocate(2) on an open file (added by loadFuse(), not in fuse-native).
+   * mode: FALLOC_FL_* bits as given to fallocate(2) (0, KEEP_SIZE=1,
+   * PUNCH_HOLE=2 (always with KEEP_SIZE), ZERO_RANGE=0x10, ...); offset and
+   * length in bytes (exact up to 2^53); fd: the fh returned by open/create
+   * (0 if none). cb(0) or cb(-errno); cb() counts as 0, a non-integer truthy
+   * value as -EIO. Subject to the same opts.timeout as the other ops
+   * (key 'fallocate' in a per-op timeout object): on expiry the kernel gets
+   * -ETIMEDOUT and a later cb is ignored. Not implemented -> fallocate(2) on
+   * the mount fails with EOPNOTSUPP (libfuse answers ENOSYS, which the kernel
+   * maps to EOPNOTSUPP and remembers for the connection).
+   */
+  fallocate?(path: string, mode: number, offset: number, length: number, fd: number, cb: FuseCb): void;
   [op: string]: ((...args: never[]) => void) | undefined;
 }
 
@@ -145,6 +158,12 @@ export interface FuseNativeModule {
 
 // ---------------------------------------------------------------------------
 // Constants
+
+/** fuse-native's default op timeout (ms) and the errno it reports on expiry (Linux). */
+const FUSE_DEFAULT_TIMEOUT_MS = 15 * 1000;
+const FUSE_TIMEOUT_ERRNO = -110; // -ETIMEDOUT
+/** Op number of fallocate in our bridge (fuse_bridge.c change 9); fuse-native's ops are 0..33. */
+export const FUSE_OP_FALLOCATE = 35;
 
 /** Sentinel mtime/atime (µs) passed to ops.utimens for UTIME_NOW: 2^53-1. */
 export const UTIME_NOW_US = Number.MAX_SAFE_INTEGER; // 0x001FFFFF_FFFFFFFF
@@ -340,8 +359,9 @@ let fuseModule: FuseNativeModule | undefined;
 /**
  * dlopen libfuse (RTLD_GLOBAL), load the patched bridge, inject it into
  * require.cache where fuse-native's `require('node-gyp-build')(__dirname)`
- * will look, require fuse-native, and patch its static `Fuse.unmount` to use
- * umount2(MNT_DETACH) (there is no fusermount). Idempotent.
+ * will look, require fuse-native, patch its static `Fuse.unmount` to use
+ * umount2(MNT_DETACH) (there is no fusermount), and add the fallocate op
+ * (ops.fallocate, see patchFallocate). Idempotent.
  */
 export function loadFuse(): FuseNativeModule {
   if (fuseModule !== undefined) return fuseModule;
@@ -425,8 +445,107 @@ export function loadFuse(): FuseNativeModule {
     process.nextTick(cb, err);
   };
 
+  // 6. fallocate (fuse_bridge.c change 9), which fuse-native's JS knows nothing about.
+  patchFallocate(Fuse, bridge as FuseBridge);
+
   fuseModule = Fuse;
   return Fuse;
+}
+
+/** The parts of our bridge's exports that patchFallocate uses. */
+interface FuseBridge {
+  op_fallocate?: number;
+  fuse_native_signal_fallocate?: (nativeHandler: unknown, res: number) => void;
+}
+
+/** The private fuse-native instance members that patchFallocate touches. */
+interface FuseNativeInternals {
+  ops?: FuseOperations | null;
+  timeout: number | Record<string, number | false | undefined>;
+  _getImplementedArray(): Uint32Array;
+  _makeHandlerArray(): unknown[];
+}
+
+const FALLOCATE_PATCHED = Symbol.for('replicafs.fuse.fallocate');
+
+/**
+ * Teach fuse-native's class about op 35 (fallocate), once, by wrapping two
+ * private prototype methods:
+ *  - _getImplementedArray (called in _open): a 36-entry Uint32Array, index 35
+ *    set when ops.fallocate exists; the bridge sets ops.fallocate from it.
+ *  - _makeHandlerArray (called in the constructor, after this.ops and
+ *    this.timeout are set): appends the handler for index 35, which follows
+ *    fuse-native's makeHandler protocol: called as (nativeHandler, opCode,
+ *    path, mode, offsetLow, offsetHigh, lengthLow, lengthHigh, fh), replies
+ *    with process.nextTick(binding.fuse_native_signal_fallocate, nativeHandler,
+ *    err), and applies the same timeout rules (opts.timeout number, false, or
+ *    per-op object with `default`).
+ */
+function patchFallocate(Fuse: FuseNativeModule, bridge: FuseBridge): void {
+  const signalFn = bridge.fuse_native_signal_fallocate;
+  if (bridge.op_fallocate !== FUSE_OP_FALLOCATE || typeof signalFn !== 'function') {
+    throw new Error(`replicafs fuse bridge has no fallocate op (op_fallocate=${String(bridge.op_fallocate)}); rebuild it with npm run prebuild-native`);
+  }
+  const proto = (Fuse as unknown as { prototype: FuseNativeInternals & { [FALLOCATE_PATCHED]?: true } }).prototype;
+  if (proto[FALLOCATE_PATCHED]) return;
+  const origImplemented = proto._getImplementedArray;
+  const origHandlers = proto._makeHandlerArray;
+  if (typeof origImplemented !== 'function' || typeof origHandlers !== 'function') {
+    throw new Error('cannot add fallocate to fuse-native: _getImplementedArray/_makeHandlerArray not found (fuse-native version changed?)');
+  }
+  const op = FUSE_OP_FALLOCATE;
+
+  proto._getImplementedArray = function (this: FuseNativeInternals): Uint32Array {
+    const base = origImplemented.call(this);
+    const out = new Uint32Array(Math.max(base.length, op + 1));
+    out.set(base);
+    out[op] = typeof this.ops?.fallocate === 'function' ? 1 : 0;
+    return out;
+  };
+
+  proto._makeHandlerArray = function (this: FuseNativeInternals): unknown[] {
+    const handlers = origHandlers.call(this);
+    const self = this;
+    // Same resolution as fuse-native's makeHandler.
+    let to: number | false | undefined;
+    const t = self.timeout;
+    if (typeof t === 'object' && t) {
+      const def = t.default || FUSE_DEFAULT_TIMEOUT_MS;
+      to = t.fallocate;
+      if (!to && to !== false) to = def;
+    } else {
+      to = t;
+    }
+    handlers[op] = function fallocateHandler(
+      nativeHandler: unknown,
+      _opCode: number,
+      p: string,
+      mode: number,
+      offsetLow: number,
+      offsetHigh: number,
+      lengthLow: number,
+      lengthHigh: number,
+      fh: number,
+    ): void {
+      let done = false;
+      let timer: NodeJS.Timeout | undefined;
+      const reply = (err: unknown): void => {
+        if (done) return;
+        done = true;
+        if (timer !== undefined) clearTimeout(timer);
+        // The bridge reads an int32; anything else would throw in nextTick and hang the FUSE thread.
+        const res = err === undefined || err === null ? 0 : Number.isInteger(err) ? (err as number) | 0 : err ? -5 : 0;
+        process.nextTick(signalFn, nativeHandler, res);
+      };
+      if (to) timer = setTimeout(reply, to, FUSE_TIMEOUT_ERRNO);
+      const fn = self.ops?.fallocate;
+      if (typeof fn !== 'function') return reply(-38); // -ENOSYS; not reached: the bridge only registers it when implemented
+      fn.call(self.ops, p, mode, offsetLow + offsetHigh * 4294967296, lengthLow + lengthHigh * 4294967296, fh, reply);
+    };
+    return handlers;
+  };
+
+  Object.defineProperty(proto, FALLOCATE_PATCHED, { value: true });
 }
 
 function safeRealpath(p: string): string {
