@@ -23,6 +23,9 @@ import { FUSE_OP_TIMEOUT_MS } from '../limits'
 
 const E = osc.errno
 
+const MUTATING_OPS = ['write', 'create', 'truncate', 'ftruncate', 'utimens', 'chmod', 'chown', 'mknod', 'mkdir',
+  'rmdir', 'unlink', 'rename', 'link', 'symlink', 'setxattr', 'removexattr', 'fsync', 'fsyncdir', 'fallocate']
+
 /** Constant mount options (see the header comment on why nothing user-supplied goes here). */
 const EXTRA_MOUNT_OPTIONS = 'big_writes,use_ino'
 
@@ -155,6 +158,8 @@ export class FuseAdapter {
         if ((flags & sys.XATTR_REPLACE) && !exists) throw Object.assign(new Error('no attribute'), { code: 'ENODATA' })
         await rvg.mutate(RecordType.SETXATTR, { p, n: name, x: Buffer.from(value), f: 0 })
       }),
+      fallocate: (p: string, mode: number, offset: number, length: number, _fd: number, cb: Cb) =>
+        this.change(cb, () => rvg.mutate(RecordType.FALLOCATE, { p, f: mode, o: offset, l: length })),
       getxattr: (p: string, name: string, _position: number, cb: Cb) => this.read(cb, () => [sys.lgetxattr(this.full(p), name)]),
       listxattr: (p: string, cb: Cb) => this.read(cb, () => [sys.llistxattr(this.full(p))]),
       removexattr: (p: string, name: string, cb: Cb) => this.change(cb, async () => {
@@ -179,7 +184,9 @@ export class FuseAdapter {
       subtype: 'replicafs',
       allowOther: true,
       defaultPermissions: true,
-      timeout: FUSE_OP_TIMEOUT_MS
+      // A mutation must not answer ETIMEDOUT and then happen anyway: only read-only ops time out.
+      // Mutations are bounded by the apply queue and the disk, not by a timer.
+      timeout: Object.fromEntries([['default', FUSE_OP_TIMEOUT_MS], ...MUTATING_OPS.map((op) => [op, false])])
     }) as unknown as FuseInstance
     await new Promise<void>((resolve, reject) => fuse.mount((err) => err ? reject(new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${err.message}`, { cause: err })) : resolve()))
     this.fuse = fuse
