@@ -126,8 +126,10 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   const mount = requireDir(cfg.mount, 'mount point')
   if (data === mount) throw new ReplError('USAGE', 'the data directory and the mount point must differ')
   if (mount.startsWith(data + '/') || data.startsWith(mount + '/')) throw new ReplError('USAGE', `the data directory ${data} and the mount point ${mount} must not contain each other`)
-  fs.mkdirSync(cfg.state, { recursive: true })
+  // The state directory is the daemon's alone: 0700, because the data path below runs with umask 0.
+  fs.mkdirSync(cfg.state, { recursive: true, mode: 0o700 })
   const state = fs.realpathSync(cfg.state)
+  fs.chmodSync(state, 0o700)
   process.umask(0) // modes arrive already masked by the caller's umask; apply them exactly
 
   // Acquired in order; on a failed start, released in reverse.
@@ -165,6 +167,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     await prepareMountPoint(mount, log)
 
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log })
+    for (const w of srl?.warnings ?? []) log(w)
     const replayed = await rvg.recover()
     if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
@@ -206,6 +209,9 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
             srl: srl ? srl.stats(live.appliedSeq) : null,
             fatal: live.fatalError?.message ?? null
           }
+        case 'sync':
+          await live.sync()
+          return { synced: srl ? srl.lastSeq : null }
         case 'stop':
           setImmediate(() => { stop(0).catch(() => {}) })
           return { stopping: true }

@@ -38,6 +38,13 @@ export const APPLY_QUEUE_BYTES_MAX = 64 * 1024 * 1024
 /** How often the Primary syncs the data directory and releases applied records from the SRL when idle. */
 export const CHECKPOINT_INTERVAL_MS = 2000
 
+/**
+ * The SRL is fdatasync'd at least this often while records are unsynced. fsync on a file syncs at
+ * once; this bounds what a power loss can take from writers that never fsync, and covers
+ * `sync`/`syncfs` on the mount, which the kernel does not forward to a libfuse 2 server.
+ */
+export const SRL_SYNC_INTERVAL_MS = 1000
+
 /** Ring fill fraction (in percent) past which a checkpoint runs at once to free space. */
 export const CHECKPOINT_FILL_PERCENT = 50
 

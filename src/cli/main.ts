@@ -7,6 +7,7 @@ import { stopCommand } from './stop'
 import { statusCommand } from './status'
 import { dumpCommand } from './srl-dump'
 import { demoCommand } from './demo'
+import { syncCommand } from './sync'
 import { ReplError } from '../errors'
 
 const HELP = `usage: replicafs COMMAND [flags]
@@ -16,6 +17,7 @@ Filesystem-level replication in the manner of Veritas Volume Replicator.
 commands:
   primary       run the Primary: a FUSE mount that journals every change into the SRL
   stop          unmount cleanly and end a daemon
+  sync          make every change so far durable in the SRL (syncfs on a FUSE mount cannot)
   status        role, mount and SRL figures of a running daemon
   srl-dump      print the records retained in a stopped daemon's SRL
   demo          a local Primary, a workload, a crash and its recovery, step by step
@@ -39,6 +41,7 @@ export async function main (argv: string[]): Promise<number> {
     case 'status': return statusCommand(rest)
     case 'srl-dump': return dumpCommand(rest)
     case 'demo': return demoCommand(rest)
+    case 'sync': return syncCommand(rest)
     default:
       throw new ReplError('USAGE', `replicafs: unknown command ${command} (see replicafs --help)`)
   }

@@ -81,7 +81,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
 
 /** Starts the daemon detached, with its output in STATE/daemon.log, and waits for ready. */
 async function detach (command: string, argv: string[], state: string): Promise<number> {
-  fs.mkdirSync(state, { recursive: true })
+  fs.mkdirSync(state, { recursive: true, mode: 0o700 })
   const logFile = path.join(state, 'daemon.log')
   const out = fs.openSync(logFile, 'a')
   const child = spawn(process.execPath, [...process.execArgv, require.main!.filename, command, ...argv], {

@@ -24,13 +24,16 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
   try { fs.unlinkSync(file) } catch {}
   const server = net.createServer((sock) => {
     let buf = ''
+    let handled = false
     sock.setEncoding('utf8')
     sock.on('error', () => {})
     sock.on('data', (chunk: string) => {
+      if (handled) return
       buf += chunk
       if (buf.length > CONTROL_REQUEST_BYTES_MAX) { sock.destroy(); return }
       const nl = buf.indexOf('\n')
       if (nl < 0) return
+      handled = true
       let req: { cmd: string }
       try { req = JSON.parse(buf.slice(0, nl)) } catch { sock.end(JSON.stringify({ ok: false, error: 'malformed request' }) + '\n'); return }
       handler(req).then(

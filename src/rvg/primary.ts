@@ -25,7 +25,7 @@ import { Srl } from '../srl'
 import { RecordType, nowTimespec, type RecordMeta, type Record } from '../format/record'
 import { applyRecordSync, FdCache, NAMESPACE_TYPES } from './apply'
 import { ReplError, errnoFor } from '../errors'
-import { APPLY_QUEUE_BYTES_MAX, CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT } from '../limits'
+import { APPLY_QUEUE_BYTES_MAX, CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS } from '../limits'
 import type { Position } from '../srl/state'
 
 interface QueuedWrite { rec: Record, end: number }
@@ -53,6 +53,7 @@ export class PrimaryRvg {
   /** Last record made durable in the data directory by a checkpoint. */
   private durableSeq: number
   private timer: NodeJS.Timeout | null = null
+  private syncTimer: NodeJS.Timeout | null = null
   private fatal: Error | null = null
   private closed = false
 
@@ -90,6 +91,8 @@ export class PrimaryRvg {
     if (this.srl && !this.timer) {
       this.timer = setInterval(() => { this.checkpoint().catch((err) => this.fail(err)) }, CHECKPOINT_INTERVAL_MS)
       this.timer.unref()
+      this.syncTimer = setInterval(() => { if (this.srl!.dirty) this.srl!.sync().catch((err) => this.fail(err)) }, SRL_SYNC_INTERVAL_MS)
+      this.syncTimer.unref()
     }
   }
 
@@ -111,7 +114,11 @@ export class PrimaryRvg {
       await new Promise<void>((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err) => err ? reject(err) : resolve()))
       return buf.length
     }
-    while (this.queueBytes > APPLY_QUEUE_BYTES_MAX) await new Promise<void>((resolve) => this.spaceWaiters.push(resolve))
+    if (this.queueBytes > APPLY_QUEUE_BYTES_MAX) {
+      // The FUSE buffer is only valid until the reply; copy it before waiting for queue space.
+      buf = Buffer.from(buf)
+      while (this.queueBytes > APPLY_QUEUE_BYTES_MAX) await new Promise<void>((resolve) => this.spaceWaiters.push(resolve))
+    }
     const meta: RecordMeta = { p, o: offset, t: nowTimespec() }
     const { seq, end, record } = await this.append(RecordType.WRITE, meta, buf)
     this.queue.push({ rec: { type: RecordType.WRITE, seq, meta, data: record.subarray(record.length - buf.length) }, end })
@@ -154,7 +161,10 @@ export class PrimaryRvg {
     if (namespace) this.mustPersist = true
   }
 
-  /** fsync/fdatasync/syncfs on the mount: every record so far becomes durable. */
+  /**
+   * fsync/fdatasync on a file through the mount, or `replicafs sync`: every record so far becomes
+   * durable. (syncfs on the mount never reaches us: the kernel does not forward it to libfuse 2.)
+   */
   async sync (): Promise<void> {
     if (this.fatal) throw this.fatal
     if (this.srl) await this.srl.sync()
@@ -259,6 +269,7 @@ export class PrimaryRvg {
     if (this.closed) return
     this.closed = true
     if (this.timer) clearInterval(this.timer)
+    if (this.syncTimer) clearInterval(this.syncTimer)
     if (!this.fatal) {
       await this.barrier()
       if (this.srl) {

@@ -7,7 +7,8 @@
  *   Once it resolves, every record appended before the call survives a power loss.
  * - release() moves the tail past records nobody needs (applied and synced to the data directory,
  *   and, later, data-acked by every RLINK). The tail is persisted in LevelDB with sync:true.
- * - open() recovers: it scans from the apply checkpoint to the end of the log, cuts a torn tail
+ * - open() recovers: it scans from the durable checkpoint (the tail) to the end of the log, collects
+ *   what lies past the apply checkpoint for replay, cuts a torn tail
  *   and refuses (LOG_CORRUPT) a damaged record that is not the tail.
  *
  * Invariants (asserted): sequence numbers increase by exactly one; tail <= checkpoint <= head.
@@ -44,6 +45,8 @@ export class Srl {
   /** Records known to be durable in the ring up to this offset. */
   private syncedOffset: number
   private syncing: Promise<void> | null = null
+  /** Things recovery did that the daemon should log. */
+  warnings: string[] = []
   private syncAgain: Promise<void> | null = null
 
   private constructor (
@@ -66,12 +69,13 @@ export class Srl {
   }
 
   /**
-   * Opens (creating on first use) the SRL in `dir`. `ringBytes` applies only at creation.
+   * Opens (creating on first use, unless `role` is 'any') the SRL in `dir`. `ringBytes` applies only at creation.
    * After a kill -9 the fine-grained checkpoint is exact; after a reboot (another boot id) only the
    * durable checkpoint is trusted, and recovery replays from there.
    */
   static async open (dir: string, opts: { ringBytes: number, role: 'primary' | 'secondary' | 'any' }): Promise<Srl> {
-    fs.mkdirSync(dir, { recursive: true })
+    if (opts.role === 'any' && !fs.existsSync(path.join(dir, 'state'))) throw new ReplError('DIR_MISSING', `no SRL in ${path.dirname(dir)}`)
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
     const store = await LogStore.open(path.join(dir, 'state'), path.dirname(dir))
     try {
       let format = await store.get<FormatState>('format')
@@ -91,7 +95,9 @@ export class Srl {
       const ring = Ring.open(path.join(dir, 'ring'), format.ringBytes)
       const durable = (await store.get<Position>('durable')) ?? { seq: 0, offset: 0 }
       const fine = await store.get<CheckpointState>('checkpoint')
-      const checkpoint: Position = fine && fine.bootId === bootId() && fine.seq >= durable.seq ? { seq: fine.seq, offset: fine.offset } : durable
+      const sameBoot = fine === undefined || fine.bootId === bootId()
+      const checkpoint: Position = fine && sameBoot && fine.seq >= durable.seq ? { seq: fine.seq, offset: fine.offset } : durable
+      const warnings: string[] = []
 
       // Scan from the tail (so status can count retained records) to the end of the log.
       const pending: ScannedRecord[] = []
@@ -108,10 +114,17 @@ export class Srl {
       if (seq - 1 < checkpoint.seq) {
         throw new ReplError('LOG_CORRUPT', `SRL ends at sequence number ${seq - 1} but records up to ${checkpoint.seq} were applied; the log lost records (first missing: ${seq})`)
       }
-      if (ring.laterRecordExists(off, seq - 1)) {
+      if (!sameBoot) {
+        // After a reboot, records appended after the last fdatasync may have reached the disk in
+        // any order: an intact later record behind a torn one was never synced, so it is not a
+        // lost update. (On the same boot the page cache holds every appended record in order.)
+        if (ring.laterRecordExists(off, seq - 1)) warnings.push(`after a reboot, discarded unsynced SRL records after sequence number ${seq - 1}`)
+      } else if (ring.laterRecordExists(off, seq - 1)) {
         throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
       }
-      return new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
+      const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
+      srl.warnings = warnings
+      return srl
     } catch (err) {
       await store.close().catch(() => {})
       throw err
@@ -144,6 +157,9 @@ export class Srl {
     this.nextSeq = seq + 1
     return { seq, end, record: buf }
   }
+
+  /** Whether records were appended since the last completed sync. */
+  get dirty (): boolean { return this.syncedOffset < this.head }
 
   /** Makes every record appended before this call durable (fdatasync), coalescing callers. */
   sync (): Promise<void> {
