@@ -1,0 +1,405 @@
+/**
+ * SRL format version 1 (docs/FORMAT.md): the record bytes stored in test/fixtures/abi/1/ must keep
+ * decoding to the same metadata and today's encoder must keep producing the same bytes; the ring's
+ * layout and recovery rules (WRAP markers, 8-byte alignment, torn tail vs corruption) hold on a real
+ * file. No FUSE, no daemon: these run anywhere.
+ */
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {
+  encodeRecord, decodeRecord, readHeader, checksumOk, RecordType, RECORD_MAGIC, RECORD_FORMAT_VERSION, RECORD_ALIGN_BYTES,
+  type RecordMeta
+} from '../src/format/record'
+import { Ring, alignUp } from '../src/srl/ring'
+import { Srl } from '../src/srl'
+import { LogStore } from '../src/srl/state'
+import { isReplError } from '../src/errors'
+import { RECORD_HEADER_BYTES, SRL_BYTES_MIN } from '../src/limits'
+import { metaFromJson, type Fixture } from './fixtures/abi/generate'
+
+// Compiled to dist/test; the fixture is read from the source tree.
+const FIXTURE_DIR = path.resolve(__dirname, '..', '..', 'test', 'fixtures', 'abi')
+const RING_BYTES = SRL_BYTES_MIN // 4 MiB, the smallest ring Ring/Srl accept
+
+const tmpDirs: string[] = []
+function tmpDir (): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-format-'))
+  tmpDirs.push(dir)
+  return dir
+}
+test.after(() => {
+  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
+})
+
+function loadFixture (version: number): Fixture {
+  return JSON.parse(fs.readFileSync(path.join(FIXTURE_DIR, String(version), 'records.json'), 'utf8')) as Fixture
+}
+
+/** Metadata in a comparable shape (Buffers and Uint8Arrays as plain byte arrays). */
+function comparable (meta: RecordMeta): unknown {
+  const out: { [k: string]: unknown } = {}
+  for (const [k, v] of Object.entries(meta)) out[k] = v instanceof Uint8Array ? { bytes: [...v] } : v
+  return out
+}
+
+function throwsCode (fn: () => unknown, code: string, match?: RegExp): void {
+  try {
+    fn()
+  } catch (err) {
+    assert.ok(isReplError(err), `expected a ReplError, got ${String(err)}`)
+    assert.is((err as { code: string }).code, code)
+    if (match) assert.match((err as Error).message, match)
+    return
+  }
+  assert.unreachable(`expected ${code}`)
+}
+
+async function rejectsCode (p: Promise<unknown>, code: string, match?: RegExp): Promise<void> {
+  try {
+    await p
+  } catch (err) {
+    assert.ok(isReplError(err), `expected a ReplError, got ${String(err)}`)
+    assert.is((err as { code: string }).code, code, (err as Error).message)
+    if (match) assert.match((err as Error).message, match)
+    return
+  }
+  assert.unreachable(`expected ${code}`)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ABI fixture, version 1
+
+const fixture = loadFixture(1)
+
+test('fixture v1: version 1, one record for every record type', () => {
+  assert.is(fixture.formatVersion, 1)
+  assert.is(RECORD_FORMAT_VERSION, 1, 'a new format version needs a new fixture directory and an UPGRADING.md entry')
+  const types = Object.values(RecordType).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b)
+  assert.equal(fixture.records.map((r) => r.type).sort((a, b) => a - b), types, 'every RecordType has a fixture record')
+  for (const r of fixture.records) assert.is(RecordType[r.type], r.name, `type number ${r.type} still means ${r.name}`)
+})
+
+for (const r of fixture.records) {
+  test(`fixture v1: ${r.name} decodes to the stored metadata and re-encodes byte for byte`, () => {
+    const bytes = Buffer.from(r.bytes, 'hex')
+    const data = Buffer.from(r.data, 'hex')
+    const meta = metaFromJson(r.meta)
+
+    // Header fields at their documented offsets, little-endian.
+    assert.is(bytes.readUInt32LE(0), RECORD_MAGIC)
+    assert.is(bytes.subarray(0, 4).toString('latin1'), 'RSRL')
+    assert.is(bytes.readUInt16LE(4), 1)
+    assert.is(bytes.readUInt16LE(6), r.type)
+    assert.is(bytes.readBigUInt64LE(8), BigInt(r.seq))
+    assert.is(bytes.readUInt32LE(20), data.length)
+    assert.is(bytes.readUInt32LE(28), 0, 'reserved bytes are zero')
+    const h = readHeader(bytes)
+    assert.ok(h !== null)
+    assert.equal({ type: h.type, seq: h.seq, dataLength: h.dataLength, totalLength: h.totalLength },
+      { type: r.type, seq: r.seq, dataLength: data.length, totalLength: bytes.length })
+    assert.is(RECORD_HEADER_BYTES + h.metaLength + h.dataLength, bytes.length)
+    assert.ok(checksumOk(bytes), 'stored bytes pass their CRC-32C')
+
+    if (r.type === RecordType.WRAP) {
+      // A WRAP marker has no metadata at all: it is a bare header, never decoded.
+      assert.is(h.metaLength, 0)
+      assert.is(bytes.length, RECORD_HEADER_BYTES)
+    } else {
+      const rec = decodeRecord(bytes)
+      assert.is(rec.type, r.type)
+      assert.is(rec.seq, r.seq)
+      assert.equal(comparable(rec.meta), comparable(meta), 'decoded metadata equals the stored metadata')
+      assert.ok(rec.data.equals(data), 'decoded data equals the stored data')
+    }
+
+    // The encoder must still produce exactly these bytes (catches a msgpackr default change).
+    const again = encodeRecord(r.type, r.seq, meta, r.type === RecordType.WRITE ? data : undefined)
+    assert.is(again.toString('hex'), r.bytes, 'encodeRecord of the stored metadata is byte-identical')
+  })
+
+  test(`fixture v1: ${r.name}: CRC-32C covers bytes 0..24 and everything after the header`, () => {
+    const bytes = Buffer.from(r.bytes, 'hex')
+    for (let i = 0; i < bytes.length; i++) {
+      const damaged = Buffer.from(bytes)
+      damaged[i] ^= 0x01
+      if (i >= 28 && i < 32) assert.ok(checksumOk(damaged), `byte ${i} is reserved and outside the CRC`)
+      else assert.not.ok(checksumOk(damaged), `flipping byte ${i} fails the checksum`)
+    }
+  })
+}
+
+test('readHeader: another format version throws FORMAT_VERSION', () => {
+  const bytes = Buffer.from(fixture.records[0].bytes, 'hex')
+  const v2 = Buffer.from(bytes)
+  v2.writeUInt16LE(2, 4)
+  throwsCode(() => readHeader(v2), 'FORMAT_VERSION', /version 2/)
+  const v0 = Buffer.from(bytes)
+  v0.writeUInt16LE(0, 4)
+  throwsCode(() => readHeader(v0), 'FORMAT_VERSION')
+})
+
+test('readHeader: zero-fill, wrong magic, short buffers and impossible lengths are not records', () => {
+  const bytes = Buffer.from(fixture.records[0].bytes, 'hex')
+  assert.is(readHeader(Buffer.alloc(RECORD_HEADER_BYTES)), null)
+  assert.is(readHeader(bytes.subarray(0, RECORD_HEADER_BYTES - 1)), null)
+  const magic = Buffer.from(bytes); magic[0] ^= 0xff
+  assert.is(readHeader(magic), null)
+  const meta = Buffer.from(bytes); meta.writeUInt32LE(0xffffffff, 16)
+  assert.is(readHeader(meta), null)
+  const data = Buffer.from(bytes); data.writeUInt32LE(128 * 1024 + 1, 20)
+  assert.is(readHeader(data), null)
+})
+
+test('encodeRecord: records are a header plus metadata plus data, unpadded; the ring aligns them', () => {
+  const buf = encodeRecord(RecordType.WRITE, 7, { p: '/a', o: 0, t: [1, 2] }, Buffer.from('xyz'))
+  const h = readHeader(buf)!
+  assert.is(buf.length, RECORD_HEADER_BYTES + h.metaLength + 3)
+  assert.is(RECORD_ALIGN_BYTES, 8)
+  assert.is(alignUp(buf.length) % 8, 0)
+})
+
+// ---------------------------------------------------------------------------------------------
+// The ring
+
+interface Written { seq: number, start: number, end: number, buf: Buffer, data: Buffer }
+
+/** Appends like Srl.append does: returns where each record went. */
+function appendAll (ring: Ring, head: number, firstSeq: number, sizes: number[]): { written: Written[], head: number } {
+  const written: Written[] = []
+  let seq = firstSeq
+  for (const size of sizes) {
+    const data = Buffer.alloc(size, seq & 0xff)
+    const buf = encodeRecord(RecordType.WRITE, seq, { p: `/f${seq}`, o: seq * 4096, t: [1700000000, seq] }, data)
+    const { start, end } = ring.write(head, seq, buf)
+    written.push({ seq, start, end, buf, data })
+    head = end
+    seq++
+  }
+  return { written, head }
+}
+
+function readAll (ring: Ring, from: number, written: Written[]): void {
+  let off = from
+  for (const w of written) {
+    const r = ring.readAt(off, w.seq)
+    assert.ok(r !== null, `record ${w.seq} is readable at ${off}`)
+    assert.is(r.record.seq, w.seq)
+    assert.is(r.offset, w.start, `record ${w.seq} starts where it was written`)
+    assert.is(r.end, w.end)
+    assert.is(r.offset % RECORD_ALIGN_BYTES, 0, 'records start 8-byte aligned')
+    assert.ok(r.record.data.equals(w.data), `record ${w.seq}'s data`)
+    off = r.end
+  }
+}
+
+/** Physical bytes of the record's region [start, start + length). */
+function corrupt (ring: Ring, linear: number, length: number, fn: (b: Buffer) => void): void {
+  const phys = linear % ring.size
+  const b = Buffer.alloc(length)
+  fs.readSync(ring.fd, b, 0, length, phys)
+  fn(b)
+  fs.writeSync(ring.fd, b, 0, length, phys)
+}
+
+function openRing (): Ring {
+  return Ring.open(path.join(tmpDir(), 'ring'), RING_BYTES)
+}
+
+test('ring: created zero-filled at its full size', () => {
+  const dir = tmpDir()
+  const ring = Ring.open(path.join(dir, 'ring'), RING_BYTES)
+  try {
+    assert.is(fs.statSync(path.join(dir, 'ring')).size, RING_BYTES)
+    assert.ok(ring.read(0, 64 * 1024).equals(Buffer.alloc(64 * 1024)))
+    assert.is(ring.readAt(0, 1), null, 'an empty ring is an empty log')
+  } finally {
+    ring.close()
+  }
+  throwsCode(() => Ring.open(path.join(dir, 'ring'), 2 * RING_BYTES), 'FORMAT_VERSION', /bytes/)
+})
+
+test('ring: records wrap the lap behind a WRAP marker and read back in order', () => {
+  const ring = openRing()
+  try {
+    // Start 200 KiB before the end of the file, as if everything before had been released.
+    const first = ring.size - 200 * 1024
+    const { written, head } = appendAll(ring, first, 1000, [60000, 60001, 60002, 60003, 60004, 5])
+    const wrapped = written.find((w) => w.start % ring.size < first % ring.size)!
+    assert.ok(wrapped !== undefined, 'some record went to the next lap')
+    assert.is(wrapped.start % ring.size, 0, 'the wrapped record starts the next lap')
+    assert.is(wrapped.start, ring.size, 'linear offsets keep growing across the lap')
+    const before = written[written.indexOf(wrapped) - 1]
+    const left = ring.size - (before.end % ring.size)
+    assert.ok(left >= RECORD_HEADER_BYTES, `${left} bytes were left`)
+    const marker = readHeader(ring.read(before.end, RECORD_HEADER_BYTES))
+    assert.ok(marker !== null)
+    assert.is(marker.type, RecordType.WRAP)
+    assert.is(marker.seq, wrapped.seq, 'the WRAP marker carries the next record\'s sequence number')
+    assert.ok(checksumOk(ring.read(before.end, RECORD_HEADER_BYTES)))
+    for (const w of written) assert.ok(w.start % ring.size + w.buf.length <= ring.size, 'no record straddles the end')
+    readAll(ring, first, written)
+    assert.is(ring.readAt(head, 1000 + written.length), null, 'zero-fill after the last record ends the log')
+  } finally {
+    ring.close()
+  }
+})
+
+test('ring: fewer than 32 bytes before the end get no marker; an exact fit does not wrap', () => {
+  const ring = openRing()
+  try {
+    const head = ring.size - 24
+    const { written } = appendAll(ring, head, 1, [100])
+    assert.is(written[0].start, ring.size)
+    assert.ok(ring.read(head, 24).equals(Buffer.alloc(24)), 'nothing is written in the last 24 bytes')
+    readAll(ring, head, written)
+
+    const buf = encodeRecord(RecordType.WRITE, 2, { p: '/x', o: 0, t: [1, 1] }, Buffer.alloc(1000))
+    const at = 2 * ring.size - alignUp(buf.length)
+    const placed = ring.place(at, buf.length)
+    assert.is(placed.start, at)
+    assert.is(placed.end, 2 * ring.size)
+  } finally {
+    ring.close()
+  }
+})
+
+test('ring: a torn last record reads as the end of the log, even with an older lap behind it', () => {
+  const ring = openRing()
+  try {
+    // Lap 1 fills the file with records of lower sequence numbers; lap 2 then overwrites its start.
+    const lap1 = appendAll(ring, 0, 1, Array.from({ length: 65 }, () => 60000))
+    assert.ok(lap1.head < ring.size, 'lap 1 did not wrap')
+    const first = lap1.head
+    const lap2 = appendAll(ring, first, 66, Array.from({ length: 12 }, () => 60000))
+    const last = lap2.written[lap2.written.length - 1]
+    assert.ok(last.start >= ring.size, 'the last record is in lap 2')
+    const stale = readHeader(ring.read(last.end, RECORD_HEADER_BYTES))
+    assert.ok(stale !== null && stale.seq < last.seq, 'a lap-1 record with a lower sequence number follows it')
+    const half = Math.floor(last.buf.length / 2)
+    corrupt(ring, last.start + half, last.buf.length - half, (b) => b.fill(0))
+    readAll(ring, first, lap2.written.slice(0, -1))
+    assert.is(ring.readAt(last.start, last.seq), null, 'a torn tail is the end of the log, not corruption')
+  } finally {
+    ring.close()
+  }
+})
+
+test('ring: a damaged record with later records is LOG_CORRUPT naming its sequence number', () => {
+  const ring = openRing()
+  try {
+    const { written } = appendAll(ring, 4096, 500, [1000, 2000, 3000, 4000, 5000])
+    const mid = written[2]
+    corrupt(ring, mid.start + mid.buf.length - 10, 1, (b) => { b[0] ^= 0xff })
+    readAll(ring, 4096, written.slice(0, 2))
+    throwsCode(() => ring.readAt(mid.start, mid.seq), 'LOG_CORRUPT', new RegExp(`sequence number ${mid.seq}\\b`))
+    assert.ok(ring.laterRecordExists(mid.end, mid.seq))
+    assert.not.ok(ring.laterRecordExists(written[4].end, written[4].seq), 'nothing after the last record')
+  } finally {
+    ring.close()
+  }
+})
+
+// ---------------------------------------------------------------------------------------------
+// SRL recovery (state in LevelDB, bytes in the ring)
+
+async function srlWith (n: number): Promise<{ dir: string, ends: number[] }> {
+  const dir = path.join(tmpDir(), 'srl')
+  const srl = await Srl.open(dir, { ringBytes: RING_BYTES, role: 'primary' })
+  const ends: number[] = []
+  try {
+    for (let i = 1; i <= n; i++) ends.push(srl.append(RecordType.WRITE, { p: '/f', o: i * 100, t: [1, i] }, Buffer.alloc(100 * i, i)).end)
+  } finally {
+    await srl.close()
+  }
+  return { dir, ends }
+}
+
+test('srl: reopen replays every record after the checkpoint', async () => {
+  const { dir, ends } = await srlWith(6)
+  let srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+  try {
+    assert.is(srl.lastSeq, 6)
+    assert.equal(srl.checkpoint, { seq: 0, offset: 0 })
+    assert.equal(srl.pending.map((r) => r.record.seq), [1, 2, 3, 4, 5, 6])
+    await srl.saveCheckpoint({ seq: 4, offset: ends[3] })
+  } finally {
+    await srl.close()
+  }
+  srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+  try {
+    assert.equal(srl.checkpoint, { seq: 4, offset: ends[3] }, 'same boot: the fine-grained checkpoint')
+    assert.equal(srl.pending.map((r) => r.record.seq), [5, 6])
+  } finally {
+    await srl.close()
+  }
+})
+
+test('srl: a checkpoint from another boot is not trusted; replay starts at the durable position', async () => {
+  const { dir, ends } = await srlWith(4)
+  const store = await LogStore.open(path.join(dir, 'state'))
+  await store.put('checkpoint', { seq: 3, offset: ends[2], bootId: 'another-boot' }, true)
+  await store.put('durable', { seq: 1, offset: ends[0] }, true)
+  await store.close()
+  const srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+  try {
+    assert.equal(srl.checkpoint, { seq: 1, offset: ends[0] })
+    assert.equal(srl.pending.map((r) => r.record.seq), [2, 3, 4])
+  } finally {
+    await srl.close()
+  }
+})
+
+test('srl: a torn tail is cut; a damaged header with later records is LOG_CORRUPT', async () => {
+  const { dir, ends } = await srlWith(5)
+  const ringFile = path.join(dir, 'ring')
+  const fd = fs.openSync(ringFile, 'r+')
+  try {
+    // Zero the last record's second half: a torn tail.
+    const start5 = ends[3]
+    const len5 = ends[4] - start5
+    fs.writeSync(fd, Buffer.alloc(len5 - 64), 0, len5 - 64, start5 + 64)
+  } finally {
+    fs.closeSync(fd)
+  }
+  let srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+  try {
+    assert.is(srl.lastSeq, 4, 'record 5 was cut')
+  } finally {
+    await srl.close()
+  }
+  // Zero record 2's header: the scan stops there, and the forward search finds records 3 and 4.
+  const fd2 = fs.openSync(ringFile, 'r+')
+  try {
+    fs.writeSync(fd2, Buffer.alloc(RECORD_HEADER_BYTES), 0, RECORD_HEADER_BYTES, ends[0])
+  } finally {
+    fs.closeSync(fd2)
+  }
+  await rejectsCode(Srl.open(dir, { ringBytes: 0, role: 'any' }), 'LOG_CORRUPT', /sequence number 2\b/)
+})
+
+test('srl: a log that ends before the checkpoint is LOG_CORRUPT', async () => {
+  const { dir, ends } = await srlWith(3)
+  const store = await LogStore.open(path.join(dir, 'state'))
+  await store.put('checkpoint', { seq: 5, offset: ends[2] + 4096, bootId: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() }, true)
+  await store.close()
+  await rejectsCode(Srl.open(dir, { ringBytes: 0, role: 'any' }), 'LOG_CORRUPT', /lost records/)
+})
+
+test('srl: LevelDB state keys and JSON values', async () => {
+  const { dir } = await srlWith(1)
+  const store = await LogStore.open(path.join(dir, 'state'))
+  try {
+    const format = await store.get<{ version: number, ringBytes: number, role: string, createdAt: string }>('format')
+    assert.ok(format !== undefined)
+    assert.equal({ version: format.version, ringBytes: format.ringBytes, role: format.role }, { version: 1, ringBytes: RING_BYTES, role: 'primary' })
+    assert.ok(!Number.isNaN(Date.parse(format.createdAt)))
+    assert.equal(await store.get('durable'), { seq: 0, offset: 0 })
+  } finally {
+    await store.close()
+  }
+})
+
+test.run()
