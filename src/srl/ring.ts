@@ -17,7 +17,7 @@
 import assert from 'node:assert'
 import fs from 'node:fs'
 import { RECORD_HEADER_BYTES, SRL_PREALLOCATE_CHUNK_BYTES } from '../limits'
-import { RECORD_ALIGN_BYTES, RecordType, encodeRecord, readHeader, checksumOk, decodeRecord, type Record } from '../format/record'
+import { RECORD_ALIGN_BYTES, RECORD_MAGIC, RecordType, encodeRecord, readHeader, checksumOk, decodeRecord, type Record } from '../format/record'
 import { ReplError } from '../errors'
 
 export function alignUp (n: number): number {
@@ -132,14 +132,17 @@ export class Ring {
    * number above `seq`. Finding one means the log did not end here: a record in between is damaged.
    */
   laterRecordExists (from: number, seq: number): boolean {
-    const chunk = 1024 * 1024
+    // Candidates are found with a native search for the magic bytes, so scanning a large ring
+    // costs about one read of it; only aligned hits are parsed.
+    const chunk = 4 * 1024 * 1024
     let scanned = 0
     let off = from
     while (scanned < this.size) {
       const phys = off % this.size
       const len = Math.min(chunk, this.size - phys)
       const buf = this.read(off, len)
-      for (let i = 0; i + RECORD_HEADER_BYTES <= buf.length; i += RECORD_ALIGN_BYTES) {
+      for (let i = buf.indexOf(MAGIC_BYTES); i >= 0 && i + RECORD_HEADER_BYTES <= buf.length; i = buf.indexOf(MAGIC_BYTES, i + 1)) {
+        if ((phys + i) % RECORD_ALIGN_BYTES !== 0) continue
         const h = safeHeader(buf.subarray(i, i + RECORD_HEADER_BYTES))
         if (h === null || h.seq <= seq || h.type === RecordType.WRAP) continue
         if (phys + i + h.totalLength > this.size) continue
@@ -152,6 +155,8 @@ export class Ring {
     return false
   }
 }
+
+const MAGIC_BYTES = (() => { const b = Buffer.alloc(4); b.writeUInt32LE(RECORD_MAGIC, 0); return b })()
 
 function safeHeader (buf: Buffer): ReturnType<typeof readHeader> {
   try { return readHeader(buf) } catch { return null }
