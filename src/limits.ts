@@ -29,12 +29,6 @@ export const SRL_BYTES_MAX = 64 * 1024 * 1024 * 1024
 /** Bytes of the ring zero-filled per write call while preallocating. */
 export const SRL_PREALLOCATE_CHUNK_BYTES = 1024 * 1024
 
-/**
- * Data not yet applied to the data directory, in bytes. A writer waits when the apply queue holds
- * more than this, so a slow data directory pushes back on the application instead of on memory.
- */
-export const APPLY_QUEUE_BYTES_MAX = 64 * 1024 * 1024
-
 /** How often the Primary syncs the data directory and releases applied records from the SRL when idle. */
 export const CHECKPOINT_INTERVAL_MS = 2000
 
@@ -62,6 +56,5 @@ export const CONTROL_REQUEST_BYTES_MAX = 64 * 1024
 
 assert(SRL_BYTES_MIN >= 16 * RECORD_BYTES_MAX, 'the smallest SRL must hold many maximal records')
 assert(SRL_BYTES_DEFAULT >= SRL_BYTES_MIN && SRL_BYTES_DEFAULT <= SRL_BYTES_MAX)
-assert(APPLY_QUEUE_BYTES_MAX >= 4 * FUSE_WRITE_BYTES_MAX, 'the apply queue must hold several writes')
 assert(SRL_BYTES_MIN % SRL_PREALLOCATE_CHUNK_BYTES === 0)
 assert(CHECKPOINT_FILL_PERCENT > 0 && CHECKPOINT_FILL_PERCENT < 100)

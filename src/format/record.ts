@@ -99,14 +99,23 @@ const EMPTY = Buffer.alloc(0)
 /** Records start at multiples of this, so a recovery scan can search for stray records. */
 export const RECORD_ALIGN_BYTES = 8
 
-/** Encodes a record into one buffer (header, meta, data), ready for one pwrite. */
+/** Encodes a record into one buffer (header, meta, data). */
 export function encodeRecord (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array): Buffer {
+  const head = encodeRecordHead(type, seq, meta, data)
+  return data && data.length > 0 ? Buffer.concat([head, data]) : head
+}
+
+/**
+ * Encodes a record's header and metadata, with the checksum covering `data` too, without copying
+ * `data`: the SRL writes both parts with one pwritev, straight from the FUSE buffer.
+ */
+export function encodeRecordHead (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array): Buffer {
   assert(Number.isSafeInteger(seq) && seq >= 1)
   const metaBytes = type === RecordType.WRAP ? EMPTY : packr.pack(meta)
   if (metaBytes.length > RECORD_META_BYTES_MAX) throw new ReplError('USAGE', `record metadata too large (${metaBytes.length} bytes)`)
   const dataLength = data ? data.length : 0
   assert(dataLength <= FUSE_WRITE_BYTES_MAX)
-  const buf = Buffer.allocUnsafe(RECORD_HEADER_BYTES + metaBytes.length + dataLength)
+  const buf = Buffer.allocUnsafe(RECORD_HEADER_BYTES + metaBytes.length)
   buf.writeUInt32LE(RECORD_MAGIC, 0)
   buf.writeUInt16LE(RECORD_FORMAT_VERSION, 4)
   buf.writeUInt16LE(type, 6)
@@ -115,8 +124,10 @@ export function encodeRecord (type: RecordType, seq: number, meta: RecordMeta, d
   buf.writeUInt32LE(dataLength, 20)
   buf.writeUInt32LE(0, 28)
   metaBytes.copy(buf, RECORD_HEADER_BYTES)
-  if (data) buf.set(data, RECORD_HEADER_BYTES + metaBytes.length)
-  buf.writeUInt32LE(checksum(buf), 24)
+  let c = crc32c(buf.subarray(0, 24))
+  c = crc32c(buf.subarray(RECORD_HEADER_BYTES), c)
+  if (dataLength > 0) c = crc32c(data as Buffer, c)
+  buf.writeUInt32LE(c >>> 0, 24)
   return buf
 }
 

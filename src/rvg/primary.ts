@@ -4,11 +4,17 @@
  *   FUSE op -> (wait for earlier records to be applied, unless it is a write) -> SRL append
  *     -> apply to the data directory -> reply
  *
- * Writes are the exception, as in VVR where only the SRL write is in the application's path: a
- * write is appended to the SRL and answered, and an ordered apply queue writes it to the data
- * directory afterwards. Everything else, reads and stats included, first waits for the queue to
- * drain (the barrier), so nothing ever observes the data directory behind the log, and the data
- * directory always equals the result of applying a prefix of the SRL in order.
+ * Writes are the exception: a write is appended to the SRL with one pwritev straight from the
+ * FUSE buffer (no copy), then its data-directory write starts at once on the threadpool and the
+ * reply follows when it lands. Writes to different files may be in flight together (the kernel
+ * sends one write at a time per file); they are tracked in sequence order, and the applied
+ * position only advances over a completed prefix. Everything else, reads and stats included,
+ * first waits until no write is in flight (the barrier), so nothing observes the data directory
+ * behind the log, and a recovery replays at most a run of idempotent writes.
+ *
+ * (An earlier version answered writes before applying them, from a queue holding a copy of each
+ * write. Profiling showed the copy and its garbage cost more than the overlap gained; see
+ * docs/ARCHITECTURE.md.)
  *
  * Checkpoints: the applied position is persisted (LevelDB, sync:false) before and after every
  * namespace record, so recovery after a kill -9 replays at most one namespace record, and only
@@ -22,13 +28,15 @@ import assert from 'node:assert'
 import fs from 'node:fs'
 import { execFile } from 'node:child_process'
 import { Srl } from '../srl'
-import { RecordType, nowTimespec, type RecordMeta, type Record } from '../format/record'
+import { RecordType, nowTimespec, type RecordMeta } from '../format/record'
+import { sys } from '../native'
 import { applyRecordSync, FdCache, NAMESPACE_TYPES } from './apply'
 import { ReplError, errnoFor } from '../errors'
-import { APPLY_QUEUE_BYTES_MAX, CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS } from '../limits'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS } from '../limits'
 import type { Position } from '../srl/state'
 
-interface QueuedWrite { rec: Record, end: number }
+/** A write appended to the SRL whose data-directory write is in flight. */
+interface InflightWrite { seq: number, end: number, done: boolean }
 
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
@@ -39,11 +47,9 @@ export interface PrimaryOptions {
 export class PrimaryRvg {
   readonly root: string
   private readonly fds: FdCache
-  private readonly queue: QueuedWrite[] = []
-  private queueBytes = 0
-  private working = false
+  /** In sequence order; the head is the oldest write not yet known applied. */
+  private readonly inflight: InflightWrite[] = []
   private drainWaiters: Array<() => void> = []
-  private spaceWaiters: Array<() => void> = []
   /** Last record applied to the data directory, and the ring offset after it. */
   private applied: Position
   private persisted: Position
@@ -101,29 +107,38 @@ export class PrimaryRvg {
   /** Resolves once every record appended so far is applied to the data directory. */
   barrier (): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal)
-    if (this.queue.length === 0 && !this.working) return Promise.resolve()
+    if (this.inflight.length === 0) return Promise.resolve()
     return new Promise((resolve) => this.drainWaiters.push(resolve))
   }
 
-  /** A write: appended to the SRL, answered, applied by the queue. */
+  /** A write: appended to the SRL, applied to the data directory, then answered. */
   async write (p: string, buf: Buffer, offset: number): Promise<number> {
     if (this.fatal) throw this.fatal
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
-      const fd = this.fds.get(p)
-      await new Promise<void>((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err) => err ? reject(err) : resolve()))
+      await writeAt(this.fds.get(p), buf, offset)
       return buf.length
     }
-    if (this.queueBytes > APPLY_QUEUE_BYTES_MAX) {
-      // The FUSE buffer is only valid until the reply; copy it before waiting for queue space.
-      buf = Buffer.from(buf)
-      while (this.queueBytes > APPLY_QUEUE_BYTES_MAX) await new Promise<void>((resolve) => this.spaceWaiters.push(resolve))
+    const t = nowTimespec()
+    const { seq, end } = await this.append(RecordType.WRITE, { p, o: offset, t }, buf)
+    const item: InflightWrite = { seq, end, done: false }
+    this.inflight.push(item)
+    try {
+      // After a namespace record, its checkpoint must be persisted before anything else applies.
+      if (this.mustPersist) await this.persist()
+      const fd = this.fds.get(p)
+      await writeAt(fd, buf, offset)
+      sys.futimens(fd, 0, sys.UTIME_OMIT, t[0], t[1]) // the resulting mtime the record carries
+    } catch (err) {
+      this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${(err as Error).message}`, { cause: err }))
+      throw this.fatal
     }
-    const meta: RecordMeta = { p, o: offset, t: nowTimespec() }
-    const { seq, end, record } = await this.append(RecordType.WRITE, meta, buf)
-    this.queue.push({ rec: { type: RecordType.WRITE, seq, meta, data: record.subarray(record.length - buf.length) }, end })
-    this.queueBytes += buf.length
-    if (!this.working) this.work()
+    item.done = true
+    while (this.inflight.length > 0 && this.inflight[0].done) {
+      const head = this.inflight.shift()!
+      this.applied = { seq: head.seq, offset: head.end }
+    }
+    if (this.inflight.length === 0) this.wake(this.drainWaiters)
     return buf.length
   }
 
@@ -141,7 +156,7 @@ export class PrimaryRvg {
         await this.persist()
         continue
       }
-      if (this.queue.length === 0 && !this.working) break
+      if (this.inflight.length === 0) break
     }
     if (!this.srl) {
       applyRecordSync(this.root, { type, seq: 0, meta, data: EMPTY }, this.fds, false)
@@ -165,18 +180,20 @@ export class PrimaryRvg {
    * fsync/fdatasync on a file through the mount, or `replicafs sync`: every record so far becomes
    * durable. (syncfs on the mount never reaches us: the kernel does not forward it to libfuse 2.)
    */
-  async sync (): Promise<void> {
+  async sync (fd?: number): Promise<void> {
     if (this.fatal) throw this.fatal
-    if (this.srl) await this.srl.sync()
+    if (this.srl) return this.srl.sync()
+    // Bare passthrough: sync the file itself, as any passthrough would.
+    if (fd !== undefined) await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => err ? reject(err) : resolve()))
   }
 
-  private appendNow (type: RecordType, meta: RecordMeta, data?: Buffer): { seq: number, end: number, record: Buffer } {
+  private appendNow (type: RecordType, meta: RecordMeta, data?: Buffer): { seq: number, end: number } {
     assert(this.srl)
     return this.srl.append(type, meta, data)
   }
 
   /** Appends, releasing SRL space first if the ring is full. */
-  private async append (type: RecordType, meta: RecordMeta, data?: Buffer): Promise<{ seq: number, end: number, record: Buffer }> {
+  private async append (type: RecordType, meta: RecordMeta, data?: Buffer): Promise<{ seq: number, end: number }> {
     const srl = this.srl!
     for (let tries = 0; ; tries++) {
       try {
@@ -189,36 +206,6 @@ export class PrimaryRvg {
         await this.checkpoint()
       }
     }
-  }
-
-  /** The apply queue: writes, in order, through cached descriptors, off the reply path. */
-  private work (): void {
-    this.working = true
-    const next = async (): Promise<void> => {
-      while (this.queue.length > 0) {
-        if (this.mustPersist) await this.persist()
-        const item = this.queue[0]
-        const { rec } = item
-        const fd = this.fds.get(rec.meta.p!)
-        await new Promise<void>((resolve, reject) => fs.write(fd, rec.data, 0, rec.data.length, rec.meta.o!, (err) => err ? reject(err) : resolve()))
-        // Set the resulting mtime once per run of writes to the same file.
-        const following = this.queue[1]
-        if (!following || following.rec.meta.p !== rec.meta.p) {
-          applyRecordSync(this.root, { type: RecordType.UTIMENS, seq: rec.seq, meta: { p: rec.meta.p, a: null, t: rec.meta.t }, data: EMPTY }, this.fds, false)
-        }
-        this.queue.shift()
-        this.queueBytes -= rec.data.length
-        this.applied = { seq: rec.seq, offset: item.end }
-        if (this.queueBytes <= APPLY_QUEUE_BYTES_MAX) this.wake(this.spaceWaiters)
-      }
-    }
-    next().then(() => {
-      this.working = false
-      this.wake(this.drainWaiters)
-    }, (err) => {
-      this.working = false
-      this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${this.queue[0]?.rec.seq} (WRITE ${this.queue[0]?.rec.meta.p}) to the data directory: ${(err as Error).message}`, { cause: err }))
-    })
   }
 
   private wake (waiters: Array<() => void>): void {
@@ -256,7 +243,6 @@ export class PrimaryRvg {
     this.fatal = err
     this.opts.log?.(`fatal: ${err.message}`)
     this.wake(this.drainWaiters)
-    this.wake(this.spaceWaiters)
     this.onFatal?.(err)
   }
 
@@ -283,6 +269,10 @@ export class PrimaryRvg {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+function writeAt (fd: number, buf: Buffer, offset: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err) => err ? reject(err) : resolve()))
+}
 
 /**
  * syncfs(2) of the data directory's filesystem, off the event loop: `sync -f` from coreutils runs

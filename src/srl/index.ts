@@ -18,7 +18,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Ring, type ScannedRecord } from './ring'
 import { LogStore, STATE_FORMAT_VERSION, type FormatState, type Position, type CheckpointState } from './state'
-import { encodeRecord, RecordType, type RecordMeta } from '../format/record'
+import { encodeRecordHead, RecordType, type RecordMeta } from '../format/record'
 import { ReplError } from '../errors'
 import { RECORD_BYTES_MAX } from '../limits'
 
@@ -147,15 +147,16 @@ export class Srl {
    * Appends one record: assigns its sequence number, writes it with one pwrite. Throws SRL_FULL
    * if it does not fit; the caller releases space (checkpoint) and retries.
    */
-  append (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number, record: Buffer } {
+  append (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number } {
     const seq = this.nextSeq
-    const buf = encodeRecord(type, seq, meta, data)
-    assert(buf.length <= RECORD_BYTES_MAX)
-    if (!this.fits(buf.length)) throw new ReplError('SRL_FULL', `SRL is full (${this.usedBytes} of ${this.ring.size} bytes retained)`)
-    const { end } = this.ring.write(this.head, seq, buf)
+    const head = encodeRecordHead(type, seq, meta, data)
+    const length = head.length + (data ? data.length : 0)
+    assert(length <= RECORD_BYTES_MAX)
+    if (!this.fits(length)) throw new ReplError('SRL_FULL', `SRL is full (${this.usedBytes} of ${this.ring.size} bytes retained)`)
+    const { end } = this.ring.write(this.head, seq, head, data)
     this.head = end
     this.nextSeq = seq + 1
-    return { seq, end, record: buf }
+    return { seq, end }
   }
 
   /** Whether records were appended since the last completed sync. */

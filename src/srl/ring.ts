@@ -71,9 +71,13 @@ export class Ring {
     return { start, end: start + alignUp(length) }
   }
 
-  /** Writes an encoded record at linear offset `head` with one pwrite (plus a WRAP marker if it wraps). */
-  write (head: number, seq: number, buf: Buffer): { start: number, end: number } {
-    const { start, end } = this.place(head, buf.length)
+  /**
+   * Writes a record given as its encoded head and its data at linear offset `head`, with one
+   * pwritev (plus a WRAP marker if it wraps).
+   */
+  write (head: number, seq: number, buf: Buffer, data?: Uint8Array): { start: number, end: number } {
+    const length = buf.length + (data ? data.length : 0)
+    const { start, end } = this.place(head, length)
     if (start !== head) {
       const left = this.size - (head % this.size)
       if (left >= RECORD_HEADER_BYTES) {
@@ -81,8 +85,10 @@ export class Ring {
         fs.writeSync(this.fd, wrap, 0, wrap.length, head % this.size)
       }
     }
-    const n = fs.writeSync(this.fd, buf, 0, buf.length, start % this.size)
-    assert(n === buf.length)
+    const n = data && data.length > 0
+      ? fs.writevSync(this.fd, [buf, data], start % this.size)
+      : fs.writeSync(this.fd, buf, 0, buf.length, start % this.size)
+    assert(n === length)
     return { start, end }
   }
 
