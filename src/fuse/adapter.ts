@@ -185,7 +185,7 @@ export class FuseAdapter {
       allowOther: true,
       defaultPermissions: true,
       // A mutation must not answer ETIMEDOUT and then happen anyway: only read-only ops time out.
-      // Mutations are bounded by the apply queue and the disk, not by a timer.
+      // Mutations are bounded by the data directory's disk, not by a timer.
       timeout: Object.fromEntries([['default', FUSE_OP_TIMEOUT_MS], ...MUTATING_OPS.map((op) => [op, false])])
     }) as unknown as FuseInstance
     await new Promise<void>((resolve, reject) => fuse.mount((err) => err ? reject(new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${err.message}`, { cause: err })) : resolve()))

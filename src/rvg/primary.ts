@@ -250,7 +250,7 @@ export class PrimaryRvg {
 
   get fatalError (): Error | null { return this.fatal }
 
-  /** Drains the queue, checkpoints, closes the SRL. */
+  /** Waits for writes in flight, checkpoints, closes the SRL. */
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
