@@ -43,6 +43,14 @@ export class FdCache {
     return fd
   }
 
+  /** Takes over a descriptor already open on `p` for writing (a just-created file). */
+  adopt (p: string, fd: number): void {
+    const old = this.fds.get(p)
+    if (old !== undefined) fs.closeSync(old)
+    else if (this.fds.size >= FD_CACHE_MAX) this.clear()
+    this.fds.set(p, fd)
+  }
+
   clear (): void {
     for (const fd of this.fds.values()) fs.closeSync(fd)
     this.fds.clear()
@@ -78,8 +86,9 @@ export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay
       return
     case RecordType.CREATE: {
       // O_TRUNC makes a second application harmless: no later record has been applied yet.
+      // The descriptor serves the file's first writes (a created file is about to be written).
       const fd = fs.openSync(full, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, m.m!)
-      fs.closeSync(fd)
+      fds.adopt(m.p!, fd)
       return
     }
     case RecordType.MKDIR:
