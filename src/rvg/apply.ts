@@ -7,8 +7,8 @@
  * Content records are idempotent as a run. Namespace records (create, mkdir, rename, ...) are
  * idempotent on their own: with `replay` set, the errors a second application produces
  * (EEXIST for a made entry, ENOENT for a removed or moved one) mean "already done".
- * The RVG persists its checkpoint before and after each namespace record, so a replay never
- * crosses one that was already applied.
+ * Recovery after a kill -9 replays the last non-WRITE record and the writes after it (see
+ * src/srl/index.ts), so a replay never crosses a namespace record that was already applied.
  */
 import fs from 'node:fs'
 import { sys } from '../native'

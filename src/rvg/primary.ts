@@ -16,11 +16,11 @@
  * write. Profiling showed the copy and its garbage cost more than the overlap gained; see
  * docs/ARCHITECTURE.md.)
  *
- * Checkpoints: the applied position is persisted (LevelDB, sync:false) before and after every
- * namespace record, so recovery after a kill -9 replays at most one namespace record, and only
- * idempotent runs of content records otherwise. Every CHECKPOINT_INTERVAL_MS, or when the ring is
- * past CHECKPOINT_FILL_PERCENT, the data directory is synced (syncfs) and the applied records are
- * released from the SRL (with no Secondary, nothing else needs them).
+ * Recovery needs no per-record bookkeeping: every record but a WRITE is appended only when no
+ * write is in flight, and applied before anything else is appended, so after a kill -9 the SRL
+ * itself says where replay starts (src/srl/index.ts). Every CHECKPOINT_INTERVAL_MS, or when the
+ * ring is past CHECKPOINT_FILL_PERCENT, the data directory is synced (syncfs) and the applied
+ * records are released from the SRL (with no Secondary, nothing else needs them).
  *
  * Journal-less mode (`srl === null`) is the bare passthrough used as the benchmark baseline.
  */
@@ -30,7 +30,7 @@ import { execFile } from 'node:child_process'
 import { Srl } from '../srl'
 import { RecordType, nowTimespec, type RecordMeta } from '../format/record'
 import { sys } from '../native'
-import { applyRecordSync, FdCache, NAMESPACE_TYPES } from './apply'
+import { applyRecordSync, FdCache } from './apply'
 import { ReplError, errnoFor } from '../errors'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS } from '../limits'
 import type { Position } from '../srl/state'
@@ -52,9 +52,6 @@ export class PrimaryRvg {
   private drainWaiters: Array<() => void> = []
   /** Last record applied to the data directory, and the ring offset after it. */
   private applied: Position
-  private persisted: Position
-  /** A namespace record was applied and its checkpoint is not yet persisted. */
-  private mustPersist = false
   private checkpointing: Promise<void> | null = null
   /** Last record made durable in the data directory by a checkpoint. */
   private durableSeq: number
@@ -67,7 +64,6 @@ export class PrimaryRvg {
     this.root = dataDir
     this.fds = new FdCache(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
-    this.persisted = { ...this.applied }
     this.durableSeq = srl ? srl.tailSeq : 0
   }
 
@@ -88,7 +84,6 @@ export class PrimaryRvg {
       }
       this.applied = { seq: record.seq, offset: end }
     }
-    if (pending.length > 0) await this.persist()
     this.fds.clear()
     return pending.length
   }
@@ -124,8 +119,6 @@ export class PrimaryRvg {
     const item: InflightWrite = { seq, end, done: false }
     this.inflight.push(item)
     try {
-      // After a namespace record, its checkpoint must be persisted before anything else applies.
-      if (this.mustPersist) await this.persist()
       const fd = this.fds.get(p)
       await writeAt(fd, buf, offset)
       sys.futimens(fd, 0, sys.UTIME_OMIT, t[0], t[1]) // the resulting mtime the record carries
@@ -144,20 +137,13 @@ export class PrimaryRvg {
 
   /**
    * Any other change: wait until the data directory has every earlier record, append, apply
-   * synchronously, and persist checkpoints around namespace records. If applying fails, a VOID
+   * synchronously. If applying fails, a VOID
    * record says so, and the caller's FUSE reply carries the errno.
    */
   async mutate (type: RecordType, meta: RecordMeta): Promise<void> {
     if (this.fatal) throw this.fatal
-    const namespace = NAMESPACE_TYPES.has(type)
-    for (;;) {
-      await this.barrier()
-      if (this.srl && (this.mustPersist || (namespace && this.persisted.seq < this.applied.seq))) {
-        await this.persist()
-        continue
-      }
-      if (this.inflight.length === 0) break
-    }
+    // Recovery relies on this: a non-WRITE record is appended only when every earlier one is applied.
+    while (this.inflight.length > 0) await this.barrier()
     if (!this.srl) {
       applyRecordSync(this.root, { type, seq: 0, meta, data: EMPTY }, this.fds, false)
       return
@@ -170,10 +156,8 @@ export class PrimaryRvg {
     } catch (err) {
       const v = this.appendNow(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
       this.applied = { seq: v.seq, offset: v.end }
-      if (namespace) this.mustPersist = true
       throw err
     }
-    if (namespace) this.mustPersist = true
   }
 
   /**
@@ -213,13 +197,6 @@ export class PrimaryRvg {
     for (const f of w) f()
   }
 
-  private async persist (): Promise<void> {
-    const pos = { ...this.applied }
-    await this.srl!.saveCheckpoint(pos)
-    if (pos.seq > this.persisted.seq) this.persisted = pos
-    if (this.persisted.seq >= this.applied.seq) this.mustPersist = false
-  }
-
   /**
    * Makes the applied records durable in the data directory (syncfs) and releases them from the
    * SRL. Concurrent calls share one run.
@@ -230,7 +207,6 @@ export class PrimaryRvg {
     this.checkpointing = (async () => {
       const pos = { ...this.applied }
       if (pos.seq === this.durableSeq) return // idle: nothing applied since the last checkpoint
-      if (pos.seq > this.persisted.seq) await this.persist()
       await syncfs(this.root)
       this.durableSeq = pos.seq
       if (!this.opts.retain) await this.srl!.release(pos)
@@ -258,10 +234,7 @@ export class PrimaryRvg {
     if (this.syncTimer) clearInterval(this.syncTimer)
     if (!this.fatal) {
       await this.barrier()
-      if (this.srl) {
-        if (this.mustPersist || this.persisted.seq < this.applied.seq) await this.persist()
-        await this.checkpoint()
-      }
+      if (this.srl) await this.checkpoint()
     }
     this.fds.clear()
     if (this.srl) await this.srl.close()

@@ -7,8 +7,8 @@
  *   Once it resolves, every record appended before the call survives a power loss.
  * - release() moves the tail past records nobody needs (applied and synced to the data directory,
  *   and, later, data-acked by every RLINK). The tail is persisted in LevelDB with sync:true.
- * - open() recovers: it scans from the durable checkpoint (the tail) to the end of the log, collects
- *   what lies past the apply checkpoint for replay, cuts a torn tail
+ * - open() recovers: it scans from the durable checkpoint (the tail) to the end of the log, works
+ *   out which records may not be applied (see "Where replay starts" below), cuts a torn tail
  *   and refuses (LOG_CORRUPT) a damaged record that is not the tail.
  *
  * Invariants (asserted): sequence numbers increase by exactly one; tail <= checkpoint <= head.
@@ -17,7 +17,7 @@ import assert from 'node:assert'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Ring, type ScannedRecord } from './ring'
-import { LogStore, STATE_FORMAT_VERSION, type FormatState, type Position, type CheckpointState } from './state'
+import { LogStore, STATE_FORMAT_VERSION, type FormatState, type Position } from './state'
 import { encodeRecordHead, RecordType, type RecordMeta } from '../format/record'
 import { ReplError } from '../errors'
 import { RECORD_BYTES_MAX } from '../limits'
@@ -70,8 +70,8 @@ export class Srl {
 
   /**
    * Opens (creating on first use, unless `role` is 'any') the SRL in `dir`. `ringBytes` applies only at creation.
-   * After a kill -9 the fine-grained checkpoint is exact; after a reboot (another boot id) only the
-   * durable checkpoint is trusted, and recovery replays from there.
+   * After a kill -9 replay starts at the last non-WRITE record; after a reboot (another boot id
+   * than the one recorded at the last open) only the durable checkpoint is trusted.
    */
   static async open (dir: string, opts: { ringBytes: number, role: 'primary' | 'secondary' | 'any' }): Promise<Srl> {
     if (opts.role === 'any' && !fs.existsSync(path.join(dir, 'state'))) throw new ReplError('DIR_MISSING', `no SRL in ${path.dirname(dir)}`)
@@ -94,26 +94,35 @@ export class Srl {
       }
       const ring = Ring.open(path.join(dir, 'ring'), format.ringBytes)
       const durable = (await store.get<Position>('durable')) ?? { seq: 0, offset: 0 }
-      const fine = await store.get<CheckpointState>('checkpoint')
-      const sameBoot = fine === undefined || fine.bootId === bootId()
-      const checkpoint: Position = fine && sameBoot && fine.seq >= durable.seq ? { seq: fine.seq, offset: fine.offset } : durable
+      const lastBoot = await store.get<string>('boot')
+      const sameBoot = lastBoot === undefined || lastBoot === bootId()
       const warnings: string[] = []
 
-      // Scan from the tail (so status can count retained records) to the end of the log.
-      const pending: ScannedRecord[] = []
+      // Scan from the tail (everything retained) to the end of the log.
+      const retained: ScannedRecord[] = []
       let off = durable.offset
       let seq = durable.seq + 1
       for (;;) {
         const r = ring.readAt(off, seq)
         if (r === null) break
         assert(r.record.seq === seq)
-        if (seq > checkpoint.seq) pending.push(r)
+        retained.push(r)
         off = r.end
         seq++
       }
-      if (seq - 1 < checkpoint.seq) {
-        throw new ReplError('LOG_CORRUPT', `SRL ends at sequence number ${seq - 1} but records up to ${checkpoint.seq} were applied; the log lost records (first missing: ${seq})`)
+      // Where replay starts. Every record but a WRITE is appended only after every earlier record
+      // is applied (the RVG's barrier), and is applied before the next record is appended. So on
+      // the same boot (a kill -9: the page cache kept everything) the records before the last
+      // non-WRITE record are applied: replay that record (idempotent on its own) and the writes
+      // after it (an idempotent run). After a reboot only the durable position is known applied.
+      let from = 0
+      if (sameBoot) {
+        for (let i = retained.length - 1; i >= 0; i--) {
+          if (retained[i].record.type !== RecordType.WRITE) { from = i; break }
+        }
       }
+      const pending = retained.slice(from)
+      const checkpoint: Position = from === 0 ? durable : { seq: retained[from - 1].record.seq, offset: retained[from - 1].end }
       if (!sameBoot) {
         // After a reboot, records appended after the last fdatasync may have reached the disk in
         // any order: an intact later record behind a torn one was never synced, so it is not a
@@ -122,6 +131,7 @@ export class Srl {
       } else if (ring.laterRecordExists(off, seq - 1)) {
         throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
       }
+      if (!sameBoot || lastBoot === undefined) await store.put('boot', bootId(), true)
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
       srl.warnings = warnings
       return srl
@@ -189,12 +199,6 @@ export class Srl {
         resolve()
       })
     })
-  }
-
-  /** Records the apply checkpoint (sync:false: survives kill -9, not power loss). */
-  async saveCheckpoint (pos: Position): Promise<void> {
-    assert(pos.seq <= this.lastSeq && pos.offset <= this.head)
-    await this.store.put('checkpoint', { seq: pos.seq, offset: pos.offset, bootId: bootId() }, false)
   }
 
   /**

@@ -6,18 +6,18 @@
  *
  * Keys (strings; values JSON, see docs/FORMAT.md):
  *   format      {version, ringBytes, role, createdAt}
- *   checkpoint  {seq, offset, bootId}   last record applied to the data directory; offset just after it
+ *   boot        "<boot id>"             the kernel boot id when the SRL was last opened (tells a kill -9
+ *                                        from a reboot at the next open)
  *   durable     {seq, offset}           last record whose effect the data directory has synced; the ring's tail
  *
- * Durability points: `checkpoint` is written with sync:false (survives kill -9 through LevelDB's log
- * write); `durable` and `format` with sync:true.
+ * Every key is written with sync:true. None is written on the write path: where replay starts after
+ * a kill -9 follows from the log itself (src/srl/index.ts).
  */
 import { ClassicLevel } from 'classic-level'
 import { ReplError } from '../errors'
 
 export interface FormatState { version: number, ringBytes: number, role: 'primary' | 'secondary', createdAt: string }
 export interface Position { seq: number, offset: number }
-export interface CheckpointState extends Position { bootId: string }
 
 export const STATE_FORMAT_VERSION = 1
 
