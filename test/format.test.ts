@@ -351,18 +351,28 @@ test('srl: after a reboot (another boot id), replay starts at the durable positi
   await store.put('boot', 'another-boot', true)
   await store.put('durable', { seq: 1, offset: ends[0] }, true)
   await store.close()
-  srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
-  try {
-    assert.equal(srl.checkpoint, { seq: 1, offset: ends[0] })
-    assert.equal(srl.pending.map((r) => r.record.seq), [2, 3, 4, 5])
-  } finally {
-    await srl.close()
+  // A start after the reboot that dies before its replay completes must not count as this boot.
+  for (const attempt of ['first start, no replay', 'second start']) {
+    srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+    try {
+      assert.equal(srl.checkpoint, { seq: 1, offset: ends[0] }, attempt)
+      assert.equal(srl.pending.map((r) => r.record.seq), [2, 3, 4, 5], attempt)
+      if (attempt === 'second start') await srl.recordBoot()
+    } finally {
+      await srl.close()
+    }
   }
   const again = await LogStore.open(path.join(dir, 'state'))
   try {
-    assert.is(await again.get('boot'), fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'the open records this boot')
+    assert.is(await again.get('boot'), fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'recordBoot records this boot')
   } finally {
     await again.close()
+  }
+  srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+  try {
+    assert.equal(srl.pending.map((r) => r.record.seq), [5], 'after recordBoot: the same boot again')
+  } finally {
+    await srl.close()
   }
 })
 

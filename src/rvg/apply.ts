@@ -15,7 +15,7 @@ import { sys } from '../native'
 import { RecordType, type Record, type Timespec } from '../format/record'
 import { ReplError } from '../errors'
 
-/** Records that change which file a path names; the RVG checkpoints around them. */
+/** Records that change which file a path names (documentation and tests; every non-WRITE record waits for the barrier). */
 export const NAMESPACE_TYPES: ReadonlySet<RecordType> = new Set([
   RecordType.CREATE, RecordType.MKDIR, RecordType.MKNOD, RecordType.SYMLINK, RecordType.LINK,
   RecordType.UNLINK, RecordType.RMDIR, RecordType.RENAME
@@ -85,7 +85,7 @@ export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay
       if (m.t) setTimes(full, null, m.t)
       return
     case RecordType.CREATE: {
-      // O_TRUNC makes a second application harmless: no later record has been applied yet.
+      // O_TRUNC makes a second application harmless: any writes after it are replayed too.
       // The descriptor serves the file's first writes (a created file is about to be written).
       const fd = fs.openSync(full, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, m.m!)
       fds.adopt(m.p!, fd)

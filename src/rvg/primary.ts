@@ -85,6 +85,7 @@ export class PrimaryRvg {
       this.applied = { seq: record.seq, offset: end }
     }
     this.fds.clear()
+    await this.srl.recordBoot()
     return pending.length
   }
 

@@ -47,6 +47,7 @@ export class Srl {
   private syncing: Promise<void> | null = null
   /** Things recovery did that the daemon should log. */
   warnings: string[] = []
+  private bootRecorded = false
   private syncAgain: Promise<void> | null = null
 
   private constructor (
@@ -131,8 +132,8 @@ export class Srl {
       } else if (ring.laterRecordExists(off, seq - 1)) {
         throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
       }
-      if (!sameBoot || lastBoot === undefined) await store.put('boot', bootId(), true)
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
+      srl.bootRecorded = sameBoot && lastBoot !== undefined
       srl.warnings = warnings
       return srl
     } catch (err) {
@@ -210,6 +211,16 @@ export class Srl {
     if (pos.seq <= this.tail.seq) return
     await this.store.put('durable', { seq: pos.seq, offset: pos.offset }, true)
     this.tail = { seq: pos.seq, offset: pos.offset }
+  }
+
+  /**
+   * Records this boot's id, once the pending records are applied. Not earlier: if a start after a
+   * reboot fails before replay completes, the next start must still replay from the durable position.
+   */
+  async recordBoot (): Promise<void> {
+    if (this.bootRecorded) return
+    await this.store.put('boot', bootId(), true)
+    this.bootRecorded = true
   }
 
   stats (appliedSeq: number): SrlStats {

@@ -1,7 +1,7 @@
 /**
  * LogStore: the SRL's small, indexed state in LevelDB (classic-level). The log's bytes live in the
- * ring (src/srl/ring.ts); LevelDB keeps where things are: the format, the apply checkpoint, the durable
- * checkpoint that bounds the ring's tail. LevelDB's lock on the directory is what makes one daemon the
+ * ring (src/srl/ring.ts); LevelDB keeps where things are: the format, the boot id, the durable checkpoint
+ * that bounds the ring's tail. LevelDB's lock on the directory is what makes one daemon the
  * only owner of a state directory.
  *
  * Keys (strings; values JSON, see docs/FORMAT.md):
