@@ -29,8 +29,13 @@ export const SRL_BYTES_MAX = 64 * 1024 * 1024 * 1024
 /** Bytes of the ring zero-filled per write call while preallocating. */
 export const SRL_PREALLOCATE_CHUNK_BYTES = 1024 * 1024
 
-/** How often the Primary syncs the data directory and releases applied records from the SRL when idle. */
-export const CHECKPOINT_INTERVAL_MS = 2000
+/**
+ * How often the Primary syncs the data directory and releases applied records from the SRL when
+ * the ring is not filling. With no Secondary, a checkpoint only frees ring space (the fill trigger
+ * below covers a busy log), and each one forces a journal commit of the data filesystem, so it is
+ * rare. It also bounds how far back replay starts after a reboot.
+ */
+export const CHECKPOINT_INTERVAL_MS = 30_000
 
 /**
  * The SRL is fdatasync'd at least this often while records are unsynced. fsync on a file syncs at
