@@ -47,9 +47,6 @@ export const SRL_SYNC_INTERVAL_MS = 1000
 /** Ring fill fraction (in percent) past which a checkpoint runs at once to free space. */
 export const CHECKPOINT_FILL_PERCENT = 50
 
-/** Every FUSE op answers within this time (ETIMEDOUT otherwise), so the kernel is never left waiting. */
-export const FUSE_OP_TIMEOUT_MS = 60_000
-
 /** How long `--daemon` waits for the daemon to report ready before giving up. */
 export const DAEMON_READY_TIMEOUT_MS = 60_000
 

@@ -99,6 +99,11 @@ const EMPTY = Buffer.alloc(0)
 /** Records start at multiples of this, so a recovery scan can search for stray records. */
 export const RECORD_ALIGN_BYTES = 8
 
+/** The bytes a record with this metadata and data length takes, before alignment. */
+export function recordBytes (type: RecordType, meta: RecordMeta, dataLength: number): number {
+  return RECORD_HEADER_BYTES + (type === RecordType.WRAP ? 0 : packr.pack(meta).length) + dataLength
+}
+
 /** Encodes a record into one buffer (header, meta, data). */
 export function encodeRecord (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array): Buffer {
   const head = encodeRecordHead(type, seq, meta, data)

@@ -9,7 +9,8 @@
  *   writes instead of 4 KiB) and `use_ino` have no fuse-native option; a subclass appends them to
  *   the option string fuse-native builds (see ReplicafsFuse._fuseOptions).
  * - Times cross the bridge in microseconds (our patched bridge, src/native/fuse_bridge.c).
- * - The write buffer is only valid until the reply: the SRL record holds a copy before we answer.
+ * - The write buffer is only valid until the reply: the SRL record and the data-directory write are
+ *   both done from it before we answer.
  * - Handles are 32-bit numbers we allocate; each read handle owns one data-directory descriptor.
  * - Never touch the mount synchronously from this process: the event loop serves it.
  */
@@ -19,12 +20,8 @@ import { loadFuse, unmountFuse, sys, UTIME_NOW_US, UTIME_OMIT_US, type FuseInsta
 import { PrimaryRvg } from '../rvg/primary'
 import { RecordType, nowTimespec, type Timespec } from '../format/record'
 import { errnoFor, ReplError } from '../errors'
-import { FUSE_OP_TIMEOUT_MS } from '../limits'
 
 const E = osc.errno
-
-const MUTATING_OPS = ['write', 'create', 'truncate', 'ftruncate', 'utimens', 'chmod', 'chown', 'mknod', 'mkdir',
-  'rmdir', 'unlink', 'rename', 'link', 'symlink', 'setxattr', 'removexattr', 'fsync', 'fsyncdir', 'fallocate']
 
 /** Constant mount options (see the header comment on why nothing user-supplied goes here). */
 const EXTRA_MOUNT_OPTIONS = 'big_writes,use_ino'
@@ -102,9 +99,9 @@ export class FuseAdapter {
       releasedir: (_p: string, _fd: number, cb: Cb) => cb(0),
       create: (p: string, mode: number, cb: Cb) => {
         if (this.readOnly) { cb(-E.EROFS); return }
-        rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777 }).then(
-          () => cb(0, this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW))),
-          (err) => cb(errnoFor(err)))
+        rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777 })
+          .then(() => this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)))
+          .then((h) => cb(0, h), (err) => cb(errnoFor(err)))
       },
       read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const h = this.handles.get(fd)
@@ -184,9 +181,11 @@ export class FuseAdapter {
       subtype: 'replicafs',
       allowOther: true,
       defaultPermissions: true,
-      // A mutation must not answer ETIMEDOUT and then happen anyway: only read-only ops time out.
-      // Mutations are bounded by the data directory's disk, not by a timer.
-      timeout: Object.fromEntries([['default', FUSE_OP_TIMEOUT_MS], ...MUTATING_OPS.map((op) => [op, false])])
+      // No fuse-native timeouts. A mutation must not answer ETIMEDOUT and then happen anyway; and
+      // since every op waits for writes in flight, a timed-out open would leak its descriptor and a
+      // timed-out read would later fill a buffer libfuse has taken back. Ops are bounded by the
+      // data directory's disk, as on a local filesystem.
+      timeout: false
     }) as unknown as FuseInstance
     await new Promise<void>((resolve, reject) => fuse.mount((err) => err ? reject(new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${err.message}`, { cause: err })) : resolve()))
     this.fuse = fuse

@@ -2,8 +2,8 @@
  * Applying SRL records to a data directory. One home for "what a record does", used by the
  * Primary after journaling, by crash recovery, and by the Secondary's apply loop.
  *
- * Replay rules: after a kill -9 the record in flight may be applied twice, and recovery replays
- * a run of content records (writes, truncates, attribute changes) that may already be applied.
+ * Replay rules: after a kill -9 recovery replays the last non-WRITE record and the writes after
+ * it, any of which may already be applied.
  * Content records are idempotent as a run. Namespace records (create, mkdir, rename, ...) are
  * idempotent on their own: with `replay` set, the errors a second application produces
  * (EEXIST for a made entry, ENOENT for a removed or moved one) mean "already done".
@@ -28,15 +28,24 @@ const INVALIDATING_TYPES: ReadonlySet<RecordType> = new Set([
 
 const FD_CACHE_MAX = 64
 
-/** Descriptors for writing, by data-directory path; dropped whenever a path may change meaning. */
+/**
+ * Descriptors for writing, by data-directory path; dropped whenever a path may change meaning.
+ * get() never closes anything: a write in flight may be using any cached descriptor, and a closed
+ * number is reused by the next open, so its data would land in another file. The owner calls
+ * trim() only when no write is in flight.
+ */
 export class FdCache {
   private readonly fds = new Map<string, number>()
   constructor (private readonly root: string) {}
 
+  /** Closes every descriptor if more than FD_CACHE_MAX are cached. Only with no write in flight. */
+  trim (): void {
+    if (this.fds.size > FD_CACHE_MAX) this.clear()
+  }
+
   get (p: string): number {
     let fd = this.fds.get(p)
     if (fd === undefined) {
-      if (this.fds.size >= FD_CACHE_MAX) this.clear()
       fd = fs.openSync(this.root + p, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
       this.fds.set(p, fd)
     }
@@ -47,7 +56,6 @@ export class FdCache {
   adopt (p: string, fd: number): void {
     const old = this.fds.get(p)
     if (old !== undefined) fs.closeSync(old)
-    else if (this.fds.size >= FD_CACHE_MAX) this.clear()
     this.fds.set(p, fd)
   }
 

@@ -28,7 +28,7 @@ import assert from 'node:assert'
 import fs from 'node:fs'
 import { execFile } from 'node:child_process'
 import { Srl } from '../srl'
-import { RecordType, nowTimespec, type RecordMeta } from '../format/record'
+import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta } from '../format/record'
 import { sys } from '../native'
 import { applyRecordSync, FdCache } from './apply'
 import { ReplError, errnoFor } from '../errors'
@@ -49,6 +49,8 @@ export class PrimaryRvg {
   private readonly fds: FdCache
   /** In sequence order; the head is the oldest write not yet known applied. */
   private readonly inflight: InflightWrite[] = []
+  /** Bare passthrough writes in flight (no SRL, so no in-flight list). */
+  private bareWrites = 0
   private drainWaiters: Array<() => void> = []
   /** Last record applied to the data directory, and the ring offset after it. */
   private applied: Position
@@ -78,13 +80,23 @@ export class PrimaryRvg {
       if (!voided) {
         try {
           applyRecordSync(this.root, record, this.fds, true)
+          this.fds.trim()
         } catch (err) {
+          // The last record may have failed before a kill -9 could append its VOID: it had no
+          // effect then, and has none now; record that, as the running daemon would have.
+          if (i === pending.length - 1 && record.type !== RecordType.WRITE) {
+            const v = this.srl.append(RecordType.VOID, { v: record.seq, e: errnoFor(err) })
+            this.applied = { seq: v.seq, offset: v.end }
+            this.opts.log?.(`SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) fails to apply (${(err as Error).message}); voided it`)
+            break
+          }
           throw new ReplError('APPLY_FAILED', `cannot replay SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}): ${(err as Error).message}`, { cause: err })
         }
       }
       this.applied = { seq: record.seq, offset: end }
     }
     this.fds.clear()
+    await this.srl.sync()
     await this.srl.recordBoot()
     return pending.length
   }
@@ -112,13 +124,22 @@ export class PrimaryRvg {
     if (this.fatal) throw this.fatal
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
-      await writeAt(this.fds.get(p), buf, offset)
+      if (this.bareWrites === 0) this.fds.trim()
+      this.bareWrites++
+      try { await writeAt(this.fds.get(p), buf, offset) } finally { this.bareWrites-- }
       return buf.length
     }
+    const srl = this.srl
     const t = nowTimespec()
-    const { seq, end } = await this.append(RecordType.WRITE, { p, o: offset, t }, buf)
+    const meta: RecordMeta = { p, o: offset, t }
+    // The append and the in-flight entry happen in one synchronous step, so no other record can
+    // be appended between them (recovery relies on every WRITE being tracked from its append on).
+    while (!srl.fits(recordBytes(RecordType.WRITE, meta, buf.length))) await this.makeRoom()
+    if (this.inflight.length === 0) this.fds.trim()
+    const { seq, end } = srl.append(RecordType.WRITE, meta, buf)
     const item: InflightWrite = { seq, end, done: false }
     this.inflight.push(item)
+    this.afterAppend()
     try {
       const fd = this.fds.get(p)
       await writeAt(fd, buf, offset)
@@ -138,24 +159,36 @@ export class PrimaryRvg {
 
   /**
    * Any other change: wait until the data directory has every earlier record, append, apply
-   * synchronously. If applying fails, a VOID
-   * record says so, and the caller's FUSE reply carries the errno.
+   * synchronously. If applying fails, a VOID record says so, and the caller's FUSE reply carries
+   * the errno.
    */
   async mutate (type: RecordType, meta: RecordMeta): Promise<void> {
     if (this.fatal) throw this.fatal
-    // Recovery relies on this: a non-WRITE record is appended only when every earlier one is applied.
-    while (this.inflight.length > 0) await this.barrier()
     if (!this.srl) {
+      while (this.bareWrites > 0) await new Promise((resolve) => setImmediate(resolve))
+      this.fds.trim()
       applyRecordSync(this.root, { type, seq: 0, meta, data: EMPTY }, this.fds, false)
       return
     }
+    const srl = this.srl
+    // Room for the record and a VOID after it, so a failure can always be recorded.
+    const room = recordBytes(type, meta, 0) + recordBytes(RecordType.VOID, { v: Number.MAX_SAFE_INTEGER, e: -4095 }, 0) + 2 * RECORD_ALIGN_BYTES
+    for (;;) {
+      // Recovery relies on this: a non-WRITE record is appended only when every earlier one is applied.
+      while (this.inflight.length > 0) await this.barrier()
+      if (srl.fits(room)) break
+      await this.makeRoom()
+    }
+    if (this.fatal) throw this.fatal
     // From here to the end nothing awaits, so no other record can slip in between.
-    const rec = this.appendNow(type, meta)
+    this.fds.trim()
+    const rec = srl.append(type, meta)
+    this.afterAppend()
     try {
       applyRecordSync(this.root, { type, seq: rec.seq, meta, data: EMPTY }, this.fds, false)
       this.applied = { seq: rec.seq, offset: rec.end }
     } catch (err) {
-      const v = this.appendNow(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
+      const v = srl.append(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
       this.applied = { seq: v.seq, offset: v.end }
       throw err
     }
@@ -164,33 +197,37 @@ export class PrimaryRvg {
   /**
    * fsync/fdatasync on a file through the mount, or `replicafs sync`: every record so far becomes
    * durable. (syncfs on the mount never reaches us: the kernel does not forward it to libfuse 2.)
+   * A failed sync of the SRL is fatal: the kernel forgets a write-back error once reported, so a
+   * later sync would falsely succeed.
    */
   async sync (fd?: number): Promise<void> {
     if (this.fatal) throw this.fatal
-    if (this.srl) return this.srl.sync()
+    if (this.srl) {
+      return this.srl.sync().catch((err) => {
+        this.fail(new ReplError('LOG_CORRUPT', `fdatasync of the SRL failed: ${(err as Error).message}`, { cause: err }))
+        throw this.fatal
+      })
+    }
     // Bare passthrough: sync the file itself, as any passthrough would.
     if (fd !== undefined) await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => err ? reject(err) : resolve()))
   }
 
-  private appendNow (type: RecordType, meta: RecordMeta, data?: Buffer): { seq: number, end: number } {
-    assert(this.srl)
-    return this.srl.append(type, meta, data)
+  /** Frees SRL space: waits for writes in flight, then checkpoints. SRL_FULL if that cannot help. */
+  private async makeRoom (): Promise<void> {
+    const srl = this.srl!
+    if (this.opts.retain) throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes retained, and --retain keeps them)`)
+    const before = srl.tailSeq
+    await this.barrier()
+    await this.checkpoint()
+    if (srl.tailSeq === before && this.inflight.length === 0 && this.applied.seq === srl.tailSeq) {
+      throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes) and nothing more can be released`)
+    }
   }
 
-  /** Appends, releasing SRL space first if the ring is full. */
-  private async append (type: RecordType, meta: RecordMeta, data?: Buffer): Promise<{ seq: number, end: number }> {
+  /** Starts a checkpoint in the background once the ring is past CHECKPOINT_FILL_PERCENT. */
+  private afterAppend (): void {
     const srl = this.srl!
-    for (let tries = 0; ; tries++) {
-      try {
-        const r = srl.append(type, meta, data)
-        if (srl.usedBytes * 100 > srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
-        return r
-      } catch (err) {
-        if ((err as ReplError).code !== 'SRL_FULL' || tries >= 3 || this.opts.retain) throw err
-        await this.barrier()
-        await this.checkpoint()
-      }
-    }
+    if (!this.opts.retain && srl.usedBytes * 100 > srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
   }
 
   private wake (waiters: Array<() => void>): void {

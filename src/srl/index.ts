@@ -11,7 +11,8 @@
  *   out which records may not be applied (see "Where replay starts" below), cuts a torn tail
  *   and refuses (LOG_CORRUPT) a damaged record that is not the tail.
  *
- * Invariants (asserted): sequence numbers increase by exactly one; tail <= checkpoint <= head.
+ * Invariants (asserted): sequence numbers increase by exactly one; released and checkpointed
+ * positions never pass the head.
  */
 import assert from 'node:assert'
 import fs from 'node:fs'
@@ -72,7 +73,7 @@ export class Srl {
   /**
    * Opens (creating on first use, unless `role` is 'any') the SRL in `dir`. `ringBytes` applies only at creation.
    * After a kill -9 replay starts at the last non-WRITE record; after a reboot (another boot id
-   * than the one recorded at the last open) only the durable checkpoint is trusted.
+   * than the one recorded by the last completed recovery) only the durable checkpoint is trusted.
    */
   static async open (dir: string, opts: { ringBytes: number, role: 'primary' | 'secondary' | 'any' }): Promise<Srl> {
     if (opts.role === 'any' && !fs.existsSync(path.join(dir, 'state'))) throw new ReplError('DIR_MISSING', `no SRL in ${path.dirname(dir)}`)
@@ -183,7 +184,8 @@ export class Srl {
     }
     // A sync is in flight but may have started before our records: queue one more behind it.
     if (this.syncAgain === null) {
-      this.syncAgain = this.syncing.then(() => {
+      // Runs after the sync in flight whether it failed or not: its failure is its callers' to see.
+      this.syncAgain = this.syncing.catch(() => {}).then(() => {
         this.syncAgain = null
         return this.sync()
       })

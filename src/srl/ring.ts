@@ -146,8 +146,9 @@ export class Ring {
     while (scanned < this.size) {
       const phys = off % this.size
       const len = Math.min(chunk, this.size - phys)
-      const buf = this.read(off, len)
-      for (let i = buf.indexOf(MAGIC_BYTES); i >= 0 && i + RECORD_HEADER_BYTES <= buf.length; i = buf.indexOf(MAGIC_BYTES, i + 1)) {
+      // Read a header's length past the chunk (within the lap) so a header across the boundary is seen.
+      const buf = this.read(off, Math.min(len + RECORD_HEADER_BYTES, this.size - phys))
+      for (let i = buf.indexOf(MAGIC_BYTES); i >= 0 && i < len && i + RECORD_HEADER_BYTES <= buf.length; i = buf.indexOf(MAGIC_BYTES, i + 1)) {
         if ((phys + i) % RECORD_ALIGN_BYTES !== 0) continue
         const h = safeHeader(buf.subarray(i, i + RECORD_HEADER_BYTES))
         if (h === null || h.seq <= seq || h.type === RecordType.WRAP) continue

@@ -6,8 +6,8 @@
  *
  * Keys (strings; values JSON, see docs/FORMAT.md):
  *   format      {version, ringBytes, role, createdAt}
- *   boot        "<boot id>"             the kernel boot id when the SRL was last opened (tells a kill -9
- *                                        from a reboot at the next open)
+ *   boot        "<boot id>"             the kernel boot id of the last completed recovery (tells a
+ *                                        kill -9 from a reboot at the next open)
  *   durable     {seq, offset}           last record whose effect the data directory has synced; the ring's tail
  *
  * Every key is written with sync:true. None is written on the write path: where replay starts after
