@@ -376,6 +376,29 @@ test('srl: after a reboot (another boot id), replay starts at the durable positi
   }
 })
 
+test('srl: after a reboot, unsynced records past a lost one are discarded and erased', async () => {
+  const { dir, ends } = await srlWith(5)
+  const ringFile = path.join(dir, 'ring')
+  // Record 3 never reached the disk; 4 and 5 did (write-back order is not append order).
+  const fd = fs.openSync(ringFile, 'r+')
+  try {
+    fs.writeSync(fd, Buffer.alloc(ends[2] - ends[1]), 0, ends[2] - ends[1], ends[1])
+  } finally {
+    fs.closeSync(fd)
+  }
+  const store = await LogStore.open(path.join(dir, 'state'))
+  await store.put('boot', 'another-boot', true)
+  await store.close()
+  const srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+  try {
+    assert.is(srl.lastSeq, 2, 'the log ends before the lost record')
+    assert.ok(srl.warnings.some((w) => /discarded and erased/.test(w)), 'the daemon is told')
+    assert.not.ok(srl.ring.laterRecordExists(ends[1], 2), 'records 4 and 5 are gone from the ring')
+  } finally {
+    await srl.close()
+  }
+})
+
 test('srl: a torn tail is cut; a damaged header with later records is LOG_CORRUPT', async () => {
   const { dir, ends } = await srlWith(5)
   const ringFile = path.join(dir, 'ring')

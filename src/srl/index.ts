@@ -129,7 +129,12 @@ export class Srl {
         // After a reboot, records appended after the last fdatasync may have reached the disk in
         // any order: an intact later record behind a torn one was never synced, so it is not a
         // lost update. (On the same boot the page cache holds every appended record in order.)
-        if (ring.laterRecordExists(off, seq - 1)) warnings.push(`after a reboot, discarded unsynced SRL records after sequence number ${seq - 1}`)
+        // They are erased, or a later scan could accept one where a new record of the same length
+        // and sequence number ends up.
+        if (ring.laterRecordExists(off, seq - 1)) {
+          ring.erase(off, durable.offset + ring.size)
+          warnings.push(`after a reboot, discarded and erased unsynced SRL records after sequence number ${seq - 1}`)
+        }
       } else if (ring.laterRecordExists(off, seq - 1)) {
         throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
       }

@@ -133,6 +133,19 @@ export class Ring {
     return null
   }
 
+  /** Zero-fills linear range [from, to) (wrapping) and syncs it: erases records the log dropped. */
+  erase (from: number, to: number): void {
+    assert(to >= from && to - from <= this.size)
+    const zeros = Buffer.alloc(SRL_PREALLOCATE_CHUNK_BYTES)
+    for (let off = from; off < to;) {
+      const phys = off % this.size
+      const len = Math.min(zeros.length, to - off, this.size - phys)
+      fs.writeSync(this.fd, zeros, 0, len, phys)
+      off += len
+    }
+    fs.fdatasyncSync(this.fd)
+  }
+
   /**
    * Searches the rest of the ring after the end of the log for any intact record with a sequence
    * number above `seq`. Finding one means the log did not end here: a record in between is damaged.
