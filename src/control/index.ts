@@ -3,7 +3,7 @@
  * response per connection. Every CLI command except `primary`/`secondary` is a client of it, so
  * nothing but the daemon ever opens the SRL.
  *
- *   request  {"cmd": "status"} | {"cmd": "stop"}
+ *   request  {"cmd": "status"} | {"cmd": "sync"} | {"cmd": "stop"}
  *   response {"ok": true, "result": ...} | {"ok": false, "error": "one line", "code": "..."}
  */
 import net from 'node:net'
