@@ -37,8 +37,10 @@ function requireDir (dir: string, what: string): string {
     st = fs.statSync(dir)
   } catch (err) {
     // A mount point whose FUSE server was killed answers ENOTCONN: it exists; the caller cleans it up.
-    if ((err as NodeJS.ErrnoException).code === 'ENOTCONN') return path.join(fs.realpathSync(path.dirname(path.resolve(dir))), path.basename(dir))
-    throw new ReplError('DIR_MISSING', `${what} ${dir} does not exist`)
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOTCONN') return path.join(fs.realpathSync(path.dirname(path.resolve(dir))), path.basename(dir))
+    if (code === 'ENOENT') throw new ReplError('DIR_MISSING', `${what} ${dir} does not exist`)
+    throw new ReplError('DIR_MISSING', `${what} ${dir} cannot be used: ${(err as Error).message}`)
   }
   if (!st.isDirectory()) throw new ReplError('DIR_MISSING', `${what} ${dir} is not a directory`)
   return fs.realpathSync(dir)
@@ -50,12 +52,13 @@ function unescapeMount (s: string): string {
 }
 
 export function mountEntry (mnt: string): { source: string, type: string } | null {
-  const lines = fs.readFileSync('/proc/mounts', 'utf8').split('\n')
-  for (const line of lines) {
+  // The last entry for a path is the mount on top (what a process there sees).
+  let found: { source: string, type: string } | null = null
+  for (const line of fs.readFileSync('/proc/mounts', 'utf8').split('\n')) {
     const [source, target, type] = line.split(' ')
-    if (target !== undefined && unescapeMount(target) === mnt) return { source, type }
+    if (target !== undefined && unescapeMount(target) === mnt) found = { source, type }
   }
-  return null
+  return found
 }
 
 /** Whether a FUSE mount's server is gone (the kernel answers ENOTCONN). Never blocks on a live one for long. */

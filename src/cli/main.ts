@@ -2,7 +2,7 @@
  * The replicafs command line. One file per subcommand; every user mistake is one line on stderr
  * and a non-zero exit, never a stack trace (unexpected failures print one too, plus where to look).
  */
-import { primaryCommand, PRIMARY_HELP } from './primary'
+import { primaryCommand } from './primary'
 import { stopCommand } from './stop'
 import { statusCommand } from './status'
 import { dumpCommand } from './srl-dump'
@@ -60,4 +60,3 @@ export function run (): void {
   })
 }
 
-void PRIMARY_HELP

@@ -37,7 +37,7 @@ export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mou
   'A bare FUSE passthrough with no SRL: the same adapter as the Primary without the journal.\nIt exists as the benchmark baseline (bench/).',
   PASSTHROUGH_FLAGS)
 
-function makeLogger (stateDir: string | null): Logger {
+function makeLogger (): Logger {
   return (line: string) => {
     process.stderr.write(`${new Date().toISOString()} replicafs[${process.pid}]: ${line}\n`)
   }
@@ -61,7 +61,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
 
   const notify = typeof process.send === 'function' && process.env.REPLICAFS_DAEMON_CHILD === '1'
-  const log = makeLogger(state)
+  const log = makeLogger()
   let daemon
   try {
     daemon = await runPrimary({ data, mount, state, srlBytes, journal, retain: values.retain === true }, log)

@@ -1,5 +1,4 @@
 /** `replicafs stop`: asks the daemon to unmount and exit, and waits until it has. */
-import fs from 'node:fs'
 import path from 'node:path'
 import { parse, required, helpText, type FlagSpec } from './args'
 import { request } from '../control'
@@ -24,5 +23,5 @@ export async function stopCommand (argv: string[]): Promise<number> {
     if (!alive(status.pid)) return 0
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
-  throw new ReplError('NOT_RUNNING', `the daemon (pid ${status.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s; see ${path.join(state, 'daemon.log')}${fs.existsSync(state) ? '' : ''}`)
+  throw new ReplError('NOT_RUNNING', `the daemon (pid ${status.pid}) did not exit within ${STOP_TIMEOUT_MS / 1000} s; see ${path.join(state, 'daemon.log')}`)
 }

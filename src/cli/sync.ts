@@ -15,6 +15,7 @@ export const SYNC_HELP = helpText('replicafs sync --state DIR', 'Makes every cha
 export async function syncCommand (argv: string[]): Promise<number> {
   const { values } = parse('sync', argv, SYNC_FLAGS)
   if (values.help) { process.stdout.write(SYNC_HELP); return 0 }
-  await request(required('sync', values, 'state'), { cmd: 'sync' })
+  // A sync waits for the disk, which may take longer than a status request may.
+  await request(required('sync', values, 'state'), { cmd: 'sync' }, 120_000)
   return 0
 }

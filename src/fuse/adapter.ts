@@ -125,6 +125,7 @@ export class FuseAdapter {
       chmod: (p: string, mode: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.CHMOD, { p, m: mode & 0o7777 })),
       chown: (p: string, uid: number, gid: number, cb: Cb) => this.change(cb, async () => {
         // (uid_t)-1 / (gid_t)-1 mean "leave as is"; the record carries the resulting owner.
+        await rvg.barrier()
         const st = uid === 0xffffffff || gid === 0xffffffff ? fs.lstatSync(this.full(p)) : null
         await rvg.mutate(RecordType.CHOWN, { p, u: uid === 0xffffffff ? st!.uid : uid, g: gid === 0xffffffff ? st!.gid : gid })
       }),
