@@ -57,6 +57,7 @@ export class FuseAdapter {
   private readonly handles = new Map<number, { fd: number }>()
   private nextHandle = 1
 
+  /** `readOnly` serves the Secondary's mount (issue 3): every change answers EROFS. */
   constructor (private readonly rvg: PrimaryRvg, private readonly mnt: string, private readonly readOnly = false) {}
 
   private full (p: string): string { return this.rvg.root + p }

@@ -15,12 +15,6 @@ import { sys } from '../native'
 import { RecordType, type Record, type Timespec } from '../format/record'
 import { ReplError } from '../errors'
 
-/** Records that change which file a path names (documentation and tests; every non-WRITE record waits for the barrier). */
-export const NAMESPACE_TYPES: ReadonlySet<RecordType> = new Set([
-  RecordType.CREATE, RecordType.MKDIR, RecordType.MKNOD, RecordType.SYMLINK, RecordType.LINK,
-  RecordType.UNLINK, RecordType.RMDIR, RecordType.RENAME
-])
-
 /** Namespace records after which cached descriptors may name other files. */
 const INVALIDATING_TYPES: ReadonlySet<RecordType> = new Set([
   RecordType.UNLINK, RecordType.RMDIR, RecordType.RENAME
