@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFile } from 'child_process';
 import { promisify } from 'util';
-import { sys, loadFuse, unmountFuse, UTIME_NOW_US, UTIME_OMIT_US, FUSE_OP_FALLOCATE, isErrnoError, FuseStat, FuseInstance, FuseOperations } from '../src/native';
+import { sys, loadFuse, unmountFuse, callerContext, CallerContext, UTIME_NOW_US, UTIME_OMIT_US, FUSE_OP_FALLOCATE, isErrnoError, FuseCb, FuseStat, FuseInstance, FuseOperations } from '../src/native';
 
 const execFileP = promisify(execFile);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-native-'));
@@ -224,6 +224,11 @@ test('dlopenGlobal failure carries dlerror text', () => {
   assert.match(e.message, /cannot open shared object file/);
 });
 
+test('callerContext() is null before loadFuse()', () => {
+  // Registered before the first loadFuse() call in this file.
+  assert.is(callerContext(), null);
+});
+
 test('loadFuse returns the fuse-native class, idempotently', () => {
   const Fuse = loadFuse();
   assert.type(Fuse, 'function');
@@ -439,6 +444,126 @@ test('real FUSE mount: without ops.fallocate, fallocate(1) gets EOPNOTSUPP', asy
     assert.ok(err !== undefined, 'fallocate failed');
     assert.match(String(err.stderr), /Operation not supported/);
   });
+});
+
+test('real FUSE mount: callerContext() gives the caller uid/gid/pid in create, mkdir and fallocate', async () => {
+  const Fuse = loadFuse();
+  const ENOENT = Fuse.ENOENT as number;
+  const EEXIST = Fuse.EEXIST as number;
+  assert.is(callerContext(), null, 'null outside an op');
+
+  const UID = 1234;
+  const GID = 5678;
+  const nowUs = (): number => Date.now() * 1000;
+  const entry = (mode: number, uid: number, gid: number): FuseStat => {
+    const t = nowUs();
+    return { mode, uid, gid, nlink: mode & fs.constants.S_IFDIR ? 2 : 1, size: mode & fs.constants.S_IFDIR ? 4096 : 0, atime: t, mtime: t, ctime: t };
+  };
+  // root 0755 root:root, /pub world-writable (sticky) root:root
+  const nodes = new Map<string, FuseStat>([
+    ['/', entry(fs.constants.S_IFDIR | 0o755, 0, 0)],
+    ['/pub', entry(fs.constants.S_IFDIR | 0o1777, 0, 0)],
+  ]);
+  type Seen = { op: string; path: string; sync: CallerContext | null; tick?: CallerContext | null; micro?: CallerContext | null; immediate?: CallerContext | null };
+  const seen: Seen[] = [];
+  // Like a passthrough would: take the caller synchronously, chown the new entry to it,
+  // and check that the context is gone once the handler has returned.
+  const record = (op: string, p: string): CallerContext | null => {
+    const s: Seen = { op, path: p, sync: callerContext() };
+    seen.push(s);
+    process.nextTick(() => (s.tick = callerContext()));
+    void Promise.resolve().then(() => (s.micro = callerContext()));
+    setImmediate(() => (s.immediate = callerContext()));
+    return s.sync;
+  };
+  const ops: FuseOperations = {
+    getattr(p, cb) {
+      const st = nodes.get(p);
+      if (st === undefined) return cb(ENOENT);
+      cb(0, st);
+    },
+    readdir(p, cb) {
+      const prefix = p === '/' ? '/' : `${p}/`;
+      cb(0, [...nodes.keys()].filter((k) => k !== p && k.startsWith(prefix) && !k.slice(prefix.length).includes('/')).map((k) => k.slice(prefix.length)));
+    },
+    create(p, mode, cb) {
+      const c = record('create', p);
+      if (nodes.has(p)) return cb(EEXIST);
+      nodes.set(p, entry(fs.constants.S_IFREG | (mode & 0o7777), c?.uid ?? 0, c?.gid ?? 0));
+      cb(0, 42);
+    },
+    open(p, _flags, cb) {
+      if (!nodes.has(p)) return cb(ENOENT);
+      cb(0, 43);
+    },
+    release(_p, _fd, cb) {
+      cb(0);
+    },
+    mkdir(p: string, mode: number, cb: FuseCb) {
+      const c = record('mkdir', p);
+      if (nodes.has(p)) return cb(EEXIST);
+      nodes.set(p, entry(fs.constants.S_IFDIR | (mode & 0o7777), c?.uid ?? 0, c?.gid ?? 0));
+      cb(0);
+    },
+    fallocate(p, _mode, offset, length, _fd, cb) {
+      record('fallocate', p);
+      const st = nodes.get(p);
+      if (st === undefined) return cb(ENOENT);
+      st.size = Math.max(st.size ?? 0, offset + length);
+      // reply asynchronously: the context is not needed (nor available) here
+      setImmediate(cb, 0);
+    },
+  };
+
+  // mkdtemp made tmp 0700; the other user must be able to reach the mount point.
+  fs.chmodSync(tmp, 0o711);
+  const mnt = path.join(tmp, 'mnt-ctx');
+  fs.mkdirSync(mnt);
+  const fuse: FuseInstance = new Fuse(mnt, ops, { force: false, mkdir: false, allowOther: true, defaultPermissions: true });
+  try {
+    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+    assert.is(callerContext(), null, 'null after mount, outside an op');
+    const pub = path.join(mnt, 'pub');
+    const asOther = ['--reuid=' + UID, '--regid=' + GID, '--clear-groups', '--'];
+
+    // One process (setpriv and sh exec, so the pid stays the same): the shell
+    // itself creates the file, then execs mkdir.
+    const script = 'echo $$; : > "$1"; exec mkdir "$2"';
+    const run1 = execFileP('setpriv', [...asOther, 'sh', '-c', script, 'sh', path.join(pub, 'file'), path.join(pub, 'dir')]);
+    const pid1 = run1.child.pid;
+    const { stdout } = await run1;
+    assert.is(Number(stdout.trim()), pid1);
+
+    const run2 = execFileP('setpriv', [...asOther, 'fallocate', '-l', '8192', path.join(pub, 'file')]);
+    const pid2 = run2.child.pid;
+    await run2;
+    await new Promise((r) => setImmediate(r));
+
+    const want = (pid: number | undefined): CallerContext => ({ uid: UID, gid: GID, pid: pid ?? -1 });
+    assert.equal(
+      seen.map((s) => ({ op: s.op, path: s.path, sync: s.sync })),
+      [
+        { op: 'create', path: '/pub/file', sync: want(pid1) },
+        { op: 'mkdir', path: '/pub/dir', sync: want(pid1) },
+        { op: 'fallocate', path: '/pub/file', sync: want(pid2) },
+      ],
+    );
+    for (const s of seen) {
+      assert.is(s.tick, null, `${s.op}: null in process.nextTick`);
+      assert.is(s.micro, null, `${s.op}: null after await`);
+      assert.is(s.immediate, null, `${s.op}: null in setImmediate`);
+    }
+    assert.is(callerContext(), null, 'null between ops');
+
+    // the entries the ops chowned to the caller show up as owned by it
+    const { stdout: owners } = await execFileP('stat', ['-c', '%n %u:%g %s', path.join(pub, 'file'), path.join(pub, 'dir')]);
+    assert.equal(owners.trim().split('\n'), [`${path.join(pub, 'file')} ${UID}:${GID} 8192`, `${path.join(pub, 'dir')} ${UID}:${GID} 4096`]);
+  } finally {
+    await unmountFuse(fuse, mnt);
+  }
+  assert.not.ok(fs.readFileSync('/proc/mounts', 'utf8').includes(` ${mnt} `), 'unmounted');
+  fs.rmdirSync(mnt);
+  assert.is(callerContext(), null, 'null after unmount');
 });
 
 test('unmountFuse is safe on a never-mounted instance', async () => {

@@ -16,7 +16,7 @@
  */
 import fs from 'node:fs'
 import { constants as osc } from 'node:os'
-import { loadFuse, unmountFuse, sys, UTIME_NOW_US, UTIME_OMIT_US, type FuseInstance, type FuseStat } from '../native'
+import { loadFuse, unmountFuse, sys, callerContext, UTIME_NOW_US, UTIME_OMIT_US, type FuseInstance, type FuseStat } from '../native'
 import { PrimaryRvg } from '../rvg/primary'
 import { RecordType, nowTimespec, type Timespec } from '../format/record'
 import { errnoFor, ReplError } from '../errors'
@@ -51,6 +51,22 @@ function timespecOf (us: number): Timespec | null {
 }
 
 type Cb = (err: number, ...rest: unknown[]) => void
+
+/**
+ * The owner a new entry gets, as the kernel would give it: the caller's fsuid, and its fsgid unless
+ * the parent directory is setgid (then the parent's group). Must be called synchronously at the
+ * start of the op's handler: the caller context is only valid then (src/native/index.ts).
+ */
+function newOwner (root: string, p: string): { u: number, g: number } | Record<string, never> {
+  const who = callerContext()
+  if (who === null) return {}
+  let g = who.gid
+  try {
+    const parent = fs.statSync(root + p.slice(0, p.lastIndexOf('/')))
+    if (parent.mode & 0o2000) g = parent.gid // S_ISGID
+  } catch {}
+  return { u: who.uid, g }
+}
 
 export class FuseAdapter {
   private fuse: FuseInstance | null = null
@@ -100,7 +116,7 @@ export class FuseAdapter {
       releasedir: (_p: string, _fd: number, cb: Cb) => cb(0),
       create: (p: string, mode: number, cb: Cb) => {
         if (this.readOnly) { cb(-E.EROFS); return }
-        rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777 })
+        rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p) })
           .then(() => this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)))
           .then((h) => cb(0, h), (err) => cb(errnoFor(err)))
       },
@@ -130,8 +146,8 @@ export class FuseAdapter {
         const st = uid === 0xffffffff || gid === 0xffffffff ? fs.lstatSync(this.full(p)) : null
         await rvg.mutate(RecordType.CHOWN, { p, u: uid === 0xffffffff ? st!.uid : uid, g: gid === 0xffffffff ? st!.gid : gid })
       }),
-      mknod: (p: string, mode: number, dev: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.MKNOD, { p, m: mode, r: dev })),
-      mkdir: (p: string, mode: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.MKDIR, { p, m: mode & 0o7777 })),
+      mknod: (p: string, mode: number, dev: number, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.MKNOD, { p, m: mode, r: dev, ...o })) },
+      mkdir: (p: string, mode: number, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.MKDIR, { p, m: mode & 0o7777, ...o })) },
       rmdir: (p: string, cb: Cb) => this.change(cb, async () => {
         await rvg.barrier()
         if (fs.readdirSync(this.full(p)).length > 0) throw Object.assign(new Error('directory not empty'), { code: 'ENOTEMPTY' })
@@ -147,7 +163,7 @@ export class FuseAdapter {
         await rvg.mutate(RecordType.RENAME, { p: src, d: dest })
       }),
       link: (src: string, dest: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.LINK, { p: src, d: dest })),
-      symlink: (target: string, p: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.SYMLINK, { p, d: target })),
+      symlink: (target: string, p: string, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.SYMLINK, { p, d: target, ...o })) },
       setxattr: (p: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb) => this.change(cb, async () => {
         await rvg.barrier()
         // XATTR_CREATE / XATTR_REPLACE are checked here so the record itself always succeeds.

@@ -59,6 +59,25 @@
  *     buffer's length is checked before reading index 35, and handlers beyond
  *     REPLICAFS_OP_COUNT are ignored (the original code would have overflowed
  *     ft->handlers for a longer array).
+ * 10. Caller context: the uid, gid and pid from fuse_get_context() (the
+ *     calling process's fsuid/fsgid and thread id, as the kernel put them in
+ *     the request header) are captured on the libfuse worker thread in
+ *     FUSE_NATIVE_HANDLER (every FUSE_METHOD op, fallocate included) and in
+ *     fuse_native_init, into l->ctx_uid/ctx_gid/ctx_pid. On the JS thread,
+ *     replicafs_invoke_handler() publishes them in a static "current op
+ *     context" only for the duration of the synchronous JS handler call and
+ *     invalidates it as soon as the call returns. The new export
+ *     fuse_native_context() returns {uid, gid, pid} while an op's handler is
+ *     being dispatched and null otherwise (src/native/index.ts: callerContext()).
+ *     To make "after the handler returns" exact, the handler is now called
+ *     with napi_call_function inside an explicit callback scope (async context
+ *     created per mount, resource name "replicafs:fuse-op") instead of
+ *     napi_make_callback: the context is cleared BEFORE the scope is closed,
+ *     i.e. before process.nextTick callbacks and promise jobs queued by the
+ *     handler run, so code after an `await` (or in a nextTick) always sees
+ *     null instead of the context of whatever op happens to be dispatched.
+ *     An exception thrown by the handler is still routed to
+ *     napi_fatal_exception ('uncaughtException'), as NAPI_MAKE_CALLBACK did.
  *
  * Known, intentionally unchanged (documented only):
  *  - The strong napi references to the Fuse instance (ft->ctx) and the handler
@@ -109,6 +128,7 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
 
 #define FUSE_NATIVE_HANDLER(name, blk)\
   fuse_thread_locals_t *l = get_thread_locals();\
+  replicafs_capture_context(l);\
   l->op = op_##name;\
   l->op_fn = fuse_native_dispatch_##name;\
   blk\
@@ -124,7 +144,7 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
       napi_get_reference_value(env, l->self, &(argv[0]));\
       napi_create_uint32(env, l->op, &(argv[1]));\
       callbackBlk\
-      NAPI_MAKE_CALLBACK(env, NULL, ctx, callback, callbackArgs + 2, argv, NULL)\
+      replicafs_invoke_handler(env, ft, l, ctx, callback, callbackArgs + 2, argv);\
     })\
   }\
   NAPI_METHOD(fuse_native_signal_##name) {\
@@ -214,6 +234,10 @@ typedef struct {
   uv_async_t async;
   uv_mutex_t mut;
   uv_sem_t sem;
+
+  // REPLICAFS (change 10): async context for the callback scope in which the
+  // JS op handlers are called (never destroyed, like the other references).
+  napi_async_context op_async_ctx;
 } fuse_thread_t;
 
 typedef struct {
@@ -240,6 +264,12 @@ typedef struct {
   uint64_t mtime;
   int32_t res;
 
+  // REPLICAFS (change 10): fuse_get_context() of the current op, captured on
+  // the libfuse worker thread (uid/gid above are chown's arguments).
+  uid_t ctx_uid;
+  gid_t ctx_gid;
+  pid_t ctx_pid;
+
   // Extended attributes
   const char *name;
   const char *value;
@@ -264,6 +294,84 @@ typedef struct {
 
 static pthread_key_t thread_locals_key;
 static fuse_thread_locals_t* get_thread_locals();
+
+// REPLICAFS (change 10): caller context.
+
+// Worker thread: called at the start of every op, where fuse_get_context()
+// describes the request being served.
+static void replicafs_capture_context (fuse_thread_locals_t *l) {
+  struct fuse_context *fc = fuse_get_context();
+  l->ctx_uid = fc->uid;
+  l->ctx_gid = fc->gid;
+  l->ctx_pid = fc->pid;
+}
+
+// JS thread only (ops are dispatched on uv_default_loop()). Valid only while
+// replicafs_invoke_handler is inside the synchronous handler call; saved and
+// restored rather than cleared in case a dispatch ever nests.
+typedef struct {
+  int valid;
+  napi_env env;
+  uint32_t uid;
+  uint32_t gid;
+  uint32_t pid;
+} replicafs_op_context_t;
+
+static replicafs_op_context_t replicafs_current_ctx = { 0, NULL, 0, 0, 0 };
+
+// Call the JS handler for one op with the op's caller context published.
+// Replaces NAPI_MAKE_CALLBACK(env, NULL, ctx, callback, argc, argv, NULL).
+static void replicafs_invoke_handler (napi_env env, fuse_thread_t *ft, fuse_thread_locals_t *l, napi_value recv, napi_value callback, size_t argc, napi_value *argv) {
+  napi_callback_scope scope;
+  int scoped = ft->op_async_ctx != NULL && napi_open_callback_scope(env, recv, ft->op_async_ctx, &scope) == napi_ok;
+
+  replicafs_op_context_t saved = replicafs_current_ctx;
+  replicafs_current_ctx.valid = 1;
+  replicafs_current_ctx.env = env;
+  replicafs_current_ctx.uid = (uint32_t) l->ctx_uid;
+  replicafs_current_ctx.gid = (uint32_t) l->ctx_gid;
+  replicafs_current_ctx.pid = (uint32_t) l->ctx_pid;
+
+  napi_status status;
+  if (scoped) {
+    status = napi_call_function(env, recv, callback, argc, argv, NULL);
+  } else {
+    // No async context (napi_async_init failed): napi_make_callback drains
+    // the nextTick/microtask queues before returning, so those would still
+    // see this op's context. Correct values, just a wider window.
+    status = napi_make_callback(env, NULL, recv, callback, argc, argv, NULL);
+  }
+
+  replicafs_current_ctx = saved;
+
+  if (status == napi_pending_exception) {
+    napi_value fatal_exception;
+    napi_get_and_clear_last_exception(env, &fatal_exception);
+    napi_fatal_exception(env, fatal_exception);
+  }
+
+  // Runs process.nextTick callbacks and promise jobs (context already cleared).
+  if (scoped) napi_close_callback_scope(env, scope);
+}
+
+// fuse_native_context(): {uid, gid, pid} of the process that issued the FUSE
+// request whose JS handler is currently running (synchronously), else null.
+NAPI_METHOD(fuse_native_context) {
+  napi_value result;
+  if (!replicafs_current_ctx.valid || replicafs_current_ctx.env != env) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  napi_value v;
+  napi_create_object(env, &result);
+  napi_create_uint32(env, replicafs_current_ctx.uid, &v);
+  napi_set_named_property(env, result, "uid", v);
+  napi_create_uint32(env, replicafs_current_ctx.gid, &v);
+  napi_set_named_property(env, result, "gid", v);
+  napi_create_uint32(env, replicafs_current_ctx.pid, &v);
+  napi_set_named_property(env, result, "pid", v);
+  return result;
+}
 
 // Helpers
 // TODO: Extract into a separate file.
@@ -802,7 +910,8 @@ static void fuse_native_dispatch_init (uv_async_t* handle, fuse_thread_locals_t*
     napi_get_reference_value(env, l->self, &(argv[0]));
     napi_create_uint32(env, l->op, &(argv[1]));
 
-    NAPI_MAKE_CALLBACK(env, NULL, ctx, callback, 2, argv, NULL);
+    // REPLICAFS (change 10): was NAPI_MAKE_CALLBACK(env, NULL, ctx, callback, 2, argv, NULL).
+    replicafs_invoke_handler(env, ft, l, ctx, callback, 2, argv);
   })
 }
 
@@ -817,6 +926,8 @@ NAPI_METHOD(fuse_native_signal_init) {
 
 static void * fuse_native_init (struct fuse_conn_info *conn) {
   fuse_thread_locals_t *l = get_thread_locals();
+  // REPLICAFS (change 10)
+  replicafs_capture_context(l);
 
   l->op = op_init;
   l->op_fn = fuse_native_dispatch_init;
@@ -1004,6 +1115,17 @@ NAPI_METHOD(fuse_native_mount) {
   uv_mutex_init(&(ft->mut));
   uv_sem_init(&(ft->sem), 0);
 
+  // REPLICAFS (change 10): async context for the op handlers' callback scope.
+  // On failure replicafs_invoke_handler falls back to napi_make_callback.
+  {
+    napi_value resource_name;
+    ft->op_async_ctx = NULL;
+    if (napi_create_string_utf8(env, "replicafs:fuse-op", NAPI_AUTO_LENGTH, &resource_name) != napi_ok ||
+        napi_async_init(env, NULL, resource_name, &(ft->op_async_ctx)) != napi_ok) {
+      ft->op_async_ctx = NULL;
+    }
+  }
+
   strncpy(ft->mnt, mnt, 1024);
   strncpy(ft->mntopts, mntopts, 1024);
   ft->fuse = fuse;
@@ -1095,6 +1217,8 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_signal_mkdir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_rmdir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_fallocate)
+  // REPLICAFS (change 10)
+  NAPI_EXPORT_FUNCTION(fuse_native_context)
 
   NAPI_EXPORT_UINT32(op_getattr)
   NAPI_EXPORT_UINT32(op_init)

@@ -5,6 +5,8 @@
  *  - `loadFuse()`: fuse-native with its C binding replaced by our patched
  *    bridge (addon replicafs_fuse, see fuse_bridge.c for the list of fixes).
  *  - `unmountFuse()`: unmount without fusermount (umount2 MNT_DETACH).
+ *  - `callerContext()`: uid/gid/pid of the process whose request the current
+ *    FUSE op handler is serving (synchronous part of the handler only).
  *
  * Loading order for each addon:
  *  1. the committed prebuild, via node-gyp-build pointed at
@@ -448,14 +450,69 @@ export function loadFuse(): FuseNativeModule {
   // 6. fallocate (fuse_bridge.c change 9), which fuse-native's JS knows nothing about.
   patchFallocate(Fuse, bridge as FuseBridge);
 
+  // 7. Caller context (fuse_bridge.c change 10), for callerContext().
+  const contextFn = (bridge as FuseBridge).fuse_native_context;
+  if (typeof contextFn !== 'function') {
+    throw new Error('replicafs fuse bridge has no fuse_native_context (caller uid/gid/pid); rebuild it with npm run prebuild-native');
+  }
+  bridgeContextFn = contextFn;
+
   fuseModule = Fuse;
   return Fuse;
 }
 
-/** The parts of our bridge's exports that patchFallocate uses. */
+/** The parts of our bridge's exports that loadFuse/patchFallocate/callerContext use. */
 interface FuseBridge {
   op_fallocate?: number;
   fuse_native_signal_fallocate?: (nativeHandler: unknown, res: number) => void;
+  fuse_native_context?: () => CallerContext | null;
+}
+
+/** Credentials of the process that issued a FUSE request (from libfuse's fuse_get_context()). */
+export interface CallerContext {
+  /** fsuid of the calling process (normally its euid), in the daemon's user namespace. */
+  uid: number;
+  /** fsgid of the calling process (normally its egid); supplementary groups are not included. */
+  gid: number;
+  /**
+   * Kernel thread id of the calling thread (equal to the process id for a
+   * single-threaded caller or the main thread), in the daemon's pid
+   * namespace; 0 if not visible there.
+   */
+  pid: number;
+}
+
+let bridgeContextFn: (() => CallerContext | null) | undefined;
+
+/**
+ * The uid, gid and pid of the process whose request the FUSE op handler that
+ * is running right now is serving (fuse_bridge.c change 10), or null when no
+ * op handler is being dispatched or loadFuse() has not been called.
+ *
+ * CONSTRAINT: the value is only available during the SYNCHRONOUS part of an
+ * op handler (any `ops.*` function passed to the Fuse constructor, fallocate
+ * included). Call it at the very start of the handler, before any `await`,
+ * callback or timer, and carry the result along:
+ *
+ *     create(path, mode, cb) {
+ *       const caller = callerContext(); // here, not after an await
+ *       void doCreate(path, mode, caller).then(...);
+ *     }
+ *
+ * After the handler returns, in process.nextTick callbacks, promise
+ * continuations, or timers, it returns null (never another op's context),
+ * because the bridge clears it before the handler's ticks/microtasks run.
+ *
+ * The values are what the kernel put in the request header: for requests the
+ * kernel issues on its own behalf (e.g. some release/flush on close from
+ * another context, forget, writeback) uid/gid/pid can be 0 or belong to an
+ * unrelated process, so only rely on it for ops that a process issues
+ * directly (create, mknod, mkdir, symlink, link, open, setattr...). Main JS
+ * thread only (where fuse-native dispatches its ops).
+ */
+export function callerContext(): CallerContext | null {
+  if (bridgeContextFn === undefined) return null;
+  return bridgeContextFn();
 }
 
 /** The private fuse-native instance members that patchFallocate touches. */

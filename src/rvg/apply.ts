@@ -63,6 +63,14 @@ function setTimes (full: string, a: Timespec | null | undefined, m: Timespec | n
   sys.utimensat(full, a ? a[0] : 0, a ? a[1] : sys.UTIME_OMIT, m ? m[0] : 0, m ? m[1] : sys.UTIME_OMIT, true)
 }
 
+/** Gives a new entry the owner its record carries (the caller's, when the daemon runs as root). */
+function own (full: string, m: { u?: number, g?: number, m?: number }, setidToo = false): void {
+  if (m.u === undefined || m.g === undefined) return
+  fs.lchownSync(full, m.u, m.g)
+  // chown clears set-user-ID and set-group-ID on a file; give back the ones it was created with.
+  if (setidToo && m.m !== undefined && (m.m & 0o6000) !== 0) fs.chmodSync(full, m.m & 0o7777)
+}
+
 function tolerate (err: unknown, codes: string[]): void {
   if (!codes.includes((err as NodeJS.ErrnoException).code ?? '')) throw err
 }
@@ -91,16 +99,20 @@ export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay
       // The descriptor serves the file's first writes (a created file is about to be written).
       const fd = fs.openSync(full, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, m.m!)
       fds.adopt(m.p!, fd)
+      own(full, m, true)
       return
     }
     case RecordType.MKDIR:
       try { fs.mkdirSync(full, m.m!) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      own(full, m)
       return
     case RecordType.MKNOD:
       try { sys.mknod(full, m.m!, m.r ?? 0) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      own(full, m)
       return
     case RecordType.SYMLINK:
       try { fs.symlinkSync(m.d!, full) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      own(full, m)
       return
     case RecordType.LINK:
       try { fs.linkSync(full, root + m.d!) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
