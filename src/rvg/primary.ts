@@ -134,9 +134,14 @@ export class PrimaryRvg {
     const meta: RecordMeta = { p, o: offset, t }
     // The append and the in-flight entry happen in one synchronous step, so no other record can
     // be appended between them (recovery relies on every WRITE being tracked from its append on).
-    while (!srl.fits(recordBytes(RecordType.WRITE, meta, buf.length))) await this.makeRoom()
     if (this.inflight.length === 0) this.fds.trim()
-    const { seq, end } = srl.append(RecordType.WRITE, meta, buf)
+    let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+    while (appended === null) {
+      await this.makeRoom()
+      if (this.inflight.length === 0) this.fds.trim()
+      appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+    }
+    const { seq, end } = appended
     const item: InflightWrite = { seq, end, done: false }
     this.inflight.push(item)
     this.afterAppend()

@@ -165,11 +165,18 @@ export class Srl {
    * if it does not fit; the caller releases space (checkpoint) and retries.
    */
   append (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number } {
+    const r = this.tryAppend(type, meta, data)
+    if (r === null) throw new ReplError('SRL_FULL', `SRL is full (${this.usedBytes} of ${this.ring.size} bytes retained)`)
+    return r
+  }
+
+  /** append(), but null instead of SRL_FULL: the write path's way to encode a record only once. */
+  tryAppend (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number } | null {
     const seq = this.nextSeq
     const head = encodeRecordHead(type, seq, meta, data)
     const length = head.length + (data ? data.length : 0)
     assert(length <= RECORD_BYTES_MAX)
-    if (!this.fits(length)) throw new ReplError('SRL_FULL', `SRL is full (${this.usedBytes} of ${this.ring.size} bytes retained)`)
+    if (!this.fits(length)) return null
     const { end } = this.ring.write(this.head, seq, head, data)
     this.head = end
     this.nextSeq = seq + 1
