@@ -105,16 +105,25 @@ export function alive (pid: number): boolean {
  */
 function lockDataDir (data: string): () => void {
   const file = path.join(lockDir(), crypto.createHash('sha256').update(data).digest('hex').slice(0, 32) + '.pid')
-  for (let tries = 0; tries < 3; tries++) {
-    try {
-      fs.writeFileSync(file, `${process.pid}\n${data}\n`, { flag: 'wx' })
-      return () => { try { if (fs.readFileSync(file, 'utf8').startsWith(`${process.pid}\n`)) fs.unlinkSync(file) } catch {} }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      const pid = parseInt(fs.readFileSync(file, 'utf8'), 10)
-      if (pid > 0 && pid !== process.pid && alive(pid)) throw new ReplError('DATA_LOCKED', `data directory ${data} is in use by another replicafs daemon (pid ${pid})`)
-      fs.rmSync(file, { force: true })
+  // The pid is written to a private file that link() then puts in place atomically, so no other
+  // daemon ever reads a half-written lock.
+  const tmp = `${file}.${process.pid}`
+  fs.writeFileSync(tmp, `${process.pid}\n${data}\n`)
+  try {
+    for (let tries = 0; tries < 3; tries++) {
+      try {
+        fs.linkSync(tmp, file)
+        return () => { try { if (fs.readFileSync(file, 'utf8').startsWith(`${process.pid}\n`)) fs.unlinkSync(file) } catch {} }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+        let pid = NaN
+        try { pid = parseInt(fs.readFileSync(file, 'utf8'), 10) } catch { continue } // removed meanwhile: retry
+        if (pid > 0 && pid !== process.pid && alive(pid)) throw new ReplError('DATA_LOCKED', `data directory ${data} is in use by another replicafs daemon (pid ${pid})`)
+        fs.rmSync(file, { force: true })
+      }
     }
+  } finally {
+    fs.rmSync(tmp, { force: true })
   }
   throw new ReplError('DATA_LOCKED', `cannot lock data directory ${data}`)
 }
