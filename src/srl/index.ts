@@ -79,6 +79,7 @@ export class Srl {
     if (opts.role === 'any' && !fs.existsSync(path.join(dir, 'state'))) throw new ReplError('DIR_MISSING', `no SRL in ${path.dirname(dir)}`)
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
     const store = await LogStore.open(path.join(dir, 'state'), path.dirname(dir))
+    let ring: Ring | null = null
     try {
       let format = await store.get<FormatState>('format')
       if (format === undefined) {
@@ -94,21 +95,22 @@ export class Srl {
       if (opts.role !== 'any' && format.role !== opts.role) {
         throw new ReplError('USAGE', `state directory ${path.dirname(dir)} belongs to a ${format.role}, not a ${opts.role}`)
       }
-      const ring = Ring.open(path.join(dir, 'ring'), format.ringBytes)
+      ring = Ring.open(path.join(dir, 'ring'), format.ringBytes)
       const durable = (await store.get<Position>('durable')) ?? { seq: 0, offset: 0 }
       const lastBoot = await store.get<string>('boot')
       const sameBoot = lastBoot === undefined || lastBoot === bootId()
       const warnings: string[] = []
 
-      // Scan from the tail (everything retained) to the end of the log.
-      const retained: ScannedRecord[] = []
+      // Scan from the tail (everything retained) to the end of the log, keeping only where the
+      // last non-WRITE record is: the records themselves may add up to the ring's size.
+      let lastBarrier: Position | null = null // the position before the last non-WRITE record
       let off = durable.offset
       let seq = durable.seq + 1
       for (;;) {
         const r = ring.readAt(off, seq)
         if (r === null) break
         assert(r.record.seq === seq)
-        retained.push(r)
+        if (r.record.type !== RecordType.WRITE) lastBarrier = { seq: seq - 1, offset: off }
         off = r.end
         seq++
       }
@@ -117,14 +119,14 @@ export class Srl {
       // the same boot (a kill -9: the page cache kept everything) the records before the last
       // non-WRITE record are applied: replay that record (idempotent on its own) and the writes
       // after it (an idempotent run). After a reboot only the durable position is known applied.
-      let from = 0
-      if (sameBoot) {
-        for (let i = retained.length - 1; i >= 0; i--) {
-          if (retained[i].record.type !== RecordType.WRITE) { from = i; break }
-        }
+      const checkpoint: Position = sameBoot && lastBarrier !== null ? lastBarrier : durable
+      const pending: ScannedRecord[] = []
+      for (let o = checkpoint.offset, s = checkpoint.seq + 1; s < seq; s++) {
+        const r = ring.readAt(o, s)
+        assert(r !== null)
+        pending.push(r)
+        o = r.end
       }
-      const pending = retained.slice(from)
-      const checkpoint: Position = from === 0 ? durable : { seq: retained[from - 1].record.seq, offset: retained[from - 1].end }
       if (!sameBoot) {
         // After a reboot, records appended after the last fdatasync may have reached the disk in
         // any order: an intact later record behind a torn one was never synced, so it is not a
@@ -143,6 +145,7 @@ export class Srl {
       srl.warnings = warnings
       return srl
     } catch (err) {
+      ring?.close()
       await store.close().catch(() => {})
       throw err
     }
