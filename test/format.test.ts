@@ -1,6 +1,7 @@
 /**
- * SRL format version 1 (docs/FORMAT.md): the record bytes stored in test/fixtures/abi/1/ must keep
- * decoding to the same metadata and today's encoder must keep producing the same bytes; the ring's
+ * SRL format (docs/FORMAT.md): the record bytes stored in test/fixtures/abi/<version>/ must keep
+ * decoding to the same metadata (versions 1 and 2), and today's encoder must keep producing the
+ * current version's bytes exactly (version 2) and version 1's metadata bytes exactly; the ring's
  * layout and recovery rules (WRAP markers, 8-byte alignment, torn tail vs corruption) hold on a real
  * file. No FUSE, no daemon: these run anywhere.
  */
@@ -10,12 +11,12 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {
-  encodeRecord, decodeRecord, readHeader, checksumOk, RecordType, RECORD_MAGIC, RECORD_FORMAT_VERSION, RECORD_ALIGN_BYTES,
+  encodeRecord, decodeRecord, readHeader, checksumOk, RecordType, RECORD_MAGIC, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSIONS_READ, RECORD_ALIGN_BYTES,
   type RecordMeta
 } from '../src/format/record'
 import { Ring, alignUp } from '../src/srl/ring'
 import { Srl } from '../src/srl'
-import { LogStore } from '../src/srl/state'
+import { LogStore, STATE_FORMAT_VERSION } from '../src/srl/state'
 import { isReplError } from '../src/errors'
 import { RECORD_HEADER_BYTES, SRL_BYTES_MIN } from '../src/limits'
 import { metaFromJson, type Fixture } from './fixtures/abi/generate'
@@ -70,72 +71,132 @@ async function rejectsCode (p: Promise<unknown>, code: string, match?: RegExp): 
 }
 
 // ---------------------------------------------------------------------------------------------
-// ABI fixture, version 1
+// ABI fixtures: version 1 (still read) and version 2 (read and written)
 
-const fixture = loadFixture(1)
+/** The namespace types and FALLOCATE: version 2 gave them `t`, the time they result in. */
+const TIMED_IN_V2 = new Set<number>([
+  RecordType.CREATE, RecordType.MKDIR, RecordType.MKNOD, RecordType.SYMLINK, RecordType.LINK,
+  RecordType.UNLINK, RecordType.RMDIR, RecordType.RENAME, RecordType.FALLOCATE
+])
 
-test('fixture v1: version 1, one record for every record type', () => {
-  assert.is(fixture.formatVersion, 1)
-  assert.is(RECORD_FORMAT_VERSION, 1, 'a new format version needs a new fixture directory and an UPGRADING.md entry')
-  const types = Object.values(RecordType).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b)
-  assert.equal(fixture.records.map((r) => r.type).sort((a, b) => a - b), types, 'every RecordType has a fixture record')
-  for (const r of fixture.records) assert.is(RecordType[r.type], r.name, `type number ${r.type} still means ${r.name}`)
+const fixtures = new Map<number, Fixture>([1, 2].map((v) => [v, loadFixture(v)]))
+const fixture = fixtures.get(1)!
+
+test('fixtures: this build writes version 2 and has a fixture for every version it reads', () => {
+  assert.is(RECORD_FORMAT_VERSION, 2, 'a new format version needs a new fixture directory and an UPGRADING.md entry')
+  assert.equal(RECORD_FORMAT_VERSIONS_READ, [1, 2])
+  for (const v of RECORD_FORMAT_VERSIONS_READ) assert.ok(fs.existsSync(path.join(FIXTURE_DIR, String(v), 'records.json')), `fixture for version ${v}`)
 })
 
-for (const r of fixture.records) {
-  test(`fixture v1: ${r.name} decodes to the stored metadata and re-encodes byte for byte`, () => {
-    const bytes = Buffer.from(r.bytes, 'hex')
-    const data = Buffer.from(r.data, 'hex')
-    const meta = metaFromJson(r.meta)
-
-    // Header fields at their documented offsets, little-endian.
-    assert.is(bytes.readUInt32LE(0), RECORD_MAGIC)
-    assert.is(bytes.subarray(0, 4).toString('latin1'), 'RSRL')
-    assert.is(bytes.readUInt16LE(4), 1)
-    assert.is(bytes.readUInt16LE(6), r.type)
-    assert.is(bytes.readBigUInt64LE(8), BigInt(r.seq))
-    assert.is(bytes.readUInt32LE(20), data.length)
-    assert.is(bytes.readUInt32LE(28), 0, 'reserved bytes are zero')
-    const h = readHeader(bytes)
-    assert.ok(h !== null)
-    assert.equal({ type: h.type, seq: h.seq, dataLength: h.dataLength, totalLength: h.totalLength },
-      { type: r.type, seq: r.seq, dataLength: data.length, totalLength: bytes.length })
-    assert.is(RECORD_HEADER_BYTES + h.metaLength + h.dataLength, bytes.length)
-    assert.ok(checksumOk(bytes), 'stored bytes pass their CRC-32C')
-
-    if (r.type === RecordType.WRAP) {
-      // A WRAP marker has no metadata at all: it is a bare header, never decoded.
-      assert.is(h.metaLength, 0)
-      assert.is(bytes.length, RECORD_HEADER_BYTES)
-    } else {
-      const rec = decodeRecord(bytes)
-      assert.is(rec.type, r.type)
-      assert.is(rec.seq, r.seq)
-      assert.equal(comparable(rec.meta), comparable(meta), 'decoded metadata equals the stored metadata')
-      assert.ok(rec.data.equals(data), 'decoded data equals the stored data')
+test('fixture v2: namespace records and FALLOCATE carry t; version 1 ones do not', () => {
+  for (const [v, f] of fixtures) {
+    for (const r of f.records.filter((r) => TIMED_IN_V2.has(r.type))) {
+      const t = r.meta.t as [number, number] | undefined
+      if (v === 1) {
+        assert.is(t, undefined, `v1 ${r.name} has no t`)
+      } else {
+        assert.ok(Array.isArray(t) && t.length === 2 && Number.isInteger(t[0]) && Number.isInteger(t[1]) && t[1] >= 0 && t[1] < 1e9, `v2 ${r.name} carries a Timespec t`)
+      }
     }
+  }
+})
 
-    // The encoder must still produce exactly these bytes (catches a msgpackr default change).
-    const again = encodeRecord(r.type, r.seq, meta, r.type === RecordType.WRITE ? data : undefined)
-    assert.is(again.toString('hex'), r.bytes, 'encodeRecord of the stored metadata is byte-identical')
+for (const [version, f] of fixtures) {
+  const current = version === RECORD_FORMAT_VERSION
+
+  test(`fixture v${version}: version ${version}, one record for every record type`, () => {
+    assert.is(f.formatVersion, version)
+    const types = Object.values(RecordType).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b)
+    assert.equal(f.records.map((r) => r.type).sort((a, b) => a - b), types, 'every RecordType has a fixture record')
+    for (const r of f.records) assert.is(RecordType[r.type], r.name, `type number ${r.type} still means ${r.name}`)
   })
 
-  test(`fixture v1: ${r.name}: CRC-32C covers bytes 0..24 and everything after the header`, () => {
-    const bytes = Buffer.from(r.bytes, 'hex')
-    for (let i = 0; i < bytes.length; i++) {
-      const damaged = Buffer.from(bytes)
-      damaged[i] ^= 0x01
-      if (i >= 28 && i < 32) assert.ok(checksumOk(damaged), `byte ${i} is reserved and outside the CRC`)
-      else assert.not.ok(checksumOk(damaged), `flipping byte ${i} fails the checksum`)
-    }
-  })
+  for (const r of f.records) {
+    test(`fixture v${version}: ${r.name} decodes to the stored metadata and re-encodes ${current ? 'byte for byte' : 'to the same metadata bytes'}`, () => {
+      const bytes = Buffer.from(r.bytes, 'hex')
+      const data = Buffer.from(r.data, 'hex')
+      const meta = metaFromJson(r.meta)
+
+      // Header fields at their documented offsets, little-endian.
+      assert.is(bytes.readUInt32LE(0), RECORD_MAGIC)
+      assert.is(bytes.subarray(0, 4).toString('latin1'), 'RSRL')
+      assert.is(bytes.readUInt16LE(4), version)
+      assert.is(bytes.readUInt16LE(6), r.type)
+      assert.is(bytes.readBigUInt64LE(8), BigInt(r.seq))
+      assert.is(bytes.readUInt32LE(20), data.length)
+      assert.is(bytes.readUInt32LE(28), 0, 'reserved bytes are zero')
+      const h = readHeader(bytes)
+      assert.ok(h !== null)
+      assert.equal({ version: h.version, type: h.type, seq: h.seq, dataLength: h.dataLength, totalLength: h.totalLength },
+        { version, type: r.type, seq: r.seq, dataLength: data.length, totalLength: bytes.length })
+      assert.is(RECORD_HEADER_BYTES + h.metaLength + h.dataLength, bytes.length)
+      assert.ok(checksumOk(bytes), 'stored bytes pass their CRC-32C')
+
+      if (r.type === RecordType.WRAP) {
+        // A WRAP marker has no metadata at all: it is a bare header, never decoded.
+        assert.is(h.metaLength, 0)
+        assert.is(bytes.length, RECORD_HEADER_BYTES)
+      } else {
+        const rec = decodeRecord(bytes)
+        assert.is(rec.type, r.type)
+        assert.is(rec.seq, r.seq)
+        assert.equal(comparable(rec.meta), comparable(meta), 'decoded metadata equals the stored metadata')
+        assert.ok(rec.data.equals(data), 'decoded data equals the stored data')
+      }
+
+      // The encoder must still produce exactly these bytes (catches a msgpackr default change).
+      const again = encodeRecord(r.type, r.seq, meta, r.type === RecordType.WRITE ? data : undefined)
+      if (current) {
+        assert.is(again.toString('hex'), r.bytes, 'encodeRecord of the stored metadata is byte-identical')
+      } else {
+        // An old version: today's encoder writes the current version (and so another CRC), but
+        // every other byte, the metadata's above all, must be the old record's.
+        assert.is(again.length, bytes.length)
+        assert.is(again.readUInt16LE(4), RECORD_FORMAT_VERSION)
+        assert.ok(checksumOk(again))
+        assert.is(again.subarray(6, 24).toString('hex'), bytes.subarray(6, 24).toString('hex'), 'header bytes 6..24 are the same')
+        assert.is(again.subarray(28).toString('hex'), bytes.subarray(28).toString('hex'), 'reserved bytes, metadata and data are the same')
+      }
+    })
+
+    test(`fixture v${version}: ${r.name}: CRC-32C covers bytes 0..24 and everything after the header`, () => {
+      const bytes = Buffer.from(r.bytes, 'hex')
+      for (let i = 0; i < bytes.length; i++) {
+        const damaged = Buffer.from(bytes)
+        damaged[i] ^= 0x01
+        if (i >= 28 && i < 32) assert.ok(checksumOk(damaged), `byte ${i} is reserved and outside the CRC`)
+        else assert.not.ok(checksumOk(damaged), `flipping byte ${i} fails the checksum`)
+      }
+    })
+  }
 }
 
-test('readHeader: another format version throws FORMAT_VERSION', () => {
+test('fixtures: a v1 record and its v2 successor differ only in the version, t and the checksum', () => {
+  const v1 = fixtures.get(1)!.records
+  const v2 = fixtures.get(2)!.records
+  for (const r2 of v2) {
+    const r1 = v1.find((r) => r.type === r2.type)!
+    // The version-1 fixture had no owner on new entries yet; compare what both versions carry.
+    const m1 = metaFromJson(r1.meta)
+    const m2 = metaFromJson(r2.meta)
+    for (const k of Object.keys(m1)) assert.equal(comparable({ [k]: m2[k as keyof RecordMeta] }), comparable({ [k]: m1[k as keyof RecordMeta] }), `${r2.name}.${k}`)
+    const extra = Object.keys(m2).filter((k) => !(k in m1)).sort()
+    const allowed = TIMED_IN_V2.has(r2.type) ? ['g', 't', 'u'] : []
+    for (const k of extra) assert.ok(allowed.includes(k), `${r2.name}: v2 adds only t (and the owner): ${k}`)
+    if (TIMED_IN_V2.has(r2.type)) assert.ok(extra.includes('t'), `${r2.name}: v2 adds t`)
+  }
+})
+
+test('readHeader: a format version other than 1 or 2 throws FORMAT_VERSION', () => {
   const bytes = Buffer.from(fixture.records[0].bytes, 'hex')
-  const v2 = Buffer.from(bytes)
-  v2.writeUInt16LE(2, 4)
-  throwsCode(() => readHeader(v2), 'FORMAT_VERSION', /version 2/)
+  for (const v of [1, 2]) {
+    const ok = Buffer.from(bytes)
+    ok.writeUInt16LE(v, 4)
+    assert.is(readHeader(ok)?.version, v, `version ${v} is read`)
+  }
+  const v3 = Buffer.from(bytes)
+  v3.writeUInt16LE(3, 4)
+  throwsCode(() => readHeader(v3), 'FORMAT_VERSION', /version 3 .*versions 1 and 2.*newer replicafs/)
   const v0 = Buffer.from(bytes)
   v0.writeUInt16LE(0, 4)
   throwsCode(() => readHeader(v0), 'FORMAT_VERSION')
@@ -433,7 +494,7 @@ test('srl: LevelDB state keys and JSON values', async () => {
   try {
     const format = await store.get<{ version: number, ringBytes: number, role: string, createdAt: string }>('format')
     assert.ok(format !== undefined)
-    assert.equal({ version: format.version, ringBytes: format.ringBytes, role: format.role }, { version: 1, ringBytes: RING_BYTES, role: 'primary' })
+    assert.equal({ version: format.version, ringBytes: format.ringBytes, role: format.role }, { version: STATE_FORMAT_VERSION, ringBytes: RING_BYTES, role: 'primary' })
     assert.ok(!Number.isNaN(Date.parse(format.createdAt)))
     assert.equal(await store.get('durable'), { seq: 0, offset: 0 })
   } finally {

@@ -9,7 +9,7 @@ import { constants as C } from 'fs'
 import * as path from 'path'
 import {
   startPrimary, assertCleanSlate, cleanupAll, timed, exec, execOk, sha256File, summary, diffTrees, helperScript,
-  fuseMountAt, cli, type Primary
+  fuseMountAt, cli, srlDump, type Primary, type DumpRecord
 } from './helpers'
 
 const t = suite('posix')
@@ -327,6 +327,83 @@ t('fallocate -l 1M', timed(30_000, async () => {
   assert.ok(a.equals(zeros), 'reads back as zeros through the mount')
   assert.ok(b.equals(zeros), 'is 1 MiB of zeros in the data dir')
   assert.ok((await fsp.stat(d('falloc'))).blocks >= 2048, 'space is allocated in the data dir')
+}))
+
+t('namespace operations: entries and their directories get the records\' t as mtime, in the data dir and through the mount', timed(120_000, async () => {
+  // Its own Primary with --retain, so that after a stop srl-dump still has every record.
+  const p = await startPrimary({ retain: true })
+  const pm = (rel: string): string => path.join(p.mount, rel)
+  const pd = (rel: string): string => path.join(p.data, rel)
+  let running = true
+  try {
+    await fsp.mkdir(pm('top'))                          // MKDIR /top
+    await fsp.writeFile(pm('top/f'), 'x')               // CREATE /top/f, WRITE
+    await execOk('mkfifo', [pm('top/pipe')], { timeoutMs: 20_000 }) // MKNOD /top/pipe
+    await fsp.symlink('f', pm('top/sl'))                // SYMLINK /top/sl
+    await fsp.mkdir(pm('other'))                        // MKDIR /other
+    await fsp.link(pm('top/f'), pm('other/hard'))       // LINK -> /other/hard
+    await fsp.mkdir(pm('top/gone'))                     // MKDIR /top/gone
+    await fsp.rmdir(pm('top/gone'))                     // RMDIR /top/gone
+    await fsp.writeFile(pm('other/tmp'), '')            // CREATE /other/tmp
+    await fsp.unlink(pm('other/tmp'))                   // UNLINK /other/tmp
+    await fsp.mkdir(pm('top/sub'))                      // MKDIR /top/sub
+    await fsp.rename(pm('top/pipe'), pm('other/pipe'))  // RENAME across directories
+    await fsp.rename(pm('top/sub'), pm('top/sub2'))     // RENAME within /top
+    await execOk('fallocate', ['-l', '64K', pm('top/f')], { timeoutMs: 20_000 }) // FALLOCATE /top/f
+
+    // Through the mount (µs) and in the data dir (ns): the same times, parents included.
+    await p.quiesce()
+    // (Not other/hard through the mount: libfuse gives each name of a hard link its own node, so the
+    // kernel may show that name's cached attributes, from before the fallocate, for up to a second.)
+    const rels = ['', 'top', 'top/f', 'top/sl', 'top/sub2', 'other', 'other/pipe']
+    const inData = new Map<string, { atimeNs: bigint, mtimeNs: bigint }>()
+    for (const rel of [...rels, 'other/hard']) {
+      const b = await fsp.lstat(pd(rel), { bigint: true })
+      if (rels.includes(rel)) {
+        const a = await fsp.lstat(pm(rel), { bigint: true })
+        assert.is(a.mtimeNs / 1000n, b.mtimeNs / 1000n, `${rel || '/'}: mtime through the mount is the data dir's`)
+        if (rel.startsWith('top/') || rel.startsWith('other/')) assert.is(a.atimeNs / 1000n, b.atimeNs / 1000n, `${rel}: atime through the mount is the data dir's`)
+      }
+      inData.set(rel, { atimeNs: b.atimeNs, mtimeNs: b.mtimeNs })
+    }
+
+    await p.stop()
+    running = false
+    const recs = (await srlDump(p.state)).filter((r) => r.type !== 'WRAP')
+    const one = (type: string, rel: string): DumpRecord => {
+      const found = recs.filter((r) => r.type === type && r.path === rel)
+      assert.is(found.length, 1, `one ${type} ${rel} in the SRL`)
+      return found[0]
+    }
+    const tOf = (r: DumpRecord): bigint => {
+      const t = r.t as [number, number] | undefined
+      assert.ok(Array.isArray(t) && t.length === 2, `${r.type} ${String(r.path)} carries t: ${JSON.stringify(r)}`)
+      return BigInt(t[0]) * 1_000_000_000n + BigInt(t[1])
+    }
+    for (const type of ['CREATE', 'MKDIR', 'MKNOD', 'SYMLINK', 'LINK', 'UNLINK', 'RMDIR', 'RENAME', 'FALLOCATE']) {
+      for (const r of recs.filter((r) => r.type === type)) tOf(r)
+    }
+    const expect = (rel: string, what: 'atimeNs' | 'mtimeNs', r: DumpRecord): void => {
+      assert.is(inData.get(rel)![what], tOf(r), `${rel || '/'}: ${what === 'atimeNs' ? 'atime' : 'mtime'} is the t of ${r.type} ${String(r.path)} (seq ${r.seq})`)
+    }
+    const renameAcross = one('RENAME', '/top/pipe')
+    const renameWithin = one('RENAME', '/top/sub')
+    // The data dir's times are exactly (to the nanosecond) the t of the last record that changed them.
+    expect('', 'mtimeNs', one('MKDIR', '/other'))
+    expect('top', 'mtimeNs', renameWithin)
+    expect('other', 'mtimeNs', renameAcross)
+    expect('top/f', 'atimeNs', one('CREATE', '/top/f'))
+    expect('top/f', 'mtimeNs', one('FALLOCATE', '/top/f'))
+    expect('other/hard', 'mtimeNs', one('FALLOCATE', '/top/f'))
+    expect('top/sl', 'atimeNs', one('SYMLINK', '/top/sl'))
+    expect('top/sl', 'mtimeNs', one('SYMLINK', '/top/sl'))
+    expect('top/sub2', 'atimeNs', one('MKDIR', '/top/sub'))
+    expect('top/sub2', 'mtimeNs', one('MKDIR', '/top/sub'))
+    expect('other/pipe', 'atimeNs', one('MKNOD', '/top/pipe'))
+    expect('other/pipe', 'mtimeNs', one('MKNOD', '/top/pipe'))
+  } finally {
+    if (running) await p.stop().catch(() => undefined)
+  }
 }))
 
 t('statfs (df) reports the data directory\'s filesystem', timed(30_000, async () => {

@@ -27,6 +27,10 @@ export async function dumpCommand (argv: string[]): Promise<number> {
       if (m.s !== undefined) row.size = m.s
       if (m.m !== undefined) row.mode = m.m
       if (m.n !== undefined) row.name = m.n
+      // Times as [seconds, nanoseconds], or null for "left as is". `t` is the time the record
+      // results in (mtime; also atime of a new entry); `a` is UTIMENS's atime.
+      if (m.a !== undefined) row.a = m.a
+      if (m.t !== undefined) row.t = m.t
       if (m.v !== undefined) { row.voids = m.v; row.errno = m.e }
       process.stdout.write(values.json ? JSON.stringify(row) + '\n' : Object.entries(row).map(([k, v]) => `${k}=${String(v)}`).join(' ') + '\n')
     }

@@ -1,11 +1,11 @@
 /**
- * SRL record format, version 1 (docs/FORMAT.md is the contract; change it only with a version bump).
+ * SRL record format, version 2 (docs/FORMAT.md is the contract; change it only with a version bump).
  *
  * A record is self-describing so the log can be scanned without an index:
  *
  *   offset size  field
  *   0      4     magic 0x4C525352 ("RSRL" little-endian) - tells a record from zero-fill or garbage
- *   4      2     format version (1)
+ *   4      2     format version (2 written; 1 and 2 read)
  *   6      2     record type (RecordType)
  *   8      8     sequence number, u64 - strictly increasing, no gaps; WRAP repeats the next one
  *   16     4     meta length - bytes of msgpack metadata that follow the header
@@ -15,6 +15,12 @@
  *
  * Metadata is a msgpack map with short keys, encoded by one Packr whose options are all written out
  * below, so a changed library default cannot change bytes on disk.
+ *
+ * Version 2 differs from version 1 only in metadata: CREATE, MKDIR, MKNOD, SYMLINK, LINK, UNLINK,
+ * RMDIR, RENAME and FALLOCATE carry `t`, the resulting timestamp (the new entry's atime and mtime,
+ * the changed parent directories' mtime, the fallocated file's mtime), so applying the same records
+ * on two hosts gives the same times. The header is unchanged. A version-1 record is read as it
+ * always was: it simply lacks `t` on those types, and applies without setting those times.
  */
 import assert from 'node:assert'
 import { Packr } from 'msgpackr'
@@ -23,7 +29,10 @@ import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX } from
 import { ReplError } from '../errors'
 
 export const RECORD_MAGIC = 0x4c525352
-export const RECORD_FORMAT_VERSION = 1
+/** The version this build writes. */
+export const RECORD_FORMAT_VERSION = 2
+/** The versions this build reads; any other throws FORMAT_VERSION. */
+export const RECORD_FORMAT_VERSIONS_READ: readonly number[] = [1, 2]
 
 /** One table of record types; numbers are on disk and on the wire: never reuse one. */
 export enum RecordType {
@@ -67,7 +76,7 @@ export interface RecordMeta {
   n?: string       // xattr name
   x?: Uint8Array   // xattr value
   a?: Timespec | null // atime (null: leave as is)
-  t?: Timespec | null // mtime resulting from the operation (null: leave as is)
+  t?: Timespec | null // time resulting from the operation (null: leave as is); see docs/FORMAT.md for each type
   v?: number       // VOID: the sequence number that failed
   e?: number       // VOID: its negative errno
 }
@@ -142,6 +151,8 @@ function checksum (buf: Buffer): number {
 }
 
 export interface HeaderView {
+  /** The record format version in the header (one of RECORD_FORMAT_VERSIONS_READ). */
+  version: number
   type: RecordType
   seq: number
   metaLength: number
@@ -154,14 +165,14 @@ export function readHeader (buf: Buffer): HeaderView | null {
   if (buf.length < RECORD_HEADER_BYTES) return null
   if (buf.readUInt32LE(0) !== RECORD_MAGIC) return null
   const version = buf.readUInt16LE(4)
-  if (version !== RECORD_FORMAT_VERSION) {
-    throw new ReplError('FORMAT_VERSION', `SRL record format version ${version} is not supported (this build reads ${RECORD_FORMAT_VERSION})`)
+  if (!RECORD_FORMAT_VERSIONS_READ.includes(version)) {
+    throw new ReplError('FORMAT_VERSION', `SRL record format version ${version} is not supported (this build reads versions ${RECORD_FORMAT_VERSIONS_READ.join(' and ')}${version > RECORD_FORMAT_VERSION ? '; it was written by a newer replicafs: run that one' : ''})`)
   }
   const metaLength = buf.readUInt32LE(16)
   const dataLength = buf.readUInt32LE(20)
   if (metaLength > RECORD_META_BYTES_MAX || dataLength > FUSE_WRITE_BYTES_MAX) return null
   const seq = Number(buf.readBigUInt64LE(8))
-  return { type: buf.readUInt16LE(6), seq, metaLength, dataLength, totalLength: RECORD_HEADER_BYTES + metaLength + dataLength }
+  return { version, type: buf.readUInt16LE(6), seq, metaLength, dataLength, totalLength: RECORD_HEADER_BYTES + metaLength + dataLength }
 }
 
 /** Verifies the checksum of a whole record buffer (as returned by readHeader's totalLength). */

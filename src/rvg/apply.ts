@@ -9,6 +9,12 @@
  * (EEXIST for a made entry, ENOENT for a removed or moved one) mean "already done".
  * Recovery after a kill -9 replays the last non-WRITE record and the writes after it (see
  * src/srl/index.ts), so a replay never crosses a namespace record that was already applied.
+ *
+ * Times: applying a record never reads a clock. A record's `t` is the time the operation results
+ * in, and every time the operation changes is set from it (record format version 2): a new
+ * entry's atime and mtime, the mtime of each parent directory whose entries changed, a written,
+ * truncated or fallocated file's mtime. So the same records applied on two hosts give the same
+ * mtimes. Version-1 namespace and FALLOCATE records have no `t`: they leave the kernel's times.
  */
 import fs from 'node:fs'
 import { sys } from '../native'
@@ -63,6 +69,26 @@ function setTimes (full: string, a: Timespec | null | undefined, m: Timespec | n
   sys.utimensat(full, a ? a[0] : 0, a ? a[1] : sys.UTIME_OMIT, m ? m[0] : 0, m ? m[1] : sys.UTIME_OMIT, true)
 }
 
+/** The directory whose entries `p` names: '/a/b' -> root + '/a', '/x' -> root itself. */
+function parentOf (root: string, p: string): string {
+  return root + p.slice(0, p.lastIndexOf('/'))
+}
+
+/**
+ * Sets the mtime (only) of the directory holding `p`, as the namespace change made it. On replay a
+ * later record may have removed that directory already: then there is nothing to set.
+ */
+function setParentMtime (root: string, p: string, t: Timespec, replay: boolean): void {
+  try { setTimes(parentOf(root, p), null, t) } catch (err) { if (!replay) throw err; tolerate(err, ['ENOENT']) }
+}
+
+/** A new entry's times (atime = mtime = t, not following a symlink) and its parent's mtime. */
+function setNewEntryTimes (root: string, p: string, t: Timespec | null | undefined, replay: boolean): void {
+  if (!t) return
+  setTimes(root + p, t, t)
+  setParentMtime(root, p, t, replay)
+}
+
 /** Gives a new entry the owner its record carries (the caller's, when the daemon runs as root). */
 function own (full: string, m: { u?: number, g?: number, m?: number }, setidToo = false): void {
   if (m.u === undefined || m.g === undefined) return
@@ -100,28 +126,40 @@ export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay
       const fd = fs.openSync(full, fs.constants.O_CREAT | fs.constants.O_WRONLY | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, m.m!)
       fds.adopt(m.p!, fd)
       own(full, m, true)
+      // After own(): nothing after this may change the times.
+      if (m.t) {
+        sys.futimens(fd, m.t[0], m.t[1], m.t[0], m.t[1])
+        setParentMtime(root, m.p!, m.t, replay)
+      }
       return
     }
     case RecordType.MKDIR:
       try { fs.mkdirSync(full, m.m!) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
       own(full, m)
+      setNewEntryTimes(root, m.p!, m.t, replay)
       return
     case RecordType.MKNOD:
       try { sys.mknod(full, m.m!, m.r ?? 0) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
       own(full, m)
+      setNewEntryTimes(root, m.p!, m.t, replay)
       return
     case RecordType.SYMLINK:
       try { fs.symlinkSync(m.d!, full) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
       own(full, m)
+      setNewEntryTimes(root, m.p!, m.t, replay) // the link's own times: setTimes does not follow it
       return
     case RecordType.LINK:
       try { fs.linkSync(full, root + m.d!) } catch (err) { if (!replay) throw err; tolerate(err, ['EEXIST']) }
+      // The linked inode's mtime is unchanged (only its ctime); the new name's directory changed.
+      if (m.t) setParentMtime(root, m.d!, m.t, replay)
       return
     case RecordType.UNLINK:
       try { fs.unlinkSync(full) } catch (err) { if (!replay) throw err; tolerate(err, ['ENOENT']) }
+      if (m.t) setParentMtime(root, m.p!, m.t, replay)
       return
     case RecordType.RMDIR:
       try { fs.rmdirSync(full) } catch (err) { if (!replay) throw err; tolerate(err, ['ENOENT']) }
+      if (m.t) setParentMtime(root, m.p!, m.t, replay)
       return
     case RecordType.RENAME:
       try {
@@ -130,7 +168,13 @@ export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay
         if (!replay) throw err
         // Already moved: the source is gone and the destination exists.
         tolerate(err, ['ENOENT'])
-        if (!fs.existsSync(root + m.d!)) throw err
+        // lstat, not existsSync: a dangling symlink exists too, and following one would set its atime.
+        if (fs.lstatSync(root + m.d!, { throwIfNoEntry: false }) === undefined) throw err
+      }
+      // Both directories changed (one, if the same); the moved entry keeps its mtime.
+      if (m.t) {
+        setParentMtime(root, m.p!, m.t, replay)
+        if (parentOf(root, m.d!) !== parentOf(root, m.p!)) setParentMtime(root, m.d!, m.t, replay)
       }
       return
     case RecordType.CHMOD:
@@ -152,6 +196,10 @@ export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay
     case RecordType.FALLOCATE: {
       const fd = fds.get(m.p!)
       sys.fallocate(fd, m.f ?? 0, m.o!, m.l!)
+      // Linux (ext4 and tmpfs, measured on 6.18) sets mtime on every successful fallocate, whatever
+      // the mode, KEEP_SIZE and punch-hole included; older kernels may not. So always mtime := t,
+      // which also keeps hosts with different kernels identical. atime unchanged.
+      if (m.t) sys.futimens(fd, 0, sys.UTIME_OMIT, m.t[0], m.t[1])
       return
     }
     case RecordType.VOID:
