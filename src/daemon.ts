@@ -14,7 +14,11 @@ import crypto from 'node:crypto'
 import type net from 'node:net'
 import { Srl } from './srl'
 import { PrimaryRvg } from './rvg/primary'
-import { FuseAdapter } from './fuse/adapter'
+import { SecondaryRvg } from './rvg/secondary'
+import { FuseAdapter, type AdapterRvg } from './fuse/adapter'
+import { RlinkSet, type SynchronousMode } from './rlink/sender'
+import { RlinkReceiver } from './rlink/receiver'
+import { readSecret, type Address } from './rlink/common'
 import { serve } from './control'
 import { sys } from './native'
 import { ReplError } from './errors'
@@ -27,6 +31,21 @@ export interface PrimaryConfig {
   /** false: the bare passthrough baseline, no SRL at all. */
   journal: boolean
   retain: boolean
+  /** RLINKs: HOST:PORT of each Secondary, as given. */
+  secondaries: string[]
+  secretFile: string | null
+  synchronous: SynchronousMode
+  rds: string
+}
+
+export interface SecondaryConfig {
+  data: string
+  mount: string
+  state: string
+  srlBytes: number
+  listen: Address
+  secretFile: string
+  rds: string
 }
 
 export type Logger = (line: string) => void
@@ -150,11 +169,14 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   let rvg: PrimaryRvg | null = null
   let adapter: FuseAdapter | null = null
   let server: net.Server | null = null
+  let rlinks: RlinkSet | null = null
+  const secret = cfg.secondaries.length > 0 ? readSecret(cfg.secretFile!) : null
 
   /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
   const release = async (): Promise<void> => {
     const steps: Array<[string, () => Promise<void> | void]> = [
       ['unmount', async () => { await adapter?.unmount() }],
+      ['RLINKs', () => { rlinks?.close() }],
       ['control socket', async () => {
         // Only ours to remove if we served it: a refused start must not delete a running daemon's socket.
         if (server) {
@@ -166,7 +188,9 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
       ['data directory lock', () => { unlockData?.() }]
     ]
     for (const [what, step] of steps) {
+      const t0 = Date.now()
       try { await step() } catch (err) { log(`stop: ${what}: ${(err as Error).message}`) }
+      if (Date.now() - t0 > 2000) log(`stop: ${what} took ${((Date.now() - t0) / 1000).toFixed(1)} s`)
     }
   }
 
@@ -178,11 +202,15 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     unlockData = lockDataDir(data)
     await prepareMountPoint(mount, log)
 
-    rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log })
+    if (srl !== null && cfg.secondaries.length > 0) {
+      rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log })
+    }
+    rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
     for (const w of srl?.warnings ?? []) log(w)
     const replayed = await rvg.recover()
     if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
+    rlinks?.start()
 
     adapter = new FuseAdapter(rvg, mount)
     await adapter.mount()
@@ -218,12 +246,157 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
             data,
             mount,
             state,
+            rds: cfg.rds,
+            srlId: srl?.srlId ?? null,
+            synchronous: cfg.synchronous,
             srl: srl ? srl.stats(live.appliedSeq) : null,
+            rlinks: rlinks?.status() ?? [],
             fatal: live.fatalError?.message ?? null
           }
+        case 'pause':
+        case 'resume': {
+          if (rlinks === null) throw new ReplError('USAGE', 'this Primary has no RLINK (start it with --secondary HOST:PORT)')
+          const which = typeof req.secondary === 'string' ? req.secondary : undefined
+          return { [req.cmd === 'pause' ? 'paused' : 'resumed']: await rlinks.setPaused(which, req.cmd === 'pause') }
+        }
         case 'sync':
           await live.sync()
           return { synced: srl ? srl.lastSeq : null }
+        case 'stop':
+          setImmediate(() => { stop(0).catch(() => {}) })
+          return { stopping: true }
+        default:
+          throw new ReplError('USAGE', `unknown control command ${req.cmd}`)
+      }
+    })
+  } catch (err) {
+    await stop(1)
+    throw err
+  }
+  return { stopped, stop }
+}
+
+/**
+ * The Secondary daemon: its SRL, its data directory kept by the apply loop, a read-only mount,
+ * the RLINK listener, the control socket.
+ * Start: directories -> SRL (lock) -> data-directory lock -> stale mount -> apply what is logged
+ * -> mount -> listen -> control. Stop: stop listening -> unmount -> finish applying, checkpoint ->
+ * close -> unlock.
+ */
+export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<RunningDaemon> {
+  const data = requireDir(cfg.data, 'data directory')
+  const mount = requireDir(cfg.mount, 'mount point')
+  if (data === mount) throw new ReplError('USAGE', 'the data directory and the mount point must differ')
+  if (mount.startsWith(data + '/') || data.startsWith(mount + '/')) throw new ReplError('USAGE', `the data directory ${data} and the mount point ${mount} must not contain each other`)
+  const secret = readSecret(cfg.secretFile)
+  fs.mkdirSync(cfg.state, { recursive: true, mode: 0o700 })
+  const state = fs.realpathSync(cfg.state)
+  fs.chmodSync(state, 0o700)
+  process.umask(0)
+
+  let srl: Srl | null = null
+  let unlockData: (() => void) | null = null
+  let rvg: SecondaryRvg | null = null
+  let adapter: FuseAdapter | null = null
+  let server: net.Server | null = null
+  let receiver: RlinkReceiver | null = null
+
+  const release = async (): Promise<void> => {
+    const steps: Array<[string, () => Promise<void> | void]> = [
+      ['RLINK listener', async () => { await receiver?.close() }],
+      ['unmount', async () => { await adapter?.unmount() }],
+      ['control socket', async () => {
+        if (server) {
+          await new Promise<void>((resolve) => server!.close(() => resolve()))
+          try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
+        }
+      }],
+      ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
+      ['data directory lock', () => { unlockData?.() }]
+    ]
+    for (const [what, step] of steps) {
+      const t0 = Date.now()
+      try { await step() } catch (err) { log(`stop: ${what}: ${(err as Error).message}`) }
+      if (Date.now() - t0 > 2000) log(`stop: ${what} took ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+    }
+  }
+
+  try {
+    srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'secondary' })
+    if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
+    unlockData = lockDataDir(data)
+    const followed = await srl.store.get('follow')
+    if (followed === undefined && srl.lastSeq === 0 && fs.readdirSync(data).length > 0) {
+      throw new ReplError('DIR_NOT_EMPTY', `data directory ${data} is not empty, and this Secondary has never replicated: start a new Secondary on an empty data directory`)
+    }
+    await prepareMountPoint(mount, log)
+    rvg = new SecondaryRvg(data, srl, { log })
+    for (const w of srl.warnings) log(w)
+    await rvg.recover()
+    if (rvg.appliedSeq > 0) log(`applied everything logged, up to sequence number ${rvg.appliedSeq}`)
+    rvg.start()
+    const view: AdapterRvg = {
+      root: data,
+      barrier: () => Promise.resolve(),
+      write: () => Promise.reject(Object.assign(new Error('read-only Secondary'), { code: 'EROFS' })),
+      mutate: () => Promise.reject(Object.assign(new Error('read-only Secondary'), { code: 'EROFS' })),
+      sync: () => Promise.resolve()
+    }
+    adapter = new FuseAdapter(view as unknown as PrimaryRvg, mount, true)
+    await adapter.mount()
+    receiver = new RlinkReceiver({ listen: cfg.listen, secret, rds: cfg.rds, rvg, store: srl.store, log })
+    await receiver.start()
+    log(`listening for the Primary on ${receiver.address} (RDS ${cfg.rds})`)
+  } catch (err) {
+    await release()
+    throw err
+  }
+
+  let stopping: Promise<void> | null = null
+  let resolveStopped!: (code: number) => void
+  const stopped = new Promise<number>((resolve) => { resolveStopped = resolve })
+  const stop = (code = 0): Promise<void> => {
+    if (!stopping) {
+      stopping = (async () => {
+        log('stopping: closing the RLINK, unmounting, applying and checkpointing the SRL')
+        await release()
+        log('stopped')
+        resolveStopped(code)
+      })()
+    }
+    return stopping
+  }
+  const live = rvg
+  const rx = receiver
+  const liveSrl = srl
+  live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
+
+  try {
+    server = await serve(state, async (req) => {
+      switch (req.cmd) {
+        case 'status':
+          return {
+            role: 'secondary',
+            pid: process.pid,
+            data,
+            mount,
+            state,
+            rds: cfg.rds,
+            listen: rx.address,
+            srl: liveSrl.stats(live.appliedSeq),
+            receivedSeq: live.receivedSeq,
+            appliedSeq: live.appliedSeq,
+            consistent: live.consistent,
+            connected: rx.connected,
+            primary: { address: rx.primaryAddress, srlId: rx.follow?.srlId ?? null },
+            fatal: live.fatalError?.message ?? null
+          }
+        case 'sync':
+          await liveSrl.sync()
+          return { synced: liveSrl.lastSeq }
+        case 'pause':
+        case 'resume':
+          throw new ReplError('USAGE', `${req.cmd} runs on the Primary (VVR's pauserep/resumerep); this daemon is a Secondary`)
         case 'stop':
           setImmediate(() => { stop(0).catch(() => {}) })
           return { stopping: true }

@@ -18,6 +18,10 @@ export type ReplErrorCode =
   | 'SRL_FULL'         // the SRL cannot take a record even after releasing all it may
   | 'FUSE_UNAVAILABLE' // FUSE cannot be loaded or mounted
   | 'APPLY_FAILED'     // a logged record could not be applied to the data directory
+  | 'PROTOCOL'         // a peer sent something the RLINK protocol does not allow
+  | 'REFUSED'          // a peer refused the RLINK (version, RDS name, secret, divergence)
+  | 'SECRET'           // the secret file is missing, unreadable or empty
+  | 'NOT_CONNECTED'    // synchronous=fail and an RLINK is not connected
 
 export class ReplError extends Error {
   readonly code: ReplErrorCode

@@ -56,6 +56,53 @@ export const STOP_TIMEOUT_MS = 30_000
 /** Control-socket request size bound: commands are small JSON objects. */
 export const CONTROL_REQUEST_BYTES_MAX = 64 * 1024
 
+/** Largest RLINK frame body: one batch of updates (several maximal records) plus framing. */
+export const WIRE_FRAME_BYTES_MAX = 8 * 1024 * 1024
+
+/** A batch of updates is cut at this many bytes of records, so acks and pings are never stuck behind a huge frame. */
+export const RLINK_BATCH_BYTES_MAX = 1024 * 1024
+
+/** Updates sent but not yet network-acked, per RLINK: the pipeline depth (VVR's send window). */
+export const RLINK_WINDOW_BYTES = 8 * 1024 * 1024
+export const RLINK_WINDOW_UPDATES = 16384
+
+/** Ping interval on an idle RLINK, and how long without any frame before the link is declared dead. */
+export const RLINK_PING_INTERVAL_MS = 1000
+export const RLINK_DEAD_AFTER_MS = 10_000
+
+/** Handshake deadline: a peer that does not complete it in time is dropped. */
+export const RLINK_HANDSHAKE_TIMEOUT_MS = 10_000
+
+/** Reconnect backoff after a failed or lost RLINK: doubles from MIN up to MAX. */
+export const RLINK_RECONNECT_MIN_MS = 100
+export const RLINK_RECONNECT_MAX_MS = 2000
+
+/** The Secondary applies at most this long per turn before letting FUSE readers in. */
+export const SECONDARY_APPLY_SLICE_MS = 10
+
+/** Longest secret file accepted (it is a shared passphrase, not data). */
+export const SECRET_BYTES_MAX = 4096
+
+/** IBC application names: at most 31 bytes (VVR's NAME_SZ is 32 with the terminating NUL). */
+export const IBC_NAME_BYTES_MAX = 31
+
+/** IBC registrations per RVG (VVR's limit). */
+export const IBC_REGISTRATIONS_MAX = 32
+
+/** Largest IBC message: it travels in one SRL record's metadata. */
+export const IBC_MESSAGE_BYTES_MAX = 64 * 1024
+
+/**
+ * Default deliver timeout, in seconds (VVR's vxibc default): how long a Secondary holds a message
+ * for a registered name before discarding it if nobody receives it. Also how long it holds one
+ * for a name that is not registered at all (then replication goes on without it).
+ */
+export const IBC_DELIVER_TIMEOUT_DEFAULT_S = 600
+
+/** How long `ibc receive` waits by default (0: forever). */
+export const IBC_RECEIVE_TIMEOUT_DEFAULT_S = 0
+
+assert(WIRE_FRAME_BYTES_MAX >= RLINK_BATCH_BYTES_MAX + 2 * (32 + 4096 + 4096 + 64 * 1024 + 512 + 128 * 1024) + 1024)
 assert(SRL_BYTES_MIN >= 16 * RECORD_BYTES_MAX, 'the smallest SRL must hold many maximal records')
 assert(SRL_BYTES_DEFAULT >= SRL_BYTES_MIN && SRL_BYTES_DEFAULT <= SRL_BYTES_MAX)
 assert(SRL_BYTES_MIN % SRL_PREALLOCATE_CHUNK_BYTES === 0)

@@ -8,6 +8,8 @@ import { statusCommand } from './status'
 import { dumpCommand } from './srl-dump'
 import { demoCommand } from './demo'
 import { syncCommand } from './sync'
+import { secondaryCommand } from './secondary'
+import { pauseCommand } from './pause'
 import { ReplError } from '../errors'
 
 const HELP = `usage: replicafs COMMAND [flags]
@@ -15,10 +17,13 @@ const HELP = `usage: replicafs COMMAND [flags]
 Filesystem-level replication in the manner of Veritas Volume Replicator.
 
 commands:
-  primary       run the Primary: a FUSE mount that journals every change into the SRL
+  primary       run the Primary: a FUSE mount that journals every change into the SRL and replicates it
+  secondary     run a Secondary: receive the Primary's updates, apply them in order, mount read-only
+  pause         pause replication to a Secondary (run on the Primary)
+  resume        resume paused replication
   stop          unmount cleanly and end a daemon
   sync          make every change so far durable in the SRL (syncfs on a FUSE mount cannot)
-  status        role, mount and SRL figures of a running daemon
+  status        role, mount, SRL and RLINK figures of a running daemon
   srl-dump      print the records retained in a stopped daemon's SRL
   demo          a local Primary, a workload, a crash and its recovery, step by step
   passthrough   a bare FUSE passthrough with no SRL (the benchmark baseline)
@@ -37,6 +42,9 @@ export async function main (argv: string[]): Promise<number> {
       return command === undefined ? 2 : 0
     case 'primary': return primaryCommand(rest, true)
     case 'passthrough': return primaryCommand(rest, false)
+    case 'secondary': return secondaryCommand(rest)
+    case 'pause': return pauseCommand('pause', rest)
+    case 'resume': return pauseCommand('resume', rest)
     case 'stop': return stopCommand(rest)
     case 'status': return statusCommand(rest)
     case 'srl-dump': return dumpCommand(rest)

@@ -7,9 +7,13 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
 import { parse, required, parseSize, helpText, type FlagSpec } from './args'
-import { runPrimary, type Logger } from '../daemon'
+import { runPrimary, type Logger, type RunningDaemon } from '../daemon'
+import { parseAddress, formatAddress, readSecret } from '../rlink/common'
+import type { SynchronousMode } from '../rlink/sender'
 import { ReplError } from '../errors'
 import { SRL_BYTES_DEFAULT, SRL_BYTES_MIN, SRL_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES, DAEMON_READY_TIMEOUT_MS } from '../limits'
+
+export const RDS_DEFAULT = 'replicafs'
 
 export const PRIMARY_FLAGS: FlagSpec = {
   data: { type: 'string', arg: 'DIR', help: 'the data directory: the replicated tree, written only through the mount' },
@@ -17,6 +21,10 @@ export const PRIMARY_FLAGS: FlagSpec = {
   state: { type: 'string', arg: 'DIR', help: 'the state directory: SRL, LevelDB state, control socket, daemon.log' },
   'srl-size': { type: 'string', arg: 'BYTES', help: `SRL capacity, set when the state is created (default ${SRL_BYTES_DEFAULT / 1024 / 1024}M; K/M/G suffixes)` },
   retain: { type: 'boolean', help: 'keep every record in the SRL, never release (testing, debugging; a full SRL then fails writes with ENOSPC)' },
+  secondary: { type: 'string', multiple: true, arg: 'HOST:PORT', help: 'replicate to the Secondary listening there (repeat for several; one RLINK each)' },
+  'secret-file': { type: 'string', arg: 'FILE', help: 'the secret shared with the Secondaries (required with --secondary; never sent)' },
+  synchronous: { type: 'string', arg: 'MODE', help: 'off (default): a write completes once in the SRL; override: also waits for the network ack of every connected Secondary; fail: as override, and fails writes with EIO while an RLINK is down' },
+  rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready' },
   help: { type: 'boolean', help: 'show this help' }
 }
@@ -29,8 +37,8 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon]',
-  'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it. Stop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
+export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--rds NAME]',
+  'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
 export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mount DIR --state DIR [--daemon]',
@@ -43,6 +51,24 @@ function makeLogger (): Logger {
   }
 }
 
+/** Parses --srl-size (shared by primary and secondary). */
+export function srlSizeOf (command: string, values: Record<string, unknown>): number {
+  let srlBytes = SRL_BYTES_DEFAULT
+  if (typeof values['srl-size'] === 'string') {
+    srlBytes = parseSize(command, 'srl-size', values['srl-size'])
+    if (srlBytes < SRL_BYTES_MIN || srlBytes > SRL_BYTES_MAX) throw new ReplError('USAGE', `replicafs ${command}: --srl-size must be between ${SRL_BYTES_MIN / 1024 / 1024}M and ${SRL_BYTES_MAX / 1024 ** 3}G`)
+    srlBytes = Math.ceil(srlBytes / SRL_PREALLOCATE_CHUNK_BYTES) * SRL_PREALLOCATE_CHUNK_BYTES
+  }
+  return srlBytes
+}
+
+/** Checks an RDS name: it goes into logs and the handshake. */
+export function rdsOf (command: string, values: Record<string, unknown>): string {
+  const rds = typeof values.rds === 'string' ? values.rds : RDS_DEFAULT
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(rds)) throw new ReplError('USAGE', `replicafs ${command}: --rds ${rds} must be 1-64 letters, digits, '.', '_' or '-'`)
+  return rds
+}
+
 export async function primaryCommand (argv: string[], journal: boolean): Promise<number> {
   const command = journal ? 'primary' : 'passthrough'
   const flags = journal ? PRIMARY_FLAGS : PASSTHROUGH_FLAGS
@@ -51,25 +77,35 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   const data = required(command, values, 'data')
   const mount = required(command, values, 'mount')
   const state = required(command, values, 'state')
-  let srlBytes = SRL_BYTES_DEFAULT
-  if (typeof values['srl-size'] === 'string') {
-    srlBytes = parseSize(command, 'srl-size', values['srl-size'])
-    if (srlBytes < SRL_BYTES_MIN || srlBytes > SRL_BYTES_MAX) throw new ReplError('USAGE', `replicafs ${command}: --srl-size must be between ${SRL_BYTES_MIN / 1024 / 1024}M and ${SRL_BYTES_MAX / 1024 ** 3}G`)
-    srlBytes = Math.ceil(srlBytes / SRL_PREALLOCATE_CHUNK_BYTES) * SRL_PREALLOCATE_CHUNK_BYTES
-  }
+  const srlBytes = srlSizeOf(command, values)
+  const secondaries = ((values.secondary as string[] | undefined) ?? []).map((a) => formatAddress(parseAddress(a, 'secondary')))
+  if (new Set(secondaries).size !== secondaries.length) throw new ReplError('USAGE', `replicafs ${command}: the same --secondary is given twice`)
+  const secretFile = typeof values['secret-file'] === 'string' ? values['secret-file'] : null
+  if (secondaries.length > 0 && secretFile === null) throw new ReplError('USAGE', `replicafs ${command}: --secondary needs --secret-file (the secret shared with the Secondary)`)
+  if (secretFile !== null) readSecret(secretFile) // a missing or empty file is reported now, not by the daemon
+  const synchronous = (values.synchronous ?? 'off') as SynchronousMode
+  if (!['off', 'override', 'fail'].includes(synchronous)) throw new ReplError('USAGE', `replicafs ${command}: --synchronous must be off, override or fail (not ${String(values.synchronous)})`)
+  if (synchronous !== 'off' && secondaries.length === 0) throw new ReplError('USAGE', `replicafs ${command}: --synchronous ${synchronous} needs at least one --secondary`)
+  const rds = rdsOf(command, values)
 
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
+  return runForeground(command, state, (log) => runPrimary({
+    data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, rds
+  }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)}`)
+}
 
+/** Runs a daemon in this process until it stops; reports ready to a detaching parent. */
+export async function runForeground (command: string, state: string, start: (log: Logger) => Promise<RunningDaemon>, what: string): Promise<number> {
   const notify = typeof process.send === 'function' && process.env.REPLICAFS_DAEMON_CHILD === '1'
   const log = makeLogger()
-  let daemon
+  let daemon: RunningDaemon
   try {
-    daemon = await runPrimary({ data, mount, state, srlBytes, journal, retain: values.retain === true }, log)
+    daemon = await start(log)
   } catch (err) {
     if (notify) { process.send!({ error: (err as Error).message }); process.disconnect?.() }
     throw err
   }
-  log(`${command} ready: ${path.resolve(data)} mounted at ${path.resolve(mount)}`)
+  log(`${command} ready: ${what}`)
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { daemon.stop(0).catch(() => {}) })
   process.on('SIGHUP', () => {})
   fs.writeFileSync(path.join(state, 'daemon.pid'), `${process.pid}\n`)
@@ -80,7 +116,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
 }
 
 /** Starts the daemon detached, with its output in STATE/daemon.log, and waits for ready. */
-async function detach (command: string, argv: string[], state: string): Promise<number> {
+export async function detach (command: string, argv: string[], state: string): Promise<number> {
   fs.mkdirSync(state, { recursive: true, mode: 0o700 })
   const logFile = path.join(state, 'daemon.log')
   const out = fs.openSync(logFile, 'a')

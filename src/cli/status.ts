@@ -11,6 +11,9 @@ export const STATUS_HELP = helpText('replicafs status --state DIR [--json]', 'Sh
 
 interface Status {
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
+  rds?: string, synchronous?: string, listen?: string
+  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null }>
+  receivedSeq?: number, appliedSeq?: number, consistent?: boolean, connected?: boolean, primary?: { address: string | null, srlId: string | null }
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
 }
 
@@ -30,6 +33,20 @@ export async function statusCommand (argv: string[]): Promise<number> {
       `SRL records:   ${s.srl.records} (${s.srl.bytes} bytes, ${pct}% of ${s.srl.capacityBytes})`,
       `SRL sequence:  oldest ${s.srl.oldestSeq ?? '-'}, newest ${s.srl.newestSeq ?? '-'}`,
       `applied:       ${s.srl.appliedSeq}`)
+  }
+  if (s.role === 'primary' && s.rlinks !== undefined) {
+    lines.push(`RDS:           ${s.rds ?? ''}, synchronous=${s.synchronous ?? 'off'}`)
+    if (s.rlinks.length === 0) lines.push('RLINKs:        none (no --secondary)')
+    for (const l of s.rlinks) {
+      lines.push(`RLINK ${l.secondary}: ${l.state}; sent ${l.sentSeq}, network-acked ${l.networkAckedSeq}, data-acked ${l.dataAckedSeq}; ` +
+        `lag ${l.lagUpdates} updates, ${l.lagBytes} bytes, ${l.lagSeconds.toFixed(1)} s${l.lastError ? `; last error: ${l.lastError}` : ''}`)
+    }
+  }
+  if (s.role === 'secondary') {
+    lines.push(
+      `RDS:           ${s.rds ?? ''}, listening on ${s.listen ?? '?'}`,
+      `primary:       ${s.connected ? `connected from ${s.primary?.address ?? '?'}` : 'not connected'}; follows SRL ${s.primary?.srlId ?? '(none yet)'}`,
+      `received:      ${s.receivedSeq ?? 0}, applied ${s.appliedSeq ?? 0}, ${s.consistent ? 'consistent' : 'NOT consistent'}`)
   }
   if (s.fatal) lines.push(`FATAL:         ${s.fatal}`)
   process.stdout.write(lines.join('\n') + '\n')

@@ -22,7 +22,10 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
   const file = socketPath(stateDir)
   // We hold the state directory's lock, so a socket file here is a dead daemon's leftover.
   try { fs.unlinkSync(file) } catch {}
+  const conns = new Set<net.Socket>()
   const server = net.createServer((sock) => {
+    conns.add(sock)
+    sock.on('close', () => conns.delete(sock))
     let buf = ''
     let handled = false
     sock.setEncoding('utf8')
@@ -46,6 +49,14 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
     server.listen(file, () => { server.off('error', reject); resolve() })
   })
   fs.chmodSync(file, 0o600)
+  // close() also drops connections still open (a client that never read its answer, or one
+  // blocked before it could close its end), so a stopping daemon never waits on a client.
+  const close = server.close.bind(server)
+  server.close = ((cb?: (err?: Error) => void) => {
+    const r = close(cb)
+    for (const c of conns) c.destroy()
+    return r
+  }) as typeof server.close
   return server
 }
 
@@ -66,6 +77,7 @@ export function request (stateDir: string, req: { cmd: string, [k: string]: unkn
     })
     sock.on('end', () => {
       clearTimeout(timer)
+      sock.destroy()
       let res: { ok: boolean, result?: unknown, error?: string, code?: string }
       try { res = JSON.parse(buf) } catch { reject(new ReplError('NOT_RUNNING', `the replicafs daemon for ${stateDir} closed the connection`)); return }
       if (res.ok) resolve(res.result)

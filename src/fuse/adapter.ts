@@ -17,7 +17,10 @@
 import fs from 'node:fs'
 import { constants as osc } from 'node:os'
 import { loadFuse, unmountFuse, sys, callerContext, UTIME_NOW_US, UTIME_OMIT_US, type FuseInstance, type FuseStat } from '../native'
-import { PrimaryRvg } from '../rvg/primary'
+import type { PrimaryRvg } from '../rvg/primary'
+
+/** What the adapter needs from an RVG: the Primary's, or the Secondary's read-only view. */
+export type AdapterRvg = Pick<PrimaryRvg, 'root' | 'barrier' | 'write' | 'mutate' | 'sync'>
 import { RecordType, nowTimespec, type Timespec } from '../format/record'
 import { errnoFor, ReplError } from '../errors'
 
@@ -25,6 +28,12 @@ const E = osc.errno
 
 /** Constant mount options (see the header comment on why nothing user-supplied goes here). */
 const EXTRA_MOUNT_OPTIONS = 'big_writes,use_ino'
+/**
+ * The Secondary's mount changes under its readers (the apply loop), so the kernel must cache
+ * nothing: direct_io (no page cache, even for files kept open), zero attribute, entry and negative
+ * timeouts (every stat and lookup asks us), and `ro` so the kernel itself refuses writes.
+ */
+const READ_ONLY_MOUNT_OPTIONS = 'use_ino,ro,direct_io,attr_timeout=0,entry_timeout=0,negative_timeout=0'
 
 function statOf (st: fs.BigIntStats): FuseStat {
   return {
@@ -74,7 +83,7 @@ export class FuseAdapter {
   private nextHandle = 1
 
   /** `readOnly` serves the Secondary's mount (issue 3): every change answers EROFS. */
-  constructor (private readonly rvg: PrimaryRvg, private readonly mnt: string, private readonly readOnly = false) {}
+  constructor (private readonly rvg: AdapterRvg, private readonly mnt: string, private readonly readOnly = false) {}
 
   private full (p: string): string { return this.rvg.root + p }
 
@@ -116,13 +125,21 @@ export class FuseAdapter {
       releasedir: (_p: string, _fd: number, cb: Cb) => cb(0),
       create: (p: string, mode: number, cb: Cb) => {
         if (this.readOnly) { cb(-E.EROFS); return }
-        rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p) })
+        rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p), t: nowTimespec() })
           .then(() => this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)))
           .then((h) => cb(0, h), (err) => cb(errnoFor(err)))
       },
       read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const h = this.handles.get(fd)
         if (!h) { cb(-E.EBADF); return }
+        if (this.readOnly) {
+          // On the Secondary, read on the event loop, as the apply loop writes: a read sees the
+          // file between two records, never inside one (write-order fidelity for readers).
+          let n: number
+          try { n = fs.readSync(h.fd, buf, 0, len, pos) } catch (err) { cb(errnoFor(err)); return }
+          cb(n)
+          return
+        }
         rvg.barrier().then(() => fs.read(h.fd, buf, 0, len, pos, (err, n) => cb(err ? errnoFor(err) : n)), (err) => cb(errnoFor(err)))
       },
       write: (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
@@ -146,24 +163,24 @@ export class FuseAdapter {
         const st = uid === 0xffffffff || gid === 0xffffffff ? fs.lstatSync(this.full(p)) : null
         await rvg.mutate(RecordType.CHOWN, { p, u: uid === 0xffffffff ? st!.uid : uid, g: gid === 0xffffffff ? st!.gid : gid })
       }),
-      mknod: (p: string, mode: number, dev: number, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.MKNOD, { p, m: mode, r: dev, ...o })) },
-      mkdir: (p: string, mode: number, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.MKDIR, { p, m: mode & 0o7777, ...o })) },
+      mknod: (p: string, mode: number, dev: number, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.MKNOD, { p, m: mode, r: dev, ...o, t: nowTimespec() })) },
+      mkdir: (p: string, mode: number, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.MKDIR, { p, m: mode & 0o7777, ...o, t: nowTimespec() })) },
       rmdir: (p: string, cb: Cb) => this.change(cb, async () => {
         await rvg.barrier()
         if (fs.readdirSync(this.full(p)).length > 0) throw Object.assign(new Error('directory not empty'), { code: 'ENOTEMPTY' })
-        await rvg.mutate(RecordType.RMDIR, { p })
+        await rvg.mutate(RecordType.RMDIR, { p, t: nowTimespec() })
       }),
-      unlink: (p: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.UNLINK, { p })),
+      unlink: (p: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.UNLINK, { p, t: nowTimespec() })),
       rename: (src: string, dest: string, cb: Cb) => this.change(cb, async () => {
         await rvg.barrier()
         // Errors the kernel cannot know about, found before anything is logged.
         let dst: fs.Stats | null = null
         try { dst = fs.lstatSync(this.full(dest)) } catch { dst = null }
         if (dst?.isDirectory() && fs.readdirSync(this.full(dest)).length > 0) throw Object.assign(new Error('directory not empty'), { code: 'ENOTEMPTY' })
-        await rvg.mutate(RecordType.RENAME, { p: src, d: dest })
+        await rvg.mutate(RecordType.RENAME, { p: src, d: dest, t: nowTimespec() })
       }),
-      link: (src: string, dest: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.LINK, { p: src, d: dest })),
-      symlink: (target: string, p: string, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.SYMLINK, { p, d: target, ...o })) },
+      link: (src: string, dest: string, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.LINK, { p: src, d: dest, t: nowTimespec() })),
+      symlink: (target: string, p: string, cb: Cb) => { const o = newOwner(this.rvg.root, p); this.change(cb, () => rvg.mutate(RecordType.SYMLINK, { p, d: target, ...o, t: nowTimespec() })) },
       setxattr: (p: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb) => this.change(cb, async () => {
         await rvg.barrier()
         // XATTR_CREATE / XATTR_REPLACE are checked here so the record itself always succeeds.
@@ -174,7 +191,7 @@ export class FuseAdapter {
         await rvg.mutate(RecordType.SETXATTR, { p, n: name, x: Buffer.from(value), f: 0 })
       }),
       fallocate: (p: string, mode: number, offset: number, length: number, _fd: number, cb: Cb) =>
-        this.change(cb, () => rvg.mutate(RecordType.FALLOCATE, { p, f: mode, o: offset, l: length })),
+        this.change(cb, () => rvg.mutate(RecordType.FALLOCATE, { p, f: mode, o: offset, l: length, t: nowTimespec() })),
       getxattr: (p: string, name: string, _position: number, cb: Cb) => this.read(cb, () => [sys.lgetxattr(this.full(p), name)]),
       listxattr: (p: string, cb: Cb) => this.read(cb, () => [sys.llistxattr(this.full(p))]),
       removexattr: (p: string, name: string, cb: Cb) => this.change(cb, async () => {
@@ -188,10 +205,11 @@ export class FuseAdapter {
   /** Mounts; resolves once the kernel has the filesystem. */
   async mount (): Promise<void> {
     const Fuse = loadFuse()
+    const extra = this.readOnly ? READ_ONLY_MOUNT_OPTIONS : EXTRA_MOUNT_OPTIONS
     class ReplicafsFuse extends (Fuse as unknown as new (...args: unknown[]) => { _fuseOptions(): string }) {
       override _fuseOptions (): string {
         const base = super._fuseOptions()
-        return base === '' ? '-o' + EXTRA_MOUNT_OPTIONS : base + ',' + EXTRA_MOUNT_OPTIONS
+        return base === '' ? '-o' + extra : base + ',' + extra
       }
     }
     const fuse = new ReplicafsFuse(this.mnt, this.ops(), {

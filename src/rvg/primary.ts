@@ -38,10 +38,29 @@ import type { Position } from '../srl/state'
 /** A write appended to the SRL whose data-directory write is in flight. */
 interface InflightWrite { seq: number, end: number, done: boolean }
 
+/** What the RVG needs from its RLINKs (src/rlink/sender.ts RlinkSet). */
+export interface Replication {
+  /** Before an append: throws to refuse the update (synchronous=fail with a link down). */
+  admit(): void
+  /** Synchronously after every append. */
+  appended(seq: number): void
+  /** After applying `seq`: resolves when the synchronous mode is satisfied (null: nothing to wait for). */
+  acked(seq: number): Promise<void> | null
+  /** The oldest position a Secondary still needs; records after it stay in the SRL. */
+  retainFrom(): Position | null
+  /** Persists what retainFrom depends on, before a release. */
+  persist(): Promise<void>
+  /** Whether waiting for acks can free SRL space, and a promise of the next ack. */
+  readonly canProgress: boolean
+  progress(): Promise<void>
+  describeLag(): string
+}
+
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
   retain?: boolean
   log?: (line: string) => void
+  replication?: Replication
 }
 
 export class PrimaryRvg {
@@ -134,16 +153,20 @@ export class PrimaryRvg {
     const meta: RecordMeta = { p, o: offset, t }
     // The append and the in-flight entry happen in one synchronous step, so no other record can
     // be appended between them (recovery relies on every WRITE being tracked from its append on).
+    const repl = this.opts.replication
+    repl?.admit()
     if (this.inflight.length === 0) this.fds.trim()
     let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     while (appended === null) {
       await this.makeRoom()
+      repl?.admit()
       if (this.inflight.length === 0) this.fds.trim()
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
     const { seq, end } = appended
     const item: InflightWrite = { seq, end, done: false }
     this.inflight.push(item)
+    repl?.appended(seq)
     this.afterAppend()
     try {
       const fd = this.fds.get(p)
@@ -159,6 +182,8 @@ export class PrimaryRvg {
       this.applied = { seq: head.seq, offset: head.end }
     }
     if (this.inflight.length === 0) this.wake(this.drainWaiters)
+    const waiting = repl?.acked(seq)
+    if (waiting) await waiting
     return buf.length
   }
 
@@ -185,18 +210,24 @@ export class PrimaryRvg {
       await this.makeRoom()
     }
     if (this.fatal) throw this.fatal
-    // From here to the end nothing awaits, so no other record can slip in between.
+    const repl = this.opts.replication
+    repl?.admit()
+    // From here to the apply nothing awaits, so no other record can slip in between.
     this.fds.trim()
     const rec = srl.append(type, meta)
+    repl?.appended(rec.seq)
     this.afterAppend()
     try {
       applyRecordSync(this.root, { type, seq: rec.seq, meta, data: EMPTY }, this.fds, false)
       this.applied = { seq: rec.seq, offset: rec.end }
     } catch (err) {
       const v = srl.append(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
+      repl?.appended(v.seq)
       this.applied = { seq: v.seq, offset: v.end }
       throw err
     }
+    const waiting = repl?.acked(rec.seq)
+    if (waiting) await waiting
   }
 
   /**
@@ -224,15 +255,27 @@ export class PrimaryRvg {
     const before = srl.tailSeq
     await this.barrier()
     await this.checkpoint()
-    if (srl.tailSeq === before && this.inflight.length === 0 && this.applied.seq === srl.tailSeq) {
+    if (srl.tailSeq !== before || this.inflight.length > 0) return
+    const repl = this.opts.replication
+    if (this.applied.seq === srl.tailSeq) {
       throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes) and nothing more can be released`)
+    }
+    if (repl !== undefined) {
+      // The Secondaries hold the tail. A connected one that is behind frees space as it acks
+      // (writers wait: flow control); with none, writes fail (VVR's srlprot=fail).
+      if (repl.canProgress) { await repl.progress(); return }
+      throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes): ${repl.describeLag()}`)
     }
   }
 
   /** Starts a checkpoint in the background once the ring is past CHECKPOINT_FILL_PERCENT. */
   private afterAppend (): void {
     const srl = this.srl!
-    if (!this.opts.retain && srl.usedBytes * 100 > srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
+    if (this.opts.retain || srl.usedBytes * 100 <= srl.capacityBytes * CHECKPOINT_FILL_PERCENT || this.checkpointing) return
+    // Only when a good part of the ring can be released: Secondaries behind may hold the tail.
+    const bound = this.opts.replication?.retainFrom() ?? null
+    const releasable = Math.min(this.applied.offset, bound?.offset ?? Infinity) - srl.tailPosition.offset
+    if (releasable * 8 >= srl.capacityBytes) this.checkpoint().catch((err) => this.fail(err))
   }
 
   private wake (waiters: Array<() => void>): void {
@@ -248,11 +291,20 @@ export class PrimaryRvg {
     if (!this.srl) return Promise.resolve()
     if (this.checkpointing) return this.checkpointing
     this.checkpointing = (async () => {
-      const pos = { ...this.applied }
-      if (pos.seq === this.durableSeq) return // idle: nothing applied since the last checkpoint
-      await syncfs(this.root)
-      this.durableSeq = pos.seq
-      if (!this.opts.retain) await this.srl!.release(pos)
+      const srl = this.srl!
+      const applied = { ...this.applied }
+      if (applied.seq !== this.durableSeq) {
+        await syncfs(this.root)
+        this.durableSeq = applied.seq
+      }
+      if (this.opts.retain) return
+      // Release what is applied and synced here and data-acked by every Secondary.
+      const repl = this.opts.replication
+      const bound = repl?.retainFrom() ?? null
+      const pos = bound !== null && bound.seq < applied.seq ? bound : applied
+      if (pos.seq <= srl.tailSeq) return // idle
+      await repl?.persist()
+      await srl.release(pos)
     })().finally(() => { this.checkpointing = null })
     return this.checkpointing
   }

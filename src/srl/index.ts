@@ -18,8 +18,9 @@ import assert from 'node:assert'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Ring, type ScannedRecord } from './ring'
-import { LogStore, STATE_FORMAT_VERSION, type FormatState, type Position } from './state'
-import { encodeRecordHead, RecordType, type RecordMeta } from '../format/record'
+import crypto from 'node:crypto'
+import { LogStore, STATE_FORMAT_VERSION, STATE_FORMAT_VERSIONS_READ, type FormatState, type Position } from './state'
+import { encodeRecordHead, readHeader, RecordType, type RecordMeta } from '../format/record'
 import { ReplError } from '../errors'
 import { RECORD_BYTES_MAX } from '../limits'
 
@@ -50,6 +51,8 @@ export class Srl {
   warnings: string[] = []
   private bootRecorded = false
   private syncAgain: Promise<void> | null = null
+  /** Where the newest record starts (as passed to readAt: a WRAP may come first), or -1. */
+  private lastStart = -1
 
   private constructor (
     readonly dir: string,
@@ -84,13 +87,18 @@ export class Srl {
       let format = await store.get<FormatState>('format')
       if (format === undefined) {
         if (opts.role === 'any') throw new ReplError('DIR_MISSING', `no SRL in ${dir}`)
-        format = { version: STATE_FORMAT_VERSION, ringBytes: opts.ringBytes, role: opts.role, createdAt: new Date().toISOString() }
+        format = { version: STATE_FORMAT_VERSION, ringBytes: opts.ringBytes, role: opts.role, createdAt: new Date().toISOString(), srlId: crypto.randomUUID() }
         Ring.open(path.join(dir, 'ring'), format.ringBytes).close()
         await store.put('durable', { seq: 0, offset: 0 }, true)
         await store.put('format', format, true)
       }
-      if (format.version !== STATE_FORMAT_VERSION) {
-        throw new ReplError('FORMAT_VERSION', `SRL state in ${dir} has format version ${format.version}; this build reads ${STATE_FORMAT_VERSION}`)
+      if (!STATE_FORMAT_VERSIONS_READ.includes(format.version)) {
+        throw new ReplError('FORMAT_VERSION', `SRL state in ${dir} has format version ${format.version}; this build reads ${STATE_FORMAT_VERSIONS_READ.join(' and ')}`)
+      }
+      if (format.version < STATE_FORMAT_VERSION && opts.role !== 'any') {
+        // 1 -> 2: an SRL identity, so Secondaries can tell one Primary's log from another's.
+        format = { ...format, version: STATE_FORMAT_VERSION, srlId: format.srlId ?? crypto.randomUUID() }
+        await store.put('format', format, true)
       }
       if (opts.role !== 'any' && format.role !== opts.role) {
         throw new ReplError('USAGE', `state directory ${path.dirname(dir)} belongs to a ${format.role}, not a ${opts.role}`)
@@ -104,6 +112,7 @@ export class Srl {
       // Scan from the tail (everything retained) to the end of the log, keeping only where the
       // last non-WRITE record is: the records themselves may add up to the ring's size.
       let lastBarrier: Position | null = null // the position before the last non-WRITE record
+      let lastStart = -1
       let off = durable.offset
       let seq = durable.seq + 1
       for (;;) {
@@ -111,6 +120,7 @@ export class Srl {
         if (r === null) break
         assert(r.record.seq === seq)
         if (r.record.type !== RecordType.WRITE) lastBarrier = { seq: seq - 1, offset: off }
+        lastStart = off
         off = r.end
         seq++
       }
@@ -119,9 +129,11 @@ export class Srl {
       // the same boot (a kill -9: the page cache kept everything) the records before the last
       // non-WRITE record are applied: replay that record (idempotent on its own) and the writes
       // after it (an idempotent run). After a reboot only the durable position is known applied.
-      const checkpoint: Position = sameBoot && lastBarrier !== null ? lastBarrier : durable
+      // (A Secondary appends records while it applies older ones, so the rule does not hold there:
+      // it keeps its own apply cursor, src/rvg/secondary.ts, and gets no pending list.)
+      const checkpoint: Position = sameBoot && lastBarrier !== null && format.role === 'primary' ? lastBarrier : durable
       const pending: ScannedRecord[] = []
-      for (let o = checkpoint.offset, s = checkpoint.seq + 1; s < seq; s++) {
+      for (let o = checkpoint.offset, s = checkpoint.seq + 1; s < seq && format.role === 'primary'; s++) {
         const r = ring.readAt(o, s)
         assert(r !== null)
         pending.push(r)
@@ -142,6 +154,7 @@ export class Srl {
       }
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
       srl.bootRecorded = sameBoot && lastBoot !== undefined
+      srl.lastStart = lastStart
       srl.warnings = warnings
       return srl
     } catch (err) {
@@ -156,6 +169,10 @@ export class Srl {
   get lastSeq (): number { return this.nextSeq - 1 }
   /** The last released record: everything up to it is durable elsewhere. */
   get tailSeq (): number { return this.tail.seq }
+  get tailPosition (): Position { return { ...this.tail } }
+  /** Where the next record goes. */
+  get headOffset (): number { return this.head }
+  get srlId (): string { return this.format.srlId ?? '' }
 
   /** Whether a record of `length` bytes fits without overwriting retained records. */
   fits (length: number): boolean {
@@ -181,9 +198,67 @@ export class Srl {
     assert(length <= RECORD_BYTES_MAX)
     if (!this.fits(length)) return null
     const { end } = this.ring.write(this.head, seq, head, data)
+    this.lastStart = this.head
     this.head = end
     this.nextSeq = seq + 1
     return { seq, end }
+  }
+
+  /**
+   * Appends a record received from the Primary, as its exact bytes (a Secondary's SRL holds the
+   * Primary's records unchanged, sequence numbers included). The caller has verified the checksum.
+   * Returns null if it does not fit (the caller applies and releases, then retries).
+   */
+  tryAppendRaw (buf: Buffer): { seq: number, end: number } | null {
+    const h = readHeader(buf)
+    assert(h !== null && h.totalLength === buf.length)
+    assert(h.seq === this.nextSeq, `record ${h.seq} appended where ${this.nextSeq} belongs`)
+    if (!this.fits(buf.length)) return null
+    const { end } = this.ring.write(this.head, h.seq, buf)
+    this.lastStart = this.head
+    this.head = end
+    this.nextSeq = h.seq + 1
+    return { seq: h.seq, end }
+  }
+
+  /**
+   * Reads the record `seq` at `offset` as its raw bytes (checksum verified), or null past the end
+   * of the log. For RLINK senders; `end` is where the next record starts.
+   */
+  readRaw (offset: number, seq: number): { buf: Buffer, type: RecordType, end: number } | null {
+    if (seq > this.lastSeq) return null
+    const r = this.ring.readRawAt(offset, seq)
+    if (r === null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} is missing or damaged at offset ${offset}`)
+    return r
+  }
+
+  /**
+   * The offset where record `seq` starts (`seq` may be lastSeq + 1: the head), walking headers
+   * forward from `from` (a known position at or before it; default the tail).
+   */
+  positionOf (seq: number, from: Position = this.tail): number {
+    assert(seq > this.tail.seq && seq <= this.nextSeq && from.seq < seq)
+    let off = from.offset
+    for (let s = from.seq + 1; s < seq; s++) {
+      const end = this.ring.endOf(off, s)
+      if (end === null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${s} is missing or damaged at offset ${off}`)
+      off = end
+    }
+    return off
+  }
+
+  /** The newest retained record's sequence number and checksum, or null when none is retained. */
+  lastRecord (): { seq: number, crc: number } | null {
+    if (this.lastSeq <= this.tail.seq || this.lastStart < 0) return null
+    const crc = this.crcOf(this.lastSeq, this.lastStart)
+    return crc === null ? null : { seq: this.lastSeq, crc }
+  }
+
+  /** Checksum of record `seq` (from its header), to compare logs across hosts; null if not retained. */
+  crcOf (seq: number, offset: number): number | null {
+    if (seq <= this.tail.seq || seq > this.lastSeq) return null
+    const r = this.ring.readRawAt(offset, seq)
+    return r === null ? null : r.buf.readUInt32LE(24)
   }
 
   /** Whether records were appended since the last completed sync. */
@@ -226,6 +301,7 @@ export class Srl {
   async release (pos: Position): Promise<void> {
     assert(pos.seq <= this.lastSeq && pos.offset <= this.head)
     if (pos.seq <= this.tail.seq) return
+    assert(pos.offset >= this.tail.offset)
     await this.store.put('durable', { seq: pos.seq, offset: pos.offset }, true)
     this.tail = { seq: pos.seq, offset: pos.offset }
   }

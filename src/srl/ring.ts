@@ -133,6 +133,41 @@ export class Ring {
     return null
   }
 
+  /**
+   * Like readAt, but returns the record's bytes undecoded (for RLINK senders), skipping a WRAP.
+   * Null if there is no intact record `seq` at `offset`.
+   */
+  readRawAt (offset: number, seq: number): { buf: Buffer, type: RecordType, end: number } | null {
+    let off = offset
+    for (let hops = 0; hops < 2; hops++) {
+      const left = this.size - (off % this.size)
+      if (left < RECORD_HEADER_BYTES) { off += left; continue }
+      const head = this.read(off, RECORD_HEADER_BYTES)
+      const h = readHeader(head)
+      if (h === null || h.seq !== seq) return null
+      if (h.type === RecordType.WRAP) { off += left; continue }
+      if ((off % this.size) + h.totalLength > this.size) return null
+      const buf = this.read(off, h.totalLength)
+      if (buf.length !== h.totalLength || !checksumOk(buf)) return null
+      return { buf, type: h.type, end: off + alignUp(h.totalLength) }
+    }
+    return null
+  }
+
+  /** Where the record `seq` at `offset` ends, from its header alone (no checksum), or null. */
+  endOf (offset: number, seq: number): number | null {
+    let off = offset
+    for (let hops = 0; hops < 2; hops++) {
+      const left = this.size - (off % this.size)
+      if (left < RECORD_HEADER_BYTES) { off += left; continue }
+      const h = readHeader(this.read(off, RECORD_HEADER_BYTES))
+      if (h === null || h.seq !== seq) return null
+      if (h.type === RecordType.WRAP) { off += left; continue }
+      return off + alignUp(h.totalLength)
+    }
+    return null
+  }
+
   /** Zero-fills linear range [from, to) (wrapping) and syncs it: erases records the log dropped. */
   erase (from: number, to: number): void {
     assert(to >= from && to - from <= this.size)

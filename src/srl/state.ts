@@ -9,6 +9,9 @@
  *   boot        "<boot id>"             the kernel boot id of the last completed recovery (tells a
  *                                        kill -9 from a reboot at the next open)
  *   durable     {seq, offset}           last record whose effect the data directory has synced; the ring's tail
+ *   rlink/<HOST:PORT>  {seq, offset, paused}   Primary: what that Secondary has data-acked (records after
+ *                                        it are retained for it), and whether replication to it is paused
+ *   follow      {srlId, rds}            Secondary: the Primary SRL it follows (set by its first Primary)
  *
  * Every key is written with sync:true. None is written on the write path: where replay starts after
  * a kill -9 follows from the log itself (src/srl/index.ts).
@@ -16,10 +19,19 @@
 import { ClassicLevel } from 'classic-level'
 import { ReplError } from '../errors'
 
-export interface FormatState { version: number, ringBytes: number, role: 'primary' | 'secondary', createdAt: string }
+export interface FormatState {
+  version: number
+  ringBytes: number
+  role: 'primary' | 'secondary'
+  createdAt: string
+  /** Random identity of this SRL (state version 2). A Secondary follows exactly one Primary SRL. */
+  srlId?: string
+}
 export interface Position { seq: number, offset: number }
 
-export const STATE_FORMAT_VERSION = 1
+export const STATE_FORMAT_VERSION = 2
+/** Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId). */
+export const STATE_FORMAT_VERSIONS_READ = [1, 2]
 
 export class LogStore {
   private constructor (private readonly db: ClassicLevel<string, unknown>) {}
@@ -44,6 +56,17 @@ export class LogStore {
 
   async put (key: string, value: unknown, sync: boolean): Promise<void> {
     await this.db.put(key, value, { sync })
+  }
+
+  async del (key: string, sync: boolean): Promise<void> {
+    await this.db.del(key, { sync })
+  }
+
+  /** Every key with this prefix and its value. */
+  async entries<T> (prefix: string): Promise<Array<[string, T]>> {
+    const out: Array<[string, T]> = []
+    for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + '\xff' })) out.push([k, v as T])
+    return out
   }
 
   async close (): Promise<void> {

@@ -1,0 +1,42 @@
+/**
+ * `replicafs secondary`: the Secondary daemon. It listens for its Primary's RLINK, logs and applies
+ * the updates in order, and shows the replicated tree through a read-only mount.
+ */
+import path from 'node:path'
+import { parse, required, helpText, type FlagSpec } from './args'
+import { detach, runForeground, srlSizeOf, rdsOf, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
+import { runSecondary } from '../daemon'
+import { parseAddress, readSecret } from '../rlink/common'
+
+export const SECONDARY_FLAGS: FlagSpec = {
+  data: { type: 'string', arg: 'DIR', help: 'the replicated data directory (empty for a new Secondary; written only by replication)' },
+  mount: { type: 'string', arg: 'DIR', help: 'where to mount it read-only (an empty directory)' },
+  state: { type: 'string', arg: 'DIR', help: 'the state directory: SRL, LevelDB state, control socket, daemon.log' },
+  listen: { type: 'string', arg: 'HOST:PORT', help: 'where to accept the Primary (port 0: any free port; status shows it)' },
+  'secret-file': { type: 'string', arg: 'FILE', help: 'the secret shared with the Primary (never sent)' },
+  rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
+  'srl-size': PRIMARY_FLAGS['srl-size'],
+  daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready and listening' },
+  help: { type: 'boolean', help: 'show this help' }
+}
+
+export const SECONDARY_HELP = helpText('replicafs secondary --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--daemon]',
+  'Receives the Primary\'s updates over the RLINK, logs them in its own SRL (network ack), applies\nthem strictly in order to --data (data ack) and shows the tree read-only at --mount.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
+  SECONDARY_FLAGS)
+
+export async function secondaryCommand (argv: string[]): Promise<number> {
+  const command = 'secondary'
+  const { values } = parse(command, argv, SECONDARY_FLAGS)
+  if (values.help) { process.stdout.write(SECONDARY_HELP); return 0 }
+  const data = required(command, values, 'data')
+  const mount = required(command, values, 'mount')
+  const state = required(command, values, 'state')
+  const listen = parseAddress(required(command, values, 'listen'), 'listen', true)
+  const secretFile = required(command, values, 'secret-file')
+  readSecret(secretFile)
+  const srlBytes = srlSizeOf(command, values)
+  const rds = rdsOf(command, values)
+  if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
+  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds }, log),
+    `${path.resolve(data)} mounted read-only at ${path.resolve(mount)}`)
+}

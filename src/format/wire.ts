@@ -1,0 +1,172 @@
+/**
+ * RLINK wire protocol, version 1 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * with a version bump).
+ *
+ * A connection is a sequence of frames in each direction:
+ *
+ *   offset size  field
+ *   0      4     body length, u32 little-endian (at most WIRE_FRAME_BYTES_MAX)
+ *   4      n     body: one msgpack map {t: MsgType, ...fields}
+ *
+ * Updates travel as the SRL records' own bytes (header with its CRC-32C, metadata, data), so the
+ * Secondary verifies each one exactly as the SRL does and logs it unchanged.
+ *
+ * Handshake (the Primary connects):
+ *   P -> S  HELLO      {v, rds, srlId, nonce, rf}
+ *   S -> P  CHALLENGE  {v, rds, nonce, proof, next, last, applied}    or REFUSE
+ *   P -> S  AUTH       {proof}                                         or REFUSE
+ *   S -> P  READY      {}                                              or REFUSE
+ * then P -> S UPDATES / PING, S -> P ACK / RESEND / PONG, either side REFUSE then close.
+ */
+import crypto from 'node:crypto'
+import { Packr } from 'msgpackr'
+import { ReplError } from '../errors'
+import { WIRE_FRAME_BYTES_MAX } from '../limits'
+
+export const PROTOCOL_VERSION = 1
+
+/** One table of message types; numbers are on the wire: never reuse one. */
+export enum MsgType {
+  HELLO = 1,
+  CHALLENGE = 2,
+  AUTH = 3,
+  READY = 4,
+  UPDATES = 5,
+  ACK = 6,
+  RESEND = 7,
+  PING = 8,
+  PONG = 9,
+  REFUSE = 10
+}
+
+/** Why a peer was refused; `REFUSE.code`. */
+export type RefuseCode = 'VERSION' | 'RDS' | 'AUTH' | 'PRIMARY' | 'BUSY' | 'DIVERGED' | 'STALE' | 'PROTOCOL'
+
+export interface Hello { t: MsgType.HELLO, v: number, rds: string, srlId: string, nonce: Uint8Array, rf: number }
+export interface Challenge {
+  t: MsgType.CHALLENGE
+  v: number
+  rds: string
+  nonce: Uint8Array
+  proof: Uint8Array
+  /** The sequence number the Secondary wants next (its last logged + 1). */
+  next: number
+  /** Its last logged record, to check the Primary has the very same one (null: none). */
+  last: { seq: number, crc: number } | null
+  /** Its last applied sequence number (its data ack). */
+  applied: number
+}
+export interface Auth { t: MsgType.AUTH, proof: Uint8Array }
+export interface Ready { t: MsgType.READY }
+/** Consecutive records, each as its SRL bytes. */
+export interface Updates { t: MsgType.UPDATES, recs: Uint8Array[] }
+/** n: last sequence number logged (network ack); d: last applied (data ack). */
+export interface Ack { t: MsgType.ACK, n: number, d: number }
+/** Send again from sequence number `from` (a gap or a bad checksum). */
+export interface Resend { t: MsgType.RESEND, from: number, why: string }
+export interface Ping { t: MsgType.PING, ts: number }
+export interface Pong { t: MsgType.PONG, ts: number }
+export interface Refuse { t: MsgType.REFUSE, code: RefuseCode, message: string }
+
+export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse
+
+// Every option spelled out: these bytes are a contract.
+const packr = new Packr({
+  useRecords: false,
+  structures: undefined,
+  moreTypes: false,
+  bundleStrings: false,
+  int64AsType: 'number',
+  mapsAsObjects: true,
+  variableMapSize: true,
+  copyBuffers: false,
+  useFloat32: 0,
+  encodeUndefinedAsNil: false
+} as ConstructorParameters<typeof Packr>[0])
+
+/** Encodes one frame: length prefix and msgpack body. */
+export function encodeFrame (msg: Message): Buffer {
+  const body = packr.pack(msg)
+  if (body.length > WIRE_FRAME_BYTES_MAX) throw new ReplError('PROTOCOL', `frame of ${body.length} bytes exceeds ${WIRE_FRAME_BYTES_MAX}`)
+  const out = Buffer.allocUnsafe(4 + body.length)
+  out.writeUInt32LE(body.length, 0)
+  body.copy(out, 4)
+  return out
+}
+
+/**
+ * Splits a byte stream into messages. push() returns the complete messages so far; a frame over
+ * the size bound or a body that is not a message map throws PROTOCOL (the caller closes the link).
+ * Buffers in decoded messages may be views into received chunks; consumers copy what they keep.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = []
+  private length = 0
+
+  push (chunk: Buffer): Message[] {
+    this.chunks.push(chunk)
+    this.length += chunk.length
+    const out: Message[] = []
+    for (;;) {
+      if (this.length < 4) break
+      const head = this.peek(4)
+      const n = head.readUInt32LE(0)
+      if (n > WIRE_FRAME_BYTES_MAX) throw new ReplError('PROTOCOL', `peer sent a frame of ${n} bytes (the limit is ${WIRE_FRAME_BYTES_MAX})`)
+      if (this.length < 4 + n) break
+      const frame = this.take(4 + n)
+      let msg: unknown
+      try { msg = packr.unpack(frame.subarray(4)) } catch (err) { throw new ReplError('PROTOCOL', `peer sent an undecodable frame: ${(err as Error).message}`) }
+      if (msg === null || typeof msg !== 'object' || typeof (msg as { t?: unknown }).t !== 'number') throw new ReplError('PROTOCOL', 'peer sent a frame that is not a message')
+      out.push(msg as Message)
+    }
+    return out
+  }
+
+  /** Bytes buffered but not yet a whole frame. */
+  get buffered (): number { return this.length }
+
+  private peek (n: number): Buffer {
+    if (this.chunks[0].length >= n) return this.chunks[0].subarray(0, n)
+    const all = Buffer.concat(this.chunks)
+    this.chunks = [all]
+    return all.subarray(0, n)
+  }
+
+  private take (n: number): Buffer {
+    let first = this.chunks[0]
+    if (first.length < n) {
+      first = Buffer.concat(this.chunks)
+      this.chunks = [first]
+    }
+    const out = first.subarray(0, n)
+    if (first.length === n) this.chunks.shift()
+    else this.chunks[0] = first.subarray(n)
+    this.length -= n
+    return out
+  }
+}
+
+/** A fresh random nonce for the challenge-response. */
+export function nonce (): Buffer {
+  return crypto.randomBytes(32)
+}
+
+/**
+ * The proof one side gives that it knows the secret: HMAC-SHA256 keyed by the secret over a
+ * direction label, both nonces (own peer's first) and the RDS name. The secret never crosses the
+ * wire, and a proof is useless in the other direction or on another connection.
+ */
+export function proof (secret: Buffer, role: 'primary' | 'secondary', theirNonce: Uint8Array, ourNonce: Uint8Array, rds: string): Buffer {
+  return crypto.createHmac('sha256', secret)
+    .update(`replicafs-rlink-v${PROTOCOL_VERSION}-${role}\0`)
+    .update(theirNonce)
+    .update(ourNonce)
+    .update(rds)
+    .digest()
+}
+
+/** Constant-time comparison of a received proof with the expected one. */
+export function proofOk (got: unknown, want: Buffer): boolean {
+  if (!(got instanceof Uint8Array) || got.length !== want.length) return false
+  return crypto.timingSafeEqual(got, want)
+}

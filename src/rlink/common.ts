@@ -1,0 +1,96 @@
+/** What both ends of an RLINK share: addresses, the secret file, and a framed socket. */
+import fs from 'node:fs'
+import net from 'node:net'
+import { ReplError } from '../errors'
+import { encodeFrame, FrameDecoder, MsgType, type Message, type RefuseCode } from '../format/wire'
+import { SECRET_BYTES_MAX } from '../limits'
+
+export interface Address { host: string, port: number }
+
+/** Parses HOST:PORT (IPv6 as [addr]:port). `allowZero` for --listen (port 0 picks a free one). */
+export function parseAddress (text: string, flag: string, allowZero = false): Address {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(text) ?? /^([^:\s]+):(\d+)$/.exec(text)
+  if (!m) throw new ReplError('USAGE', `--${flag} ${text} is not HOST:PORT`)
+  const port = Number(m[2])
+  if (!Number.isInteger(port) || port > 65535 || (port === 0 && !allowZero)) throw new ReplError('USAGE', `--${flag} ${text}: port ${m[2]} is out of range (1-65535${allowZero ? ', or 0 for any free port' : ''})`)
+  return { host: m[1], port }
+}
+
+export function formatAddress (a: Address): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+}
+
+/** Reads the shared secret: the file's bytes without trailing whitespace. Never logged. */
+export function readSecret (file: string): Buffer {
+  let raw: Buffer
+  try {
+    const st = fs.statSync(file)
+    if (!st.isFile()) throw new ReplError('SECRET', `secret file ${file} is not a regular file`)
+    if (st.size > SECRET_BYTES_MAX) throw new ReplError('SECRET', `secret file ${file} is larger than ${SECRET_BYTES_MAX} bytes`)
+    raw = fs.readFileSync(file)
+  } catch (err) {
+    if (err instanceof ReplError) throw err
+    const code = (err as NodeJS.ErrnoException).code
+    throw new ReplError('SECRET', code === 'ENOENT' ? `secret file ${file} does not exist` : `cannot read secret file ${file}: ${(err as Error).message}`)
+  }
+  let end = raw.length
+  while (end > 0 && (raw[end - 1] === 0x0a || raw[end - 1] === 0x0d || raw[end - 1] === 0x20 || raw[end - 1] === 0x09)) end--
+  if (end === 0) throw new ReplError('SECRET', `secret file ${file} is empty`)
+  return raw.subarray(0, end)
+}
+
+/**
+ * A socket speaking frames. Decoding errors and socket errors end it once, with a reason;
+ * `send` reports whether the kernel buffer has room (false: wait for 'drain').
+ */
+export class FramedSocket {
+  private readonly decoder = new FrameDecoder()
+  private ended = false
+  lastReceived = Date.now()
+  lastSent = Date.now()
+  readonly peer: string
+
+  constructor (readonly sock: net.Socket, private readonly onMessage: (m: Message) => void, private readonly onEnd: (reason: string) => void) {
+    this.peer = sock.remoteAddress !== undefined ? formatAddress({ host: sock.remoteAddress, port: sock.remotePort ?? 0 }) : '?'
+    sock.setNoDelay(true)
+    sock.setKeepAlive(true, 5000)
+    sock.on('data', (chunk: Buffer) => {
+      if (this.ended) return
+      this.lastReceived = Date.now()
+      let msgs: Message[]
+      try { msgs = this.decoder.push(chunk) } catch (err) { this.refuse('PROTOCOL', (err as Error).message); return }
+      for (const m of msgs) {
+        if (this.ended) return
+        try { this.onMessage(m) } catch (err) { this.end(`internal error handling a ${MsgType[m.t] ?? m.t} frame: ${(err as Error).message}`); return }
+      }
+    })
+    sock.on('error', (err) => this.end(err.message))
+    sock.on('close', () => this.end('connection closed'))
+  }
+
+  get isEnded (): boolean { return this.ended }
+
+  send (m: Message): boolean {
+    if (this.ended) return false
+    this.lastSent = Date.now()
+    return this.sock.write(encodeFrame(m))
+  }
+
+  /** Tells the peer why, then closes. */
+  refuse (code: RefuseCode, message: string): void {
+    if (this.ended) return
+    try { this.sock.end(encodeFrame({ t: MsgType.REFUSE, code, message })) } catch {}
+    this.end(message)
+  }
+
+  end (reason: string): void {
+    if (this.ended) return
+    this.ended = true
+    if (!this.sock.destroyed) {
+      // Let a REFUSE frame written just before go out, then make sure the socket is gone.
+      this.sock.end()
+      setTimeout(() => this.sock.destroy(), 1000).unref()
+    }
+    this.onEnd(reason)
+  }
+}

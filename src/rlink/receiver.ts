@@ -1,0 +1,252 @@
+/**
+ * The Secondary's end of the RLINK: a TCP listener that accepts one authenticated Primary at a
+ * time, logs the updates it sends in the Secondary's SRL, and acknowledges them twice (network ack
+ * once logged and synced, data ack once applied; one ACK frame carries both positions).
+ *
+ * Handshake order (docs/FORMAT.md "Wire protocol"): version and RDS name are checked on HELLO,
+ * the Primary's proof on AUTH, then which Primary this Secondary follows. Nothing is logged or
+ * applied before READY. A newer authenticated connection replaces an older one (a Primary that
+ * restarted before its old connection timed out here).
+ *
+ * Received records are checked in order: a bad checksum or a gap asks the Primary to send again
+ * from the first record missing (RESEND) and drops what follows until that record arrives;
+ * records already logged (a resend overlap) are skipped.
+ */
+import net from 'node:net'
+import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message } from '../format/wire'
+import { FramedSocket, formatAddress, type Address } from './common'
+import type { SecondaryRvg } from '../rvg/secondary'
+import type { LogStore } from '../srl/state'
+import { ReplError } from '../errors'
+import { RLINK_DEAD_AFTER_MS, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_WINDOW_BYTES } from '../limits'
+
+export interface Follow { srlId: string, rds: string }
+
+export interface ReceiverConfig {
+  listen: Address
+  secret: Buffer
+  rds: string
+  rvg: SecondaryRvg
+  store: LogStore
+  log: (line: string) => void
+}
+
+class Connection {
+  private phase: 'hello' | 'auth' | 'ready' = 'hello'
+  private hello: Hello | null = null
+  private readonly ourNonce = nonce()
+  private chain: Promise<void> = Promise.resolve()
+  private queuedBytes = 0
+  /** After a RESEND: the record we wait for; records after it are dropped until it comes. */
+  private resendFrom: number | null = null
+  private timer: NodeJS.Timeout
+  readonly fs: FramedSocket
+
+  constructor (sock: net.Socket, private readonly rx: RlinkReceiver) {
+    this.fs = new FramedSocket(sock, (m) => this.onMessage(m), (reason) => rx.ended(this, reason))
+    this.timer = setTimeout(() => this.fs.refuse('PROTOCOL', `handshake not completed within ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s`), RLINK_HANDSHAKE_TIMEOUT_MS)
+    this.timer.unref()
+  }
+
+  get ready (): boolean { return this.phase === 'ready' && !this.fs.isEnded }
+  get srlId (): string | null { return this.hello?.srlId ?? null }
+
+  close (reason: string): void {
+    clearTimeout(this.timer)
+    this.fs.end(reason)
+  }
+
+  private refuse (code: Parameters<FramedSocket['refuse']>[0], message: string): void {
+    this.rx.cfg.log(`refused the connection from ${this.fs.peer}: ${message}`)
+    clearTimeout(this.timer)
+    this.fs.refuse(code, message)
+  }
+
+  private onMessage (m: Message): void {
+    const cfg = this.rx.cfg
+    switch (this.phase) {
+      case 'hello': {
+        if (m.t !== MsgType.HELLO) { this.refuse('PROTOCOL', `expected HELLO, got message type ${m.t}`); return }
+        if (m.v !== PROTOCOL_VERSION) { this.refuse('VERSION', `protocol version ${String(m.v)} is not supported: this Secondary speaks RLINK protocol version ${PROTOCOL_VERSION}`); return }
+        if (typeof m.rds !== 'string' || m.rds !== cfg.rds) { this.refuse('RDS', `RDS name "${String(m.rds)}" does not match this Secondary's RDS name "${cfg.rds}"`); return }
+        if (typeof m.rf !== 'number' || m.rf < 1 || m.rf > RECORD_FORMAT_VERSION) { this.refuse('VERSION', `SRL record format version ${String(m.rf)} is not supported: this Secondary reads versions up to ${RECORD_FORMAT_VERSION}`); return }
+        if (!(m.nonce instanceof Uint8Array) || m.nonce.length !== 32 || typeof m.srlId !== 'string') { this.refuse('PROTOCOL', 'malformed HELLO'); return }
+        this.hello = m
+        const srl = cfg.rvg.srl
+        this.fs.send({
+          t: MsgType.CHALLENGE,
+          v: PROTOCOL_VERSION,
+          rds: cfg.rds,
+          nonce: this.ourNonce,
+          proof: proof(cfg.secret, 'secondary', m.nonce, this.ourNonce, cfg.rds),
+          next: srl.lastSeq + 1,
+          last: srl.lastRecord(),
+          applied: cfg.rvg.appliedSeq
+        })
+        this.phase = 'auth'
+        return
+      }
+      case 'auth': {
+        if (m.t === MsgType.REFUSE) { this.rx.cfg.log(`the Primary at ${this.fs.peer} refused this Secondary: ${String(m.message)}`); this.close('refused by the Primary'); return }
+        if (m.t !== MsgType.AUTH) { this.refuse('PROTOCOL', `expected AUTH, got message type ${m.t}`); return }
+        const hello = this.hello!
+        if (!proofOk(m.proof, proof(cfg.secret, 'primary', this.ourNonce, hello.nonce, cfg.rds))) {
+          this.refuse('AUTH', 'authentication failed: the Primary does not know the shared secret (check --secret-file on both hosts)')
+          return
+        }
+        const follow = this.rx.follow
+        if (follow !== null && follow.srlId !== hello.srlId) {
+          this.refuse('PRIMARY', `this Secondary follows the Primary whose SRL id is ${follow.srlId}, not ${hello.srlId}`)
+          return
+        }
+        clearTimeout(this.timer)
+        this.rx.activate(this, hello).then(() => {
+          if (this.fs.isEnded) return
+          this.phase = 'ready'
+          this.fs.send({ t: MsgType.READY })
+          this.timer = setInterval(() => {
+            if (Date.now() - this.fs.lastReceived > RLINK_DEAD_AFTER_MS) this.close(`nothing heard from the Primary for ${RLINK_DEAD_AFTER_MS / 1000} s`)
+          }, 1000)
+          this.timer.unref()
+        }, (err: Error) => this.refuse('PROTOCOL', err.message))
+        return
+      }
+      case 'ready':
+        switch (m.t) {
+          case MsgType.UPDATES: {
+            if (!Array.isArray(m.recs)) { this.refuse('PROTOCOL', 'malformed UPDATES'); return }
+            const bytes = m.recs.reduce((n, r) => n + (r as Uint8Array).length, 0)
+            this.queuedBytes += bytes
+            if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.sock.pause()
+            this.chain = this.chain.then(() => this.onUpdates(m.recs as Uint8Array[])).finally(() => {
+              this.queuedBytes -= bytes
+              if (this.queuedBytes <= RLINK_WINDOW_BYTES && !this.fs.isEnded) this.fs.sock.resume()
+            }).catch((err: Error) => { this.close(`cannot log updates: ${err.message}`) })
+            return
+          }
+          case MsgType.PING:
+            this.fs.send({ t: MsgType.PONG, ts: m.ts })
+            return
+          case MsgType.REFUSE:
+            this.rx.cfg.log(`the Primary at ${this.fs.peer} ended the link: ${String(m.message)}`)
+            this.close('refused by the Primary')
+            return
+          default:
+            this.refuse('PROTOCOL', `unexpected message type ${m.t}`)
+        }
+    }
+  }
+
+  private async onUpdates (recs: Uint8Array[]): Promise<void> {
+    if (this.fs.isEnded) return
+    const rvg = this.rx.cfg.rvg
+    let expected = rvg.srl.lastSeq + 1
+    const ok: Buffer[] = []
+    for (const r of recs) {
+      const buf = Buffer.from(r.buffer, r.byteOffset, r.byteLength)
+      let h: ReturnType<typeof readHeader>
+      try { h = readHeader(buf) } catch (err) { this.refuse('VERSION', (err as Error).message); return }
+      if (h !== null && h.seq < expected && h.seq !== this.resendFrom) continue // already logged (a resend overlaps)
+      if (this.resendFrom !== null && (h === null || h.seq !== this.resendFrom)) continue // in flight before our RESEND
+      if (h === null || h.totalLength !== buf.length || !checksumOk(buf)) {
+        this.resend(expected, `record ${h?.seq ?? '?'} failed its checksum`)
+        break
+      }
+      if (h.seq > expected) {
+        this.resend(expected, `gap: received record ${h.seq} where ${expected} was due`)
+        break
+      }
+      this.resendFrom = null
+      ok.push(buf)
+      expected++
+    }
+    if (ok.length > 0) await rvg.append(ok)
+    if (this.fs.isEnded) return
+    this.rx.ack(rvg.srl.lastSeq)
+  }
+
+  private resend (from: number, why: string): void {
+    if (this.resendFrom === from) return
+    this.resendFrom = from
+    this.rx.cfg.log(`asking the Primary to send again from sequence number ${from}: ${why}`)
+    this.fs.send({ t: MsgType.RESEND, from, why })
+  }
+}
+
+export class RlinkReceiver {
+  private server: net.Server | null = null
+  private active: Connection | null = null
+  private readonly all = new Set<Connection>()
+  follow: Follow | null = null
+  /** The real listening address (port 0 resolved). */
+  address = ''
+  private nacked = 0
+
+  constructor (readonly cfg: ReceiverConfig) {}
+
+  async start (): Promise<void> {
+    this.follow = (await this.cfg.store.get<Follow>('follow')) ?? null
+    this.nacked = this.cfg.rvg.srl.lastSeq // everything logged before a restart was synced (close) or is re-synced below
+    await this.cfg.rvg.srl.sync()
+    this.cfg.rvg.onApplied = () => this.ack()
+    const server = net.createServer((sock) => {
+      const c = new Connection(sock, this)
+      this.all.add(c)
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const where = formatAddress(this.cfg.listen)
+        reject(new ReplError('USAGE', err.code === 'EADDRINUSE' ? `cannot listen on ${where}: the address is already in use`
+          : err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' ? `cannot listen on ${where}: no such local address`
+            : `cannot listen on ${where}: ${err.message}`))
+      })
+      server.listen(this.cfg.listen.port, this.cfg.listen.host, () => { server.removeAllListeners('error'); resolve() })
+    })
+    server.on('error', (err) => this.cfg.log(`listener: ${err.message}`))
+    const a = server.address() as net.AddressInfo
+    this.address = formatAddress({ host: a.address, port: a.port })
+    this.server = server
+  }
+
+  get connected (): boolean { return this.active?.ready ?? false }
+  get primaryAddress (): string | null { return this.connected ? this.active!.fs.peer : null }
+
+  /** Makes an authenticated connection the one that feeds the SRL. */
+  async activate (c: Connection, hello: Hello): Promise<void> {
+    if (this.follow === null) {
+      this.follow = { srlId: hello.srlId, rds: hello.rds }
+      await this.cfg.store.put('follow', this.follow, true)
+      this.cfg.log(`following the Primary whose SRL id is ${hello.srlId} (RDS ${hello.rds})`)
+    }
+    const old = this.active
+    this.active = c
+    if (old !== null && old !== c) old.close(`replaced by a new connection from ${c.fs.peer}`)
+    this.cfg.log(`Primary ${c.fs.peer} connected; next sequence number wanted ${this.cfg.rvg.srl.lastSeq + 1}`)
+  }
+
+  ended (c: Connection, reason: string): void {
+    this.all.delete(c)
+    if (this.active === c) {
+      this.active = null
+      this.cfg.log(`Primary ${c.fs.peer} disconnected: ${reason}`)
+    }
+  }
+
+  /** Sends the current network and data ack on the active link (`logged`: newly synced records). */
+  ack (logged?: number): void {
+    if (logged !== undefined && logged > this.nacked) this.nacked = logged
+    const c = this.active
+    if (c === null || !c.ready) return
+    c.fs.send({ t: MsgType.ACK, n: this.nacked, d: this.cfg.rvg.appliedSeq })
+  }
+
+  async close (): Promise<void> {
+    for (const c of this.all) c.close('the Secondary is stopping')
+    this.all.clear()
+    this.active = null
+    const server = this.server
+    this.server = null
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+}

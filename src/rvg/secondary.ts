@@ -1,0 +1,288 @@
+/**
+ * RVG, Secondary side: a data directory kept equal to the Primary's after some prefix of its
+ * updates, and the SRL that holds the updates received but not yet released.
+ *
+ *   RLINK receiver -> append(records) -> SRL (fdatasync) -> network ack
+ *   apply loop     -> records in sequence order -> data directory -> data ack
+ *
+ * Write-order fidelity: records are applied strictly in sequence order, one at a time, on the
+ * event loop, and the read-only FUSE mount reads the data directory synchronously on the same
+ * loop, so a reader sees the tree between two records, never inside one.
+ *
+ * The apply cursor: unlike the Primary, a Secondary appends while it applies older records, so
+ * the log alone does not say where applying stopped. After every non-WRITE record (and at the end
+ * of each slice) the cursor file `srl/cursor` gets the last applied position with one small pwrite
+ * (it survives a kill -9 in the page cache). On restart, the records after the cursor are a run
+ * of writes, at most one non-WRITE record and more writes, any of them possibly applied already;
+ * they are replayed with the replay tolerances of applyRecordSync (see src/rvg/apply.ts). After a
+ * reboot the cursor is not trusted: replay starts from the durable checkpoint, as on the Primary.
+ *
+ * A voided record (the Primary failed to apply it and logged a VOID after it) is skipped, as on
+ * the Primary's replay: if applying a record fails here, the loop waits for the next record and
+ * skips the failed one only if that is its VOID.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { execFile } from 'node:child_process'
+import { crc32c } from '@node-rs/crc32'
+import { Srl, bootId } from '../srl'
+import { RecordType, type Record } from '../format/record'
+import { applyRecordSync, FdCache } from './apply'
+import { ReplError } from '../errors'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SECONDARY_APPLY_SLICE_MS } from '../limits'
+import type { Position } from '../srl/state'
+
+const CURSOR_BYTES = 24
+
+export interface SecondaryOptions {
+  log?: (line: string) => void
+}
+
+export class SecondaryRvg {
+  readonly root: string
+  private readonly fds: FdCache
+  private applied: Position
+  private cursorFd: number
+  /** Replay tolerances stay on until the first non-WRITE record after the cursor is applied. */
+  private replaying = true
+  private scheduled = false
+  private durableSeq: number
+  private checkpointing: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
+  private fatal: Error | null = null
+  private closed = false
+  /** A record that failed to apply, waiting to see whether the next record voids it. */
+  private failed: { seq: number, err: Error } | null = null
+  /** Records applied here that the Primary later voided: the trees may differ. */
+  diverged: string | null = null
+  private roomWaiters: Array<() => void> = []
+  /** Called after each apply slice that moved the applied position (the data ack). */
+  onApplied?: (seq: number) => void
+  onFatal?: (err: Error) => void
+
+  constructor (dataDir: string, readonly srl: Srl, private readonly opts: SecondaryOptions = {}) {
+    this.root = dataDir
+    this.fds = new FdCache(dataDir)
+    const file = path.join(srl.dir, 'cursor')
+    this.cursorFd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
+    this.applied = srl.tailPosition
+    this.durableSeq = srl.tailSeq
+  }
+
+  /** Where applying resumes: the cursor on the same boot, the durable checkpoint after a reboot. */
+  async recover (): Promise<void> {
+    const durable = this.srl.tailPosition
+    const cursor = this.readCursor()
+    const lastBoot = await this.srl.store.get<string>('boot')
+    const sameBoot = lastBoot === undefined || lastBoot === bootId()
+    if (sameBoot && cursor !== null && cursor.seq >= durable.seq && cursor.seq <= this.srl.lastSeq) {
+      this.applied = cursor
+    } else {
+      this.applied = durable
+      if (cursor !== null && !sameBoot) this.opts.log?.(`after a reboot, replaying from the durable checkpoint at sequence number ${durable.seq}`)
+    }
+    this.writeCursor()
+    // Apply what is logged before anything else happens (the mount is not up yet).
+    while (this.applied.seq < this.srl.lastSeq && this.failed === null) this.step()
+    if (this.fatal) throw this.fatal
+    this.fds.clear()
+    await this.srl.recordBoot()
+  }
+
+  start (): void {
+    if (this.timer) return
+    this.timer = setInterval(() => { this.checkpoint().catch((err) => this.fail(err)) }, CHECKPOINT_INTERVAL_MS)
+    this.timer.unref()
+  }
+
+  get appliedSeq (): number { return this.applied.seq }
+  get receivedSeq (): number { return this.srl.lastSeq }
+  get fatalError (): Error | null { return this.fatal }
+  /** True while the data directory is the Primary's after a prefix of its updates. */
+  get consistent (): boolean { return this.fatal === null && this.diverged === null && this.failed === null }
+
+  /**
+   * Logs records received from the Primary (consecutive, checksums verified by the caller),
+   * waiting for room in the SRL if needed, then makes them durable. Resolves when they may be
+   * network-acked.
+   */
+  async append (recs: Buffer[]): Promise<void> {
+    for (const buf of recs) {
+      for (;;) {
+        if (this.fatal) throw this.fatal
+        // Checked at each try: while we waited for room, a newer connection may have logged it.
+        const seq = Number(buf.readBigUInt64LE(8))
+        if (seq <= this.srl.lastSeq) break
+        if (seq !== this.srl.lastSeq + 1) throw new ReplError('PROTOCOL', `record ${seq} arrived where ${this.srl.lastSeq + 1} is due`)
+        if (this.srl.tryAppendRaw(buf) !== null) break
+        await this.makeRoom()
+      }
+    }
+    this.kick()
+    await this.srl.sync()
+  }
+
+  private async makeRoom (): Promise<void> {
+    const before = this.srl.tailSeq
+    await this.checkpoint()
+    if (this.srl.tailSeq > before) return
+    // Nothing to release until more is applied: wait for the apply loop.
+    await new Promise<void>((resolve) => { this.roomWaiters.push(resolve); this.kick() })
+  }
+
+  /** Schedules an apply slice. */
+  private kick (): void {
+    if (this.scheduled || this.fatal || this.closed) return
+    this.scheduled = true
+    setImmediate(() => this.slice())
+  }
+
+  private slice (): void {
+    this.scheduled = false
+    if (this.fatal || this.closed) return
+    const before = this.applied.seq
+    const deadline = Date.now() + SECONDARY_APPLY_SLICE_MS
+    try {
+      while (this.applied.seq < this.srl.lastSeq && Date.now() < deadline) {
+        if (!this.step()) break
+      }
+      this.fds.trim()
+      if (this.applied.seq !== before) this.writeCursor()
+    } catch (err) {
+      this.fail(err as Error)
+      return
+    }
+    if (this.applied.seq !== before) {
+      this.onApplied?.(this.applied.seq)
+      const w = this.roomWaiters.splice(0)
+      for (const f of w) f()
+      if (this.srl.usedBytes * 100 > this.srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
+    }
+    if (this.applied.seq < this.srl.lastSeq && this.failed === null) this.kick()
+  }
+
+  /** Applies the next record. False if it must wait for more records (a failed one, not yet voided). */
+  private step (): boolean {
+    const seq = this.applied.seq + 1
+    const r = this.srl.ring.readAt(this.applied.offset, seq)
+    if (r === null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} is missing or damaged at offset ${this.applied.offset}`)
+    const { record, end } = r
+    if (record.type === RecordType.VOID) {
+      this.voided(record)
+      this.applied = { seq, offset: end }
+      return true
+    }
+    try {
+      applyRecordSync(this.root, record, this.fds, this.replaying)
+    } catch (err) {
+      const next = seq < this.srl.lastSeq ? this.srl.ring.readAt(end, seq + 1) : null
+      if (next !== null && next.record.type === RecordType.VOID && next.record.meta.v === seq) {
+        // The Primary failed this one too and voided it: skip both.
+        this.applied = { seq: seq + 1, offset: next.end }
+        if (record.type !== RecordType.WRITE) { this.replaying = false; this.writeCursor() }
+        return true
+      }
+      if (next !== null) throw new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (${RecordType[record.type]} ${record.meta.p ?? ''}): ${(err as Error).message}`, { cause: err })
+      this.failed = { seq, err: err as Error }
+      this.opts.log?.(`SRL record with sequence number ${seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) fails to apply (${(err as Error).message}); waiting for the next record to see whether the Primary voided it`)
+      this.retryFailedOnArrival(seq, end)
+      return false
+    }
+    this.applied = { seq, offset: end }
+    if (record.type !== RecordType.WRITE) {
+      this.replaying = false
+      this.writeCursor()
+    }
+    return true
+  }
+
+  /** Once the record after a failed one arrives: skip both if it voids it, else stop. */
+  private retryFailedOnArrival (seq: number, end: number): void {
+    const check = (): void => {
+      if (this.closed || this.fatal) return
+      if (this.srl.lastSeq <= seq) { setTimeout(check, 20); return }
+      const next = this.srl.ring.readAt(end, seq + 1)
+      const f = this.failed!
+      this.failed = null
+      if (next !== null && next.record.type === RecordType.VOID && next.record.meta.v === seq) {
+        this.opts.log?.(`SRL record with sequence number ${seq} was voided by the Primary too; skipped`)
+        this.applied = { seq: seq + 1, offset: next.end }
+        this.replaying = false
+        this.writeCursor()
+        this.kick()
+      } else {
+        this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq}: ${f.err.message}`, { cause: f.err }))
+      }
+    }
+    setTimeout(check, 0)
+  }
+
+  private voided (rec: Record): void {
+    // A VOID whose record applied fine here: the Primary had an error (a full disk, say) that
+    // this host did not. Say so; status reports the Secondary inconsistent.
+    if (this.applied.seq === rec.meta.v) {
+      this.diverged = `record ${rec.meta.v} failed on the Primary (errno ${-(rec.meta.e ?? 0)}) but applied on this Secondary`
+      this.opts.log?.(`warning: ${this.diverged}; the trees may differ`)
+    }
+  }
+
+  private readCursor (): Position | null {
+    const buf = Buffer.alloc(CURSOR_BYTES)
+    if (fs.readSync(this.cursorFd, buf, 0, CURSOR_BYTES, 0) !== CURSOR_BYTES) return null
+    if ((crc32c(buf.subarray(0, 16)) >>> 0) !== buf.readUInt32LE(16)) return null
+    return { seq: Number(buf.readBigUInt64LE(0)), offset: Number(buf.readBigUInt64LE(8)) }
+  }
+
+  private writeCursor (): void {
+    const buf = Buffer.alloc(CURSOR_BYTES)
+    buf.writeBigUInt64LE(BigInt(this.applied.seq), 0)
+    buf.writeBigUInt64LE(BigInt(this.applied.offset), 8)
+    buf.writeUInt32LE(crc32c(buf.subarray(0, 16)) >>> 0, 16)
+    fs.writeSync(this.cursorFd, buf, 0, CURSOR_BYTES, 0)
+  }
+
+  /** Syncs the data directory and releases applied records from the SRL. */
+  checkpoint (): Promise<void> {
+    if (this.checkpointing) return this.checkpointing
+    this.checkpointing = (async () => {
+      const pos = { ...this.applied }
+      if (pos.seq === this.durableSeq) return
+      await syncfs(this.root)
+      this.durableSeq = pos.seq
+      if (pos.seq > this.srl.tailSeq) await this.srl.release(pos)
+    })().finally(() => { this.checkpointing = null })
+    return this.checkpointing
+  }
+
+  private fail (err: Error): void {
+    if (this.fatal) return
+    this.fatal = err
+    this.opts.log?.(`fatal: ${err.message}`)
+    const w = this.roomWaiters.splice(0)
+    for (const f of w) f()
+    this.onFatal?.(err)
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    if (this.timer) clearInterval(this.timer)
+    // Finish applying what is logged, so a clean stop leaves nothing to replay.
+    while (!this.fatal && this.failed === null && this.applied.seq < this.srl.lastSeq) {
+      try { if (!this.step()) break } catch (err) { this.fail(err as Error) }
+    }
+    this.closed = true
+    if (!this.fatal) {
+      this.writeCursor()
+      await this.checkpoint().catch((err) => this.opts.log?.(`stop: checkpoint: ${(err as Error).message}`))
+    }
+    this.fds.clear()
+    fs.closeSync(this.cursorFd)
+    await this.srl.close()
+  }
+}
+
+function syncfs (dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('sync', ['-f', dir], (err) => err ? reject(new ReplError('APPLY_FAILED', `syncfs of ${dir} failed: ${err.message}`, { cause: err })) : resolve())
+  })
+}
