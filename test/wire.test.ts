@@ -1,0 +1,252 @@
+/**
+ * Unit tests of the RLINK wire codec (src/format/wire.ts): frames, the stream decoder, the
+ * challenge-response proofs. No daemons, no mounts.
+ */
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import {
+  encodeFrame, FrameDecoder, MsgType, PROTOCOL_VERSION, proof, proofOk, nonce, type Message
+} from '../src/format/wire'
+import { isReplError } from '../src/errors'
+import { WIRE_FRAME_BYTES_MAX } from '../src/limits'
+import { timed } from './helpers/util'
+
+const t = suite('wire')
+
+const bytes = (n: number, seed: number): Buffer => {
+  const b = Buffer.alloc(n)
+  for (let i = 0; i < n; i++) b[i] = (seed + i * 31) & 0xff
+  return b
+}
+
+/** One message of every type, with fields of every kind the protocol uses (binary, null, large integers). */
+function samples (): Message[] {
+  return [
+    { t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'rds-ünïcode', srlId: '0123456789abcdef', nonce: bytes(32, 1), rf: 3 },
+    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 2), proof: bytes(32, 3), next: 2 ** 40 + 7, last: { seq: 2 ** 40 + 6, crc: 0xfedcba98 }, applied: 2 ** 40 + 1 },
+    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 4), proof: bytes(32, 5), next: 1, last: null, applied: 0 },
+    { t: MsgType.AUTH, proof: bytes(32, 6) },
+    { t: MsgType.READY },
+    { t: MsgType.UPDATES, recs: [bytes(32, 7), bytes(4096 + 100, 8), bytes(1, 9)] },
+    { t: MsgType.UPDATES, recs: [] },
+    { t: MsgType.ACK, n: 123456789012, d: 123456789000 },
+    { t: MsgType.RESEND, from: 42, why: 'gap: expected 42, got 44' },
+    { t: MsgType.PING, ts: 1_700_000_000_123 },
+    { t: MsgType.PONG, ts: 1_700_000_000_123 },
+    { t: MsgType.REFUSE, code: 'VERSION', message: 'protocol version 99 is not supported' }
+  ]
+}
+
+/** Plain-data view of a message (binary fields as arrays of bytes) for deep comparison. */
+function plain (m: unknown): unknown {
+  if (m instanceof Uint8Array) return { bin: Array.from(m) }
+  if (Array.isArray(m)) return m.map(plain)
+  if (m !== null && typeof m === 'object') {
+    const o: Record<string, unknown> = {}
+    for (const k of Object.keys(m).sort()) o[k] = plain((m as Record<string, unknown>)[k])
+    return o
+  }
+  return m
+}
+
+function expectProtocolError (fn: () => unknown, what: string, mention?: RegExp): void {
+  let threw: unknown
+  try { fn() } catch (err) { threw = err }
+  assert.ok(threw !== undefined, `${what}: throws`)
+  assert.ok(isReplError(threw, 'PROTOCOL'), `${what}: throws a ReplError with code PROTOCOL, got ${String(threw)} (${(threw as { code?: string }).code})`)
+  if (mention) assert.match((threw as Error).message, mention, `${what}: the message says what is wrong`)
+}
+
+t('the message-type table is the one on the wire: numbers never change', () => {
+  assert.equal({ ...MsgType }, {
+    ...{ HELLO: 1, CHALLENGE: 2, AUTH: 3, READY: 4, UPDATES: 5, ACK: 6, RESEND: 7, PING: 8, PONG: 9, REFUSE: 10 },
+    ...{ 1: 'HELLO', 2: 'CHALLENGE', 3: 'AUTH', 4: 'READY', 5: 'UPDATES', 6: 'ACK', 7: 'RESEND', 8: 'PING', 9: 'PONG', 10: 'REFUSE' }
+  })
+  assert.is(PROTOCOL_VERSION, 1)
+})
+
+t('every message type survives encodeFrame -> FrameDecoder', timed(10_000, async () => {
+  const all = samples()
+  const types = new Set(all.map((m) => m.t))
+  for (const v of Object.values(MsgType)) if (typeof v === 'number') assert.ok(types.has(v), `the samples cover ${MsgType[v]}`)
+  for (const m of all) {
+    const f = encodeFrame(m)
+    assert.is(f.readUInt32LE(0), f.length - 4, `${MsgType[m.t]}: the length prefix is the body's length`)
+    const d = new FrameDecoder()
+    const got = d.push(f)
+    assert.is(got.length, 1, `${MsgType[m.t]}: one frame decodes to one message`)
+    assert.equal(plain(got[0]), plain(m), `${MsgType[m.t]} round trip`)
+    assert.is(d.buffered, 0, `${MsgType[m.t]}: nothing left buffered`)
+  }
+  // binary fields come back as bytes (not strings or arrays), large sequence numbers as exact numbers
+  const ch = new FrameDecoder().push(encodeFrame(all[1]))[0]
+  assert.ok(ch.t === MsgType.CHALLENGE)
+  if (ch.t === MsgType.CHALLENGE) {
+    assert.instance(ch.nonce, Uint8Array)
+    assert.instance(ch.proof, Uint8Array)
+    assert.is(ch.next, 2 ** 40 + 7)
+    assert.is(typeof ch.next, 'number')
+    assert.is(ch.last?.crc, 0xfedcba98)
+  }
+  const up = new FrameDecoder().push(encodeFrame(all[5]))[0]
+  if (up.t !== MsgType.UPDATES) throw new Error('expected UPDATES')
+  assert.is(up.recs.length, 3)
+  for (const r of up.recs) assert.instance(r, Uint8Array)
+}))
+
+t('encoding is deterministic (the same message gives the same bytes)', () => {
+  for (const m of samples()) assert.ok(encodeFrame(m).equals(encodeFrame(m)), `${MsgType[m.t]} encodes the same twice`)
+})
+
+t('a stream split at every byte boundary decodes to the same messages', timed(30_000, async () => {
+  const all = samples()
+  const stream = Buffer.concat(all.map(encodeFrame))
+  const want = plain(all)
+  for (let cut = 0; cut <= stream.length; cut++) {
+    const d = new FrameDecoder()
+    // copies, so no message can be a view into a chunk the decoder was not given
+    const got = [...d.push(Buffer.from(stream.subarray(0, cut))), ...d.push(Buffer.from(stream.subarray(cut)))]
+    if (JSON.stringify(plain(got)) !== JSON.stringify(want)) {
+      assert.equal(plain(got), want, `split at byte ${cut} of ${stream.length}`)
+    }
+    assert.is(d.buffered, 0, `split at ${cut}: nothing left buffered`)
+  }
+  // and one byte at a time: every push returns exactly the frames completed by that byte
+  const d = new FrameDecoder()
+  const ends = new Set<number>()
+  let off = 0
+  for (const m of all) { off += encodeFrame(m).length; ends.add(off) }
+  const got: Message[] = []
+  for (let i = 0; i < stream.length; i++) {
+    const out = d.push(stream.subarray(i, i + 1))
+    assert.is(out.length, ends.has(i + 1) ? 1 : 0, `byte ${i + 1} ${ends.has(i + 1) ? 'completes' : 'does not complete'} a frame`)
+    got.push(...out)
+    if (!ends.has(i + 1)) assert.ok(d.buffered > 0, `byte ${i + 1}: a partial frame is buffered`)
+  }
+  assert.equal(plain(got), want, 'byte-at-a-time decoding')
+  assert.is(d.buffered, 0)
+}))
+
+t('several frames in one chunk, and a chunk ending mid-frame', () => {
+  const all = samples()
+  const stream = Buffer.concat(all.map(encodeFrame))
+  const d = new FrameDecoder()
+  assert.equal(plain(d.push(stream)), plain(all), 'all frames from one chunk, in order')
+  const two = Buffer.concat([encodeFrame(all[0]), encodeFrame(all[3])])
+  const extra = encodeFrame(all[7])
+  const d2 = new FrameDecoder()
+  const first = d2.push(Buffer.concat([two, extra.subarray(0, 5)]))
+  assert.equal(plain(first), plain([all[0], all[3]]), 'the complete frames before a partial one')
+  assert.is(d2.buffered, 5, 'the partial frame stays buffered')
+  assert.equal(plain(d2.push(extra.subarray(5))), plain([all[7]]), 'and completes with the rest')
+  // a chunk holding only part of a length prefix
+  const d3 = new FrameDecoder()
+  const f = encodeFrame(all[4])
+  assert.equal(d3.push(f.subarray(0, 2)), [])
+  assert.equal(d3.push(f.subarray(2, 3)), [])
+  assert.equal(plain(d3.push(f.subarray(3))), plain([all[4]]))
+})
+
+t('an oversized length prefix is rejected with PROTOCOL, before the body arrives', () => {
+  const head = Buffer.alloc(4)
+  head.writeUInt32LE(WIRE_FRAME_BYTES_MAX + 1, 0)
+  expectProtocolError(() => new FrameDecoder().push(head), 'length MAX+1', /frame|bytes|limit/i)
+  head.writeUInt32LE(0xffffffff, 0)
+  expectProtocolError(() => new FrameDecoder().push(head), 'length 0xffffffff', /frame|bytes|limit/i)
+  // after good frames in the same chunk, too
+  const good = encodeFrame({ t: MsgType.PING, ts: 1 })
+  expectProtocolError(() => new FrameDecoder().push(Buffer.concat([good, head])), 'oversized prefix after a good frame')
+  // a prefix split across chunks
+  const d = new FrameDecoder()
+  assert.equal(d.push(head.subarray(0, 3)), [])
+  expectProtocolError(() => d.push(head.subarray(3)), 'oversized prefix split across chunks')
+  // exactly the maximum is allowed: the decoder waits for the body
+  const max = Buffer.alloc(4)
+  max.writeUInt32LE(WIRE_FRAME_BYTES_MAX, 0)
+  const d2 = new FrameDecoder()
+  assert.equal(d2.push(max), [], 'a frame of exactly WIRE_FRAME_BYTES_MAX is waited for, not refused')
+  assert.is(d2.buffered, 4)
+})
+
+t('encodeFrame refuses a body over the limit with PROTOCOL', () => {
+  const big: Message = { t: MsgType.UPDATES, recs: [Buffer.alloc(WIRE_FRAME_BYTES_MAX / 2), Buffer.alloc(WIRE_FRAME_BYTES_MAX / 2)] }
+  expectProtocolError(() => encodeFrame(big), 'UPDATES over WIRE_FRAME_BYTES_MAX', /exceeds|limit|bytes/i)
+  // just under the limit encodes, and decodes
+  const ok: Message = { t: MsgType.UPDATES, recs: [Buffer.alloc(WIRE_FRAME_BYTES_MAX - 64, 0x5a)] }
+  const f = encodeFrame(ok)
+  assert.ok(f.length - 4 <= WIRE_FRAME_BYTES_MAX)
+  const got = new FrameDecoder().push(f)
+  assert.is(got.length, 1)
+  if (got[0].t !== MsgType.UPDATES) throw new Error('expected UPDATES')
+  assert.is(got[0].recs[0].length, WIRE_FRAME_BYTES_MAX - 64)
+})
+
+t('bodies that are not messages are rejected with PROTOCOL', () => {
+  const frame = (body: Buffer): Buffer => {
+    const h = Buffer.alloc(4)
+    h.writeUInt32LE(body.length, 0)
+    return Buffer.concat([h, body])
+  }
+  expectProtocolError(() => new FrameDecoder().push(frame(Buffer.from([0xc1]))), 'reserved msgpack byte 0xc1')
+  expectProtocolError(() => new FrameDecoder().push(frame(Buffer.from([0xa5, 0x68, 0x65, 0x6c, 0x6c, 0x6f]))), 'a string body ("hello")', /not a message/i)
+  expectProtocolError(() => new FrameDecoder().push(frame(Buffer.from([0xc0]))), 'a nil body', /not a message/i)
+  expectProtocolError(() => new FrameDecoder().push(frame(Buffer.from([0x81, 0xa1, 0x78, 0x01]))), 'a map without t ({x: 1})', /not a message/i)
+  expectProtocolError(() => new FrameDecoder().push(frame(Buffer.from([0x81, 0xa1, 0x74, 0xa1, 0x31]))), 'a map whose t is a string', /not a message/i)
+  expectProtocolError(() => new FrameDecoder().push(frame(Buffer.alloc(0))), 'an empty body')
+  expectProtocolError(() => new FrameDecoder().push(frame(Buffer.from('GET / HTTP/1.1\r\n'))), 'text where a body should be')
+})
+
+t('proof(): 32 bytes, deterministic, and different for every role, nonce, RDS and secret', () => {
+  const secret = Buffer.from('correct horse battery staple')
+  const a = nonce()
+  const b = nonce()
+  assert.is(a.length, 32)
+  assert.not.ok(a.equals(b), 'two nonces differ')
+  const base = proof(secret, 'primary', a, b, 'rds')
+  assert.is(base.length, 32)
+  assert.ok(base.equals(proof(Buffer.from(secret), 'primary', Buffer.from(a), Buffer.from(b), 'rds')), 'deterministic')
+  const variants: Array<[string, Buffer]> = [
+    ['role', proof(secret, 'secondary', a, b, 'rds')],
+    ['their nonce', proof(secret, 'primary', nonce(), b, 'rds')],
+    ['our nonce', proof(secret, 'primary', a, nonce(), 'rds')],
+    ['nonces swapped', proof(secret, 'primary', b, a, 'rds')],
+    ['rds', proof(secret, 'primary', a, b, 'rdt')],
+    ['secret', proof(Buffer.from('correct horse battery stapl3'), 'primary', a, b, 'rds')],
+    ['secret with a trailing newline', proof(Buffer.concat([secret, Buffer.from('\n')]), 'primary', a, b, 'rds')]
+  ]
+  for (const [what, p] of variants) assert.not.ok(p.equals(base), `a different ${what} gives a different proof`)
+  // the secret itself never appears in the proof
+  assert.is(base.indexOf(secret.subarray(0, 8)), -1)
+})
+
+t('proofOk(): true only for the same bytes; wrong length or type is false, never a throw', () => {
+  const want = proof(Buffer.from('s'), 'secondary', nonce(), nonce(), 'r')
+  assert.ok(proofOk(Buffer.from(want), want), 'a copy of the proof')
+  assert.ok(proofOk(new Uint8Array(want), want), 'a plain Uint8Array (as decoded off the wire)')
+  const decoded = new FrameDecoder().push(encodeFrame({ t: MsgType.AUTH, proof: want }))[0]
+  assert.ok(decoded.t === MsgType.AUTH && proofOk(decoded.proof, want), 'the proof after an AUTH frame round trip')
+  for (let i = 0; i < want.length; i += 7) {
+    const bad = Buffer.from(want)
+    bad[i] ^= 1
+    assert.not.ok(proofOk(bad, want), `one bit flipped at byte ${i}`)
+  }
+  const wrong: Array<[string, unknown]> = [
+    ['shorter', want.subarray(0, 31)],
+    ['longer', Buffer.concat([want, Buffer.alloc(1)])],
+    ['empty', Buffer.alloc(0)],
+    ['a string', want.toString('latin1')],
+    ['a hex string', want.toString('hex')],
+    ['an array of numbers', Array.from(want)],
+    ['null', null],
+    ['undefined', undefined],
+    ['a number', 42],
+    ['an object', { 0: want[0], length: 32 }]
+  ]
+  for (const [what, got] of wrong) {
+    let r: unknown
+    try { r = proofOk(got, want) } catch (err) { assert.unreachable(`proofOk(${what}) threw: ${(err as Error).message}`) }
+    assert.is(r, false, `proofOk(${what}) is false`)
+  }
+})
+
+t.run()
