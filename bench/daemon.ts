@@ -2,8 +2,11 @@
  * Start and stop replicafs daemons through the public CLI (bin/replicafs), the
  * way a user would:
  *
- *   node bin/replicafs passthrough|primary --data D --mount M --state S [--srl-size N] --daemon
+ *   node bin/replicafs passthrough|primary|secondary --data D --mount M --state S [--srl-size N] [EXTRA...] --daemon
  *   node bin/replicafs stop --state S
+ *
+ * (EXTRA: e.g. `--secondary HOST:PORT --secret-file F --synchronous MODE` for a
+ * replicating Primary, `--listen 127.0.0.1:0 --secret-file F` for a Secondary.)
  *
  * `--daemon` must return only once the filesystem is mounted; we check that
  * the mountpoint really is a FUSE mount before handing it to a workload.
@@ -18,7 +21,7 @@ import * as path from 'path'
 import { describe, run } from './proc'
 import { isMounted, mounts } from './image'
 
-export type DaemonMode = 'passthrough' | 'primary'
+export type DaemonMode = 'passthrough' | 'primary' | 'secondary'
 
 export interface DaemonDirs {
   data: string
@@ -71,13 +74,21 @@ export async function startDaemon(
   repo: string,
   mode: DaemonMode,
   dirs: DaemonDirs,
-  opts: { srlSizeBytes?: number; log: (s: string) => void; warn?: (s: string) => void },
+  opts: {
+    srlSizeBytes?: number
+    /** More flags for the daemon (before --daemon). */
+    extraArgs?: string[]
+    /** Node options for the CLI; `--daemon` passes them on to the daemon it detaches (e.g. --cpu-prof). */
+    nodeArgs?: string[]
+    log: (s: string) => void
+    warn?: (s: string) => void
+  },
 ): Promise<Daemon> {
   checkCli(repo)
   for (const d of [dirs.data, dirs.mount, dirs.state]) fs.mkdirSync(d, { recursive: true })
-  const argv = [process.execPath, cliPath(repo), mode, '--data', dirs.data, '--mount', dirs.mount, '--state', dirs.state]
-  if (mode === 'primary' && opts.srlSizeBytes !== undefined) argv.push('--srl-size', String(opts.srlSizeBytes))
-  argv.push('--daemon')
+  const argv = [process.execPath, ...(opts.nodeArgs ?? []), cliPath(repo), mode, '--data', dirs.data, '--mount', dirs.mount, '--state', dirs.state]
+  if (mode !== 'passthrough' && opts.srlSizeBytes !== undefined) argv.push('--srl-size', String(opts.srlSizeBytes))
+  argv.push(...(opts.extraArgs ?? []), '--daemon')
 
   let stopped = false
   let started = false

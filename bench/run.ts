@@ -17,8 +17,9 @@ import * as os from 'os'
 import * as path from 'path'
 import { createImage, Image, syncfs } from './image'
 import { checkCli, Daemon, startDaemon } from './daemon'
-import { execFileSync } from 'child_process'
 import { runOk } from './proc'
+import { fmt, fmtRatio, machineInfo, median, ratio, table } from './report'
+import { replicationSectionForMainDoc, spliceSection } from './replication-doc'
 import { buildHash, snapshotPackage } from './snapshot'
 import { buildTarball, Ctx, Metric, Sample, Sizes, Tarball, Workload, WORKLOADS } from './workloads'
 import { SRL_BYTES_DEFAULT } from '../src/limits'
@@ -170,75 +171,10 @@ interface Results {
   loads: number[]
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-
-function fmt(x: number | undefined): string {
-  if (x === undefined || !Number.isFinite(x)) return '—'
-  if (x >= 1000) return Math.round(x).toLocaleString('en-US')
-  if (x >= 100) return x.toFixed(0)
-  if (x >= 10) return x.toFixed(1)
-  return x.toFixed(2)
-}
-
-function ratio(a: number | undefined, b: number | undefined): number | undefined {
-  return a === undefined || b === undefined || b === 0 ? undefined : a / b
-}
-
-function fmtRatio(x: number | undefined): string {
-  return x === undefined ? '—' : `${x.toFixed(2)}x`
-}
-
 function cellMedian(res: Results, metric: string, col: Column, withSync = false): number | undefined {
   const cell = res.cells.get(metric)?.get(col)
   if (!cell || cell.samples.length === 0) return undefined
   return median(cell.samples.map((s) => (withSync ? s.amount / (s.seconds + (s.syncSeconds ?? 0)) : s.value)))
-}
-
-function machineInfo(repo: string): Record<string, string> {
-  const cpus = os.cpus()
-  let gitRev = '?'
-  try {
-    gitRev = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', cwd: repo }).trim()
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin', 'bench'], { encoding: 'utf8', cwd: repo }).trim()
-    if (dirty) gitRev += ' + uncommitted changes in src/, bin/ or bench/'
-  } catch {
-    /* not a git checkout */
-  }
-  let rootDev = '?'
-  try {
-    const line = fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === '/tmp')
-      ?? fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === '/')
-    if (line) {
-      const [dev, mp, type, opts] = line.split(' ')
-      rootDev = `${dev} on ${mp} (${type}, ${opts})`
-    }
-  } catch {
-    /* ignore */
-  }
-  return {
-    cpu: `${os.availableParallelism()} × ${cpus[0]?.model ?? '?'}`,
-    memory: `${(os.totalmem() / GiB).toFixed(1)} GiB`,
-    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    'image backing fs': rootDev,
-    commit: gitRev,
-  }
-}
-
-function table(headers: string[], rows: string[][], align: ('l' | 'r')[]): { text: string; md: string } {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
-  const pad = (s: string, i: number): string => (align[i] === 'r' ? s.padStart(widths[i]) : s.padEnd(widths[i]))
-  const text = [headers.map(pad).join('  '), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map((r) => r.map(pad).join('  '))].join('\n')
-  const md = [
-    `| ${headers.join(' | ')} |`,
-    `| ${align.map((a) => (a === 'r' ? '---:' : ':---')).join(' | ')} |`,
-    ...rows.map((r) => `| ${r.join(' | ')} |`),
-  ].join('\n')
-  return { text, md }
 }
 
 function metricsOf(workloads: Workload[]): Metric[] {
@@ -645,7 +581,12 @@ async function main(): Promise<number> {
     startSeconds: Object.fromEntries(res.startSeconds),
   }, null, 2))
   if (write && image) {
-    const doc = renderDoc({ opts, res, workloads, image, tarball, started, elapsedSeconds, argv, repo, pkg, build: pkgBuild })
+    let doc = renderDoc({ opts, res, workloads, image, tarball, started, elapsedSeconds, argv, repo, pkg, build: pkgBuild })
+    // The "## Replication" section comes from a separate run (`npm run bench:replication`): render it
+    // from the JSON that run leaves in bench/results/, so rewriting this file never loses it
+    // (see replication-doc.ts).
+    const replSection = replicationSectionForMainDoc(repo, fs.existsSync(opts.docPath) ? fs.readFileSync(opts.docPath, 'utf8') : null)
+    if (replSection) doc = spliceSection(doc, replSection)
     fs.mkdirSync(path.dirname(opts.docPath), { recursive: true })
     fs.writeFileSync(opts.docPath, doc)
     process.stdout.write(`\nwrote ${path.relative(process.cwd(), opts.docPath) || opts.docPath}\n`)
