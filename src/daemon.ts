@@ -19,6 +19,12 @@ import { FuseAdapter, type AdapterRvg } from './fuse/adapter'
 import { RlinkSet, type SynchronousMode } from './rlink/sender'
 import { RlinkReceiver } from './rlink/receiver'
 import { readSecret, type Address } from './rlink/common'
+import { IbcPrimary, ibcId } from './ibc/primary'
+import { IbcSecondary } from './ibc/secondary'
+import { handleIbc, type IbcRequest } from './ibc/control'
+import { runTask, secondaryStep, type TaskEnv } from './ibc/task'
+import { IbcError } from './ibc/errors'
+import type { Follow } from './rlink/receiver'
 import { serve } from './control'
 import { sys } from './native'
 import { ReplError } from './errors'
@@ -36,6 +42,8 @@ export interface PrimaryConfig {
   secretFile: string | null
   synchronous: SynchronousMode
   rds: string
+  /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
+  taskDir?: string
 }
 
 export interface SecondaryConfig {
@@ -46,6 +54,10 @@ export interface SecondaryConfig {
   listen: Address
   secretFile: string
   rds: string
+  /** How long an IBC message for a name not registered here holds replication before it is discarded. */
+  ibcUnregisteredTimeoutS?: number
+  /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
+  taskDir?: string
 }
 
 export type Logger = (line: string) => void
@@ -170,6 +182,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   let adapter: FuseAdapter | null = null
   let server: net.Server | null = null
   let rlinks: RlinkSet | null = null
+  let ibc: IbcPrimary | null = null
   const secret = cfg.secondaries.length > 0 ? readSecret(cfg.secretFile!) : null
 
   /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
@@ -211,6 +224,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
     rlinks?.start()
+    if (srl !== null) ibc = await IbcPrimary.open(srl, rvg)
 
     adapter = new FuseAdapter(rvg, mount)
     await adapter.mount()
@@ -237,7 +251,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
 
   try {
-    server = await serve(state, async (req) => {
+    server = await serve(state, async (req, signal) => {
       switch (req.cmd) {
         case 'status':
           return {
@@ -251,8 +265,27 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
             synchronous: cfg.synchronous,
             srl: srl ? srl.stats(live.appliedSeq) : null,
             rlinks: rlinks?.status() ?? [],
+            ibc: ibc?.status() ?? null,
             fatal: live.fatalError?.message ?? null
           }
+        case 'ibc':
+          if (ibc === null) throw new ReplError('USAGE', 'a passthrough has no SRL, so no IBC')
+          return handleIbc({ primary: ibc }, req as IbcRequest, signal)
+        case 'ibc-run': {
+          if (ibc === null) throw new ReplError('USAGE', 'a passthrough has no SRL, so no IBC')
+          const links = rlinks?.links ?? []
+          const down = links.filter((l) => !l.connected)
+          if (down.length > 0) throw new IbcError('EIBC_TASK_FAILED', `the RLINK to ${down.map((l) => `${l.address} (${l.state})`).join(', ')} is not connected`)
+          const env: TaskEnv = { role: 'primary', state, data, mount, taskDir: cfg.taskDir ?? path.join(state, 'tasks') }
+          const timeoutS = typeof req.timeoutS === 'number' ? req.timeoutS : 120
+          return runTask(env, ibc, links.map((l) => ({
+            address: l.address,
+            step: async (task: string, step: string, t: number) => {
+              const r = await l.task(task, step, task, t)
+              return { code: r.code, output: r.output, error: r.error, ibcId: r.ibcId }
+            }
+          })), String(req.task ?? ''), timeoutS, log)
+        }
         case 'pause':
         case 'resume': {
           if (rlinks === null) throw new ReplError('USAGE', 'this Primary has no RLINK (start it with --secondary HOST:PORT)')
@@ -300,10 +333,12 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   let adapter: FuseAdapter | null = null
   let server: net.Server | null = null
   let receiver: RlinkReceiver | null = null
+  let ibc: IbcSecondary | null = null
 
   const release = async (): Promise<void> => {
     const steps: Array<[string, () => Promise<void> | void]> = [
       ['RLINK listener', async () => { await receiver?.close() }],
+      ['IBC', () => { ibc?.close() }],
       ['unmount', async () => { await adapter?.unmount() }],
       ['control socket', async () => {
         if (server) {
@@ -325,12 +360,21 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'secondary' })
     if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
     unlockData = lockDataDir(data)
-    const followed = await srl.store.get('follow')
-    if (followed === undefined && srl.lastSeq === 0 && fs.readdirSync(data).length > 0) {
+    let followed: Follow | null = (await srl.store.get<Follow>('follow')) ?? null
+    if (followed === null && srl.lastSeq === 0 && fs.readdirSync(data).length > 0) {
       throw new ReplError('DIR_NOT_EMPTY', `data directory ${data} is not empty, and this Secondary has never replicated: start a new Secondary on an empty data directory`)
     }
     await prepareMountPoint(mount, log)
-    rvg = new SecondaryRvg(data, srl, { log })
+    ibc = await IbcSecondary.open(srl.store, { unregisteredTimeoutS: cfg.ibcUnregisteredTimeoutS })
+    ibc.log = log
+    rvg = new SecondaryRvg(data, srl, {
+      log,
+      ibc,
+      ibcId: (seq) => {
+        followed = receiver?.follow ?? followed
+        return ibcId(followed?.srlId ?? '', seq)
+      }
+    })
     for (const w of srl.warnings) log(w)
     await rvg.recover()
     if (rvg.appliedSeq > 0) log(`applied everything logged, up to sequence number ${rvg.appliedSeq}`)
@@ -344,7 +388,17 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     }
     adapter = new FuseAdapter(view as unknown as PrimaryRvg, mount, true)
     await adapter.mount()
-    receiver = new RlinkReceiver({ listen: cfg.listen, secret, rds: cfg.rds, rvg, store: srl.store, log })
+    const taskEnv: TaskEnv = { role: 'secondary', state, data, mount, taskDir: cfg.taskDir ?? path.join(state, 'tasks') }
+    const liveIbcForTasks = ibc
+    receiver = new RlinkReceiver({
+      listen: cfg.listen,
+      secret,
+      rds: cfg.rds,
+      rvg,
+      store: srl.store,
+      log,
+      task: (task, step, timeoutS) => secondaryStep(taskEnv, liveIbcForTasks, task, step, timeoutS)
+    })
     await receiver.start()
     log(`listening for the Primary on ${receiver.address} (RDS ${cfg.rds})`)
   } catch (err) {
@@ -369,11 +423,14 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   const live = rvg
   const rx = receiver
   const liveSrl = srl
+  const liveIbc = ibc!
   live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
 
   try {
-    server = await serve(state, async (req) => {
+    server = await serve(state, async (req, signal) => {
       switch (req.cmd) {
+        case 'ibc':
+          return handleIbc({ secondary: liveIbc }, req as IbcRequest, signal)
         case 'status':
           return {
             role: 'secondary',
@@ -387,6 +444,8 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
             receivedSeq: live.receivedSeq,
             appliedSeq: live.appliedSeq,
             consistent: live.consistent,
+            frozen: liveIbc.frozen,
+            ibc: liveIbc.status(),
             connected: rx.connected,
             primary: { address: rx.primaryAddress, srlId: rx.follow?.srlId ?? null },
             fatal: live.fatalError?.message ?? null

@@ -99,6 +99,12 @@ export const IBC_MESSAGE_BYTES_MAX = 64 * 1024
  */
 export const IBC_DELIVER_TIMEOUT_DEFAULT_S = 600
 
+/** An `ibc run` script that runs longer than this is killed and fails the flow. */
+export const IBC_SCRIPT_TIMEOUT_MS = 10 * 60 * 1000
+
+/** Output kept from an `ibc run` script (stdout and stderr), the last bytes. */
+export const IBC_SCRIPT_OUTPUT_BYTES_MAX = 64 * 1024
+
 /** How long `ibc receive` waits by default (0: forever). */
 export const IBC_RECEIVE_TIMEOUT_DEFAULT_S = 0
 

@@ -10,7 +10,9 @@ import { demoCommand } from './demo'
 import { syncCommand } from './sync'
 import { secondaryCommand } from './secondary'
 import { pauseCommand } from './pause'
+import { ibcCommand, ibcSendCommand } from './ibc'
 import { ReplError } from '../errors'
+import { RemoteError } from '../control'
 
 const HELP = `usage: replicafs COMMAND [flags]
 
@@ -21,6 +23,8 @@ commands:
   secondary     run a Secondary: receive the Primary's updates, apply them in order, mount read-only
   pause         pause replication to a Secondary (run on the Primary)
   resume        resume paused replication
+  ibc           In-Band Control messages: register, send, receive, unfreeze, unregister, status, run
+  ibc-send      flush the Primary and send an IBC message (also bin/ibc-send)
   stop          unmount cleanly and end a daemon
   sync          make every change so far durable in the SRL (syncfs on a FUSE mount cannot)
   status        role, mount, SRL and RLINK figures of a running daemon
@@ -43,6 +47,8 @@ export async function main (argv: string[]): Promise<number> {
     case 'primary': return primaryCommand(rest, true)
     case 'passthrough': return primaryCommand(rest, false)
     case 'secondary': return secondaryCommand(rest)
+    case 'ibc': return ibcCommand(rest)
+    case 'ibc-send': return ibcSendCommand(rest)
     case 'pause': return pauseCommand('pause', rest)
     case 'resume': return pauseCommand('resume', rest)
     case 'stop': return stopCommand(rest)
@@ -55,11 +61,15 @@ export async function main (argv: string[]): Promise<number> {
   }
 }
 
-export function run (): void {
-  main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err: Error) => {
+export function run (argv: string[] = process.argv.slice(2)): void {
+  main(argv).then((code) => { process.exitCode = code }, (err: Error) => {
     if (err instanceof ReplError) {
       const msg = err.message.startsWith('replicafs') ? err.message : `replicafs: ${err.message}`
       process.stderr.write(msg + '\n')
+    } else if (err instanceof RemoteError) {
+      // The daemon's answer: already one line. IBC failures lead with their VVR error name.
+      process.stderr.write(`replicafs: ${err.code.startsWith('EIBC_') ? `${err.code}: ` : ''}${err.message}\n`)
+      if (err.exitCode !== undefined && err.exitCode > 0 && err.exitCode < 256) { process.exitCode = err.exitCode; return }
     } else {
       process.stderr.write(`replicafs: unexpected error: ${err.message}\n`)
       if (process.env.REPLICAFS_DEBUG) process.stderr.write(String(err.stack) + '\n')

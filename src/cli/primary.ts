@@ -25,6 +25,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   'secret-file': { type: 'string', arg: 'FILE', help: 'the secret shared with the Secondaries (required with --secondary; never sent)' },
   synchronous: { type: 'string', arg: 'MODE', help: 'off (default): a write completes once in the SRL; override: also waits for the network ack of every connected Secondary; fail: as override, and fails writes with EIO while an RLINK is down' },
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
+  'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready' },
   help: { type: 'boolean', help: 'show this help' }
 }
@@ -90,7 +91,8 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
 
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => runPrimary({
-    data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, rds
+    data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, rds,
+    taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined
   }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)}`)
 }
 

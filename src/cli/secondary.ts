@@ -7,6 +7,7 @@ import { parse, required, helpText, type FlagSpec } from './args'
 import { detach, runForeground, srlSizeOf, rdsOf, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
 import { runSecondary } from '../daemon'
 import { parseAddress, readSecret } from '../rlink/common'
+import { ReplError } from '../errors'
 
 export const SECONDARY_FLAGS: FlagSpec = {
   data: { type: 'string', arg: 'DIR', help: 'the replicated data directory (empty for a new Secondary; written only by replication)' },
@@ -16,6 +17,8 @@ export const SECONDARY_FLAGS: FlagSpec = {
   'secret-file': { type: 'string', arg: 'FILE', help: 'the secret shared with the Primary (never sent)' },
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'srl-size': PRIMARY_FLAGS['srl-size'],
+  'task-dir': PRIMARY_FLAGS['task-dir'],
+  'ibc-hold': { type: 'string', arg: 'SECONDS', help: 'how long an IBC message for an application not registered here holds replication before it is discarded (default 600, as VVR)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready and listening' },
   help: { type: 'boolean', help: 'show this help' }
 }
@@ -36,7 +39,13 @@ export async function secondaryCommand (argv: string[]): Promise<number> {
   readSecret(secretFile)
   const srlBytes = srlSizeOf(command, values)
   const rds = rdsOf(command, values)
+  let ibcUnregisteredTimeoutS: number | undefined
+  if (typeof values['ibc-hold'] === 'string') {
+    if (!/^\d+$/.test(values['ibc-hold'])) throw new ReplError('USAGE', `replicafs secondary: --ibc-hold ${values['ibc-hold']} is not a whole number of seconds`)
+    ibcUnregisteredTimeoutS = Number(values['ibc-hold'])
+  }
+  const taskDir = typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
-  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds }, log),
+  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir }, log),
     `${path.resolve(data)} mounted read-only at ${path.resolve(mount)}`)
 }

@@ -12,7 +12,18 @@ import path from 'node:path'
 import { CONTROL_REQUEST_BYTES_MAX } from '../limits'
 import { ReplError } from '../errors'
 
-export type Handler = (req: { cmd: string, [k: string]: unknown }) => Promise<unknown>
+/** `signal` aborts when the client goes away before the answer (a long `ibc receive`, say). */
+export type Handler = (req: { cmd: string, [k: string]: unknown }, signal: AbortSignal) => Promise<unknown>
+
+/** An error the daemon answered with: its one-line message and its code (a ReplErrorCode, EIBC_*, an errno name). */
+export class RemoteError extends Error {
+  /** The exit code the CLI should end with (`ibc run`: the failing script's), if the daemon gave one. */
+  exitCode?: number
+  constructor (readonly code: string, message: string) {
+    super(message)
+    this.name = 'RemoteError'
+  }
+}
 
 export function socketPath (stateDir: string): string {
   return path.join(stateDir, 'control.sock')
@@ -28,6 +39,8 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
     sock.on('close', () => conns.delete(sock))
     let buf = ''
     let handled = false
+    const gone = new AbortController()
+    sock.on('close', () => gone.abort())
     sock.setEncoding('utf8')
     sock.on('error', () => {})
     sock.on('data', (chunk: string) => {
@@ -39,9 +52,9 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
       handled = true
       let req: { cmd: string }
       try { req = JSON.parse(buf.slice(0, nl)) } catch { sock.end(JSON.stringify({ ok: false, error: 'malformed request' }) + '\n'); return }
-      handler(req).then(
+      handler(req, gone.signal).then(
         (result) => sock.end(JSON.stringify({ ok: true, result }) + '\n'),
-        (err: Error & { code?: string }) => sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code }) + '\n'))
+        (err: Error & { code?: string, exitCode?: number }) => sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code, exitCode: err.exitCode }) + '\n'))
     })
   })
   await new Promise<void>((resolve, reject) => {
@@ -78,10 +91,10 @@ export function request (stateDir: string, req: { cmd: string, [k: string]: unkn
     sock.on('end', () => {
       clearTimeout(timer)
       sock.destroy()
-      let res: { ok: boolean, result?: unknown, error?: string, code?: string }
+      let res: { ok: boolean, result?: unknown, error?: string, code?: string, exitCode?: number }
       try { res = JSON.parse(buf) } catch { reject(new ReplError('NOT_RUNNING', `the replicafs daemon for ${stateDir} closed the connection`)); return }
       if (res.ok) resolve(res.result)
-      else reject(Object.assign(new Error(res.error ?? 'request failed'), { code: res.code }))
+      else reject(Object.assign(new RemoteError(res.code ?? 'UNKNOWN', res.error ?? 'request failed'), typeof res.exitCode === 'number' ? { exitCode: res.exitCode } : {}))
     })
   })
 }

@@ -55,7 +55,13 @@ export enum RecordType {
   /** Ring marker: the rest of the ring's lap is unused; the record with this sequence starts the next lap. */
   WRAP = 17,
   /** The record with sequence `v` failed to apply with errno `e` and had no effect; replay expects the same. */
-  VOID = 18
+  VOID = 18,
+  /**
+   * An IBC message (In-Band Control, issue 4): `n` application name, `x` message bytes, `f` flags
+   * (1: do not freeze), `s` freeze timeout in seconds (0: none), `t` send time. Changes nothing in
+   * the data directory; a Secondary's apply loop delivers it (src/ibc/secondary.ts).
+   */
+  IBC = 19
 }
 
 /** A timestamp as [seconds, nanoseconds]: exact, unlike a double of nanoseconds. */
@@ -79,6 +85,7 @@ export interface RecordMeta {
   t?: Timespec | null // time resulting from the operation (null: leave as is); see docs/FORMAT.md for each type
   v?: number       // VOID: the sequence number that failed
   e?: number       // VOID: its negative errno
+  // (IBC uses n, x, f, t, and s as its freeze timeout in seconds)
 }
 
 export interface Record {

@@ -16,7 +16,7 @@
  *   S -> P  CHALLENGE  {v, rds, nonce, proof, next, last, applied}    or REFUSE
  *   P -> S  AUTH       {proof}                                         or REFUSE
  *   S -> P  READY      {}                                              or REFUSE
- * then P -> S UPDATES / PING, S -> P ACK / RESEND / PONG, either side REFUSE then close.
+ * then P -> S UPDATES / PING / TASK, S -> P ACK / RESEND / PONG / TASK_RESULT, either side REFUSE then close.
  */
 import crypto from 'node:crypto'
 import { Packr } from 'msgpackr'
@@ -36,7 +36,10 @@ export enum MsgType {
   RESEND = 7,
   PING = 8,
   PONG = 9,
-  REFUSE = 10
+  REFUSE = 10,
+  /** `ibc run`: the Primary asks the Secondary to run one step of a task. */
+  TASK = 11,
+  TASK_RESULT = 12
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
@@ -67,8 +70,12 @@ export interface Resend { t: MsgType.RESEND, from: number, why: string }
 export interface Ping { t: MsgType.PING, ts: number }
 export interface Pong { t: MsgType.PONG, ts: number }
 export interface Refuse { t: MsgType.REFUSE, code: RefuseCode, message: string }
+/** One step of an `ibc run` task on the Secondary (names only: the Secondary runs its own scripts). */
+export interface Task { t: MsgType.TASK, id: number, task: string, step: string, app: string, timeoutS: number }
+/** code: the script's exit code (null: no script ran, or the step is not a script); error: why the step failed. */
+export interface TaskResult { t: MsgType.TASK_RESULT, id: number, code: number | null, output: string, error: string | null, ibcId?: string }
 
-export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse
+export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({

@@ -100,7 +100,7 @@ export class FuseAdapter {
   }
 
   /** Runs a mutation and replies 0 or errno. */
-  private change (cb: Cb, fn: () => Promise<void>): void {
+  private change (cb: Cb, fn: () => Promise<unknown>): void {
     if (this.readOnly) { cb(-E.EROFS); return }
     fn().then(() => cb(0), (err) => cb(errnoFor(err)))
   }

@@ -24,6 +24,8 @@ import { RLINK_DEAD_AFTER_MS, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_WINDOW_BYTES } f
 export interface Follow { srlId: string, rds: string }
 
 export interface ReceiverConfig {
+  /** Runs one step of an `ibc run` task here. */
+  task?: (task: string, step: string, timeoutS: number) => Promise<{ code: number | null, output: string, ibcId?: string }>
   listen: Address
   secret: Buffer
   rds: string
@@ -43,8 +45,19 @@ class Connection {
   private timer: NodeJS.Timeout
   readonly fs: FramedSocket
 
+  /** `ibc run` tasks registered over this connection and not yet unregistered. */
+  private readonly openTasks = new Set<string>()
+
   constructor (sock: net.Socket, private readonly rx: RlinkReceiver) {
-    this.fs = new FramedSocket(sock, (m) => this.onMessage(m), (reason) => rx.ended(this, reason))
+    this.fs = new FramedSocket(sock, (m) => this.onMessage(m), (reason) => {
+      rx.ended(this, reason)
+      // A flow cut off by a lost link must not leave this Secondary frozen or the name registered.
+      for (const task of this.openTasks) {
+        rx.cfg.log(`ibc run ${task}: the link to the Primary went down mid-flow; unfreezing and unregistering`)
+        rx.cfg.task?.(task, 'abort', 0).catch(() => {})
+      }
+      this.openTasks.clear()
+    })
     this.timer = setTimeout(() => this.fs.refuse('PROTOCOL', `handshake not completed within ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s`), RLINK_HANDSHAKE_TIMEOUT_MS)
     this.timer.unref()
   }
@@ -128,6 +141,23 @@ class Connection {
           case MsgType.PING:
             this.fs.send({ t: MsgType.PONG, ts: m.ts })
             return
+          case MsgType.TASK: {
+            const run = this.rx.cfg.task
+            const id = m.id
+            const done = (r: { code: number | null, output: string, error: string | null, ibcId?: string }): void => {
+              if (!this.fs.isEnded) this.fs.send({ t: MsgType.TASK_RESULT, id, ...r })
+            }
+            if (run === undefined) { done({ code: null, output: '', error: 'this Secondary runs no tasks' }); return }
+            const task = String(m.task)
+            const step = String(m.step)
+            run(task, step, typeof m.timeoutS === 'number' ? m.timeoutS : 120)
+              .then((r) => {
+                if (step === 'register') this.openTasks.add(task)
+                if (step === 'unregister' || step === 'abort') this.openTasks.delete(task)
+                done({ ...r, error: null })
+              }, (err: Error & { code?: string }) => done({ code: null, output: '', error: `${err.code?.startsWith('EIBC_') ? err.code + ': ' : ''}${err.message}` }))
+            return
+          }
           case MsgType.REFUSE:
             this.rx.cfg.log(`the Primary at ${this.fs.peer} ended the link: ${String(m.message)}`)
             this.close('refused by the Primary')
@@ -163,7 +193,10 @@ class Connection {
     }
     if (ok.length > 0) await rvg.append(ok)
     if (this.fs.isEnded) return
-    this.rx.ack(rvg.srl.lastSeq)
+    // The network ack waits for the fdatasync, which is shared by every frame logged meanwhile:
+    // the next frame is logged while this sync runs (one sync per burst, not per frame).
+    const logged = rvg.srl.lastSeq
+    rvg.srl.sync().then(() => this.rx.ack(logged), (err: Error) => this.close(`cannot sync the SRL: ${err.message}`))
   }
 
   private resend (from: number, why: string): void {

@@ -10,7 +10,7 @@
  * every checkpoint before a release.
  */
 import net from 'node:net'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message } from '../format/wire'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult } from '../format/wire'
 import { RECORD_FORMAT_VERSION } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
@@ -73,6 +73,7 @@ export class AppendClock {
 }
 
 interface Waiter { seq: number, resolve: () => void, reject: (err: Error) => void }
+interface TaskWaiter { resolve: (r: TaskResult) => void, reject: (err: Error) => void }
 
 export class Rlink {
   state: RlinkState = 'connecting'
@@ -88,6 +89,8 @@ export class Rlink {
   private conn: FramedSocket | null = null
   private draining = false
   private waiters: Waiter[] = []
+  private tasks = new Map<number, TaskWaiter>()
+  private nextTaskId = 1
   private reconnectTimer: NodeJS.Timeout | null = null
   private heartbeat: NodeJS.Timeout | null = null
   private backoff = RLINK_RECONNECT_MIN_MS
@@ -216,9 +219,27 @@ export class Rlink {
       }
       case MsgType.PONG:
         return
+      case MsgType.TASK_RESULT: {
+        const w = this.tasks.get(m.id)
+        if (w === undefined) return
+        this.tasks.delete(m.id)
+        w.resolve(m)
+        return
+      }
       default:
         this.conn?.refuse('PROTOCOL', `unexpected message type ${m.t}`)
     }
+  }
+
+  /** `ibc run`: asks the Secondary to run one step of a task; rejects if the link is or goes down. */
+  task (task: string, step: string, app: string, timeoutS: number): Promise<TaskResult> {
+    const c = this.conn
+    if (c === null || this.state !== 'connected') return Promise.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} is ${this.state}`))
+    const id = this.nextTaskId++
+    return new Promise((resolve, reject) => {
+      this.tasks.set(id, { resolve, reject })
+      c.send({ t: MsgType.TASK, id, task, step, app, timeoutS })
+    })
   }
 
   private tick (): void {
@@ -284,6 +305,8 @@ export class Rlink {
     if (this.heartbeat) { clearInterval(this.heartbeat); this.heartbeat = null }
     const w = this.waiters.splice(0)
     for (const x of w) x.reject(this.notConnected())
+    for (const t of this.tasks.values()) t.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} went down: ${reason}`))
+    this.tasks.clear()
     if (this.closed) return
     if (this.state !== 'paused') {
       if (reason !== this.lastError || this.state === 'connected') this.ctx.log(`RLINK to ${this.address} ${this.state === 'connected' ? 'lost' : 'failed'}: ${reason}`)

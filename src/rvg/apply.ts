@@ -204,6 +204,7 @@ export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay
     }
     case RecordType.VOID:
     case RecordType.WRAP:
+    case RecordType.IBC: // the Secondary's apply loop delivers it before it gets here
       return
     default:
       throw new ReplError('APPLY_FAILED', `SRL record with sequence number ${rec.seq} has unknown type ${rec.type as number}`)

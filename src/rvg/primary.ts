@@ -192,13 +192,13 @@ export class PrimaryRvg {
    * synchronously. If applying fails, a VOID record says so, and the caller's FUSE reply carries
    * the errno.
    */
-  async mutate (type: RecordType, meta: RecordMeta): Promise<void> {
+  async mutate (type: RecordType, meta: RecordMeta): Promise<number> {
     if (this.fatal) throw this.fatal
     if (!this.srl) {
       while (this.bareWrites > 0) await new Promise((resolve) => setImmediate(resolve))
       this.fds.trim()
       applyRecordSync(this.root, { type, seq: 0, meta, data: EMPTY }, this.fds, false)
-      return
+      return 0
     }
     const srl = this.srl
     // Room for the record and a VOID after it, so a failure can always be recorded.
@@ -228,6 +228,7 @@ export class PrimaryRvg {
     }
     const waiting = repl?.acked(rec.seq)
     if (waiting) await waiting
+    return rec.seq
   }
 
   /**

@@ -29,6 +29,7 @@ import { Srl, bootId } from '../srl'
 import { RecordType, type Record } from '../format/record'
 import { applyRecordSync, FdCache } from './apply'
 import { ReplError } from '../errors'
+import type { IbcSecondary } from '../ibc/secondary'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SECONDARY_APPLY_SLICE_MS } from '../limits'
 import type { Position } from '../srl/state'
 
@@ -36,6 +37,10 @@ const CURSOR_BYTES = 24
 
 export interface SecondaryOptions {
   log?: (line: string) => void
+  /** IBC: the apply loop stops at an IBC record until this says it may be consumed. */
+  ibc?: IbcSecondary
+  /** The stable id of the IBC message in record `seq` (the followed Primary's SRL id and seq). */
+  ibcId?: (seq: number) => string
 }
 
 export class SecondaryRvg {
@@ -56,6 +61,8 @@ export class SecondaryRvg {
   /** Records applied here that the Primary later voided: the trees may differ. */
   diverged: string | null = null
   private roomWaiters: Array<() => void> = []
+  /** The IBC record the apply loop is stopped at, and the offset after it. */
+  private ibcHeld: { seq: number, end: number } | null = null
   /** Called after each apply slice that moved the applied position (the data ack). */
   onApplied?: (seq: number) => void
   onFatal?: (err: Error) => void
@@ -67,7 +74,11 @@ export class SecondaryRvg {
     this.cursorFd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
     this.applied = srl.tailPosition
     this.durableSeq = srl.tailSeq
+    if (opts.ibc) opts.ibc.onRelease = (seq) => this.consumeIbc(seq)
   }
+
+  /** True while an IBC record holds the apply loop (frozen, or waiting for a registration). */
+  get held (): boolean { return this.ibcHeld !== null }
 
   /** Where applying resumes: the cursor on the same boot, the durable checkpoint after a reboot. */
   async recover (): Promise<void> {
@@ -83,7 +94,9 @@ export class SecondaryRvg {
     }
     this.writeCursor()
     // Apply what is logged before anything else happens (the mount is not up yet).
-    while (this.applied.seq < this.srl.lastSeq && this.failed === null) this.step()
+    while (this.applied.seq < this.srl.lastSeq && this.failed === null) {
+      if (!this.step()) break
+    }
     if (this.fatal) throw this.fatal
     this.fds.clear()
     await this.srl.recordBoot()
@@ -103,8 +116,8 @@ export class SecondaryRvg {
 
   /**
    * Logs records received from the Primary (consecutive, checksums verified by the caller),
-   * waiting for room in the SRL if needed, then makes them durable. Resolves when they may be
-   * network-acked.
+   * waiting for room in the SRL if needed. The caller makes them durable (srl.sync(), coalesced
+   * across frames) before it network-acks them.
    */
   async append (recs: Buffer[]): Promise<void> {
     for (const buf of recs) {
@@ -119,7 +132,6 @@ export class SecondaryRvg {
       }
     }
     this.kick()
-    await this.srl.sync()
   }
 
   private async makeRoom (): Promise<void> {
@@ -158,7 +170,7 @@ export class SecondaryRvg {
       for (const f of w) f()
       if (this.srl.usedBytes * 100 > this.srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
     }
-    if (this.applied.seq < this.srl.lastSeq && this.failed === null) this.kick()
+    if (this.applied.seq < this.srl.lastSeq && this.failed === null && this.ibcHeld === null) this.kick()
   }
 
   /** Applies the next record. False if it must wait for more records (a failed one, not yet voided). */
@@ -171,6 +183,16 @@ export class SecondaryRvg {
       this.voided(record)
       this.applied = { seq, offset: end }
       return true
+    }
+    if (record.type === RecordType.IBC && this.opts.ibc !== undefined) {
+      // Everything before it is applied (causal order). IBC decides when it is consumed.
+      if (this.ibcHeld !== null) return false
+      this.ibcHeld = { seq, end }
+      const m = record.meta
+      const id = this.opts.ibcId?.(seq) ?? String(seq)
+      this.opts.ibc.arrive(seq, m.n ?? '', id, Buffer.from(m.x ?? new Uint8Array(0)), m.f ?? 0, m.s ?? 0)
+        .then((consume) => { if (consume) this.consumeIbc(seq) }, (err: Error) => this.fail(err))
+      return false
     }
     try {
       applyRecordSync(this.root, record, this.fds, this.replaying)
@@ -194,6 +216,18 @@ export class SecondaryRvg {
       this.writeCursor()
     }
     return true
+  }
+
+  /** The IBC record the loop stopped at may go: it counts as applied, and applying goes on. */
+  private consumeIbc (seq: number): void {
+    const h = this.ibcHeld
+    if (h === null || h.seq !== seq || this.closed || this.fatal) return
+    this.ibcHeld = null
+    this.applied = { seq, offset: h.end }
+    this.replaying = false
+    try { this.writeCursor() } catch (err) { this.fail(err as Error); return }
+    this.onApplied?.(seq)
+    this.kick()
   }
 
   /** Once the record after a failed one arrives: skip both if it voids it, else stop. */
