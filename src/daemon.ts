@@ -159,6 +159,19 @@ function lockDataDir (data: string): () => void {
   throw new ReplError('DATA_LOCKED', `cannot lock data directory ${data}`)
 }
 
+/** What the last daemon on a state directory served: offline tools (snapshot restore) read it. */
+export interface DaemonInfo { role: 'primary' | 'secondary', data: string, mount: string }
+
+function writeDaemonInfo (state: string, info: DaemonInfo): void {
+  const file = path.join(state, 'daemon.json')
+  fs.writeFileSync(file + '.tmp', JSON.stringify(info) + '\n', { mode: 0o600 })
+  fs.renameSync(file + '.tmp', file)
+}
+
+export function readDaemonInfo (state: string): DaemonInfo | null {
+  try { return JSON.parse(fs.readFileSync(path.join(state, 'daemon.json'), 'utf8')) as DaemonInfo } catch { return null }
+}
+
 export interface RunningDaemon {
   stopped: Promise<number>
   stop (code?: number): Promise<void>
@@ -213,6 +226,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
       if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
     }
     unlockData = lockDataDir(data)
+    if (cfg.journal) writeDaemonInfo(state, { role: 'primary', data, mount })
     await prepareMountPoint(mount, log)
 
     if (srl !== null && cfg.secondaries.length > 0) {
@@ -360,6 +374,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'secondary' })
     if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
     unlockData = lockDataDir(data)
+    writeDaemonInfo(state, { role: 'secondary', data, mount })
     let followed: Follow | null = (await srl.store.get<Follow>('follow')) ?? null
     if (followed === null && srl.lastSeq === 0 && fs.readdirSync(data).length > 0) {
       throw new ReplError('DIR_NOT_EMPTY', `data directory ${data} is not empty, and this Secondary has never replicated: start a new Secondary on an empty data directory`)
@@ -431,6 +446,8 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       switch (req.cmd) {
         case 'ibc':
           return handleIbc({ secondary: liveIbc }, req as IbcRequest, signal)
+        case 'ibc-run':
+          throw new IbcError('EIBC_WRONG_ROLE', 'ibc run runs on the Primary; this daemon is a Secondary')
         case 'status':
           return {
             role: 'secondary',

@@ -19,7 +19,7 @@ import { Srl } from '../src/srl'
 import { LogStore, STATE_FORMAT_VERSION } from '../src/srl/state'
 import { isReplError } from '../src/errors'
 import { RECORD_HEADER_BYTES, SRL_BYTES_MIN } from '../src/limits'
-import { metaFromJson, type Fixture } from './fixtures/abi/generate'
+import { metaFromJson, buildFixture, addNewTypes, type Fixture } from './fixtures/abi/generate'
 
 // Compiled to dist/test; the fixture is read from the source tree.
 const FIXTURE_DIR = path.resolve(__dirname, '..', '..', 'test', 'fixtures', 'abi')
@@ -79,6 +79,17 @@ const TIMED_IN_V2 = new Set<number>([
   RecordType.UNLINK, RecordType.RMDIR, RecordType.RENAME, RecordType.FALLOCATE
 ])
 
+/**
+ * The record types each version's fixture must hold: the types that existed when that version was
+ * current. A new record type needs no version bump (docs/FORMAT.md, "Version-bump rules"), so it is
+ * added to the current version's fixture only: IBC (19) came in version 2. Old fixtures never change.
+ */
+const V1_TYPES = Array.from({ length: 18 }, (_, i) => i + 1) // WRITE (1) .. VOID (18)
+function allTypes (): number[] {
+  return Object.values(RecordType).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b)
+}
+const TYPES_OF_VERSION = new Map<number, number[]>([[1, V1_TYPES], [2, allTypes()]])
+
 const fixtures = new Map<number, Fixture>([1, 2].map((v) => [v, loadFixture(v)]))
 const fixture = fixtures.get(1)!
 
@@ -104,10 +115,11 @@ test('fixture v2: namespace records and FALLOCATE carry t; version 1 ones do not
 for (const [version, f] of fixtures) {
   const current = version === RECORD_FORMAT_VERSION
 
-  test(`fixture v${version}: version ${version}, one record for every record type`, () => {
+  test(`fixture v${version}: version ${version}, one record for every record type of version ${version}`, () => {
     assert.is(f.formatVersion, version)
-    const types = Object.values(RecordType).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b)
-    assert.equal(f.records.map((r) => r.type).sort((a, b) => a - b), types, 'every RecordType has a fixture record')
+    const types = TYPES_OF_VERSION.get(version)
+    assert.ok(types !== undefined, `the test knows which record types version ${version} has`)
+    assert.equal(f.records.map((r) => r.type).sort((a, b) => a - b), types, `every record type of version ${version} has exactly one fixture record`)
     for (const r of f.records) assert.is(RecordType[r.type], r.name, `type number ${r.type} still means ${r.name}`)
   })
 
@@ -171,11 +183,57 @@ for (const [version, f] of fixtures) {
   }
 }
 
+test('fixtures: the current version\'s fixture covers every RecordType; version 1 had types 1..18 only', () => {
+  assert.equal(TYPES_OF_VERSION.get(RECORD_FORMAT_VERSION), allTypes(), 'the current version covers every type')
+  assert.ok(allTypes().includes(RecordType.IBC), 'IBC is a record type')
+  assert.is(RecordType.IBC, 19, 'IBC is type 19 (a number is never reused)')
+  assert.not.ok(V1_TYPES.includes(RecordType.IBC), 'IBC is not a version-1 type')
+  assert.equal(V1_TYPES, allTypes().filter((t) => t <= RecordType.VOID), 'version 1: WRITE .. VOID')
+})
+
+test('generate.ts: it reproduces the current version\'s fixture, and --add-new-types only appends', () => {
+  const stored = fixtures.get(RECORD_FORMAT_VERSION)!
+  assert.equal(buildFixture().records, stored.records, 'the generator\'s cases are the stored records (bytes included)')
+  const { fixture: same, added } = addNewTypes(stored)
+  assert.equal(added, [], 'the stored fixture lacks no type')
+  assert.equal(same.records, stored.records)
+  // a fixture written before IBC existed gains exactly the IBC record, the others untouched
+  const older: Fixture = { ...stored, records: stored.records.filter((r) => r.type !== RecordType.IBC) }
+  const { fixture: grown, added: grownBy } = addNewTypes(older)
+  assert.equal(grownBy, ['IBC'])
+  assert.equal(grown.records.slice(0, older.records.length), older.records, 'existing records are kept as they are')
+  assert.equal(grown.records[grown.records.length - 1], stored.records.find((r) => r.type === RecordType.IBC))
+})
+
+test('fixture v2: the IBC record carries n, x (bytes), f, s, t, in that order', () => {
+  const r = fixtures.get(2)!.records.find((x) => x.type === RecordType.IBC)
+  assert.ok(r !== undefined, 'the v2 fixture has an IBC record')
+  assert.is(r.name, 'IBC')
+  assert.is(r.data, '', 'an IBC record has no data payload (the message is in the metadata)')
+  const rec = decodeRecord(Buffer.from(r.bytes, 'hex'))
+  assert.equal(Object.keys(rec.meta), ['n', 'x', 'f', 's', 't'], 'the keys src/ibc/primary.ts writes, in its order')
+  assert.is(typeof rec.meta.n, 'string')
+  assert.instance(rec.meta.x, Uint8Array, 'the message is msgpack bin, decoded as bytes')
+  assert.ok(Buffer.from(rec.meta.x as Uint8Array).includes(0xff), 'the fixture message has a byte that is not UTF-8')
+  assert.ok(Number.isInteger(rec.meta.f) && Number.isInteger(rec.meta.s), 'f and s are integers')
+  const t = rec.meta.t as [number, number]
+  assert.ok(Array.isArray(t) && t.length === 2, 't is a Timespec')
+  // The bin marker (0xc4, length) is in the bytes: a str encoding of x would be another record.
+  assert.ok(Buffer.from(r.bytes, 'hex').includes(Buffer.from([0xa1, 0x78, 0xc4, (rec.meta.x as Uint8Array).length])), 'x is encoded as bin 8')
+})
+
 test('fixtures: a v1 record and its v2 successor differ only in the version, t and the checksum', () => {
   const v1 = fixtures.get(1)!.records
   const v2 = fixtures.get(2)!.records
+  let compared = 0
   for (const r2 of v2) {
-    const r1 = v1.find((r) => r.type === r2.type)!
+    const r1 = v1.find((r) => r.type === r2.type)
+    if (r1 === undefined) {
+      // A type added after version 1 (without a version bump) has no version-1 counterpart.
+      assert.not.ok(V1_TYPES.includes(r2.type), `${r2.name} is a version-1 type but the v1 fixture lacks it`)
+      continue
+    }
+    compared++
     // The version-1 fixture had no owner on new entries yet; compare what both versions carry.
     const m1 = metaFromJson(r1.meta)
     const m2 = metaFromJson(r2.meta)
@@ -185,6 +243,7 @@ test('fixtures: a v1 record and its v2 successor differ only in the version, t a
     for (const k of extra) assert.ok(allowed.includes(k), `${r2.name}: v2 adds only t (and the owner): ${k}`)
     if (TIMED_IN_V2.has(r2.type)) assert.ok(extra.includes('t'), `${r2.name}: v2 adds t`)
   }
+  assert.is(compared, V1_TYPES.length, 'every version-1 type was compared')
 })
 
 test('readHeader: a format version other than 1 or 2 throws FORMAT_VERSION', () => {

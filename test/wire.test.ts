@@ -33,7 +33,13 @@ function samples (): Message[] {
     { t: MsgType.RESEND, from: 42, why: 'gap: expected 42, got 44' },
     { t: MsgType.PING, ts: 1_700_000_000_123 },
     { t: MsgType.PONG, ts: 1_700_000_000_123 },
-    { t: MsgType.REFUSE, code: 'VERSION', message: 'protocol version 99 is not supported' }
+    { t: MsgType.REFUSE, code: 'VERSION', message: 'protocol version 99 is not supported' },
+    // `ibc run` (issue 4): a step request and its results (a script's exit code and output; a
+    // step that is not a script; a failure with the IBC message id it had received)
+    { t: MsgType.TASK, id: 1, task: 'backup', step: 'onfreeze', app: 'backup', timeoutS: 120 },
+    { t: MsgType.TASK, id: 2 ** 31 + 5, task: 'snap.ü-1', step: 'abort', app: 'snap.ü-1', timeoutS: 0 },
+    { t: MsgType.TASK_RESULT, id: 1, code: 3, output: 'onfreeze: copying...\nfailed\n', error: null, ibcId: '0123abcd-42' },
+    { t: MsgType.TASK_RESULT, id: 2 ** 31 + 5, code: null, output: '', error: 'EIBC_NO_APPLICATION: IBC application x is not registered on this host' }
   ]
 }
 
@@ -59,8 +65,8 @@ function expectProtocolError (fn: () => unknown, what: string, mention?: RegExp)
 
 t('the message-type table is the one on the wire: numbers never change', () => {
   assert.equal({ ...MsgType }, {
-    ...{ HELLO: 1, CHALLENGE: 2, AUTH: 3, READY: 4, UPDATES: 5, ACK: 6, RESEND: 7, PING: 8, PONG: 9, REFUSE: 10 },
-    ...{ 1: 'HELLO', 2: 'CHALLENGE', 3: 'AUTH', 4: 'READY', 5: 'UPDATES', 6: 'ACK', 7: 'RESEND', 8: 'PING', 9: 'PONG', 10: 'REFUSE' }
+    ...{ HELLO: 1, CHALLENGE: 2, AUTH: 3, READY: 4, UPDATES: 5, ACK: 6, RESEND: 7, PING: 8, PONG: 9, REFUSE: 10, TASK: 11, TASK_RESULT: 12 },
+    ...{ 1: 'HELLO', 2: 'CHALLENGE', 3: 'AUTH', 4: 'READY', 5: 'UPDATES', 6: 'ACK', 7: 'RESEND', 8: 'PING', 9: 'PONG', 10: 'REFUSE', 11: 'TASK', 12: 'TASK_RESULT' }
   })
   assert.is(PROTOCOL_VERSION, 1)
 })
@@ -93,6 +99,31 @@ t('every message type survives encodeFrame -> FrameDecoder', timed(10_000, async
   assert.is(up.recs.length, 3)
   for (const r of up.recs) assert.instance(r, Uint8Array)
 }))
+
+t('TASK and TASK_RESULT round trip with their fields and types (ibc run over the RLINK)', () => {
+  const all = samples().filter((m) => m.t === MsgType.TASK || m.t === MsgType.TASK_RESULT)
+  assert.is(all.length, 4)
+  const got = new FrameDecoder().push(Buffer.concat(all.map(encodeFrame)))
+  assert.equal(plain(got), plain(all), 'TASK / TASK_RESULT frames decode to the same messages, in order')
+  const [task, abort, result, failed] = got
+  if (task.t !== MsgType.TASK || abort.t !== MsgType.TASK || result.t !== MsgType.TASK_RESULT || failed.t !== MsgType.TASK_RESULT) throw new Error(`unexpected types ${got.map((m) => MsgType[m.t]).join(', ')}`)
+  assert.is(task.step, 'onfreeze')
+  assert.is(task.timeoutS, 120)
+  assert.is(abort.id, 2 ** 31 + 5, 'a task id beyond 31 bits is exact')
+  assert.is(abort.task, 'snap.ü-1', 'a non-ASCII task name survives')
+  assert.is(result.code, 3, 'the script\'s exit code')
+  assert.is(result.error, null, 'a script that ran and failed is not a step error')
+  assert.is(result.ibcId, '0123abcd-42')
+  assert.is(failed.code, null, 'a step that is not a script has no exit code (nil on the wire)')
+  assert.match(String(failed.error), /^EIBC_NO_APPLICATION: /)
+  assert.not.ok('ibcId' in failed, 'an absent ibcId stays absent (not nil)')
+  // the first byte of the body is a map, and t is the first key, 11 / 12
+  const f = encodeFrame(all[0])
+  const body = f.subarray(4)
+  assert.ok((body[0] & 0xf0) === 0x80, 'the body is a fixmap')
+  assert.equal([...body.subarray(1, 4)], [0xa1, 0x74, MsgType.TASK], 't: 11 first')
+  assert.equal([...encodeFrame(all[2]).subarray(5, 8)], [0xa1, 0x74, MsgType.TASK_RESULT], 't: 12 first')
+})
 
 t('encoding is deterministic (the same message gives the same bytes)', () => {
   for (const m of samples()) assert.ok(encodeFrame(m).equals(encodeFrame(m)), `${MsgType[m.t]} encodes the same twice`)

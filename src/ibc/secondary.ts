@@ -64,7 +64,10 @@ export class IbcSecondary {
   static async open (store: LogStore, opts: { unregisteredTimeoutS?: number } = {}): Promise<IbcSecondary> {
     const s = new IbcSecondary(await IbcRegistry.open(store), store, opts.unregisteredTimeoutS ?? IBC_DELIVER_TIMEOUT_DEFAULT_S)
     s.held = (await store.get<Held>('ibc/held')) ?? null
-    if (s.held !== null) s.arm()
+    for (const [, q] of await store.entries<{ app: string, id: string, seq: number, message: string, deadline: number }>('ibc/queue/')) {
+      s.queue.push({ msg: { app: q.app, id: q.id, seq: q.seq, message: Buffer.from(q.message, 'base64'), frozen: false }, deadline: q.deadline })
+    }
+    s.arm()
     return s
   }
 
@@ -94,7 +97,7 @@ export class IbcSecondary {
       return false
     }
     if (noFreeze) {
-      this.enqueue({ app, id, seq, message, frozen: false }, reg.deliverTimeoutS)
+      await this.enqueue({ app, id, seq, message, frozen: false }, reg.deliverTimeoutS)
       return true
     }
     await this.setHeld({ seq, app, id, message: message.toString('base64'), noFreeze, freezeTimeoutS, phase: 'delivering', deadline: deadlineOf(reg.deliverTimeoutS) })
@@ -109,7 +112,7 @@ export class IbcSecondary {
     if (h === null || h.app !== app || h.phase !== 'unregistered') return
     const reg = this.registry.get(app)!
     if (h.noFreeze) {
-      this.enqueue({ app, id: h.id, seq: h.seq, message: Buffer.from(h.message, 'base64'), frozen: false }, reg.deliverTimeoutS)
+      await this.enqueue({ app, id: h.id, seq: h.seq, message: Buffer.from(h.message, 'base64'), frozen: false }, reg.deliverTimeoutS)
       await this.release('delivered without freezing')
       return
     }
@@ -182,8 +185,11 @@ export class IbcSecondary {
     this.waiters = []
   }
 
-  private enqueue (msg: IbcMessage, deliverTimeoutS: number): void {
-    this.queue.push({ msg, deadline: deadlineOf(deliverTimeoutS) })
+  /** Queues a do-not-freeze message for receive, in LevelDB first (at least once across restarts). */
+  private async enqueue (msg: IbcMessage, deliverTimeoutS: number): Promise<void> {
+    const deadline = deadlineOf(deliverTimeoutS)
+    await this.store.put(queueKey(msg.seq), { app: msg.app, id: msg.id, seq: msg.seq, message: msg.message.toString('base64'), deadline }, true)
+    this.queue.push({ msg, deadline })
     this.log(`IBC message ${msg.id} for ${msg.app} (do not freeze) queued for receive; replication goes on`)
     this.deliver()
     this.arm()
@@ -214,6 +220,8 @@ export class IbcSecondary {
       this.take(w)
       this.queue.splice(i, 1)
       w.resolve(q.msg)
+      // Forgotten once handed over; a crash before this redelivers it (at least once).
+      this.store.del(queueKey(q.msg.seq), true).catch((err) => this.log(`IBC: ${(err as Error).message}`))
     }
   }
 
@@ -254,6 +262,7 @@ export class IbcSecondary {
     const dropped = this.queue.filter((q) => q.deadline > 0 && q.deadline <= now)
     if (dropped.length > 0) {
       this.queue = this.queue.filter((q) => !dropped.includes(q))
+      for (const q of dropped) await this.store.del(queueKey(q.msg.seq), true)
       for (const q of dropped) this.log(`IBC message ${q.msg.id} for ${q.msg.app} discarded: not received within its deliver timeout`)
     }
     const h = this.held
@@ -266,6 +275,10 @@ export class IbcSecondary {
       this.arm()
     }
   }
+}
+
+function queueKey (seq: number): string {
+  return `ibc/queue/${String(seq).padStart(16, '0')}`
 }
 
 function deadlineOf (seconds: number): number {

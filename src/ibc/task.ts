@@ -1,6 +1,7 @@
 /**
  * `replicafs ibc run TASK`: VVR's `vradmin ibc` flow, driven by the Primary's daemon.
  *
+ *   Secondary  check that onfreeze is there       (before anything else happens)
  *   Secondary  prefreeze                         (optional script)
  *   both       register TASK as the IBC application name
  *   Primary    quiesce                           (optional script)
@@ -26,7 +27,7 @@ import type { IbcSecondary } from './secondary'
 import { IBC_SCRIPT_TIMEOUT_MS, IBC_SCRIPT_OUTPUT_BYTES_MAX } from '../limits'
 
 export const PRIMARY_SCRIPTS = ['quiesce', 'unquiesce'] as const
-export const SECONDARY_STEPS = ['prefreeze', 'register', 'onfreeze', 'unfreeze', 'postfreeze', 'unregister', 'abort'] as const
+export const SECONDARY_STEPS = ['check', 'prefreeze', 'register', 'onfreeze', 'unfreeze', 'postfreeze', 'unregister', 'abort'] as const
 export type SecondaryStep = (typeof SECONDARY_STEPS)[number]
 
 export interface StepResult { host: string, step: string, code: number | null, output: string }
@@ -85,6 +86,14 @@ export async function runScript (env: TaskEnv, task: string, step: string, requi
 export async function secondaryStep (env: TaskEnv, ibc: IbcSecondary, task: string, step: string, timeoutS: number): Promise<{ code: number | null, output: string, ibcId?: string }> {
   checkTask(task)
   switch (step as SecondaryStep) {
+    case 'check': {
+      // Before anything happens: the required script is there and runnable.
+      const file = path.join(env.taskDir, task, 'onfreeze')
+      let st: fs.Stats
+      try { st = fs.lstatSync(file) } catch { throw new IbcError('EIBC_TASK_FAILED', `task ${task}: the secondary has no onfreeze script (${file}), which is required`) }
+      if (!st.isFile() || (st.mode & 0o111) === 0) throw new IbcError('EIBC_TASK_FAILED', `task ${task}: ${file} is not an executable regular file`)
+      return { code: null, output: '' }
+    }
     case 'prefreeze':
     case 'postfreeze': {
       const r = await runScript(env, task, step, false)
@@ -137,7 +146,16 @@ export async function runTask (env: TaskEnv, ibc: IbcPrimary, links: SecondaryLi
   }
   const remote = async (step: string): Promise<void> => {
     for (const l of links) {
-      const r = await l.step(task, step, timeoutS)
+      let r: Awaited<ReturnType<SecondaryLink['step']>>
+      try {
+        r = await l.step(task, step, timeoutS)
+      } catch (err) {
+        // The link went down (or never was up): the flow fails; cleanup happens on both sides.
+        const s: StepResult = { host: `secondary ${l.address}`, step, code: null, output: '' }
+        steps.push(s)
+        fail(s, `${step} on the Secondary ${l.address} could not complete: ${(err as Error).message}`)
+        return
+      }
       const s: StepResult = { host: `secondary ${l.address}`, step, code: r.code, output: r.output }
       steps.push(s)
       if (r.error !== null) fail(s, `${step} on the Secondary ${l.address} failed: ${r.error}${r.output ? `\n${r.output}` : ''}`)
@@ -154,6 +172,7 @@ export async function runTask (env: TaskEnv, ibc: IbcPrimary, links: SecondaryLi
   let registeredThere = false
   try {
     log(`ibc run ${task}: starting`)
+    await remote('check')
     await remote('prefreeze')
     await remote('register')
     registeredThere = true
