@@ -91,7 +91,7 @@ export async function secondaryStep (env: TaskEnv, ibc: IbcSecondary, task: stri
       const file = path.join(env.taskDir, task, 'onfreeze')
       let st: fs.Stats
       try { st = fs.lstatSync(file) } catch { throw new IbcError('EIBC_TASK_FAILED', `task ${task}: the secondary has no onfreeze script (${file}), which is required`) }
-      if (!st.isFile() || (st.mode & 0o111) === 0) throw new IbcError('EIBC_TASK_FAILED', `task ${task}: ${file} is not an executable regular file`)
+      if (!st.isFile() || (st.mode & 0o111) === 0) throw new IbcError('EIBC_TASK_FAILED', `task ${task}: the secondary's onfreeze script ${file} is not executable (or not a regular file)`)
       return { code: null, output: '' }
     }
     case 'prefreeze':
