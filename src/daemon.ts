@@ -238,7 +238,14 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
     rlinks?.start()
-    if (srl !== null) ibc = await IbcPrimary.open(srl, rvg)
+    if (srl !== null) {
+      ibc = await IbcPrimary.open(srl, rvg)
+      // An `ibc run` cut short by a stop or crash of this daemon: its flow is gone.
+      for (const reg of ibc.registry.list().filter((r) => r.task === true)) {
+        log(`ibc run ${reg.name} did not finish before the last stop; unregistering it`)
+        await ibc.unregister(reg.name, undefined).catch((err: Error) => log(`ibc run ${reg.name}: ${err.message}`))
+      }
+    }
 
     adapter = new FuseAdapter(rvg, mount)
     await adapter.mount()
@@ -263,6 +270,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   }
   const live = rvg
   live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
+  if (rlinks !== null) rlinks.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
 
   try {
     server = await serve(state, async (req, signal) => {
@@ -391,6 +399,12 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       }
     })
     for (const w of srl.warnings) log(w)
+    // An `ibc run` cut short by a restart of this Secondary: never stay frozen for a lost flow.
+    const taskEnvEarly: TaskEnv = { role: 'secondary', state, data, mount, taskDir: cfg.taskDir ?? path.join(state, 'tasks') }
+    for (const reg of ibc.registry.list().filter((r) => r.task === true)) {
+      log(`ibc run ${reg.name} did not finish before the last stop; unfreezing and unregistering it`)
+      await secondaryStep(taskEnvEarly, ibc, reg.name, 'abort', 0).catch((err: Error) => log(`ibc run ${reg.name}: ${err.message}`))
+    }
     await rvg.recover()
     if (rvg.appliedSeq > 0) log(`applied everything logged, up to sequence number ${rvg.appliedSeq}`)
     rvg.start()

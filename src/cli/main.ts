@@ -69,6 +69,7 @@ export function run (argv: string[] = process.argv.slice(2)): void {
     } else if (err instanceof RemoteError) {
       // The daemon's answer: already one line. IBC failures lead with their VVR error name.
       process.stderr.write(`replicafs: ${err.code.startsWith('EIBC_') ? `${err.code}: ` : ''}${err.message}\n`)
+      if (err.detail !== undefined) process.stderr.write(`--- output ---\n${err.detail.replace(/\n?$/, '\n')}`)
       if (err.exitCode !== undefined && err.exitCode > 0 && err.exitCode < 256) { process.exitCode = err.exitCode; return }
     } else {
       process.stderr.write(`replicafs: unexpected error: ${err.message}\n`)

@@ -19,6 +19,8 @@ export type Handler = (req: { cmd: string, [k: string]: unknown }, signal: Abort
 export class RemoteError extends Error {
   /** The exit code the CLI should end with (`ibc run`: the failing script's), if the daemon gave one. */
   exitCode?: number
+  /** More than the one line, e.g. a failing script's output, printed after it. */
+  detail?: string
   constructor (readonly code: string, message: string) {
     super(message)
     this.name = 'RemoteError'
@@ -54,7 +56,7 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
       try { req = JSON.parse(buf.slice(0, nl)) } catch { sock.end(JSON.stringify({ ok: false, error: 'malformed request' }) + '\n'); return }
       handler(req, gone.signal).then(
         (result) => sock.end(JSON.stringify({ ok: true, result }) + '\n'),
-        (err: Error & { code?: string, exitCode?: number }) => sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code, exitCode: err.exitCode }) + '\n'))
+        (err: Error & { code?: string, exitCode?: number, detail?: string }) => sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code, exitCode: err.exitCode, detail: err.detail }) + '\n'))
     })
   })
   await new Promise<void>((resolve, reject) => {
@@ -91,10 +93,10 @@ export function request (stateDir: string, req: { cmd: string, [k: string]: unkn
     sock.on('end', () => {
       clearTimeout(timer)
       sock.destroy()
-      let res: { ok: boolean, result?: unknown, error?: string, code?: string, exitCode?: number }
+      let res: { ok: boolean, result?: unknown, error?: string, code?: string, exitCode?: number, detail?: string }
       try { res = JSON.parse(buf) } catch { reject(new ReplError('NOT_RUNNING', `the replicafs daemon for ${stateDir} closed the connection`)); return }
       if (res.ok) resolve(res.result)
-      else reject(Object.assign(new RemoteError(res.code ?? 'UNKNOWN', res.error ?? 'request failed'), typeof res.exitCode === 'number' ? { exitCode: res.exitCode } : {}))
+      else reject(Object.assign(new RemoteError(res.code ?? 'UNKNOWN', res.error ?? 'request failed'), typeof res.exitCode === 'number' ? { exitCode: res.exitCode } : {}, typeof res.detail === 'string' && res.detail !== '' ? { detail: res.detail } : {}))
     })
   })
 }

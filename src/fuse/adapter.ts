@@ -18,6 +18,7 @@ import fs from 'node:fs'
 import { constants as osc } from 'node:os'
 import { loadFuse, unmountFuse, sys, callerContext, UTIME_NOW_US, UTIME_OMIT_US, type FuseInstance, type FuseStat } from '../native'
 import type { PrimaryRvg } from '../rvg/primary'
+import { withSnapshots, type SnapshotSource } from './snapshots'
 
 /** What the adapter needs from an RVG: the Primary's, or the Secondary's read-only view. */
 export type AdapterRvg = Pick<PrimaryRvg, 'root' | 'barrier' | 'write' | 'mutate' | 'sync'>
@@ -84,6 +85,9 @@ export class FuseAdapter {
 
   /** `readOnly` serves the Secondary's mount (issue 3): every change answers EROFS. */
   constructor (private readonly rvg: AdapterRvg, private readonly mnt: string, private readonly readOnly = false) {}
+
+  /** This host's snapshots, shown read-only under MOUNT/.snapshots/ (set by the daemon). */
+  snapshots: SnapshotSource | null = null
 
   private full (p: string): string { return this.rvg.root + p }
 
@@ -212,7 +216,7 @@ export class FuseAdapter {
         return base === '' ? '-o' + extra : base + ',' + extra
       }
     }
-    const fuse = new ReplicafsFuse(this.mnt, this.ops(), {
+    const fuse = new ReplicafsFuse(this.mnt, withSnapshots(this.ops(), () => this.snapshots), {
       fsname: 'replicafs',
       subtype: 'replicafs',
       allowOther: true,

@@ -12,7 +12,14 @@ import type { LogStore } from '../srl/state'
 import { IbcError } from './errors'
 import { IBC_NAME_BYTES_MAX, IBC_REGISTRATIONS_MAX, IBC_DELIVER_TIMEOUT_DEFAULT_S } from '../limits'
 
-export interface Registration { name: string, key: string, deliverTimeoutS: number, registeredAt: string }
+export interface Registration {
+  name: string
+  key: string
+  deliverTimeoutS: number
+  registeredAt: string
+  /** Made by `ibc run` for its flow: a daemon restart aborts it (the flow is gone). */
+  task?: boolean
+}
 
 export function checkName (name: string): void {
   if (typeof name !== 'string' || name === '') throw new IbcError('EIBC_INVALID_NAME', 'an IBC application name is required')
@@ -46,13 +53,13 @@ export class IbcRegistry {
     return r
   }
 
-  async register (name: string, deliverTimeoutS = IBC_DELIVER_TIMEOUT_DEFAULT_S): Promise<Registration> {
+  async register (name: string, deliverTimeoutS = IBC_DELIVER_TIMEOUT_DEFAULT_S, opts: { task?: boolean } = {}): Promise<Registration> {
     checkName(name)
     if (this.regs.has(name)) throw new IbcError('EIBC_DUP_APPLICATION', `IBC application ${name} is already registered on this host`)
     if (this.regs.size >= IBC_REGISTRATIONS_MAX) throw new IbcError('EIBC_MAX_REGISTRATIONS', `this host already has ${IBC_REGISTRATIONS_MAX} IBC registrations, the most an RVG may have`)
     if (!Number.isInteger(deliverTimeoutS) || deliverTimeoutS < 0) throw new IbcError('EIBC_INVALID_ARGUMENT', 'the deliver timeout must be a whole number of seconds (0: none)')
-    const reg: Registration = { name, key: crypto.randomBytes(8).toString('hex'), deliverTimeoutS, registeredAt: new Date().toISOString() }
-    await this.store.put(`ibc/reg/${name}`, { key: reg.key, deliverTimeoutS, registeredAt: reg.registeredAt }, true)
+    const reg: Registration = { name, key: crypto.randomBytes(8).toString('hex'), deliverTimeoutS, registeredAt: new Date().toISOString(), ...(opts.task === true ? { task: true } : {}) }
+    await this.store.put(`ibc/reg/${name}`, { key: reg.key, deliverTimeoutS, registeredAt: reg.registeredAt, ...(opts.task === true ? { task: true } : {}) }, true)
     if (this.unregistered.delete(name)) await this.store.del(`ibc/unreg/${name}`, true)
     this.regs.set(name, reg)
     return reg

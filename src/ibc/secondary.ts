@@ -55,6 +55,10 @@ export class IbcSecondary {
   private queue: Array<{ msg: IbcMessage, deadline: number }> = []
   private waiters: Waiter[] = []
   private timer: NodeJS.Timeout | null = null
+  /** Whether the apply loop has reached the held record in this run (its deadlines run only then). */
+  private attached = false
+  /** LevelDB writes of `ibc/held`, in order (classic-level does not order concurrent operations). */
+  private heldWrites: Promise<void> = Promise.resolve()
   /** Called when a held record may now be consumed (the apply loop goes on). */
   onRelease?: (seq: number) => void
   log: (line: string) => void = () => {}
@@ -81,7 +85,13 @@ export class IbcSecondary {
    */
   async arrive (seq: number, app: string, id: string, message: Buffer, flags: number, freezeTimeoutS: number): Promise<boolean> {
     if (this.held !== null) {
-      if (this.held.seq === seq) return false // the same record again (a restart): keep its state
+      if (this.held.seq === seq) {
+        // The same record again (a restart): keep its state; its deadlines run from now on.
+        this.attached = true
+        this.arm()
+        this.deliver()
+        return false
+      }
       // A held record is consumed before the next is reached; a stale one is left from before a crash.
       await this.setHeld(null)
     }
@@ -104,6 +114,14 @@ export class IbcSecondary {
     this.log(`IBC message ${id} for ${app} arrived: the Secondary is frozen at sequence number ${seq - 1}`)
     this.deliver()
     return false
+  }
+
+  /** After a restart: a held record the apply loop had already consumed (the cursor is past it) is stale. */
+  async dropStale (appliedSeq: number): Promise<void> {
+    if (this.held !== null && this.held.seq <= appliedSeq) {
+      this.log(`IBC message ${this.held.id} was consumed before the restart; forgetting its held state`)
+      await this.setHeld(null)
+    }
   }
 
   /** A name was registered: a held message for it becomes deliverable. */
@@ -230,27 +248,32 @@ export class IbcSecondary {
     this.waiters = this.waiters.filter((x) => x !== w)
   }
 
-  private async setHeld (h: Held | null): Promise<void> {
+  private setHeld (h: Held | null): Promise<void> {
     this.held = h
-    if (h === null) await this.store.del('ibc/held', true)
-    else await this.store.put('ibc/held', h, true)
+    this.attached = h !== null
     this.arm()
+    const write = this.heldWrites.then(() => h === null ? this.store.del('ibc/held', true) : this.store.put('ibc/held', h, true))
+    this.heldWrites = write.catch(() => {})
+    return write
   }
 
   private async release (why: string): Promise<void> {
     const h = this.held
     if (h === null) return
     this.deliveredThisRun = false
-    await this.setHeld(null)
+    this.held = null
     this.log(`IBC message ${h.id} for ${h.app}: ${why}; replication goes on after sequence number ${h.seq}`)
+    // The apply loop consumes the record (and writes its cursor) before the held state is deleted:
+    // a crash in between finds the cursor past the record and drops the stale state (dropStale).
     this.onRelease?.(h.seq)
+    await this.setHeld(null)
   }
 
   /** One timer for the nearest deadline (held phase or queued message). */
   private arm (): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = null }
     let next = Infinity
-    if (this.held !== null && this.held.deadline > 0) next = this.held.deadline
+    if (this.held !== null && this.attached && this.held.deadline > 0) next = this.held.deadline
     for (const q of this.queue) if (q.deadline > 0) next = Math.min(next, q.deadline)
     if (next === Infinity) return
     this.timer = setTimeout(() => { this.expire().catch((err) => this.log(`IBC: ${(err as Error).message}`)) }, Math.max(0, next - Date.now()))
@@ -266,7 +289,7 @@ export class IbcSecondary {
       for (const q of dropped) this.log(`IBC message ${q.msg.id} for ${q.msg.app} discarded: not received within its deliver timeout`)
     }
     const h = this.held
-    if (h !== null && h.deadline > 0 && h.deadline <= now) {
+    if (h !== null && this.attached && h.deadline > 0 && h.deadline <= now) {
       const why = h.phase === 'unregistered' ? `discarded: ${h.app} did not register within ${this.unregisteredTimeoutS} s`
         : h.phase === 'delivering' ? 'discarded: not received within the deliver timeout'
           : `freeze timeout of ${h.freezeTimeoutS} s passed`

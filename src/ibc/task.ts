@@ -19,7 +19,8 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFile } from 'node:child_process'
+import { spawn } from 'node:child_process'
+import { constants as osConstants } from 'node:os'
 import { IbcError } from './errors'
 import { checkName } from './registry'
 import type { IbcPrimary } from './primary'
@@ -57,10 +58,10 @@ export async function runScript (env: TaskEnv, task: string, step: string, requi
   if (!st.isFile()) throw new IbcError('EIBC_TASK_FAILED', `task ${task}: ${file} is not a regular file (symlinks are not run)`)
   if ((st.mode & 0o111) === 0) throw new IbcError('EIBC_TASK_FAILED', `task ${task}: ${file} is not executable`)
   return new Promise((resolve) => {
-    execFile(file, [], {
+    // spawn, not execFile: a script's output is not bounded, so keep only its last bytes.
+    const child = spawn(file, [], {
       cwd: dir,
-      timeout: IBC_SCRIPT_TIMEOUT_MS,
-      maxBuffer: IBC_SCRIPT_OUTPUT_BYTES_MAX,
+      stdio: ['ignore', 'pipe', 'pipe'],
       env: {
         ...process.env,
         REPLICAFS_TASK: task,
@@ -71,13 +72,22 @@ export async function runScript (env: TaskEnv, task: string, step: string, requi
         REPLICAFS_MOUNT: env.mount,
         ...extra
       }
-    }, (err, stdout, stderr) => {
-      const output = (stdout + stderr).slice(-IBC_SCRIPT_OUTPUT_BYTES_MAX)
-      if (err === null) { resolve({ code: 0, output }); return }
-      const e = err as unknown as { code?: number | string | null, killed?: boolean, signal?: string | null, message: string }
-      // A script killed by a signal has no exit code: report 128 + 9 (killed) like a shell would.
-      const code = typeof e.code === 'number' ? e.code : e.signal ? 137 : 126
-      resolve({ code, output: output + (e.killed ? `\n(killed after ${IBC_SCRIPT_TIMEOUT_MS / 1000} s)` : typeof e.code === 'string' ? `\n(${e.message})` : '') })
+    })
+    let out = Buffer.alloc(0)
+    const keep = (chunk: Buffer): void => {
+      out = Buffer.concat([out, chunk])
+      if (out.length > IBC_SCRIPT_OUTPUT_BYTES_MAX) out = out.subarray(out.length - IBC_SCRIPT_OUTPUT_BYTES_MAX)
+    }
+    child.stdout.on('data', keep)
+    child.stderr.on('data', keep)
+    let killed = false
+    const timer = setTimeout(() => { killed = true; child.kill('SIGKILL') }, IBC_SCRIPT_TIMEOUT_MS)
+    child.on('error', (err) => { clearTimeout(timer); resolve({ code: 126, output: `${out.toString('utf8')}\n(${err.message})` }) })
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      const output = out.toString('utf8') + (killed ? `\n(killed after ${IBC_SCRIPT_TIMEOUT_MS / 1000} s)` : '')
+      // A script killed by a signal has no exit code: report 128 + the signal, as a shell would.
+      resolve({ code: code ?? 128 + (signal !== null ? (osConstants.signals[signal] ?? 9) : 9), output })
     })
   })
 }
@@ -100,7 +110,7 @@ export async function secondaryStep (env: TaskEnv, ibc: IbcSecondary, task: stri
       return r ?? { code: null, output: '' }
     }
     case 'register':
-      await ibc.registry.register(task)
+      await ibc.registry.register(task, undefined, { task: true })
       await ibc.registered(task)
       return { code: null, output: '' }
     case 'onfreeze': {
@@ -141,11 +151,15 @@ export async function runTask (env: TaskEnv, ibc: IbcPrimary, links: SecondaryLi
   if (links.length === 0) throw new IbcError('EIBC_TASK_FAILED', 'this Primary has no Secondary to run a task with')
   const steps: StepResult[] = []
   const fail = (s: StepResult, why: string): never => {
-    // The CLI exits with the failing script's exit code (1 when the step was not a script).
-    throw Object.assign(new IbcError('EIBC_TASK_FAILED', `task ${task}: ${why}`), { steps, exitCode: s.code !== null && s.code > 0 ? s.code : 1 })
+    // One line of error; the script's output goes along as detail (the CLI prints it after the
+    // line). The CLI exits with the failing script's exit code (1 when the step was not a script).
+    throw Object.assign(new IbcError('EIBC_TASK_FAILED', `task ${task}: ${why}`), { steps, detail: s.output, exitCode: s.code !== null && s.code > 0 ? s.code : 1 })
   }
   const remote = async (step: string): Promise<void> => {
-    for (const l of links) {
+    for (const l of links) await remoteOne(l, step)
+  }
+  const remoteOne = async (l: SecondaryLink, step: string): Promise<void> => {
+    {
       let r: Awaited<ReturnType<SecondaryLink['step']>>
       try {
         r = await l.step(task, step, timeoutS)
@@ -158,31 +172,36 @@ export async function runTask (env: TaskEnv, ibc: IbcPrimary, links: SecondaryLi
       }
       const s: StepResult = { host: `secondary ${l.address}`, step, code: r.code, output: r.output }
       steps.push(s)
-      if (r.error !== null) fail(s, `${step} on the Secondary ${l.address} failed: ${r.error}${r.output ? `\n${r.output}` : ''}`)
-      if (r.code !== null && r.code !== 0) fail(s, `${step} on the Secondary ${l.address} exited with code ${r.code}${r.output ? `\n${r.output}` : ''}`)
+      if (r.error !== null) fail(s, `${step} on the Secondary ${l.address} failed: ${r.error}`)
+      if (r.code !== null && r.code !== 0) fail(s, `${step} on the Secondary ${l.address} exited with code ${r.code}`)
     }
   }
   const local = async (step: string): Promise<void> => {
     const r = await runScript(env, task, step, false)
     const s: StepResult = { host: 'primary', step, code: r?.code ?? null, output: r?.output ?? '' }
     steps.push(s)
-    if (r !== null && r.code !== 0) fail(s, `${step} on the Primary exited with code ${r.code}${r.output ? `\n${r.output}` : ''}`)
+    if (r !== null && r.code !== 0) fail(s, `${step} on the Primary exited with code ${r.code}`)
   }
   let registeredHere = false
-  let registeredThere = false
+  const registeredThere = new Set<SecondaryLink>()
   try {
     log(`ibc run ${task}: starting`)
     await remote('check')
     await remote('prefreeze')
-    await remote('register')
-    registeredThere = true
-    await ibc.registry.register(task)
+    for (const l of links) {
+      registeredThere.add(l) // before the answer: a register that fails half-way is aborted too
+      await remoteOne(l, 'register')
+    }
+    await ibc.registry.register(task, undefined, { task: true })
     registeredHere = true
     steps.push({ host: 'both', step: 'register', code: null, output: '' })
     await local('quiesce')
     let sent: { id: string, seq: number }
     try {
-      sent = await ibc.send(task, undefined, Buffer.from(`ibc run ${task}`), { flush: true })
+      // A freeze timeout, so a Secondary is never frozen for good if both the flow and its
+      // cleanup are lost (the Primary killed mid-flow, say): the flow's waits plus a script's run.
+      const freezeTimeoutS = timeoutS + IBC_SCRIPT_TIMEOUT_MS / 1000 + 60
+      sent = await ibc.send(task, undefined, Buffer.from(`ibc run ${task}`), { flush: true, freezeTimeoutS })
       steps.push({ host: 'primary', step: 'send', code: null, output: `message ${sent.id} at sequence number ${sent.seq}\n` })
     } finally {
       await local('unquiesce')
@@ -191,7 +210,7 @@ export async function runTask (env: TaskEnv, ibc: IbcPrimary, links: SecondaryLi
     await remote('unfreeze')
     await remote('postfreeze')
     await remote('unregister')
-    registeredThere = false
+    registeredThere.clear()
     await ibc.unregister(task, undefined)
     registeredHere = false
     steps.push({ host: 'both', step: 'unregister', code: null, output: '' })
@@ -199,7 +218,7 @@ export async function runTask (env: TaskEnv, ibc: IbcPrimary, links: SecondaryLi
     return { steps }
   } catch (err) {
     log(`ibc run ${task}: ${(err as Error).message.split('\n')[0]}; cleaning up`)
-    if (registeredThere) for (const l of links) await l.step(task, 'abort', timeoutS).catch(() => {})
+    for (const l of registeredThere) await l.step(task, 'abort', timeoutS).catch(() => {})
     if (registeredHere) await ibc.unregister(task, undefined).catch(() => {})
     throw err
   }

@@ -119,7 +119,9 @@ class Connection {
           this.phase = 'ready'
           this.fs.send({ t: MsgType.READY })
           this.timer = setInterval(() => {
-            if (Date.now() - this.fs.lastReceived > RLINK_DEAD_AFTER_MS) this.close(`nothing heard from the Primary for ${RLINK_DEAD_AFTER_MS / 1000} s`)
+            // (Not while we hold the socket paused ourselves: that silence is ours.)
+            if (this.fs.sock.isPaused()) this.fs.lastReceived = Date.now()
+            else if (Date.now() - this.fs.lastReceived > RLINK_DEAD_AFTER_MS) this.close(`nothing heard from the Primary for ${RLINK_DEAD_AFTER_MS / 1000} s`)
           }, 1000)
           this.timer.unref()
         }, (err: Error) => this.refuse('PROTOCOL', err.message))
@@ -191,7 +193,7 @@ class Connection {
       ok.push(buf)
       expected++
     }
-    if (ok.length > 0) await rvg.append(ok)
+    if (ok.length > 0) await rvg.append(ok, () => this.rx.isActive(this))
     if (this.fs.isEnded) return
     // The network ack waits for the fdatasync, which is shared by every frame logged meanwhile:
     // the next frame is logged while this sync runs (one sync per burst, not per frame).
@@ -246,7 +248,21 @@ export class RlinkReceiver {
   get primaryAddress (): string | null { return this.connected ? this.active!.fs.peer : null }
 
   /** Makes an authenticated connection the one that feeds the SRL. */
-  async activate (c: Connection, hello: Hello): Promise<void> {
+  isActive (c: Connection): boolean { return this.active === c && !c.fs.isEnded }
+
+  private activations: Promise<void> = Promise.resolve()
+
+  /** One activation at a time, so the follow check and its write cannot interleave. */
+  activate (c: Connection, hello: Hello): Promise<void> {
+    const run = this.activations.then(() => this.activateNow(c, hello))
+    this.activations = run.catch(() => {})
+    return run
+  }
+
+  private async activateNow (c: Connection, hello: Hello): Promise<void> {
+    if (c.fs.isEnded) return
+    // Checked again here: two new Primaries may have passed AUTH before either got this far.
+    if (this.follow !== null && this.follow.srlId !== hello.srlId) throw new Error(`this Secondary follows the Primary whose SRL id is ${this.follow.srlId}, not ${hello.srlId}`)
     if (this.follow === null) {
       this.follow = { srlId: hello.srlId, rds: hello.rds }
       await this.cfg.store.put('follow', this.follow, true)

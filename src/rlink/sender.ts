@@ -43,6 +43,8 @@ interface Context {
   log: (line: string) => void
   clock: AppendClock
   changed: () => void
+  /** A damaged SRL record: the daemon stops (src/daemon.ts). */
+  fatal: (err: Error) => void
 }
 
 /** Stored per RLINK in LevelDB. */
@@ -95,6 +97,9 @@ export class Rlink {
   private heartbeat: NodeJS.Timeout | null = null
   private backoff = RLINK_RECONNECT_MIN_MS
   private closed = false
+  /** When the data-acked / network-acked positions last moved (or the link came up). */
+  lastDackAt = 0
+  private lastNackAt = 0
   readonly addr: Address
 
   constructor (readonly address: string, stored: RlinkRecord, private readonly ctx: Context) {
@@ -136,6 +141,7 @@ export class Rlink {
         clearTimeout(handshakeTimer)
         phase = 'ready'
         this.state = 'connected'
+        this.lastDackAt = this.lastNackAt = Date.now()
         this.backoff = RLINK_RECONNECT_MIN_MS
         this.ctx.log(`RLINK to ${this.address} connected; sending from sequence number ${this.sentSeq + 1}`)
         this.heartbeat = setInterval(() => this.tick(), RLINK_PING_INTERVAL_MS / 2)
@@ -173,6 +179,8 @@ export class Rlink {
     if (m.last !== null && m.last.seq === last && last > srl.tailSeq) {
       const at = srl.positionOf(last, from.seq < last ? from : srl.tailPosition)
       if (srl.crcOf(last, at) !== m.last.crc) return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (a full synchronization is needed)`]
+    } else if (m.last !== null && m.last.seq === last && last === srl.lastSeq && srl.lastRecord() !== null && srl.lastRecord()!.crc !== m.last.crc) {
+      return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (a full synchronization is needed)`]
     }
     this.sendPos = { seq: last, offset: nextOffset }
     this.sentSeq = last
@@ -192,12 +200,18 @@ export class Rlink {
   private onMessage (m: Message): void {
     switch (m.t) {
       case MsgType.ACK: {
-        if (m.n > this.nackSeq) this.nackSeq = Math.min(m.n, this.sentSeq)
+        if (m.n > this.nackSeq) { this.nackSeq = Math.min(m.n, this.sentSeq); this.lastNackAt = Date.now() }
         if (m.d > this.dackSeq) {
           this.dackSeq = Math.min(m.d, this.nackSeq)
+          this.lastDackAt = Date.now()
           while (this.batches.length > 0 && this.batches[0].seq <= this.dackSeq) {
             const b = this.batches.shift()!
             this.dackPos = { seq: b.seq, offset: b.end }
+          }
+          // Records logged there before this connection belong to no batch: walk to the position.
+          if (this.dackSeq > this.dackPos.seq && (this.batches.length === 0 || this.batches[0].seq > this.dackSeq)) {
+            const before = this.batches.length > 0 ? null : this.sendPos
+            this.dackPos = before !== null && before.seq === this.dackSeq ? { ...before } : { seq: this.dackSeq, offset: this.ctx.srl.positionOf(this.dackSeq + 1, this.dackPos) }
           }
         }
         this.wakeWaiters()
@@ -246,11 +260,26 @@ export class Rlink {
     const c = this.conn
     if (c === null || this.state !== 'connected') return
     if (Date.now() - c.lastReceived > RLINK_DEAD_AFTER_MS) { c.end(`no answer from the Secondary for ${RLINK_DEAD_AFTER_MS / 1000} s`); return }
+    // A Secondary that answers pings but logs nothing (its SRL full, say) must not hold writers
+    // waiting for its network ack forever: drop the link; synchronous=override then goes on
+    // asynchronously, as VVR's RLINK does when it times out.
+    if (this.sentSeq > this.nackSeq && Date.now() - this.lastNackAt > RLINK_DEAD_AFTER_MS) {
+      c.end(`the Secondary has not network-acked anything for ${RLINK_DEAD_AFTER_MS / 1000} s`)
+      return
+    }
     if (Date.now() - c.lastSent >= RLINK_PING_INTERVAL_MS) c.send({ t: MsgType.PING, ts: Date.now() })
   }
 
-  /** Sends what the window allows. Called after appends, acks and drains. */
+  /** Sends what the window allows. Called after appends, acks and drains. Never throws. */
   pump (): void {
+    try {
+      this.pumpUnsafe()
+    } catch (err) {
+      this.ctx.fatal(err as Error)
+    }
+  }
+
+  private pumpUnsafe (): void {
     const c = this.conn
     if (c === null || this.state !== 'connected' || this.draining) return
     const srl = this.ctx.srl
@@ -279,12 +308,14 @@ export class Rlink {
   }
 
   /** Resolves once `seq` is network-acked; `fail` mode rejects if the link is (or goes) down. */
-  waitNetworkAck (seq: number, mode: SynchronousMode): Promise<void> {
-    if (this.nackSeq >= seq || this.closed) return Promise.resolve()
-    if (this.state !== 'connected') {
-      return mode === 'fail' ? Promise.reject(this.notConnected()) : Promise.resolve()
-    }
-    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject: mode === 'fail' ? reject : () => resolve() }))
+  /**
+   * Resolves once `seq` is network-acked, or when the link is (or goes) down: the update is already
+   * in the SRL and applied here, so failing it now would report EIO for a change that was made.
+   * synchronous=fail refuses updates before they are appended instead (RlinkSet.admit).
+   */
+  waitNetworkAck (seq: number): Promise<void> {
+    if (this.nackSeq >= seq || this.closed || this.state !== 'connected') return Promise.resolve()
+    return new Promise((resolve) => this.waiters.push({ seq, resolve, reject: () => resolve() }))
   }
 
   private notConnected (): ReplError {
@@ -379,7 +410,7 @@ export class RlinkSet {
   static async open (srl: Srl, cfg: { secondaries: string[], mode: SynchronousMode, rds: string, secret: Buffer | null, log: (l: string) => void }): Promise<RlinkSet> {
     const stored = new Map(await srl.store.entries<RlinkRecord>('rlink/'))
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [])
-    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed() }
+    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err) }
     for (const a of cfg.secondaries) {
       const key = `rlink/${a}`
       let rec = stored.get(key)
@@ -425,9 +456,16 @@ export class RlinkSet {
     this.pumpScheduled = true
     setImmediate(() => {
       this.pumpScheduled = false
-      for (const l of this.links) l.pump()
+      this.pumpAll()
     })
   }
+
+  /** Sends on every link (a damaged SRL record is fatal for the daemon, never an uncaught throw). */
+  pumpAll (): void {
+    for (const l of this.links) l.pump()
+  }
+
+  onFatal?: (err: Error) => void
 
   /** Before an append: synchronous=fail refuses updates while an RLINK is not connected. */
   admit (): void {
@@ -441,8 +479,8 @@ export class RlinkSet {
   acked (seq: number): Promise<void> | null {
     if (this.mode === 'off' || this.links.length === 0) return null
     // The pump runs on setImmediate; send now so the ack is not a turn late.
-    for (const l of this.links) l.pump()
-    return Promise.all(this.links.map((l) => l.waitNetworkAck(seq, this.mode))).then(() => {})
+    this.pumpAll()
+    return Promise.all(this.links.map((l) => l.waitNetworkAck(seq))).then(() => {})
   }
 
   /** The oldest position any RLINK still needs (records after it are retained), or null. */
@@ -454,7 +492,10 @@ export class RlinkSet {
 
   /** Whether waiting can free SRL space (some link is connected and behind). */
   get canProgress (): boolean {
-    return this.links.some((l) => l.connected && l.dackSeq < this.srl.lastSeq)
+    // Only the links holding the SRL's tail matter, and only while they are acking: a connected
+    // Secondary that applies nothing (frozen by IBC, stalled) frees nothing.
+    const holders = this.links.filter((l) => l.dackPos.seq <= this.srl.tailSeq)
+    return holders.length > 0 && holders.every((l) => l.connected && l.dackSeq < this.srl.lastSeq && Date.now() - l.lastDackAt < RLINK_DEAD_AFTER_MS)
   }
 
   /** Resolves at the next ack or state change. */

@@ -28,7 +28,7 @@ import assert from 'node:assert'
 import fs from 'node:fs'
 import { execFile } from 'node:child_process'
 import { Srl } from '../srl'
-import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta } from '../format/record'
+import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta, type Record } from '../format/record'
 import { sys } from '../native'
 import { applyRecordSync, FdCache } from './apply'
 import { ReplError, errnoFor } from '../errors'
@@ -56,6 +56,9 @@ export interface Replication {
   describeLag(): string
 }
 
+/** Copy-on-write snapshots (src/snapshot): told about every record just before it is applied. */
+export interface Preserver { beforeApply (rec: Record): void }
+
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
   retain?: boolean
@@ -80,6 +83,8 @@ export class PrimaryRvg {
   private syncTimer: NodeJS.Timeout | null = null
   private fatal: Error | null = null
   private closed = false
+  /** This host's snapshots, if any (set by the daemon before recover()). */
+  snapshots: Preserver | null = null
 
   constructor (dataDir: string, readonly srl: Srl | null, private readonly opts: PrimaryOptions = {}) {
     this.root = dataDir
@@ -98,6 +103,7 @@ export class PrimaryRvg {
       const voided = next !== undefined && next.type === RecordType.VOID && next.meta.v === record.seq
       if (!voided) {
         try {
+          this.snapshots?.beforeApply(record)
           applyRecordSync(this.root, record, this.fds, true)
           this.fds.trim()
         } catch (err) {
@@ -131,6 +137,26 @@ export class PrimaryRvg {
 
   get appliedSeq (): number { return this.applied.seq }
 
+  /** While set, new changes wait before they are appended (see exclusive()). */
+  private gate: Promise<void> | null = null
+
+  /**
+   * Runs `fn` at a record boundary with nothing in flight and no change starting until it is done:
+   * a snapshot is taken there, exactly after the record `appliedSeq`.
+   */
+  async exclusive<T> (fn: (appliedSeq: number) => Promise<T>): Promise<T> {
+    while (this.gate !== null) await this.gate
+    let open!: () => void
+    this.gate = new Promise<void>((resolve) => { open = resolve })
+    try {
+      while (this.inflight.length > 0) await this.barrier()
+      return await fn(this.applied.seq)
+    } finally {
+      this.gate = null
+      open()
+    }
+  }
+
   /** Resolves once every record appended so far is applied to the data directory. */
   barrier (): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal)
@@ -141,6 +167,7 @@ export class PrimaryRvg {
   /** A write: appended to the SRL, applied to the data directory, then answered. */
   async write (p: string, buf: Buffer, offset: number): Promise<number> {
     if (this.fatal) throw this.fatal
+    while (this.gate !== null) await this.gate
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
       if (this.bareWrites === 0) this.fds.trim()
@@ -169,6 +196,7 @@ export class PrimaryRvg {
     repl?.appended(seq)
     this.afterAppend()
     try {
+      this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
       const fd = this.fds.get(p)
       await writeAt(fd, buf, offset)
       sys.futimens(fd, 0, sys.UTIME_OMIT, t[0], t[1]) // the resulting mtime the record carries
@@ -194,6 +222,7 @@ export class PrimaryRvg {
    */
   async mutate (type: RecordType, meta: RecordMeta): Promise<number> {
     if (this.fatal) throw this.fatal
+    while (this.gate !== null) await this.gate
     if (!this.srl) {
       while (this.bareWrites > 0) await new Promise((resolve) => setImmediate(resolve))
       this.fds.trim()
@@ -218,7 +247,9 @@ export class PrimaryRvg {
     repl?.appended(rec.seq)
     this.afterAppend()
     try {
-      applyRecordSync(this.root, { type, seq: rec.seq, meta, data: EMPTY }, this.fds, false)
+      const record = { type, seq: rec.seq, meta, data: EMPTY }
+      this.snapshots?.beforeApply(record)
+      applyRecordSync(this.root, record, this.fds, false)
       this.applied = { seq: rec.seq, offset: rec.end }
     } catch (err) {
       const v = srl.append(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
@@ -264,7 +295,13 @@ export class PrimaryRvg {
     if (repl !== undefined) {
       // The Secondaries hold the tail. A connected one that is behind frees space as it acks
       // (writers wait: flow control); with none, writes fail (VVR's srlprot=fail).
-      if (repl.canProgress) { await repl.progress(); return }
+      if (repl.canProgress) {
+        // Bounded: a Secondary that stops acking stops counting as progress (canProgress).
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([repl.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
+        clearTimeout(timer)
+        return
+      }
       throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes): ${repl.describeLag()}`)
     }
   }

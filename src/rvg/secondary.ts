@@ -30,6 +30,7 @@ import { RecordType, type Record } from '../format/record'
 import { applyRecordSync, FdCache } from './apply'
 import { ReplError } from '../errors'
 import type { IbcSecondary } from '../ibc/secondary'
+import type { Preserver } from './primary'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SECONDARY_APPLY_SLICE_MS } from '../limits'
 import type { Position } from '../srl/state'
 
@@ -58,6 +59,8 @@ export class SecondaryRvg {
   private closed = false
   /** A record that failed to apply, waiting to see whether the next record voids it. */
   private failed: { seq: number, err: Error } | null = null
+  /** This host's snapshots, if any (set by the daemon before recover()). */
+  snapshots: Preserver | null = null
   /** Records applied here that the Primary later voided: the trees may differ. */
   diverged: string | null = null
   private roomWaiters: Array<() => void> = []
@@ -93,6 +96,7 @@ export class SecondaryRvg {
       if (cursor !== null && !sameBoot) this.opts.log?.(`after a reboot, replaying from the durable checkpoint at sequence number ${durable.seq}`)
     }
     this.writeCursor()
+    await this.opts.ibc?.dropStale(this.applied.seq)
     // Apply what is logged before anything else happens (the mount is not up yet).
     while (this.applied.seq < this.srl.lastSeq && this.failed === null) {
       if (!this.step()) break
@@ -119,10 +123,12 @@ export class SecondaryRvg {
    * waiting for room in the SRL if needed. The caller makes them durable (srl.sync(), coalesced
    * across frames) before it network-acks them.
    */
-  async append (recs: Buffer[]): Promise<void> {
+  async append (recs: Buffer[], stillActive: () => boolean = () => true): Promise<void> {
     for (const buf of recs) {
       for (;;) {
         if (this.fatal) throw this.fatal
+        // A connection replaced while it waited for room must not log what it still holds.
+        if (!stillActive()) throw new ReplError('PROTOCOL', 'the connection was replaced by a newer one')
         // Checked at each try: while we waited for room, a newer connection may have logged it.
         const seq = Number(buf.readBigUInt64LE(8))
         if (seq <= this.srl.lastSeq) break
@@ -149,9 +155,23 @@ export class SecondaryRvg {
     setImmediate(() => this.slice())
   }
 
+  /** While set, the apply loop does not run (a snapshot is being taken between two records). */
+  private paused = 0
+
+  /** Runs `fn` between two records with the apply loop stopped; returns what it returns. */
+  async exclusive<T> (fn: (appliedSeq: number) => Promise<T>): Promise<T> {
+    this.paused++
+    try {
+      return await fn(this.applied.seq)
+    } finally {
+      this.paused--
+      this.kick()
+    }
+  }
+
   private slice (): void {
     this.scheduled = false
-    if (this.fatal || this.closed) return
+    if (this.fatal || this.closed || this.paused > 0) return
     const before = this.applied.seq
     const deadline = Date.now() + SECONDARY_APPLY_SLICE_MS
     try {
@@ -194,7 +214,12 @@ export class SecondaryRvg {
         .then((consume) => { if (consume) this.consumeIbc(seq) }, (err: Error) => this.fail(err))
       return false
     }
+    // The cursor goes BEFORE a non-WRITE record too: after a kill -9 in between, replay starts at
+    // this record (idempotent on its own) and the writes after it, never at writes before it,
+    // which a later rename or unlink would make unsafe to repeat.
+    if (record.type !== RecordType.WRITE) this.writeCursor()
     try {
+      this.snapshots?.beforeApply(record)
       applyRecordSync(this.root, record, this.fds, this.replaying)
     } catch (err) {
       const next = seq < this.srl.lastSeq ? this.srl.ring.readAt(end, seq + 1) : null

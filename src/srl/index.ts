@@ -53,6 +53,8 @@ export class Srl {
   private syncAgain: Promise<void> | null = null
   /** Where the newest record starts (as passed to readAt: a WRAP may come first), or -1. */
   private lastStart = -1
+  /** The newest record's checksum, kept across a release of everything (key `last`). */
+  private lastCrc: number | null = null
 
   private constructor (
     readonly dir: string,
@@ -155,6 +157,11 @@ export class Srl {
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
       srl.bootRecorded = sameBoot && lastBoot !== undefined
       srl.lastStart = lastStart
+      if (seq - 1 > durable.seq) srl.lastCrc = srl.crcOf(seq - 1, lastStart)
+      else {
+        const last = await store.get<{ seq: number, crc: number }>('last')
+        srl.lastCrc = last !== undefined && last.seq === seq - 1 ? last.crc : null
+      }
       srl.warnings = warnings
       return srl
     } catch (err) {
@@ -198,6 +205,7 @@ export class Srl {
     assert(length <= RECORD_BYTES_MAX)
     if (!this.fits(length)) return null
     const { end } = this.ring.write(this.head, seq, head, data)
+    this.lastCrc = head.readUInt32LE(24)
     this.lastStart = this.head
     this.head = end
     this.nextSeq = seq + 1
@@ -215,6 +223,7 @@ export class Srl {
     assert(h.seq === this.nextSeq, `record ${h.seq} appended where ${this.nextSeq} belongs`)
     if (!this.fits(buf.length)) return null
     const { end } = this.ring.write(this.head, h.seq, buf)
+    this.lastCrc = buf.readUInt32LE(24)
     this.lastStart = this.head
     this.head = end
     this.nextSeq = h.seq + 1
@@ -249,9 +258,7 @@ export class Srl {
 
   /** The newest retained record's sequence number and checksum, or null when none is retained. */
   lastRecord (): { seq: number, crc: number } | null {
-    if (this.lastSeq <= this.tail.seq || this.lastStart < 0) return null
-    const crc = this.crcOf(this.lastSeq, this.lastStart)
-    return crc === null ? null : { seq: this.lastSeq, crc }
+    return this.lastSeq > 0 && this.lastCrc !== null ? { seq: this.lastSeq, crc: this.lastCrc } : null
   }
 
   /** Checksum of record `seq` (from its header), to compare logs across hosts; null if not retained. */
@@ -302,6 +309,9 @@ export class Srl {
     assert(pos.seq <= this.lastSeq && pos.offset <= this.head)
     if (pos.seq <= this.tail.seq) return
     assert(pos.offset >= this.tail.offset)
+    // Releasing the newest record too: keep its checksum, so a Secondary can still prove which
+    // history it has (the handshake's `last`).
+    if (pos.seq === this.lastSeq && this.lastCrc !== null) await this.store.put('last', { seq: pos.seq, crc: this.lastCrc }, true)
     await this.store.put('durable', { seq: pos.seq, offset: pos.offset }, true)
     this.tail = { seq: pos.seq, offset: pos.offset }
   }

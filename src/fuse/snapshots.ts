@@ -1,0 +1,160 @@
+/**
+ * `MOUNT/.snapshots/NAME/...`: each snapshot of this host, read-only, beside the live tree (like
+ * ZFS's `.zfs/snapshot` with snapdir=hidden: reachable by name, not listed in the root, so a walk or
+ * a tar of the mount does not descend into every snapshot).
+ *
+ * This wraps the live op table: paths under /.snapshots go to the snapshot views, every change
+ * there answers EROFS, everything else goes to the live ops unchanged. Views are read synchronously
+ * on the event loop, so a reader never sees a copy-on-write half done.
+ */
+import { constants as osc } from 'node:os'
+import { errnoFor } from '../errors'
+import type { FuseStat } from '../native'
+
+const E = osc.errno
+export const SNAPDIR = '/.snapshots'
+
+/** What a snapshot view offers (src/snapshot). Paths are snapshot-relative, '/' is its root. */
+export interface SnapshotView {
+  lstat (p: string): { mode: number, uid: number, gid: number, size: number, nlink: number, ino: number, rdev: number, blocks: number, atimeNs: bigint, mtimeNs: bigint, ctimeNs: bigint }
+  readdir (p: string): string[]
+  readlink (p: string): string
+  getxattr (p: string, name: string): Buffer
+  listxattr (p: string): string[]
+  open (p: string): number
+  read (h: number, buf: Buffer, len: number, pos: number): number
+  close (h: number): void
+}
+
+export interface SnapshotSource {
+  names (): string[]
+  view (name: string): SnapshotView | null
+}
+
+type Cb = (err: number, ...rest: unknown[]) => void
+type Op = (...args: any[]) => void
+
+const MUTATING: Record<string, number[]> = {
+  create: [0], write: [0], truncate: [0], ftruncate: [0], utimens: [0], chmod: [0], chown: [0], mknod: [0], mkdir: [0],
+  rmdir: [0], unlink: [0], rename: [0, 1], link: [0, 1], symlink: [1], setxattr: [0], removexattr: [0], fallocate: [0]
+}
+
+function isSnap (p: unknown): boolean {
+  return typeof p === 'string' && (p === SNAPDIR || p.startsWith(SNAPDIR + '/'))
+}
+
+function statOfView (st: ReturnType<SnapshotView['lstat']>): FuseStat {
+  return {
+    mode: st.mode,
+    uid: st.uid,
+    gid: st.gid,
+    size: st.size,
+    dev: 0,
+    nlink: st.nlink,
+    ino: st.ino,
+    rdev: st.rdev,
+    blksize: 4096,
+    blocks: st.blocks,
+    atime: Number(st.atimeNs / 1000n),
+    mtime: Number(st.mtimeNs / 1000n),
+    ctime: Number(st.ctimeNs / 1000n)
+  }
+}
+
+function enoent (): Error { return Object.assign(new Error('no such snapshot'), { code: 'ENOENT' }) }
+
+/**
+ * Wraps `live`. `source()` gives the current snapshots (null: none on this host). Handles opened
+ * in snapshots are numbered above 0x80000000 so they never collide with the live handles.
+ */
+export function withSnapshots (live: Record<string, Op>, source: () => SnapshotSource | null): Record<string, Op> {
+  const handles = new Map<number, { view: SnapshotView, h: number }>()
+  let next = 0x80000000
+  const split = (p: string): { view: SnapshotView | null, rest: string } | null => {
+    if (p === SNAPDIR) return null
+    const tail = p.slice(SNAPDIR.length + 1)
+    const slash = tail.indexOf('/')
+    const name = slash < 0 ? tail : tail.slice(0, slash)
+    const view = source()?.view(name) ?? null
+    if (view === null) throw enoent()
+    return { view, rest: slash < 0 ? '/' : tail.slice(slash) }
+  }
+  const rootStat = (): FuseStat => {
+    const now = Date.now() * 1000
+    return { mode: 0o40555, uid: 0, gid: 0, size: 0, dev: 0, nlink: 2, ino: 0, rdev: 0, blksize: 4096, blocks: 0, atime: now, mtime: now, ctime: now }
+  }
+  const answer = (cb: Cb, fn: () => unknown[]): void => {
+    let res: unknown[]
+    try { res = fn() } catch (err) { cb(errnoFor(err)); return }
+    cb(0, ...res)
+  }
+
+  const out: Record<string, Op> = { ...live }
+  for (const [name, idx] of Object.entries(MUTATING)) {
+    const op = live[name]
+    if (op === undefined) continue
+    out[name] = (...args: unknown[]) => {
+      if (idx.some((i) => isSnap(args[i]))) { (args[args.length - 1] as Cb)(-E.EROFS); return }
+      op(...args)
+    }
+  }
+  const route = (name: string, snap: (...args: any[]) => void): void => {
+    const op = live[name]
+    out[name] = (...args: unknown[]) => { if (isSnap(args[0])) snap(...args); else op(...args) }
+  }
+  route('getattr', (p: string, cb: Cb) => answer(cb, () => {
+    const s = split(p)
+    return [s === null ? rootStat() : statOfView(s.view!.lstat(s.rest))]
+  }))
+  route('fgetattr', (p: string, _fd: number, cb: Cb) => out.getattr(p, cb))
+  route('access', (p: string, mode: number, cb: Cb) => answer(cb, () => {
+    if ((mode & 2) !== 0) throw Object.assign(new Error('read-only'), { code: 'EROFS' })
+    const s = split(p)
+    if (s !== null) s.view!.lstat(s.rest)
+    return []
+  }))
+  route('readdir', (p: string, cb: Cb) => answer(cb, () => {
+    const s = split(p)
+    return [['.', '..', ...(s === null ? source()?.names() ?? [] : s.view!.readdir(s.rest))]]
+  }))
+  route('readlink', (p: string, cb: Cb) => answer(cb, () => {
+    const s = split(p)
+    if (s === null) throw Object.assign(new Error('not a symlink'), { code: 'EINVAL' })
+    return [s.view!.readlink(s.rest)]
+  }))
+  route('open', (p: string, flags: number, cb: Cb) => answer(cb, () => {
+    if ((flags & 3) !== 0) throw Object.assign(new Error('read-only'), { code: 'EROFS' })
+    const s = split(p)
+    if (s === null) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' })
+    const h = s.view!.open(s.rest)
+    do { next = next >= 0xfffffff0 ? 0x80000000 : next + 1 } while (handles.has(next))
+    handles.set(next, { view: s.view!, h })
+    return [next]
+  }))
+  const liveRead = live.read
+  out.read = (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+    const sh = handles.get(fd)
+    if (sh === undefined) { liveRead(p, fd, buf, len, pos, cb); return }
+    try { cb(sh.view.read(sh.h, buf, len, pos)) } catch (err) { cb(errnoFor(err)) }
+  }
+  const liveRelease = live.release
+  out.release = (p: string, fd: number, cb: Cb) => {
+    const sh = handles.get(fd)
+    if (sh === undefined) { liveRelease(p, fd, cb); return }
+    handles.delete(fd)
+    try { sh.view.close(sh.h) } catch {}
+    cb(0)
+  }
+  const liveFsync = live.fsync
+  out.fsync = (p: string, datasync: number, fd: number, cb: Cb) => { if (handles.has(fd)) cb(0); else liveFsync(p, datasync, fd, cb) }
+  route('getxattr', (p: string, name: string, _position: number, cb: Cb) => answer(cb, () => {
+    const s = split(p)
+    if (s === null) throw Object.assign(new Error('no attribute'), { code: 'ENODATA' })
+    return [s.view!.getxattr(s.rest, name)]
+  }))
+  route('listxattr', (p: string, cb: Cb) => answer(cb, () => {
+    const s = split(p)
+    return [s === null ? [] : s.view!.listxattr(s.rest)]
+  }))
+  return out
+}
