@@ -65,6 +65,27 @@ export interface SysAddon {
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */
   dlopenGlobal(path: string): void;
   umount2(path: string, flags: number): void;
+  /**
+   * name_to_handle_at(path, 0): the file handle of the inode `path` names (not
+   * following a final symlink), as struct file_handle laid out by the kernel: u32 handle_bytes,
+   * i32 handle_type, then the opaque bytes. Stable across renames; used by src/snapshot.
+   */
+  nameToHandle(path: string): Buffer;
+  /**
+   * open_by_handle_at: opens the inode a handle from nameToHandle names, with `flags` (O_CLOEXEC
+   * is added). `mount` is an fd on, or a path in, the handle's filesystem (opened O_RDONLY and
+   * closed here when a path). Needs CAP_DAC_READ_SEARCH. ESTALE when the inode is gone.
+   */
+  openByHandle(mount: number | string, handle: Buffer, flags: number): number;
+  /**
+   * Lists a directory (opened with O_NOATIME where allowed) as a flat array
+   * [name, ino, d_type, handle | null, ...], without . and ..; handles only with `withHandles`.
+   */
+  readdirEntries(path: string, withHandles?: boolean): Array<string | number | Buffer | null>;
+  /** readlinkat(fd, ""): the target of the symlink an O_PATH | O_NOFOLLOW fd names. */
+  readlinkFd(fd: number): string;
+  /** Sets FD_CLOEXEC on every descriptor >= fd (close_range, or fcntl over /proc/self/fd). */
+  cloexecFrom(fd: number): void;
   readonly UTIME_NOW: number;
   readonly UTIME_OMIT: number;
   readonly XATTR_CREATE: number;
@@ -74,6 +95,7 @@ export interface SysAddon {
   readonly FALLOC_FL_ZERO_RANGE: number;
   readonly MNT_FORCE: number;
   readonly MNT_DETACH: number;
+  readonly O_PATH: number;
 }
 
 /**

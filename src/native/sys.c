@@ -1,7 +1,9 @@
 /*
  * replicafs_sys: thin synchronous N-API wrappers around Linux syscalls that
  * Node's fs module does not expose (xattrs, mknod, utimensat with ns and
- * UTIME_NOW/UTIME_OMIT, fallocate, FICLONE, syncfs, umount2, dlopen).
+ * UTIME_NOW/UTIME_OMIT, fallocate, FICLONE, syncfs, umount2, dlopen, and for
+ * snapshots (src/snapshot): file handles (name_to_handle_at/open_by_handle_at),
+ * a readdir giving inode numbers, d_type and handles, and readlink of an fd).
  *
  * Every failure throws an Error shaped like Node's fs errors:
  *   err.code = 'ENOENT', err.errno = -2, err.syscall = 'lgetxattr',
@@ -14,6 +16,7 @@
 #define NAPI_VERSION 6
 #include <node_api.h>
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
@@ -488,6 +492,186 @@ static napi_value m_umount2(napi_env env, napi_callback_info info) {
   return ret;
 }
 
+/* ---------- file handles, readdir with inode numbers (snapshots) ---------- */
+
+/*
+ * A handle as a Buffer is struct file_handle as the kernel lays it out:
+ * u32 handle_bytes, i32 handle_type, then handle_bytes opaque bytes
+ * (native byte order). Returns NULL and sets errno on failure.
+ */
+static napi_value handle_at(napi_env env, int dirfd, const char *name, int *err) {
+  unsigned int size = 64;
+  for (int attempt = 0; attempt < 4; attempt++) {
+    struct file_handle *fh = malloc(sizeof(*fh) + size);
+    if (fh == NULL) { *err = ENOMEM; return NULL; }
+    fh->handle_bytes = size;
+    int mount_id;
+    /* flags 0: a final symlink is not followed (AT_SYMLINK_FOLLOW would). */
+    if (name_to_handle_at(dirfd, name, fh, &mount_id, 0) == 0) {
+      napi_value buf = make_buffer(env, (const char *) fh, sizeof(*fh) + fh->handle_bytes);
+      free(fh);
+      return buf;
+    }
+    int e = errno;
+    unsigned int want = fh->handle_bytes;
+    free(fh);
+    if (e != EOVERFLOW || want <= size) { *err = e; return NULL; }
+    size = want;
+  }
+  *err = EOVERFLOW;
+  return NULL;
+}
+
+static napi_value m_nameToHandle(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  int err = 0;
+  napi_value ret = handle_at(env, AT_FDCWD, path, &err);
+  if (ret == NULL) throw_errno(env, err, "name_to_handle_at", path);
+  free(path);
+  return ret;
+}
+
+static napi_value m_openByHandle(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 3) < 0) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, a.argv[0], &t);
+  int mount_fd = -1, own = 0;
+  char *mpath = NULL;
+  if (t == napi_string) {
+    if ((mpath = get_str(env, a.argv[0], "mount")) == NULL) return NULL;
+    /* Not O_PATH: open_by_handle_at takes the mount from an fd that fdget() accepts. */
+    mount_fd = open(mpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mount_fd < 0) { throw_errno(env, errno, "open", mpath); free(mpath); return NULL; }
+    own = 1;
+  } else if (get_i32(env, a.argv[0], "mountFd", &mount_fd) < 0) {
+    return NULL;
+  }
+  napi_value ret = NULL;
+  bool isbuf = false;
+  napi_is_buffer(env, a.argv[1], &isbuf);
+  void *data = NULL;
+  size_t len = 0;
+  int32_t flags = 0;
+  if (!isbuf) { throw_type(env, "handle must be a Buffer"); goto out; }
+  napi_get_buffer_info(env, a.argv[1], &data, &len);
+  if (get_i32(env, a.argv[2], "flags", &flags) < 0) goto out;
+  if (len < sizeof(struct file_handle) || len > sizeof(struct file_handle) + MAX_HANDLE_SZ) { throw_type(env, "handle has a bad length"); goto out; }
+  {
+    struct file_handle *fh = malloc(len);
+    if (fh == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); goto out; }
+    memcpy(fh, data, len);
+    if (sizeof(*fh) + fh->handle_bytes != len) { free(fh); throw_type(env, "handle has a bad length"); goto out; }
+    int fd = open_by_handle_at(mount_fd, fh, flags | O_CLOEXEC);
+    int e = errno;
+    free(fh);
+    if (fd < 0) { throw_errno(env, e, "open_by_handle_at", mpath); goto out; }
+    napi_create_int32(env, fd, &ret);
+  }
+out:
+  if (own) close(mount_fd);
+  free(mpath);
+  return ret;
+}
+
+/*
+ * readdirEntries(path, withHandles): every entry but . and .., as a flat array
+ * [name, ino, d_type, handle|null, name, ino, ...]. The directory is opened
+ * with O_NOATIME where allowed, so listing it leaves its atime alone. A handle
+ * is null when the filesystem cannot make one for that entry (EOPNOTSUPP) or
+ * the entry went away meanwhile.
+ */
+static napi_value m_readdirEntries(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  bool with_handles = false;
+  if (a.argc > 1 && get_bool(env, a.argv[1], &with_handles) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) { throw_errno(env, errno, "opendir", path); free(path); return NULL; }
+  DIR *d = fdopendir(fd);
+  if (d == NULL) { int e = errno; close(fd); throw_errno(env, e, "fdopendir", path); free(path); return NULL; }
+  napi_value arr, v, nul;
+  napi_create_array(env, &arr);
+  napi_get_null(env, &nul);
+  uint32_t idx = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *de = readdir(d);
+    if (de == NULL) {
+      if (errno != 0) { int e = errno; closedir(d); throw_errno(env, e, "readdir", path); free(path); return NULL; }
+      break;
+    }
+    if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0))) continue;
+    napi_create_string_utf8(env, de->d_name, NAPI_AUTO_LENGTH, &v);
+    napi_set_element(env, arr, idx++, v);
+    napi_create_double(env, (double) de->d_ino, &v);
+    napi_set_element(env, arr, idx++, v);
+    napi_create_int32(env, de->d_type, &v);
+    napi_set_element(env, arr, idx++, v);
+    v = nul;
+    if (with_handles) {
+      int err = 0;
+      napi_value h = handle_at(env, dirfd(d), de->d_name, &err);
+      if (h != NULL) v = h;
+      else if (err != EOPNOTSUPP && err != ENOENT && err != ESTALE) { closedir(d); throw_errno(env, err, "name_to_handle_at", path); free(path); return NULL; }
+    }
+    napi_set_element(env, arr, idx++, v);
+  }
+  closedir(d);
+  free(path);
+  return arr;
+}
+
+/* readlinkFd(fd): the target of the symlink an O_PATH|O_NOFOLLOW fd (e.g. from openByHandle) names. */
+static napi_value m_readlinkFd(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  int32_t fd;
+  if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL;
+  char buf[PATH_MAX + 1];
+  ssize_t n = readlinkat(fd, "", buf, sizeof(buf));
+  if (n < 0) return throw_errno(env, errno, "readlinkat", NULL);
+  if ((size_t) n >= sizeof(buf)) return throw_errno(env, ENAMETOOLONG, "readlinkat", NULL);
+  napi_value s;
+  napi_create_string_utf8(env, buf, (size_t) n, &s);
+  return s;
+}
+
+/*
+ * cloexecFrom(fd): sets FD_CLOEXEC on every descriptor >= fd, so child processes (ibc run scripts,
+ * sync -f) never inherit /dev/fuse or the SRL. close_range(CLOSE_RANGE_CLOEXEC) where the kernel
+ * has it (5.11+), else fcntl on each descriptor listed in /proc/self/fd.
+ */
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+static napi_value m_cloexecFrom(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  int32_t from;
+  if (get_i32(env, a.argv[0], "fd", &from) < 0) return NULL;
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned) from, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return NULL;
+#endif
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) return throw_errno(env, errno, "opendir", "/proc/self/fd");
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    int fd = atoi(e->d_name);
+    if (e->d_name[0] < '0' || e->d_name[0] > '9' || fd < from || fd == dirfd(d)) continue;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  closedir(d);
+  return NULL;
+}
+
 /* ---------- init ---------- */
 
 static void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
@@ -521,6 +705,11 @@ static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "syncfs", m_syncfs);
   export_fn(env, exports, "dlopenGlobal", m_dlopenGlobal);
   export_fn(env, exports, "umount2", m_umount2);
+  export_fn(env, exports, "nameToHandle", m_nameToHandle);
+  export_fn(env, exports, "openByHandle", m_openByHandle);
+  export_fn(env, exports, "readdirEntries", m_readdirEntries);
+  export_fn(env, exports, "readlinkFd", m_readlinkFd);
+  export_fn(env, exports, "cloexecFrom", m_cloexecFrom);
 
   export_int(env, exports, "UTIME_NOW", UTIME_NOW);
   export_int(env, exports, "UTIME_OMIT", UTIME_OMIT);
@@ -531,6 +720,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_int(env, exports, "FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
   export_int(env, exports, "MNT_FORCE", MNT_FORCE);
   export_int(env, exports, "MNT_DETACH", MNT_DETACH);
+  export_int(env, exports, "O_PATH", O_PATH);
   return exports;
 }
 
