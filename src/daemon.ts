@@ -25,6 +25,8 @@ import { handleIbc, type IbcRequest } from './ibc/control'
 import { runTask, secondaryStep, type TaskEnv } from './ibc/task'
 import { IbcError } from './ibc/errors'
 import type { Follow } from './rlink/receiver'
+import { SnapshotSet } from './snapshot'
+import { snapshotSource, primarySnapshotOp, secondarySnapshotOp, type SnapshotRequest } from './rvg/snapshots'
 import { serve } from './control'
 import { sys } from './native'
 import { ReplError } from './errors'
@@ -196,6 +198,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   let server: net.Server | null = null
   let rlinks: RlinkSet | null = null
   let ibc: IbcPrimary | null = null
+  let snaps: SnapshotSet | null = null
   const secret = cfg.secondaries.length > 0 ? readSecret(cfg.secretFile!) : null
 
   /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
@@ -211,6 +214,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
         }
       }],
       ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
+      ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
       ['data directory lock', () => { unlockData?.() }]
     ]
     for (const [what, step] of steps) {
@@ -233,6 +237,10 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
       rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log })
     }
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
+    if (srl !== null) {
+      snaps = SnapshotSet.open(state, data, { log })
+      rvg.snapshots = snaps
+    }
     for (const w of srl?.warnings ?? []) log(w)
     const replayed = await rvg.recover()
     if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
@@ -248,7 +256,11 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     }
 
     adapter = new FuseAdapter(rvg, mount)
+    if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
     await adapter.mount()
+    // Children (ibc run scripts, sync -f) must not inherit /dev/fuse: a script outliving a killed
+    // daemon would keep its dead mount busy.
+    sys.cloexecFrom(3)
   } catch (err) {
     await release()
     throw err
@@ -293,6 +305,9 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
         case 'ibc':
           if (ibc === null) throw new ReplError('USAGE', 'a passthrough has no SRL, so no IBC')
           return handleIbc({ primary: ibc }, req as IbcRequest, signal)
+        case 'snapshot':
+          if (snaps === null) throw new ReplError('USAGE', 'a passthrough keeps no snapshots')
+          return primarySnapshotOp(snaps, live, req as SnapshotRequest, log)
         case 'ibc-run': {
           if (ibc === null) throw new ReplError('USAGE', 'a passthrough has no SRL, so no IBC')
           const links = rlinks?.links ?? []
@@ -356,6 +371,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   let server: net.Server | null = null
   let receiver: RlinkReceiver | null = null
   let ibc: IbcSecondary | null = null
+  let snaps: SnapshotSet | null = null
 
   const release = async (): Promise<void> => {
     const steps: Array<[string, () => Promise<void> | void]> = [
@@ -369,6 +385,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
         }
       }],
       ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
+      ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
       ['data directory lock', () => { unlockData?.() }]
     ]
     for (const [what, step] of steps) {
@@ -398,6 +415,8 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
         return ibcId(followed?.srlId ?? '', seq)
       }
     })
+    snaps = SnapshotSet.open(state, data, { log })
+    rvg.snapshots = snaps
     for (const w of srl.warnings) log(w)
     // An `ibc run` cut short by a restart of this Secondary: never stay frozen for a lost flow.
     const taskEnvEarly: TaskEnv = { role: 'secondary', state, data, mount, taskDir: cfg.taskDir ?? path.join(state, 'tasks') }
@@ -416,7 +435,9 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       sync: () => Promise.resolve()
     }
     adapter = new FuseAdapter(view as unknown as PrimaryRvg, mount, true)
+    adapter.snapshots = snapshotSource(snaps)
     await adapter.mount()
+    sys.cloexecFrom(3)
     const taskEnv: TaskEnv = { role: 'secondary', state, data, mount, taskDir: cfg.taskDir ?? path.join(state, 'tasks') }
     const liveIbcForTasks = ibc
     receiver = new RlinkReceiver({
@@ -453,6 +474,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   const rx = receiver
   const liveSrl = srl
   const liveIbc = ibc!
+  const liveSnaps = snaps!
   live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
 
   try {
@@ -462,6 +484,8 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
           return handleIbc({ secondary: liveIbc }, req as IbcRequest, signal)
         case 'ibc-run':
           throw new IbcError('EIBC_WRONG_ROLE', 'ibc run runs on the Primary; this daemon is a Secondary')
+        case 'snapshot':
+          return secondarySnapshotOp(liveSnaps, live, req as SnapshotRequest, log)
         case 'status':
           return {
             role: 'secondary',

@@ -11,6 +11,7 @@ import { syncCommand } from './sync'
 import { secondaryCommand } from './secondary'
 import { pauseCommand } from './pause'
 import { ibcCommand, ibcSendCommand } from './ibc'
+import { snapshotCommand } from './snapshot'
 import { ReplError } from '../errors'
 import { RemoteError } from '../control'
 
@@ -25,6 +26,7 @@ commands:
   resume        resume paused replication
   ibc           In-Band Control messages: register, send, receive, unfreeze, unregister, status, run
   ibc-send      flush the Primary and send an IBC message (also bin/ibc-send)
+  snapshot      copy-on-write snapshots: create, list, delete, restore (MOUNT/.snapshots/NAME)
   stop          unmount cleanly and end a daemon
   sync          make every change so far durable in the SRL (syncfs on a FUSE mount cannot)
   status        role, mount, SRL and RLINK figures of a running daemon
@@ -48,6 +50,7 @@ export async function main (argv: string[]): Promise<number> {
     case 'passthrough': return primaryCommand(rest, false)
     case 'secondary': return secondaryCommand(rest)
     case 'ibc': return ibcCommand(rest)
+    case 'snapshot': return snapshotCommand(rest)
     case 'ibc-send': return ibcSendCommand(rest)
     case 'pause': return pauseCommand('pause', rest)
     case 'resume': return pauseCommand('resume', rest)

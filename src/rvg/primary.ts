@@ -56,8 +56,15 @@ export interface Replication {
   describeLag(): string
 }
 
+/** Proof of holding PrimaryRvg.exclusive(). */
+export interface ExclusiveToken { readonly exclusive?: true }
+
 /** Copy-on-write snapshots (src/snapshot): told about every record just before it is applied. */
-export interface Preserver { beforeApply (rec: Record): void }
+export interface Preserver {
+  beforeApply (rec: Record): void
+  /** Makes what was preserved durable; runs at each checkpoint before the data directory's sync. */
+  sync? (): Promise<void>
+}
 
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
@@ -144,17 +151,27 @@ export class PrimaryRvg {
    * Runs `fn` at a record boundary with nothing in flight and no change starting until it is done:
    * a snapshot is taken there, exactly after the record `appliedSeq`.
    */
-  async exclusive<T> (fn: (appliedSeq: number) => Promise<T>): Promise<T> {
+  async exclusive<T> (fn: (appliedSeq: number, own: ExclusiveToken) => Promise<T>): Promise<T> {
     while (this.gate !== null) await this.gate
     let open!: () => void
     this.gate = new Promise<void>((resolve) => { open = resolve })
+    const token: ExclusiveToken = {}
+    this.gateOwner = token
     try {
       while (this.inflight.length > 0) await this.barrier()
-      return await fn(this.applied.seq)
+      return await fn(this.applied.seq, token)
     } finally {
       this.gate = null
+      this.gateOwner = null
       open()
     }
+  }
+
+  /** The holder of exclusive() may still make changes (a restore journals its own records). */
+  private gateOwner: ExclusiveToken | null = null
+
+  private async passGate (token?: ExclusiveToken): Promise<void> {
+    while (this.gate !== null && (token === undefined || token !== this.gateOwner)) await this.gate
   }
 
   /** Resolves once every record appended so far is applied to the data directory. */
@@ -165,9 +182,9 @@ export class PrimaryRvg {
   }
 
   /** A write: appended to the SRL, applied to the data directory, then answered. */
-  async write (p: string, buf: Buffer, offset: number): Promise<number> {
+  async write (p: string, buf: Buffer, offset: number, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
-    while (this.gate !== null) await this.gate
+    await this.passGate(token)
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
       if (this.bareWrites === 0) this.fds.trim()
@@ -220,9 +237,9 @@ export class PrimaryRvg {
    * synchronously. If applying fails, a VOID record says so, and the caller's FUSE reply carries
    * the errno.
    */
-  async mutate (type: RecordType, meta: RecordMeta): Promise<number> {
+  async mutate (type: RecordType, meta: RecordMeta, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
-    while (this.gate !== null) await this.gate
+    await this.passGate(token)
     if (!this.srl) {
       while (this.bareWrites > 0) await new Promise((resolve) => setImmediate(resolve))
       this.fds.trim()
@@ -332,6 +349,7 @@ export class PrimaryRvg {
       const srl = this.srl!
       const applied = { ...this.applied }
       if (applied.seq !== this.durableSeq) {
+        await this.snapshots?.sync?.()
         await syncfs(this.root)
         this.durableSeq = applied.seq
       }

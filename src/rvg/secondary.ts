@@ -306,6 +306,7 @@ export class SecondaryRvg {
     this.checkpointing = (async () => {
       const pos = { ...this.applied }
       if (pos.seq === this.durableSeq) return
+      await this.snapshots?.sync?.()
       await syncfs(this.root)
       this.durableSeq = pos.seq
       if (pos.seq > this.srl.tailSeq) await this.srl.release(pos)

@@ -1,0 +1,90 @@
+/**
+ * Snapshots as the daemons serve them: `replicafs snapshot create|list|delete|restore` over the
+ * control socket, and the views under MOUNT/.snapshots/. The store itself is src/snapshot/.
+ *
+ * - create: between two records (PrimaryRvg/SecondaryRvg.exclusive), so a snapshot is exactly the
+ *   tree after record `seq`; on a frozen Secondary that is the IBC message's point.
+ * - restore on a Primary: the records that turn the tree back into the snapshot are journaled and
+ *   applied like any change (inside exclusive()), so Secondaries follow and stay consistent.
+ * - restore on a Secondary: refused while it runs (replication must be stopped); offline, see
+ *   restore.ts.
+ */
+import { SnapshotSet, type SnapshotInfo } from '../snapshot'
+import type { SnapshotSource } from '../fuse/snapshots'
+import type { PrimaryRvg } from './primary'
+import type { SecondaryRvg } from './secondary'
+import { RecordType } from '../format/record'
+import { ReplError } from '../errors'
+
+export function snapshotSource (set: SnapshotSet): SnapshotSource {
+  return {
+    names: () => set.names(),
+    view: (name) => set.view(name)
+  }
+}
+
+export interface SnapshotRequest { cmd: string, op?: unknown, name?: unknown }
+
+function nameOf (req: SnapshotRequest): string {
+  if (typeof req.name !== 'string' || req.name === '') throw new ReplError('USAGE', 'a snapshot name is required')
+  return req.name
+}
+
+export async function primarySnapshotOp (set: SnapshotSet, rvg: PrimaryRvg, req: SnapshotRequest, log: (l: string) => void): Promise<unknown> {
+  switch (req.op) {
+    case 'create': {
+      const name = nameOf(req)
+      const info = await rvg.exclusive(async (seq) => set.create(name, seq))
+      log(`snapshot ${name} created at sequence number ${info.seq}`)
+      return info
+    }
+    case 'list': return set.list()
+    case 'delete': {
+      const name = nameOf(req)
+      set.delete(name)
+      log(`snapshot ${name} deleted`)
+      return { deleted: name }
+    }
+    case 'restore': {
+      const name = nameOf(req)
+      const info = set.list().find((s) => s.name === name)
+      if (info === undefined) throw new ReplError('USAGE', `no snapshot named ${name}`)
+      // Journaled: each record goes through the SRL (and to the Secondaries), then is applied.
+      const n = await rvg.exclusive(async (_seq, token) => {
+        let count = 0
+        for (const r of set.restoreRecords(name)) {
+          if (r.type === RecordType.WRITE) await rvg.write(r.meta.p!, r.data, r.meta.o!, token)
+          else await rvg.mutate(r.type, r.meta, token)
+          count++
+        }
+        return count
+      })
+      log(`restored the data directory to snapshot ${name} (sequence number ${info.seq}) with ${n} journaled changes`)
+      return { data: rvg.root, seq: info.seq, records: n, note: null }
+    }
+    default:
+      throw new ReplError('USAGE', `unknown snapshot operation ${String(req.op)}`)
+  }
+}
+
+export async function secondarySnapshotOp (set: SnapshotSet, rvg: SecondaryRvg, req: SnapshotRequest, log: (l: string) => void): Promise<unknown> {
+  switch (req.op) {
+    case 'create': {
+      const name = nameOf(req)
+      const info: SnapshotInfo = await rvg.exclusive(async (seq) => set.create(name, seq))
+      log(`snapshot ${name} created at sequence number ${info.seq}${rvg.held ? ' (frozen at an IBC message)' : ''}`)
+      return info
+    }
+    case 'list': return set.list()
+    case 'delete': {
+      const name = nameOf(req)
+      set.delete(name)
+      log(`snapshot ${name} deleted`)
+      return { deleted: name }
+    }
+    case 'restore':
+      throw new ReplError('USAGE', 'a Secondary restores a snapshot only while replication is stopped: stop it first (replicafs stop --state DIR), then run snapshot restore again')
+    default:
+      throw new ReplError('USAGE', `unknown snapshot operation ${String(req.op)}`)
+  }
+}
