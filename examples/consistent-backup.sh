@@ -51,8 +51,13 @@ echo "   sent $(cat "$WORK/sent-id"); received $(cat "$WORK/received.json")"
 grep -q "\"id\":\"$(cat "$WORK/sent-id")\"" "$WORK/received.json"
 
 echo "== Secondary (frozen at the mark): snapshot, then unfreeze at once"
-[ "$(json_field "$S/state" frozen)" = true ]
-rfs snapshot create nightly --state "$S/state"
+is_frozen () { [ "$(json_field "$S/state" frozen)" = true ]; }
+wait_for "the Secondary to report itself frozen" is_frozen
+rfs snapshot create nightly --state "$S/state" --json > "$WORK/snapshot.json"
+cat "$WORK/snapshot.json"
+# The snapshot is exactly the tree before the message: its sequence number is the message's - 1.
+SEQ=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$WORK/received.json','utf8')).seq - 1)")
+grep -q "\"seq\":$SEQ[,}]" "$WORK/snapshot.json" || { echo "consistent-backup: the snapshot is not at sequence number $SEQ" >&2; exit 1; }
 rfs ibc unfreeze --state "$S/state" backup
 rfs ibc unregister --state "$S/state" backup
 
