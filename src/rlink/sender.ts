@@ -172,15 +172,15 @@ export class Rlink {
     }
     if (!Number.isSafeInteger(m.next) || m.next < 1 || !Number.isSafeInteger(m.applied)) return ['PROTOCOL', 'malformed CHALLENGE']
     const last = m.next - 1
-    if (last > srl.lastSeq) return ['DIVERGED', `the Secondary has records up to sequence number ${last} but this Primary's SRL ends at ${srl.lastSeq}: their histories differ (a full synchronization is needed)`]
-    if (last < srl.tailSeq) return ['STALE', `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}: it needs a full synchronization`]
+    if (last > srl.lastSeq) return ['DIVERGED', `the Secondary has records up to sequence number ${last} but this Primary's SRL ends at ${srl.lastSeq}: their histories differ (DIVERGED: a full synchronization is needed)`]
+    if (last < srl.tailSeq) return ['STALE', `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}: it needs a full synchronization (STALE)`]
     const from = this.dackPos.seq <= last && this.dackPos.seq >= srl.tailSeq ? this.dackPos : srl.tailPosition
     const nextOffset = srl.positionOf(m.next, from)
     if (m.last !== null && m.last.seq === last && last > srl.tailSeq) {
       const at = srl.positionOf(last, from.seq < last ? from : srl.tailPosition)
-      if (srl.crcOf(last, at) !== m.last.crc) return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (a full synchronization is needed)`]
+      if (srl.crcOf(last, at) !== m.last.crc) return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (DIVERGED: a full synchronization is needed)`]
     } else if (m.last !== null && m.last.seq === last && last === srl.lastSeq && srl.lastRecord() !== null && srl.lastRecord()!.crc !== m.last.crc) {
-      return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (a full synchronization is needed)`]
+      return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (DIVERGED: a full synchronization is needed)`]
     }
     this.sendPos = { seq: last, offset: nextOffset }
     this.sentSeq = last

@@ -25,6 +25,21 @@ export function snapshotSource (set: SnapshotSet): SnapshotSource {
 
 export interface SnapshotRequest { cmd: string, op?: unknown, name?: unknown }
 
+/**
+ * The Primary mount keeps libfuse's default 1 s attribute and entry caches, which only changes
+ * made through the kernel invalidate. Changes the daemon makes by itself (a restore; a snapshot
+ * deleted and re-created under the same name) would show old sizes, and short reads, for up to that
+ * second: so the daemon waits it out before it answers.
+ */
+const KERNEL_ATTR_CACHE_MS = 1100
+const deletedAt = new Map<string, number>()
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+async function waitOutDeletion (name: string): Promise<void> {
+  const at = deletedAt.get(name)
+  if (at !== undefined && Date.now() - at < KERNEL_ATTR_CACHE_MS) await pause(KERNEL_ATTR_CACHE_MS - (Date.now() - at))
+  deletedAt.delete(name)
+}
+
 function nameOf (req: SnapshotRequest): string {
   if (typeof req.name !== 'string' || req.name === '') throw new ReplError('USAGE', 'a snapshot name is required')
   return req.name
@@ -34,6 +49,7 @@ export async function primarySnapshotOp (set: SnapshotSet, rvg: PrimaryRvg, req:
   switch (req.op) {
     case 'create': {
       const name = nameOf(req)
+      await waitOutDeletion(name)
       const info = await rvg.exclusive(async (seq) => set.create(name, seq))
       log(`snapshot ${name} created at sequence number ${info.seq}`)
       return info
@@ -42,6 +58,7 @@ export async function primarySnapshotOp (set: SnapshotSet, rvg: PrimaryRvg, req:
     case 'delete': {
       const name = nameOf(req)
       set.delete(name)
+      deletedAt.set(name, Date.now())
       log(`snapshot ${name} deleted`)
       return { deleted: name }
     }
@@ -60,6 +77,7 @@ export async function primarySnapshotOp (set: SnapshotSet, rvg: PrimaryRvg, req:
         return count
       })
       log(`restored the data directory to snapshot ${name} (sequence number ${info.seq}) with ${n} journaled changes`)
+      if (n > 0) await pause(KERNEL_ATTR_CACHE_MS)
       return { data: rvg.root, seq: info.seq, records: n, note: null }
     }
     default:
