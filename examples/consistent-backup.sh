@@ -55,7 +55,7 @@ echo "   Secondary status: frozen=$(json_field "$S/state" frozen || true)"
 rfs snapshot create nightly --state "$S/state" --json > "$WORK/snapshot.json"
 cat "$WORK/snapshot.json"
 # The snapshot is exactly the tree before the message: its sequence number is the message's - 1.
-SEQ=$(node -e "console.log(JSON.parse(require('fs').readFileSync('$WORK/received.json','utf8')).seq - 1)")
+SEQ=$(node -e "process.stdout.write(String(JSON.parse(require('fs').readFileSync('$WORK/received.json','utf8')).seq - 1)+'\n')")
 grep -q "\"seq\":$SEQ[,}]" "$WORK/snapshot.json" || { echo "consistent-backup: the snapshot is not at sequence number $SEQ" >&2; exit 1; }
 rfs ibc unfreeze --state "$S/state" backup
 rfs ibc unregister --state "$S/state" backup

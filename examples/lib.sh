@@ -6,7 +6,7 @@ rfs () { node "$REPLICAFS" "$@"; }
 ibc_send () { node "$IBC_SEND" "$@"; }
 
 # json_field STATE a.b.c: one field of `replicafs status --json`.
-json_field () { rfs status --state "$1" --json | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{let v=JSON.parse(s);for(const k of process.argv[1].split('.'))v=v[k];console.log(v)})" "$2"; }
+json_field () { rfs status --state "$1" --json | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{let v=JSON.parse(s);for(const k of process.argv[1].split('.'))v=v[k];process.stdout.write(String(v)+'\n')})" "$2"; }
 
 # wait_for DESCRIPTION COMMAND...: polls COMMAND (every 0.1 s, for at most 60 s) until it succeeds.
 wait_for () {

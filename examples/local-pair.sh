@@ -24,7 +24,7 @@ cleanup () {
 trap cleanup EXIT
 
 # A status field from --json, e.g. field STATE rlinks.0.dataAckedSeq
-field () { rfs status --state "$1" --json | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{let v=JSON.parse(s);for(const k of process.argv[1].split('.'))v=v[k];console.log(v)})" "$2"; }
+field () { rfs status --state "$1" --json | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{let v=JSON.parse(s);for(const k of process.argv[1].split('.'))v=v[k];process.stdout.write(String(v)+'\n')})" "$2"; }
 # Waits until the Primary's every RLINK has data-acked everything it logged.
 caught_up () {
   for _ in $(seq 1 600); do
