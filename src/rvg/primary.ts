@@ -184,7 +184,7 @@ export class PrimaryRvg {
   /** A write: appended to the SRL, applied to the data directory, then answered. */
   async write (p: string, buf: Buffer, offset: number, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
-    await this.passGate(token)
+    if (this.gate !== null) await this.passGate(token)
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
       if (this.bareWrites === 0) this.fds.trim()
@@ -239,7 +239,7 @@ export class PrimaryRvg {
    */
   async mutate (type: RecordType, meta: RecordMeta, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
-    await this.passGate(token)
+    if (this.gate !== null) await this.passGate(token)
     if (!this.srl) {
       while (this.bareWrites > 0) await new Promise((resolve) => setImmediate(resolve))
       this.fds.trim()
