@@ -430,6 +430,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     const view: AdapterRvg = {
       root: data,
       barrier: () => Promise.resolve(),
+      writesPending: () => false,
       write: () => Promise.reject(Object.assign(new Error('read-only Secondary'), { code: 'EROFS' })),
       mutate: () => Promise.reject(Object.assign(new Error('read-only Secondary'), { code: 'EROFS' })),
       sync: () => Promise.resolve()

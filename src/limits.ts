@@ -113,3 +113,16 @@ assert(SRL_BYTES_MIN >= 16 * RECORD_BYTES_MAX, 'the smallest SRL must hold many 
 assert(SRL_BYTES_DEFAULT >= SRL_BYTES_MIN && SRL_BYTES_DEFAULT <= SRL_BYTES_MAX)
 assert(SRL_BYTES_MIN % SRL_PREALLOCATE_CHUNK_BYTES === 0)
 assert(CHECKPOINT_FILL_PERCENT > 0 && CHECKPOINT_FILL_PERCENT < 100)
+
+/**
+ * The Primary answers a write once it is in the SRL and applies it to the data directory after
+ * (src/rvg/primary.ts). Past this many answered-but-unapplied bytes, writers wait: it bounds how
+ * long a read or a namespace change waits for the queue to drain.
+ */
+export const APPLY_QUEUE_BYTES_MAX = 4 * 1024 * 1024
+
+/** Writes applied per threadpool round trip, at most (in bytes; a batch holds at least one write). */
+export const APPLY_BATCH_BYTES_MAX = 1024 * 1024
+
+/** A batch of writes this small is applied on the event loop rather than the threadpool. */
+export const APPLY_INLINE_BYTES_MAX = Number(process.env.REPLICAFS_APPLY_INLINE ?? 64 * 1024)

@@ -1,7 +1,11 @@
 /**
  * The FUSE edge: fuse-native's op table over a PrimaryRvg. Handlers are thin: they normalise
- * arguments, call the RVG (mutations) or read the data directory after the RVG's barrier (reads),
- * and turn errors into negative errnos with errnoFor(), the only place that happens.
+ * arguments, call the RVG (mutations) or read the data directory (reads), and turn errors into
+ * negative errnos with errnoFor(), the only place that happens. The Primary answers a write before
+ * applying it (src/rvg/primary.ts), and only a write changes a file behind the log's back: so a
+ * stat or read of a file with writes in flight waits for the RVG's barrier; names, links, modes,
+ * owners and xattrs are changed only by records applied before they are answered, and their
+ * reads never wait.
  *
  * fuse-native specifics handled here:
  * - Mount options are built only from constants: fuse-native joins option values unescaped into
@@ -9,8 +13,8 @@
  *   writes instead of 4 KiB) and `use_ino` have no fuse-native option; a subclass appends them to
  *   the option string fuse-native builds (see ReplicafsFuse._fuseOptions).
  * - Times cross the bridge in microseconds (our patched bridge, src/native/fuse_bridge.c).
- * - The write buffer is only valid until the reply: the SRL record and the data-directory write are
- *   both done from it before we answer.
+ * - The write buffer is only valid until the reply: the SRL record is written from it before we
+ *   answer; the data-directory write copies the record's data from the SRL ring afterwards.
  * - Handles are 32-bit numbers we allocate; each read handle owns one data-directory descriptor.
  * - Never touch the mount synchronously from this process: the event loop serves it.
  */
@@ -21,7 +25,7 @@ import type { PrimaryRvg } from '../rvg/primary'
 import { withSnapshots, type SnapshotSource } from './snapshots'
 
 /** What the adapter needs from an RVG: the Primary's, or the Secondary's read-only view. */
-export type AdapterRvg = Pick<PrimaryRvg, 'root' | 'barrier' | 'write' | 'mutate' | 'sync'>
+export type AdapterRvg = Pick<PrimaryRvg, 'root' | 'barrier' | 'writesPending' | 'write' | 'mutate' | 'sync'>
 import { RecordType, nowTimespec, type Timespec } from '../format/record'
 import { errnoFor, ReplError } from '../errors'
 
@@ -80,7 +84,7 @@ function newOwner (root: string, p: string): { u: number, g: number } | Record<s
 
 export class FuseAdapter {
   private fuse: FuseInstance | null = null
-  private readonly handles = new Map<number, { fd: number }>()
+  private readonly handles = new Map<number, { fd: number, ino?: number }>()
   private nextHandle = 1
 
   /** `readOnly` serves the Secondary's mount (issue 3): every change answers EROFS. */
@@ -103,6 +107,21 @@ export class FuseAdapter {
     this.rvg.barrier().then(fn).then((res) => cb(0, ...res), (err) => cb(errnoFor(err)))
   }
 
+  /** Runs `fn` at once (reads that no write in flight can change) and replies with its result or errno. */
+  private peek<T extends unknown[]> (cb: Cb, fn: () => T): void {
+    let res: T
+    try { res = fn() } catch (err) { cb(errnoFor(err)); return }
+    cb(0, ...res)
+  }
+
+  /** lstat of `p`, after the writes in flight to its inode (if any) are applied. */
+  private getattr (p: string, cb: Cb): void {
+    let st: fs.BigIntStats
+    try { st = fs.lstatSync(this.full(p), { bigint: true }) } catch (err) { cb(errnoFor(err)); return }
+    if (!this.rvg.writesPending(Number(st.ino))) { cb(0, statOf(st)); return }
+    this.read(cb, () => [statOf(fs.lstatSync(this.full(p), { bigint: true }))])
+  }
+
   /** Runs a mutation and replies 0 or errno. */
   private change (cb: Cb, fn: () => Promise<unknown>): void {
     if (this.readOnly) { cb(-E.EROFS); return }
@@ -112,18 +131,18 @@ export class FuseAdapter {
   private ops (): Record<string, (...args: any[]) => void> {
     const rvg = this.rvg
     return {
-      getattr: (p: string, cb: Cb) => this.read(cb, () => [statOf(fs.lstatSync(this.full(p), { bigint: true }))]),
-      fgetattr: (p: string, _fd: number, cb: Cb) => this.read(cb, () => [statOf(fs.lstatSync(this.full(p), { bigint: true }))]),
-      access: (p: string, mode: number, cb: Cb) => this.read(cb, () => { fs.accessSync(this.full(p), mode); return [] }),
+      getattr: (p: string, cb: Cb) => this.getattr(p, cb),
+      fgetattr: (p: string, _fd: number, cb: Cb) => this.getattr(p, cb),
+      access: (p: string, mode: number, cb: Cb) => this.peek(cb, () => { fs.accessSync(this.full(p), mode); return [] }),
       statfs: (_p: string, cb: Cb) => this.read(cb, () => {
         const s = fs.statfsSync(this.rvg.root)
         return [{ bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 }]
       }),
-      readdir: (p: string, cb: Cb) => this.read(cb, () => [['.', '..', ...fs.readdirSync(this.full(p))]]),
-      readlink: (p: string, cb: Cb) => this.read(cb, () => [fs.readlinkSync(this.full(p))]),
+      readdir: (p: string, cb: Cb) => this.peek(cb, () => [['.', '..', ...fs.readdirSync(this.full(p))]]),
+      readlink: (p: string, cb: Cb) => this.peek(cb, () => [fs.readlinkSync(this.full(p))]),
       open: (p: string, flags: number, cb: Cb) => {
         if (this.readOnly && (flags & 3) !== fs.constants.O_RDONLY) { cb(-E.EROFS); return }
-        this.read(cb, () => [this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW))])
+        this.peek(cb, () => [this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW))])
       },
       opendir: (_p: string, _flags: number, cb: Cb) => cb(0, 0),
       releasedir: (_p: string, _fd: number, cb: Cb) => cb(0),
@@ -144,7 +163,11 @@ export class FuseAdapter {
           cb(n)
           return
         }
-        rvg.barrier().then(() => fs.read(h.fd, buf, 0, len, pos, (err, n) => cb(err ? errnoFor(err) : n)), (err) => cb(errnoFor(err)))
+        const done = (err: Error | null, n: number): void => cb(err ? errnoFor(err) : n)
+        let pending: boolean
+        try { pending = rvg.writesPending(h.ino ??= fs.fstatSync(h.fd).ino) } catch (err) { cb(errnoFor(err)); return }
+        if (!pending) { fs.read(h.fd, buf, 0, len, pos, done); return }
+        rvg.barrier().then(() => fs.read(h.fd, buf, 0, len, pos, done), (err) => cb(errnoFor(err)))
       },
       write: (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         if (this.readOnly) { cb(-E.EROFS); return }
@@ -196,8 +219,9 @@ export class FuseAdapter {
       }),
       fallocate: (p: string, mode: number, offset: number, length: number, _fd: number, cb: Cb) =>
         this.change(cb, () => rvg.mutate(RecordType.FALLOCATE, { p, f: mode, o: offset, l: length, t: nowTimespec() })),
-      getxattr: (p: string, name: string, _position: number, cb: Cb) => this.read(cb, () => [sys.lgetxattr(this.full(p), name)]),
-      listxattr: (p: string, cb: Cb) => this.read(cb, () => [sys.llistxattr(this.full(p))]),
+      // (The kernel asks for security.capability before every write: never wait here.)
+      getxattr: (p: string, name: string, _position: number, cb: Cb) => this.peek(cb, () => [sys.lgetxattr(this.full(p), name)]),
+      listxattr: (p: string, cb: Cb) => this.peek(cb, () => [sys.llistxattr(this.full(p))]),
       removexattr: (p: string, name: string, cb: Cb) => this.change(cb, async () => {
         await rvg.barrier()
         sys.lgetxattr(this.full(p), name) // ENODATA before anything is logged

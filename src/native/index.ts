@@ -62,6 +62,15 @@ export interface SysAddon {
   ficlone(destFd: number, srcFd: number): void;
   ficlonerange(destFd: number, srcFd: number, srcOffset: number, length: number, destOffset: number): void;
   syncfs(fd: number): void;
+  /**
+   * Asynchronous (libuv threadpool): for each write in `jobs` (6 numbers each: srcOffset, destFd,
+   * destOffset, length, mtimeSec, mtimeNsec), in order, copies `length` bytes from srcFd to destFd
+   * (copy_file_range, or pread/pwrite) and sets destFd's mtime. Calls back (-1, 0) when all are
+   * done, or (index, errno) of the first that failed.
+   */
+  applyWrites(srcFd: number, jobs: Float64Array, callback: (failedIndex: number, errno: number) => void): void;
+  /** The same on the calling thread: -1, or failedIndex * 65536 + errno. */
+  applyWrites(srcFd: number, jobs: Float64Array): number;
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */
   dlopenGlobal(path: string): void;
   umount2(path: string, flags: number): void;

@@ -36,6 +36,8 @@ const FD_CACHE_MAX = 64
  */
 export class FdCache {
   private readonly fds = new Map<string, number>()
+  /** Inode numbers of cached descriptors, filled in on first ask (inoOf). */
+  private readonly inos = new Map<string, number>()
   constructor (private readonly root: string) {}
 
   /** Closes every descriptor if more than FD_CACHE_MAX are cached. Only with no write in flight. */
@@ -52,16 +54,28 @@ export class FdCache {
     return fd
   }
 
+  /** The inode number of the file `get(p)` opened (one fstat per cached descriptor). */
+  inoOf (p: string): number {
+    let ino = this.inos.get(p)
+    if (ino === undefined) {
+      ino = fs.fstatSync(this.get(p)).ino
+      this.inos.set(p, ino)
+    }
+    return ino
+  }
+
   /** Takes over a descriptor already open on `p` for writing (a just-created file). */
   adopt (p: string, fd: number): void {
     const old = this.fds.get(p)
     if (old !== undefined) fs.closeSync(old)
     this.fds.set(p, fd)
+    this.inos.delete(p)
   }
 
   clear (): void {
     for (const fd of this.fds.values()) fs.closeSync(fd)
     this.fds.clear()
+    this.inos.clear()
   }
 }
 

@@ -1,20 +1,17 @@
 /**
- * RVG, Primary side: one data directory and its SRL. The write path:
+ * RVG, Primary side: one data directory and its SRL. The write path (VVR's):
  *
- *   FUSE op -> (wait for earlier records to be applied, unless it is a write) -> SRL append
- *     -> apply to the data directory -> reply
+ *   FUSE write -> SRL append (one pwritev straight from the FUSE buffer) -> reply
+ *     -> later, in sequence order: copy the record's data from the ring into the file
+ *   any other op -> wait until no write is in flight (the barrier) -> SRL append -> apply -> reply
  *
- * Writes are the exception: a write is appended to the SRL with one pwritev straight from the
- * FUSE buffer (no copy), then its data-directory write starts at once on the threadpool and the
- * reply follows when it lands. Writes to different files may be in flight together (the kernel
- * sends one write at a time per file); they are tracked in sequence order, and the applied
- * position only advances over a completed prefix. Everything else, reads and stats included,
- * first waits until no write is in flight (the barrier), so nothing observes the data directory
- * behind the log, and a recovery replays at most a run of idempotent writes.
- *
- * (An earlier version answered writes before applying them, from a queue holding a copy of each
- * write. Profiling showed the copy and its garbage cost more than the overlap gained; see
- * docs/ARCHITECTURE.md.)
+ * Only the SRL write is in a writer's path. Answered writes wait in the apply queue (bounded by
+ * APPLY_QUEUE_BYTES_MAX) and are applied one batch at a time by sys.applyWrites: copy_file_range
+ * from the ring's page cache into the file (no second pass through JavaScript, no copy of the FUSE
+ * buffer), then the mtime the record carries. A write is "in flight" from its append until its
+ * apply completes; they are tracked in sequence order, and the applied position only advances
+ * over a completed prefix. Reads that could see a file behind the log (stat, read of an inode with
+ * writes in flight) wait for the barrier (src/fuse/adapter.ts); nothing else can be behind.
  *
  * Recovery needs no per-record bookkeeping: every record but a WRITE is appended only when no
  * write is in flight, and applied before anything else is appended, so after a kill -9 the SRL
@@ -22,21 +19,26 @@
  * ring is past CHECKPOINT_FILL_PERCENT, the data directory is synced (syncfs) and the applied
  * records are released from the SRL (with no Secondary, nothing else needs them).
  *
- * Journal-less mode (`srl === null`) is the bare passthrough used as the benchmark baseline.
+ * Journal-less mode (`srl === null`) is the bare passthrough used as the benchmark baseline: it
+ * writes through a cached descriptor on the threadpool and answers when the write lands.
  */
 import assert from 'node:assert'
 import fs from 'node:fs'
+import util from 'node:util'
 import { execFile } from 'node:child_process'
 import { Srl } from '../srl'
 import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta, type Record } from '../format/record'
 import { sys } from '../native'
 import { applyRecordSync, FdCache } from './apply'
 import { ReplError, errnoFor } from '../errors'
-import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS } from '../limits'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_QUEUE_BYTES_MAX, APPLY_BATCH_BYTES_MAX, APPLY_INLINE_BYTES_MAX } from '../limits'
 import type { Position } from '../srl/state'
 
 /** A write appended to the SRL whose data-directory write is in flight. */
-interface InflightWrite { seq: number, end: number, done: boolean }
+interface InflightWrite { seq: number, end: number, done: boolean, bytes: number, ino: number }
+
+/** A write waiting to be applied: the arguments of sys.applyWrites for it. */
+interface QueuedWrite { item: InflightWrite, path: string, jobs: [number, number, number, number, number, number] }
 
 /** What the RVG needs from its RLINKs (src/rlink/sender.ts RlinkSet). */
 export interface Replication {
@@ -81,6 +83,14 @@ export class PrimaryRvg {
   /** Bare passthrough writes in flight (no SRL, so no in-flight list). */
   private bareWrites = 0
   private drainWaiters: Array<() => void> = []
+  /** Writes answered but not yet applied, oldest first, and their bytes. */
+  private readonly applyQueue: QueuedWrite[] = []
+  private queuedBytes = 0
+  private applying = false
+  /** Writers waiting for the apply queue to shrink below APPLY_QUEUE_BYTES_MAX. */
+  private roomWaiters: Array<() => void> = []
+  /** Data-directory inodes with answered writes not yet applied, and how many each. */
+  private readonly pendingInodes = new Map<number, number>()
   /** Last record applied to the data directory, and the ring offset after it. */
   private applied: Position
   private checkpointing: Promise<void> | null = null
@@ -174,11 +184,21 @@ export class PrimaryRvg {
     while (this.gate !== null && (token === undefined || token !== this.gateOwner)) await this.gate
   }
 
+  /**
+   * Whether writes to inode `ino` of the data directory are answered but not yet applied. Only a
+   * write changes a file behind the log's back (content, size, mtime, blocks), so a stat or read of
+   * any other file needs no barrier; everything else is applied before it is answered.
+   */
+  writesPending (ino: number): boolean {
+    return this.inflight.length > 0 && this.pendingInodes.has(ino)
+  }
+
   /** Resolves once every record appended so far is applied to the data directory. */
   barrier (): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal)
     if (this.inflight.length === 0) return Promise.resolve()
-    return new Promise((resolve) => this.drainWaiters.push(resolve))
+    // Woken with every write applied, or by a fatal error: then it rejects with it.
+    return new Promise((resolve, reject) => this.drainWaiters.push(() => this.fatal ? reject(this.fatal) : resolve()))
   }
 
   /** A write: appended to the SRL, applied to the data directory, then answered. */
@@ -207,29 +227,86 @@ export class PrimaryRvg {
       if (this.inflight.length === 0) this.fds.trim()
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
-    const { seq, end } = appended
-    const item: InflightWrite = { seq, end, done: false }
+    const { seq, end, dataAt } = appended
+    const item: InflightWrite = { seq, end, done: false, bytes: buf.length, ino: -1 }
     this.inflight.push(item)
     repl?.appended(seq)
     this.afterAppend()
+    let fd: number
     try {
+      // Copy-on-write first, while the FUSE buffer is valid. Any chunk this write is the first to
+      // touch since the newest snapshot is untouched by the writes still queued ahead of it.
       this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
-      const fd = this.fds.get(p)
-      await writeAt(fd, buf, offset)
-      sys.futimens(fd, 0, sys.UTIME_OMIT, t[0], t[1]) // the resulting mtime the record carries
+      fd = this.fds.get(p)
+      item.ino = this.fds.inoOf(p)
+      this.pendingInodes.set(item.ino, (this.pendingInodes.get(item.ino) ?? 0) + 1)
     } catch (err) {
       this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${(err as Error).message}`, { cause: err }))
       throw this.fatal
     }
-    item.done = true
+    // The record is in the SRL: answer now, and apply it from the ring (src/rvg/primary.ts top).
+    this.applyQueue.push({ item, path: p, jobs: [dataAt, fd, offset, buf.length, t[0], t[1]] })
+    this.queuedBytes += buf.length
+    this.kickApply()
+    while (this.queuedBytes > APPLY_QUEUE_BYTES_MAX && !this.fatal) await new Promise<void>((resolve) => this.roomWaiters.push(resolve))
+    if (this.fatal) throw this.fatal
+    const waiting = repl?.acked(seq)
+    if (waiting) await waiting
+    return buf.length
+  }
+
+  /**
+   * Applies the queued writes, in sequence order, one batch at a time (so writes land in log order,
+   * even to one inode under two names): each is copied from the SRL ring into its file
+   * (copy_file_range) and given the mtime its record carries. It runs after the current replies
+   * are sent (setImmediate). A small batch is applied right there on the event loop: a threadpool
+   * round trip costs more than copying a few pages. A large one goes to the threadpool, so the
+   * next writes are journaled while it copies.
+   */
+  private kickApply (): void {
+    if (this.applying || this.applyQueue.length === 0 || this.fatal) return
+    this.applying = true
+    setImmediate(() => this.runApply())
+  }
+
+  private runApply (): void {
+    if (this.fatal) return
+    let n = 0
+    let bytes = 0
+    while (n < this.applyQueue.length && (n === 0 || bytes < APPLY_BATCH_BYTES_MAX)) bytes += this.applyQueue[n++].item.bytes
+    const batch = this.applyQueue.splice(0, n)
+    const jobs = new Float64Array(batch.length * 6)
+    for (let i = 0; i < batch.length; i++) jobs.set(batch[i].jobs, i * 6)
+    const fd = this.srl!.ring.fd
+    if (bytes <= APPLY_INLINE_BYTES_MAX) {
+      const r = sys.applyWrites(fd, jobs)
+      this.applyDone(batch, r < 0 ? -1 : Math.floor(r / 65536), r < 0 ? 0 : r % 65536)
+    } else {
+      sys.applyWrites(fd, jobs, (failed, errno) => this.applyDone(batch, failed, errno))
+    }
+  }
+
+  private applyDone (batch: QueuedWrite[], failed: number, errno: number): void {
+    this.applying = false
+    if (failed >= 0) {
+      const { item, path: p } = batch[failed]
+      this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${item.seq} (WRITE ${p}) to the data directory: ${errnoName(errno)}`))
+      return
+    }
+    for (const { item } of batch) {
+      item.done = true
+      this.queuedBytes -= item.bytes
+      const k = this.pendingInodes.get(item.ino)! - 1
+      if (k === 0) this.pendingInodes.delete(item.ino)
+      else this.pendingInodes.set(item.ino, k)
+    }
     while (this.inflight.length > 0 && this.inflight[0].done) {
       const head = this.inflight.shift()!
       this.applied = { seq: head.seq, offset: head.end }
     }
     if (this.inflight.length === 0) this.wake(this.drainWaiters)
-    const waiting = repl?.acked(seq)
-    if (waiting) await waiting
-    return buf.length
+    if (this.queuedBytes <= APPLY_QUEUE_BYTES_MAX) this.wake(this.roomWaiters)
+    this.kickApply()
   }
 
   /**
@@ -370,6 +447,7 @@ export class PrimaryRvg {
     this.fatal = err
     this.opts.log?.(`fatal: ${err.message}`)
     this.wake(this.drainWaiters)
+    this.wake(this.roomWaiters)
     this.onFatal?.(err)
   }
 
@@ -393,6 +471,12 @@ export class PrimaryRvg {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+/** 'ENOSPC: no space left on device' for an errno number. */
+function errnoName (errno: number): string {
+  const [name, message] = util.getSystemErrorMap().get(-errno) ?? [`errno ${errno}`, 'unknown error']
+  return `${name}: ${message}`
+}
 
 function writeAt (fd: number, buf: Buffer, offset: number): Promise<void> {
   return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err) => err ? reject(err) : resolve()))

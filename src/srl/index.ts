@@ -197,19 +197,23 @@ export class Srl {
     return r
   }
 
-  /** append(), but null instead of SRL_FULL: the write path's way to encode a record only once. */
-  tryAppend (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number } | null {
+  /**
+   * append(), but null instead of SRL_FULL: the write path's way to encode a record only once.
+   * `dataAt` is where the record's data lies in the ring file (a physical offset): the Primary
+   * applies a WRITE by copying it from there.
+   */
+  tryAppend (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number, dataAt: number } | null {
     const seq = this.nextSeq
     const head = encodeRecordHead(type, seq, meta, data)
     const length = head.length + (data ? data.length : 0)
     assert(length <= RECORD_BYTES_MAX)
     if (!this.fits(length)) return null
-    const { end } = this.ring.write(this.head, seq, head, data)
+    const { start, end } = this.ring.write(this.head, seq, head, data)
     this.lastCrc = head.readUInt32LE(24)
     this.lastStart = this.head
     this.head = end
     this.nextSeq = seq + 1
-    return { seq, end }
+    return { seq, end, dataAt: (start % this.ring.size) + head.length }
   }
 
   /**
