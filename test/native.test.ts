@@ -5,6 +5,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { execFile } from 'child_process';
 import { promisify } from 'util';
+import { crc32c as portableCrc32c } from '@node-rs/crc32';
+import { crc32c, crc32cAccelerated } from '../src/format/crc';
 import { sys, loadFuse, unmountFuse, callerContext, CallerContext, UTIME_NOW_US, UTIME_OMIT_US, FUSE_OP_FALLOCATE, isErrnoError, FuseCb, FuseStat, FuseInstance, FuseOperations } from '../src/native';
 
 const execFileP = promisify(execFile);
@@ -573,6 +575,28 @@ test('unmountFuse is safe on a never-mounted instance', async () => {
   const fuse = new Fuse(mnt, {});
   await unmountFuse(fuse, mnt);
   fs.rmdirSync(mnt);
+});
+
+test('crc32c: the three-stream version equals @node-rs/crc32 on every length, alignment and chain', () => {
+  // On x86-64 (this project's prebuilt platform) the accelerated version must be the one in use.
+  if (process.arch === 'x64') assert.ok(crc32cAccelerated, 'sys.crc32c is exported on x86-64 with SSE4.2');
+  assert.is(crc32c(Buffer.from('123456789')), 0xe3069283, 'the CRC-32C check value');
+  assert.is(crc32c(Buffer.alloc(0)), 0);
+  const buf = Buffer.alloc(200_000 + 16);
+  let x = 12345;
+  for (let i = 0; i < buf.length; i++) { x = (x * 1103515245 + 12345) >>> 0; buf[i] = x >>> 24; }
+  // Every length up to past two short blocks (3 x 256), then lengths across the long blocks (3 x 8192).
+  const lengths = [...Array.from({ length: 800 }, (_, i) => i), 24575, 24576, 24577, 49152, 131072, 131072 + 7, 200_000];
+  for (const len of lengths) {
+    for (const off of [0, 1, 3, 7]) {
+      const part = buf.subarray(off, off + len);
+      const prev = len % 2 === 0 ? 0 : 0xdeadbeef;
+      const want = portableCrc32c(part, prev) >>> 0;
+      if (crc32c(part, prev) !== want) assert.unreachable(`crc32c differs at length ${len}, offset ${off}`);
+    }
+  }
+  // Chaining: crc(a ++ b) = crc(b, crc(a)).
+  assert.is(crc32c(buf.subarray(5000, 140000), crc32c(buf.subarray(0, 5000))), crc32c(buf.subarray(0, 140000)));
 });
 
 test.run();

@@ -24,7 +24,7 @@
  */
 import assert from 'node:assert'
 import { Packr } from 'msgpackr'
-import { crc32c } from '@node-rs/crc32'
+import { crc32c } from './crc'
 import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX } from '../limits'
 import { ReplError } from '../errors'
 

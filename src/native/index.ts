@@ -71,6 +71,8 @@ export interface SysAddon {
   applyWrites(srcFd: number, jobs: Float64Array, callback: (failedIndex: number, errno: number) => void): void;
   /** The same on the calling thread: -1, or failedIndex * 65536 + errno. */
   applyWrites(srcFd: number, jobs: Float64Array): number;
+  /** CRC-32C of buf chained from prev (0 to start), three streams at once; absent without SSE4.2. */
+  crc32c?: (buf: Uint8Array, prev?: number) => number;
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */
   dlopenGlobal(path: string): void;
   umount2(path: string, flags: number): void;

@@ -24,7 +24,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
-import { crc32c } from '@node-rs/crc32'
+import { crc32c } from '../format/crc'
 import { Srl, bootId } from '../srl'
 import { RecordType, type Record } from '../format/record'
 import { applyRecordSync, FdCache } from './apply'
