@@ -87,6 +87,8 @@ export class PrimaryRvg {
   private readonly applyQueue: QueuedWrite[] = []
   private queuedBytes = 0
   private applying = false
+  /** The scheduled apply of small queued writes (see kickApply), or null. */
+  private applyTimer: NodeJS.Immediate | null = null
   /** Writers waiting for the apply queue to shrink below APPLY_QUEUE_BYTES_MAX. */
   private roomWaiters: Array<() => void> = []
   /** Data-directory inodes with answered writes not yet applied, and how many each. */
@@ -197,6 +199,9 @@ export class PrimaryRvg {
   barrier (): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal)
     if (this.inflight.length === 0) return Promise.resolve()
+    this.applyNow()
+    if (this.fatal) return Promise.reject(this.fatal)
+    if (this.inflight.length === 0) return Promise.resolve()
     // Woken with every write applied, or by a fatal error: then it rejects with it.
     return new Promise((resolve, reject) => this.drainWaiters.push(() => this.fatal ? reject(this.fatal) : resolve()))
   }
@@ -266,7 +271,23 @@ export class PrimaryRvg {
   private kickApply (): void {
     if (this.applying || this.applyQueue.length === 0 || this.fatal) return
     this.applying = true
-    setImmediate(() => this.runApply())
+    this.applyTimer = setImmediate(() => {
+      this.applyTimer = null
+      this.runApply()
+    })
+  }
+
+  /**
+   * Applies the queued writes at once if their apply is only scheduled (not running on the
+   * threadpool): whoever needs the barrier then need not wait a turn of the event loop (the next
+   * create after a small file's write, a stat of a file just written).
+   */
+  private applyNow (): void {
+    while (this.applyTimer !== null && !this.fatal) {
+      clearImmediate(this.applyTimer)
+      this.applyTimer = null
+      this.runApply() // inline for a small batch, which may schedule the next; else on the threadpool
+    }
   }
 
   private runApply (): void {
