@@ -117,12 +117,17 @@ assert(CHECKPOINT_FILL_PERCENT > 0 && CHECKPOINT_FILL_PERCENT < 100)
 /**
  * The Primary answers a write once it is in the SRL and applies it to the data directory after
  * (src/rvg/primary.ts). Past this many answered-but-unapplied bytes, writers wait: it bounds how
- * long a read or a namespace change waits for the queue to drain.
+ * far the data directory is behind, and so how long a stat or read of a file just written, or a
+ * namespace change (new writes wait behind it), waits for the queue to drain.
  */
 export const APPLY_QUEUE_BYTES_MAX = 4 * 1024 * 1024
 
 /** Writes applied per threadpool round trip, at most (in bytes; a batch holds at least one write). */
 export const APPLY_BATCH_BYTES_MAX = 1024 * 1024
 
-/** A batch of writes this small is applied on the event loop rather than the threadpool. */
-export const APPLY_INLINE_BYTES_MAX = Number(process.env.REPLICAFS_APPLY_INLINE ?? 64 * 1024)
+/**
+ * A batch of writes this small is applied on the event loop rather than the threadpool: a round
+ * trip to the threadpool costs more than copying a few pages. (It blocks the loop for as long as
+ * the copy takes, as any synchronous write would, on a data disk that throttles dirty pages.)
+ */
+export const APPLY_INLINE_BYTES_MAX = 64 * 1024

@@ -89,6 +89,40 @@ test('writes land in log order, also through two names of one inode and across b
   }
 })
 
+/** Rejects if `p` has not settled within `ms` (a deadline for a liveness condition, not a timing). */
+function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms} ms`)), ms) })
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer))
+}
+
+test('a steady writer holds up neither a barrier nor another change', async () => {
+  const dir = tmpDir()
+  fs.mkdirSync(path.join(dir, 'data'))
+  const rvg = await open(dir)
+  let stop = false
+  let writes = 0
+  let writer: Promise<void> | null = null
+  try {
+    await rvg.mutate(RecordType.CREATE, { p: '/a', m: 0o644, t: [1700000000, 0] })
+    const chunk = Buffer.alloc(128 * 1024, 1)
+    // Answered before applied, each write is followed at once by the next: the in-flight list
+    // only empties when the writer stops.
+    writer = (async () => { while (!stop) await rvg.write('/a', chunk, (writes++ % 256) * chunk.length) })()
+    while (writes < 100) await new Promise((resolve) => setImmediate(resolve))
+    const before = writes
+    await within(rvg.barrier(), 30_000, 'barrier() during a steady writer')
+    await within(rvg.mutate(RecordType.MKDIR, { p: '/d', m: 0o755, t: [1700000001, 0] }), 30_000, 'mkdir during a steady writer')
+    assert.ok(fs.statSync(path.join(dir, 'data', 'd')).isDirectory())
+    while (writes < before + 100) await new Promise((resolve) => setImmediate(resolve))
+    assert.ok(writes >= before + 100, 'the writer went on after the mkdir')
+  } finally {
+    stop = true
+    await writer
+    await rvg.close()
+  }
+})
+
 test('a write that cannot be applied makes the RVG fatal, stays in the SRL and is replayed at the next start', async () => {
   const dir = tmpDir()
   const data = path.join(dir, 'data')

@@ -246,7 +246,7 @@ export class FuseAdapter {
       allowOther: true,
       defaultPermissions: true,
       // No fuse-native timeouts. A mutation must not answer ETIMEDOUT and then happen anyway; and
-      // since every op waits for writes in flight, a timed-out open would leak its descriptor and a
+      // since ops may wait for writes in flight, a timed-out open would leak its descriptor and a
       // timed-out read would later fill a buffer libfuse has taken back. Ops are bounded by the
       // data directory's disk, as on a local filesystem.
       timeout: false

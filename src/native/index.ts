@@ -65,12 +65,13 @@ export interface SysAddon {
   /**
    * Asynchronous (libuv threadpool): for each write in `jobs` (6 numbers each: srcOffset, destFd,
    * destOffset, length, mtimeSec, mtimeNsec), in order, copies `length` bytes from srcFd to destFd
-   * (copy_file_range, or pread/pwrite) and sets destFd's mtime. Calls back (-1, 0) when all are
-   * done, or (index, errno) of the first that failed.
+   * and sets destFd's mtime. Mode 0: copy_file_range (pread/pwrite where it cannot); mode 1:
+   * pread/pwrite always. Calls back (-1, 0) when all are done, or (index, errno) of the first that
+   * failed.
    */
-  applyWrites(srcFd: number, jobs: Float64Array, callback: (failedIndex: number, errno: number) => void): void;
+  applyWrites(srcFd: number, jobs: Float64Array, mode: number, callback: (failedIndex: number, errno: number) => void): void;
   /** The same on the calling thread: -1, or failedIndex * 65536 + errno. */
-  applyWrites(srcFd: number, jobs: Float64Array): number;
+  applyWrites(srcFd: number, jobs: Float64Array, mode: number): number;
   /** CRC-32C of buf chained from prev (0 to start), three streams at once; absent without SSE4.2. */
   crc32c?: (buf: Uint8Array, prev?: number) => number;
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */

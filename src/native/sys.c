@@ -461,35 +461,38 @@ static napi_value m_syncfs(napi_env env, napi_callback_info info) {
 /* ---------- applyWrites: the Primary's write apply, off the event loop ---------- */
 
 /*
- * applyWrites(srcFd, jobs: Float64Array, callback(index, errno))
- * applyWrites(srcFd, jobs: Float64Array) -> -1 | index * 65536 + errno  (the same, synchronously)
+ * applyWrites(srcFd, jobs: Float64Array, mode, callback(index, errno))
+ * applyWrites(srcFd, jobs: Float64Array, mode) -> -1 | index * 65536 + errno  (the same, synchronously)
  *
  * jobs holds 6 numbers per write: srcOffset, destFd, destOffset, length, mtimeSec, mtimeNsec.
  * On a libuv threadpool thread, in order, each job copies `length` bytes from srcFd (the SRL
- * ring, where the record's data already is) to destFd with copy_file_range(2) (one in-kernel
- * copy, page cache to page cache; pread/pwrite where the two files cannot copy between them),
- * then sets destFd's mtime (atime untouched). The callback gets (-1, 0) when every job is done,
- * or the index of the job that failed and its errno (the jobs after it are not run).
+ * ring, where the record's data already is) to destFd, then sets destFd's mtime (atime
+ * untouched). Mode 0 copies with copy_file_range(2) (one in-kernel copy, page cache to page
+ * cache; pread/pwrite where the two files cannot copy between them); mode 1 always with
+ * pread/pwrite (filesystems where copy_file_range may share blocks instead of copying). The
+ * callback gets (-1, 0) when every job is done, or the index of the job that failed and its errno
+ * (the jobs after it are not run).
  */
 typedef struct {
   napi_async_work work;
   napi_ref cb;
   int src;
+  int mode;
   size_t n;
   double *jobs;
   int fail_index;
   int fail_errno;
 } apply_work_t;
 
-static int copy_range(int src, off_t soff, int dst, off_t doff, size_t len) {
-  int use_crf = 1;
+static int copy_range(int src, off_t soff, int dst, off_t doff, size_t len, int mode) {
+  int use_crf = mode == 0;
   char *buf = NULL;
   while (len > 0) {
     ssize_t n = -1;
     if (use_crf) {
       loff_t si = soff, di = doff;
       n = copy_file_range(src, &si, dst, &di, len, 0);
-      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP || errno == EBADF)) {
+      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
         use_crf = 0;
         continue;
       }
@@ -508,6 +511,7 @@ static int copy_range(int src, off_t soff, int dst, off_t doff, size_t len) {
         ssize_t w = pwrite(dst, buf + done, (size_t) r - done, doff + (off_t) done);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0) { free(buf); return errno; }
+        if (w == 0) { free(buf); return EIO; }
         done += (size_t) w;
       }
       n = r;
@@ -526,7 +530,7 @@ static void apply_execute(napi_env env, void *data) {
   for (size_t i = 0; i < w->n; i++) {
     double *j = w->jobs + i * 6;
     int dst = (int) j[1];
-    int e = copy_range(w->src, (off_t) j[0], dst, (off_t) j[2], (size_t) j[3]);
+    int e = copy_range(w->src, (off_t) j[0], dst, (off_t) j[2], (size_t) j[3], w->mode);
     if (e == 0) {
       struct timespec ts[2] = { { 0, UTIME_OMIT }, { (time_t) j[4], (long) j[5] } };
       if (futimens(dst, ts) < 0) e = errno;
@@ -552,9 +556,11 @@ static void apply_complete(napi_env env, napi_status status, void *data) {
 
 static napi_value m_applyWrites(napi_env env, napi_callback_info info) {
   args_t a;
-  if (get_args(env, info, &a, 2) < 0) return NULL;
-  int32_t src;
+  if (get_args(env, info, &a, 3) < 0) return NULL;
+  int32_t src, mode;
   if (get_i32(env, a.argv[0], "srcFd", &src) < 0) return NULL;
+  if (get_i32(env, a.argv[2], "mode", &mode) < 0) return NULL;
+  if (mode != 0 && mode != 1) return throw_type(env, "mode must be 0 or 1");
   napi_typedarray_type type;
   size_t len;
   void *data;
@@ -564,11 +570,11 @@ static napi_value m_applyWrites(napi_env env, napi_callback_info info) {
   napi_get_typedarray_info(env, a.argv[1], &type, &len, &data, NULL, NULL);
   if (type != napi_float64_array || len % 6 != 0) return throw_type(env, "jobs must be a Float64Array of 6 numbers per write");
   napi_valuetype t = napi_undefined;
-  if (a.argc > 2) napi_typeof(env, a.argv[2], &t);
+  if (a.argc > 3) napi_typeof(env, a.argv[3], &t);
   if (t != napi_function && t != napi_undefined) return throw_type(env, "callback must be a function");
   if (t == napi_undefined) {
     /* Synchronous: on the calling thread; returns -1, or index * 65536 + errno of the failed job. */
-    apply_work_t w = { .src = src, .n = len / 6, .jobs = data, .fail_index = -1 };
+    apply_work_t w = { .src = src, .mode = mode, .n = len / 6, .jobs = data, .fail_index = -1 };
     apply_execute(env, &w);
     napi_value r;
     napi_create_double(env, w.fail_index < 0 ? -1 : (double) w.fail_index * 65536 + w.fail_errno, &r);
@@ -579,14 +585,23 @@ static napi_value m_applyWrites(napi_env env, napi_callback_info info) {
   if (w == NULL || jobs == NULL) { free(w); free(jobs); napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
   memcpy(jobs, data, len * sizeof(double));
   w->src = src;
+  w->mode = mode;
   w->n = len / 6;
   w->jobs = jobs;
   w->fail_index = -1;
-  napi_create_reference(env, a.argv[2], 1, &w->cb);
   napi_value name;
   napi_create_string_utf8(env, "replicafs:applyWrites", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, apply_execute, apply_complete, w, &w->work);
-  napi_queue_async_work(env, w->work);
+  if (napi_create_reference(env, a.argv[3], 1, &w->cb) != napi_ok) { free(jobs); free(w); napi_throw_error(env, "EIO", "applyWrites: cannot reference the callback"); return NULL; }
+  if (napi_create_async_work(env, NULL, name, apply_execute, apply_complete, w, &w->work) != napi_ok) {
+    napi_delete_reference(env, w->cb); free(jobs); free(w);
+    napi_throw_error(env, "EIO", "applyWrites: cannot create the async work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_delete_async_work(env, w->work); napi_delete_reference(env, w->cb); free(jobs); free(w);
+    napi_throw_error(env, "EIO", "applyWrites: cannot queue the async work");
+    return NULL;
+  }
   return undef(env);
 }
 

@@ -40,9 +40,20 @@ export class FdCache {
   private readonly inos = new Map<string, number>()
   constructor (private readonly root: string) {}
 
-  /** Closes every descriptor if more than FD_CACHE_MAX are cached. Only with no write in flight. */
-  trim (): void {
-    if (this.fds.size > FD_CACHE_MAX) this.clear()
+  /**
+   * Past FD_CACHE_MAX cached descriptors, closes them: all of them, or, given `busy`, every one it
+   * does not claim (the Primary's queued writes still use theirs). Without `busy`, only with no
+   * write in flight.
+   */
+  trim (busy?: (fd: number) => boolean): void {
+    if (this.fds.size <= FD_CACHE_MAX) return
+    if (busy === undefined) { this.clear(); return }
+    for (const [p, fd] of this.fds) {
+      if (busy(fd)) continue
+      fs.closeSync(fd)
+      this.fds.delete(p)
+      this.inos.delete(p)
+    }
   }
 
   get (p: string): number {

@@ -46,7 +46,7 @@ export interface Replication {
   admit(): void
   /** Synchronously after every append. */
   appended(seq: number): void
-  /** After applying `seq`: resolves when the synchronous mode is satisfied (null: nothing to wait for). */
+  /** After appending a write, or applying any other change, `seq`: resolves when the synchronous mode is satisfied (null: nothing to wait for). */
   acked(seq: number): Promise<void> | null
   /** The oldest position a Secondary still needs; records after it stay in the SRL. */
   retainFrom(): Position | null
@@ -82,7 +82,20 @@ export class PrimaryRvg {
   private readonly inflight: InflightWrite[] = []
   /** Bare passthrough writes in flight (no SRL, so no in-flight list). */
   private bareWrites = 0
-  private drainWaiters: Array<() => void> = []
+  /** barrier() callers: each waits until record `seq` is applied (or a fatal error). */
+  private drainWaiters: Array<{ seq: number, wake: () => void }> = []
+  /**
+   * Changes other than writes waiting for the writes in flight to drain. New writes wait while
+   * any is held, so a steady writer cannot keep the in-flight list from ever emptying.
+   */
+  private writeHolds = 0
+  private holdWaiters: Array<() => void> = []
+  /** The batch running on the threadpool, if any: close() waits for it, even after a fatal error. */
+  private asyncBatch: Promise<void> | null = null
+  /** Queued writes per cached data-directory descriptor: trim() must not close these. */
+  private readonly fdJobs = new Map<number, number>()
+  /** Whether copy_file_range may share blocks (reflink) between the ring and a data file. */
+  private readonly copyMode: number
   /** Writes answered but not yet applied, oldest first, and their bytes. */
   private readonly applyQueue: QueuedWrite[] = []
   private queuedBytes = 0
@@ -110,6 +123,7 @@ export class PrimaryRvg {
     this.fds = new FdCache(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
     this.durableSeq = srl ? srl.tailSeq : 0
+    this.copyMode = srl ? applyCopyMode(srl.dir) : 0
   }
 
   /** Replays records logged but not applied before the last stop or crash. Returns how many. */
@@ -195,21 +209,34 @@ export class PrimaryRvg {
     return this.inflight.length > 0 && this.pendingInodes.has(ino)
   }
 
-  /** Resolves once every record appended so far is applied to the data directory. */
+  /**
+   * Resolves once every record appended before the call is applied to the data directory (writes
+   * appended later do not hold it up); rejects with the fatal error if there is one.
+   */
   barrier (): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal)
     if (this.inflight.length === 0) return Promise.resolve()
     this.applyNow()
     if (this.fatal) return Promise.reject(this.fatal)
     if (this.inflight.length === 0) return Promise.resolve()
-    // Woken with every write applied, or by a fatal error: then it rejects with it.
-    return new Promise((resolve, reject) => this.drainWaiters.push(() => this.fatal ? reject(this.fatal) : resolve()))
+    const seq = this.inflight[this.inflight.length - 1].seq
+    return new Promise((resolve, reject) => this.drainWaiters.push({ seq, wake: () => this.fatal ? reject(this.fatal) : resolve() }))
+  }
+
+  /** Waits while exclusive() runs (unless `token` holds it) and while a change drains the writes. */
+  private async writeTurn (token?: ExclusiveToken): Promise<void> {
+    for (;;) {
+      const owner = token !== undefined && token === this.gateOwner
+      if (this.gate !== null && !owner) await this.gate
+      else if (this.writeHolds > 0 && !owner) await new Promise<void>((resolve) => this.holdWaiters.push(resolve))
+      else return
+    }
   }
 
   /** A write: appended to the SRL, applied to the data directory, then answered. */
   async write (p: string, buf: Buffer, offset: number, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
-    if (this.gate !== null) await this.passGate(token)
+    if (this.gate !== null || this.writeHolds > 0) await this.writeTurn(token)
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
       if (this.bareWrites === 0) this.fds.trim()
@@ -224,12 +251,14 @@ export class PrimaryRvg {
     // be appended between them (recovery relies on every WRITE being tracked from its append on).
     const repl = this.opts.replication
     repl?.admit()
-    if (this.inflight.length === 0) this.fds.trim()
+    this.fds.trim(this.fdBusy)
     let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     while (appended === null) {
       await this.makeRoom()
+      if (this.gate !== null || this.writeHolds > 0) await this.writeTurn(token)
+      if (this.fatal) throw this.fatal
       repl?.admit()
-      if (this.inflight.length === 0) this.fds.trim()
+      this.fds.trim(this.fdBusy)
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
     const { seq, end, dataAt } = appended
@@ -245,6 +274,7 @@ export class PrimaryRvg {
       fd = this.fds.get(p)
       item.ino = this.fds.inoOf(p)
       this.pendingInodes.set(item.ino, (this.pendingInodes.get(item.ino) ?? 0) + 1)
+      this.fdJobs.set(fd, (this.fdJobs.get(fd) ?? 0) + 1)
     } catch (err) {
       this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${(err as Error).message}`, { cause: err }))
       throw this.fatal
@@ -300,10 +330,14 @@ export class PrimaryRvg {
     for (let i = 0; i < batch.length; i++) jobs.set(batch[i].jobs, i * 6)
     const fd = this.srl!.ring.fd
     if (bytes <= APPLY_INLINE_BYTES_MAX) {
-      const r = sys.applyWrites(fd, jobs)
+      const r = sys.applyWrites(fd, jobs, this.copyMode)
       this.applyDone(batch, r < 0 ? -1 : Math.floor(r / 65536), r < 0 ? 0 : r % 65536)
     } else {
-      sys.applyWrites(fd, jobs, (failed, errno) => this.applyDone(batch, failed, errno))
+      this.asyncBatch = new Promise<void>((resolve) => sys.applyWrites(fd, jobs, this.copyMode, (failed, errno) => {
+        this.asyncBatch = null
+        resolve()
+        this.applyDone(batch, failed, errno)
+      }))
     }
   }
 
@@ -314,18 +348,21 @@ export class PrimaryRvg {
       this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${item.seq} (WRITE ${p}) to the data directory: ${errnoName(errno)}`))
       return
     }
-    for (const { item } of batch) {
+    for (const { item, jobs } of batch) {
       item.done = true
       this.queuedBytes -= item.bytes
       const k = this.pendingInodes.get(item.ino)! - 1
       if (k === 0) this.pendingInodes.delete(item.ino)
       else this.pendingInodes.set(item.ino, k)
+      const j = this.fdJobs.get(jobs[1])! - 1
+      if (j === 0) this.fdJobs.delete(jobs[1])
+      else this.fdJobs.set(jobs[1], j)
     }
     while (this.inflight.length > 0 && this.inflight[0].done) {
       const head = this.inflight.shift()!
       this.applied = { seq: head.seq, offset: head.end }
     }
-    if (this.inflight.length === 0) this.wake(this.drainWaiters)
+    this.wakeDrained()
     if (this.queuedBytes <= APPLY_QUEUE_BYTES_MAX) this.wake(this.roomWaiters)
     this.kickApply()
   }
@@ -346,33 +383,43 @@ export class PrimaryRvg {
     }
     const srl = this.srl
     // Room for the record and a VOID after it, so a failure can always be recorded.
-    const room = recordBytes(type, meta, 0) + recordBytes(RecordType.VOID, { v: Number.MAX_SAFE_INTEGER, e: -4095 }, 0) + 2 * RECORD_ALIGN_BYTES
-    for (;;) {
-      // Recovery relies on this: a non-WRITE record is appended only when every earlier one is applied.
-      while (this.inflight.length > 0) await this.barrier()
-      if (srl.fits(room)) break
-      await this.makeRoom()
-    }
-    if (this.fatal) throw this.fatal
-    const repl = this.opts.replication
-    repl?.admit()
-    // From here to the apply nothing awaits, so no other record can slip in between.
-    this.fds.trim()
-    const rec = srl.append(type, meta)
-    repl?.appended(rec.seq)
-    this.afterAppend()
+    const room = recordBytes(type, meta, 0) + VOID_ROOM
+    // New writes wait from here until this record is appended (writeTurn): otherwise a steady
+    // writer, answered before its writes are applied, could keep the in-flight list from emptying.
+    this.writeHolds++
+    let rec: { seq: number, end: number }
     try {
-      const record = { type, seq: rec.seq, meta, data: EMPTY }
-      this.snapshots?.beforeApply(record)
-      applyRecordSync(this.root, record, this.fds, false)
-      this.applied = { seq: rec.seq, offset: rec.end }
-    } catch (err) {
-      const v = srl.append(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
-      repl?.appended(v.seq)
-      this.applied = { seq: v.seq, offset: v.end }
-      throw err
+      for (;;) {
+        // Recovery relies on this: a non-WRITE record is appended only when every earlier one is
+        // applied. And not inside another caller's exclusive().
+        if (this.gate !== null && !(token !== undefined && token === this.gateOwner)) await this.passGate(token)
+        else if (this.inflight.length > 0) await this.barrier()
+        else if (!srl.fits(room)) await this.makeRoom()
+        else break
+      }
+      if (this.fatal) throw this.fatal
+      const repl = this.opts.replication
+      repl?.admit()
+      // From here to the apply nothing awaits, so no other record can slip in between.
+      this.fds.trim()
+      rec = srl.append(type, meta)
+      repl?.appended(rec.seq)
+      this.afterAppend()
+      try {
+        const record = { type, seq: rec.seq, meta, data: EMPTY }
+        this.snapshots?.beforeApply(record)
+        applyRecordSync(this.root, record, this.fds, false)
+        this.applied = { seq: rec.seq, offset: rec.end }
+      } catch (err) {
+        const v = srl.append(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
+        repl?.appended(v.seq)
+        this.applied = { seq: v.seq, offset: v.end }
+        throw err
+      }
+    } finally {
+      if (--this.writeHolds === 0) this.wake(this.holdWaiters)
     }
-    const waiting = repl?.acked(rec.seq)
+    const waiting = this.opts.replication?.acked(rec.seq)
     if (waiting) await waiting
     return rec.seq
   }
@@ -431,6 +478,18 @@ export class PrimaryRvg {
     if (releasable * 8 >= srl.capacityBytes) this.checkpoint().catch((err) => this.fail(err))
   }
 
+  /** Wakes the barrier() callers whose records are all applied (all of them after a fatal error). */
+  private wakeDrained (): void {
+    if (this.drainWaiters.length === 0) return
+    const seq = this.fatal ? Infinity : this.inflight.length === 0 ? this.applied.seq : this.inflight[0].seq - 1
+    const ready = this.drainWaiters.filter((w) => w.seq <= seq)
+    if (ready.length === 0) return
+    this.drainWaiters = this.drainWaiters.filter((w) => w.seq > seq)
+    for (const w of ready) w.wake()
+  }
+
+  private readonly fdBusy = (fd: number): boolean => this.fdJobs.has(fd)
+
   private wake (waiters: Array<() => void>): void {
     const w = waiters.splice(0)
     for (const f of w) f()
@@ -467,8 +526,9 @@ export class PrimaryRvg {
     if (this.fatal) return
     this.fatal = err
     this.opts.log?.(`fatal: ${err.message}`)
-    this.wake(this.drainWaiters)
+    this.wakeDrained()
     this.wake(this.roomWaiters)
+    this.wake(this.holdWaiters)
     this.onFatal?.(err)
   }
 
@@ -482,21 +542,46 @@ export class PrimaryRvg {
     this.closed = true
     if (this.timer) clearInterval(this.timer)
     if (this.syncTimer) clearInterval(this.syncTimer)
-    if (!this.fatal) {
-      await this.barrier()
-      if (this.srl) await this.checkpoint()
+    try {
+      if (!this.fatal) {
+        await this.barrier()
+        if (this.srl) await this.checkpoint()
+      }
+    } finally {
+      // A batch on the threadpool still uses the ring and the data descriptors, fatal or not:
+      // closing them under it could send its bytes into whatever file reuses the numbers.
+      while (this.asyncBatch !== null) await this.asyncBatch
+      this.fds.clear()
+      if (this.srl) await this.srl.close()
     }
-    this.fds.clear()
-    if (this.srl) await this.srl.close()
   }
 }
 
 const EMPTY = Buffer.alloc(0)
+/** Room kept for a VOID record after any change (the largest VOID there can be), aligned. */
+const VOID_ROOM = recordBytes(RecordType.VOID, { v: Number.MAX_SAFE_INTEGER, e: -4095 }, 0) + 2 * RECORD_ALIGN_BYTES
 
 /** 'ENOSPC: no space left on device' for an errno number. */
 function errnoName (errno: number): string {
   const [name, message] = util.getSystemErrorMap().get(-errno) ?? [`errno ${errno}`, 'unknown error']
   return `${name}: ${message}`
+}
+
+/**
+ * How sys.applyWrites copies a record's data from the ring: 0, copy_file_range (one copy inside the
+ * kernel), where the ring's filesystem cannot share blocks between files (ext2/3/4, tmpfs); 1,
+ * pread/pwrite elsewhere, since on XFS or btrfs copy_file_range may clone the ring's blocks into
+ * the data file, and the ring's next lap would then allocate (copy-on-write) where it must not.
+ */
+function applyCopyMode (dir: string): number {
+  const EXT_SUPER_MAGIC = 0xef53
+  const TMPFS_MAGIC = 0x01021994
+  try {
+    const type = fs.statfsSync(dir).type
+    return type === EXT_SUPER_MAGIC || type === TMPFS_MAGIC ? 0 : 1
+  } catch {
+    return 1
+  }
 }
 
 function writeAt (fd: number, buf: Buffer, offset: number): Promise<void> {
