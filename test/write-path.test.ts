@@ -34,13 +34,19 @@ async function open (dir: string): Promise<PrimaryRvg> {
   return rvg
 }
 
-test('an answered write is pending on its inode, under every name, until applied', async () => {
+/** A fresh data directory and its RVG, with /a and its hard link /b created through the log. */
+async function withLinkedPair (): Promise<{ dir: string, rvg: PrimaryRvg }> {
   const dir = tmpDir()
   fs.mkdirSync(path.join(dir, 'data'))
   const rvg = await open(dir)
+  await rvg.mutate(RecordType.CREATE, { p: '/a', m: 0o644, t: [1700000000, 0] })
+  await rvg.mutate(RecordType.LINK, { p: '/a', d: '/b', t: [1700000001, 0] })
+  return { dir, rvg }
+}
+
+test('an answered write is pending on its inode, under every name, until applied', async () => {
+  const { dir, rvg } = await withLinkedPair()
   try {
-    await rvg.mutate(RecordType.CREATE, { p: '/a', m: 0o644, t: [1700000000, 0] })
-    await rvg.mutate(RecordType.LINK, { p: '/a', d: '/b', t: [1700000001, 0] })
     await rvg.mutate(RecordType.CREATE, { p: '/other', m: 0o644, t: [1700000002, 0] })
     const ino = fs.statSync(path.join(dir, 'data', 'b')).ino
     const other = fs.statSync(path.join(dir, 'data', 'other')).ino
@@ -59,12 +65,8 @@ test('an answered write is pending on its inode, under every name, until applied
 })
 
 test('writes land in log order, also through two names of one inode and across batches', async () => {
-  const dir = tmpDir()
-  fs.mkdirSync(path.join(dir, 'data'))
-  const rvg = await open(dir)
+  const { dir, rvg } = await withLinkedPair()
   try {
-    await rvg.mutate(RecordType.CREATE, { p: '/a', m: 0o644, t: [1700000000, 0] })
-    await rvg.mutate(RecordType.LINK, { p: '/a', d: '/b', t: [1700000001, 0] })
     // Far more than one batch (1 MiB) and than the queue (4 MiB): writers wait for room.
     const chunk = 128 * 1024
     const writes: Array<Promise<number>> = []
