@@ -70,8 +70,9 @@ export async function primarySnapshotOp (set: SnapshotSet, rvg: PrimaryRvg, req:
       const n = await rvg.exclusive(async (_seq, token) => {
         let count = 0
         for (const r of set.restoreRecords(name)) {
-          if (r.type === RecordType.WRITE) await rvg.write(r.meta.p!, r.data, r.meta.o!, token)
-          else await rvg.mutate(r.type, r.meta, token)
+          // The generator compares the data directory with the snapshot as it goes: let each
+          // write land before it looks again (writes are answered before they are applied).
+          if (r.type === RecordType.WRITE) { await rvg.write(r.meta.p!, r.data, r.meta.o!, token); await rvg.barrier() } else await rvg.mutate(r.type, r.meta, token)
           count++
         }
         return count
