@@ -176,6 +176,16 @@ static int get_bool(napi_env env, napi_value v, bool *out) {
   return 0;
 }
 
+/* A typed array of `want` elements' type: its data and element count. */
+static int get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *msg, void **data, size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  napi_is_typedarray(env, v, &is_ta);
+  if (is_ta) napi_get_typedarray_info(env, v, &type, len, data, NULL, NULL);
+  if (!is_ta || type != want) { throw_type(env, msg); return -1; }
+  return 0;
+}
+
 static napi_value undef(napi_env env) {
   napi_value u;
   napi_get_undefined(env, &u);
@@ -561,14 +571,10 @@ static napi_value m_applyWrites(napi_env env, napi_callback_info info) {
   if (get_i32(env, a.argv[0], "srcFd", &src) < 0) return NULL;
   if (get_i32(env, a.argv[2], "mode", &mode) < 0) return NULL;
   if (mode != 0 && mode != 1) return throw_type(env, "mode must be 0 or 1");
-  napi_typedarray_type type;
   size_t len;
   void *data;
-  bool is_ta = false;
-  napi_is_typedarray(env, a.argv[1], &is_ta);
-  if (!is_ta) return throw_type(env, "jobs must be a Float64Array");
-  napi_get_typedarray_info(env, a.argv[1], &type, &len, &data, NULL, NULL);
-  if (type != napi_float64_array || len % 6 != 0) return throw_type(env, "jobs must be a Float64Array of 6 numbers per write");
+  if (get_typed(env, a.argv[1], napi_float64_array, "jobs must be a Float64Array", &data, &len) < 0) return NULL;
+  if (len % 6 != 0) return throw_type(env, "jobs must be a Float64Array of 6 numbers per write");
   napi_valuetype t = napi_undefined;
   if (a.argc > 3) napi_typeof(env, a.argv[3], &t);
   if (t != napi_function && t != napi_undefined) return throw_type(env, "callback must be a function");
@@ -720,23 +726,16 @@ static void crc32c_init(void) {
 
 /* crc32c(buf: Uint8Array, prev?: number): number */
 static napi_value m_crc32c(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  if (argc < 1) return throw_type(env, "expected a Uint8Array");
-  bool is_ta = false;
-  napi_is_typedarray(env, argv[0], &is_ta);
-  if (!is_ta) return throw_type(env, "buf must be a Uint8Array");
-  napi_typedarray_type type;
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
   size_t len;
   void *data;
-  napi_get_typedarray_info(env, argv[0], &type, &len, &data, NULL, NULL);
-  if (type != napi_uint8_array) return throw_type(env, "buf must be a Uint8Array");
+  if (get_typed(env, a.argv[0], napi_uint8_array, "buf must be a Uint8Array", &data, &len) < 0) return NULL;
   uint32_t prev = 0;
-  if (argc > 1) {
+  if (a.argc > 1) {
     napi_valuetype t;
-    napi_typeof(env, argv[1], &t);
-    if (t != napi_undefined && napi_get_value_uint32(env, argv[1], &prev) != napi_ok) return throw_type(env, "prev must be a number");
+    napi_typeof(env, a.argv[1], &t);
+    if (t != napi_undefined && napi_get_value_uint32(env, a.argv[1], &prev) != napi_ok) return throw_type(env, "prev must be a number");
   }
   napi_value r;
   napi_create_uint32(env, crc32c_hw(prev, data, len), &r);

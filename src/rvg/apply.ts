@@ -41,15 +41,16 @@ export class FdCache {
   constructor (private readonly root: string) {}
 
   /**
-   * Past FD_CACHE_MAX cached descriptors, closes them: all of them, or, given `busy`, every one it
-   * does not claim (the Primary's queued writes still use theirs). Without `busy`, only with no
-   * write in flight.
+   * Past FD_CACHE_MAX cached descriptors, closes them: all of them, or, given `busy`, every one
+   * whose inode it does not claim (the Primary's queued writes still use theirs; each asked
+   * inoOf first). Without `busy`, only with no write in flight.
    */
-  trim (busy?: (fd: number) => boolean): void {
+  trim (busy?: (ino: number) => boolean): void {
     if (this.fds.size <= FD_CACHE_MAX) return
     if (busy === undefined) { this.clear(); return }
     for (const [p, fd] of this.fds) {
-      if (busy(fd)) continue
+      const ino = this.inos.get(p)
+      if (ino !== undefined && busy(ino)) continue
       fs.closeSync(fd)
       this.fds.delete(p)
       this.inos.delete(p)

@@ -92,8 +92,6 @@ export class PrimaryRvg {
   private holdWaiters: Array<() => void> = []
   /** The batch running on the threadpool, if any: close() waits for it, even after a fatal error. */
   private asyncBatch: Promise<void> | null = null
-  /** Queued writes per cached data-directory descriptor: trim() must not close these. */
-  private readonly fdJobs = new Map<number, number>()
   /** Whether copy_file_range may share blocks (reflink) between the ring and a data file. */
   private readonly copyMode: number
   /** Writes answered but not yet applied, oldest first, and their bytes. */
@@ -196,8 +194,13 @@ export class PrimaryRvg {
   /** The holder of exclusive() may still make changes (a restore journals its own records). */
   private gateOwner: ExclusiveToken | null = null
 
+  /** Whether exclusive() runs for someone other than the holder of `token`. */
+  private shut (token?: ExclusiveToken): boolean {
+    return this.gate !== null && (token === undefined || token !== this.gateOwner)
+  }
+
   private async passGate (token?: ExclusiveToken): Promise<void> {
-    while (this.gate !== null && (token === undefined || token !== this.gateOwner)) await this.gate
+    while (this.shut(token)) await this.gate
   }
 
   /**
@@ -226,9 +229,8 @@ export class PrimaryRvg {
   /** Waits while exclusive() runs (unless `token` holds it) and while a change drains the writes. */
   private async writeTurn (token?: ExclusiveToken): Promise<void> {
     for (;;) {
-      const owner = token !== undefined && token === this.gateOwner
-      if (this.gate !== null && !owner) await this.gate
-      else if (this.writeHolds > 0 && !owner) await new Promise<void>((resolve) => this.holdWaiters.push(resolve))
+      if (this.shut(token)) await this.gate
+      else if (this.writeHolds > 0 && !(token !== undefined && token === this.gateOwner)) await new Promise<void>((resolve) => this.holdWaiters.push(resolve))
       else return
     }
   }
@@ -251,14 +253,14 @@ export class PrimaryRvg {
     // be appended between them (recovery relies on every WRITE being tracked from its append on).
     const repl = this.opts.replication
     repl?.admit()
-    this.fds.trim(this.fdBusy)
+    this.fds.trim(this.inodeBusy)
     let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     while (appended === null) {
       await this.makeRoom()
       if (this.gate !== null || this.writeHolds > 0) await this.writeTurn(token)
       if (this.fatal) throw this.fatal
       repl?.admit()
-      this.fds.trim(this.fdBusy)
+      this.fds.trim(this.inodeBusy)
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
     const { seq, end, dataAt } = appended
@@ -274,7 +276,6 @@ export class PrimaryRvg {
       fd = this.fds.get(p)
       item.ino = this.fds.inoOf(p)
       this.pendingInodes.set(item.ino, (this.pendingInodes.get(item.ino) ?? 0) + 1)
-      this.fdJobs.set(fd, (this.fdJobs.get(fd) ?? 0) + 1)
     } catch (err) {
       this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${(err as Error).message}`, { cause: err }))
       throw this.fatal
@@ -348,15 +349,12 @@ export class PrimaryRvg {
       this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${item.seq} (WRITE ${p}) to the data directory: ${errnoName(errno)}`))
       return
     }
-    for (const { item, jobs } of batch) {
+    for (const { item } of batch) {
       item.done = true
       this.queuedBytes -= item.bytes
       const k = this.pendingInodes.get(item.ino)! - 1
       if (k === 0) this.pendingInodes.delete(item.ino)
       else this.pendingInodes.set(item.ino, k)
-      const j = this.fdJobs.get(jobs[1])! - 1
-      if (j === 0) this.fdJobs.delete(jobs[1])
-      else this.fdJobs.set(jobs[1], j)
     }
     while (this.inflight.length > 0 && this.inflight[0].done) {
       const head = this.inflight.shift()!
@@ -392,7 +390,7 @@ export class PrimaryRvg {
       for (;;) {
         // Recovery relies on this: a non-WRITE record is appended only when every earlier one is
         // applied. And not inside another caller's exclusive().
-        if (this.gate !== null && !(token !== undefined && token === this.gateOwner)) await this.passGate(token)
+        if (this.shut(token)) await this.passGate(token)
         else if (this.inflight.length > 0) await this.barrier()
         else if (!srl.fits(room)) await this.makeRoom()
         else break
@@ -488,7 +486,8 @@ export class PrimaryRvg {
     for (const w of ready) w.wake()
   }
 
-  private readonly fdBusy = (fd: number): boolean => this.fdJobs.has(fd)
+  /** For the fd cache's trim: a descriptor on an inode with queued writes stays open. */
+  private readonly inodeBusy = (ino: number): boolean => this.pendingInodes.has(ino)
 
   private wake (waiters: Array<() => void>): void {
     const w = waiters.splice(0)
