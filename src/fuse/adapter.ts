@@ -178,7 +178,7 @@ export class FuseAdapter {
         if (h) { this.handles.delete(fd); fs.close(h.fd, () => cb(0)) } else cb(0)
       },
       flush: (_p: string, _fd: number, cb: Cb) => cb(0),
-      fsync: (_p: string, _datasync: number, fd: number, cb: Cb) => { rvg.sync(this.handles.get(fd)?.fd).then(() => cb(0), (err) => cb(errnoFor(err))) },
+      fsync: (_p: string, datasync: number, fd: number, cb: Cb) => { rvg.sync(this.handles.get(fd)?.fd, datasync !== 0).then(() => cb(0), (err) => cb(errnoFor(err))) },
       fsyncdir: (_p: string, _datasync: number, _fd: number, cb: Cb) => { rvg.sync().then(() => cb(0), (err) => cb(errnoFor(err))) },
       truncate: (p: string, size: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.TRUNCATE, { p, s: size, t: nowTimespec() })),
       ftruncate: (p: string, _fd: number, size: number, cb: Cb) => this.change(cb, () => rvg.mutate(RecordType.TRUNCATE, { p, s: size, t: nowTimespec() })),

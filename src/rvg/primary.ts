@@ -428,7 +428,7 @@ export class PrimaryRvg {
    * A failed sync of the SRL is fatal: the kernel forgets a write-back error once reported, so a
    * later sync would falsely succeed.
    */
-  async sync (fd?: number): Promise<void> {
+  async sync (fd?: number, datasync = true): Promise<void> {
     if (this.fatal) throw this.fatal
     if (this.srl) {
       return this.srl.sync().catch((err) => {
@@ -436,8 +436,10 @@ export class PrimaryRvg {
         throw this.fatal
       })
     }
-    // Bare passthrough: sync the file itself, as any passthrough would.
-    if (fd !== undefined) await new Promise<void>((resolve, reject) => fs.fdatasync(fd, (err) => err ? reject(err) : resolve()))
+    // Bare passthrough: sync the file itself as the caller asked (fsync also writes the inode's
+    // timestamps; fdatasync does not), as any passthrough would.
+    const call = datasync ? fs.fdatasync : fs.fsync
+    if (fd !== undefined) await new Promise<void>((resolve, reject) => call(fd, (err) => err ? reject(err) : resolve()))
   }
 
   /** Frees SRL space: waits for writes in flight, then checkpoints. SRL_FULL if that cannot help. */
