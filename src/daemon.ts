@@ -179,16 +179,77 @@ export interface RunningDaemon {
   stop (code?: number): Promise<void>
 }
 
-export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<RunningDaemon> {
+/** The checks both roles start with: the data directory and the mount point exist and are apart. */
+function checkDirs (cfg: { data: string, mount: string }): { data: string, mount: string } {
   const data = requireDir(cfg.data, 'data directory')
   const mount = requireDir(cfg.mount, 'mount point')
   if (data === mount) throw new ReplError('USAGE', 'the data directory and the mount point must differ')
   if (mount.startsWith(data + '/') || data.startsWith(mount + '/')) throw new ReplError('USAGE', `the data directory ${data} and the mount point ${mount} must not contain each other`)
-  // The state directory is the daemon's alone: 0700, because the data path below runs with umask 0.
-  fs.mkdirSync(cfg.state, { recursive: true, mode: 0o700 })
-  const state = fs.realpathSync(cfg.state)
+  return { data, mount }
+}
+
+/**
+ * Creates the state directory, the daemon's alone: 0700, because the data path runs with umask 0
+ * (set here: modes arrive already masked by the caller's umask, and are applied exactly).
+ */
+function prepareState (dir: string): string {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const state = fs.realpathSync(dir)
   fs.chmodSync(state, 0o700)
-  process.umask(0) // modes arrive already masked by the caller's umask; apply them exactly
+  process.umask(0)
+  return state
+}
+
+type Step = [string, () => Promise<void> | void]
+
+/** Runs shutdown steps in order; a failing or slow step is logged and the next one still runs. */
+async function runSteps (steps: Step[], log: Logger): Promise<void> {
+  for (const [what, step] of steps) {
+    const t0 = Date.now()
+    try { await step() } catch (err) { log(`stop: ${what}: ${(err as Error).message}`) }
+    if (Date.now() - t0 > 2000) log(`stop: ${what} took ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  }
+}
+
+/** The control socket's shutdown step: only ours to remove if we served it (a refused start must not delete a running daemon's socket). */
+function closeControl (state: string, server: () => net.Server | null): Step {
+  return ['control socket', async () => {
+    const s = server()
+    if (s) {
+      await new Promise<void>((resolve) => s.close(() => resolve()))
+      try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
+    }
+  }]
+}
+
+/** stop() runs `release` once, however often it is called; `stopped` resolves with the exit code. */
+function stopper (release: () => Promise<void>, log: Logger, what: string): RunningDaemon {
+  let stopping: Promise<void> | null = null
+  let resolveStopped!: (code: number) => void
+  const stopped = new Promise<number>((resolve) => { resolveStopped = resolve })
+  const stop = (code = 0): Promise<void> => {
+    if (!stopping) {
+      stopping = (async () => {
+        log(`stopping: ${what}`)
+        await release()
+        log('stopped')
+        resolveStopped(code)
+      })()
+    }
+    return stopping
+  }
+  return { stopped, stop }
+}
+
+/** The control command every role answers alike: stop, after the reply is sent. */
+function stopCommand (stop: RunningDaemon['stop']): { stopping: true } {
+  setImmediate(() => { stop(0).catch(() => {}) })
+  return { stopping: true }
+}
+
+export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<RunningDaemon> {
+  const { data, mount } = checkDirs(cfg)
+  const state = prepareState(cfg.state)
 
   // Acquired in order; on a failed start, released in reverse.
   let srl: Srl | null = null
@@ -202,27 +263,14 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   const secret = cfg.secondaries.length > 0 ? readSecret(cfg.secretFile!) : null
 
   /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
-  const release = async (): Promise<void> => {
-    const steps: Array<[string, () => Promise<void> | void]> = [
-      ['unmount', async () => { await adapter?.unmount() }],
-      ['RLINKs', () => { rlinks?.close() }],
-      ['control socket', async () => {
-        // Only ours to remove if we served it: a refused start must not delete a running daemon's socket.
-        if (server) {
-          await new Promise<void>((resolve) => server!.close(() => resolve()))
-          try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
-        }
-      }],
-      ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
-      ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
-      ['data directory lock', () => { unlockData?.() }]
-    ]
-    for (const [what, step] of steps) {
-      const t0 = Date.now()
-      try { await step() } catch (err) { log(`stop: ${what}: ${(err as Error).message}`) }
-      if (Date.now() - t0 > 2000) log(`stop: ${what} took ${((Date.now() - t0) / 1000).toFixed(1)} s`)
-    }
-  }
+  const release = (): Promise<void> => runSteps([
+    ['unmount', async () => { await adapter?.unmount() }],
+    ['RLINKs', () => { rlinks?.close() }],
+    closeControl(state, () => server),
+    ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
+    ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
+    ['data directory lock', () => { unlockData?.() }]
+  ], log)
 
   try {
     if (cfg.journal) {
@@ -266,20 +314,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     throw err
   }
 
-  let stopping: Promise<void> | null = null
-  let resolveStopped!: (code: number) => void
-  const stopped = new Promise<number>((resolve) => { resolveStopped = resolve })
-  const stop = (code = 0): Promise<void> => {
-    if (!stopping) {
-      stopping = (async () => {
-        log('stopping: unmounting, applying and checkpointing the SRL')
-        await release()
-        log('stopped')
-        resolveStopped(code)
-      })()
-    }
-    return stopping
-  }
+  const { stopped, stop } = stopper(release, log, 'unmounting, applying and checkpointing the SRL')
   const live = rvg
   live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
   if (rlinks !== null) rlinks.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
@@ -333,8 +368,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
           await live.sync()
           return { synced: srl ? srl.lastSeq : null }
         case 'stop':
-          setImmediate(() => { stop(0).catch(() => {}) })
-          return { stopping: true }
+          return stopCommand(stop)
         default:
           throw new ReplError('USAGE', `unknown control command ${req.cmd}`)
       }
@@ -354,15 +388,9 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
  * close -> unlock.
  */
 export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<RunningDaemon> {
-  const data = requireDir(cfg.data, 'data directory')
-  const mount = requireDir(cfg.mount, 'mount point')
-  if (data === mount) throw new ReplError('USAGE', 'the data directory and the mount point must differ')
-  if (mount.startsWith(data + '/') || data.startsWith(mount + '/')) throw new ReplError('USAGE', `the data directory ${data} and the mount point ${mount} must not contain each other`)
+  const { data, mount } = checkDirs(cfg)
   const secret = readSecret(cfg.secretFile)
-  fs.mkdirSync(cfg.state, { recursive: true, mode: 0o700 })
-  const state = fs.realpathSync(cfg.state)
-  fs.chmodSync(state, 0o700)
-  process.umask(0)
+  const state = prepareState(cfg.state)
 
   let srl: Srl | null = null
   let unlockData: (() => void) | null = null
@@ -373,27 +401,15 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   let ibc: IbcSecondary | null = null
   let snaps: SnapshotSet | null = null
 
-  const release = async (): Promise<void> => {
-    const steps: Array<[string, () => Promise<void> | void]> = [
-      ['RLINK listener', async () => { await receiver?.close() }],
-      ['IBC', () => { ibc?.close() }],
-      ['unmount', async () => { await adapter?.unmount() }],
-      ['control socket', async () => {
-        if (server) {
-          await new Promise<void>((resolve) => server!.close(() => resolve()))
-          try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
-        }
-      }],
-      ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
-      ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
-      ['data directory lock', () => { unlockData?.() }]
-    ]
-    for (const [what, step] of steps) {
-      const t0 = Date.now()
-      try { await step() } catch (err) { log(`stop: ${what}: ${(err as Error).message}`) }
-      if (Date.now() - t0 > 2000) log(`stop: ${what} took ${((Date.now() - t0) / 1000).toFixed(1)} s`)
-    }
-  }
+  const release = (): Promise<void> => runSteps([
+    ['RLINK listener', async () => { await receiver?.close() }],
+    ['IBC', () => { ibc?.close() }],
+    ['unmount', async () => { await adapter?.unmount() }],
+    closeControl(state, () => server),
+    ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
+    ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
+    ['data directory lock', () => { unlockData?.() }]
+  ], log)
 
   try {
     srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'secondary' })
@@ -457,20 +473,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     throw err
   }
 
-  let stopping: Promise<void> | null = null
-  let resolveStopped!: (code: number) => void
-  const stopped = new Promise<number>((resolve) => { resolveStopped = resolve })
-  const stop = (code = 0): Promise<void> => {
-    if (!stopping) {
-      stopping = (async () => {
-        log('stopping: closing the RLINK, unmounting, applying and checkpointing the SRL')
-        await release()
-        log('stopped')
-        resolveStopped(code)
-      })()
-    }
-    return stopping
-  }
+  const { stopped, stop } = stopper(release, log, 'closing the RLINK, unmounting, applying and checkpointing the SRL')
   const live = rvg
   const rx = receiver
   const liveSrl = srl
@@ -513,8 +516,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
         case 'resume':
           throw new ReplError('USAGE', `${req.cmd} runs on the Primary (VVR's pauserep/resumerep); this daemon is a Secondary`)
         case 'stop':
-          setImmediate(() => { stop(0).catch(() => {}) })
-          return { stopping: true }
+          return stopCommand(stop)
         default:
           throw new ReplError('USAGE', `unknown control command ${req.cmd}`)
       }

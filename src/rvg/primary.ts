@@ -35,10 +35,11 @@ import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, 
 import type { Position } from '../srl/state'
 
 /** A write appended to the SRL whose data-directory write is in flight. */
-interface InflightWrite { seq: number, end: number, done: boolean, bytes: number, ino: number }
+interface InflightWrite { seq: number, end: number, done: boolean, ino: number }
 
-/** A write waiting to be applied: the arguments of sys.applyWrites for it. */
+/** A write waiting to be applied: the arguments of sys.applyWrites for it (srcOffset, destFd, destOffset, length, mtime). */
 interface QueuedWrite { item: InflightWrite, path: string, jobs: [number, number, number, number, number, number] }
+const JOB_LENGTH = 3
 
 /** What the RVG needs from its RLINKs (src/rlink/sender.ts RlinkSet). */
 export interface Replication {
@@ -264,7 +265,7 @@ export class PrimaryRvg {
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
     const { seq, end, dataAt } = appended
-    const item: InflightWrite = { seq, end, done: false, bytes: buf.length, ino: -1 }
+    const item: InflightWrite = { seq, end, done: false, ino: -1 }
     this.inflight.push(item)
     repl?.appended(seq)
     this.afterAppend()
@@ -325,7 +326,7 @@ export class PrimaryRvg {
     if (this.fatal) return
     let n = 0
     let bytes = 0
-    while (n < this.applyQueue.length && (n === 0 || bytes < APPLY_BATCH_BYTES_MAX)) bytes += this.applyQueue[n++].item.bytes
+    while (n < this.applyQueue.length && (n === 0 || bytes < APPLY_BATCH_BYTES_MAX)) bytes += this.applyQueue[n++].jobs[JOB_LENGTH]
     const batch = this.applyQueue.splice(0, n)
     const jobs = new Float64Array(batch.length * 6)
     for (let i = 0; i < batch.length; i++) jobs.set(batch[i].jobs, i * 6)
@@ -349,9 +350,9 @@ export class PrimaryRvg {
       this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${item.seq} (WRITE ${p}) to the data directory: ${errnoName(errno)}`))
       return
     }
-    for (const { item } of batch) {
+    for (const { item, jobs } of batch) {
       item.done = true
-      this.queuedBytes -= item.bytes
+      this.queuedBytes -= jobs[JOB_LENGTH]
       const k = this.pendingInodes.get(item.ino)! - 1
       if (k === 0) this.pendingInodes.delete(item.ino)
       else this.pendingInodes.set(item.ino, k)
