@@ -30,6 +30,15 @@ export const SRL_BYTES_MAX = 64 * 1024 * 1024 * 1024
 export const SRL_PREALLOCATE_CHUNK_BYTES = 1024 * 1024
 
 /**
+ * Records up to this size are stored into a shared mapping of the ring (a memcpy), larger ones
+ * with pwritev. Measured on journaled ext4 after an fdatasync (so every page takes its write
+ * fault, as it does after each group commit): 1,100-byte records cost 0.9 us mapped against
+ * 1.8 us by pwrite; at 4,200 bytes the two are even (2.8 us); at 10 KiB the mapping costs 6.6 us
+ * against 4.0, because each page's first store after a sync is a write fault (about 2.7 us).
+ */
+export const RING_MAPPED_RECORD_BYTES_MAX = 2048
+
+/**
  * How often the Primary syncs the data directory and releases applied records from the SRL when
  * the ring is not filling. With no Secondary, a checkpoint only frees ring space (the fill trigger
  * below covers a busy log), and each one forces a journal commit of the data filesystem, so it is

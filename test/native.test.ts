@@ -220,6 +220,40 @@ test('syncfs on an fd', () => {
   assert.is(catchErr(() => sys.syncfs(987654)).code, 'EBADF');
 });
 
+test('mapShared: stores reach the file and survive the process; unmapShared detaches at once', async () => {
+  const file = path.join(tmp, 'mapped');
+  fs.writeFileSync(file, Buffer.alloc(64 * 1024));
+  // A child maps the file, stores into it and is killed with SIGKILL before it could do anything
+  // else: the stores must be in the file (they are in the page cache, like a pwrite).
+  const native = path.join(__dirname, '..', 'src', 'native');
+  const child = `const { sys } = require(${JSON.stringify(native)}); const fs = require('fs');
+    const fd = fs.openSync(${JSON.stringify(file)}, 'r+'); const m = sys.mapShared(fd, 65536);
+    Buffer.from('stored through the mapping').copy(m, 4096); process.kill(process.pid, 'SIGKILL')`;
+  const r = await promisify(execFile)(process.execPath, ['-e', child]).then(() => null, (err: NodeJS.ErrnoException & { signal?: string }) => err.signal);
+  assert.is(r, 'SIGKILL');
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const seen = Buffer.alloc(26);
+    fs.readSync(fd, seen, 0, 26, 4096);
+    assert.is(seen.toString(), 'stored through the mapping');
+    const m = sys.mapShared(fd, 65536);
+    assert.is(m.length, 65536);
+    assert.is(m.subarray(4096, 4096 + 26).toString(), 'stored through the mapping');
+    fs.writeSync(fd, Buffer.from('by pwrite'), 0, 9, 100);
+    assert.is(m.subarray(100, 109).toString(), 'by pwrite', 'a pwrite is seen through the mapping (one page cache)');
+    sys.unmapShared(m);
+    m.write('after unmap', 200);
+    const after = Buffer.alloc(11);
+    fs.readSync(fd, after, 0, 11, 200);
+    assert.equal(after, Buffer.alloc(11), 'a store after unmapShared does not reach the file');
+    assert.throws(() => sys.mapShared(fd, 0), /length/);
+    assert.throws(() => sys.unmapShared(Buffer.alloc(10)), /mapShared/);
+    assert.throws(() => sys.mapShared(-1, 4096), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+  } finally {
+    fs.closeSync(fd);
+  }
+});
+
 test('dlopenGlobal failure carries dlerror text', () => {
   const e = catchErr(() => sys.dlopenGlobal(path.join(tmp, 'missing.so')));
   assert.match(e.message, /missing\.so/);

@@ -72,6 +72,14 @@ export interface SysAddon {
   applyWrites(srcFd: number, jobs: Float64Array, mode: number, callback: (failedIndex: number, errno: number) => void): void;
   /** The same on the calling thread: -1, or failedIndex * 65536 + errno. */
   applyWrites(srcFd: number, jobs: Float64Array, mode: number): number;
+  /**
+   * A Buffer over a shared read-write mapping of the file's first `length` bytes: stores into it
+   * are stores into the page cache (they survive the process; fdatasync(fd) writes them back).
+   * The file must stay at least `length` long while mapped.
+   */
+  mapShared(fd: number, length: number): Buffer;
+  /** Detaches a mapShared() buffer from its file now (private zero pages replace it until it is collected). */
+  unmapShared(buf: Buffer): void;
   /** CRC-32C of buf chained from prev (0 to start), three streams at once; absent without SSE4.2. */
   crc32c?: (buf: Uint8Array, prev?: number) => number;
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */

@@ -23,11 +23,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -743,6 +745,86 @@ static napi_value m_crc32c(napi_env env, napi_callback_info info) {
 }
 #endif
 
+/* ---------- mapShared / unmapShared: the SRL ring as shared memory ---------- */
+
+/* Live mappings, so unmapShared() touches only addresses mapShared() returned. Guarded by a
+ * mutex: the addon may be loaded by worker threads too. */
+typedef struct mapping { void *addr; size_t len; struct mapping *next; } mapping_t;
+static mapping_t *mappings = NULL;
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void mapping_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)data;
+  mapping_t *m = hint;
+  pthread_mutex_lock(&mappings_lock);
+  for (mapping_t **p = &mappings; *p != NULL; p = &(*p)->next) {
+    if (*p == m) { *p = m->next; break; }
+  }
+  pthread_mutex_unlock(&mappings_lock);
+  munmap(m->addr, m->len);
+  free(m);
+}
+
+/*
+ * mapShared(fd, length) -> Buffer over a MAP_SHARED, read-write mapping of the file's first
+ * `length` bytes. A store into it is a store into the page cache: it survives the process, and
+ * fdatasync(fd) writes it back like a pwrite would. The file must be at least `length` long and
+ * must never shrink while mapped (an access past EOF is SIGBUS).
+ */
+static napi_value m_mapShared(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 2) < 0) return NULL;
+  int32_t fd;
+  int64_t len;
+  if (get_i32(env, a.argv[0], "fd", &fd) < 0) return NULL;
+  if (napi_get_value_int64(env, a.argv[1], &len) != napi_ok || len <= 0) return throw_type(env, "length must be a positive number");
+  void *addr = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (addr == MAP_FAILED) return throw_errno(env, errno, "mmap", NULL);
+  mapping_t *m = malloc(sizeof *m);
+  if (m == NULL) { munmap(addr, (size_t)len); napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  m->addr = addr;
+  m->len = (size_t)len;
+  napi_value buf;
+  if (napi_create_external_buffer(env, (size_t)len, addr, mapping_finalize, m, &buf) != napi_ok) {
+    munmap(addr, (size_t)len);
+    free(m);
+    napi_throw_error(env, "EIO", "mapShared: cannot create a buffer over the mapping");
+    return NULL;
+  }
+  pthread_mutex_lock(&mappings_lock);
+  m->next = mappings;
+  mappings = m;
+  pthread_mutex_unlock(&mappings_lock);
+  return buf;
+}
+
+/*
+ * unmapShared(buf): detaches a mapShared() buffer from its file at once (the file's pages are no
+ * longer referenced) by mapping private zero pages over the same addresses; the finalizer unmaps
+ * those when the buffer is collected. A stray access afterwards reads zeros and writes nowhere.
+ */
+static napi_value m_unmapShared(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  void *addr;
+  size_t len;
+  bool isbuf = false;
+  napi_is_buffer(env, a.argv[0], &isbuf);
+  if (!isbuf || napi_get_buffer_info(env, a.argv[0], &addr, &len) != napi_ok) return throw_type(env, "buf must be a Buffer from mapShared");
+  bool known = false;
+  pthread_mutex_lock(&mappings_lock);
+  for (mapping_t *m = mappings; m != NULL; m = m->next) {
+    if (m->addr == addr && m->len == len) { known = true; break; }
+  }
+  pthread_mutex_unlock(&mappings_lock);
+  if (!known) return throw_type(env, "buf must be a whole Buffer from mapShared");
+  /* Idempotent: mapping zero pages over zero pages again is harmless. */
+  if (mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
+    return throw_errno(env, errno, "mmap", NULL);
+  }
+  return undef(env);
+}
+
 /* ---------- dlopen / umount2 ---------- */
 
 static napi_value m_dlopenGlobal(napi_env env, napi_callback_info info) {
@@ -990,6 +1072,8 @@ static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "ficlonerange", m_ficlonerange);
   export_fn(env, exports, "syncfs", m_syncfs);
   export_fn(env, exports, "applyWrites", m_applyWrites);
+  export_fn(env, exports, "mapShared", m_mapShared);
+  export_fn(env, exports, "unmapShared", m_unmapShared);
 #ifdef CRC32C_HW
   crc32c_init();
   if (crc_hw_ok) export_fn(env, exports, "crc32c", m_crc32c);

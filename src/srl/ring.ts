@@ -16,7 +16,9 @@
  */
 import assert from 'node:assert'
 import fs from 'node:fs'
-import { RECORD_HEADER_BYTES, SRL_PREALLOCATE_CHUNK_BYTES } from '../limits'
+import { RECORD_HEADER_BYTES, RING_MAPPED_RECORD_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES } from '../limits'
+import { sys } from '../native'
+import { constants as bufferConstants } from 'node:buffer'
 import { RECORD_ALIGN_BYTES, RECORD_MAGIC, RecordType, encodeRecord, readHeader, checksumOk, decodeRecord, type Record } from '../format/record'
 import { ReplError } from '../errors'
 
@@ -29,10 +31,19 @@ export interface ScannedRecord { record: Record, offset: number, end: number }
 export class Ring {
   readonly fd: number
   readonly size: number
+  /**
+   * The ring file mapped shared, for small records (see write()); null where it cannot be mapped
+   * (a ring larger than a Buffer can span, or a filesystem without shared mappings).
+   */
+  private map: Buffer | null
 
   private constructor (fd: number, size: number) {
     this.fd = fd
     this.size = size
+    this.map = null
+    if (size <= bufferConstants.MAX_LENGTH) {
+      try { this.map = sys.mapShared(fd, size) } catch { this.map = null }
+    }
   }
 
   /** Opens the ring file, creating and zero-filling it if absent (write-temp-then-rename). */
@@ -58,6 +69,10 @@ export class Ring {
   }
 
   close (): void {
+    if (this.map !== null) {
+      sys.unmapShared(this.map)
+      this.map = null
+    }
     fs.closeSync(this.fd)
   }
 
@@ -82,14 +97,29 @@ export class Ring {
       const left = this.size - (head % this.size)
       if (left >= RECORD_HEADER_BYTES) {
         const wrap = encodeRecord(RecordType.WRAP, seq, {})
-        fs.writeSync(this.fd, wrap, 0, wrap.length, head % this.size)
+        this.store(head % this.size, wrap)
       }
     }
+    const phys = start % this.size
+    if (this.map !== null && length <= RING_MAPPED_RECORD_BYTES_MAX) {
+      // A store into the page cache, as durable as a pwrite (it survives a kill -9; fdatasync
+      // writes it back), without a system call.
+      buf.copy(this.map, phys)
+      if (data && data.length > 0) this.map.set(data, phys + buf.length)
+      return { start, end }
+    }
     const n = data && data.length > 0
-      ? fs.writevSync(this.fd, [buf, data], start % this.size)
-      : fs.writeSync(this.fd, buf, 0, buf.length, start % this.size)
+      ? fs.writevSync(this.fd, [buf, data], phys)
+      : fs.writeSync(this.fd, buf, 0, buf.length, phys)
     assert(n === length)
     return { start, end }
+  }
+
+  /** Writes `buf` at physical offset `phys`: a store into the mapping if small, else a pwrite. */
+  private store (phys: number, buf: Buffer): void {
+    if (this.map !== null && buf.length <= RING_MAPPED_RECORD_BYTES_MAX) { buf.copy(this.map, phys); return }
+    const n = fs.writeSync(this.fd, buf, 0, buf.length, phys)
+    assert(n === buf.length)
   }
 
   /** Reads `length` bytes at linear offset `offset` (which must not straddle the lap). */
