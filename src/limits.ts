@@ -131,6 +131,14 @@ assert(CHECKPOINT_FILL_PERCENT > 0 && CHECKPOINT_FILL_PERCENT < 100)
  */
 export const APPLY_QUEUE_BYTES_MAX = 4 * 1024 * 1024
 
+/**
+ * A write of at most this many bytes, with no write queued ahead of it, is applied before its reply
+ * (one pwrite from the FUSE buffer, as a bare passthrough does) instead of queued: queuing costs
+ * more than the copy (an fstat for the inode, the apply queue, a copy_file_range, a barrier for
+ * the next change). Small files are written this way (create, untar), big writes are not.
+ */
+export const APPLY_BEFORE_REPLY_BYTES_MAX = 2048
+
 /** Writes applied per threadpool round trip, at most (in bytes; a batch holds at least one write). */
 export const APPLY_BATCH_BYTES_MAX = 1024 * 1024
 

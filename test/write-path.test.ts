@@ -14,6 +14,7 @@ import { execFileSync } from 'node:child_process'
 import { Srl } from '../src/srl'
 import { PrimaryRvg } from '../src/rvg/primary'
 import { RecordType } from '../src/format/record'
+import { APPLY_BEFORE_REPLY_BYTES_MAX } from '../src/limits'
 
 const tmpDirs: string[] = []
 const mounts: string[] = []
@@ -50,15 +51,17 @@ test('an answered write is pending on its inode, under every name, until applied
     await rvg.mutate(RecordType.CREATE, { p: '/other', m: 0o644, t: [1700000002, 0] })
     const ino = fs.statSync(path.join(dir, 'data', 'b')).ino
     const other = fs.statSync(path.join(dir, 'data', 'other')).ino
-    const n = await rvg.write('/a', Buffer.from('hello'), 0)
-    assert.is(n, 5)
+    // Bigger than APPLY_BEFORE_REPLY_BYTES_MAX, so it is queued (a small one is applied at once).
+    const data = Buffer.alloc(APPLY_BEFORE_REPLY_BYTES_MAX + 1, 'h')
+    const n = await rvg.write('/a', data, 0)
+    assert.is(n, data.length)
     // Answered, and applied only after the replies of this turn of the event loop.
     assert.ok(rvg.writesPending(ino), 'the write is pending on the inode /b also names')
     assert.not.ok(rvg.writesPending(other), 'no write is pending on another file')
     assert.is(fs.statSync(path.join(dir, 'data', 'b')).size, 0, 'not applied yet')
     await rvg.barrier()
     assert.not.ok(rvg.writesPending(ino))
-    assert.is(fs.readFileSync(path.join(dir, 'data', 'b'), 'utf8'), 'hello')
+    assert.ok(fs.readFileSync(path.join(dir, 'data', 'b')).equals(data))
   } finally {
     await rvg.close()
   }
@@ -86,6 +89,32 @@ test('writes land in log order, also through two names of one inode and across b
     const last = [...rvg.srl!.records()].filter((r) => r.record.type === RecordType.WRITE).pop()!
     const t = last.record.meta.t!
     assert.is(st.mtimeNs, BigInt(t[0]) * 1000000000n + BigInt(t[1]))
+  } finally {
+    await rvg.close()
+  }
+})
+
+test('a small write with nothing queued ahead is applied before its reply; behind a queued write it waits its turn', async () => {
+  const { dir, rvg } = await withLinkedPair()
+  try {
+    const ino = fs.statSync(path.join(dir, 'data', 'a')).ino
+    assert.is(await rvg.write('/a', Buffer.from('hello'), 0), 5)
+    assert.not.ok(rvg.writesPending(ino), 'nothing pending: applied before the reply')
+    assert.is(fs.readFileSync(path.join(dir, 'data', 'b'), 'utf8'), 'hello', 'in the data directory, under both names')
+    const st = fs.statSync(path.join(dir, 'data', 'a'), { bigint: true })
+    const t = [...rvg.srl!.records()].pop()!.record.meta.t!
+    assert.is(st.mtimeNs, BigInt(t[0]) * 1000000000n + BigInt(t[1]), 'with the mtime its record carries')
+    assert.is(rvg.appliedSeq, rvg.srl!.lastSeq, 'the applied position covers it')
+    // A big write is queued; a small one after it (same range, through the other name) must land
+    // after it, so it is queued too.
+    const big = rvg.write('/a', Buffer.alloc(APPLY_BEFORE_REPLY_BYTES_MAX + 1, 'x'), 0)
+    const small = rvg.write('/b', Buffer.from('small'), 0)
+    await Promise.all([big, small])
+    assert.ok(rvg.writesPending(ino), 'queued behind the big write')
+    await rvg.barrier()
+    const got = fs.readFileSync(path.join(dir, 'data', 'a'))
+    assert.is(got.subarray(0, 5).toString(), 'small', 'the later write wins')
+    assert.is(got.length, APPLY_BEFORE_REPLY_BYTES_MAX + 1)
   } finally {
     await rvg.close()
   }

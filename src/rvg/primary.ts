@@ -31,7 +31,7 @@ import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMe
 import { sys } from '../native'
 import { applyRecordSync, FdCache } from './apply'
 import { ReplError, errnoFor } from '../errors'
-import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_QUEUE_BYTES_MAX, APPLY_BATCH_BYTES_MAX, APPLY_INLINE_BYTES_MAX } from '../limits'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_QUEUE_BYTES_MAX, APPLY_BATCH_BYTES_MAX, APPLY_INLINE_BYTES_MAX, APPLY_BEFORE_REPLY_BYTES_MAX } from '../limits'
 import type { Position } from '../srl/state'
 
 /** A write appended to the SRL whose data-directory write is in flight. */
@@ -265,6 +265,26 @@ export class PrimaryRvg {
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
     const { seq, end, dataAt } = appended
+    if (buf.length <= APPLY_BEFORE_REPLY_BYTES_MAX && this.inflight.length === 0) {
+      // Small, and nothing queued ahead: apply it now, like any other change.
+      repl?.appended(seq)
+      this.afterAppend()
+      try {
+        this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
+        const fd = this.fds.get(p)
+        if (fs.writeSync(fd, buf, 0, buf.length, offset) !== buf.length) throw Object.assign(new Error('short write'), { code: 'EIO' })
+        sys.futimens(fd, 0, sys.UTIME_OMIT, t[0], t[1])
+        this.applied = { seq, offset: end }
+      } catch (err) {
+        // As for a queued write: the record is in the SRL, so the write stands (it is replayed at
+        // the next start); the data directory cannot take it, so the RVG stops.
+        this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${(err as Error).message}`, { cause: err }))
+        return buf.length
+      }
+      const waiting = repl?.acked(seq)
+      if (waiting) await waiting
+      return buf.length
+    }
     const item: InflightWrite = { seq, end, done: false, ino: -1 }
     this.inflight.push(item)
     repl?.appended(seq)
