@@ -270,15 +270,14 @@ export class PrimaryRvg {
       repl?.appended(seq)
       this.afterAppend()
       try {
-        this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
-        const fd = this.fds.get(p)
-        if (fs.writeSync(fd, buf, 0, buf.length, offset) !== buf.length) throw Object.assign(new Error('short write'), { code: 'EIO' })
-        sys.futimens(fd, 0, sys.UTIME_OMIT, t[0], t[1])
+        const record = { type: RecordType.WRITE, seq, meta, data: buf }
+        this.snapshots?.beforeApply(record)
+        applyRecordSync(this.root, record, this.fds, false)
         this.applied = { seq, offset: end }
       } catch (err) {
         // As for a queued write: the record is in the SRL, so the write stands (it is replayed at
         // the next start); the data directory cannot take it, so the RVG stops.
-        this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${(err as Error).message}`, { cause: err }))
+        this.writeFailed(seq, p, (err as Error).message, err)
         return buf.length
       }
       const waiting = repl?.acked(seq)
@@ -298,7 +297,7 @@ export class PrimaryRvg {
       item.ino = this.fds.inoOf(p)
       this.pendingInodes.set(item.ino, (this.pendingInodes.get(item.ino) ?? 0) + 1)
     } catch (err) {
-      this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${(err as Error).message}`, { cause: err }))
+      this.writeFailed(seq, p, (err as Error).message, err)
       throw this.fatal
     }
     // The record is in the SRL: answer now, and apply it from the ring (src/rvg/primary.ts top).
@@ -367,7 +366,7 @@ export class PrimaryRvg {
     this.applying = false
     if (failed >= 0) {
       const { item, path: p } = batch[failed]
-      this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${item.seq} (WRITE ${p}) to the data directory: ${errnoName(errno)}`))
+      this.writeFailed(item.seq, p, errnoName(errno))
       return
     }
     for (const { item, jobs } of batch) {
@@ -497,6 +496,11 @@ export class PrimaryRvg {
     const bound = this.opts.replication?.retainFrom() ?? null
     const releasable = Math.min(this.applied.offset, bound?.offset ?? Infinity) - srl.tailPosition.offset
     if (releasable * 8 >= srl.capacityBytes) this.checkpoint().catch((err) => this.fail(err))
+  }
+
+  /** A WRITE record could not be applied to the data directory: the RVG stops (APPLY_FAILED). */
+  private writeFailed (seq: number, p: string, why: string, cause?: unknown): void {
+    this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${why}`, cause === undefined ? undefined : { cause }))
   }
 
   /** Wakes the barrier() callers whose records are all applied (all of them after a fatal error). */
