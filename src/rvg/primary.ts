@@ -3,6 +3,7 @@
  *
  *   FUSE write -> SRL append (one pwritev straight from the FUSE buffer) -> reply
  *     -> later, in sequence order: copy the record's data from the ring into the file
+ *   small FUSE write (APPLY_BEFORE_REPLY_BYTES_MAX), none in flight -> SRL append -> apply -> reply
  *   any other op -> wait until no write is in flight (the barrier) -> SRL append -> apply -> reply
  *
  * Only the SRL write is in a writer's path. Answered writes wait in the apply queue (bounded by

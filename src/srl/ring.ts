@@ -87,8 +87,8 @@ export class Ring {
   }
 
   /**
-   * Writes a record given as its encoded head and its data at linear offset `head`, with one
-   * pwritev (plus a WRAP marker if it wraps).
+   * Writes a record given as its encoded head and its data at linear offset `head`, in one store
+   * (see store(); plus a WRAP marker if it wraps).
    */
   write (head: number, seq: number, buf: Buffer, data?: Uint8Array): { start: number, end: number } {
     const length = buf.length + (data ? data.length : 0)
@@ -100,26 +100,26 @@ export class Ring {
         this.store(head % this.size, wrap)
       }
     }
-    const phys = start % this.size
-    if (this.map !== null && length <= RING_MAPPED_RECORD_BYTES_MAX) {
-      // A store into the page cache, as durable as a pwrite (it survives a kill -9; fdatasync
-      // writes it back), without a system call.
-      buf.copy(this.map, phys)
-      if (data && data.length > 0) this.map.set(data, phys + buf.length)
-      return { start, end }
-    }
-    const n = data && data.length > 0
-      ? fs.writevSync(this.fd, [buf, data], phys)
-      : fs.writeSync(this.fd, buf, 0, buf.length, phys)
-    assert(n === length)
+    this.store(start % this.size, buf, data)
     return { start, end }
   }
 
-  /** Writes `buf` at physical offset `phys`: a store into the mapping if small, else a pwrite. */
-  private store (phys: number, buf: Buffer): void {
-    if (this.map !== null && buf.length <= RING_MAPPED_RECORD_BYTES_MAX) { buf.copy(this.map, phys); return }
-    const n = fs.writeSync(this.fd, buf, 0, buf.length, phys)
-    assert(n === buf.length)
+  /**
+   * Writes `head` and then `data` at physical offset `phys`. A small record is stored into the
+   * mapping: a store into the page cache, as durable as a pwrite (it survives a kill -9, and
+   * fdatasync writes it back), without a system call. A larger one takes one pwritev.
+   */
+  private store (phys: number, head: Buffer, data?: Uint8Array): void {
+    const length = head.length + (data ? data.length : 0)
+    if (this.map !== null && length <= RING_MAPPED_RECORD_BYTES_MAX) {
+      head.copy(this.map, phys)
+      if (data && data.length > 0) this.map.set(data, phys + head.length)
+      return
+    }
+    const n = data && data.length > 0
+      ? fs.writevSync(this.fd, [head, data], phys)
+      : fs.writeSync(this.fd, head, 0, head.length, phys)
+    assert(n === length)
   }
 
   /** Reads `length` bytes at linear offset `offset` (which must not straddle the lap). */
