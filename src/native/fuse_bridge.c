@@ -78,6 +78,32 @@
  *     null instead of the context of whatever op happens to be dispatched.
  *     An exception thrown by the handler is still routed to
  *     napi_fatal_exception ('uncaughtException'), as NAPI_MAKE_CALLBACK did.
+ * 11. A signal never leaves the FUSE thread waiting, and never answers more than was asked:
+ *     every fuse_native_signal_* checks its arguments itself (replicafs_signal_begin,
+ *     replicafs_arg_words) where napi-macros' NAPI_ARGV_* threw and returned before
+ *     uv_sem_post, hanging the calling thread (and with it the caller, for ever) on any
+ *     malformed answer from JavaScript; a malformed answer is now -EIO. read and write
+ *     answers larger than the request are -EIO, getxattr and listxattr answers larger than the
+ *     caller's non-zero buffer -ERANGE (libfuse sent them and the kernel failed the caller with
+ *     EIO), readlink targets that do not fit -ENAMETOOLONG, readdir names that do not fit the
+ *     1024-byte buffer -EIO (they were silently truncated). The detach of the ArrayBuffers
+ *     handed back is no longer an assert.
+ * 12. Times are signed: the pair of uint32 holds a two's complement int64 of microseconds in
+ *     both directions (utimens to JS as low uint32 + high int32), so times before 1970
+ *     round-trip; they became 2446 (ext4's maximum) before.
+ * 13. The request's node id (the header's nodeid) is part of the caller context
+ *     (fuse_native_context().nodeid), from a thread-local the channel below fills per request.
+ * 14. libfuse talks to /dev/fuse through our channel (replicafs_chan_*; see its comment): replies
+ *     carrying the attributes of a non-directory with more than one link get a zero attribute
+ *     timeout, and a successful LINK first invalidates the source node, so no name of a
+ *     hard-linked file shows stale permissions, owners, sizes or link counts.
+ * 15. New op getattr_node (36): a GETATTR that libfuse answers ENOENT because the node has no
+ *     path any more (a directory held open after it was removed or renamed over) is answered
+ *     with the attributes JS gives for that node id, as ext4 answers fstat() of it.
+ * 16. New op session_end (37), called on the JS thread once the FUSE thread's loop has returned:
+ *     the kernel ended the connection (an unmount, ours or anyone's), so the daemon can stop
+ *     instead of running on without a mount. start_fuse_thread also no longer touches the
+ *     channel it has just freed.
  *
  * Known, intentionally unchanged (documented only):
  *  - The strong napi references to the Fuse instance (ft->ctx) and the handler
@@ -85,8 +111,10 @@
  *    collected. This is what keeps the Buffers that hold fuse_thread_t and the
  *    per-thread fuse_thread_locals_t (including their uv_async_t handles, which
  *    are never uv_close()d) alive; deleting them would be a use-after-free.
- *  - readdir names are truncated at 1023 bytes (NAPI_UTF8(name, 1024, ...)).
- *  - Negative (pre-1970) timestamps cannot be represented (unsigned encoding).
+ *  - Inode numbers (st_ino, d_ino) and statfs counts cross as 32-bit words (fuse-native's stat
+ *    array layout): an inode number of 2^32 or more is shown modulo 2^32.
+ *  - Paths, names, link targets and xattr names cross as UTF-8 strings: bytes that are not
+ *    UTF-8 are replaced (the inode-based transport of issue 14 carries raw bytes).
  */
 
 #ifndef FUSE_USE_VERSION
@@ -100,12 +128,15 @@
 #include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
+#include <errno.h>
 #include <assert.h>
 
 #include <fuse.h>
 #include <fuse_opt.h>
 #include <fuse_common.h>
 #include <fuse_lowlevel.h>
+#include <fuse_kernel.h>
 
 #include <unistd.h>
 #include <sys/wait.h>
@@ -148,10 +179,13 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
     })\
   }\
   NAPI_METHOD(fuse_native_signal_##name) {\
-    NAPI_ARGV(signalArgs + 2)\
-    NAPI_ARGV_BUFFER_CAST(fuse_thread_locals_t *, l, 0);\
-    NAPI_ARGV_INT32(res, 1);\
+    napi_value argv[signalArgs + 2];\
+    int32_t res;\
+    fuse_thread_locals_t *l = replicafs_signal_begin(env, info, signalArgs + 2, argv, &res);\
+    if (l == NULL) return NULL;\
     signalBlk\
+    goto signal_done;\
+  signal_done:\
     l->res = res;\
     uv_sem_post(&(l->sem));\
     return NULL;\
@@ -162,6 +196,12 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
 
 #define FUSE_METHOD_VOID(name, callbackArgs, signalArgs, signature, callBlk, callbackBlk)\
   FUSE_METHOD(name, callbackArgs, signalArgs, signature, callBlk, callbackBlk, {})
+
+// REPLICAFS (change 12): a signed value as (low uint32, high int32): JS's low + high * 2^32 is
+// then the signed number (times before 1970 are negative).
+#define REPLICAFS_INT64_TO_INTS_ARGV(n, pos)\
+  napi_create_uint32(env, (uint32_t) ((uint64_t) (n) & 0xFFFFFFFFu), &(argv[pos]));\
+  napi_create_int32(env, (int32_t) ((n) >> 32), &(argv[pos + 1]));
 
 #define FUSE_UINT64_TO_INTS_ARGV(n, pos)\
   uint32_t low##pos = n % 4294967296;\
@@ -208,9 +248,14 @@ static const uint32_t op_mkdir = 32;
 static const uint32_t op_rmdir = 33;
 // REPLICAFS (change 9): new op. 34 is unused (fuse-native never had an op 34).
 static const uint32_t op_fallocate = 35;
+// REPLICAFS (change 15): the attributes of a node libfuse can no longer name (a directory held
+// open after it was removed or renamed over); called only for such a GETATTR, never by libfuse.
+static const uint32_t op_getattr_node = 36;
+// REPLICAFS (change 16): the FUSE session has ended (the mount is gone); no FUSE thread waits.
+static const uint32_t op_session_end = 37;
 
-// REPLICAFS (change 9): size of ft->handlers / the implemented array (was 35).
-#define REPLICAFS_OP_COUNT 36
+// REPLICAFS (changes 9, 15, 16): size of ft->handlers / the implemented array (was 35).
+#define REPLICAFS_OP_COUNT 38
 
 // Data structures
 
@@ -238,6 +283,16 @@ typedef struct {
   // REPLICAFS (change 10): async context for the callback scope in which the
   // JS op handlers are called (never destroyed, like the other references).
   napi_async_context op_async_ctx;
+
+  // REPLICAFS (change 14): libfuse's session reads and answers through `ch`, our channel;
+  // `kernel_ch` is the channel on /dev/fuse that fuse_mount made, kept in a session of its own
+  // (`kernel_se`) that only forwards "exit" and "exited" to libfuse's session.
+  struct fuse_chan *kernel_ch;
+  struct fuse_session *kernel_se;
+  // REPLICAFS (change 15): op_getattr_node is implemented.
+  int getattr_node_enabled;
+  // REPLICAFS (change 16): sent by the FUSE thread when its loop has ended.
+  uv_async_t end_async;
 } fuse_thread_t;
 
 typedef struct {
@@ -259,9 +314,9 @@ typedef struct {
   dev_t dev;
   uid_t uid;
   gid_t gid;
-  // REPLICAFS (change 4): uint64_t, was size_t.
-  uint64_t atime;
-  uint64_t mtime;
+  // REPLICAFS (changes 4 and 12): signed 64 bits, was size_t.
+  int64_t atime;
+  int64_t mtime;
   int32_t res;
 
   // REPLICAFS (change 10): fuse_get_context() of the current op, captured on
@@ -269,6 +324,10 @@ typedef struct {
   uid_t ctx_uid;
   gid_t ctx_gid;
   pid_t ctx_pid;
+  // REPLICAFS (change 13): the request's node (the header's nodeid).
+  uint64_t ctx_nodeid;
+  // REPLICAFS (change 15): op_getattr_node's argument.
+  uint64_t nodeid_arg;
 
   // Extended attributes
   const char *name;
@@ -295,6 +354,20 @@ typedef struct {
 static pthread_key_t thread_locals_key;
 static fuse_thread_locals_t* get_thread_locals();
 
+// REPLICAFS (change 13): the request this libfuse worker thread is serving, read from its header
+// as it arrives (replicafs_chan_receive). A worker receives one request and serves it to the end,
+// its reply included, before it receives the next (fuse_loop_mt, and libfuse's high-level ops are
+// synchronous), so this describes the request whose handler or reply runs on this thread.
+typedef struct {
+  uint64_t unique;
+  uint64_t nodeid;
+  // FUSE_LINK: the node of the existing name.
+  uint64_t link_source;
+  uint32_t opcode;
+} replicafs_request_t;
+
+static __thread replicafs_request_t replicafs_request;
+
 // REPLICAFS (change 10): caller context.
 
 // Worker thread: called at the start of every op, where fuse_get_context()
@@ -304,6 +377,8 @@ static void replicafs_capture_context (fuse_thread_locals_t *l) {
   l->ctx_uid = fc->uid;
   l->ctx_gid = fc->gid;
   l->ctx_pid = fc->pid;
+  // REPLICAFS (change 13)
+  l->ctx_nodeid = replicafs_request.nodeid;
 }
 
 // JS thread only (ops are dispatched on uv_default_loop()). Valid only while
@@ -315,9 +390,10 @@ typedef struct {
   uint32_t uid;
   uint32_t gid;
   uint32_t pid;
+  uint64_t nodeid;
 } replicafs_op_context_t;
 
-static replicafs_op_context_t replicafs_current_ctx = { 0, NULL, 0, 0, 0 };
+static replicafs_op_context_t replicafs_current_ctx = { 0, NULL, 0, 0, 0, 0 };
 
 // Call the JS handler for one op with the op's caller context published.
 // Replaces NAPI_MAKE_CALLBACK(env, NULL, ctx, callback, argc, argv, NULL).
@@ -331,6 +407,7 @@ static void replicafs_invoke_handler (napi_env env, fuse_thread_t *ft, fuse_thre
   replicafs_current_ctx.uid = (uint32_t) l->ctx_uid;
   replicafs_current_ctx.gid = (uint32_t) l->ctx_gid;
   replicafs_current_ctx.pid = (uint32_t) l->ctx_pid;
+  replicafs_current_ctx.nodeid = l->ctx_nodeid;
 
   napi_status status;
   if (scoped) {
@@ -370,6 +447,9 @@ NAPI_METHOD(fuse_native_context) {
   napi_set_named_property(env, result, "gid", v);
   napi_create_uint32(env, replicafs_current_ctx.pid, &v);
   napi_set_named_property(env, result, "pid", v);
+  // REPLICAFS (change 13): libfuse's node ids are a counter; exact as a double.
+  napi_create_double(env, (double) replicafs_current_ctx.nodeid, &v);
+  napi_set_named_property(env, result, "nodeid", v);
   return result;
 }
 
@@ -382,26 +462,75 @@ static uint64_t uint32s_to_uint64 (uint32_t **ints) {
   return high * 4294967296 + low;
 }
 
-// REPLICAFS (change 1): microseconds instead of milliseconds.
+// REPLICAFS (changes 1 and 12): microseconds instead of milliseconds, signed: the pair holds
+// a two's complement int64 (fuse-native's setDoubleInt writes a negative number that way), so
+// times before 1970 round-trip. tv_nsec stays in [0, 1e9) as POSIX requires.
 static void uint32s_to_timespec (struct timespec* ts, uint32_t** ints) {
-  uint64_t us = uint32s_to_uint64(ints);
-  ts->tv_sec = us / 1000000;
-  ts->tv_nsec = (us % 1000000) * 1000;
+  int64_t us = (int64_t) uint32s_to_uint64(ints);
+  int64_t sec = us / 1000000;
+  int64_t rem = us % 1000000;
+  if (rem < 0) {
+    rem += 1000000;
+    sec -= 1;
+  }
+  ts->tv_sec = (time_t) sec;
+  ts->tv_nsec = (long) (rem * 1000);
 }
 
 // REPLICAFS (change 3): sentinels that stay distinct as JS doubles.
 #define REPLICAFS_UTIME_NOW_US  ((((uint64_t) 0x001FFFFF) << 32) | 0xFFFFFFFFu) /* 2^53-1 */
 #define REPLICAFS_UTIME_OMIT_US ((((uint64_t) 0x001FFFFF) << 32) | 0xFFFFFFFEu) /* 2^53-2 */
 
-// REPLICAFS (changes 1 and 3): microseconds instead of milliseconds;
-// UTIME_NOW/UTIME_OMIT map to the sentinels above.
-static uint64_t timespec_to_uint64 (const struct timespec* ts) {
+// REPLICAFS (changes 1, 3 and 12): signed microseconds instead of milliseconds (rounded toward
+// minus infinity, so -0.5 us is -1 us); UTIME_NOW/UTIME_OMIT map to the sentinels above.
+static int64_t timespec_to_us (const struct timespec* ts) {
 #ifdef UTIME_NOW
-  if (ts->tv_nsec == UTIME_NOW) return REPLICAFS_UTIME_NOW_US;
-  if (ts->tv_nsec == UTIME_OMIT) return REPLICAFS_UTIME_OMIT_US;
+  if (ts->tv_nsec == UTIME_NOW) return (int64_t) REPLICAFS_UTIME_NOW_US;
+  if (ts->tv_nsec == UTIME_OMIT) return (int64_t) REPLICAFS_UTIME_OMIT_US;
 #endif
-  uint64_t us = ((uint64_t) ts->tv_sec * 1000000) + ((uint64_t) ts->tv_nsec / 1000);
-  return us;
+  return ((int64_t) ts->tv_sec * 1000000) + ((int64_t) ts->tv_nsec / 1000);
+}
+
+// REPLICAFS (change 11): the words a stat array holds (fuse-native's getStatArray layout).
+#define REPLICAFS_STAT_WORDS 18
+
+// REPLICAFS (change 11): a typed-array (or Buffer) argument of at least `count` 32-bit words,
+// else NULL. Signals check their arguments with it instead of NAPI_ARGV_BUFFER_CAST, which threw
+// and left the FUSE thread waiting for an answer that never came.
+static uint32_t *replicafs_arg_words (napi_env env, napi_value value, size_t count) {
+  void *data = NULL;
+  size_t length = 0;
+  if (napi_get_buffer_info(env, value, &data, &length) != napi_ok || data == NULL || length < count * sizeof(uint32_t)) return NULL;
+  return (uint32_t *) data;
+}
+
+// REPLICAFS (change 11): detaches the ArrayBuffer over libfuse's memory that a signal hands back
+// (read, write and the xattr ops), so no JavaScript reference outlives the reply. Was an assert,
+// which killed the daemon if the handler passed anything else.
+static void replicafs_detach (napi_env env, napi_value value) {
+  bool is_arraybuffer = false;
+  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED != 1) return;
+  if (napi_is_arraybuffer(env, value, &is_arraybuffer) != napi_ok || !is_arraybuffer) return;
+  napi_detach_arraybuffer(env, value);
+}
+
+// REPLICAFS (change 11): the start of every fuse_native_signal_*: the FUSE thread's handle
+// (argv[0]) and the result (argv[1]). A result that is not a number answers -EIO, so a malformed
+// answer from JavaScript still releases the FUSE thread. Returns NULL, with a JavaScript exception
+// pending, only when argv[0] is not a handle: then there is no thread to release, and the bug is
+// in our own JavaScript.
+static fuse_thread_locals_t *replicafs_signal_begin (napi_env env, napi_callback_info info, size_t count, napi_value *argv, int32_t *res) {
+  size_t argc = count;
+  fuse_thread_locals_t *l = NULL;
+  size_t length = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_buffer_info(env, argv[0], (void **) &l, &length) != napi_ok ||
+      l == NULL || length < sizeof(fuse_thread_locals_t)) {
+    napi_throw_error(env, NULL, "replicafs fuse bridge: a signal without its FUSE thread handle");
+    return NULL;
+  }
+  if (argc < 2 || napi_get_value_int32(env, argv[1], res) != napi_ok) *res = -EIO;
+  return l;
 }
 
 static void populate_stat (uint32_t *ints, struct stat* stat) {
@@ -448,8 +577,11 @@ FUSE_METHOD(statfs, 1, 1, (const char * path, struct statvfs *statvfs), {
 }, {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
 }, {
-  NAPI_ARGV_BUFFER_CAST(uint32_t*, ints, 2)
-  populate_statvfs(ints, l->statvfs);
+  if (res == 0) {
+    uint32_t *ints = replicafs_arg_words(env, argv[2], 11);
+    if (ints == NULL) { res = -EIO; goto signal_done; }
+    populate_statvfs(ints, l->statvfs);
+  }
 })
 
 FUSE_METHOD(getattr, 1, 1, (const char *path, struct stat *stat), {
@@ -458,8 +590,11 @@ FUSE_METHOD(getattr, 1, 1, (const char *path, struct stat *stat), {
 }, {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
 }, {
-  NAPI_ARGV_BUFFER_CAST(uint32_t*, ints, 2)
-  populate_stat(ints, l->stat);
+  if (res == 0) {
+    uint32_t *ints = replicafs_arg_words(env, argv[2], REPLICAFS_STAT_WORDS);
+    if (ints == NULL) { res = -EIO; goto signal_done; }
+    populate_stat(ints, l->stat);
+  }
 })
 
 FUSE_METHOD(fgetattr, 2, 1, (const char *path, struct stat *stat, struct fuse_file_info *info), {
@@ -474,8 +609,11 @@ FUSE_METHOD(fgetattr, 2, 1, (const char *path, struct stat *stat, struct fuse_fi
     napi_create_uint32(env, 0, &(argv[3]));
   }
 }, {
-  NAPI_ARGV_BUFFER_CAST(uint32_t*, ints, 2)
-  populate_stat(ints, l->stat);
+  if (res == 0) {
+    uint32_t *ints = replicafs_arg_words(env, argv[2], REPLICAFS_STAT_WORDS);
+    if (ints == NULL) { res = -EIO; goto signal_done; }
+    populate_stat(ints, l->stat);
+  }
 })
 
 FUSE_METHOD_VOID(access, 2, 0, (const char *path, int mode), {
@@ -497,8 +635,8 @@ FUSE_METHOD(open, 2, 1, (const char *path, struct fuse_file_info *info), {
     napi_create_uint32(env, 0, &(argv[3]));
   }
 }, {
-  NAPI_ARGV_INT32(fd, 2)
-  if (fd != 0) {
+  int32_t fd = 0;
+  if (res == 0 && napi_get_value_int32(env, argv[2], &fd) == napi_ok && fd != 0) {
     l->info->fh = fd;
   }
 })
@@ -516,8 +654,8 @@ FUSE_METHOD(opendir, 3, 1, (const char *path, struct fuse_file_info *info), {
     napi_create_uint32(env, 0, &(argv[4]));
   }
 }, {
-  NAPI_ARGV_INT32(fd, 2)
-  if (fd != 0) {
+  int32_t fd = 0;
+  if (res == 0 && napi_get_value_int32(env, argv[2], &fd) == napi_ok && fd != 0) {
     l->info->fh = fd;
   }
 })
@@ -530,21 +668,21 @@ FUSE_METHOD(create, 2, 1, (const char *path, mode_t mode, struct fuse_file_info 
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
   napi_create_uint32(env, l->mode, &(argv[3]));
 }, {
-  NAPI_ARGV_INT32(fd, 2)
-  if (fd != 0) {
+  int32_t fd = 0;
+  if (res == 0 && napi_get_value_int32(env, argv[2], &fd) == napi_ok && fd != 0) {
     l->info->fh = fd;
   }
 })
 
 FUSE_METHOD_VOID(utimens, 5, 0, (const char *path, const struct timespec tv[2]), {
   l->path = path;
-  l->atime = timespec_to_uint64(&tv[0]);
-  l->mtime = timespec_to_uint64(&tv[1]);
+  l->atime = timespec_to_us(&tv[0]);
+  l->mtime = timespec_to_us(&tv[1]);
 }, {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
-  FUSE_UINT64_TO_INTS_ARGV(l->atime, 3)
+  REPLICAFS_INT64_TO_INTS_ARGV(l->atime, 3)
   // REPLICAFS (change 2): was FUSE_UINT64_TO_INTS_ARGV(l->atime, 5), losing mtime.
-  FUSE_UINT64_TO_INTS_ARGV(l->mtime, 5)
+  REPLICAFS_INT64_TO_INTS_ARGV(l->mtime, 5)
 })
 
 FUSE_METHOD_VOID(release, 2, 0, (const char *path, struct fuse_file_info *info), {
@@ -584,7 +722,9 @@ FUSE_METHOD(read, 6, 2, (const char *path, char *buf, size_t len, off_t offset, 
   napi_create_uint32(env, l->len, &(argv[5]));
   FUSE_UINT64_TO_INTS_ARGV(l->offset, 6)
 }, {
-  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[3]) == napi_ok);
+  replicafs_detach(env, argv[3]);
+  // REPLICAFS (change 11): never more than the kernel asked for.
+  if (res > 0 && (size_t) res > l->len) res = -EIO;
 })
 
 FUSE_METHOD(write, 6, 2, (const char *path, const char *buf, size_t len, off_t offset, struct fuse_file_info *info), {
@@ -600,7 +740,9 @@ FUSE_METHOD(write, 6, 2, (const char *path, const char *buf, size_t len, off_t o
   napi_create_uint32(env, l->len, &(argv[5]));
   FUSE_UINT64_TO_INTS_ARGV(l->offset, 6)
 }, {
-  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[3]) == napi_ok);
+  replicafs_detach(env, argv[3]);
+  // REPLICAFS (change 11): never more than the kernel asked for.
+  if (res > 0 && (size_t) res > l->len) res = -EIO;
 })
 
 FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *info), {
@@ -612,39 +754,45 @@ FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler,
 }, {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
 }, {
-  uint32_t stats_length;
-  uint32_t names_length;
-  napi_get_array_length(env, argv[3], &stats_length);
-  napi_get_array_length(env, argv[2], &names_length);
-
+  // REPLICAFS (change 11): each name and stat is checked; anything malformed answers -EIO
+  // instead of throwing (which left the FUSE thread waiting forever). A name that does not fit
+  // the 1024-byte buffer is an error, not a silently truncated name.
+  if (res != 0) goto signal_done;
   napi_value raw_names = argv[2];
   napi_value raw_stats = argv[3];
-
-  if (names_length != stats_length) {
-    NAPI_FOR_EACH(raw_names, raw_name) {
-      NAPI_UTF8(name, 1024, raw_name)
-      int err = l->readdir_filler((char *) l->buf, name, NULL, 0);
-      if (err == 1) {
-        break;
-      }
+  bool is_array = false;
+  uint32_t names_length = 0;
+  uint32_t stats_length = 0;
+  if (napi_is_array(env, raw_names, &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, raw_names, &names_length) != napi_ok) {
+    res = -EIO;
+    goto signal_done;
+  }
+  if (napi_is_array(env, raw_stats, &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, raw_stats, &stats_length) != napi_ok) {
+    stats_length = 0;
+  }
+  for (uint32_t i = 0; i < names_length; i++) {
+    char name[1024];
+    size_t name_len = 0;
+    napi_value raw_name;
+    if (napi_get_element(env, raw_names, i, &raw_name) != napi_ok ||
+        napi_get_value_string_utf8(env, raw_name, name, sizeof(name), &name_len) != napi_ok ||
+        name_len >= sizeof(name) - 1) {
+      res = -EIO;
+      goto signal_done;
     }
-  } else {
-    NAPI_FOR_EACH(raw_names, raw_name) {
-      NAPI_UTF8(name, 1024, raw_name)
+    struct stat st;
+    struct stat *stp = NULL;
+    if (stats_length == names_length) {
       napi_value raw_stat;
-      napi_get_element(env, raw_stats, i, &raw_stat);
-
-      NAPI_BUFFER_CAST(uint32_t*, stats_array, raw_stat);
-      struct stat st;
-      populate_stat(stats_array, &st);
-
-      // TODO: It turns out readdirplus likely won't work with FUSE 29...
-      // Metadata caching between readdir/getattr will be enabled when we upgrade fuse-shared-library
-      int err = l->readdir_filler((char *) l->buf, name, (struct stat *) &st, 0);
-      if (err == 1) {
-        break;
-      }
+      uint32_t *ints = napi_get_element(env, raw_stats, i, &raw_stat) == napi_ok ? replicafs_arg_words(env, raw_stat, REPLICAFS_STAT_WORDS) : NULL;
+      if (ints == NULL) { res = -EIO; goto signal_done; }
+      memset(&st, 0, sizeof(st));
+      populate_stat(ints, &st);
+      stp = &st;
     }
+    if (l->readdir_filler((char *) l->buf, name, stp, 0) == 1) break;
   }
 })
 
@@ -664,7 +812,7 @@ FUSE_METHOD(setxattr, 5, 1, (const char *path, const char *name, const char *val
   napi_create_uint32(env, l->position, &(argv[5]));
   napi_create_uint32(env, l->flags, &(argv[6]));
 }, {
-  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[2]) == napi_ok);
+  replicafs_detach(env, argv[2]);
 })
 
 FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, size_t size, uint32_t position), {
@@ -679,7 +827,7 @@ FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, si
   napi_create_external_buffer(env, l->size, (char *) l->value, NULL, NULL, &(argv[4]));
   napi_create_uint32(env, l->position, &(argv[5]));
 }, {
-  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[2]) == napi_ok);
+  replicafs_detach(env, argv[2]);
 })
 
 #else
@@ -697,7 +845,7 @@ FUSE_METHOD(setxattr, 5, 1, (const char *path, const char *name, const char *val
   napi_create_uint32(env, 0, &(argv[5])); // normalize apis between mac and linux
   napi_create_uint32(env, l->flags, &(argv[6]));
 }, {
-  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[2]) == napi_ok);
+  replicafs_detach(env, argv[2]);
 })
 
 FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, size_t size), {
@@ -711,7 +859,10 @@ FUSE_METHOD(getxattr, 4, 1, (const char *path, const char *name, char *value, si
   napi_create_external_buffer(env, l->size, (char *) l->value, NULL, NULL, &(argv[4]));
   napi_create_uint32(env, 0, &(argv[5]));
 }, {
-  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[2]) == napi_ok);
+  replicafs_detach(env, argv[2]);
+  // REPLICAFS (change 11): a value larger than the caller's buffer is ERANGE (the kernel's
+  // contract); libfuse would send it anyway and the kernel would answer the caller EIO.
+  if (res > 0 && l->size > 0 && (size_t) res > l->size) res = -ERANGE;
 })
 
 #endif
@@ -724,7 +875,9 @@ FUSE_METHOD(listxattr, 2, 1, (const char *path, char *list, size_t size), {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
   napi_create_external_buffer(env, l->size, l->list, NULL, NULL, &(argv[3]));
 }, {
-  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[2]) == napi_ok);
+  replicafs_detach(env, argv[2]);
+  // REPLICAFS (change 11): as getxattr.
+  if (res > 0 && l->size > 0 && (size_t) res > l->size) res = -ERANGE;
 })
 
 FUSE_METHOD_VOID(removexattr, 2, 0, (const char *path, const char *name), {
@@ -820,6 +973,20 @@ FUSE_METHOD_VOID(fallocate, 7, 0, (const char *path, int mode, off_t offset, off
   }
 })
 
+// REPLICAFS (change 15): JS gets (nodeLow, nodeHigh) and signals (nativeHandler, res, statArray).
+FUSE_METHOD(getattr_node, 2, 1, (uint64_t nodeid, struct stat *stat), {
+  l->nodeid_arg = nodeid;
+  l->stat = stat;
+}, {
+  FUSE_UINT64_TO_INTS_ARGV(l->nodeid_arg, 2)
+}, {
+  if (res == 0) {
+    uint32_t *ints = replicafs_arg_words(env, argv[2], REPLICAFS_STAT_WORDS);
+    if (ints == NULL) { res = -EIO; goto signal_done; }
+    populate_stat(ints, l->stat);
+  }
+})
+
 FUSE_METHOD(readlink, 1, 1, (const char *path, char *linkname, size_t len), {
   l->path = path;
   l->linkname = linkname;
@@ -827,8 +994,14 @@ FUSE_METHOD(readlink, 1, 1, (const char *path, char *linkname, size_t len), {
 }, {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
 }, {
-  NAPI_ARGV_UTF8(linkname, l->len, 2)
-  strncpy(l->linkname, linkname, l->len);
+  // REPLICAFS (change 11): a target that is not a string is EIO, one that does not fit libfuse's
+  // buffer (PATH_MAX + 1) ENAMETOOLONG; was a throw that left the FUSE thread waiting.
+  if (res == 0) {
+    size_t target_len = 0;
+    if (napi_get_value_string_utf8(env, argv[2], NULL, 0, &target_len) != napi_ok) { res = -EIO; goto signal_done; }
+    if (l->len == 0 || target_len >= l->len) { res = -ENAMETOOLONG; goto signal_done; }
+    napi_get_value_string_utf8(env, argv[2], l->linkname, l->len, &target_len);
+  }
 })
 
 FUSE_METHOD_VOID(chown, 3, 0, (const char *path, uid_t uid, gid_t gid), {
@@ -916,9 +1089,11 @@ static void fuse_native_dispatch_init (uv_async_t* handle, fuse_thread_locals_t*
 }
 
 NAPI_METHOD(fuse_native_signal_init) {
-  NAPI_ARGV(2)
-  NAPI_ARGV_BUFFER_CAST(fuse_thread_locals_t *, l, 0);
-  NAPI_ARGV_INT32(res, 1);
+  napi_value argv[2];
+  int32_t res;
+  // REPLICAFS (change 11)
+  fuse_thread_locals_t *l = replicafs_signal_begin(env, info, 2, argv, &res);
+  if (l == NULL) return NULL;
   l->res = res;
   uv_sem_post(&(l->sem));
   return NULL;
@@ -936,6 +1111,178 @@ static void * fuse_native_init (struct fuse_conn_info *conn) {
   uv_sem_wait(&(l->sem));
 
   return l->fuse;
+}
+
+// REPLICAFS (change 14): our channel between libfuse's session and /dev/fuse.
+//
+// libfuse 2's high-level API answers every request itself from the path-based ops, so two
+// things the kernel needs cannot be said through those ops; they are said here, where every
+// request and reply passes:
+//  - Attribute timeouts per reply. The high-level API keeps one node per path, so the kernel
+//    holds one inode per *name* of a hard-linked file and caches each one's attributes for
+//    attr_timeout: after a chmod, chown, write or link through one name, another name would show
+//    the old mode, owner, size or link count, and the kernel would grant an open on a stale mode.
+//    A reply that carries the attributes of a non-directory with more than one link gets a zero
+//    attribute timeout, so every use of such a name asks the daemon. A file reaches a second link
+//    only by FUSE_LINK, whose reply is preceded by an invalidation of the source node (its cached
+//    link count was 1, with the full timeout).
+//  - Nodes libfuse can no longer name. A directory held open after it was removed, or renamed
+//    over, has no path in libfuse's tree, and libfuse answers its GETATTR ENOENT (ext4 answers
+//    fstat() of such a descriptor). That answer is replaced by the daemon's (op_getattr_node),
+//    which still holds the directory open.
+// Everything else passes through unchanged. The request a reply answers is this thread's
+// (replicafs_request): libfuse answers a request on the thread that received it.
+
+static int replicafs_kernel_exited (void *data) {
+  fuse_thread_t *ft = (fuse_thread_t *) data;
+  return ft->fuse == NULL ? 0 : fuse_session_exited(fuse_get_session(ft->fuse));
+}
+
+static void replicafs_kernel_exit (void *data, int val) {
+  fuse_thread_t *ft = (fuse_thread_t *) data;
+  if (ft->fuse == NULL) return;
+  if (val) fuse_session_exit(fuse_get_session(ft->fuse));
+  else fuse_session_reset(fuse_get_session(ft->fuse));
+}
+
+static void replicafs_kernel_process (void *data, const char *buf, size_t len, struct fuse_chan *ch) {
+  // Never called: nothing processes requests through the kernel channel's own session.
+}
+
+static int replicafs_chan_receive (struct fuse_chan **chp, char *buf, size_t size) {
+  fuse_thread_t *ft = (fuse_thread_t *) fuse_chan_data(*chp);
+  struct fuse_chan *kernel = ft->kernel_ch;
+  int res = fuse_chan_recv(&kernel, buf, size);
+  memset(&replicafs_request, 0, sizeof(replicafs_request));
+  if (res >= (int) sizeof(struct fuse_in_header)) {
+    const struct fuse_in_header *in = (const struct fuse_in_header *) buf;
+    replicafs_request.unique = in->unique;
+    replicafs_request.nodeid = in->nodeid;
+    replicafs_request.opcode = in->opcode;
+    if (in->opcode == FUSE_LINK && (size_t) res >= sizeof(*in) + sizeof(struct fuse_link_in)) {
+      replicafs_request.link_source = ((const struct fuse_link_in *) (in + 1))->oldnodeid;
+    }
+  }
+  return res;
+}
+
+static void replicafs_fill_attr (struct fuse_attr *attr, const struct stat *st) {
+  memset(attr, 0, sizeof(*attr));
+  attr->ino = st->st_ino;
+  attr->size = st->st_size;
+  attr->blocks = st->st_blocks;
+  attr->atime = st->st_atim.tv_sec;
+  attr->mtime = st->st_mtim.tv_sec;
+  attr->ctime = st->st_ctim.tv_sec;
+  attr->atimensec = st->st_atim.tv_nsec;
+  attr->mtimensec = st->st_mtim.tv_nsec;
+  attr->ctimensec = st->st_ctim.tv_nsec;
+  attr->mode = st->st_mode;
+  attr->nlink = st->st_nlink;
+  attr->uid = st->st_uid;
+  attr->gid = st->st_gid;
+  attr->rdev = st->st_rdev;
+  attr->blksize = st->st_blksize;
+}
+
+// A zero attribute timeout for a file that has other names (see above).
+static void replicafs_limit_attr (uint64_t *valid, uint32_t *valid_nsec, const struct fuse_attr *attr) {
+  if (attr->nlink > 1 && !S_ISDIR(attr->mode)) {
+    *valid = 0;
+    *valid_nsec = 0;
+  }
+}
+
+static int replicafs_chan_send (struct fuse_chan *ch, const struct iovec iov[], size_t count) {
+  fuse_thread_t *ft = (fuse_thread_t *) fuse_chan_data(ch);
+  if (iov == NULL || count < 1 || iov[0].iov_len < sizeof(struct fuse_out_header)) return fuse_chan_send(ft->kernel_ch, iov, count);
+  struct fuse_out_header *out = (struct fuse_out_header *) iov[0].iov_base;
+  if (out->unique == 0 || out->unique != replicafs_request.unique) return fuse_chan_send(ft->kernel_ch, iov, count);
+  size_t arg_len = count >= 2 ? iov[1].iov_len : 0;
+  switch (replicafs_request.opcode) {
+    case FUSE_GETATTR:
+    case FUSE_SETATTR:
+      if (out->error == 0 && arg_len >= sizeof(struct fuse_attr_out)) {
+        struct fuse_attr_out *a = (struct fuse_attr_out *) iov[1].iov_base;
+        replicafs_limit_attr(&a->attr_valid, &a->attr_valid_nsec, &a->attr);
+      } else if (out->error == -ENOENT && replicafs_request.opcode == FUSE_GETATTR && ft->getattr_node_enabled && ft->handlers[op_getattr_node] != NULL) {
+        struct stat st;
+        memset(&st, 0, sizeof(st));
+        if (fuse_native_getattr_node(replicafs_request.nodeid, &st) == 0) {
+          struct fuse_attr_out a;
+          memset(&a, 0, sizeof(a));
+          replicafs_fill_attr(&a.attr, &st);
+          struct fuse_out_header h = { .len = sizeof(h) + sizeof(a), .error = 0, .unique = out->unique };
+          struct iovec v[2] = { { &h, sizeof(h) }, { &a, sizeof(a) } };
+          return fuse_chan_send(ft->kernel_ch, v, 2);
+        }
+      }
+      break;
+    case FUSE_LINK:
+      // Before the reply, so that no stat of the source after link() returns sees its old count.
+      if (out->error == 0 && replicafs_request.link_source != 0) {
+        fuse_lowlevel_notify_inval_inode(ch, replicafs_request.link_source, -1, 0);
+      }
+      // The reply is an entry, like the ones below.
+      __attribute__((fallthrough));
+    case FUSE_LOOKUP:
+    case FUSE_MKNOD:
+    case FUSE_MKDIR:
+    case FUSE_SYMLINK:
+    case FUSE_CREATE:
+      if (out->error == 0 && arg_len >= sizeof(struct fuse_entry_out)) {
+        struct fuse_entry_out *e = (struct fuse_entry_out *) iov[1].iov_base;
+        replicafs_limit_attr(&e->attr_valid, &e->attr_valid_nsec, &e->attr);
+      }
+      break;
+    default:
+      break;
+  }
+  return fuse_chan_send(ft->kernel_ch, iov, count);
+}
+
+// Puts our channel between libfuse and the kernel channel fuse_mount made. Returns our channel,
+// or NULL (nothing allocated then).
+static struct fuse_chan *replicafs_chan_wrap (fuse_thread_t *ft, struct fuse_chan *kernel) {
+  struct fuse_session_ops kernel_ops = {
+    .process = replicafs_kernel_process,
+    .exit = replicafs_kernel_exit,
+    .exited = replicafs_kernel_exited,
+  };
+  struct fuse_chan_ops ops = {
+    .receive = replicafs_chan_receive,
+    .send = replicafs_chan_send,
+    .destroy = NULL, // the descriptor is the kernel channel's
+  };
+  struct fuse_session *se = fuse_session_new(&kernel_ops, ft);
+  if (se == NULL) return NULL;
+  struct fuse_chan *ch = fuse_chan_new(&ops, fuse_chan_fd(kernel), fuse_chan_bufsize(kernel), ft);
+  if (ch == NULL) {
+    fuse_session_destroy(se);
+    return NULL;
+  }
+  // fuse_kern_chan_receive asks its channel's session whether the loop has exited.
+  fuse_session_add_chan(se, kernel);
+  ft->kernel_ch = kernel;
+  ft->kernel_se = se;
+  return ch;
+}
+
+// REPLICAFS (change 16): on the JS thread once the FUSE thread's loop has returned: the kernel
+// ended the connection (an unmount by anyone, or our own). Calls handler op_session_end, if any.
+static void replicafs_session_end (uv_async_t *handle) {
+  fuse_thread_t *ft = (fuse_thread_t *) handle->data;
+  if (ft->handlers[op_session_end] == NULL) return;
+  FUSE_NATIVE_CALLBACK(ft->handlers[op_session_end], {
+    napi_value argv[2];
+    napi_get_null(env, &(argv[0]));
+    napi_create_uint32(env, op_session_end, &(argv[1]));
+    if (napi_make_callback(env, ft->op_async_ctx, ctx, callback, 2, argv, NULL) == napi_pending_exception) {
+      napi_value fatal_exception;
+      napi_get_and_clear_last_exception(env, &fatal_exception);
+      napi_fatal_exception(env, fatal_exception);
+    }
+  })
 }
 
 // Top-level dispatcher
@@ -1009,9 +1356,18 @@ static void* start_fuse_thread (void *data) {
   fuse_thread_t *ft = (fuse_thread_t *) data;
   fuse_loop_mt(ft->fuse);
 
-  fuse_unmount(ft->mnt, ft->ch);
-  fuse_session_remove_chan(ft->ch);
+  // REPLICAFS (changes 14, 16): fuse-native unmounted ft->ch and then removed it from the
+  // session it had just freed. Now: close the kernel channel (fuse_unmount skips the umount when
+  // the kernel already ended the connection), free our channel, libfuse and the kernel channel's
+  // session, then tell the JS thread.
+  fuse_unmount(ft->mnt, ft->kernel_ch);
+  ft->kernel_ch = NULL;
+  fuse_chan_destroy(ft->ch);
+  ft->ch = NULL;
   fuse_destroy(ft->fuse);
+  fuse_session_destroy(ft->kernel_se);
+  ft->kernel_se = NULL;
+  uv_async_send(&(ft->end_async));
 
   return NULL;
 }
@@ -1080,6 +1436,8 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_init]) ops.init = fuse_native_init;
   // REPLICAFS (change 9): unpatched fuse-native passes only 35 entries.
   if (implemented_len / sizeof(uint32_t) > op_fallocate && implemented[op_fallocate]) ops.fallocate = fuse_native_fallocate;
+  // REPLICAFS (change 15)
+  ft->getattr_node_enabled = implemented_len / sizeof(uint32_t) > op_getattr_node && implemented[op_getattr_node];
 
   int _argc = (strcmp(mntopts, "-o") <= 0) ? 1 : 2;
   char *_argv[] = {
@@ -1088,9 +1446,12 @@ NAPI_METHOD(fuse_native_mount) {
   };
 
   struct fuse_args args = FUSE_ARGS_INIT(_argc, _argv);
-  struct fuse_chan *ch = fuse_mount(mnt, &args);
+  struct fuse_chan *kernel = fuse_mount(mnt, &args);
+  // REPLICAFS (change 14): libfuse talks to the kernel through our channel.
+  struct fuse_chan *ch = kernel == NULL ? NULL : replicafs_chan_wrap(ft, kernel);
 
   if (ch == NULL) {
+    if (kernel != NULL) fuse_unmount(mnt, kernel);
     // REPLICAFS (change 5): release the references taken above (were leaked).
     napi_delete_reference(env, ft->ctx);
     napi_delete_reference(env, ft->malloc);
@@ -1107,7 +1468,11 @@ NAPI_METHOD(fuse_native_mount) {
   // REPLICAFS (change 5): fuse_new failed -> unmount the channel we mounted and
   // bail out before initialising (and ref'ing) ft->async.
   if (fuse == NULL) {
-    fuse_unmount(mnt, ch);
+    fuse_chan_destroy(ch);
+    fuse_unmount(mnt, ft->kernel_ch);
+    fuse_session_destroy(ft->kernel_se);
+    ft->kernel_ch = NULL;
+    ft->kernel_se = NULL;
     napi_throw_error(env, "fuse failed", "fuse failed");
     return NULL;
   }
@@ -1133,6 +1498,15 @@ NAPI_METHOD(fuse_native_mount) {
   ft->mounted++;
 
   int err = uv_async_init(uv_default_loop(), &(ft->async), (uv_async_cb) fuse_native_async_init);
+
+  // REPLICAFS (change 16): unref'd, like the op handles: it must not keep the loop alive.
+  if (err >= 0) {
+    err = uv_async_init(uv_default_loop(), &(ft->end_async), (uv_async_cb) replicafs_session_end);
+    if (err >= 0) {
+      ft->end_async.data = ft;
+      uv_unref((uv_handle_t *) &(ft->end_async));
+    }
+  }
 
   if (fuse == NULL || err < 0) {
     napi_throw_error(env, "fuse failed", "fuse failed");
@@ -1217,6 +1591,8 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_signal_mkdir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_rmdir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_fallocate)
+  // REPLICAFS (change 15)
+  NAPI_EXPORT_FUNCTION(fuse_native_signal_getattr_node)
   // REPLICAFS (change 10)
   NAPI_EXPORT_FUNCTION(fuse_native_context)
 
@@ -1256,4 +1632,6 @@ NAPI_INIT() {
   NAPI_EXPORT_UINT32(op_mkdir)
   NAPI_EXPORT_UINT32(op_rmdir)
   NAPI_EXPORT_UINT32(op_fallocate)
+  NAPI_EXPORT_UINT32(op_getattr_node)
+  NAPI_EXPORT_UINT32(op_session_end)
 }

@@ -30,6 +30,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
 import Module = require('module');
+import { patchFuseNative, type FuseBridge } from './fuse-handlers';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -85,6 +86,10 @@ export interface SysAddon {
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */
   dlopenGlobal(path: string): void;
   umount2(path: string, flags: number): void;
+  /** mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | flags): sets the mount's per-mount flags to exactly `flags`. */
+  remountBind(path: string, flags: number): void;
+  /** CLOCK_REALTIME_COARSE as [seconds, nanoseconds]: the clock inode times are stamped from. */
+  clockRealtimeCoarse(): [number, number];
   /**
    * name_to_handle_at(path, 0): the file handle of the inode `path` names (not
    * following a final symlink), as struct file_handle laid out by the kernel: u32 handle_bytes,
@@ -115,6 +120,14 @@ export interface SysAddon {
   readonly FALLOC_FL_ZERO_RANGE: number;
   readonly MNT_FORCE: number;
   readonly MNT_DETACH: number;
+  readonly MS_RDONLY: number;
+  readonly MS_NOSUID: number;
+  readonly MS_NODEV: number;
+  readonly MS_NOEXEC: number;
+  readonly MS_NOATIME: number;
+  readonly MS_NODIRATIME: number;
+  readonly MS_RELATIME: number;
+  readonly MS_STRICTATIME: number;
   readonly O_PATH: number;
 }
 
@@ -172,6 +185,12 @@ export interface FuseOperations {
    * maps to EOPNOTSUPP and remembers for the connection).
    */
   fallocate?(path: string, mode: number, offset: number, length: number, fd: number, cb: FuseCb): void;
+  /**
+   * The attributes of the node `nodeid` (callerContext().nodeid of an earlier op), asked only when
+   * libfuse has no path for it: a directory held open after it was removed or renamed over
+   * (added by loadFuse(), fuse_bridge.c change 15). cb(-ENOENT) when it is not known.
+   */
+  getattrNode?(nodeid: number, cb: FuseCb<[FuseStat?]>): void;
   [op: string]: ((...args: never[]) => void) | undefined;
 }
 
@@ -191,6 +210,12 @@ export interface FuseInstance {
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
   errno(code: string): number;
+  /**
+   * Called once on the event loop when the FUSE session has ended: the kernel ended the
+   * connection because the mount is gone, by anyone's unmount, ours included (fuse_bridge.c
+   * change 16).
+   */
+  onSessionEnd?: () => void;
 }
 
 export interface FuseNativeModule {
@@ -203,11 +228,7 @@ export interface FuseNativeModule {
 // ---------------------------------------------------------------------------
 // Constants
 
-/** fuse-native's default op timeout (ms) and the errno it reports on expiry (Linux). */
-const FUSE_DEFAULT_TIMEOUT_MS = 15 * 1000;
-const FUSE_TIMEOUT_ERRNO = -110; // -ETIMEDOUT
-/** Op number of fallocate in our bridge (fuse_bridge.c change 9); fuse-native's ops are 0..33. */
-export const FUSE_OP_FALLOCATE = 35;
+export { FUSE_OP_FALLOCATE, FUSE_OP_GETATTR_NODE, FUSE_OP_SESSION_END, statArray } from './fuse-handlers';
 
 /** Sentinel mtime/atime (µs) passed to ops.utimens for UTIME_NOW: 2^53-1. */
 export const UTIME_NOW_US = Number.MAX_SAFE_INTEGER; // 0x001FFFFF_FFFFFFFF
@@ -400,12 +421,15 @@ export function libfuseCandidates(): string[] {
 
 let fuseModule: FuseNativeModule | undefined;
 
+/** Mount points unmountFuse(..., { detach: false }) is closing: the patched Fuse.unmount leaves them alone. */
+const notDetached = new Set<string>();
+
 /**
  * dlopen libfuse (RTLD_GLOBAL), load the patched bridge, inject it into
  * require.cache where fuse-native's `require('node-gyp-build')(__dirname)`
  * will look, require fuse-native, patch its static `Fuse.unmount` to use
- * umount2(MNT_DETACH) (there is no fusermount), and add the fallocate op
- * (ops.fallocate, see patchFallocate). Idempotent.
+ * umount2(MNT_DETACH) (there is no fusermount), and replace or add the
+ * handlers we own (src/native/fuse-handlers.ts). Idempotent.
  */
 export function loadFuse(): FuseNativeModule {
   if (fuseModule !== undefined) return fuseModule;
@@ -482,18 +506,19 @@ export function loadFuse(): FuseNativeModule {
   (Fuse as { unmount: FuseNativeModule['unmount'] }).unmount = (mnt, cb) => {
     let err: Error | null = null;
     try {
-      detach(mnt);
+      if (!notDetached.has(path.resolve(mnt))) detach(mnt);
     } catch (e) {
       err = e instanceof Error ? e : new Error(String(e));
     }
     process.nextTick(cb, err);
   };
 
-  // 6. fallocate (fuse_bridge.c change 9), which fuse-native's JS knows nothing about.
-  patchFallocate(Fuse, bridge as FuseBridge);
+  // 6. The handlers we own (src/native/fuse-handlers.ts): the bridge's ops 35-37 (fallocate,
+  //    getattr of an unnamed node, session end) and the buffer-filling xattr handlers.
+  patchFuseNative(Fuse as unknown as { prototype: object }, bridge as FuseBridge);
 
   // 7. Caller context (fuse_bridge.c change 10), for callerContext().
-  const contextFn = (bridge as FuseBridge).fuse_native_context;
+  const contextFn = (bridge as { fuse_native_context?: () => CallerContext | null }).fuse_native_context;
   if (typeof contextFn !== 'function') {
     throw new Error('replicafs fuse bridge has no fuse_native_context (caller uid/gid/pid); rebuild it with npm run prebuild-native');
   }
@@ -501,13 +526,6 @@ export function loadFuse(): FuseNativeModule {
 
   fuseModule = Fuse;
   return Fuse;
-}
-
-/** The parts of our bridge's exports that loadFuse/patchFallocate/callerContext use. */
-interface FuseBridge {
-  op_fallocate?: number;
-  fuse_native_signal_fallocate?: (nativeHandler: unknown, res: number) => void;
-  fuse_native_context?: () => CallerContext | null;
 }
 
 /** Credentials of the process that issued a FUSE request (from libfuse's fuse_get_context()). */
@@ -522,6 +540,12 @@ export interface CallerContext {
    * namespace; 0 if not visible there.
    */
   pid: number;
+  /**
+   * libfuse's node id of the request (fuse_bridge.c change 13): the node the op is on (getattr,
+   * open, opendir, ...) or, for ops that name a new entry (create, mkdir, ...), its parent.
+   * What `getattrNode` is later asked about.
+   */
+  nodeid: number;
 }
 
 let bridgeContextFn: (() => CallerContext | null) | undefined;
@@ -555,96 +579,6 @@ let bridgeContextFn: (() => CallerContext | null) | undefined;
 export function callerContext(): CallerContext | null {
   if (bridgeContextFn === undefined) return null;
   return bridgeContextFn();
-}
-
-/** The private fuse-native instance members that patchFallocate touches. */
-interface FuseNativeInternals {
-  ops?: FuseOperations | null;
-  timeout: number | Record<string, number | false | undefined>;
-  _getImplementedArray(): Uint32Array;
-  _makeHandlerArray(): unknown[];
-}
-
-const FALLOCATE_PATCHED = Symbol.for('replicafs.fuse.fallocate');
-
-/**
- * Teach fuse-native's class about op 35 (fallocate), once, by wrapping two
- * private prototype methods:
- *  - _getImplementedArray (called in _open): a 36-entry Uint32Array, index 35
- *    set when ops.fallocate exists; the bridge sets ops.fallocate from it.
- *  - _makeHandlerArray (called in the constructor, after this.ops and
- *    this.timeout are set): appends the handler for index 35, which follows
- *    fuse-native's makeHandler protocol: called as (nativeHandler, opCode,
- *    path, mode, offsetLow, offsetHigh, lengthLow, lengthHigh, fh), replies
- *    with process.nextTick(binding.fuse_native_signal_fallocate, nativeHandler,
- *    err), and applies the same timeout rules (opts.timeout number, false, or
- *    per-op object with `default`).
- */
-function patchFallocate(Fuse: FuseNativeModule, bridge: FuseBridge): void {
-  const signalFn = bridge.fuse_native_signal_fallocate;
-  if (bridge.op_fallocate !== FUSE_OP_FALLOCATE || typeof signalFn !== 'function') {
-    throw new Error(`replicafs fuse bridge has no fallocate op (op_fallocate=${String(bridge.op_fallocate)}); rebuild it with npm run prebuild-native`);
-  }
-  const proto = (Fuse as unknown as { prototype: FuseNativeInternals & { [FALLOCATE_PATCHED]?: true } }).prototype;
-  if (proto[FALLOCATE_PATCHED]) return;
-  const origImplemented = proto._getImplementedArray;
-  const origHandlers = proto._makeHandlerArray;
-  if (typeof origImplemented !== 'function' || typeof origHandlers !== 'function') {
-    throw new Error('cannot add fallocate to fuse-native: _getImplementedArray/_makeHandlerArray not found (fuse-native version changed?)');
-  }
-  const op = FUSE_OP_FALLOCATE;
-
-  proto._getImplementedArray = function (this: FuseNativeInternals): Uint32Array {
-    const base = origImplemented.call(this);
-    const out = new Uint32Array(Math.max(base.length, op + 1));
-    out.set(base);
-    out[op] = typeof this.ops?.fallocate === 'function' ? 1 : 0;
-    return out;
-  };
-
-  proto._makeHandlerArray = function (this: FuseNativeInternals): unknown[] {
-    const handlers = origHandlers.call(this);
-    const self = this;
-    // Same resolution as fuse-native's makeHandler.
-    let to: number | false | undefined;
-    const t = self.timeout;
-    if (typeof t === 'object' && t) {
-      const def = t.default || FUSE_DEFAULT_TIMEOUT_MS;
-      to = t.fallocate;
-      if (!to && to !== false) to = def;
-    } else {
-      to = t;
-    }
-    handlers[op] = function fallocateHandler(
-      nativeHandler: unknown,
-      _opCode: number,
-      p: string,
-      mode: number,
-      offsetLow: number,
-      offsetHigh: number,
-      lengthLow: number,
-      lengthHigh: number,
-      fh: number,
-    ): void {
-      let done = false;
-      let timer: NodeJS.Timeout | undefined;
-      const reply = (err: unknown): void => {
-        if (done) return;
-        done = true;
-        if (timer !== undefined) clearTimeout(timer);
-        // The bridge reads an int32; anything else would throw in nextTick and hang the FUSE thread.
-        const res = err === undefined || err === null ? 0 : Number.isInteger(err) ? (err as number) | 0 : err ? -5 : 0;
-        process.nextTick(signalFn, nativeHandler, res);
-      };
-      if (to) timer = setTimeout(reply, to, FUSE_TIMEOUT_ERRNO);
-      const fn = self.ops?.fallocate;
-      if (typeof fn !== 'function') return reply(-38); // -ENOSYS; not reached: the bridge only registers it when implemented
-      fn.call(self.ops, p, mode, offsetLow + offsetHigh * 4294967296, lengthLow + lengthHigh * 4294967296, fh, reply);
-    };
-    return handlers;
-  };
-
-  Object.defineProperty(proto, FALLOCATE_PATCHED, { value: true });
 }
 
 function safeRealpath(p: string): string {
@@ -699,19 +633,31 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  *  3. Best effort: wait up to 2 s for the FUSE thread to close its /dev/fuse fd.
  * Safe to call in a finally (not mounted / never opened is fine). Never do
  * synchronous fs calls on a mount from the process serving it.
+ *
+ * `detach: false` skips both umount2 calls: for a session that has already
+ * ended (fuse.onSessionEnd), whose mount point may hold another mount by now.
  */
-export async function unmountFuse(fuse: FuseInstance, mnt: string, timeoutMs = 5000): Promise<void> {
+export async function unmountFuse(fuse: FuseInstance, mnt: string, opts: { detach?: boolean; timeoutMs?: number } = {}): Promise<void> {
+  const timeoutMs = opts.timeoutMs ?? 5000;
   const before = countDevFuseFds();
-  detach(mnt);
-  if (path.resolve(fuse.mnt) !== path.resolve(mnt)) detach(fuse.mnt);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`unmount of ${mnt} timed out after ${timeoutMs} ms waiting for fuse-native to close`)), timeoutMs);
-    fuse.unmount((err) => {
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve();
+  const keep = opts.detach === false ? [path.resolve(mnt), path.resolve(fuse.mnt)] : [];
+  if (keep.length === 0) {
+    detach(mnt);
+    if (path.resolve(fuse.mnt) !== path.resolve(mnt)) detach(fuse.mnt);
+  }
+  for (const k of keep) notDetached.add(k);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`unmount of ${mnt} timed out after ${timeoutMs} ms waiting for fuse-native to close`)), timeoutMs);
+      fuse.unmount((err) => {
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve();
+      });
     });
-  });
+  } finally {
+    for (const k of keep) notDetached.delete(k);
+  }
   if (before > 0) {
     const deadline = Date.now() + 2000;
     while (countDevFuseFds() >= before && Date.now() < deadline) await sleep(10);

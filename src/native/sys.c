@@ -36,6 +36,7 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
@@ -860,6 +861,46 @@ static napi_value m_umount2(napi_env env, napi_callback_info info) {
   return ret;
 }
 
+/*
+ * remountBind(path, flags): mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | flags, NULL), which
+ * sets the per-mount flags of the mount at `path` (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC and
+ * the atime flags) to exactly `flags`, leaving the filesystem alone. For the mount options
+ * libfuse 2 does not know (strictatime, nodiratime).
+ */
+static napi_value m_remountBind(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 2) < 0) return NULL;
+  int32_t flags = 0;
+  if (get_i32(env, a.argv[1], "flags", &flags) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  napi_value ret = NULL;
+  if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | (unsigned long) (uint32_t) flags, NULL) < 0) throw_errno(env, errno, "mount", path);
+  else ret = undef(env);
+  free(path);
+  return ret;
+}
+
+/* ---------- clock ---------- */
+
+/*
+ * clockRealtimeCoarse(): [seconds, nanoseconds] of CLOCK_REALTIME_COARSE, the clock the kernel
+ * stamps inode times from. A time taken from it before a change is never later than the ctime
+ * the change gets, so a record's mtime never passes its file's ctime.
+ */
+static napi_value m_clockRealtimeCoarse(napi_env env, napi_callback_info info) {
+  (void) info;
+  struct timespec ts;
+  if (clock_gettime(CLOCK_REALTIME_COARSE, &ts) < 0) return throw_errno(env, errno, "clock_gettime", NULL);
+  napi_value arr, v;
+  napi_create_array_with_length(env, 2, &arr);
+  napi_create_int64(env, (int64_t) ts.tv_sec, &v);
+  napi_set_element(env, arr, 0, v);
+  napi_create_int64(env, (int64_t) ts.tv_nsec, &v);
+  napi_set_element(env, arr, 1, v);
+  return arr;
+}
+
 /* ---------- file handles, readdir with inode numbers (snapshots) ---------- */
 
 /*
@@ -1080,6 +1121,8 @@ static napi_value init(napi_env env, napi_value exports) {
 #endif
   export_fn(env, exports, "dlopenGlobal", m_dlopenGlobal);
   export_fn(env, exports, "umount2", m_umount2);
+  export_fn(env, exports, "remountBind", m_remountBind);
+  export_fn(env, exports, "clockRealtimeCoarse", m_clockRealtimeCoarse);
   export_fn(env, exports, "nameToHandle", m_nameToHandle);
   export_fn(env, exports, "openByHandle", m_openByHandle);
   export_fn(env, exports, "readdirEntries", m_readdirEntries);
@@ -1095,6 +1138,14 @@ static napi_value init(napi_env env, napi_value exports) {
   export_int(env, exports, "FALLOC_FL_ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
   export_int(env, exports, "MNT_FORCE", MNT_FORCE);
   export_int(env, exports, "MNT_DETACH", MNT_DETACH);
+  export_int(env, exports, "MS_RDONLY", MS_RDONLY);
+  export_int(env, exports, "MS_NOSUID", MS_NOSUID);
+  export_int(env, exports, "MS_NODEV", MS_NODEV);
+  export_int(env, exports, "MS_NOEXEC", MS_NOEXEC);
+  export_int(env, exports, "MS_NOATIME", MS_NOATIME);
+  export_int(env, exports, "MS_NODIRATIME", MS_NODIRATIME);
+  export_int(env, exports, "MS_RELATIME", MS_RELATIME);
+  export_int(env, exports, "MS_STRICTATIME", MS_STRICTATIME);
   export_int(env, exports, "O_PATH", O_PATH);
   return exports;
 }
