@@ -16,6 +16,7 @@ import { Srl } from './srl'
 import { PrimaryRvg } from './rvg/primary'
 import { SecondaryRvg } from './rvg/secondary'
 import { FuseAdapter, type AdapterRvg } from './fuse/adapter'
+import type { MountOptions } from './fuse/mount-options'
 import { RlinkSet, type SynchronousMode } from './rlink/sender'
 import { RlinkReceiver } from './rlink/receiver'
 import { readSecret, type Address } from './rlink/common'
@@ -46,6 +47,8 @@ export interface PrimaryConfig {
   rds: string
   /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
   taskDir?: string
+  /** `-o` mount options, checked (src/fuse/mount-options.ts). */
+  mountOptions?: MountOptions
 }
 
 export interface SecondaryConfig {
@@ -60,6 +63,8 @@ export interface SecondaryConfig {
   ibcUnregisteredTimeoutS?: number
   /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
   taskDir?: string
+  /** `-o` mount options, checked (src/fuse/mount-options.ts). */
+  mountOptions?: MountOptions
 }
 
 export type Logger = (line: string) => void
@@ -241,6 +246,23 @@ function stopper (release: () => Promise<void>, log: Logger, what: string): Runn
   return { stopped, stop }
 }
 
+/**
+ * A plain `umount MOUNT` (or anyone's) ends the FUSE session under the daemon: it then stops as
+ * `replicafs stop` would (finish the SRL work, checkpoint, release the locks, exit 0). `onGone`
+ * goes to the adapter before the daemon can stop; `arm` connects it once it can.
+ */
+function mountWatch (mount: string, log: Logger): { onGone: () => void, arm: (stop: RunningDaemon['stop']) => void } {
+  let stopNow: (() => void) | null = null
+  let gone = false
+  return {
+    onGone: () => { gone = true; stopNow?.() },
+    arm: (stop) => {
+      stopNow = () => { log(`the mount ${mount} was unmounted; stopping as replicafs stop would`); stop(0).catch(() => {}) }
+      if (gone) stopNow()
+    }
+  }
+}
+
 /** The control command every role answers alike: stop, after the reply is sent. */
 function stopCommand (stop: RunningDaemon['stop']): { stopping: true } {
   setImmediate(() => { stop(0).catch(() => {}) })
@@ -261,6 +283,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   let ibc: IbcPrimary | null = null
   let snaps: SnapshotSet | null = null
   const secret = cfg.secondaries.length > 0 ? readSecret(cfg.secretFile!) : null
+  const watch = mountWatch(mount, log)
 
   /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
   const release = (): Promise<void> => runSteps([
@@ -303,7 +326,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
       }
     }
 
-    adapter = new FuseAdapter(rvg, mount)
+    adapter = new FuseAdapter(rvg, mount, { mountOptions: cfg.mountOptions, onGone: watch.onGone })
     if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
     await adapter.mount()
     // Children (ibc run scripts, sync -f) must not inherit /dev/fuse: a script outliving a killed
@@ -315,6 +338,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   }
 
   const { stopped, stop } = stopper(release, log, 'unmounting, applying and checkpointing the SRL')
+  watch.arm(stop)
   const live = rvg
   live.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
   if (rlinks !== null) rlinks.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
@@ -400,6 +424,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   let receiver: RlinkReceiver | null = null
   let ibc: IbcSecondary | null = null
   let snaps: SnapshotSet | null = null
+  const watch = mountWatch(mount, log)
 
   const release = (): Promise<void> => runSteps([
     ['RLINK listener', async () => { await receiver?.close() }],
@@ -451,7 +476,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       mutate: () => Promise.reject(Object.assign(new Error('read-only Secondary'), { code: 'EROFS' })),
       sync: () => Promise.resolve()
     }
-    adapter = new FuseAdapter(view as unknown as PrimaryRvg, mount, true)
+    adapter = new FuseAdapter(view as unknown as PrimaryRvg, mount, { readOnly: true, mountOptions: cfg.mountOptions, onGone: watch.onGone })
     adapter.snapshots = snapshotSource(snaps)
     await adapter.mount()
     sys.cloexecFrom(3)
@@ -474,6 +499,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   }
 
   const { stopped, stop } = stopper(release, log, 'closing the RLINK, unmounting, applying and checkpointing the SRL')
+  watch.arm(stop)
   const live = rvg
   const rx = receiver
   const liveSrl = srl

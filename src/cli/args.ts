@@ -2,11 +2,13 @@
 import { parseArgs } from 'node:util'
 import { ReplError } from '../errors'
 
-export type FlagSpec = Record<string, { type: 'string' | 'boolean', multiple?: boolean, help: string, arg?: string }>
+export type FlagSpec = Record<string, { type: 'string' | 'boolean', multiple?: boolean, short?: string, help: string, arg?: string }>
 
 export function parse (command: string, argv: string[], flags: FlagSpec, positionals = 0): { values: Record<string, string | boolean | string[] | undefined>, positionals: string[] } {
-  const options: Record<string, { type: 'string' | 'boolean', multiple?: boolean }> = {}
-  for (const [name, spec] of Object.entries(flags)) options[name] = spec.multiple === true ? { type: spec.type, multiple: true } : { type: spec.type }
+  const options: Record<string, { type: 'string' | 'boolean', multiple?: boolean, short?: string }> = {}
+  for (const [name, spec] of Object.entries(flags)) {
+    options[name] = { type: spec.type, ...(spec.multiple === true ? { multiple: true } : {}), ...(spec.short !== undefined ? { short: spec.short } : {}) }
+  }
   try {
     const res = parseArgs({ args: argv, options, strict: true, allowPositionals: positionals > 0 })
     if (res.positionals.length > positionals) throw new ReplError('USAGE', `replicafs ${command}: unexpected argument ${res.positionals[positionals]}`)
@@ -38,7 +40,7 @@ export function parseSize (command: string, flag: string, text: string): number 
 
 export function helpText (usage: string, summary: string, flags: FlagSpec): string {
   const rows = Object.entries(flags).map(([name, f]) => {
-    const left = `  --${name}${f.type === 'string' ? ' ' + (f.arg ?? 'VALUE') : ''}`
+    const left = `  ${f.short !== undefined ? `-${f.short}, ` : ''}--${name}${f.type === 'string' ? ' ' + (f.arg ?? 'VALUE') : ''}`
     return left.padEnd(30) + f.help
   })
   return `usage: ${usage}\n\n${summary}\n\nflags:\n${rows.join('\n')}\n`

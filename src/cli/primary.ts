@@ -11,6 +11,7 @@ import { runPrimary, type Logger, type RunningDaemon } from '../daemon'
 import { parseAddress, formatAddress, readSecret } from '../rlink/common'
 import type { SynchronousMode } from '../rlink/sender'
 import { ReplError } from '../errors'
+import { parseMountOptions } from '../fuse/mount-options'
 import { SRL_BYTES_DEFAULT, SRL_BYTES_MIN, SRL_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES, DAEMON_READY_TIMEOUT_MS } from '../limits'
 
 export const RDS_DEFAULT = 'replicafs'
@@ -26,6 +27,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   synchronous: { type: 'string', arg: 'MODE', help: 'off (default): a write completes once in the SRL; override: also waits for the network ack of every connected Secondary; fail: as override, and fails writes with EIO while an RLINK is down' },
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
+  'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready' },
   help: { type: 'boolean', help: 'show this help' }
 }
@@ -34,15 +36,16 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   data: PRIMARY_FLAGS.data,
   mount: PRIMARY_FLAGS.mount,
   state: { type: 'string', arg: 'DIR', help: 'the state directory: control socket, daemon.log' },
+  'mount-options': PRIMARY_FLAGS['mount-options'],
   daemon: PRIMARY_FLAGS.daemon,
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--rds NAME]',
+export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--rds NAME]',
   'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
-export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mount DIR --state DIR [--daemon]',
+export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mount DIR --state DIR [--daemon] [-o OPT,...]',
   'A bare FUSE passthrough with no SRL: the same adapter as the Primary without the journal.\nIt exists as the benchmark baseline (bench/).',
   PASSTHROUGH_FLAGS)
 
@@ -88,12 +91,14 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   if (!['off', 'override', 'fail'].includes(synchronous)) throw new ReplError('USAGE', `replicafs ${command}: --synchronous must be off, override or fail (not ${String(values.synchronous)})`)
   if (synchronous !== 'off' && secondaries.length === 0) throw new ReplError('USAGE', `replicafs ${command}: --synchronous ${synchronous} needs at least one --secondary`)
   const rds = rdsOf(command, values)
+  const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
 
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => runPrimary({
     data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, rds,
-    taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined
-  }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)}`)
+    taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
+    mountOptions
+  }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`)
 }
 
 /** Runs a daemon in this process until it stops; reports ready to a detaching parent. */

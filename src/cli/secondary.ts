@@ -8,6 +8,7 @@ import { detach, runForeground, srlSizeOf, rdsOf, RDS_DEFAULT, PRIMARY_FLAGS } f
 import { runSecondary } from '../daemon'
 import { parseAddress, readSecret } from '../rlink/common'
 import { ReplError } from '../errors'
+import { parseMountOptions } from '../fuse/mount-options'
 
 export const SECONDARY_FLAGS: FlagSpec = {
   data: { type: 'string', arg: 'DIR', help: 'the replicated data directory (empty for a new Secondary; written only by replication)' },
@@ -18,12 +19,13 @@ export const SECONDARY_FLAGS: FlagSpec = {
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'srl-size': PRIMARY_FLAGS['srl-size'],
   'task-dir': PRIMARY_FLAGS['task-dir'],
+  'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (always ro; default nosuid,nodev,relatime)' },
   'ibc-hold': { type: 'string', arg: 'SECONDS', help: 'how long an IBC message for an application not registered here holds replication before it is discarded (default 600, as VVR)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready and listening' },
   help: { type: 'boolean', help: 'show this help' }
 }
 
-export const SECONDARY_HELP = helpText('replicafs secondary --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--daemon]',
+export const SECONDARY_HELP = helpText('replicafs secondary --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--daemon] [-o OPT,...]',
   'Receives the Primary\'s updates over the RLINK, logs them in its own SRL (network ack), applies\nthem strictly in order to --data (data ack) and shows the tree read-only at --mount.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   SECONDARY_FLAGS)
 
@@ -45,7 +47,8 @@ export async function secondaryCommand (argv: string[]): Promise<number> {
     ibcUnregisteredTimeoutS = Number(values['ibc-hold'])
   }
   const taskDir = typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined
+  const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], true)
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
-  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir }, log),
+  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir, mountOptions }, log),
     `${path.resolve(data)} mounted read-only at ${path.resolve(mount)}`)
 }

@@ -25,6 +25,7 @@
 import assert from 'node:assert'
 import { Packr } from 'msgpackr'
 import { crc32c } from './crc'
+import { sys } from '../native'
 import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX } from '../limits'
 import { ReplError } from '../errors'
 
@@ -196,9 +197,13 @@ export function decodeRecord (buf: Buffer): Record {
   return { type: h.type, seq: h.seq, meta, data }
 }
 
-/** Current time as a Timespec; the resulting timestamp a record carries. */
+/**
+ * Current time as a Timespec; the resulting timestamp a record carries. From CLOCK_REALTIME_COARSE,
+ * the clock the kernel stamps inode times from: taken before the change is applied, it is never
+ * later than the ctime the change gives the file, so mtime <= ctime, as on a local filesystem
+ * (usually equal, as there). It used to be Date.now()'s milliseconds plus sub-millisecond digits
+ * of the monotonic clock, which could put a file's mtime up to 1 ms after its ctime.
+ */
 export function nowTimespec (): Timespec {
-  const ms = Date.now()
-  const ns = process.hrtime.bigint() % 1000000n
-  return [Math.floor(ms / 1000), (ms % 1000) * 1e6 + Number(ns)]
+  return sys.clockRealtimeCoarse()
 }

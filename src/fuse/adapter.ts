@@ -23,6 +23,7 @@ import { constants as osc } from 'node:os'
 import { loadFuse, unmountFuse, sys, callerContext, UTIME_NOW_US, UTIME_OMIT_US, type FuseInstance, type FuseStat } from '../native'
 import type { PrimaryRvg } from '../rvg/primary'
 import { withSnapshots, type SnapshotSource } from './snapshots'
+import type { MountOptions } from './mount-options'
 
 /** What the adapter needs from an RVG: the Primary's, or the Secondary's read-only view. */
 export type AdapterRvg = Pick<PrimaryRvg, 'root' | 'barrier' | 'writesPending' | 'write' | 'mutate' | 'sync'>
@@ -58,10 +59,35 @@ function statOf (st: fs.BigIntStats): FuseStat {
   }
 }
 
-function timespecOf (us: number): Timespec | null {
+/** A time from the bridge (signed microseconds since the epoch, or a sentinel) as a record's Timespec. */
+export function timespecOf (us: number): Timespec | null {
   if (us === UTIME_OMIT_US) return null
   if (us === UTIME_NOW_US) return nowTimespec()
-  return [Math.floor(us / 1e6), (us % 1e6) * 1000]
+  const s = Math.floor(us / 1e6)
+  return [s, (us - s * 1e6) * 1000] // nanoseconds in [0, 1e9), also before 1970
+}
+
+/**
+ * A directory's entries with their inode numbers and types (d_ino, d_type), as getdents gives
+ * them: without these libfuse answers d_ino 0xffffffff and DT_UNKNOWN. `.` and `..` are the
+ * directory and its parent; at the mount's root `..` is the root itself, as on a filesystem's root.
+ */
+function listing (dir: string, isRoot: boolean): [string[], FuseStat[]] {
+  const raw = sys.readdirEntries(dir)
+  const names = ['.', '..']
+  const self = fs.lstatSync(dir)
+  const up = isRoot ? self : fs.lstatSync(dir + '/..')
+  const stats: FuseStat[] = [entryStat(self.mode, self.ino), entryStat(up.mode, up.ino)]
+  for (let i = 0; i < raw.length; i += 4) {
+    names.push(raw[i] as string)
+    stats.push(entryStat((raw[i + 2] as number) << 12, raw[i + 1] as number))
+  }
+  return [names, stats]
+}
+
+/** What libfuse takes from a directory entry's stat: the inode number, and the type bits of the mode. */
+function entryStat (mode: number, ino: number): FuseStat {
+  return { mode: mode & 0o170000, ino, atime: 0, mtime: 0, ctime: 0 }
 }
 
 type Cb = (err: number, ...rest: unknown[]) => void
@@ -82,24 +108,60 @@ function newOwner (root: string, p: string): { u: number, g: number } | Record<s
   return { u: who.uid, g }
 }
 
+export interface AdapterOptions {
+  /** Serve the Secondary's mount (issue 3): every change answers EROFS. */
+  readOnly?: boolean
+  /** The mount options the user asked for (`-o`), already checked (src/fuse/mount-options.ts). */
+  mountOptions?: MountOptions
+  /**
+   * Called once when the mount went away without unmount() (a plain `umount MOUNT`): the kernel
+   * ended the FUSE session, so no op can arrive any more.
+   */
+  onGone?: () => void
+}
+
 export class FuseAdapter {
   private fuse: FuseInstance | null = null
-  private readonly handles = new Map<number, { fd: number, ino?: number }>()
+  /** Open files and directories: our descriptor in the data directory; a directory's libfuse node. */
+  private readonly handles = new Map<number, { fd: number, ino?: number, node?: number }>()
   private nextHandle = 1
+  private readonly readOnly: boolean
+  /** unmount() was called: the end of the session is ours. */
+  private unmounting = false
+  /** The kernel ended the FUSE session: the mount is gone (by our unmount or anyone's). */
+  private sessionEnded = false
 
-  /** `readOnly` serves the Secondary's mount (issue 3): every change answers EROFS. */
-  constructor (private readonly rvg: AdapterRvg, private readonly mnt: string, private readonly readOnly = false) {}
+  constructor (private readonly rvg: AdapterRvg, private readonly mnt: string, private readonly options: AdapterOptions = {}) {
+    this.readOnly = options.readOnly === true
+  }
 
   /** This host's snapshots, shown read-only under MOUNT/.snapshots/ (set by the daemon). */
   snapshots: SnapshotSource | null = null
 
   private full (p: string): string { return this.rvg.root + p }
 
-  private allocHandle (fd: number): number {
+  private allocHandle (fd: number, node?: number): number {
     // Handles are 32-bit in fuse-native; wrap around, skipping ones still open.
     do { this.nextHandle = (this.nextHandle % 0xfffffff0) + 1 } while (this.handles.has(this.nextHandle))
-    this.handles.set(this.nextHandle, { fd })
+    this.handles.set(this.nextHandle, node === undefined ? { fd } : { fd, node })
     return this.nextHandle
+  }
+
+  /**
+   * A directory is held open while a process has it open, with the libfuse node it was opened on:
+   * once it is removed or renamed over, libfuse has no path for that node any more, and its
+   * attributes come from this descriptor (getattrNode), as ext4 answers fstat() of it.
+   */
+  private opendir (p: string, cb: Cb): void {
+    const node = callerContext()?.nodeid
+    this.peek(cb, () => [this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW), node)])
+  }
+
+  private getattrNode (node: number, cb: Cb): void {
+    for (const h of this.handles.values()) {
+      if (h.node === node) { this.peek(cb, () => [statOf(fs.fstatSync(h.fd, { bigint: true }))]); return }
+    }
+    cb(-E.ENOENT)
   }
 
   /** Runs `fn` after the barrier (reads) and replies with its result or errno. */
@@ -138,14 +200,18 @@ export class FuseAdapter {
         const s = fs.statfsSync(this.rvg.root)
         return [{ bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, fsid: 0, flag: 0, namemax: 255 }]
       }),
-      readdir: (p: string, cb: Cb) => this.peek(cb, () => [['.', '..', ...fs.readdirSync(this.full(p))]]),
+      readdir: (p: string, cb: Cb) => this.peek(cb, () => listing(this.full(p), p === '/')),
       readlink: (p: string, cb: Cb) => this.peek(cb, () => [fs.readlinkSync(this.full(p))]),
       open: (p: string, flags: number, cb: Cb) => {
         if (this.readOnly && (flags & 3) !== fs.constants.O_RDONLY) { cb(-E.EROFS); return }
         this.peek(cb, () => [this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW))])
       },
-      opendir: (_p: string, _flags: number, cb: Cb) => cb(0, 0),
-      releasedir: (_p: string, _fd: number, cb: Cb) => cb(0),
+      opendir: (p: string, _flags: number, cb: Cb) => this.opendir(p, cb),
+      releasedir: (_p: string, fd: number, cb: Cb) => {
+        const h = this.handles.get(fd)
+        if (h) { this.handles.delete(fd); fs.close(h.fd, () => cb(0)) } else cb(0)
+      },
+      getattrNode: (node: number, cb: Cb) => this.getattrNode(node, cb),
       create: (p: string, mode: number, cb: Cb) => {
         if (this.readOnly) { cb(-E.EROFS); return }
         rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p), t: nowTimespec() })
@@ -233,7 +299,8 @@ export class FuseAdapter {
   /** Mounts; resolves once the kernel has the filesystem. */
   async mount (): Promise<void> {
     const Fuse = loadFuse()
-    const extra = this.readOnly ? READ_ONLY_MOUNT_OPTIONS : EXTRA_MOUNT_OPTIONS
+    const user = this.options.mountOptions
+    const extra = [this.readOnly ? READ_ONLY_MOUNT_OPTIONS : EXTRA_MOUNT_OPTIONS, ...(user?.libfuse ?? [])].join(',')
     class ReplicafsFuse extends (Fuse as unknown as new (...args: unknown[]) => { _fuseOptions(): string }) {
       override _fuseOptions (): string {
         const base = super._fuseOptions()
@@ -251,14 +318,30 @@ export class FuseAdapter {
       // data directory's disk, as on a local filesystem.
       timeout: false
     }) as unknown as FuseInstance
+    fuse.onSessionEnd = () => {
+      this.sessionEnded = true
+      if (!this.unmounting) this.options.onGone?.()
+    }
     await new Promise<void>((resolve, reject) => fuse.mount((err) => err ? reject(new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${err.message}`, { cause: err })) : resolve()))
     this.fuse = fuse
+    // Per-mount flags libfuse 2 cannot set (strictatime, nodiratime): all of them at once, now.
+    if (user?.remountFlags !== undefined) {
+      try {
+        sys.remountBind(this.mnt, user.remountFlags)
+      } catch (err) {
+        await this.unmount()
+        throw new ReplError('FUSE_UNAVAILABLE', `cannot set the mount options of ${this.mnt}: ${(err as Error).message}`, { cause: err })
+      }
+    }
   }
 
   async unmount (): Promise<void> {
     const fuse = this.fuse
     this.fuse = null
-    if (fuse) await unmountFuse(fuse, this.mnt)
+    this.unmounting = true
+    // After a plain `umount`, the mount point may hold someone else's mount by now: only a
+    // session that is still ours is detached.
+    if (fuse) await unmountFuse(fuse, this.mnt, { detach: !this.sessionEnded })
     for (const h of this.handles.values()) { try { fs.closeSync(h.fd) } catch {} }
     this.handles.clear()
   }

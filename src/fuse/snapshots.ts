@@ -39,6 +39,8 @@ const MUTATING: Record<string, number[]> = {
   rmdir: [0], unlink: [0], rename: [0, 1], link: [0, 1], symlink: [1], setxattr: [0], removexattr: [0], fallocate: [0]
 }
 
+function S_ISDIR (mode: number): boolean { return (mode & 0o170000) === 0o040000 }
+
 function isSnap (p: unknown): boolean {
   return typeof p === 'string' && (p === SNAPDIR || p.startsWith(SNAPDIR + '/'))
 }
@@ -112,6 +114,12 @@ export function withSnapshots (live: Record<string, Op>, source: () => SnapshotS
     const s = split(p)
     if (s !== null) s.view!.lstat(s.rest)
     return []
+  }))
+  // Views need no directory handle: they are read by path, between records.
+  route('opendir', (p: string, _flags: number, cb: Cb) => answer(cb, () => {
+    const s = split(p)
+    if (s !== null && !S_ISDIR(s.view!.lstat(s.rest).mode)) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' })
+    return [0]
   }))
   route('readdir', (p: string, cb: Cb) => answer(cb, () => {
     const s = split(p)

@@ -86,7 +86,12 @@ export function validateName (name: unknown): asserts name is string {
 
 export function idString (n: number): string { return String(n).padStart(8, '0') }
 
-export function tsOf (ns: bigint): Ts { return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)] }
+/** [seconds, nanoseconds] with nanoseconds in [0, 1e9), also before 1970 (seconds rounded down). */
+export function tsOf (ns: bigint): Ts {
+  let s = ns / 1_000_000_000n
+  if (ns % 1_000_000_000n < 0n) s -= 1n
+  return [Number(s), Number(ns - s * 1_000_000_000n)]
+}
 export function nsOf (t: Ts): bigint { return BigInt(t[0]) * 1_000_000_000n + BigInt(t[1]) }
 
 export function errnoError (code: string, message: string, path?: string): NodeJS.ErrnoException {
