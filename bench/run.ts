@@ -5,7 +5,7 @@
  *   raw      the data directory itself (no FUSE)
  *   bare     `replicafs passthrough`: the same FUSE adapter, no journal
  *   primary  `replicafs primary`: FUSE + SRL journal
- * Four workloads (see workloads.ts), each repeated --reps times (median
+ * The workloads (see workloads.ts), each repeated --reps times (median
  * reported); within a repetition the column order rotates, and every
  * (workload, repetition, column) gets fresh directories and a freshly
  * started daemon. See --help and docs/PERFORMANCE.md.

@@ -1,5 +1,5 @@
 /**
- * The four workloads. Each runs once against one target directory (the raw
+ * The workloads. Each runs once against one target directory (the raw
  * data directory, or a FUSE mount) and returns one or more samples. Every
  * sample's `value` is a throughput: higher is better, so a ratio > 1 means
  * "faster than the reference column".
@@ -232,6 +232,38 @@ export const WORKLOADS: Workload[] = [
     },
   },
 ]
+
+/**
+ * The cost of issue 18's hard-link mitigation: the same files stat'ed with one link (attributes
+ * cached by the kernel for 1 s through the mount) and with two (never cached, so no name shows
+ * another's stale mode). Reported without a target: raw and bare show what it costs.
+ */
+WORKLOADS.push({
+  name: 'linkstat',
+  title: (s) => `lstat ${s.files.toLocaleString('en-US')} files 3 times, with one link and then with two`,
+  metrics: [
+    { name: 'stat1', title: 'lstat, files with one link', unit: 'stats/s', target: null, hasSync: false },
+    { name: 'stat2', title: 'lstat, files with two links', unit: 'stats/s', target: null, hasSync: false },
+  ],
+  timeoutMs: 600_000,
+  async run(ctx) {
+    const tool = distBench(ctx.repo, 'stat-walk.js')
+    const root = path.join(ctx.target, 'links')
+    fs.mkdirSync(root)
+    const { files, filesPerDir } = ctx.sizes
+    const common = [root, String(files), String(filesPerDir)]
+    await runOk([process.execPath, tool, 'prep', ...common], { timeoutMs: this.timeoutMs })
+    const out: Sample[] = []
+    for (const nlink of [1, 2]) {
+      if (nlink === 2) await runOk([process.execPath, tool, 'link', ...common], { timeoutMs: this.timeoutMs })
+      await ctx.beforeTiming(PREWARM_SMALL_MIB)
+      const r = await runOk([process.execPath, tool, 'stat', ...common, '3', String(nlink)], { timeoutMs: this.timeoutMs })
+      const j = parseJson<{ stats: number; seconds: number; statsPerSec: number }>(r.stdout, 'stat-walk')
+      out.push({ metric: `stat${nlink}`, value: j.statsPerSec, seconds: j.seconds, amount: j.stats })
+    }
+    return out
+  },
+})
 
 /** Build the untar workload's tarball once per run, on the image (outside any timing). */
 export async function buildTarball(repo: string, outDir: string, quick: boolean): Promise<Tarball> {
