@@ -8,7 +8,7 @@ import * as fsp from 'fs/promises'
 import * as path from 'path'
 import { spawn } from 'child_process'
 import {
-  startPrimary, assertCleanSlate, restartPrimary, cleanupAll, timed, waitFor, withDeadline, cli, tmpdirs, primaryArgs,
+  startPrimary, assertCleanSlate, restartPrimary, cleanupAll, isolated, timed, waitFor, withDeadline, cli, tmpdirs, primaryArgs,
   fuseMountAt, isMounted, pidsWithArg, processAlive, status, daemonLog, type ExecResult, type Dirs, type Primary
 } from './helpers'
 
@@ -100,49 +100,41 @@ t('missing data dir, missing mount point, non-empty mount point', timed(60_000, 
   assert.equal(await fsp.readdir(dirs.mount), ['stray'], 'the non-empty mount point was not touched')
 }))
 
-t('a second daemon: mounted mount point, locked state dir, data dir in use', timed(180_000, async () => {
+t('a second daemon: mounted mount point, locked state dir, data dir in use', isolated(180_000, async () => {
   const a = await startPrimary()
-  try {
-    // A's data dir is empty, so its mount point looks empty: only "already mounted" can stop B
-    const b = await tmpdirs('cli-b')
-    const onMounted = { ...b, mount: a.mount }
-    assertOneLineError(await cli(primaryArgs(onMounted)), [a.mount], /mounted|busy|in use/i)
-    await assertLeftNothing(onMounted, false)
-    await assertServing(a, 'mounted')
+  // A's data dir is empty, so its mount point looks empty: only "already mounted" can stop B
+  const b = await tmpdirs('cli-b')
+  const onMounted = { ...b, mount: a.mount }
+  assertOneLineError(await cli(primaryArgs(onMounted)), [a.mount], /mounted|busy|in use/i)
+  await assertLeftNothing(onMounted, false)
+  await assertServing(a, 'mounted')
 
-    const sameState = { ...b, state: a.state }
-    assertOneLineError(await cli(primaryArgs(sameState)), [a.state], /lock|in use|another|running/i)
-    assert.not.ok(await isMounted(b.mount), `${b.mount} was left mounted`)
-    await assertServing(a, 'state')
+  const sameState = { ...b, state: a.state }
+  assertOneLineError(await cli(primaryArgs(sameState)), [a.state], /lock|in use|another|running/i)
+  assert.not.ok(await isMounted(b.mount), `${b.mount} was left mounted`)
+  await assertServing(a, 'state')
 
-    const sameData = { ...b, data: a.data }
-    assertOneLineError(await cli(primaryArgs(sameData)), [a.data], /lock|in use|another|serv/i)
-    await assertLeftNothing(sameData)
-    await assertServing(a, 'data')
+  const sameData = { ...b, data: a.data }
+  assertOneLineError(await cli(primaryArgs(sameData)), [a.data], /lock|in use|another|serv/i)
+  await assertLeftNothing(sameData)
+  await assertServing(a, 'data')
 
-    const st = await status(a.state)
-    assert.is(st.pid, a.pid, 'A is still the same daemon')
-    await a.stop()
-  } finally {
-    await cleanupAll()
-  }
+  const st = await status(a.state)
+  assert.is(st.pid, a.pid, 'A is still the same daemon')
+  await a.stop()
 }))
 
-t('SIGTERM to the daemon unmounts cleanly and ends it', timed(120_000, async () => {
+t('SIGTERM to the daemon unmounts cleanly and ends it', isolated(120_000, async () => {
   const p = await startPrimary()
-  try {
-    await fsp.writeFile(path.join(p.mount, 'f'), 'kept')
-    process.kill(p.pid, 'SIGTERM')
-    await waitFor(() => !processAlive(p.pid), { timeoutMs: 30_000, what: 'the daemon to exit on SIGTERM' })
-    assert.not.ok(await isMounted(p.mount), 'unmounted on SIGTERM')
-    assert.is((await fsp.readFile(path.join(p.data, 'f'))).toString(), 'kept')
-    assert.not.match(await daemonLog(p.state), /^\s+at /m, 'no stack trace in daemon.log')
-  } finally {
-    await cleanupAll()
-  }
+  await fsp.writeFile(path.join(p.mount, 'f'), 'kept')
+  process.kill(p.pid, 'SIGTERM')
+  await waitFor(() => !processAlive(p.pid), { timeoutMs: 30_000, what: 'the daemon to exit on SIGTERM' })
+  assert.not.ok(await isMounted(p.mount), 'unmounted on SIGTERM')
+  assert.is((await fsp.readFile(path.join(p.data, 'f'))).toString(), 'kept')
+  assert.not.match(await daemonLog(p.state), /^\s+at /m, 'no stack trace in daemon.log')
 }))
 
-t('foreground primary: ready mount, SIGINT unmounts and exits 0', timed(120_000, async () => {
+t('foreground primary: ready mount, SIGINT unmounts and exits 0', isolated(120_000, async () => {
   const dirs = await tmpdirs('fg')
   const args = primaryArgs(dirs).filter((a) => a !== '--daemon')
   const child = spawn(process.execPath, [path.join(__dirname, '..', '..', 'bin', 'replicafs'), ...args], { cwd: path.join(__dirname, '..', '..'), stdio: ['ignore', 'pipe', 'pipe'] })
@@ -161,41 +153,36 @@ t('foreground primary: ready mount, SIGINT unmounts and exits 0', timed(120_000,
     assert.is((await fsp.readFile(path.join(dirs.data, 'fg'))).toString(), 'fg')
   } finally {
     child.kill('SIGKILL')
-    await cleanupAll()
   }
 }))
 
-t('after kill -9, a restart on the same dirs cleans the stale mount and recovers', timed(180_000, async () => {
+t('after kill -9, a restart on the same dirs cleans the stale mount and recovers', isolated(180_000, async () => {
   const p = await startPrimary()
+  const payload = Buffer.alloc(300_000)
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff
+  const fh = await fsp.open(path.join(p.mount, 'durable.bin'), 'w')
   try {
-    const payload = Buffer.alloc(300_000)
-    for (let i = 0; i < payload.length; i++) payload[i] = (i * 7) & 0xff
-    const fh = await fsp.open(path.join(p.mount, 'durable.bin'), 'w')
-    try {
-      await fh.write(payload, 0, payload.length, 0)
-      await fh.sync()
-    } finally {
-      await fh.close()
-    }
-    await fsp.mkdir(path.join(p.mount, 'dir'))
-    await fsp.symlink('../durable.bin', path.join(p.mount, 'dir', 'link'))
-    await p.kill9()
-    assert.ok(await fuseMountAt(p.mount), 'kill -9 leaves a stale mount behind')
-
-    const p2 = await restartPrimary(p)
-    assert.ok(await fuseMountAt(p.mount), 'mounted again')
-    assert.ok((await fsp.readFile(path.join(p2.mount, 'durable.bin'))).equals(payload), 'fsynced file intact through the mount')
-    assert.is(await fsp.readlink(path.join(p2.mount, 'dir', 'link')), '../durable.bin')
-    await fsp.writeFile(path.join(p2.mount, 'new'), 'after restart')
-    assert.is((await fsp.readFile(path.join(p2.mount, 'new'))).toString(), 'after restart')
-    await p2.stop()
-    assert.ok((await fsp.readFile(path.join(p.data, 'durable.bin'))).equals(payload), 'fsynced file intact in the data dir')
-    assert.is((await fsp.readFile(path.join(p.data, 'new'))).toString(), 'after restart')
-    const mounts = (await fsp.readFile('/proc/mounts', 'utf8')).split('\n').filter((l) => l.includes(p.mount))
-    assert.equal(mounts, [], 'no stale mount entries remain')
+    await fh.write(payload, 0, payload.length, 0)
+    await fh.sync()
   } finally {
-    await cleanupAll()
+    await fh.close()
   }
+  await fsp.mkdir(path.join(p.mount, 'dir'))
+  await fsp.symlink('../durable.bin', path.join(p.mount, 'dir', 'link'))
+  await p.kill9()
+  assert.ok(await fuseMountAt(p.mount), 'kill -9 leaves a stale mount behind')
+
+  const p2 = await restartPrimary(p)
+  assert.ok(await fuseMountAt(p.mount), 'mounted again')
+  assert.ok((await fsp.readFile(path.join(p2.mount, 'durable.bin'))).equals(payload), 'fsynced file intact through the mount')
+  assert.is(await fsp.readlink(path.join(p2.mount, 'dir', 'link')), '../durable.bin')
+  await fsp.writeFile(path.join(p2.mount, 'new'), 'after restart')
+  assert.is((await fsp.readFile(path.join(p2.mount, 'new'))).toString(), 'after restart')
+  await p2.stop()
+  assert.ok((await fsp.readFile(path.join(p.data, 'durable.bin'))).equals(payload), 'fsynced file intact in the data dir')
+  assert.is((await fsp.readFile(path.join(p.data, 'new'))).toString(), 'after restart')
+  const mounts = (await fsp.readFile('/proc/mounts', 'utf8')).split('\n').filter((l) => l.includes(p.mount))
+  assert.equal(mounts, [], 'no stale mount entries remain')
 }))
 
 t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))

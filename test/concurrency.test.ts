@@ -61,9 +61,6 @@ t('many files written concurrently each hold exactly their own data', timed(180_
   await check(data, 'in the data directory after stop')
 }))
 
-t('leaves no FUSE mounts or daemons behind', timed(60_000, async () => {
-  await cleanupAll()
-  await assertCleanSlate()
-}))
+t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))
 
 t.run()

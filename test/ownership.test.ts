@@ -41,9 +41,6 @@ t('entries created by another user are owned by that user', timed(120_000, async
   await primary.stop()
 }))
 
-t('leaves no FUSE mounts or daemons behind', timed(60_000, async () => {
-  await cleanupAll()
-  await assertCleanSlate()
-}))
+t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))
 
 t.run()

@@ -15,17 +15,18 @@ import { Srl } from '../src/srl'
 import { PrimaryRvg } from '../src/rvg/primary'
 import { RecordType } from '../src/format/record'
 import { APPLY_BEFORE_REPLY_BYTES_MAX } from '../src/limits'
+import { timed, waitFor, cleanupAll, assertCleanSlate, registerTmpRoot, registerMount, installExitHandlers } from './helpers'
 
-const tmpDirs: string[] = []
-const mounts: string[] = []
+/** A temporary directory in the cleanup registry (the suite's /tmp/replicafs-e2e-* prefix). */
 function tmpDir (): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-writepath-'))
-  tmpDirs.push(dir)
+  installExitHandlers()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-e2e-writepath-'))
+  registerTmpRoot(dir)
   return dir
 }
-test.after(() => {
-  for (const m of mounts) { try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }) } catch {} }
-  for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true })
+test.after(async () => {
+  const forced = await cleanupAll()
+  if (forced.length > 0) console.error(`write-path.test: cleanup had to force: ${forced.join('; ')}`)
 })
 
 async function open (dir: string): Promise<PrimaryRvg> {
@@ -45,7 +46,7 @@ async function withLinkedPair (): Promise<{ dir: string, rvg: PrimaryRvg }> {
   return { dir, rvg }
 }
 
-test('an answered write is pending on its inode, under every name, until applied', async () => {
+test('an answered write is pending on its inode, under every name, until applied', timed(60_000, async () => {
   const { dir, rvg } = await withLinkedPair()
   try {
     await rvg.mutate(RecordType.CREATE, { p: '/other', m: 0o644, t: [1700000002, 0] })
@@ -65,9 +66,9 @@ test('an answered write is pending on its inode, under every name, until applied
   } finally {
     await rvg.close()
   }
-})
+}))
 
-test('writes land in log order, also through two names of one inode and across batches', async () => {
+test('writes land in log order, also through two names of one inode and across batches', timed(60_000, async () => {
   const { dir, rvg } = await withLinkedPair()
   try {
     // Far more than one batch (1 MiB) and than the queue (4 MiB): writers wait for room.
@@ -92,9 +93,9 @@ test('writes land in log order, also through two names of one inode and across b
   } finally {
     await rvg.close()
   }
-})
+}))
 
-test('a small write with nothing queued ahead is applied before its reply; behind a queued write it waits its turn', async () => {
+test('a small write with nothing queued ahead is applied before its reply; behind a queued write it waits its turn', timed(60_000, async () => {
   const { dir, rvg } = await withLinkedPair()
   try {
     const ino = fs.statSync(path.join(dir, 'data', 'a')).ino
@@ -118,7 +119,7 @@ test('a small write with nothing queued ahead is applied before its reply; behin
   } finally {
     await rvg.close()
   }
-})
+}))
 
 /** Rejects if `p` has not settled within `ms` (a deadline for a liveness condition, not a timing). */
 function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -127,7 +128,7 @@ function within<T> (p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer))
 }
 
-test('a steady writer holds up neither a barrier nor another change', async () => {
+test('a steady writer holds up neither a barrier nor another change', timed(60_000, async () => {
   const dir = tmpDir()
   fs.mkdirSync(path.join(dir, 'data'))
   const rvg = await open(dir)
@@ -140,27 +141,26 @@ test('a steady writer holds up neither a barrier nor another change', async () =
     // Answered before applied, each write is followed at once by the next: the in-flight list
     // only empties when the writer stops.
     writer = (async () => { while (!stop) await rvg.write('/a', chunk, (writes++ % 256) * chunk.length) })()
-    while (writes < 100) await new Promise((resolve) => setImmediate(resolve))
+    await waitFor(() => writes >= 100, { timeoutMs: 30_000, what: '100 writes from the steady writer', intervalMs: 1 })
     const before = writes
     await within(rvg.barrier(), 30_000, 'barrier() during a steady writer')
     await within(rvg.mutate(RecordType.MKDIR, { p: '/d', m: 0o755, t: [1700000001, 0] }), 30_000, 'mkdir during a steady writer')
     assert.ok(fs.statSync(path.join(dir, 'data', 'd')).isDirectory())
-    while (writes < before + 100) await new Promise((resolve) => setImmediate(resolve))
-    assert.ok(writes >= before + 100, 'the writer went on after the mkdir')
+    await waitFor(() => writes >= before + 100, { timeoutMs: 30_000, what: 'the writer to go on after the mkdir', intervalMs: 1 })
   } finally {
     stop = true
     await writer
     await rvg.close()
   }
-})
+}))
 
-test('a write that cannot be applied makes the RVG fatal, stays in the SRL and is replayed at the next start', async () => {
+test('a write that cannot be applied makes the RVG fatal, stays in the SRL and is replayed at the next start', timed(60_000, async () => {
   const dir = tmpDir()
   const data = path.join(dir, 'data')
   fs.mkdirSync(data)
   // A 1 MiB data filesystem (tmpfs) under a log on another filesystem: the apply hits ENOSPC.
+  registerMount(data)
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', data])
-  mounts.push(data)
   let rvg = await open(dir)
   let fatal: Error | null = null
   rvg.onFatal = (err) => { fatal = err }
@@ -195,6 +195,9 @@ test('a write that cannot be applied makes the RVG fatal, stays in the SRL and i
   } finally {
     await rvg.close()
   }
-})
+  execFileSync('umount', [data])
+}))
+
+test('leaves no mounts behind', timed(60_000, assertCleanSlate))
 
 test.run()

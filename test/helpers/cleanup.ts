@@ -1,15 +1,16 @@
 /**
  * Cleanup registry. Everything a test creates (temp roots, mount points, daemons by state dir)
  * is registered here before it is created, so that:
- *  - `cleanupAll()` (called from each file's after hook and from test finally blocks) stops
- *    daemons, unmounts and removes temp dirs, and reports what it had to force;
+ *  - `cleanupAll()` (called from each file's after hook, after each `isolated()` test, and by the
+ *    last test of each file) stops daemons, unmounts and removes temp dirs, and reports what it
+ *    had to force; a test or file that needed forcing fails;
  *  - if the runner exits early (uvu -b calls process.exit(1), Ctrl-C), a synchronous exit
  *    handler still kill -9s our daemons and lazily unmounts our mount points.
  */
 import * as fs from 'fs'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
-import { exec, repoRoot } from './util'
+import { exec, repoRoot, timed } from './util'
 
 const tmpRoots = new Set<string>()
 const mountPoints = new Set<string>()
@@ -134,6 +135,27 @@ export async function cleanupAll (): Promise<string[]> {
     tmpRoots.delete(root)
   }
   return forced
+}
+
+/**
+ * A test that starts and stops its own daemons and mounts: `timed`, then cleanup of everything
+ * registered. A body that passed but left something cleanup had to force fails (it broke the rule
+ * that every test stops what it started); a body that failed keeps its own error, with what had to
+ * be forced appended. For files whose tests share a daemon across tests, use timed() and the
+ * file's last test (assertCleanSlate).
+ */
+export function isolated (ms: number, fn: () => Promise<void>): () => Promise<void> {
+  const body = timed(ms, fn)
+  return async () => {
+    let failure: unknown = null
+    try { await body() } catch (err) { failure = err }
+    const forced = await cleanupAll()
+    if (failure !== null) {
+      if (forced.length > 0 && failure instanceof Error) failure.message += `\n(cleanup then had to force: ${forced.join('; ')})`
+      throw failure
+    }
+    if (forced.length > 0) throw new Error(`the test passed but left things running; cleanup had to force: ${forced.join('; ')}`)
+  }
 }
 
 /** Throws if any mount of ours under a registered or given root is still there. */

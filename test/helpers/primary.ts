@@ -4,7 +4,7 @@
 import * as fsp from 'fs/promises'
 import * as os from 'os'
 import * as path from 'path'
-import { exec, execOk, describeFailure, repoRoot, waitFor, type ExecOptions, type ExecResult } from './util'
+import { exec, execOk, describeFailure, repoRoot, waitFor, assertLive, type ExecOptions, type ExecResult } from './util'
 import {
   registerTmpRoot, registerMount, registerState, installExitHandlers, fuseMountAt, isMounted,
   pidsWithArg, processAlive, processGone
@@ -21,6 +21,7 @@ export interface Dirs {
 
 /** Creates /tmp/replicafs-e2e-XXXX/{data,mnt} (state path inside, not created); registered for cleanup. */
 export async function tmpdirs (label = 'fs'): Promise<Dirs> {
+  assertLive(`tmpdirs ${label}`)
   installExitHandlers()
   const root = await fsp.mkdtemp(path.join(os.tmpdir(), `replicafs-e2e-${label}-`))
   registerTmpRoot(root)

@@ -3,9 +3,26 @@
  * timeouts, and child-process execution with timeouts. Nothing here sleeps in place of a
  * condition: every wait names what it waits for and fails with that name at its deadline.
  */
-import { spawn, type SpawnOptions } from 'child_process'
+import { spawn, type ChildProcess, type SpawnOptions } from 'child_process'
+import { AsyncLocalStorage } from 'async_hooks'
 import * as fs from 'fs'
 import * as path from 'path'
+
+/**
+ * One test body, as timed() runs it. When its deadline passes the scope is ended: the commands it
+ * is running are killed, and whatever the body does after that (it is not cancelled by the
+ * rejection) fails at its next exec, waitFor or tmpdirs instead of starting daemons after the
+ * cleanup. Continuations of the body keep their own scope (AsyncLocalStorage), so a late body
+ * never borrows the next test's.
+ */
+interface TestScope { deadlineMs: number, ended: boolean, children: Set<ChildProcess> }
+const scopes = new AsyncLocalStorage<TestScope>()
+
+/** Throws if the test body calling it has outlived its deadline. */
+export function assertLive (what: string): void {
+  const scope = scopes.getStore()
+  if (scope?.ended === true) throw new Error(`${what}: refused, the test body went on after its ${scope.deadlineMs} ms deadline`)
+}
 
 export interface WaitForOptions {
   /** Deadline for the whole wait. */
@@ -26,6 +43,7 @@ export async function waitFor<T> (fn: () => T | Promise<T>, opts: WaitForOptions
   let last: unknown
   let lastValue: unknown
   for (;;) {
+    assertLive(`waiting for ${opts.what}`)
     try {
       const v = await fn()
       if (v) return v as NonNullable<T>
@@ -46,15 +64,23 @@ export function errText (err: unknown): string {
   return String(err)
 }
 
-/** Wraps a test body so that it fails (instead of hanging the runner) after `ms`. */
+/**
+ * Wraps a test body so that it fails (instead of hanging the runner) after `ms`, and ends its
+ * scope then (see TestScope): the commands it runs are killed and it cannot start new ones.
+ */
 export function timed (ms: number, fn: () => Promise<void>): () => Promise<void> {
   return async () => {
+    const scope: TestScope = { deadlineMs: ms, ended: false, children: new Set() }
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`test timed out after ${ms} ms`)), ms)
+      timer = setTimeout(() => {
+        scope.ended = true
+        for (const child of scope.children) child.kill('SIGKILL')
+        reject(new Error(`test timed out after ${ms} ms`))
+      }, ms)
     })
     try {
-      await Promise.race([fn(), timeout])
+      await Promise.race([scopes.run(scope, fn), timeout])
     } finally {
       clearTimeout(timer)
     }
@@ -91,9 +117,13 @@ export interface ExecOptions {
 export function exec (cmd: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000
   const cmdline = [cmd, ...args].map((a) => (/[\s'"]/.test(a) ? JSON.stringify(a) : a)).join(' ')
+  const scope = scopes.getStore()
   return new Promise((resolve, reject) => {
+    assertLive(`cannot run ${cmdline}`)
     const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] }
     const child = spawn(cmd, args, spawnOpts)
+    scope?.children.add(child)
+    child.on('close', () => scope?.children.delete(child))
     const out: Buffer[] = []
     const err: Buffer[] = []
     let timedOut = false
