@@ -9,7 +9,7 @@ import * as fsp from 'fs/promises'
 import * as path from 'path'
 import { spawn } from 'child_process'
 import {
-  startPrimary, assertCleanSlate, restartPrimary, cleanupAll, timed, waitFor, helperScript, fuseMountAt, isMounted,
+  startPrimary, assertCleanSlate, restartPrimary, cleanupAll, isolated, timed, waitFor, helperScript, fuseMountAt, isMounted,
   chunkBytes, chunkFileName, srlDump, cli, primaryArgs, daemonLog, pidsWithArg, withDeadline, status, type Dirs
 } from './helpers'
 
@@ -77,7 +77,7 @@ async function checkPrefixes (dir: string): Promise<number[]> {
   return counts
 }
 
-t('kill -9 mid-workload, restart on the same dirs: fsynced data survives, files are ordered prefixes', timed(240_000, async () => {
+t('kill -9 mid-workload, restart on the same dirs: fsynced data survives, files are ordered prefixes', isolated(240_000, async () => {
   const p = await startPrimary()
   const dirs: Dirs = { root: p.root, data: p.data, mount: p.mount, state: p.state }
   const work = path.join(p.mount, 'w')
@@ -107,28 +107,24 @@ t('kill -9 mid-workload, restart on the same dirs: fsynced data survives, files 
   assert.is(statErr, 'ENOTCONN', 'the stale mount answers ENOTCONN')
 
   const p2 = await restartPrimary(dirs)
-  try {
-    assert.ok(await fuseMountAt(dirs.mount), 'mounted again')
-    const names = (await fsp.readdir(work)).sort()
-    assert.equal(names, Array.from({ length: NFILES }, (_, f) => chunkFileName(f)).sort())
-    const viaMount = await checkPrefixes(work)
-    await fsp.writeFile(path.join(p2.mount, 'after-restart'), 'alive')
-    await p2.quiesce()
-    await p2.stop()
-    const counts = await checkPrefixes(path.join(dirs.data, 'w'))
-    assert.equal(counts, viaMount, 'the data dir holds what the mount showed')
-    for (let f = 0; f < NFILES; f++) {
-      const durable = fsynced.get(f) ?? -1
-      assert.ok(counts[f] >= durable + 1, `${chunkFileName(f)}: chunks 0..${durable} were fsynced but only ${counts[f]} survived`)
-    }
-    // one writer issued chunks round-robin, so the survivors must be a prefix of that global order
-    const total = counts.reduce((a, b) => a + b, 0)
-    const want = Array.from({ length: NFILES }, (_, f) => Math.ceil(Math.max(0, total - f) / NFILES))
-    assert.equal(counts, want, `chunk counts ${JSON.stringify(counts)} are a prefix of the global write order`)
-    assert.is((await fsp.readFile(path.join(dirs.data, 'after-restart'))).toString(), 'alive')
-  } finally {
-    await cleanupAll()
+  assert.ok(await fuseMountAt(dirs.mount), 'mounted again')
+  const names = (await fsp.readdir(work)).sort()
+  assert.equal(names, Array.from({ length: NFILES }, (_, f) => chunkFileName(f)).sort())
+  const viaMount = await checkPrefixes(work)
+  await fsp.writeFile(path.join(p2.mount, 'after-restart'), 'alive')
+  await p2.quiesce()
+  await p2.stop()
+  const counts = await checkPrefixes(path.join(dirs.data, 'w'))
+  assert.equal(counts, viaMount, 'the data dir holds what the mount showed')
+  for (let f = 0; f < NFILES; f++) {
+    const durable = fsynced.get(f) ?? -1
+    assert.ok(counts[f] >= durable + 1, `${chunkFileName(f)}: chunks 0..${durable} were fsynced but only ${counts[f]} survived`)
   }
+  // one writer issued chunks round-robin, so the survivors must be a prefix of that global order
+  const total = counts.reduce((a, b) => a + b, 0)
+  const want = Array.from({ length: NFILES }, (_, f) => Math.ceil(Math.max(0, total - f) / NFILES))
+  assert.equal(counts, want, `chunk counts ${JSON.stringify(counts)} are a prefix of the global write order`)
+  assert.is((await fsp.readFile(path.join(dirs.data, 'after-restart'))).toString(), 'alive')
 }))
 
 /** The SRL ring file in a state dir (found by name, wherever the daemon keeps it). */
@@ -192,59 +188,45 @@ async function assertNothingLeft (dirs: Dirs): Promise<void> {
   await waitFor(() => pidsWithArg(dirs.state).length === 0, { timeoutMs: 20_000, what: 'no process to hold the state dir after a failed start' })
 }
 
-t('torn tail: a damaged last record is cut or refused by sequence number', timed(180_000, async () => {
-  try {
-    const { dirs, seqs } = await retainedLog()
-    const last = seqs[seqs.length - 1]
-    const ring = await findRing(dirs.state)
-    const rec = await locateRecord(ring, last)
-    // a torn append: the second half of the record never reached the disk
-    const half = Math.floor(rec.length / 2)
-    await corrupt(ring, rec.offset + half, Buffer.alloc(rec.length - half))
-    const r = await cli(primaryArgs(dirs, { retain: true }))
-    if (r.code === 0) {
-      const st = await status(dirs.state)
-      assert.is(st.srl.newestSeq, last - 1, `the torn record ${last} was cut from the tail`)
-      await fsp.writeFile(path.join(dirs.mount, 'next'), 'n')
-      const stop = await cli(['stop', '--state', dirs.state])
-      assert.is(stop.code, 0, stop.stderr)
-      const recs = await srlDump(dirs.state)
-      // writeFile journals CREATE then WRITE: the CREATE takes the cut record's sequence number.
-      const after = recs.find((rec) => rec.seq === last)
-      assert.ok(after, `a record with the cut sequence number ${last} exists`)
-      assert.is(after.type, 'CREATE', 'the next record reuses the cut sequence number')
-      assert.is(recs[recs.length - 1].seq, last + 1)
-    } else {
-      const line = r.stderr.trim()
-      assert.ok(line.includes(String(last)), `refusal names sequence ${last}: ${line}`)
-      assert.match(line, /sequence/i)
-      await assertNothingLeft(dirs)
-    }
-  } finally {
-    await cleanupAll()
-  }
+t('torn tail: a damaged last record is cut (FORMAT.md, "Recovery"), and its sequence number is reused', isolated(180_000, async () => {
+  const { dirs, seqs } = await retainedLog()
+  const last = seqs[seqs.length - 1]
+  const ring = await findRing(dirs.state)
+  const rec = await locateRecord(ring, last)
+  // a torn append: the second half of the record never reached the disk
+  const half = Math.floor(rec.length / 2)
+  await corrupt(ring, rec.offset + half, Buffer.alloc(rec.length - half))
+  const r = await cli(primaryArgs(dirs, { retain: true }))
+  assert.is(r.code, 0, `a torn tail ends the log; the start must not refuse it: ${r.stderr}`)
+  const st = await status(dirs.state)
+  assert.is(st.srl.newestSeq, last - 1, `the torn record ${last} was cut from the tail`)
+  await fsp.writeFile(path.join(dirs.mount, 'next'), 'n')
+  const stop = await cli(['stop', '--state', dirs.state])
+  assert.is(stop.code, 0, stop.stderr)
+  const recs = await srlDump(dirs.state)
+  // writeFile journals CREATE then WRITE: the CREATE takes the cut record's sequence number.
+  const after = recs.find((rec) => rec.seq === last)
+  assert.ok(after, `a record with the cut sequence number ${last} exists`)
+  assert.is(after.type, 'CREATE', 'the next record reuses the cut sequence number')
+  assert.is(recs[recs.length - 1].seq, last + 1)
 }))
 
-t('a damaged record in the middle of the SRL makes start fail, naming its sequence number', timed(180_000, async () => {
-  try {
-    const { dirs, seqs } = await retainedLog()
-    const victim = seqs[seqs.length - 4]
-    const ring = await findRing(dirs.state)
-    const rec = await locateRecord(ring, victim)
-    const at = rec.offset + 32 + rec.metaLength + 10 // inside the payload
-    const orig = (await fsp.readFile(ring)).subarray(at, at + 1)
-    await corrupt(ring, at, Buffer.from([orig[0] ^ 0xff]))
-    const r = await cli(primaryArgs(dirs, { retain: true }))
-    assert.is.not(r.code, 0, `start must refuse a log with a damaged record in the middle\n${r.stdout}${r.stderr}\n${await daemonLog(dirs.state)}`)
-    const line = r.stderr.trim()
-    assert.match(line, /sequence/i)
-    assert.ok(line.includes(String(victim)), `the message names sequence ${victim}: ${line}`)
-    assert.is(line.split('\n').length, 1, `one line: ${line}`)
-    assert.not.match(line, /^\s+at /m)
-    await assertNothingLeft(dirs)
-  } finally {
-    await cleanupAll()
-  }
+t('a damaged record in the middle of the SRL makes start fail, naming its sequence number', isolated(180_000, async () => {
+  const { dirs, seqs } = await retainedLog()
+  const victim = seqs[seqs.length - 4]
+  const ring = await findRing(dirs.state)
+  const rec = await locateRecord(ring, victim)
+  const at = rec.offset + 32 + rec.metaLength + 10 // inside the payload
+  const orig = (await fsp.readFile(ring)).subarray(at, at + 1)
+  await corrupt(ring, at, Buffer.from([orig[0] ^ 0xff]))
+  const r = await cli(primaryArgs(dirs, { retain: true }))
+  assert.is.not(r.code, 0, `start must refuse a log with a damaged record in the middle\n${r.stdout}${r.stderr}\n${await daemonLog(dirs.state)}`)
+  const line = r.stderr.trim()
+  assert.match(line, /sequence/i)
+  assert.ok(line.includes(String(victim)), `the message names sequence ${victim}: ${line}`)
+  assert.is(line.split('\n').length, 1, `one line: ${line}`)
+  assert.not.match(line, /^\s+at /m)
+  await assertNothingLeft(dirs)
 }))
 
 t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))

@@ -205,7 +205,7 @@ t('ibc run: every script once, in order, on its own host; onfreeze sees the Seco
     const fenv = readEnv(out, 'secondary', 'onfreeze')
     assert.is(fenv.REPLICAFS_IBC_ID, id, 'onfreeze gets the message id')
     assert.is(fenv.REPLICAFS_IBC_SEQ, String(seq), 'onfreeze gets its sequence number')
-    assert.ok('REPLICAFS_IBC_MESSAGE' in fenv, 'onfreeze gets the message')
+    assert.is(fenv.REPLICAFS_IBC_MESSAGE, `ibc run ${task}`, 'onfreeze gets the message the flow sent (README: "send (the message is `ibc run TASK`)")')
     assert.not.ok('REPLICAFS_IBC_ID' in readEnv(out, 'secondary', 'prefreeze'), 'only onfreeze gets the IBC variables')
 
     // onfreeze: the Secondary frozen exactly at the send, with later updates logged and waiting

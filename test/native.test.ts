@@ -7,10 +7,18 @@ import { execFile } from 'child_process';
 import { promisify } from 'util';
 import { crc32c as portableCrc32c } from '@node-rs/crc32';
 import { crc32c, crc32cAccelerated } from '../src/format/crc';
-import { sys, loadFuse, unmountFuse, callerContext, CallerContext, UTIME_NOW_US, UTIME_OMIT_US, FUSE_OP_FALLOCATE, isErrnoError, FuseCb, FuseStat, FuseInstance, FuseOperations } from '../src/native';
+import { sys, loadFuse, unmountFuse, callerContext, CallerContext, UTIME_NOW_US, UTIME_OMIT_US, isErrnoError, FuseCb, FuseStat, FuseInstance, FuseOperations } from '../src/native';
+import { timed, cleanupAll, assertCleanSlate, registerTmpRoot, registerMount, installExitHandlers } from './helpers';
 
 const execFileP = promisify(execFile);
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-native-'));
+installExitHandlers();
+/**
+ * This file's temporary root (the suite's /tmp/replicafs-e2e-* prefix); in-process mounts live
+ * under it. Registered for cleanup when this file's tests start: the runner loads every file
+ * before it runs any, and an earlier file's cleanup removes every registered root.
+ */
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-e2e-native-'));
+test.before(() => registerTmpRoot(tmp));
 
 function catchErr(fn: () => unknown): Error & { code?: string; errno?: number; syscall?: string; path?: string } {
   try {
@@ -34,24 +42,38 @@ function devFuseFds(): number {
   return n;
 }
 
-test.after(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
+test.after(async () => {
+  const forced = await cleanupAll();
+  if (forced.length > 0) console.error(`native.test: cleanup had to force: ${forced.join('; ')}`);
 });
 
-test('constants', () => {
-  assert.is(sys.XATTR_CREATE, 1);
-  assert.is(sys.XATTR_REPLACE, 2);
-  assert.is(sys.MNT_FORCE, 1);
-  assert.is(sys.MNT_DETACH, 2);
-  assert.is(sys.UTIME_NOW, (1 << 30) - 1);
-  assert.is(sys.UTIME_OMIT, (1 << 30) - 2);
-  assert.is(sys.FALLOC_FL_KEEP_SIZE, 1);
-  assert.is(sys.FALLOC_FL_PUNCH_HOLE, 2);
-  assert.is(sys.FALLOC_FL_ZERO_RANGE, 0x10);
-  assert.is(UTIME_NOW_US, 2 ** 53 - 1);
-  assert.is(UTIME_OMIT_US, 2 ** 53 - 2);
-  assert.is(UTIME_NOW_US, 0x001fffff * 4294967296 + 0xffffffff);
-  assert.is(UTIME_OMIT_US, 0x001fffff * 4294967296 + 0xfffffffe);
+test('the flag constants do what the kernel does with them', () => {
+  const p = path.join(tmp, 'flags');
+  fs.writeFileSync(p, 'x');
+  sys.lsetxattr(p, 'user.k', Buffer.from('1'), 0);
+  assert.is(catchErr(() => sys.lsetxattr(p, 'user.k', Buffer.from('2'), sys.XATTR_CREATE)).code, 'EEXIST', 'XATTR_CREATE on an existing name');
+  assert.is(catchErr(() => sys.lsetxattr(p, 'user.none', Buffer.from('2'), sys.XATTR_REPLACE)).code, 'ENODATA', 'XATTR_REPLACE on a missing name');
+  sys.lsetxattr(p, 'user.k', Buffer.from('3'), sys.XATTR_REPLACE);
+  assert.is(sys.lgetxattr(p, 'user.k').toString(), '3');
+  const fd = fs.openSync(p, 'r+');
+  try {
+    fs.writeSync(fd, Buffer.alloc(16384, 'y'), 0, 16384, 0);
+    sys.fallocate(fd, sys.FALLOC_FL_ZERO_RANGE, 4096, 4096);
+    const back = Buffer.alloc(16384);
+    fs.readSync(fd, back, 0, 16384, 0);
+    assert.ok(back.subarray(4096, 8192).equals(Buffer.alloc(4096)) && back[4095] === 0x79 && back[8192] === 0x79, 'ZERO_RANGE zeroes exactly the range');
+  } finally {
+    fs.closeSync(fd);
+  }
+  // UTIME_NOW and UTIME_OMIT as utimensat(2) takes them
+  sys.utimensat(p, 10, 0, 20, 0, false);
+  sys.utimensat(p, 0, sys.UTIME_OMIT, 0, sys.UTIME_NOW, false);
+  const st = fs.statSync(p);
+  assert.is(st.atimeMs, 10_000, 'UTIME_OMIT left atime alone');
+  assert.ok(Math.abs(st.mtimeMs - Date.now()) < 60_000, 'UTIME_NOW set mtime to now');
+  // the µs sentinels stay distinct from every real time a double can carry exactly
+  assert.ok(Number.isSafeInteger(UTIME_NOW_US) && Number.isSafeInteger(UTIME_OMIT_US) && UTIME_NOW_US !== UTIME_OMIT_US);
+  assert.ok(UTIME_OMIT_US > Date.UTC(2200, 0) * 1000, 'both are far beyond any time set in practice');
 });
 
 test('xattr round trip (path and fd variants)', () => {
@@ -184,31 +206,66 @@ test('fallocate extends (mode 0) and KEEP_SIZE', () => {
   }
 });
 
-test('ficlone / ficlonerange either work or fail with an expected code', () => {
+test('ficlone / ficlonerange share extents on a filesystem that has reflinks (XFS), and fail with EOPNOTSUPP/EXDEV/EINVAL where not', timed(120_000, async () => {
+  // Where they cannot work: ext4 (no reflinks) and across filesystems.
   const src = path.join(tmp, 'clone-src');
-  const dst = path.join(tmp, 'clone-dst');
   fs.writeFileSync(src, Buffer.alloc(8192, 3));
-  const sfd = fs.openSync(src, 'r');
-  const dfd = fs.openSync(dst, 'w+');
-  const ok = ['EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOTTY'];
-  try {
-    try {
-      sys.ficlone(dfd, sfd);
-      assert.equal(fs.readFileSync(dst), fs.readFileSync(src));
-    } catch (e) {
-      assert.ok(isErrnoError(e) && ok.includes(e.code), String(e));
-      assert.is((e as { syscall?: string }).syscall, 'ioctl(FICLONE)');
-    }
-    try {
-      sys.ficlonerange(dfd, sfd, 0, 4096, 0);
-    } catch (e) {
-      assert.ok(isErrnoError(e) && ok.includes(e.code), String(e));
-    }
-  } finally {
-    fs.closeSync(sfd);
-    fs.closeSync(dfd);
+  const onExt = (fn: (dfd: number, sfd: number) => void): string => {
+    const sfd = fs.openSync(src, 'r');
+    const dfd = fs.openSync(path.join(tmp, 'clone-dst'), 'w+');
+    try { fn(dfd, sfd); return 'succeeded'; } catch (e) { return isErrnoError(e) ? `${e.code} ${e.syscall}` : String(e); } finally { fs.closeSync(sfd); fs.closeSync(dfd); }
+  };
+  const here = (await execFileP('stat', ['-f', '-c', '%T', tmp])).stdout.trim();
+  if (here === 'ext2/ext3') {
+    assert.match(onExt((d, s) => sys.ficlone(d, s)), /^(EOPNOTSUPP|EINVAL) ioctl\(FICLONE\)$/, 'ext4 has no reflinks');
+    assert.match(onExt((d, s) => sys.ficlonerange(d, s, 0, 4096, 0)), /^(EOPNOTSUPP|EINVAL) /);
   }
-});
+  // On XFS (reflink=1, the default): a loop-mounted image under this file's root.
+  const mkfs = await execFileP('sh', ['-c', 'command -v mkfs.xfs']).catch(() => null);
+  if (mkfs === null) throw new Error('mkfs.xfs is missing: install xfsprogs (.ci/run does) for the reflink test');
+  const img = path.join(tmp, 'xfs.img');
+  const mnt = path.join(tmp, 'xfs');
+  fs.mkdirSync(mnt);
+  fs.closeSync(fs.openSync(img, 'w'));
+  fs.truncateSync(img, 320 * 1024 * 1024);
+  await execFileP('mkfs.xfs', ['-q', '-m', 'reflink=1', img]);
+  registerMount(mnt);
+  await execFileP('mount', ['-o', 'loop', img, mnt]);
+  try {
+    const a = path.join(mnt, 'a');
+    const b = path.join(mnt, 'b');
+    const c = path.join(mnt, 'c');
+    const data = Buffer.alloc(256 * 1024);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 131) & 0xff;
+    fs.writeFileSync(a, data);
+    fs.writeFileSync(c, Buffer.alloc(128 * 1024, 0x55));
+    const afd = fs.openSync(a, 'r');
+    const bfd = fs.openSync(b, 'w+');
+    const cfd = fs.openSync(c, 'r+');
+    try {
+      sys.ficlone(bfd, afd);
+      // c's second 64 KiB become a's bytes 64..128 KiB
+      sys.ficlonerange(cfd, afd, 64 * 1024, 64 * 1024, 64 * 1024);
+      // a cross-filesystem clone is refused
+      assert.is(catchErr(() => sys.ficlone(fs.openSync(path.join(tmp, 'clone-x'), 'w+'), afd)).code, 'EXDEV');
+    } finally {
+      fs.closeSync(afd); fs.closeSync(bfd); fs.closeSync(cfd);
+    }
+    assert.ok(fs.readFileSync(b).equals(data), 'FICLONE: b has a\'s bytes');
+    const got = fs.readFileSync(c);
+    assert.ok(got.subarray(0, 64 * 1024).equals(Buffer.alloc(64 * 1024, 0x55)), 'FICLONERANGE left c before the range alone');
+    assert.ok(got.subarray(64 * 1024, 128 * 1024).equals(data.subarray(64 * 1024, 128 * 1024)), 'FICLONERANGE: the range has a\'s bytes');
+    await execFileP('sync', ['-f', mnt]);
+    // The extents are shared, not copied: filefrag marks them "shared".
+    const frag = async (f: string): Promise<string> => (await execFileP('filefrag', ['-v', f])).stdout;
+    assert.match(await frag(b), /shared/, 'b\'s extents are shared with a');
+    assert.match(await frag(c), /shared/, 'c\'s cloned range is shared with a');
+    const df = (await execFileP('df', ['--output=used', '-B1', mnt])).stdout.trim().split('\n')[1];
+    assert.ok(Number(df) > 0);
+  } finally {
+    await execFileP('umount', [mnt]);
+  }
+}));
 
 test('syncfs on an fd', () => {
   const fd = fs.openSync(tmp, 'r');
@@ -220,7 +277,7 @@ test('syncfs on an fd', () => {
   assert.is(catchErr(() => sys.syncfs(987654)).code, 'EBADF');
 });
 
-test('mapShared: stores reach the file and survive the process; unmapShared detaches at once', async () => {
+test('mapShared: stores reach the file and survive the process; unmapShared detaches at once', timed(60_000, async () => {
   const file = path.join(tmp, 'mapped');
   fs.writeFileSync(file, Buffer.alloc(64 * 1024));
   // A child maps the file, stores into it and is killed with SIGKILL before it could do anything
@@ -252,7 +309,7 @@ test('mapShared: stores reach the file and survive the process; unmapShared deta
   } finally {
     fs.closeSync(fd);
   }
-});
+}));
 
 test('dlopenGlobal failure carries dlerror text', () => {
   const e = catchErr(() => sys.dlopenGlobal(path.join(tmp, 'missing.so')));
@@ -273,10 +330,11 @@ test('loadFuse returns the fuse-native class, idempotently', () => {
   assert.is(Fuse.ENOENT, -2);
 });
 
-test('real FUSE mount: utimens gets µs mtime and the UTIME_NOW/OMIT sentinels', async () => {
+test('real FUSE mount: utimens gets µs mtime and the UTIME_NOW/OMIT sentinels', timed(60_000, async () => {
   const Fuse = loadFuse();
   const mnt = path.join(tmp, 'mnt');
   fs.mkdirSync(mnt);
+  registerMount(mnt);
   // touch in the child runs with TZ=UTC
   const expectedUs = Date.UTC(2001, 1, 3, 4, 5, 6) * 1000 + 123456;
   const nowUs = (): number => Date.now() * 1000;
@@ -359,7 +417,7 @@ test('real FUSE mount: utimens gets µs mtime and the UTIME_NOW/OMIT sentinels',
   // the FUSE thread exited and closed /dev/fuse
   assert.is(devFuseFds(), fdsBefore);
   fs.rmdirSync(mnt);
-});
+}));
 
 test('loadFuse adds op 35 (fallocate) to the implemented array only when ops.fallocate exists', () => {
   const Fuse = loadFuse();
@@ -411,6 +469,7 @@ async function withMount(name: string, ops: FuseOperations, body: (mnt: string) 
   const Fuse = loadFuse();
   const mnt = path.join(tmp, name);
   fs.mkdirSync(mnt);
+  registerMount(mnt);
   const fuse: FuseInstance = new Fuse(mnt, ops, { force: false, mkdir: false });
   try {
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
@@ -422,7 +481,7 @@ async function withMount(name: string, ops: FuseOperations, body: (mnt: string) 
   fs.rmdirSync(mnt);
 }
 
-test('real FUSE mount: fallocate(1) reaches ops.fallocate with mode/offset/length/fd', async () => {
+test('real FUSE mount: fallocate(1) reaches ops.fallocate with mode/offset/length/fd', timed(60_000, async () => {
   const Fuse = loadFuse();
   const ENOENT = Fuse.ENOENT as number;
   const ENOSPC = Fuse.ENOSPC as number;
@@ -466,9 +525,9 @@ test('real FUSE mount: fallocate(1) reaches ops.fallocate with mode/offset/lengt
     assert.match(String(err.stderr), /No space left on device/);
     assert.equal(calls, [{ path: '/full', mode: 0, offset: 0, length: 4096, fd: 42 }]);
   });
-});
+}));
 
-test('real FUSE mount: without ops.fallocate, fallocate(1) gets EOPNOTSUPP', async () => {
+test('real FUSE mount: without ops.fallocate, fallocate(1) gets EOPNOTSUPP', timed(60_000, async () => {
   const Fuse = loadFuse();
   const { ops } = memOps(Fuse.ENOENT as number, {});
   await withMount('mnt-nofalloc', ops, async (mnt) => {
@@ -479,9 +538,9 @@ test('real FUSE mount: without ops.fallocate, fallocate(1) gets EOPNOTSUPP', asy
     assert.ok(err !== undefined, 'fallocate failed');
     assert.match(String(err.stderr), /Operation not supported/);
   });
-});
+}));
 
-test('real FUSE mount: callerContext() gives the caller uid/gid/pid in create, mkdir and fallocate', async () => {
+test('real FUSE mount: callerContext() gives the caller uid/gid/pid in create, mkdir and fallocate', timed(60_000, async () => {
   const Fuse = loadFuse();
   const ENOENT = Fuse.ENOENT as number;
   const EEXIST = Fuse.EEXIST as number;
@@ -554,6 +613,7 @@ test('real FUSE mount: callerContext() gives the caller uid/gid/pid in create, m
   fs.chmodSync(tmp, 0o711);
   const mnt = path.join(tmp, 'mnt-ctx');
   fs.mkdirSync(mnt);
+  registerMount(mnt);
   const fuse: FuseInstance = new Fuse(mnt, ops, { force: false, mkdir: false, allowOther: true, defaultPermissions: true });
   try {
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
@@ -605,16 +665,23 @@ test('real FUSE mount: callerContext() gives the caller uid/gid/pid in create, m
   assert.not.ok(fs.readFileSync('/proc/mounts', 'utf8').includes(` ${mnt} `), 'unmounted');
   fs.rmdirSync(mnt);
   assert.is(callerContext(), null, 'null after unmount');
-});
+}));
 
-test('unmountFuse is safe on a never-mounted instance', async () => {
+test('unmountFuse is safe on a never-mounted instance: nothing is unmounted, no descriptor or thread appears', timed(30_000, async () => {
   const Fuse = loadFuse();
   const mnt = path.join(tmp, 'never');
   fs.mkdirSync(mnt);
+  fs.writeFileSync(path.join(mnt, 'inside'), 'the directory is not a mount');
+  const fdsBefore = devFuseFds();
   const fuse = new Fuse(mnt, {});
   await unmountFuse(fuse, mnt);
-  fs.rmdirSync(mnt);
-});
+  await unmountFuse(fuse, mnt); // twice, as a finally block after a failed start may
+  assert.not.ok(fs.readFileSync('/proc/mounts', 'utf8').includes(` ${mnt} `), 'not a mount point');
+  assert.is(fs.readFileSync(path.join(mnt, 'inside'), 'utf8'), 'the directory is not a mount', 'the directory itself is untouched');
+  assert.is(devFuseFds(), fdsBefore, 'no /dev/fuse descriptor was opened');
+  assert.is(fuse.opened, false);
+  fs.rmSync(mnt, { recursive: true });
+}));
 
 test('crc32c: the three-stream version equals @node-rs/crc32 on every length, alignment and chain', () => {
   // On x86-64 (this project's prebuilt platform) the accelerated version must be the one in use.
@@ -637,5 +704,7 @@ test('crc32c: the three-stream version equals @node-rs/crc32 on every length, al
   // Chaining: crc(a ++ b) = crc(b, crc(a)).
   assert.is(crc32c(buf.subarray(5000, 140000), crc32c(buf.subarray(0, 5000))), crc32c(buf.subarray(0, 140000)));
 });
+
+test('leaves no mounts behind', timed(60_000, assertCleanSlate));
 
 test.run();

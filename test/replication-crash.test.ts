@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
-  startPair, startPrimary, startSecondary, assertCleanSlate, cleanupAll, timed, waitFor, withDeadline, fuseMountAt,
+  startPair, startPrimary, startSecondary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, withDeadline, fuseMountAt,
   type Pair, type Primary, type Secondary, type PrimaryStatus, type Dirs
 } from './helpers'
 import {
@@ -76,7 +76,7 @@ function killWorkload (wl: Workload | undefined): void {
   wl?.kill()
 }
 
-t('kill -9 of the Primary mid-workload; restarted with the same arguments, the trees converge', timed(120_000, async () => {
+t('kill -9 of the Primary mid-workload; restarted with the same arguments, the trees converge', isolated(120_000, async () => {
   let wl: Workload | undefined
   try {
     // Through a proxy delaying both directions: at the kill, updates are in flight to the Secondary
@@ -91,6 +91,16 @@ t('kill -9 of the Primary mid-workload; restarted with the same arguments, the t
       timeoutMs: 60_000, what: 'the workload to pass chunk 300 and the Secondary to apply 200+ updates', intervalMs: 50
     }).catch(async (err: Error) => { throw new Error(`${err.message}; workload: ${w.lines.slice(-3).join(' | ')}${await logs(pair.primary, sec)}`) })
     assert.not.ok(w.done(), `the workload is still running when the Primary is killed (${w.lines.slice(-2).join(' | ')})`)
+    // The premise, checked just before the kill: updates are in flight (sent, not yet received),
+    // and the Secondary has applied more than the Primary has heard of (its acks are 300 ms away).
+    let premise = ''
+    await waitFor(async () => {
+      const s = await sec.status()
+      const l = (await pair.primaryStatus()).rlinks[0]
+      premise = `Secondary received ${s.receivedSeq}, applied ${s.appliedSeq}; Primary sent ${l.sentSeq}, heard data-acked ${l.dataAckedSeq}`
+      return l.sentSeq > s.receivedSeq && s.appliedSeq > l.dataAckedSeq
+    }, { timeoutMs: 30_000, what: 'updates in flight and the Secondary ahead of what the Primary heard', intervalMs: 20 })
+      .catch((err: Error) => { throw new Error(`${err.message} (${premise})`) })
     const srlId = (await pair.primaryStatus()).srlId
     await pair.primary.kill9()
     const code = await withDeadline(w.exited, 30_000, 'the workload to fail after the Primary died')
@@ -116,11 +126,10 @@ t('kill -9 of the Primary mid-workload; restarted with the same arguments, the t
   } finally {
     killWorkload(wl)
     await closeProxies()
-    await cleanupAll()
   }
 }))
 
-t('kill -9 of the Secondary mid-workload; restarted on the same --listen while the Primary keeps writing, it catches up and the trees converge', timed(150_000, async () => {
+t('kill -9 of the Secondary mid-workload; restarted on the same --listen while the Primary keeps writing, it catches up and the trees converge', isolated(150_000, async () => {
   let wl: Workload | undefined
   try {
     const pair = await startPair({ srlSize: SRL })
@@ -165,61 +174,56 @@ t('kill -9 of the Secondary mid-workload; restarted on the same --listen while t
     await sec2.stop()
   } finally {
     killWorkload(wl)
-    await cleanupAll()
   }
 }))
 
-t('stop both cleanly, restart both: nothing re-applied, nothing lost, sequence numbers continue', timed(120_000, async () => {
-  try {
-    const pair = await startPair({ srlSize: SRL })
-    const p = pair.primary
-    const sec = pair.secondary
-    await fsp.mkdir(path.join(p.mount, 'w'))
-    const wl = startWorkload(path.join(p.mount, 'w'), path.join(p.root, 'stop-3'), { nfiles: NFILES, chunk: CHUNK, maxChunks: 150 })
-    const code = await withDeadline(wl.exited, 60_000, 'the workload to finish 150 chunks')
-    assert.is(code, 0, wl.lines.slice(-3).join(' | '))
-    await caughtUp(p, sec)
-    const srlId = ((await p.status()) as PrimaryStatus).srlId
-    const s0 = await sec.status()
-    const listen = s0.listen
-    const last0 = lastSeq(await p.status() as PrimaryStatus)
-    assert.is(s0.appliedSeq, last0)
-    const secBefore = await snapshotTree(sec.data)
-    await pair.stop()
+t('stop both cleanly, restart both: nothing re-applied, nothing lost, sequence numbers continue', isolated(120_000, async () => {
+  const pair = await startPair({ srlSize: SRL })
+  const p = pair.primary
+  const sec = pair.secondary
+  await fsp.mkdir(path.join(p.mount, 'w'))
+  const wl = startWorkload(path.join(p.mount, 'w'), path.join(p.root, 'stop-3'), { nfiles: NFILES, chunk: CHUNK, maxChunks: 150 })
+  const code = await withDeadline(wl.exited, 60_000, 'the workload to finish 150 chunks')
+  assert.is(code, 0, wl.lines.slice(-3).join(' | '))
+  await caughtUp(p, sec)
+  const srlId = ((await p.status()) as PrimaryStatus).srlId
+  const s0 = await sec.status()
+  const listen = s0.listen
+  const last0 = lastSeq(await p.status() as PrimaryStatus)
+  assert.is(s0.appliedSeq, last0)
+  const secBefore = await snapshotTree(sec.data)
+  await pair.stop()
 
-    const sec2 = await startSecondary({ dirs: dirsOf(sec), srlSize: SRL, listen, secretFile: sec.secretFile })
-    const p2 = await startPrimary({ dirs: dirsOf(p), srlSize: SRL, extraArgs: primaryExtra(pair) })
-    await waitFor(async () => ((await p2.status()) as PrimaryStatus).rlinks[0].state === 'connected', {
-      timeoutMs: 30_000, what: 'the restarted pair to connect', intervalMs: 100
-    }).catch(async (err: Error) => { throw new Error(err.message + await logs(p2, sec2)) })
-    await caughtUp(p2, sec2)
-    const ps = await p2.status() as PrimaryStatus
-    const s1 = await sec2.status()
-    assert.is(ps.srlId, srlId, 'same SRL identity after a clean restart')
-    assert.is(s1.primary.srlId, srlId)
-    assert.is(lastSeq(ps), last0, 'the restarted Primary logged nothing by itself')
-    assert.is(s1.appliedSeq, s0.appliedSeq, 'the Secondary\'s appliedSeq is where it stopped (nothing lost, nothing re-counted)')
-    assert.is(s1.receivedSeq, s0.receivedSeq)
-    assert.is(s1.consistent, true)
-    // Nothing was re-applied: applying anything changes an inode's ctime, which nothing can set back.
-    const secAfter = await snapshotTree(sec2.data)
-    assert.equal(ctimeChanges(secBefore, secAfter), [], 'no path in the Secondary\'s data directory was touched by the restart')
-    assertNoDiffs(diffSnapshots(secBefore, secAfter, { a: 'before the restart', b: 'after the restart', mtime: 'ns' }), 'the Secondary\'s tree across a clean restart')
+  const sec2 = await startSecondary({ dirs: dirsOf(sec), srlSize: SRL, listen, secretFile: sec.secretFile })
+  const p2 = await startPrimary({ dirs: dirsOf(p), srlSize: SRL, extraArgs: primaryExtra(pair) })
+  await waitFor(async () => ((await p2.status()) as PrimaryStatus).rlinks[0].state === 'connected', {
+    timeoutMs: 30_000, what: 'the restarted pair to connect', intervalMs: 100
+  }).catch(async (err: Error) => { throw new Error(err.message + await logs(p2, sec2)) })
+  await caughtUp(p2, sec2)
+  const ps = await p2.status() as PrimaryStatus
+  const s1 = await sec2.status()
+  assert.is(ps.srlId, srlId, 'same SRL identity after a clean restart')
+  assert.is(s1.primary.srlId, srlId)
+  assert.is(lastSeq(ps), last0, 'the restarted Primary logged nothing by itself')
+  assert.is(s1.appliedSeq, s0.appliedSeq, 'the Secondary\'s appliedSeq is where it stopped (nothing lost, nothing re-counted)')
+  assert.is(s1.receivedSeq, s0.receivedSeq)
+  assert.is(s1.consistent, true)
+  // Nothing was re-applied: applying anything changes an inode's ctime, which nothing can set back.
+  const secAfter = await snapshotTree(sec2.data)
+  assert.equal(ctimeChanges(secBefore, secAfter), [], 'no path in the Secondary\'s data directory was touched by the restart')
+  assertNoDiffs(diffSnapshots(secBefore, secAfter, { a: 'before the restart', b: 'after the restart', mtime: 'ns' }), 'the Secondary\'s tree across a clean restart')
 
-    // new updates continue the sequence and replicate
-    await fsp.writeFile(path.join(p2.mount, 'w', 'after-restart'), 'next')
-    await fsp.rename(path.join(p2.mount, 'w', 'c'), path.join(p2.mount, 'w', 'c-renamed'))
-    await caughtUp(p2, sec2)
-    const s2 = await sec2.status()
-    const last2 = lastSeq(await p2.status() as PrimaryStatus)
-    assert.ok(last2 > last0, `the Primary's sequence continues (${last0} -> ${last2})`)
-    assert.is(s2.appliedSeq, last2, 'the Secondary applied the new updates')
-    await assertConverged(p2, sec2, 'after a clean restart of both and more updates')
-    await p2.stop()
-    await sec2.stop()
-  } finally {
-    await cleanupAll()
-  }
+  // new updates continue the sequence and replicate
+  await fsp.writeFile(path.join(p2.mount, 'w', 'after-restart'), 'next')
+  await fsp.rename(path.join(p2.mount, 'w', 'c'), path.join(p2.mount, 'w', 'c-renamed'))
+  await caughtUp(p2, sec2)
+  const s2 = await sec2.status()
+  const last2 = lastSeq(await p2.status() as PrimaryStatus)
+  assert.ok(last2 > last0, `the Primary's sequence continues (${last0} -> ${last2})`)
+  assert.is(s2.appliedSeq, last2, 'the Secondary applied the new updates')
+  await assertConverged(p2, sec2, 'after a clean restart of both and more updates')
+  await p2.stop()
+  await sec2.stop()
 }))
 
 t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))

@@ -12,7 +12,7 @@ import * as fsp from 'fs/promises'
 import * as net from 'net'
 import * as path from 'path'
 import {
-  startPrimary, startSecondary, assertCleanSlate, cleanupAll, timed, waitFor, cli, tmpdirs, primaryArgs, secondaryArgs,
+  startPrimary, startSecondary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, cli, tmpdirs, primaryArgs, secondaryArgs,
   secretFile, primaryStatus, daemonLog, isMounted, pidsWithArg, processAlive,
   type ExecResult, type Dirs, type Primary, type Secondary, type PrimaryStatus, type RlinkStatus
 } from './helpers'
@@ -196,57 +196,49 @@ async function assertLeftNothing (dirs: Dirs): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // refusals between real daemons
 
-t('wrong secret: refused on both sides, nothing sent', timed(120_000, async () => {
-  try {
-    const s = await startSecondary({ secret: 'the secret the secondary knows' })
-    const smark = logMark(s.state)
-    const pdirs = await tmpdirs('pri')
-    const wrong = await secretFile(pdirs.root, 'a different secret', 'wrong-secret')
-    const p = await startPrimary({ dirs: pdirs, extraArgs: ['--secondary', s.address, '--secret-file', wrong] })
-    await writeSome(p)
-    const err = await waitLastError(p, [/secret|authenticat/i], 'the Primary to report the secret mismatch in rlinks[0].lastError', [{ state: s.state, label: 'secondary' }])
-    await waitLogLine(p.state, 0, [/secret|authenticat/i, s.address], `a line in the Primary's daemon.log naming the link (${s.address}) and the secret problem`, wrong)
-    await waitLogLine(s.state, smark, [/secret|authenticat/i], 'a line in the Secondary\'s daemon.log saying a Primary failed authentication')
-    await assertNothingReplicated(p, s)
-    assert.not.match(err, /a different secret|the secret the secondary knows/, 'the message does not show a secret')
-    assert.not.match(await daemonLog(s.state) + await daemonLog(p.state), /a different secret|the secret the secondary knows/, 'no log shows a secret')
-    await p.stop()
-    await s.stop()
-  } finally {
-    await cleanupAll()
-  }
+t('wrong secret: refused on both sides, nothing sent', isolated(120_000, async () => {
+  const s = await startSecondary({ secret: 'the secret the secondary knows' })
+  const smark = logMark(s.state)
+  const pdirs = await tmpdirs('pri')
+  const wrong = await secretFile(pdirs.root, 'a different secret', 'wrong-secret')
+  const p = await startPrimary({ dirs: pdirs, extraArgs: ['--secondary', s.address, '--secret-file', wrong] })
+  await writeSome(p)
+  const err = await waitLastError(p, [/secret|authenticat/i], 'the Primary to report the secret mismatch in rlinks[0].lastError', [{ state: s.state, label: 'secondary' }])
+  await waitLogLine(p.state, 0, [/secret|authenticat/i, s.address], `a line in the Primary's daemon.log naming the link (${s.address}) and the secret problem`, wrong)
+  await waitLogLine(s.state, smark, [/secret|authenticat/i], 'a line in the Secondary\'s daemon.log saying a Primary failed authentication')
+  await assertNothingReplicated(p, s)
+  assert.not.match(err, /a different secret|the secret the secondary knows/, 'the message does not show a secret')
+  assert.not.match(await daemonLog(s.state) + await daemonLog(p.state), /a different secret|the secret the secondary knows/, 'no log shows a secret')
+  await p.stop()
+  await s.stop()
 }))
 
-t('different RDS names: refused on both sides, each message naming both', timed(120_000, async () => {
-  try {
-    const s = await startSecondary({ rds: 'alpha-rds' })
-    const smark = logMark(s.state)
-    const p = await startPrimary({ extraArgs: ['--secondary', s.address, '--secret-file', s.secretFile, '--rds', 'beta-rds'] })
-    const ps = await primaryStatus(p.state)
-    assert.is(ps.rds, 'beta-rds', 'the Primary\'s status shows its --rds')
-    assert.is((await s.status()).rds, 'alpha-rds', 'the Secondary\'s status shows its --rds')
-    await writeSome(p)
-    await waitLastError(p, ['alpha-rds', 'beta-rds'], 'rlinks[0].lastError to name both RDS names', [{ state: s.state, label: 'secondary' }])
-    await waitLogLine(p.state, 0, ['alpha-rds', 'beta-rds'], 'a line in the Primary\'s daemon.log naming both RDS names')
-    await waitLogLine(s.state, smark, ['alpha-rds', 'beta-rds'], 'a line in the Secondary\'s daemon.log naming both RDS names')
-    await assertNothingReplicated(p, s)
-    await p.stop()
-    await s.stop()
-  } finally {
-    await cleanupAll()
-  }
+t('different RDS names: refused on both sides, each message naming both', isolated(120_000, async () => {
+  const s = await startSecondary({ rds: 'alpha-rds' })
+  const smark = logMark(s.state)
+  const p = await startPrimary({ extraArgs: ['--secondary', s.address, '--secret-file', s.secretFile, '--rds', 'beta-rds'] })
+  const ps = await primaryStatus(p.state)
+  assert.is(ps.rds, 'beta-rds', 'the Primary\'s status shows its --rds')
+  assert.is((await s.status()).rds, 'alpha-rds', 'the Secondary\'s status shows its --rds')
+  await writeSome(p)
+  await waitLastError(p, ['alpha-rds', 'beta-rds'], 'rlinks[0].lastError to name both RDS names', [{ state: s.state, label: 'secondary' }])
+  await waitLogLine(p.state, 0, ['alpha-rds', 'beta-rds'], 'a line in the Primary\'s daemon.log naming both RDS names')
+  await waitLogLine(s.state, smark, ['alpha-rds', 'beta-rds'], 'a line in the Secondary\'s daemon.log naming both RDS names')
+  await assertNothingReplicated(p, s)
+  await p.stop()
+  await s.stop()
 }))
 
 // ---------------------------------------------------------------------------------------------
 // another protocol version, with fake peers
 
-t('a Primary speaking protocol version 99 gets REFUSE naming the version; the Secondary logs it', timed(120_000, async () => {
+t('a Primary speaking protocol version 99 gets REFUSE naming the version; the Secondary logs it', isolated(120_000, async () => {
   try {
     const s = await startSecondary()
     const cases: Array<{ over: Record<string, unknown>, names: string, what: string }> = [
-      { over: { v: 99 }, names: '99', what: 'protocol version 99' },
-      { over: { v: 0 }, names: '0', what: 'protocol version 0' },
-      { over: { rf: 99 }, names: '99', what: 'SRL record format version 99' }
+      { over: { v: 99 }, names: 'protocol version 99 ', what: 'protocol version 99' },
+      { over: { v: 0 }, names: 'protocol version 0 ', what: 'protocol version 0' },
+      { over: { rf: 99 }, names: 'record format version 99 ', what: 'SRL record format version 99' }
     ]
     for (const c of cases) {
       const smark = logMark(s.state)
@@ -271,11 +263,10 @@ t('a Primary speaking protocol version 99 gets REFUSE naming the version; the Se
     await s.stop()
   } finally {
     await closeFakes()
-    await cleanupAll()
   }
 }))
 
-t('a Secondary speaking protocol version 99 (CHALLENGE, then REFUSE) makes the Primary report the version', timed(120_000, async () => {
+t('a Secondary speaking protocol version 99 (CHALLENGE, then REFUSE) makes the Primary report the version', isolated(120_000, async () => {
   try {
     const dirs = await tmpdirs('pri')
     const secret = await secretFile(dirs.root)
@@ -332,14 +323,13 @@ t('a Secondary speaking protocol version 99 (CHALLENGE, then REFUSE) makes the P
     await p.stop()
   } finally {
     await closeFakes()
-    await cleanupAll()
   }
 }))
 
 // ---------------------------------------------------------------------------------------------
 // garbage on the wire
 
-t('a peer sending garbage is disconnected; the Secondary keeps serving and a real Primary then replicates', timed(150_000, async () => {
+t('a peer sending garbage is disconnected; the Secondary keeps serving and a real Primary then replicates', isolated(150_000, async () => {
   try {
     const s = await startSecondary()
     const smark = logMark(s.state)
@@ -428,7 +418,6 @@ t('a peer sending garbage is disconnected; the Secondary keeps serving and a rea
     await s.stop()
   } finally {
     await closeFakes()
-    await cleanupAll()
   }
 }))
 
