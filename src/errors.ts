@@ -22,21 +22,65 @@ export type ReplErrorCode =
   | 'REFUSED'          // a peer refused the RLINK (version, RDS name, secret, divergence)
   | 'SECRET'           // the secret file is missing, unreadable or empty
   | 'NOT_CONNECTED'    // synchronous=fail and an RLINK is not connected
+  | 'WRONG_ROLE'       // a command for another role (or a passthrough, which has no SRL)
+  | 'NOT_FOUND'        // no snapshot or RLINK of that name
+  | 'EXISTS'           // a snapshot of that name exists already
+  | 'BUSY'             // refused while the daemon serves (a Secondary's restore while it replicates)
+  | 'ADDRESS_IN_USE'   // the address to listen on is taken
+  | 'UNSUPPORTED'      // the filesystem lacks what the feature needs (file handles)
+  | 'SNAPSHOT_INVALID' // a snapshot whose store was damaged: it can be deleted, not used
+
+/** IBC errors, named after VVR's (the CLI prints the name first; the control socket carries it). */
+export type IbcErrorCode =
+  | 'EIBC_NO_APPLICATION'    // the name is not registered on this host (or the key is wrong)
+  | 'EIBC_IBC_PENDING'       // a delivery or an unfreeze is pending for the name
+  | 'EIBC_DUP_APPLICATION'   // the name is already registered
+  | 'EIBC_MAX_REGISTRATIONS' // the RVG has the most registrations it may have
+  | 'EIBC_INVALID_NAME'      // empty, too long, or characters outside [A-Za-z0-9._-]
+  | 'EIBC_INVALID_ARGUMENT'  // a bad timeout or flag
+  | 'EIBC_MSG_LENGTH'        // the message is longer than IBC_MESSAGE_BYTES_MAX
+  | 'EIBC_NO_MESSAGE'        // receive timed out with no message
+  | 'EIBC_NOT_FROZEN'        // unfreeze when the name has not frozen the Secondary
+  | 'EIBC_WRONG_ROLE'        // send on a Secondary, receive/unfreeze on a Primary
+  | 'EIBC_TASK_FAILED'       // a script of `ibc run` failed
+
+/** Every code an operating error can carry: the one family. */
+export type ErrorCode = ReplErrorCode | IbcErrorCode
 
 export class ReplError extends Error {
-  readonly code: ReplErrorCode
-  constructor (code: ReplErrorCode, message: string, options?: { cause?: unknown }) {
+  readonly code: ErrorCode
+  constructor (code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options)
     this.code = code
     this.name = 'ReplError'
   }
 }
 
-export function isReplError (err: unknown, code?: ReplErrorCode): err is ReplError {
+/** An IBC error: a ReplError whose code is one of VVR's EIBC_* names. */
+export class IbcError extends ReplError {
+  declare readonly code: IbcErrorCode
+  constructor (code: IbcErrorCode, message: string) {
+    super(code, message)
+    this.name = 'IbcError'
+  }
+}
+
+/**
+ * An error the FUSE edge answers with errno `code` (ENOTEMPTY, EROFS, ...): a refusal found before
+ * anything is journaled, shaped like Node's fs errors, so errnoFor() maps it like theirs.
+ */
+export function errnoError (code: keyof typeof os.errno, message: string): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(`${code}: ${message}`)
+  err.code = code
+  err.errno = -os.errno[code]
+  return err
+}
+
+export function isReplError (err: unknown, code?: ErrorCode): err is ReplError {
   return err instanceof ReplError && (code === undefined || err.code === code)
 }
 
-const ERRNO_FOR_CODE: Partial<Record<ReplErrorCode, number>> = {
+const ERRNO_FOR_CODE: Partial<Record<ErrorCode, number>> = {
   SRL_FULL: os.errno.ENOSPC,
   LOG_CORRUPT: os.errno.EIO,
   APPLY_FAILED: os.errno.EIO,

@@ -62,8 +62,6 @@ export const DAEMON_READY_TIMEOUT_MS = 60_000
 /** How long `stop` waits for the daemon to exit after asking it to. */
 export const STOP_TIMEOUT_MS = 30_000
 
-/** Control-socket request size bound: commands are small JSON objects. */
-export const CONTROL_REQUEST_BYTES_MAX = 64 * 1024
 
 /** Largest RLINK frame body: one batch of updates (several maximal records) plus framing. */
 export const WIRE_FRAME_BYTES_MAX = 8 * 1024 * 1024
@@ -100,6 +98,12 @@ export const IBC_REGISTRATIONS_MAX = 32
 
 /** Largest IBC message: it travels in one SRL record's metadata. */
 export const IBC_MESSAGE_BYTES_MAX = 64 * 1024
+
+/**
+ * Control-socket request size bound: commands are small JSON objects, the largest an `ibc send`
+ * carrying a whole IBC message in base64 (4 bytes per 3) with room for the rest of the request.
+ */
+export const CONTROL_REQUEST_BYTES_MAX = Math.ceil(IBC_MESSAGE_BYTES_MAX / 3) * 4 + 16 * 1024
 
 /**
  * Default deliver timeout, in seconds (VVR's vxibc default): how long a Secondary holds a message
@@ -148,3 +152,40 @@ export const APPLY_BATCH_BYTES_MAX = 1024 * 1024
  * the copy takes, as any synchronous write would, on a data disk that throttles dirty pages.)
  */
 export const APPLY_INLINE_BYTES_MAX = 64 * 1024
+
+/**
+ * libfuse 2's default attribute and entry timeout on the Primary's mount is 1 s: a change the daemon
+ * makes without the kernel (a snapshot restore; a snapshot deleted and re-created under its name)
+ * could show old attributes through the mount for that long, so the daemon waits this long after
+ * one before it answers (src/daemon/snapshots.ts).
+ */
+export const KERNEL_ATTR_CACHE_WAIT_MS = 1100
+
+/**
+ * `ibc run`: how long the Primary waits, by default, for each Secondary to be frozen at the
+ * message before the flow fails (`--timeout`; also what a Secondary assumes when a TASK step does
+ * not say).
+ */
+export const IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S = 120
+
+/** Snapshots (src/snapshot): copy-on-write granularity; the first change to any byte of a chunk preserves the whole chunk. */
+export const SNAPSHOT_CHUNK_BYTES = 64 * 1024
+
+/** Snapshot names: as IBC names, plus length (a directory name in the store). */
+export const SNAPSHOT_NAME_BYTES_MAX = 64
+
+/** Most inodes remembered as created after the latest snapshot; beyond it they count as old (safe, wasteful). */
+export const SNAPSHOT_BORN_INODES_MAX = 1_000_000
+
+/** Positive "the latest snapshot has this item" cache entries before the cache is dropped. */
+export const SNAPSHOT_HAS_CACHE_ENTRIES_MAX = 1_000_000
+
+/** Parsed items (attributes, listing entries) kept in memory for views, counted in entries. */
+export const SNAPSHOT_VIEW_CACHE_ENTRIES_MAX = 500_000
+
+/** Cached O_WRONLY descriptors of the apply (src/apply): one per recently written file. */
+export const APPLY_FD_CACHE_MAX = 64
+
+assert(SNAPSHOT_CHUNK_BYTES % 4096 === 0, 'a snapshot chunk is whole pages')
+assert(SNAPSHOT_NAME_BYTES_MAX < 255, 'a snapshot name is a directory name')
+assert(KERNEL_ATTR_CACHE_WAIT_MS > 1000, 'longer than libfuse\'s 1 s attribute timeout')

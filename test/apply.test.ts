@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { applyRecordSync, FdCache } from '../src/rvg/apply'
+import { applyRecordSync, FdCache } from '../src/apply'
 import { RecordType, type Record, type RecordMeta, type Timespec } from '../src/format/record'
 
 const tmpDirs: string[] = []

@@ -11,15 +11,19 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {
-  encodeRecord, decodeRecord, readHeader, checksumOk, RecordType, RECORD_MAGIC, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSIONS_READ, RECORD_ALIGN_BYTES,
+  encodeRecord, decodeRecord, readHeader, checksumOk, RecordType, RECORD_MAGIC, RECORD_FORMAT_VERSION, RECORD_FORMAT_VERSIONS_READ,
   type RecordMeta
 } from '../src/format/record'
 import { Ring, alignUp } from '../src/srl/ring'
 import { Srl } from '../src/srl'
 import { LogStore, STATE_FORMAT_VERSION } from '../src/srl/state'
+import type { Key } from '../src/format/state'
 import { isReplError } from '../src/errors'
 import { RECORD_HEADER_BYTES, SRL_BYTES_MIN } from '../src/limits'
 import { metaFromJson, buildFixture, addNewTypes, type Fixture } from './fixtures/abi/generate'
+
+/** A LevelDB key spelled as docs/FORMAT.md spells it: these tests check the on-disk layout itself. */
+function raw<T = unknown> (name: string): Key<T> { return { name } }
 
 // Compiled to dist/test; the fixture is read from the source tree.
 const FIXTURE_DIR = path.resolve(__dirname, '..', '..', 'test', 'fixtures', 'abi')
@@ -468,8 +472,8 @@ test('srl: after a reboot (another boot id), replay starts at the durable positi
     await srl.close()
   }
   const store = await LogStore.open(path.join(dir, 'state'))
-  await store.put('boot', 'another-boot', true)
-  await store.put('durable', { seq: 1, offset: ends[0] }, true)
+  await store.put(raw<string>('boot'), 'another-boot')
+  await store.put(raw<{ seq: number, offset: number }>('durable'), { seq: 1, offset: ends[0] })
   await store.close()
   // A start after the reboot that dies before its replay completes must not count as this boot.
   for (const attempt of ['first start, no replay', 'second start']) {
@@ -484,7 +488,7 @@ test('srl: after a reboot (another boot id), replay starts at the durable positi
   }
   const again = await LogStore.open(path.join(dir, 'state'))
   try {
-    assert.is(await again.get('boot'), fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'recordBoot records this boot')
+    assert.is(await again.get(raw<string>('boot')), fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'recordBoot records this boot')
   } finally {
     await again.close()
   }
@@ -507,7 +511,7 @@ test('srl: after a reboot, unsynced records past a lost one are discarded and er
     fs.closeSync(fd)
   }
   const store = await LogStore.open(path.join(dir, 'state'))
-  await store.put('boot', 'another-boot', true)
+  await store.put(raw<string>('boot'), 'another-boot')
   await store.close()
   const srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
   try {
@@ -551,11 +555,11 @@ test('srl: LevelDB state keys and JSON values', async () => {
   const { dir } = await srlWith(1)
   const store = await LogStore.open(path.join(dir, 'state'))
   try {
-    const format = await store.get<{ version: number, ringBytes: number, role: string, createdAt: string }>('format')
+    const format = await store.get(raw<{ version: number, ringBytes: number, role: string, createdAt: string }>('format'))
     assert.ok(format !== undefined)
     assert.equal({ version: format.version, ringBytes: format.ringBytes, role: format.role }, { version: STATE_FORMAT_VERSION, ringBytes: RING_BYTES, role: 'primary' })
     assert.ok(!Number.isNaN(Date.parse(format.createdAt)))
-    assert.equal(await store.get('durable'), { seq: 0, offset: 0 })
+    assert.equal(await store.get(raw('durable')), { seq: 0, offset: 0 })
   } finally {
     await store.close()
   }

@@ -1,7 +1,7 @@
 /**
  * Snapshots (issue 5), end to end with real daemons and FUSE mounts: `replicafs snapshot
- * create|list|delete|restore` and MOUNT/.snapshots/NAME/ (src/cli/snapshot.ts, src/rvg/snapshots.ts,
- * src/rvg/restore.ts, src/fuse/snapshots.ts).
+ * create|list|delete|restore` and MOUNT/.snapshots/NAME/ (src/cli/snapshot.ts, src/daemon/snapshots.ts,
+ * src/daemon/restore.ts, src/fuse/snapshots.ts).
  *
  * A pair (Primary with --retain, so its SRL keeps every update, -> Secondary):
  *  - s1 and s2 on the Primary, each after a varied tree and heavy changes, read through FUSE exactly
@@ -126,7 +126,7 @@ async function assertTree (root: string, capture: Snapshot, what: string, mtime:
 /**
  * The live tree through a mount equals its capture, at once: changes made through the mount
  * invalidate the kernel's caches, and a restore answers only after the Primary mount's 1 s
- * attribute cache has passed (src/rvg/snapshots.ts), so there is nothing to wait for.
+ * attribute cache has passed (src/daemon/snapshots.ts), so there is nothing to wait for.
  */
 async function assertLiveTree (root: string, capture: Snapshot, what: string): Promise<void> {
   assertNoDiffs(diffSnapshots(capture, await snapshotTree(root), { a: 'capture', b: what, mtime: 'us' }), `${what} vs its capture`)
@@ -567,7 +567,7 @@ t('an offline-restored Secondary whose Primary has released the updates after th
     }, { timeoutMs: 30_000, what: 'the Primary to refuse the restored Secondary (STALE: it needs a full synchronization)', intervalMs: 100 })
     console.log(`  Primary without the updates after the snapshot: ${why}`)
     assert.match(why, new RegExp(`${old.seq + 1}`), 'the refusal names the sequence number the Secondary needs')
-    assert.match(await S.log(), /refused this Secondary: .*full synchronization/, 'the Secondary logs the refusal too')
+    await waitFor(async () => /refused this Secondary: .*full synchronization/.test(await S.log()), { timeoutMs: 10_000, what: 'the Secondary to log the refusal too (refused this Secondary: ... full synchronization)', intervalMs: 50 })
     assert.is((await primaryStatus(P.state)).rlinks[0].state, 'disconnected', 'the RLINK stays down')
     const st = await secondaryStatus(S.state)
     assert.is(st.appliedSeq, old.seq, 'the Secondary stays at the snapshot')

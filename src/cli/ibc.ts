@@ -6,7 +6,8 @@
 import fs from 'node:fs'
 import { parse, required, helpText, type FlagSpec } from './args'
 import { request, RemoteError } from '../control'
-import { ReplError } from '../errors'
+import { ReplError, IbcError } from '../errors'
+import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S, IBC_MESSAGE_BYTES_MAX } from '../limits'
 
 const STATE = { type: 'string', arg: 'DIR', help: 'the state directory of the daemon' } as const
 const KEY = { type: 'string', arg: 'KEY', help: 'the key `ibc register` printed (optional: checked when given)' } as const
@@ -28,7 +29,7 @@ const FLAGS: Record<string, FlagSpec> = {
   unfreeze: { state: STATE, key: KEY, help: HELP_FLAG },
   unregister: { state: STATE, key: KEY, help: HELP_FLAG },
   status: { state: STATE, json: JSON_FLAG, help: HELP_FLAG },
-  run: { state: STATE, timeout: { type: 'string', arg: 'SECONDS', help: 'fail if the Secondary is not frozen at the message within this (default 120)' }, json: JSON_FLAG, help: HELP_FLAG }
+  run: { state: STATE, timeout: { type: 'string', arg: 'SECONDS', help: `fail if the Secondary is not frozen at the message within this (default ${IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S})` }, json: JSON_FLAG, help: HELP_FLAG }
 }
 
 const USAGE: Record<string, [string, string]> = {
@@ -110,7 +111,7 @@ export async function ibcCommand (argv: string[]): Promise<number> {
       return 0
     }
     case 'run': {
-      const timeoutS = seconds(op, 'timeout', values.timeout) ?? 120
+      const timeoutS = seconds(op, 'timeout', values.timeout) ?? IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S
       const r = await request(state, { cmd: 'ibc-run', task: app, timeoutS }, 2 ** 31 - 1) as { steps: Array<{ host: string, step: string, code: number | null, output: string }> }
       if (json) process.stdout.write(JSON.stringify(r, null, 2) + '\n')
       else for (const s of r.steps) process.stdout.write(`${s.host} ${s.step}: ${s.code === null ? 'done' : `exit ${s.code}`}${s.output ? '\n' + s.output.replace(/\n$/, '').replace(/^/gm, '  ') : ''}\n`)
@@ -126,6 +127,8 @@ async function sendCommand (state: string, app: string, key: string | undefined,
   if (typeof values.file === 'string') {
     try { message = fs.readFileSync(values.file) } catch (err) { throw new ReplError('USAGE', `replicafs ibc send: cannot read ${values.file}: ${(err as Error).message}`) }
   }
+  // The daemon checks too; checking here names the limit before a large message is shipped.
+  if (message.length > IBC_MESSAGE_BYTES_MAX) throw new IbcError('EIBC_MSG_LENGTH', `the IBC message is ${message.length} bytes; the most is ${IBC_MESSAGE_BYTES_MAX}`)
   const freezeTimeoutS = seconds('send', 'freeze-timeout', values['freeze-timeout'])
   if (values['no-freeze'] === true && freezeTimeoutS !== undefined) throw new ReplError('USAGE', 'replicafs ibc send: --no-freeze and --freeze-timeout exclude each other')
   const req = { op: 'send', app, key, message: message.toString('base64'), noFreeze: values['no-freeze'] === true, freezeTimeoutS: freezeTimeoutS ?? 0, flush }

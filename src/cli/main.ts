@@ -67,7 +67,7 @@ export async function main (argv: string[]): Promise<number> {
 export function run (argv: string[] = process.argv.slice(2)): void {
   main(argv).then((code) => { process.exitCode = code }, (err: Error) => {
     if (err instanceof ReplError) {
-      const msg = err.message.startsWith('replicafs') ? err.message : `replicafs: ${err.message}`
+      const msg = err.message.startsWith('replicafs') ? err.message : `replicafs: ${err.code.startsWith('EIBC_') ? `${err.code}: ` : ''}${err.message}`
       process.stderr.write(msg + '\n')
     } else if (err instanceof RemoteError) {
       // The daemon's answer: already one line. IBC failures lead with their VVR error name.

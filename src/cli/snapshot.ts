@@ -7,7 +7,7 @@
 import { parse, required, helpText, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
-import { restoreOffline } from '../rvg/restore'
+import { restoreOffline } from '../daemon'
 
 const STATE = { type: 'string', arg: 'DIR', help: 'the state directory of the daemon' } as const
 const FLAGS: FlagSpec = { state: STATE, json: { type: 'boolean', help: 'print JSON' }, help: { type: 'boolean', help: 'show this help' } }

@@ -13,7 +13,10 @@ import { CONTROL_REQUEST_BYTES_MAX } from '../limits'
 import { ReplError } from '../errors'
 
 /** `signal` aborts when the client goes away before the answer (a long `ibc receive`, say). */
-export type Handler = (req: { cmd: string, [k: string]: unknown }, signal: AbortSignal) => Promise<unknown>
+/** A request on the control socket: a command name and its arguments (docs/FORMAT.md, "Control-socket protocol"). */
+export interface ControlRequest { cmd: string, [k: string]: unknown }
+
+export type Handler = (req: ControlRequest, signal: AbortSignal) => Promise<unknown>
 
 /** An error the daemon answered with: its one-line message and its code (a ReplErrorCode, EIBC_*, an errno name). */
 export class RemoteError extends Error {
@@ -41,17 +44,22 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
     sock.on('close', () => conns.delete(sock))
     let buf = ''
     let handled = false
+    let tooLarge = false
     const gone = new AbortController()
     sock.on('close', () => gone.abort())
     sock.setEncoding('utf8')
     sock.on('error', () => {})
     sock.on('data', (chunk: string) => {
       if (handled) return
+      // An oversized request is read to its end and discarded, then answered: closing on a
+      // client still writing would reset the connection before it could read why.
+      if (tooLarge) buf = ''
       buf += chunk
-      if (buf.length > CONTROL_REQUEST_BYTES_MAX) { sock.destroy(); return }
       const nl = buf.indexOf('\n')
+      if (nl < 0 ? buf.length > CONTROL_REQUEST_BYTES_MAX : nl > CONTROL_REQUEST_BYTES_MAX) tooLarge = true
       if (nl < 0) return
       handled = true
+      if (tooLarge) { sock.end(JSON.stringify({ ok: false, error: `the request is larger than ${CONTROL_REQUEST_BYTES_MAX} bytes`, code: 'USAGE' }) + '\n'); return }
       let req: { cmd: string }
       try { req = JSON.parse(buf.slice(0, nl)) } catch { sock.end(JSON.stringify({ ok: false, error: 'malformed request' }) + '\n'); return }
       handler(req, gone.signal).then(

@@ -65,6 +65,9 @@ export enum RecordType {
   IBC = 19
 }
 
+/** `IBC` record flags (`f`): the message does not freeze the Secondary (`ibc send --no-freeze`). */
+export const IBC_FLAG_NOFREEZE = 1
+
 /** A timestamp as [seconds, nanoseconds]: exact, unlike a double of nanoseconds. */
 export type Timespec = [number, number]
 
@@ -134,7 +137,9 @@ export function encodeRecord (type: RecordType, seq: number, meta: RecordMeta, d
 export function encodeRecordHead (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array): Buffer {
   assert(Number.isSafeInteger(seq) && seq >= 1)
   const metaBytes = type === RecordType.WRAP ? EMPTY : packr.pack(meta)
-  if (metaBytes.length > RECORD_META_BYTES_MAX) throw new ReplError('USAGE', `record metadata too large (${metaBytes.length} bytes)`)
+  // Paths are at most PATH_MAX, xattr values and IBC messages at most 64 KiB (checked where they
+  // come in): more is a bug.
+  assert(metaBytes.length <= RECORD_META_BYTES_MAX, `record metadata too large (${metaBytes.length} bytes)`)
   const dataLength = data ? data.length : 0
   assert(dataLength <= FUSE_WRITE_BYTES_MAX)
   const buf = Buffer.allocUnsafe(RECORD_HEADER_BYTES + metaBytes.length)
@@ -186,6 +191,16 @@ export function readHeader (buf: Buffer): HeaderView | null {
 /** Verifies the checksum of a whole record buffer (as returned by readHeader's totalLength). */
 export function checksumOk (buf: Buffer): boolean {
   return buf.readUInt32LE(24) === checksum(buf)
+}
+
+/** The sequence number in a record header (bytes 8..15), without checking anything else. */
+export function headerSeq (buf: Buffer): number {
+  return Number(buf.readBigUInt64LE(8))
+}
+
+/** The CRC-32C in a record header (bytes 24..27): what identifies a record's bytes (handshake, `last`). */
+export function headerCrc (buf: Buffer): number {
+  return buf.readUInt32LE(24)
 }
 
 /** Decodes a verified record buffer. The data is a view into `buf`. */

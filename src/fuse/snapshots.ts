@@ -8,7 +8,7 @@
  * on the event loop, so a reader never sees a copy-on-write half done.
  */
 import { constants as osc } from 'node:os'
-import { errnoFor } from '../errors'
+import { errnoFor, errnoError } from '../errors'
 import type { FuseStat } from '../native'
 
 const E = osc.errno
@@ -63,7 +63,7 @@ function statOfView (st: ReturnType<SnapshotView['lstat']>): FuseStat {
   }
 }
 
-function enoent (): Error { return Object.assign(new Error('no such snapshot'), { code: 'ENOENT' }) }
+function enoent (): Error { return errnoError('ENOENT', 'no such snapshot') }
 
 /**
  * Wraps `live`. `source()` gives the current snapshots (null: none on this host). Handles opened
@@ -110,7 +110,7 @@ export function withSnapshots (live: Record<string, Op>, source: () => SnapshotS
   }))
   route('fgetattr', (p: string, _fd: number, cb: Cb) => out.getattr(p, cb))
   route('access', (p: string, mode: number, cb: Cb) => answer(cb, () => {
-    if ((mode & 2) !== 0) throw Object.assign(new Error('read-only'), { code: 'EROFS' })
+    if ((mode & 2) !== 0) throw errnoError('EROFS', 'snapshots are read-only')
     const s = split(p)
     if (s !== null) s.view!.lstat(s.rest)
     return []
@@ -118,7 +118,7 @@ export function withSnapshots (live: Record<string, Op>, source: () => SnapshotS
   // Views need no directory handle: they are read by path, between records.
   route('opendir', (p: string, _flags: number, cb: Cb) => answer(cb, () => {
     const s = split(p)
-    if (s !== null && !S_ISDIR(s.view!.lstat(s.rest).mode)) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' })
+    if (s !== null && !S_ISDIR(s.view!.lstat(s.rest).mode)) throw errnoError('ENOTDIR', 'not a directory')
     return [0]
   }))
   route('readdir', (p: string, cb: Cb) => answer(cb, () => {
@@ -127,13 +127,13 @@ export function withSnapshots (live: Record<string, Op>, source: () => SnapshotS
   }))
   route('readlink', (p: string, cb: Cb) => answer(cb, () => {
     const s = split(p)
-    if (s === null) throw Object.assign(new Error('not a symlink'), { code: 'EINVAL' })
+    if (s === null) throw errnoError('EINVAL', 'not a symlink')
     return [s.view!.readlink(s.rest)]
   }))
   route('open', (p: string, flags: number, cb: Cb) => answer(cb, () => {
-    if ((flags & 3) !== 0) throw Object.assign(new Error('read-only'), { code: 'EROFS' })
+    if ((flags & 3) !== 0) throw errnoError('EROFS', 'snapshots are read-only')
     const s = split(p)
-    if (s === null) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' })
+    if (s === null) throw errnoError('EISDIR', 'is a directory')
     const h = s.view!.open(s.rest)
     do { next = next >= 0xfffffff0 ? 0x80000000 : next + 1 } while (handles.has(next))
     handles.set(next, { view: s.view!, h })
@@ -157,7 +157,7 @@ export function withSnapshots (live: Record<string, Op>, source: () => SnapshotS
   out.fsync = (p: string, datasync: number, fd: number, cb: Cb) => { if (handles.has(fd)) cb(0); else liveFsync(p, datasync, fd, cb) }
   route('getxattr', (p: string, name: string, _position: number, cb: Cb) => answer(cb, () => {
     const s = split(p)
-    if (s === null) throw Object.assign(new Error('no attribute'), { code: 'ENODATA' })
+    if (s === null) throw errnoError('ENODATA', 'no such attribute')
     return [s.view!.getxattr(s.rest, name)]
   }))
   route('listxattr', (p: string, cb: Cb) => answer(cb, () => {

@@ -1,5 +1,5 @@
 /** The daemon side of `replicafs ibc ...`: one control command, `ibc`, with an `op`. */
-import { IbcError } from './errors'
+import { IbcError } from '../errors'
 import type { IbcPrimary } from './primary'
 import type { IbcSecondary } from './secondary'
 

@@ -6,10 +6,8 @@
  * written before it is in the stream ahead of the message.
  */
 import { IbcRegistry } from './registry'
-import { IbcError } from './errors'
-import { IBC_FLAG_NOFREEZE } from './secondary'
-import { RecordType, nowTimespec } from '../format/record'
-import type { PrimaryRvg } from '../rvg/primary'
+import { IbcError } from '../errors'
+import { RecordType, IBC_FLAG_NOFREEZE, nowTimespec, type RecordMeta } from '../format/record'
 import type { Srl } from '../srl'
 import { IBC_MESSAGE_BYTES_MAX } from '../limits'
 
@@ -19,12 +17,22 @@ export function ibcId (srlId: string, seq: number): string {
   return `${srlId.slice(0, 8)}-${seq}`
 }
 
+/** What sending needs from the Primary's RVG (src/rvg/primary.ts): journal a record, flush. */
+export interface IbcJournal {
+  /** Waits until every change so far is applied. */
+  barrier (): Promise<void>
+  /** Makes every record so far durable in the SRL. */
+  sync (): Promise<void>
+  /** Journals and applies one record; resolves with its sequence number. */
+  mutate (type: RecordType, meta: RecordMeta): Promise<number>
+}
+
 export class IbcPrimary {
   private sending = new Map<string, number>()
 
-  private constructor (readonly registry: IbcRegistry, private readonly rvg: PrimaryRvg, private readonly srl: Srl) {}
+  private constructor (readonly registry: IbcRegistry, private readonly rvg: IbcJournal, private readonly srl: Srl) {}
 
-  static async open (srl: Srl, rvg: PrimaryRvg): Promise<IbcPrimary> {
+  static async open (srl: Srl, rvg: IbcJournal): Promise<IbcPrimary> {
     return new IbcPrimary(await IbcRegistry.open(srl.store), rvg, srl)
   }
 

@@ -3,13 +3,13 @@
  * in the SRL's LevelDB so they survive a daemon restart (VVR keeps them in the kernel until a
  * reboot; a daemon restart is our reboot, and scripts should not have to register again).
  *
- * Keys (docs/FORMAT.md "LevelDB state"):
- *   ibc/reg/<APP>     {key, deliverTimeoutS, registeredAt}
- *   ibc/unreg/<APP>   {at}          Secondary: unregistered names, whose messages are discarded on arrival
+ * Keys (src/format/state.ts): ibc/reg/<APP>, and on a Secondary ibc/unreg/<APP> for unregistered
+ * names, whose messages are discarded on arrival.
  */
 import crypto from 'node:crypto'
-import type { LogStore } from '../srl/state'
-import { IbcError } from './errors'
+import { LogStore } from '../srl/state'
+import { State } from '../format/state'
+import { IbcError } from '../errors'
 import { IBC_NAME_BYTES_MAX, IBC_REGISTRATIONS_MAX, IBC_DELIVER_TIMEOUT_DEFAULT_S } from '../limits'
 
 export interface Registration {
@@ -35,8 +35,11 @@ export class IbcRegistry {
 
   static async open (store: LogStore): Promise<IbcRegistry> {
     const r = new IbcRegistry(store)
-    for (const [k, v] of await store.entries<Omit<Registration, 'name'>>('ibc/reg/')) r.regs.set(k.slice(8), { name: k.slice(8), ...v })
-    for (const [k] of await store.entries('ibc/unreg/')) r.unregistered.add(k.slice(10))
+    for (const [k, v] of await store.entries(State.ibcRegistered)) {
+      const name = LogStore.idOf(State.ibcRegistered, k)
+      r.regs.set(name, { name, ...v })
+    }
+    for (const [k] of await store.entries(State.ibcUnregistered)) r.unregistered.add(LogStore.idOf(State.ibcUnregistered, k))
     return r
   }
 
@@ -59,8 +62,8 @@ export class IbcRegistry {
     if (this.regs.size >= IBC_REGISTRATIONS_MAX) throw new IbcError('EIBC_MAX_REGISTRATIONS', `this host already has ${IBC_REGISTRATIONS_MAX} IBC registrations, the most an RVG may have`)
     if (!Number.isInteger(deliverTimeoutS) || deliverTimeoutS < 0) throw new IbcError('EIBC_INVALID_ARGUMENT', 'the deliver timeout must be a whole number of seconds (0: none)')
     const reg: Registration = { name, key: crypto.randomBytes(8).toString('hex'), deliverTimeoutS, registeredAt: new Date().toISOString(), ...(opts.task === true ? { task: true } : {}) }
-    await this.store.put(`ibc/reg/${name}`, { key: reg.key, deliverTimeoutS, registeredAt: reg.registeredAt, ...(opts.task === true ? { task: true } : {}) }, true)
-    if (this.unregistered.delete(name)) await this.store.del(`ibc/unreg/${name}`, true)
+    await this.store.put(State.ibcRegistered.key(name), { key: reg.key, deliverTimeoutS, registeredAt: reg.registeredAt, ...(opts.task === true ? { task: true } : {}) })
+    if (this.unregistered.delete(name)) await this.store.del(State.ibcUnregistered.key(name))
     this.regs.set(name, reg)
     return reg
   }
@@ -69,10 +72,10 @@ export class IbcRegistry {
   async unregister (name: string, key: string | undefined, pending: boolean, remember: boolean): Promise<void> {
     this.require(name, key)
     if (pending) throw new IbcError('EIBC_IBC_PENDING', `IBC application ${name} has a delivery or an unfreeze pending`)
-    await this.store.del(`ibc/reg/${name}`, true)
+    await this.store.del(State.ibcRegistered.key(name))
     this.regs.delete(name)
     if (remember) {
-      await this.store.put(`ibc/unreg/${name}`, { at: new Date().toISOString() }, true)
+      await this.store.put(State.ibcUnregistered.key(name), { at: new Date().toISOString() })
       this.unregistered.add(name)
     }
   }

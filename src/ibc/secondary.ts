@@ -17,11 +17,12 @@
  * restart is delivered again after it (same id), before any newer message.
  */
 import type { LogStore } from '../srl/state'
+import { State, type Key, type HeldMessage, type QueuedMessage } from '../format/state'
 import { IbcRegistry } from './registry'
-import { IbcError } from './errors'
+import { IbcError } from '../errors'
 import { IBC_DELIVER_TIMEOUT_DEFAULT_S } from '../limits'
+import { IBC_FLAG_NOFREEZE } from '../format/record'
 
-export const IBC_FLAG_NOFREEZE = 1
 
 export interface IbcMessage {
   app: string
@@ -33,19 +34,7 @@ export interface IbcMessage {
   frozen: boolean
 }
 
-type Phase = 'unregistered' | 'delivering' | 'frozen'
-
-interface Held {
-  seq: number
-  app: string
-  id: string
-  message: string // base64
-  noFreeze: boolean
-  freezeTimeoutS: number
-  phase: Phase
-  /** Absolute ms: when the current phase gives up (0: never). */
-  deadline: number
-}
+type Held = HeldMessage
 
 interface Waiter { app: string, resolve: (m: IbcMessage) => void, reject: (e: Error) => void, timer: NodeJS.Timeout | null }
 
@@ -65,10 +54,19 @@ export class IbcSecondary {
 
   private constructor (readonly registry: IbcRegistry, private readonly store: LogStore, private readonly unregisteredTimeoutS: number) {}
 
+  /**
+   * For a stopped Secondary rolled back offline to record `seq` (src/daemon/restore.ts): the held
+   * message and the queued ones after `seq` are gone with the records that carried them.
+   */
+  static async forgetAfter (store: LogStore, seq: number): Promise<void> {
+    await store.del(State.ibcHeld)
+    for (const [k, q] of await store.entries(State.ibcQueue)) if (q.seq > seq) await store.del(k)
+  }
+
   static async open (store: LogStore, opts: { unregisteredTimeoutS?: number } = {}): Promise<IbcSecondary> {
     const s = new IbcSecondary(await IbcRegistry.open(store), store, opts.unregisteredTimeoutS ?? IBC_DELIVER_TIMEOUT_DEFAULT_S)
-    s.held = (await store.get<Held>('ibc/held')) ?? null
-    for (const [, q] of await store.entries<{ app: string, id: string, seq: number, message: string, deadline: number }>('ibc/queue/')) {
+    s.held = (await store.get(State.ibcHeld)) ?? null
+    for (const [, q] of await store.entries(State.ibcQueue)) {
       s.queue.push({ msg: { app: q.app, id: q.id, seq: q.seq, message: Buffer.from(q.message, 'base64'), frozen: false }, deadline: q.deadline })
     }
     s.arm()
@@ -206,7 +204,7 @@ export class IbcSecondary {
   /** Queues a do-not-freeze message for receive, in LevelDB first (at least once across restarts). */
   private async enqueue (msg: IbcMessage, deliverTimeoutS: number): Promise<void> {
     const deadline = deadlineOf(deliverTimeoutS)
-    await this.store.put(queueKey(msg.seq), { app: msg.app, id: msg.id, seq: msg.seq, message: msg.message.toString('base64'), deadline }, true)
+    await this.store.put(queueKey(msg.seq), { app: msg.app, id: msg.id, seq: msg.seq, message: msg.message.toString('base64'), deadline })
     this.queue.push({ msg, deadline })
     this.log(`IBC message ${msg.id} for ${msg.app} (do not freeze) queued for receive; replication goes on`)
     this.deliver()
@@ -239,7 +237,7 @@ export class IbcSecondary {
       this.queue.splice(i, 1)
       w.resolve(q.msg)
       // Forgotten once handed over; a crash before this redelivers it (at least once).
-      this.store.del(queueKey(q.msg.seq), true).catch((err) => this.log(`IBC: ${(err as Error).message}`))
+      this.store.del(queueKey(q.msg.seq)).catch((err) => this.log(`IBC: ${(err as Error).message}`))
     }
   }
 
@@ -252,7 +250,7 @@ export class IbcSecondary {
     this.held = h
     this.attached = h !== null
     this.arm()
-    const write = this.heldWrites.then(() => h === null ? this.store.del('ibc/held', true) : this.store.put('ibc/held', h, true))
+    const write = this.heldWrites.then(() => h === null ? this.store.del(State.ibcHeld) : this.store.put(State.ibcHeld, h))
     this.heldWrites = write.catch(() => {})
     return write
   }
@@ -285,7 +283,7 @@ export class IbcSecondary {
     const dropped = this.queue.filter((q) => q.deadline > 0 && q.deadline <= now)
     if (dropped.length > 0) {
       this.queue = this.queue.filter((q) => !dropped.includes(q))
-      for (const q of dropped) await this.store.del(queueKey(q.msg.seq), true)
+      for (const q of dropped) await this.store.del(queueKey(q.msg.seq))
       for (const q of dropped) this.log(`IBC message ${q.msg.id} for ${q.msg.app} discarded: not received within its deliver timeout`)
     }
     const h = this.held
@@ -300,8 +298,8 @@ export class IbcSecondary {
   }
 }
 
-function queueKey (seq: number): string {
-  return `ibc/queue/${String(seq).padStart(16, '0')}`
+function queueKey (seq: number): Key<QueuedMessage> {
+  return State.ibcQueue.key(String(seq))
 }
 
 function deadlineOf (seconds: number): number {

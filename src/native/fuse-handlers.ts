@@ -20,7 +20,7 @@
  *   instead of leaving the FUSE thread waiting.
  */
 import { constants as osc } from 'node:os'
-import type { FuseCb, FuseOperations, FuseStat } from './index'
+import type { FuseCb, FuseOperations, FuseStat } from './types'
 
 const E = osc.errno
 

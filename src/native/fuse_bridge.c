@@ -9,7 +9,7 @@
  * It exports exactly the same N-API surface as fuse-native's binding
  * (same names, same op numbering, same fuse_native_signal_* functions) and is
  * injected into require.cache in place of fuse-native's own binding by
- * src/native/index.ts (loadFuse).
+ * src/native/fuse.ts (loadFuse).
  *
  * Changes (each is also marked "REPLICAFS (change N)" at the spot):
  *  1. Timestamps are microseconds since the epoch in both directions
@@ -24,7 +24,7 @@
  *       UTIME_OMIT -> high 0x001FFFFF, low 0xFFFFFFFE (2^53-2)
  *     (Before, tv_nsec = (1<<30)-1 / (1<<30)-2 was folded into a garbage
  *     millisecond value, so `touch f` set the time to ~1970.)
- *     Exported to TS as UTIME_NOW_US / UTIME_OMIT_US by src/native/index.ts.
+ *     Exported to TS as UTIME_NOW_US / UTIME_OMIT_US by src/native/fuse.ts.
  *  4. The l->atime / l->mtime fields are uint64_t instead of size_t (same size
  *     on 64-bit; size_t would truncate on 32-bit builds).
  *  5. fuse_native_mount: if fuse_new() failed, the already-mounted channel was
@@ -55,7 +55,7 @@
  *     lengthLow, lengthHigh, fh) and signals (nativeHandler, res). The handler
  *     table grew from 35 to 36 entries (REPLICAFS_OP_COUNT). fuse-native's JS
  *     still passes a 35-entry `implemented` array and 34 handlers unless
- *     loadFuse() (src/native/index.ts) has patched it, so the implemented
+ *     loadFuse() (src/native/fuse.ts) has patched it, so the implemented
  *     buffer's length is checked before reading index 35, and handlers beyond
  *     REPLICAFS_OP_COUNT are ignored (the original code would have overflowed
  *     ft->handlers for a longer array).
@@ -68,7 +68,7 @@
  *     context" only for the duration of the synchronous JS handler call and
  *     invalidates it as soon as the call returns. The new export
  *     fuse_native_context() returns {uid, gid, pid} while an op's handler is
- *     being dispatched and null otherwise (src/native/index.ts: callerContext()).
+ *     being dispatched and null otherwise (src/native/fuse.ts: callerContext()).
  *     To make "after the handler returns" exact, the handler is now called
  *     with napi_call_function inside an explicit callback scope (async context
  *     created per mount, resource name "replicafs:fuse-op") instead of

@@ -16,12 +16,25 @@ import net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message } from '../format/wire'
 import { FramedSocket, formatAddress, type Address } from './common'
-import type { SecondaryRvg } from '../rvg/secondary'
+import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
+import { State, type Follow } from '../format/state'
 import { ReplError } from '../errors'
-import { RLINK_DEAD_AFTER_MS, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_WINDOW_BYTES } from '../limits'
+import { RLINK_DEAD_AFTER_MS, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_WINDOW_BYTES, IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 
-export interface Follow { srlId: string, rds: string }
+export type { Follow }
+
+/** What the receiver needs from the Secondary's RVG (src/rvg/secondary.ts). */
+export interface ReceivingRvg {
+  /** Its SRL: the receiver reads where it is and syncs it before each network ack. */
+  readonly srl: Srl
+  /** The last record applied (the data ack). */
+  readonly appliedSeq: number
+  /** Logs records, in order, while `stillActive()` (this connection is the active one). */
+  append (recs: Buffer[], stillActive?: () => boolean): Promise<void>
+  /** Called when the applied position moves. */
+  onApplied?: (seq: number) => void
+}
 
 export interface ReceiverConfig {
   /** Runs one step of an `ibc run` task here. */
@@ -29,13 +42,15 @@ export interface ReceiverConfig {
   listen: Address
   secret: Buffer
   rds: string
-  rvg: SecondaryRvg
+  rvg: ReceivingRvg
   store: LogStore
   log: (line: string) => void
 }
 
 class Connection {
   private phase: 'hello' | 'auth' | 'ready' = 'hello'
+  /** Whether the Primary has sent anything since READY (a REFUSE before that refuses the handshake). */
+  private heard = false
   private hello: Hello | null = null
   private readonly ourNonce = nonce()
   private chain: Promise<void> = Promise.resolve()
@@ -128,6 +143,7 @@ class Connection {
         return
       }
       case 'ready':
+        if (m.t !== MsgType.REFUSE) this.heard = true
         switch (m.t) {
           case MsgType.UPDATES: {
             if (!Array.isArray(m.recs)) { this.refuse('PROTOCOL', 'malformed UPDATES'); return }
@@ -152,7 +168,7 @@ class Connection {
             if (run === undefined) { done({ code: null, output: '', error: 'this Secondary runs no tasks' }); return }
             const task = String(m.task)
             const step = String(m.step)
-            run(task, step, typeof m.timeoutS === 'number' ? m.timeoutS : 120)
+            run(task, step, typeof m.timeoutS === 'number' ? m.timeoutS : IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S)
               .then((r) => {
                 if (step === 'register') this.openTasks.add(task)
                 if (step === 'unregister' || step === 'abort') this.openTasks.delete(task)
@@ -161,7 +177,11 @@ class Connection {
             return
           }
           case MsgType.REFUSE:
-            this.rx.cfg.log(`the Primary at ${this.fs.peer} ended the link: ${String(m.message)}`)
+            // The Primary checks the Secondary's position when READY arrives (docs/FORMAT.md,
+            // handshake step 4): a REFUSE before anything else is that refusal (STALE, DIVERGED).
+            this.rx.cfg.log(this.heard
+              ? `the Primary at ${this.fs.peer} ended the link: ${String(m.message)}`
+              : `the Primary at ${this.fs.peer} refused this Secondary: ${String(m.message)}`)
             this.close('refused by the Primary')
             return
           default:
@@ -221,7 +241,7 @@ export class RlinkReceiver {
   constructor (readonly cfg: ReceiverConfig) {}
 
   async start (): Promise<void> {
-    this.follow = (await this.cfg.store.get<Follow>('follow')) ?? null
+    this.follow = (await this.cfg.store.get(State.follow)) ?? null
     this.nacked = this.cfg.rvg.srl.lastSeq // everything logged before a restart was synced (close) or is re-synced below
     await this.cfg.rvg.srl.sync()
     this.cfg.rvg.onApplied = () => this.ack()
@@ -232,7 +252,7 @@ export class RlinkReceiver {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
         const where = formatAddress(this.cfg.listen)
-        reject(new ReplError('USAGE', err.code === 'EADDRINUSE' ? `cannot listen on ${where}: the address is already in use`
+        reject(new ReplError(err.code === 'EADDRINUSE' ? 'ADDRESS_IN_USE' : 'USAGE', err.code === 'EADDRINUSE' ? `cannot listen on ${where}: the address is already in use`
           : err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' ? `cannot listen on ${where}: no such local address`
             : `cannot listen on ${where}: ${err.message}`))
       })
@@ -265,7 +285,7 @@ export class RlinkReceiver {
     if (this.follow !== null && this.follow.srlId !== hello.srlId) throw new Error(`this Secondary follows the Primary whose SRL id is ${this.follow.srlId}, not ${hello.srlId}`)
     if (this.follow === null) {
       this.follow = { srlId: hello.srlId, rds: hello.rds }
-      await this.cfg.store.put('follow', this.follow, true)
+      await this.cfg.store.put(State.follow, this.follow)
       this.cfg.log(`following the Primary whose SRL id is ${hello.srlId} (RDS ${hello.rds})`)
     }
     const old = this.active

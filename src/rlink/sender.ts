@@ -1,399 +1,17 @@
 /**
- * The Primary's end of the RLINKs: one Rlink per Secondary, and the RlinkSet the Primary RVG talks
- * to (synchronous modes, what the SRL must retain, status, pause/resume).
- *
- * An Rlink connects (and reconnects, with backoff), runs the handshake, then sends the SRL's
- * records in order from where the Secondary asked to resume, as their own bytes, in batches of at
- * most RLINK_BATCH_BYTES_MAX, with up to RLINK_WINDOW_UPDATES / RLINK_WINDOW_BYTES sent but not
- * network-acked (the pipeline). ACK frames move the network-acked and data-acked positions; the
- * data-acked position is what the SRL keeps records for, persisted under `rlink/<address>` at
- * every checkpoint before a release.
+ * The Primary's end of the RLINKs: the RlinkSet the Primary RVG talks to (synchronous modes, what
+ * the SRL must retain, status, pause/resume), over one Rlink per Secondary (src/rlink/link.ts).
+ * Each RLINK's data-acked position is persisted under `rlink/<address>` at every checkpoint
+ * before a release.
  */
-import net from 'node:net'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult } from '../format/wire'
-import { RECORD_FORMAT_VERSION } from '../format/record'
-import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
-import type { Position } from '../srl/state'
+import { LogStore } from '../srl/state'
+import { State, type Position } from '../format/state'
 import { ReplError } from '../errors'
-import {
-  RLINK_BATCH_BYTES_MAX, RLINK_WINDOW_BYTES, RLINK_WINDOW_UPDATES, RLINK_PING_INTERVAL_MS, RLINK_DEAD_AFTER_MS,
-  RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_RECONNECT_MIN_MS, RLINK_RECONNECT_MAX_MS
-} from '../limits'
+import { RLINK_DEAD_AFTER_MS } from '../limits'
+import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus } from './link'
 
-export type SynchronousMode = 'off' | 'override' | 'fail'
-export type RlinkState = 'connecting' | 'connected' | 'disconnected' | 'paused'
-
-export interface RlinkStatus {
-  secondary: string
-  state: RlinkState
-  sentSeq: number
-  networkAckedSeq: number
-  dataAckedSeq: number
-  lagUpdates: number
-  lagBytes: number
-  lagSeconds: number
-  lastError: string | null
-}
-
-interface Context {
-  srl: Srl
-  rds: string
-  secret: Buffer
-  log: (line: string) => void
-  clock: AppendClock
-  changed: () => void
-  /** A damaged SRL record: the daemon stops (src/daemon.ts). */
-  fatal: (err: Error) => void
-}
-
-/** Stored per RLINK in LevelDB. */
-export interface RlinkRecord { seq: number, offset: number, paused: boolean }
-
-/** When records were appended, sampled, for lag in seconds. */
-export class AppendClock {
-  private readonly samples: Array<[number, number]> = []
-  private readonly since = Date.now()
-
-  note (seq: number): void {
-    const now = Date.now()
-    const last = this.samples[this.samples.length - 1]
-    if (last === undefined || now - last[1] >= 20) this.samples.push([seq, now])
-  }
-
-  /** A lower bound of when record `seq` was appended (within ~20 ms). */
-  appendedAt (seq: number): number {
-    let t = this.since
-    for (const [s, at] of this.samples) { if (s <= seq) t = at; else break }
-    return t
-  }
-
-  /** Forgets samples no longer needed once every link has data-acked `seq`. */
-  trim (seq: number): void {
-    while (this.samples.length > 1 && this.samples[1][0] <= seq + 1) this.samples.shift()
-  }
-}
-
-interface Waiter { seq: number, resolve: () => void, reject: (err: Error) => void }
-interface TaskWaiter { resolve: (r: TaskResult) => void, reject: (err: Error) => void }
-
-export class Rlink {
-  state: RlinkState = 'connecting'
-  lastError: string | null = null
-  sentSeq = 0
-  nackSeq = 0
-  dackSeq: number
-  /** The position after the last data-acked record we know the offset of (what the SRL retains from). */
-  dackPos: Position
-  private sendPos: Position = { seq: 0, offset: 0 }
-  /** Sent batches not yet data-acked: their last record and the offset after it. */
-  private batches: Array<{ seq: number, end: number, bytes: number }> = []
-  private conn: FramedSocket | null = null
-  private draining = false
-  private waiters: Waiter[] = []
-  private tasks = new Map<number, TaskWaiter>()
-  private nextTaskId = 1
-  private reconnectTimer: NodeJS.Timeout | null = null
-  private heartbeat: NodeJS.Timeout | null = null
-  private backoff = RLINK_RECONNECT_MIN_MS
-  private closed = false
-  /** When the data-acked / network-acked positions last moved (or the link came up). */
-  lastDackAt = 0
-  private lastNackAt = 0
-  readonly addr: Address
-
-  constructor (readonly address: string, stored: RlinkRecord, private readonly ctx: Context) {
-    this.addr = parseAddress(address, 'secondary')
-    this.dackSeq = stored.seq
-    this.dackPos = { seq: stored.seq, offset: stored.offset }
-    if (stored.paused) this.state = 'paused'
-  }
-
-  start (): void {
-    if (this.state !== 'paused') this.connect()
-  }
-
-  get paused (): boolean { return this.state === 'paused' }
-  get connected (): boolean { return this.state === 'connected' }
-
-  private connect (): void {
-    if (this.closed || this.state === 'paused') return
-    this.state = 'connecting'
-    const sock = net.connect({ host: this.addr.host, port: this.addr.port })
-    const ourNonce = nonce()
-    let phase: 'hello' | 'auth' | 'ready' = 'hello'
-    const handshakeTimer = setTimeout(() => conn.end(`no handshake from the Secondary within ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s`), RLINK_HANDSHAKE_TIMEOUT_MS)
-    handshakeTimer.unref()
-    const conn: FramedSocket = new FramedSocket(sock, (m: Message) => {
-      if (m.t === MsgType.REFUSE) {
-        clearTimeout(handshakeTimer)
-        conn.end(`refused by the Secondary: ${String(m.message)}`)
-        return
-      }
-      if (phase === 'hello') {
-        if (m.t !== MsgType.CHALLENGE) { conn.refuse('PROTOCOL', `expected CHALLENGE, got message type ${m.t}`); return }
-        const why = this.checkChallenge(m, ourNonce)
-        if (why !== null) { clearTimeout(handshakeTimer); conn.refuse(why[0], why[1]); return }
-        conn.send({ t: MsgType.AUTH, proof: proof(this.ctx.secret, 'primary', m.nonce, ourNonce, this.ctx.rds) })
-        phase = 'auth'
-      } else if (phase === 'auth') {
-        if (m.t !== MsgType.READY) { conn.refuse('PROTOCOL', `expected READY, got message type ${m.t}`); return }
-        clearTimeout(handshakeTimer)
-        phase = 'ready'
-        this.state = 'connected'
-        this.lastDackAt = this.lastNackAt = Date.now()
-        this.backoff = RLINK_RECONNECT_MIN_MS
-        this.ctx.log(`RLINK to ${this.address} connected; sending from sequence number ${this.sentSeq + 1}`)
-        this.heartbeat = setInterval(() => this.tick(), RLINK_PING_INTERVAL_MS / 2)
-        this.heartbeat.unref()
-        this.ctx.changed()
-        this.pump()
-      } else {
-        this.onMessage(m)
-      }
-    }, (reason) => {
-      clearTimeout(handshakeTimer)
-      this.lost(conn, reason)
-    })
-    this.conn = conn
-    sock.on('connect', () => {
-      conn.send({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: this.ctx.rds, srlId: this.ctx.srl.srlId, nonce: ourNonce, rf: RECORD_FORMAT_VERSION })
-    })
-    sock.on('drain', () => { this.draining = false; this.pump() })
-  }
-
-  /** Null if the Secondary's CHALLENGE is acceptable (and sets where to send from), else why not. */
-  private checkChallenge (m: Challenge, ourNonce: Buffer): [ 'VERSION' | 'RDS' | 'AUTH' | 'DIVERGED' | 'STALE' | 'PROTOCOL', string ] | null {
-    const srl = this.ctx.srl
-    if (m.v !== PROTOCOL_VERSION) return ['VERSION', `the Secondary speaks RLINK protocol version ${String(m.v)}; this Primary speaks version ${PROTOCOL_VERSION}`]
-    if (m.rds !== this.ctx.rds) return ['RDS', `the Secondary's RDS name "${String(m.rds)}" does not match this Primary's "${this.ctx.rds}"`]
-    if (!proofOk(m.proof, proof(this.ctx.secret, 'secondary', ourNonce, m.nonce, this.ctx.rds))) {
-      return ['AUTH', 'authentication failed: the Secondary does not know the shared secret (check --secret-file on both hosts)']
-    }
-    if (!Number.isSafeInteger(m.next) || m.next < 1 || !Number.isSafeInteger(m.applied)) return ['PROTOCOL', 'malformed CHALLENGE']
-    const last = m.next - 1
-    if (last > srl.lastSeq) return ['DIVERGED', `the Secondary has records up to sequence number ${last} but this Primary's SRL ends at ${srl.lastSeq}: their histories differ (DIVERGED: a full synchronization is needed)`]
-    if (last < srl.tailSeq) return ['STALE', `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}: it needs a full synchronization (STALE)`]
-    const from = this.dackPos.seq <= last && this.dackPos.seq >= srl.tailSeq ? this.dackPos : srl.tailPosition
-    const nextOffset = srl.positionOf(m.next, from)
-    if (m.last !== null && m.last.seq === last && last > srl.tailSeq) {
-      const at = srl.positionOf(last, from.seq < last ? from : srl.tailPosition)
-      if (srl.crcOf(last, at) !== m.last.crc) return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (DIVERGED: a full synchronization is needed)`]
-    } else if (m.last !== null && m.last.seq === last && last === srl.lastSeq && srl.lastRecord() !== null && srl.lastRecord()!.crc !== m.last.crc) {
-      return ['DIVERGED', `the Secondary's record ${last} differs from this Primary's: their histories differ (DIVERGED: a full synchronization is needed)`]
-    }
-    this.sendPos = { seq: last, offset: nextOffset }
-    this.sentSeq = last
-    this.nackSeq = last
-    this.batches = []
-    // What the Secondary has applied it reports itself; records before our tail are gone anyway.
-    if (m.applied >= srl.tailSeq && m.applied <= last) {
-      const base = this.dackPos.seq <= m.applied && this.dackPos.seq >= srl.tailSeq ? this.dackPos : srl.tailPosition
-      this.dackPos = { seq: m.applied, offset: srl.positionOf(m.applied + 1, base) }
-      this.dackSeq = m.applied
-    } else {
-      this.dackSeq = Math.max(this.dackSeq, Math.min(m.applied, last))
-    }
-    return null
-  }
-
-  private onMessage (m: Message): void {
-    switch (m.t) {
-      case MsgType.ACK: {
-        if (m.n > this.nackSeq) { this.nackSeq = Math.min(m.n, this.sentSeq); this.lastNackAt = Date.now() }
-        if (m.d > this.dackSeq) {
-          this.dackSeq = Math.min(m.d, this.nackSeq)
-          this.lastDackAt = Date.now()
-          while (this.batches.length > 0 && this.batches[0].seq <= this.dackSeq) {
-            const b = this.batches.shift()!
-            this.dackPos = { seq: b.seq, offset: b.end }
-          }
-          // Records logged there before this connection belong to no batch: walk to the position.
-          if (this.dackSeq > this.dackPos.seq && (this.batches.length === 0 || this.batches[0].seq > this.dackSeq)) {
-            const before = this.batches.length > 0 ? null : this.sendPos
-            this.dackPos = before !== null && before.seq === this.dackSeq ? { ...before } : { seq: this.dackSeq, offset: this.ctx.srl.positionOf(this.dackSeq + 1, this.dackPos) }
-          }
-        }
-        this.wakeWaiters()
-        this.ctx.changed()
-        this.pump()
-        return
-      }
-      case MsgType.RESEND: {
-        const from = m.from
-        if (!Number.isSafeInteger(from) || from <= this.dackSeq || from > this.sentSeq + 1) { this.conn?.refuse('PROTOCOL', `RESEND from ${String(from)} is outside what was sent`); return }
-        this.ctx.log(`RLINK to ${this.address}: the Secondary asks for records again from sequence number ${from} (${String(m.why)})`)
-        this.batches = this.batches.filter((b) => b.seq < from)
-        const base = this.batches.length > 0 ? { seq: this.batches[this.batches.length - 1].seq, offset: this.batches[this.batches.length - 1].end } : this.dackPos
-        this.sendPos = { seq: from - 1, offset: this.ctx.srl.positionOf(from, base) }
-        this.sentSeq = from - 1
-        if (this.nackSeq > this.sentSeq) this.nackSeq = this.sentSeq
-        this.pump()
-        return
-      }
-      case MsgType.PONG:
-        return
-      case MsgType.TASK_RESULT: {
-        const w = this.tasks.get(m.id)
-        if (w === undefined) return
-        this.tasks.delete(m.id)
-        w.resolve(m)
-        return
-      }
-      default:
-        this.conn?.refuse('PROTOCOL', `unexpected message type ${m.t}`)
-    }
-  }
-
-  /** `ibc run`: asks the Secondary to run one step of a task; rejects if the link is or goes down. */
-  task (task: string, step: string, app: string, timeoutS: number): Promise<TaskResult> {
-    const c = this.conn
-    if (c === null || this.state !== 'connected') return Promise.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} is ${this.state}`))
-    const id = this.nextTaskId++
-    return new Promise((resolve, reject) => {
-      this.tasks.set(id, { resolve, reject })
-      c.send({ t: MsgType.TASK, id, task, step, app, timeoutS })
-    })
-  }
-
-  private tick (): void {
-    const c = this.conn
-    if (c === null || this.state !== 'connected') return
-    if (Date.now() - c.lastReceived > RLINK_DEAD_AFTER_MS) { c.end(`no answer from the Secondary for ${RLINK_DEAD_AFTER_MS / 1000} s`); return }
-    // A Secondary that answers pings but logs nothing (its SRL full, say) must not hold writers
-    // waiting for its network ack forever: drop the link; synchronous=override then goes on
-    // asynchronously, as VVR's RLINK does when it times out.
-    if (this.sentSeq > this.nackSeq && Date.now() - this.lastNackAt > RLINK_DEAD_AFTER_MS) {
-      c.end(`the Secondary has not network-acked anything for ${RLINK_DEAD_AFTER_MS / 1000} s`)
-      return
-    }
-    if (Date.now() - c.lastSent >= RLINK_PING_INTERVAL_MS) c.send({ t: MsgType.PING, ts: Date.now() })
-  }
-
-  /** Sends what the window allows. Called after appends, acks and drains. Never throws. */
-  pump (): void {
-    try {
-      this.pumpUnsafe()
-    } catch (err) {
-      this.ctx.fatal(err as Error)
-    }
-  }
-
-  private pumpUnsafe (): void {
-    const c = this.conn
-    if (c === null || this.state !== 'connected' || this.draining) return
-    const srl = this.ctx.srl
-    while (this.sentSeq < srl.lastSeq) {
-      const unacked = this.sentSeq - this.nackSeq
-      let inflight = 0
-      for (const b of this.batches) if (b.seq > this.nackSeq) inflight += b.bytes
-      if (unacked >= RLINK_WINDOW_UPDATES || inflight >= RLINK_WINDOW_BYTES) return
-      const recs: Buffer[] = []
-      let bytes = 0
-      let { seq, offset } = this.sendPos
-      while (seq < srl.lastSeq && bytes < RLINK_BATCH_BYTES_MAX && unacked + recs.length < RLINK_WINDOW_UPDATES) {
-        const r = srl.readRaw(offset, seq + 1)
-        if (r === null) break
-        recs.push(r.buf)
-        bytes += r.buf.length
-        seq++
-        offset = r.end
-      }
-      if (recs.length === 0) return
-      this.sendPos = { seq, offset }
-      this.sentSeq = seq
-      this.batches.push({ seq, end: offset, bytes })
-      if (!c.send({ t: MsgType.UPDATES, recs })) { this.draining = true; return }
-    }
-  }
-
-  /** Resolves once `seq` is network-acked; `fail` mode rejects if the link is (or goes) down. */
-  /**
-   * Resolves once `seq` is network-acked, or when the link is (or goes) down: the update is already
-   * in the SRL and applied here, so failing it now would report EIO for a change that was made.
-   * synchronous=fail refuses updates before they are appended instead (RlinkSet.admit).
-   */
-  waitNetworkAck (seq: number): Promise<void> {
-    if (this.nackSeq >= seq || this.closed || this.state !== 'connected') return Promise.resolve()
-    return new Promise((resolve) => this.waiters.push({ seq, resolve, reject: () => resolve() }))
-  }
-
-  private notConnected (): ReplError {
-    return new ReplError('NOT_CONNECTED', `RLINK to ${this.address} is ${this.state} and synchronous=fail`)
-  }
-
-  private wakeWaiters (): void {
-    if (this.waiters.length === 0) return
-    const keep: Waiter[] = []
-    for (const w of this.waiters) { if (w.seq <= this.nackSeq) w.resolve(); else keep.push(w) }
-    this.waiters = keep
-  }
-
-  private lost (conn: FramedSocket, reason: string): void {
-    if (this.conn !== conn) return
-    this.conn = null
-    this.draining = false
-    if (this.heartbeat) { clearInterval(this.heartbeat); this.heartbeat = null }
-    const w = this.waiters.splice(0)
-    for (const x of w) x.reject(this.notConnected())
-    for (const t of this.tasks.values()) t.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} went down: ${reason}`))
-    this.tasks.clear()
-    if (this.closed) return
-    if (this.state !== 'paused') {
-      if (reason !== this.lastError || this.state === 'connected') this.ctx.log(`RLINK to ${this.address} ${this.state === 'connected' ? 'lost' : 'failed'}: ${reason}`)
-      this.lastError = reason
-      this.state = 'disconnected'
-      // A refusal needs an operator; retry slowly. A lost link is retried at once, then backs off.
-      if (reason.startsWith('refused')) this.backoff = RLINK_RECONNECT_MAX_MS
-      this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect() }, this.backoff)
-      this.reconnectTimer.unref()
-      this.backoff = Math.min(this.backoff * 2, RLINK_RECONNECT_MAX_MS)
-    }
-    this.ctx.changed()
-  }
-
-  pause (): void {
-    if (this.state === 'paused') return
-    this.state = 'paused'
-    if (this.reconnectTimer) { clearTimeout(this.reconnectTimer); this.reconnectTimer = null }
-    this.conn?.refuse('PROTOCOL', 'replication paused by the administrator on the Primary')
-    this.ctx.log(`RLINK to ${this.address} paused`)
-  }
-
-  resume (): void {
-    if (this.state !== 'paused') return
-    this.state = 'disconnected'
-    this.backoff = RLINK_RECONNECT_MIN_MS
-    this.ctx.log(`RLINK to ${this.address} resumed`)
-    this.connect()
-  }
-
-  status (): RlinkStatus {
-    const srl = this.ctx.srl
-    const caughtUp = this.dackSeq >= srl.lastSeq
-    return {
-      secondary: this.address,
-      state: this.state,
-      sentSeq: this.sentSeq,
-      networkAckedSeq: this.nackSeq,
-      dataAckedSeq: this.dackSeq,
-      lagUpdates: Math.max(0, srl.lastSeq - this.dackSeq),
-      lagBytes: caughtUp ? 0 : Math.max(0, srl.headOffset - Math.max(this.dackPos.offset, srl.tailPosition.offset)),
-      lagSeconds: caughtUp ? 0 : Math.max(0, (Date.now() - this.ctx.clock.appendedAt(this.dackSeq + 1)) / 1000),
-      lastError: this.lastError
-    }
-  }
-
-  close (): void {
-    this.closed = true
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
-    if (this.heartbeat) clearInterval(this.heartbeat)
-    const w = this.waiters.splice(0)
-    for (const x of w) x.resolve()
-    this.conn?.end('the Primary is stopping')
-    this.conn = null
-  }
-}
+export { Rlink, AppendClock, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord } from './link'
 
 /** The Primary's RLINKs, as the RVG sees them. */
 export class RlinkSet {
@@ -408,23 +26,22 @@ export class RlinkSet {
 
   /** Loads each RLINK's stored position; a new one starts at the SRL's tail. */
   static async open (srl: Srl, cfg: { secondaries: string[], mode: SynchronousMode, rds: string, secret: Buffer | null, log: (l: string) => void }): Promise<RlinkSet> {
-    const stored = new Map(await srl.store.entries<RlinkRecord>('rlink/'))
+    const stored = new Map((await srl.store.entries(State.rlink)).map(([k, v]) => [LogStore.idOf(State.rlink, k), v]))
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [])
     const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err) }
     for (const a of cfg.secondaries) {
-      const key = `rlink/${a}`
-      let rec = stored.get(key)
+      let rec = stored.get(a)
       if (rec === undefined || rec.seq < srl.tailSeq) {
         if (rec !== undefined) cfg.log(`RLINK to ${a}: its stored position ${rec.seq} is older than the SRL's tail ${srl.tailSeq}; it will need a full synchronization`)
         rec = { ...srl.tailPosition, paused: rec?.paused ?? false }
-        await srl.store.put(key, rec, true)
+        await srl.store.put(State.rlink.key(a), rec)
       }
-      stored.delete(key)
+      stored.delete(a)
       set.links.push(new Rlink(a, rec, ctx))
     }
-    for (const key of stored.keys()) {
-      cfg.log(`RLINK ${key.slice(6)} is no longer configured; the SRL no longer keeps records for it`)
-      await srl.store.del(key, true)
+    for (const a of stored.keys()) {
+      cfg.log(`RLINK ${a} is no longer configured; the SRL no longer keeps records for it`)
+      await srl.store.del(State.rlink.key(a))
     }
     return set
   }
@@ -436,7 +53,7 @@ export class RlinkSet {
   find (address: string | undefined): Rlink[] {
     if (address === undefined) return this.links
     const l = this.links.find((x) => x.address === address)
-    if (l === undefined) throw new ReplError('USAGE', `no RLINK to ${address} (this Primary replicates to ${this.links.map((x) => x.address).join(', ') || 'no Secondary'})`)
+    if (l === undefined) throw new ReplError('NOT_FOUND', `no RLINK to ${address} (this Primary replicates to ${this.links.map((x) => x.address).join(', ') || 'no Secondary'})`)
     return [l]
   }
 
@@ -444,7 +61,7 @@ export class RlinkSet {
     const links = this.find(address)
     for (const l of links) {
       if (paused) l.pause(); else l.resume()
-      await this.srl.store.put(`rlink/${l.address}`, { ...l.dackPos, paused }, true)
+      await this.srl.store.put(State.rlink.key(l.address), { ...l.dackPos, paused })
     }
     return links.map((l) => l.address)
   }
@@ -513,7 +130,7 @@ export class RlinkSet {
 
   /** Persists every link's data-acked position (before the SRL releases anything). */
   async persist (): Promise<void> {
-    for (const l of this.links) await this.srl.store.put(`rlink/${l.address}`, { ...l.dackPos, paused: l.paused }, true)
+    for (const l of this.links) await this.srl.store.put(State.rlink.key(l.address), { ...l.dackPos, paused: l.paused })
   }
 
   status (): RlinkStatus[] {
@@ -533,3 +150,4 @@ export class RlinkSet {
     for (const f of w) f()
   }
 }
+

@@ -12,7 +12,7 @@
  * buffer), then the mtime the record carries. A write is "in flight" from its append until its
  * apply completes; they are tracked in sequence order, and the applied position only advances
  * over a completed prefix. Reads that could see a file behind the log (stat, read of an inode with
- * writes in flight) wait for the barrier (src/fuse/adapter.ts); nothing else can be behind.
+ * writes in flight) wait for the barrier (src/fuse/handlers.ts); nothing else can be behind.
  *
  * Recovery needs no per-record bookkeeping: every record but a WRITE is appended only when no
  * write is in flight, and applied before anything else is appended, so after a kill -9 the SRL
@@ -23,17 +23,19 @@
  * Journal-less mode (`srl === null`) is the bare passthrough used as the benchmark baseline: it
  * writes through a cached descriptor on the threadpool and answers when the write lands.
  */
-import assert from 'node:assert'
 import fs from 'node:fs'
-import util from 'node:util'
-import { execFile } from 'node:child_process'
 import { Srl } from '../srl'
-import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta, type Record } from '../format/record'
+import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta } from '../format/record'
 import { sys } from '../native'
-import { applyRecordSync, FdCache } from './apply'
+import { applyRecordSync, FdCache, errnoName, applyCopyMode, writeAt } from '../apply'
+import { Checkpoints } from './checkpoint'
+import { ExclusiveGate } from './gate'
+import type { Replication, ExclusiveToken, Preserver } from './interfaces'
+import type { Position } from '../format/state'
+
+export type { Replication, ExclusiveToken, Preserver } from './interfaces'
 import { ReplError, errnoFor } from '../errors'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_QUEUE_BYTES_MAX, APPLY_BATCH_BYTES_MAX, APPLY_INLINE_BYTES_MAX, APPLY_BEFORE_REPLY_BYTES_MAX } from '../limits'
-import type { Position } from '../srl/state'
 
 /** A write appended to the SRL whose data-directory write is in flight. */
 interface InflightWrite { seq: number, end: number, done: boolean, ino: number }
@@ -41,34 +43,6 @@ interface InflightWrite { seq: number, end: number, done: boolean, ino: number }
 /** A write waiting to be applied: the arguments of sys.applyWrites for it (srcOffset, destFd, destOffset, length, mtime). */
 interface QueuedWrite { item: InflightWrite, path: string, jobs: [number, number, number, number, number, number] }
 const JOB_LENGTH = 3
-
-/** What the RVG needs from its RLINKs (src/rlink/sender.ts RlinkSet). */
-export interface Replication {
-  /** Before an append: throws to refuse the update (synchronous=fail with a link down). */
-  admit(): void
-  /** Synchronously after every append. */
-  appended(seq: number): void
-  /** After appending a write, or applying any other change, `seq`: resolves when the synchronous mode is satisfied (null: nothing to wait for). */
-  acked(seq: number): Promise<void> | null
-  /** The oldest position a Secondary still needs; records after it stay in the SRL. */
-  retainFrom(): Position | null
-  /** Persists what retainFrom depends on, before a release. */
-  persist(): Promise<void>
-  /** Whether waiting for acks can free SRL space, and a promise of the next ack. */
-  readonly canProgress: boolean
-  progress(): Promise<void>
-  describeLag(): string
-}
-
-/** Proof of holding PrimaryRvg.exclusive(). */
-export interface ExclusiveToken { readonly exclusive?: true }
-
-/** Copy-on-write snapshots (src/snapshot): told about every record just before it is applied. */
-export interface Preserver {
-  beforeApply (rec: Record): void
-  /** Makes what was preserved durable; runs at each checkpoint before the data directory's sync. */
-  sync? (): Promise<void>
-}
 
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
@@ -108,9 +82,7 @@ export class PrimaryRvg {
   private readonly pendingInodes = new Map<number, number>()
   /** Last record applied to the data directory, and the ring offset after it. */
   private applied: Position
-  private checkpointing: Promise<void> | null = null
-  /** Last record made durable in the data directory by a checkpoint. */
-  private durableSeq: number
+  private readonly checkpoints: Checkpoints | null
   private timer: NodeJS.Timeout | null = null
   private syncTimer: NodeJS.Timeout | null = null
   private fatal: Error | null = null
@@ -122,7 +94,7 @@ export class PrimaryRvg {
     this.root = dataDir
     this.fds = new FdCache(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
-    this.durableSeq = srl ? srl.tailSeq : 0
+    this.checkpoints = srl ? new Checkpoints(this.root, srl, this) : null
     this.copyMode = srl ? applyCopyMode(srl.dir) : 0
   }
 
@@ -170,39 +142,15 @@ export class PrimaryRvg {
 
   get appliedSeq (): number { return this.applied.seq }
 
-  /** While set, new changes wait before they are appended (see exclusive()). */
-  private gate: Promise<void> | null = null
+  /** exclusive(): while it runs, new changes wait before they are appended. */
+  private readonly gate = new ExclusiveGate()
 
   /**
    * Runs `fn` at a record boundary with nothing in flight and no change starting until it is done:
    * a snapshot is taken there, exactly after the record `appliedSeq`.
    */
   async exclusive<T> (fn: (appliedSeq: number, own: ExclusiveToken) => Promise<T>): Promise<T> {
-    while (this.gate !== null) await this.gate
-    let open!: () => void
-    this.gate = new Promise<void>((resolve) => { open = resolve })
-    const token: ExclusiveToken = {}
-    this.gateOwner = token
-    try {
-      while (this.inflight.length > 0) await this.barrier()
-      return await fn(this.applied.seq, token)
-    } finally {
-      this.gate = null
-      this.gateOwner = null
-      open()
-    }
-  }
-
-  /** The holder of exclusive() may still make changes (a restore journals its own records). */
-  private gateOwner: ExclusiveToken | null = null
-
-  /** Whether exclusive() runs for someone other than the holder of `token`. */
-  private shut (token?: ExclusiveToken): boolean {
-    return this.gate !== null && (token === undefined || token !== this.gateOwner)
-  }
-
-  private async passGate (token?: ExclusiveToken): Promise<void> {
-    while (this.shut(token)) await this.gate
+    return await this.gate.run(async () => { while (this.inflight.length > 0) await this.barrier() }, async (token) => await fn(this.applied.seq, token))
   }
 
   /**
@@ -231,8 +179,8 @@ export class PrimaryRvg {
   /** Waits while exclusive() runs (unless `token` holds it) and while a change drains the writes. */
   private async writeTurn (token?: ExclusiveToken): Promise<void> {
     for (;;) {
-      if (this.shut(token)) await this.gate
-      else if (this.writeHolds > 0 && !(token !== undefined && token === this.gateOwner)) await new Promise<void>((resolve) => this.holdWaiters.push(resolve))
+      if (this.gate.shut(token)) await this.gate.closed
+      else if (this.writeHolds > 0 && !this.gate.isOwner(token)) await new Promise<void>((resolve) => this.holdWaiters.push(resolve))
       else return
     }
   }
@@ -240,7 +188,7 @@ export class PrimaryRvg {
   /** A write: appended to the SRL, applied to the data directory, then answered. */
   async write (p: string, buf: Buffer, offset: number, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
-    if (this.gate !== null || this.writeHolds > 0) await this.writeTurn(token)
+    if (this.gate.closed !== null || this.writeHolds > 0) await this.writeTurn(token)
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
       if (this.bareWrites === 0) this.fds.trim()
@@ -259,7 +207,7 @@ export class PrimaryRvg {
     let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     while (appended === null) {
       await this.makeRoom()
-      if (this.gate !== null || this.writeHolds > 0) await this.writeTurn(token)
+      if (this.gate.closed !== null || this.writeHolds > 0) await this.writeTurn(token)
       if (this.fatal) throw this.fatal
       repl?.admit()
       this.fds.trim(this.inodeBusy)
@@ -393,7 +341,7 @@ export class PrimaryRvg {
    */
   async mutate (type: RecordType, meta: RecordMeta, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
-    if (this.gate !== null) await this.passGate(token)
+    if (this.gate.closed !== null) await this.gate.pass(token)
     if (!this.srl) {
       while (this.bareWrites > 0) await new Promise((resolve) => setImmediate(resolve))
       this.fds.trim()
@@ -411,7 +359,7 @@ export class PrimaryRvg {
       for (;;) {
         // Recovery relies on this: a non-WRITE record is appended only when every earlier one is
         // applied. And not inside another caller's exclusive().
-        if (this.shut(token)) await this.passGate(token)
+        if (this.gate.shut(token)) await this.gate.pass(token)
         else if (this.inflight.length > 0) await this.barrier()
         else if (!srl.fits(room)) await this.makeRoom()
         else break
@@ -492,7 +440,7 @@ export class PrimaryRvg {
   /** Starts a checkpoint in the background once the ring is past CHECKPOINT_FILL_PERCENT. */
   private afterAppend (): void {
     const srl = this.srl!
-    if (this.opts.retain || srl.usedBytes * 100 <= srl.capacityBytes * CHECKPOINT_FILL_PERCENT || this.checkpointing) return
+    if (this.opts.retain || srl.usedBytes * 100 <= srl.capacityBytes * CHECKPOINT_FILL_PERCENT || this.checkpoints?.busy === true) return
     // Only when a good part of the ring can be released: Secondaries behind may hold the tail.
     const bound = this.opts.replication?.retainFrom() ?? null
     const releasable = Math.min(this.applied.offset, bound?.offset ?? Infinity) - srl.tailPosition.offset
@@ -527,26 +475,18 @@ export class PrimaryRvg {
    * SRL. Concurrent calls share one run.
    */
   checkpoint (): Promise<void> {
-    if (!this.srl) return Promise.resolve()
-    if (this.checkpointing) return this.checkpointing
-    this.checkpointing = (async () => {
-      const srl = this.srl!
-      const applied = { ...this.applied }
-      if (applied.seq !== this.durableSeq) {
-        await this.snapshots?.sync?.()
-        await syncfs(this.root)
-        this.durableSeq = applied.seq
-      }
-      if (this.opts.retain) return
+    if (!this.srl || !this.checkpoints) return Promise.resolve()
+    const srl = this.srl
+    return this.checkpoints.run({ ...this.applied }, async (applied) => {
+      if (this.opts.retain) return null
       // Release what is applied and synced here and data-acked by every Secondary.
       const repl = this.opts.replication
       const bound = repl?.retainFrom() ?? null
       const pos = bound !== null && bound.seq < applied.seq ? bound : applied
-      if (pos.seq <= srl.tailSeq) return // idle
+      if (pos.seq <= srl.tailSeq) return null // idle
       await repl?.persist()
-      await srl.release(pos)
-    })().finally(() => { this.checkpointing = null })
-    return this.checkpointing
+      return pos
+    })
   }
 
   private fail (err: Error): void {
@@ -587,40 +527,3 @@ export class PrimaryRvg {
 const EMPTY = Buffer.alloc(0)
 /** Room kept for a VOID record after any change (the largest VOID there can be), aligned. */
 const VOID_ROOM = recordBytes(RecordType.VOID, { v: Number.MAX_SAFE_INTEGER, e: -4095 }, 0) + 2 * RECORD_ALIGN_BYTES
-
-/** 'ENOSPC: no space left on device' for an errno number. */
-function errnoName (errno: number): string {
-  const [name, message] = util.getSystemErrorMap().get(-errno) ?? [`errno ${errno}`, 'unknown error']
-  return `${name}: ${message}`
-}
-
-/**
- * How sys.applyWrites copies a record's data from the ring: 0, copy_file_range (one copy inside the
- * kernel), where the ring's filesystem cannot share blocks between files (ext2/3/4, tmpfs); 1,
- * pread/pwrite elsewhere, since on XFS or btrfs copy_file_range may clone the ring's blocks into
- * the data file, and the ring's next lap would then allocate (copy-on-write) where it must not.
- */
-function applyCopyMode (dir: string): number {
-  const EXT_SUPER_MAGIC = 0xef53
-  const TMPFS_MAGIC = 0x01021994
-  try {
-    const type = fs.statfsSync(dir).type
-    return type === EXT_SUPER_MAGIC || type === TMPFS_MAGIC ? 0 : 1
-  } catch {
-    return 1
-  }
-}
-
-function writeAt (fd: number, buf: Buffer, offset: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, offset, (err) => err ? reject(err) : resolve()))
-}
-
-/**
- * syncfs(2) of the data directory's filesystem, off the event loop: `sync -f` from coreutils runs
- * it in a child process, so a slow disk never stalls FUSE replies.
- */
-function syncfs (dir: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('sync', ['-f', dir], (err) => err ? reject(new ReplError('APPLY_FAILED', `syncfs of ${dir} failed: ${err.message}`, { cause: err })) : resolve())
-  })
-}

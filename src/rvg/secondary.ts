@@ -14,7 +14,7 @@
  * of each slice) the cursor file `srl/cursor` gets the last applied position with one small pwrite
  * (it survives a kill -9 in the page cache). On restart, the records after the cursor are a run
  * of writes, at most one non-WRITE record and more writes, any of them possibly applied already;
- * they are replayed with the replay tolerances of applyRecordSync (see src/rvg/apply.ts). After a
+ * they are replayed with the replay tolerances of applyRecordSync (see src/apply/index.ts). After a
  * reboot the cursor is not trusted: replay starts from the durable checkpoint, as on the Primary.
  *
  * A voided record (the Primary failed to apply it and logged a VOID after it) is skipped, as on
@@ -23,23 +23,35 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFile } from 'node:child_process'
-import { crc32c } from '../format/crc'
 import { Srl, bootId } from '../srl'
-import { RecordType, type Record } from '../format/record'
-import { applyRecordSync, FdCache } from './apply'
+import { RecordType, headerSeq, type Record } from '../format/record'
+import { CURSOR_BYTES, encodeCursor, decodeCursor } from '../format/cursor'
+import { applyRecordSync, FdCache } from '../apply'
+import { Checkpoints } from './checkpoint'
 import { ReplError } from '../errors'
-import type { IbcSecondary } from '../ibc/secondary'
-import type { Preserver } from './primary'
+import type { Preserver } from './interfaces'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SECONDARY_APPLY_SLICE_MS } from '../limits'
-import type { Position } from '../srl/state'
+import { State, type Position } from '../format/state'
 
-const CURSOR_BYTES = 24
+/** The apply cursor's file in the SRL's directory (its layout: src/format/cursor.ts). */
+const CURSOR_FILE = 'cursor'
+
+/**
+ * What the apply loop needs from IBC (src/ibc/secondary.ts): told of each IBC record it reaches,
+ * it answers whether the record may be consumed at once; a record it holds is consumed when it
+ * calls `onRelease`.
+ */
+export interface IbcHolds {
+  arrive (seq: number, app: string, id: string, message: Buffer, flags: number, freezeTimeoutS: number): Promise<boolean>
+  onRelease?: (seq: number) => void
+  /** At start: a held record at or before `appliedSeq` was consumed before a restart; forget it. */
+  dropStale (appliedSeq: number): Promise<void>
+}
 
 export interface SecondaryOptions {
   log?: (line: string) => void
   /** IBC: the apply loop stops at an IBC record until this says it may be consumed. */
-  ibc?: IbcSecondary
+  ibc?: IbcHolds
   /** The stable id of the IBC message in record `seq` (the followed Primary's SRL id and seq). */
   ibcId?: (seq: number) => string
 }
@@ -52,8 +64,7 @@ export class SecondaryRvg {
   /** Replay tolerances stay on until the first non-WRITE record after the cursor is applied. */
   private replaying = true
   private scheduled = false
-  private durableSeq: number
-  private checkpointing: Promise<void> | null = null
+  private readonly checkpoints: Checkpoints
   private timer: NodeJS.Timeout | null = null
   private fatal: Error | null = null
   private closed = false
@@ -73,10 +84,10 @@ export class SecondaryRvg {
   constructor (dataDir: string, readonly srl: Srl, private readonly opts: SecondaryOptions = {}) {
     this.root = dataDir
     this.fds = new FdCache(dataDir)
-    const file = path.join(srl.dir, 'cursor')
+    const file = path.join(srl.dir, CURSOR_FILE)
     this.cursorFd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
     this.applied = srl.tailPosition
-    this.durableSeq = srl.tailSeq
+    this.checkpoints = new Checkpoints(this.root, srl, this)
     if (opts.ibc) opts.ibc.onRelease = (seq) => this.consumeIbc(seq)
   }
 
@@ -87,7 +98,7 @@ export class SecondaryRvg {
   async recover (): Promise<void> {
     const durable = this.srl.tailPosition
     const cursor = this.readCursor()
-    const lastBoot = await this.srl.store.get<string>('boot')
+    const lastBoot = await this.srl.store.get(State.boot)
     const sameBoot = lastBoot === undefined || lastBoot === bootId()
     if (sameBoot && cursor !== null && cursor.seq >= durable.seq && cursor.seq <= this.srl.lastSeq) {
       this.applied = cursor
@@ -130,7 +141,7 @@ export class SecondaryRvg {
         // A connection replaced while it waited for room must not log what it still holds.
         if (!stillActive()) throw new ReplError('PROTOCOL', 'the connection was replaced by a newer one')
         // Checked at each try: while we waited for room, a newer connection may have logged it.
-        const seq = Number(buf.readBigUInt64LE(8))
+        const seq = headerSeq(buf)
         if (seq <= this.srl.lastSeq) break
         if (seq !== this.srl.lastSeq + 1) throw new ReplError('PROTOCOL', `record ${seq} arrived where ${this.srl.lastSeq + 1} is due`)
         if (this.srl.tryAppendRaw(buf) !== null) break
@@ -288,30 +299,21 @@ export class SecondaryRvg {
   private readCursor (): Position | null {
     const buf = Buffer.alloc(CURSOR_BYTES)
     if (fs.readSync(this.cursorFd, buf, 0, CURSOR_BYTES, 0) !== CURSOR_BYTES) return null
-    if ((crc32c(buf.subarray(0, 16)) >>> 0) !== buf.readUInt32LE(16)) return null
-    return { seq: Number(buf.readBigUInt64LE(0)), offset: Number(buf.readBigUInt64LE(8)) }
+    return decodeCursor(buf)
   }
 
   private writeCursor (): void {
-    const buf = Buffer.alloc(CURSOR_BYTES)
-    buf.writeBigUInt64LE(BigInt(this.applied.seq), 0)
-    buf.writeBigUInt64LE(BigInt(this.applied.offset), 8)
-    buf.writeUInt32LE(crc32c(buf.subarray(0, 16)) >>> 0, 16)
-    fs.writeSync(this.cursorFd, buf, 0, CURSOR_BYTES, 0)
+    fs.writeSync(this.cursorFd, encodeCursor(this.applied), 0, CURSOR_BYTES, 0)
+  }
+
+  /** For a stopped Secondary rolled back offline (src/daemon/restore.ts): forget where applying was. */
+  static discardCursor (srl: Srl): void {
+    fs.rmSync(path.join(srl.dir, CURSOR_FILE), { force: true })
   }
 
   /** Syncs the data directory and releases applied records from the SRL. */
   checkpoint (): Promise<void> {
-    if (this.checkpointing) return this.checkpointing
-    this.checkpointing = (async () => {
-      const pos = { ...this.applied }
-      if (pos.seq === this.durableSeq) return
-      await this.snapshots?.sync?.()
-      await syncfs(this.root)
-      this.durableSeq = pos.seq
-      if (pos.seq > this.srl.tailSeq) await this.srl.release(pos)
-    })().finally(() => { this.checkpointing = null })
-    return this.checkpointing
+    return this.checkpoints.run({ ...this.applied }, async (applied) => applied)
   }
 
   private fail (err: Error): void {
@@ -341,8 +343,3 @@ export class SecondaryRvg {
   }
 }
 
-function syncfs (dir: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('sync', ['-f', dir], (err) => err ? reject(new ReplError('APPLY_FAILED', `syncfs of ${dir} failed: ${err.message}`, { cause: err })) : resolve())
-  })
-}

@@ -72,20 +72,19 @@
  * handles (ext4, xfs, btrfs, tmpfs), and the process has CAP_DAC_READ_SEARCH (root) for
  * open_by_handle_at.
  */
+import assert from 'node:assert'
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFile } from 'node:child_process'
 import { sys } from '../native'
 import { ReplError } from '../errors'
 import { RecordType, type Record } from '../format/record'
-import { applyRecordSync, FdCache } from '../rvg/apply'
+import { applyRecordSync, FdCache, syncfs } from '../apply'
 import {
-  Snap, CHUNK_BYTES, STORE_FORMAT, BORN_MAX, HAS_CACHE_MAX, JSON_CACHE_WEIGHT_MAX, S_IFMT,
-  type SnapshotMeta, type AttrsItem, type ListingItem,
-  validateName, idString, tsOf, lstatQuiet, readdirQuiet, openRead, preadFull, isZero, xattrsOf, writeItem,
-  copySparse, ItemCache, spaceOf
+  Snap, STORE_FORMAT, JSON_CACHE_WEIGHT_MAX, type SnapshotMeta,
+  validateName, idString, readdirQuiet, ItemCache, spaceOf, fsyncPath
 } from './store'
 import { View, type ViewHost } from './view'
+import { CopyOnWrite, BORN_ENTRY_BYTES } from './cow'
 import { restoreRecords, type RestoreRecord } from './restore'
 
 export interface SnapshotSetOptions {
@@ -115,8 +114,6 @@ export interface RestoreResult {
   deleted: string[]
 }
 
-const BORN_ENTRY_BYTES = 16
-const BORN_CHECK = 0x5bd1e995a5a5a5a5n
 
 const DIR_RE = /^(\d{8})(\.tmp|\.deleting)?$/
 
@@ -135,17 +132,8 @@ export class SnapshotSet implements ViewHost {
   generation = 0
   readonly items = new ItemCache<unknown>(JSON_CACHE_WEIGHT_MAX)
 
-  // State of the latest snapshot's copy-on-write.
-  /** Item keys the latest snapshot is known to hold ('d' + ino, 'k' + ino, 'c' + ino + ':' + i). */
-  private has = new Set<string>()
-  /** Preserved size per inode in the latest snapshot (its attrs item exists). */
-  private sizes = new Map<number, number>()
-  private born = new Set<number>()
-  private bornFd: number | null = null
-  /** A path a CREATE/MKDIR/MKNOD/SYMLINK is about to create: its inode is born. */
-  private pending: string | null = null
-  /** An inode just kept because its last name was about to go: undone if the record failed. */
-  private pendingKeep: { full: string, ino: number, snap: Snap, copy: boolean } | null = null
+  /** The latest snapshot's copy-on-write (src/snapshot/cow.ts). */
+  private readonly cow: CopyOnWrite
   private readonly views = new Map<string, View>()
   private closed = false
 
@@ -159,10 +147,11 @@ export class SnapshotSet implements ViewHost {
     try {
       sys.nameToHandle(this.root)
     } catch (err) {
-      throw new ReplError('USAGE', `snapshots need a data directory on a filesystem with file handles (ext4, xfs, btrfs, tmpfs): ${(err as Error).message}`, { cause: err })
+      throw new ReplError('UNSUPPORTED', `snapshots need a data directory on a filesystem with file handles (ext4, xfs, btrfs, tmpfs): ${(err as Error).message}`, { cause: err })
     }
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
     this.mountFd = fs.openSync(this.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+    this.cow = new CopyOnWrite(this, this.durable, this.log)
   }
 
   /**
@@ -208,7 +197,7 @@ export class SnapshotSet implements ViewHost {
       this.log(`snapshots: finishing the deletion of ${id} interrupted by a crash`)
       this.merge(`${this.dir}/${n}`, prev)
     }
-    this.resetLatest()
+    this.cow.reset()
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -219,11 +208,11 @@ export class SnapshotSet implements ViewHost {
 
   private find (name: string): Snap {
     const s = this.snaps.find((x) => x.name === name)
-    if (s === undefined) throw new ReplError('USAGE', `no snapshot named ${name}`)
+    if (s === undefined) throw new ReplError('NOT_FOUND', `no snapshot named ${name}`)
     return s
   }
 
-  private get latest (): Snap | null { return this.snaps.length > 0 ? this.snaps[this.snaps.length - 1] : null }
+  get latest (): Snap | null { return this.snaps.length > 0 ? this.snaps[this.snaps.length - 1] : null }
 
   /**
    * Takes a snapshot now. Instant: writes one directory and meta.json, never walks the tree. The
@@ -232,9 +221,9 @@ export class SnapshotSet implements ViewHost {
   create (name: string, seq: number): SnapshotInfo {
     this.assertOpen()
     validateName(name)
-    if (this.snaps.some((s) => s.name === name)) throw new ReplError('USAGE', `a snapshot named ${name} exists already`)
-    if (!Number.isSafeInteger(seq) || seq < 0) throw new ReplError('USAGE', `bad sequence number ${seq}`)
-    this.resolvePending()
+    if (this.snaps.some((s) => s.name === name)) throw new ReplError('EXISTS', `a snapshot named ${name} exists already`)
+    assert(Number.isSafeInteger(seq) && seq >= 0, `bad sequence number ${seq}`)
+    this.cow.resolvePending()
     let max = 0
     for (const n of fs.readdirSync(this.dir)) { const m = DIR_RE.exec(n); if (m) max = Math.max(max, Number(m[1])) }
     const id = idString(max + 1)
@@ -254,14 +243,14 @@ export class SnapshotSet implements ViewHost {
     fs.renameSync(tmp, final)
     if (this.durable) { fsyncPath(final); fsyncPath(this.dir) }
     this.snaps.push(new Snap(final, meta))
-    this.resetLatest()
+    this.cow.reset()
     return this.info(this.latest!, false)
   }
 
   /** Every snapshot, oldest first, with the space each one's items take. */
   list (): SnapshotInfo[] {
     this.assertOpen()
-    this.resolvePending()
+    this.cow.resolvePending()
     return this.snaps.map((s) => this.info(s, true))
   }
 
@@ -289,7 +278,7 @@ export class SnapshotSet implements ViewHost {
   delete (name: string): void {
     this.assertOpen()
     const s = this.find(name)
-    this.resolvePending()
+    this.cow.resolvePending()
     const idx = this.snaps.indexOf(s)
     const deleting = `${s.dir}.deleting`
     fs.renameSync(s.dir, deleting)
@@ -298,7 +287,7 @@ export class SnapshotSet implements ViewHost {
     const v = this.views.get(s.id)
     if (v !== undefined) { v.closeAll(); this.views.delete(s.id) }
     this.merge(deleting, idx > 0 ? this.snaps[idx - 1] : null)
-    this.resetLatest()
+    this.cow.reset()
   }
 
   /** Merges a deleted snapshot's items into `prev` (where it lacks them) and removes the rest. */
@@ -371,7 +360,7 @@ export class SnapshotSet implements ViewHost {
     } finally {
       fds.clear()
     }
-    this.resolvePending()
+    this.cow.resolvePending()
     const deleted: string[] = []
     if (opts.deleteNewer === true) {
       for (const x of this.snaps.slice(this.snaps.indexOf(s) + 1).reverse()) { this.delete(x.name); deleted.push(x.name) }
@@ -388,29 +377,27 @@ export class SnapshotSet implements ViewHost {
   restoreRecords (name: string): Generator<RestoreRecord, void, void> {
     this.assertOpen()
     const s = this.find(name)
-    if (s.invalid !== null) throw new ReplError('USAGE', `snapshot ${name} is invalid and cannot be restored: ${s.invalid}`)
+    if (s.invalid !== null) throw new ReplError('SNAPSHOT_INVALID', `snapshot ${name} is invalid and cannot be restored: ${s.invalid}`)
     return restoreRecords(this.view(name)!, this.root)
   }
 
   /** Makes everything preserved so far durable: syncfs of the store's filesystem (in a child, off the event loop). */
   sync (): Promise<void> {
-    return new Promise((resolve, reject) => {
-      execFile('sync', ['-f', this.dir], (err) => err ? reject(new ReplError('APPLY_FAILED', `syncfs of ${this.dir} failed: ${err.message}`, { cause: err })) : resolve())
-    })
+    return syncfs(this.dir)
   }
 
   close (): void {
     if (this.closed) return
-    try { this.resolvePending() } catch { /* closing anyway */ }
+    try { this.cow.resolvePending() } catch { /* closing anyway */ }
     this.closed = true
     for (const v of this.views.values()) v.closeAll()
     this.views.clear()
-    if (this.bornFd !== null) { fs.closeSync(this.bornFd); this.bornFd = null }
+    this.cow.close()
     fs.closeSync(this.mountFd)
   }
 
   private assertOpen (): void {
-    if (this.closed) throw new ReplError('USAGE', 'the snapshot set is closed')
+    assert(!this.closed, 'the snapshot set is closed')
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -424,78 +411,11 @@ export class SnapshotSet implements ViewHost {
 
   allSnaps (): readonly Snap[] { return this.snaps }
 
+  /** Keep links to `ino` in the store (they count in its nlink on the same filesystem). */
+  keepLinks (ino: number): number { return this.cow.keepLinks(ino) }
+
   // ---------------------------------------------------------------------------------------------
   // Copy-on-write
-
-  /** The latest snapshot changed (create, delete, open): reset what we know about it. */
-  private resetLatest (): void {
-    this.has = new Set()
-    this.sizes = new Map()
-    this.born = new Set()
-    this.pending = null
-    if (this.bornFd !== null) { fs.closeSync(this.bornFd); this.bornFd = null }
-    const L = this.latest
-    if (L === null) return
-    let buf: Buffer
-    try { buf = fs.readFileSync(L.bornPath()) } catch { return }
-    for (let off = 0; off + BORN_ENTRY_BYTES <= buf.length && this.born.size < BORN_MAX; off += BORN_ENTRY_BYTES) {
-      const ino = buf.readBigUInt64LE(off)
-      // A torn or zero-filled entry (power loss) fails the check and is ignored: safe, the inode counts as old.
-      if ((ino ^ BORN_CHECK) === buf.readBigUInt64LE(off + 8) && ino !== 0n) this.born.add(Number(ino))
-    }
-  }
-
-  private remember (key: string): void {
-    if (this.has.size >= HAS_CACHE_MAX) this.has.clear()
-    this.has.add(key)
-  }
-
-  private resolvePending (): void {
-    if (this.pendingKeep !== null) this.undoFailedKeep()
-    if (this.pending === null) return
-    const full = this.pending
-    this.pending = null
-    const L = this.latest
-    if (L === null || L.invalid !== null) return
-    const st = lstatQuiet(full)
-    if (st === null) return
-    try { this.addBorn(L, Number(st.ino)) } catch (err) { this.log(`snapshots: cannot record a new inode in ${L.bornPath()} (it will count as old): ${(err as Error).message}`) }
-  }
-
-  /**
-   * The record that made the last keep/ item did not remove the name (it failed: a rename of a
-   * directory over a file, EBUSY, ...): the inode is live, so drop the item, or the live file would
-   * show one link too many for as long as the snapshot lives. (A kill -9 right there leaves it; then
-   * only the live nlink is off by one.)
-   */
-  private undoFailedKeep (): void {
-    const k = this.pendingKeep!
-    this.pendingKeep = null
-    const st = lstatQuiet(k.full)
-    if (st === null || Number(st.ino) !== k.ino || k.snap.deleted) return
-    try {
-      if (k.copy) {
-        fs.unlinkSync(k.snap.copyPath(k.ino))
-        k.snap.copies.delete(k.ino)
-      } else {
-        const kst = lstatQuiet(k.snap.keepPath(k.ino))
-        if (kst !== null && Number(kst.ino) === k.ino) fs.unlinkSync(k.snap.keepPath(k.ino))
-      }
-      this.has.delete('k' + k.ino)
-    } catch (err) {
-      this.log(`snapshots: cannot drop the keep/ item of inode ${k.ino}, whose removal failed: ${(err as Error).message}`)
-    }
-  }
-
-  private addBorn (L: Snap, ino: number): void {
-    if (this.born.size >= BORN_MAX || this.born.has(ino)) return
-    this.born.add(ino)
-    if (this.bornFd === null) this.bornFd = fs.openSync(L.bornPath(), 'a', 0o600)
-    const e = Buffer.allocUnsafe(BORN_ENTRY_BYTES)
-    e.writeBigUInt64LE(BigInt(ino), 0)
-    e.writeBigUInt64LE(BigInt(ino) ^ BORN_CHECK, 8)
-    fs.writeSync(this.bornFd, e)
-  }
 
   /**
    * Called just before `rec` is applied to the data directory (writes, replays and a Secondary's
@@ -508,9 +428,9 @@ export class SnapshotSet implements ViewHost {
     const L = this.latest
     if (L === null || this.closed) return
     try {
-      this.resolvePending()
+      this.cow.resolvePending()
       if (L.invalid !== null) return
-      this.preserve(L, rec)
+      this.cow.preserve(L, rec)
     } catch (err) {
       this.invalidateAll(`copy-on-write before record ${rec.seq} (${RecordType[rec.type] ?? rec.type} ${rec.meta.p ?? ''}) failed: ${(err as Error).message}`)
     }
@@ -519,7 +439,7 @@ export class SnapshotSet implements ViewHost {
   private invalidateAll (reason: string): void {
     this.log(`snapshots: ${reason}; every snapshot is now invalid`)
     for (const s of this.snaps) if (s.invalid === null) this.markInvalid(s, reason)
-    this.pending = null
+    this.cow.dropPending()
   }
 
   private markInvalid (s: Snap, reason: string): void {
@@ -527,303 +447,4 @@ export class SnapshotSet implements ViewHost {
     try { fs.writeFileSync(`${s.dir}/invalid`, reason + '\n') } catch { /* the flag in memory still holds */ }
   }
 
-  private preserve (L: Snap, rec: Record): void {
-    const m = rec.meta
-    const full = (p: string): string => this.root + p
-    switch (rec.type) {
-      case RecordType.WRITE: {
-        const st = this.oldFile(m.p!)
-        if (st === null) return
-        this.preserveRange(L, full(m.p!), st, m.o!, m.o! + rec.data.length)
-        return
-      }
-      case RecordType.TRUNCATE: {
-        // truncate(2) follows a symlink.
-        const f = this.follow(m.p!)
-        if (f === null) return
-        const st = f.st
-        if (!st.isFile() || this.born.has(Number(st.ino))) return
-        this.preserveRange(L, f.full, st, m.s!, Infinity)
-        return
-      }
-      case RecordType.FALLOCATE: {
-        const st = this.oldFile(m.p!)
-        if (st === null) return
-        const mode = m.f ?? 0
-        const KEEP = sys.FALLOC_FL_KEEP_SIZE
-        if ((mode & ~KEEP) === 0) this.ensureAttrs(L, full(m.p!), st) // allocation: content unchanged
-        else if ((mode & ~(KEEP | sys.FALLOC_FL_PUNCH_HOLE | sys.FALLOC_FL_ZERO_RANGE)) === 0) this.preserveRange(L, full(m.p!), st, m.o!, m.o! + m.l!)
-        else this.preserveRange(L, full(m.p!), st, m.o!, Infinity) // collapse/insert range shift everything after
-        return
-      }
-      case RecordType.CREATE: {
-        const st = lstatQuiet(full(m.p!))
-        if (st === null) { this.ensureParent(L, m.p!, true); this.pending = full(m.p!); return }
-        // O_TRUNC on an existing file: a truncate to 0 (plus owner and times).
-        this.ensureParent(L, m.p!, false)
-        if (this.born.has(Number(st.ino))) return
-        if (st.isFile()) this.preserveRange(L, full(m.p!), st, 0, Infinity)
-        else this.ensureAttrs(L, full(m.p!), st)
-        return
-      }
-      case RecordType.MKDIR:
-      case RecordType.MKNOD:
-      case RecordType.SYMLINK: {
-        const st = lstatQuiet(full(m.p!))
-        this.ensureParent(L, m.p!, st === null)
-        if (st === null) { this.pending = full(m.p!); return }
-        // Exists: a replay sets its owner and times again.
-        if (!this.born.has(Number(st.ino))) this.ensureAttrs(L, full(m.p!), st)
-        return
-      }
-      case RecordType.LINK: {
-        const st = lstatQuiet(full(m.p!))
-        if (st !== null && !this.born.has(Number(st.ino))) this.ensureAttrs(L, full(m.p!), st) // nlink
-        this.ensureParent(L, m.d!, true)
-        return
-      }
-      case RecordType.UNLINK:
-        this.ensureParent(L, m.p!, true)
-        this.preserveRemoved(L, full(m.p!), 'unlink', null)
-        return
-      case RecordType.RMDIR:
-        this.ensureParent(L, m.p!, true)
-        this.preserveRemoved(L, full(m.p!), 'rmdir', null)
-        return
-      case RecordType.RENAME: {
-        this.ensureParent(L, m.p!, true)
-        this.ensureParent(L, m.d!, true)
-        const st = lstatQuiet(full(m.p!))
-        if (st === null) return
-        // The moved inode: its ctime, a directory's '..'; and a moved symlink or device then needs
-        // no live lookup by handle.
-        if (!this.born.has(Number(st.ino))) this.ensureAttrs(L, full(m.p!), st)
-        this.preserveRemoved(L, full(m.d!), 'rename', st)
-        return
-      }
-      case RecordType.CHMOD: {
-        const f = this.follow(m.p!) // chmod(2) follows a symlink
-        if (f !== null && !this.born.has(Number(f.st.ino))) this.ensureAttrs(L, f.full, f.st)
-        return
-      }
-      case RecordType.CHOWN:
-      case RecordType.UTIMENS:
-      case RecordType.SETXATTR:
-      case RecordType.REMOVEXATTR: {
-        const st = lstatQuiet(full(m.p!))
-        if (st !== null && !this.born.has(Number(st.ino))) this.ensureAttrs(L, full(m.p!), st)
-        return
-      }
-      default:
-        // VOID, WRAP, IBC, and anything that changes nothing in the data directory.
-    }
-  }
-
-  /** The regular file at `p` if it existed when the latest snapshot was taken. */
-  private oldFile (p: string): fs.BigIntStats | null {
-    const st = lstatQuiet(this.root + p)
-    if (st === null || !st.isFile() || this.born.has(Number(st.ino))) return null
-    return st
-  }
-
-  /** Resolves `p` following a final symlink, inside the data directory only. */
-  private follow (p: string): { full: string, st: fs.BigIntStats } | null {
-    const full = this.root + p
-    const st = lstatQuiet(full)
-    if (st === null) return null
-    if (!st.isSymbolicLink()) return { full, st }
-    let real: string
-    try { real = fs.realpathSync.native(full) } catch { return null }
-    if (!real.startsWith(this.root + '/')) return null
-    const rst = lstatQuiet(real)
-    return rst === null ? null : { full: real, st: rst }
-  }
-
-  /** The directory holding `p`: its attrs (mtime) and, for namespace changes, its listing. */
-  private ensureParent (L: Snap, p: string, listing: boolean): void {
-    const pfull = this.root + p.slice(0, p.lastIndexOf('/'))
-    const st = lstatQuiet(pfull)
-    if (st === null || !st.isDirectory() || this.born.has(Number(st.ino))) return
-    this.ensureAttrs(L, pfull, st)
-    if (listing) this.ensureListing(L, pfull, Number(st.ino))
-  }
-
-  /**
-   * `full` is about to lose a name (unlink, rmdir, or be renamed over by `mover`): a directory's
-   * attrs and listing; a file's attrs and, if this is its last name, the inode itself (keep/).
-   */
-  private preserveRemoved (L: Snap, full: string, kind: 'unlink' | 'rmdir' | 'rename', mover: fs.BigIntStats | null): void {
-    const st = lstatQuiet(full)
-    if (st === null) return
-    const ino = Number(st.ino)
-    if (mover !== null && Number(mover.ino) === ino) return // rename between two links of one inode: no-op
-    if (this.born.has(ino)) {
-      if (st.isDirectory() || Number(st.nlink) === 1) this.born.delete(ino) // the number is about to be free
-      return
-    }
-    // Records that will fail for the types involved change nothing here.
-    if (kind === 'unlink' && st.isDirectory()) return
-    if (kind === 'rmdir' && !st.isDirectory()) return
-    if (mover !== null && mover.isDirectory() !== st.isDirectory()) return
-    this.ensureAttrs(L, full, st)
-    if (st.isDirectory()) { this.ensureListing(L, full, ino); return }
-    this.ensureKeep(L, full, st)
-  }
-
-  /**
-   * Attrs of the inode at `full` into L unless L has them; returns the size L holds for it (the
-   * size when L was taken: chunks beyond it are never needed).
-   */
-  private ensureAttrs (L: Snap, full: string, st: fs.BigIntStats): number {
-    const ino = Number(st.ino)
-    const known = this.sizes.get(ino)
-    if (known !== undefined) return known
-    const p = L.attrsPath(ino)
-    let size: number
-    if (fs.existsSync(p)) {
-      size = (JSON.parse(fs.readFileSync(p, 'utf8')) as AttrsItem).size
-    } else {
-      const item = this.captureAttrs(full, st)
-      L.sub('attrs')
-      writeItem(L, `a-${ino}`, p, JSON.stringify(item), this.durable)
-      size = item.size
-    }
-    if (this.sizes.size >= HAS_CACHE_MAX) this.sizes.clear()
-    this.sizes.set(ino, size)
-    return size
-  }
-
-  /** Keep links to `ino` in the store (they count in its nlink on the same filesystem). */
-  keepLinks (ino: number): number {
-    let n = 0
-    for (const s of this.snaps) {
-      const st = lstatQuiet(s.keepPath(ino))
-      if (st !== null && Number(st.ino) === ino) n++
-    }
-    return n
-  }
-
-  captureAttrs (full: string, st: fs.BigIntStats): AttrsItem {
-    const ino = Number(st.ino)
-    let nlink = Number(st.nlink)
-    if (!st.isDirectory() && nlink > 1) nlink = Math.max(1, nlink - this.keepLinks(ino))
-    const item: AttrsItem = {
-      mode: Number(st.mode),
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      size: Number(st.size),
-      nlink,
-      rdev: Number(st.rdev),
-      blocks: Number(st.blocks),
-      atime: tsOf(st.atimeNs),
-      mtime: tsOf(st.mtimeNs),
-      ctime: tsOf(st.ctimeNs),
-      xattrs: xattrsOf(full)
-    }
-    if (st.isSymbolicLink()) item.target = fs.readlinkSync(full)
-    return item
-  }
-
-  private ensureListing (L: Snap, full: string, ino: number): void {
-    const key = 'd' + ino
-    if (this.has.has(key)) return
-    const p = L.listingPath(ino)
-    if (!fs.existsSync(p)) {
-      const raw = sys.readdirEntries(full, true)
-      const entries: ListingItem['entries'] = []
-      for (let i = 0; i < raw.length; i += 4) {
-        const name = raw[i] as string
-        let type = (raw[i + 2] as number) << 12
-        if (type === 0) { // DT_UNKNOWN
-          const est = lstatQuiet(`${full}/${name}`)
-          if (est === null) continue
-          type = Number(est.mode) & S_IFMT
-        }
-        const h = raw[i + 3] as Buffer | null
-        entries.push([name, raw[i + 1] as number, type, h === null ? null : h.toString('base64')])
-      }
-      L.sub('dirs')
-      writeItem(L, `d-${ino}`, p, JSON.stringify({ entries } satisfies ListingItem), this.durable)
-    }
-    this.remember(key)
-  }
-
-  /** Keeps the inode of `full` (about to lose its last name) alive in L: a hard link, else a frozen copy. */
-  private ensureKeep (L: Snap, full: string, st: fs.BigIntStats): void {
-    const ino = Number(st.ino)
-    const key = 'k' + ino
-    if (this.has.has(key)) return
-    // Other names remain: the inode stays live (found by handle); the last one to go keeps it.
-    if (Number(st.nlink) > 1 && Number(st.nlink) - this.keepLinks(ino) > 1) return
-    if (!L.copies.has(ino) && lstatQuiet(L.keepPath(ino)) === null) {
-      L.sub('keep')
-      try {
-        fs.linkSync(full, L.keepPath(ino))
-        if (this.durable) fsyncPath(`${L.dir}/keep`)
-        this.pendingKeep = { full, ino, snap: L, copy: false }
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code ?? ''
-        if (code !== 'EEXIST') {
-          if (!['EXDEV', 'EMLINK', 'EPERM', 'EOPNOTSUPP', 'ENOTSUP'].includes(code)) throw err
-          this.copyKeep(L, full, st)
-          this.pendingKeep = { full, ino, snap: L, copy: true }
-        }
-      }
-    }
-    this.remember(key)
-  }
-
-  private copyKeep (L: Snap, full: string, st: fs.BigIntStats): void {
-    const ino = Number(st.ino)
-    L.sub('tmp')
-    const tmp = L.tmpPath(`k-${ino}`)
-    fs.rmSync(tmp, { force: true })
-    if (st.isFile()) copySparse(full, tmp)
-    else if (st.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(full), tmp)
-    else fs.writeFileSync(tmp, '', { mode: 0o600 }) // a device, fifo or socket: its attrs are all there is
-    if (this.durable && st.isFile()) { const fd = fs.openSync(tmp, 'r'); try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) } }
-    fs.renameSync(tmp, L.copyPath(ino))
-    if (this.durable) fsyncPath(`${L.dir}/keep`)
-    L.copies.add(ino)
-  }
-
-  /**
-   * Attrs of the file, and its chunks overlapping [from, to) below the size L holds for it and its
-   * current size (bytes beyond either are in no view of it).
-   */
-  private preserveRange (L: Snap, full: string, st: fs.BigIntStats, from: number, to: number): void {
-    const ino = Number(st.ino)
-    const held = this.ensureAttrs(L, full, st)
-    const limit = Math.min(held, Number(st.size))
-    const end = Math.min(to, limit)
-    if (from >= end) return
-    const first = Math.floor(from / CHUNK_BYTES)
-    const last = Math.ceil(end / CHUNK_BYTES) // exclusive
-    let fd: number | null = null
-    let buf: Buffer | null = null
-    try {
-      for (let i = first; i < last; i++) {
-        const key = `c${ino}:${i}`
-        if (this.has.has(key)) continue
-        const p = L.chunkPath(ino, i)
-        if (!fs.existsSync(p)) {
-          if (fd === null) { fd = openRead(full, fs.constants.O_NOFOLLOW); buf = Buffer.allocUnsafe(CHUNK_BYTES) }
-          const len = Math.min(CHUNK_BYTES, limit - i * CHUNK_BYTES)
-          const n = preadFull(fd, buf!, 0, len, i * CHUNK_BYTES)
-          L.sub('chunks')
-          L.sub(`chunks/${ino}`)
-          if (isZero(buf!, n)) writeItem(L, `c-${ino}-${i}`, p, null, this.durable, n)
-          else writeItem(L, `c-${ino}-${i}`, p, buf!.subarray(0, n), this.durable)
-        }
-        this.remember(key)
-      }
-    } finally {
-      if (fd !== null) fs.closeSync(fd)
-    }
-  }
-}
-
-function fsyncPath (p: string): void {
-  const fd = fs.openSync(p, fs.constants.O_RDONLY)
-  try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
 }

@@ -20,20 +20,17 @@
 import fs from 'node:fs'
 import { sys } from '../native'
 import { ReplError } from '../errors'
+import { SNAPSHOT_CHUNK_BYTES, SNAPSHOT_NAME_BYTES_MAX, SNAPSHOT_BORN_INODES_MAX, SNAPSHOT_HAS_CACHE_ENTRIES_MAX, SNAPSHOT_VIEW_CACHE_ENTRIES_MAX } from '../limits'
 
-/** Copy-on-write granularity: the first change to any byte of a chunk preserves the whole chunk. */
-export const CHUNK_BYTES = 64 * 1024
-/** Snapshot names: as IBC names, plus length; never '.' or '..'. */
-export const SNAPSHOT_NAME_MAX = 64
+/** Copy-on-write granularity and name length (src/limits.ts). Names are never '.' or '..'. */
+export const CHUNK_BYTES = SNAPSHOT_CHUNK_BYTES
+export const SNAPSHOT_NAME_MAX = SNAPSHOT_NAME_BYTES_MAX
 const NAME_RE = /^[A-Za-z0-9._-]+$/
 /** The store format this build writes and reads (meta.json `format`). */
 export const STORE_FORMAT = 1
-/** Most inodes remembered as created after the latest snapshot; beyond it they count as old (safe, wasteful). */
-export const BORN_MAX = 1_000_000
-/** Positive "the latest snapshot has this item" cache entries before the cache is dropped. */
-export const HAS_CACHE_MAX = 1_000_000
-/** Parsed items (attrs, listing entries) kept in memory for views, counted in entries. */
-export const JSON_CACHE_WEIGHT_MAX = 500_000
+export const BORN_MAX = SNAPSHOT_BORN_INODES_MAX
+export const HAS_CACHE_MAX = SNAPSHOT_HAS_CACHE_ENTRIES_MAX
+export const JSON_CACHE_WEIGHT_MAX = SNAPSHOT_VIEW_CACHE_ENTRIES_MAX
 
 export const S_IFMT = 0o170000
 export const S_IFDIR = 0o040000
@@ -310,4 +307,10 @@ export function spaceOf (dir: string): number {
   }
   walk(dir)
   return Math.round(bytes)
+}
+
+/** fsync of a file or directory by path: what makes a new item or a rename durable. */
+export function fsyncPath (p: string): void {
+  const fd = fs.openSync(p, fs.constants.O_RDONLY)
+  try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
 }

@@ -19,8 +19,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Ring, type ScannedRecord } from './ring'
 import crypto from 'node:crypto'
-import { LogStore, STATE_FORMAT_VERSION, STATE_FORMAT_VERSIONS_READ, type FormatState, type Position } from './state'
-import { encodeRecordHead, readHeader, RecordType, type RecordMeta } from '../format/record'
+import { LogStore } from './state'
+import { State, STATE_FORMAT_VERSION, STATE_FORMAT_VERSIONS_READ, type FormatState, type Position } from '../format/state'
+import { encodeRecordHead, readHeader, headerCrc, RecordType, type RecordMeta } from '../format/record'
 import { ReplError } from '../errors'
 import { RECORD_BYTES_MAX } from '../limits'
 
@@ -51,8 +52,6 @@ export class Srl {
   warnings: string[] = []
   private bootRecorded = false
   private syncAgain: Promise<void> | null = null
-  /** Where the newest record starts (as passed to readAt: a WRAP may come first), or -1. */
-  private lastStart = -1
   /** The newest record's checksum, kept across a release of everything (key `last`). */
   private lastCrc: number | null = null
 
@@ -86,13 +85,13 @@ export class Srl {
     const store = await LogStore.open(path.join(dir, 'state'), path.dirname(dir))
     let ring: Ring | null = null
     try {
-      let format = await store.get<FormatState>('format')
+      let format = await store.get(State.format)
       if (format === undefined) {
         if (opts.role === 'any') throw new ReplError('DIR_MISSING', `no SRL in ${dir}`)
         format = { version: STATE_FORMAT_VERSION, ringBytes: opts.ringBytes, role: opts.role, createdAt: new Date().toISOString(), srlId: crypto.randomUUID() }
         Ring.open(path.join(dir, 'ring'), format.ringBytes).close()
-        await store.put('durable', { seq: 0, offset: 0 }, true)
-        await store.put('format', format, true)
+        await store.put(State.durable, { seq: 0, offset: 0 })
+        await store.put(State.format, format)
       }
       if (!STATE_FORMAT_VERSIONS_READ.includes(format.version)) {
         throw new ReplError('FORMAT_VERSION', `SRL state in ${dir} has format version ${format.version}; this build reads ${STATE_FORMAT_VERSIONS_READ.join(' and ')}`)
@@ -100,14 +99,14 @@ export class Srl {
       if (format.version < STATE_FORMAT_VERSION && opts.role !== 'any') {
         // 1 -> 2: an SRL identity, so Secondaries can tell one Primary's log from another's.
         format = { ...format, version: STATE_FORMAT_VERSION, srlId: format.srlId ?? crypto.randomUUID() }
-        await store.put('format', format, true)
+        await store.put(State.format, format)
       }
       if (opts.role !== 'any' && format.role !== opts.role) {
-        throw new ReplError('USAGE', `state directory ${path.dirname(dir)} belongs to a ${format.role}, not a ${opts.role}`)
+        throw new ReplError('WRONG_ROLE', `state directory ${path.dirname(dir)} belongs to a ${format.role}, not a ${opts.role}`)
       }
       ring = Ring.open(path.join(dir, 'ring'), format.ringBytes)
-      const durable = (await store.get<Position>('durable')) ?? { seq: 0, offset: 0 }
-      const lastBoot = await store.get<string>('boot')
+      const durable = (await store.get(State.durable)) ?? { seq: 0, offset: 0 }
+      const lastBoot = await store.get(State.boot)
       const sameBoot = lastBoot === undefined || lastBoot === bootId()
       const warnings: string[] = []
 
@@ -115,11 +114,9 @@ export class Srl {
       // last non-WRITE record is: the records themselves may add up to the ring's size.
       let lastBarrier: Position | null = null // the position before the last non-WRITE record
       let lastStart = -1
-      let off = durable.offset
+      let off = durable.offset // where the next record is expected (a WRAP may come first)
       let seq = durable.seq + 1
-      for (;;) {
-        const r = ring.readAt(off, seq)
-        if (r === null) break
+      for (const r of ring.scan(durable)) {
         assert(r.record.seq === seq)
         if (r.record.type !== RecordType.WRITE) lastBarrier = { seq: seq - 1, offset: off }
         lastStart = off
@@ -134,13 +131,8 @@ export class Srl {
       // (A Secondary appends records while it applies older ones, so the rule does not hold there:
       // it keeps its own apply cursor, src/rvg/secondary.ts, and gets no pending list.)
       const checkpoint: Position = sameBoot && lastBarrier !== null && format.role === 'primary' ? lastBarrier : durable
-      const pending: ScannedRecord[] = []
-      for (let o = checkpoint.offset, s = checkpoint.seq + 1; s < seq && format.role === 'primary'; s++) {
-        const r = ring.readAt(o, s)
-        assert(r !== null)
-        pending.push(r)
-        o = r.end
-      }
+      const pending: ScannedRecord[] = format.role === 'primary' ? [...ring.scan(checkpoint, seq - 1)] : []
+      assert(format.role !== 'primary' || pending.length === seq - 1 - checkpoint.seq)
       if (!sameBoot) {
         // After a reboot, records appended after the last fdatasync may have reached the disk in
         // any order: an intact later record behind a torn one was never synced, so it is not a
@@ -156,10 +148,9 @@ export class Srl {
       }
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
       srl.bootRecorded = sameBoot && lastBoot !== undefined
-      srl.lastStart = lastStart
       if (seq - 1 > durable.seq) srl.lastCrc = srl.crcOf(seq - 1, lastStart)
       else {
-        const last = await store.get<{ seq: number, crc: number }>('last')
+        const last = await store.get(State.last)
         srl.lastCrc = last !== undefined && last.seq === seq - 1 ? last.crc : null
       }
       srl.warnings = warnings
@@ -209,8 +200,7 @@ export class Srl {
     assert(length <= RECORD_BYTES_MAX)
     if (!this.fits(length)) return null
     const { start, end } = this.ring.write(this.head, seq, head, data)
-    this.lastCrc = head.readUInt32LE(24)
-    this.lastStart = this.head
+    this.lastCrc = headerCrc(head)
     this.head = end
     this.nextSeq = seq + 1
     return { seq, end, dataAt: (start % this.ring.size) + head.length }
@@ -227,8 +217,7 @@ export class Srl {
     assert(h.seq === this.nextSeq, `record ${h.seq} appended where ${this.nextSeq} belongs`)
     if (!this.fits(buf.length)) return null
     const { end } = this.ring.write(this.head, h.seq, buf)
-    this.lastCrc = buf.readUInt32LE(24)
-    this.lastStart = this.head
+    this.lastCrc = headerCrc(buf)
     this.head = end
     this.nextSeq = h.seq + 1
     return { seq: h.seq, end }
@@ -261,6 +250,17 @@ export class Srl {
   }
 
   /** The newest retained record's sequence number and checksum, or null when none is retained. */
+  /**
+   * For a stopped Secondary rolled back offline to record `seq` (src/daemon/restore.ts): the log
+   * becomes empty after `seq`, so the next start asks its Primary for `seq + 1` on. Erases the
+   * ring; the durable position becomes `seq`.
+   */
+  async resetTo (seq: number): Promise<void> {
+    this.ring.erase(0, this.ring.size)
+    await this.store.put(State.durable, { seq, offset: 0 })
+    await this.store.del(State.last)
+  }
+
   lastRecord (): { seq: number, crc: number } | null {
     return this.lastSeq > 0 && this.lastCrc !== null ? { seq: this.lastSeq, crc: this.lastCrc } : null
   }
@@ -269,7 +269,7 @@ export class Srl {
   crcOf (seq: number, offset: number): number | null {
     if (seq <= this.tail.seq || seq > this.lastSeq) return null
     const r = this.ring.readRawAt(offset, seq)
-    return r === null ? null : r.buf.readUInt32LE(24)
+    return r === null ? null : headerCrc(r.buf)
   }
 
   /** Whether records were appended since the last completed sync. */
@@ -315,8 +315,8 @@ export class Srl {
     assert(pos.offset >= this.tail.offset)
     // Releasing the newest record too: keep its checksum, so a Secondary can still prove which
     // history it has (the handshake's `last`).
-    if (pos.seq === this.lastSeq && this.lastCrc !== null) await this.store.put('last', { seq: pos.seq, crc: this.lastCrc }, true)
-    await this.store.put('durable', { seq: pos.seq, offset: pos.offset }, true)
+    if (pos.seq === this.lastSeq && this.lastCrc !== null) await this.store.put(State.last, { seq: pos.seq, crc: this.lastCrc })
+    await this.store.put(State.durable, { seq: pos.seq, offset: pos.offset })
     this.tail = { seq: pos.seq, offset: pos.offset }
   }
 
@@ -326,7 +326,7 @@ export class Srl {
    */
   async recordBoot (): Promise<void> {
     if (this.bootRecorded) return
-    await this.store.put('boot', bootId(), true)
+    await this.store.put(State.boot, bootId())
     this.bootRecorded = true
   }
 
@@ -344,13 +344,9 @@ export class Srl {
 
   /** Iterates retained records from the tail (for srl-dump and, later, RLINK senders). */
   * records (): Generator<ScannedRecord> {
-    let off = this.tail.offset
-    for (let seq = this.tail.seq + 1; seq <= this.lastSeq; seq++) {
-      const r = this.ring.readAt(off, seq)
-      if (r === null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} is missing at offset ${off}`)
-      yield r
-      off = r.end
-    }
+    let seq = this.tail.seq
+    for (const r of this.ring.scan(this.tail, this.lastSeq)) { seq = r.record.seq; yield r }
+    if (seq < this.lastSeq) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq + 1} is missing or damaged`)
   }
 
   async close (): Promise<void> {

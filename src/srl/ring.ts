@@ -19,7 +19,7 @@ import fs from 'node:fs'
 import { RECORD_HEADER_BYTES, RING_MAPPED_RECORD_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES } from '../limits'
 import { sys } from '../native'
 import { constants as bufferConstants } from 'node:buffer'
-import { RECORD_ALIGN_BYTES, RECORD_MAGIC, RecordType, encodeRecord, readHeader, checksumOk, decodeRecord, type Record } from '../format/record'
+import { RECORD_ALIGN_BYTES, RECORD_MAGIC, RecordType, encodeRecord, readHeader, checksumOk, decodeRecord, type Record, type HeaderView } from '../format/record'
 import { ReplError } from '../errors'
 
 export function alignUp (n: number): number {
@@ -137,6 +137,47 @@ export class Ring {
    * record fails its checksum yet a later record proves it is not the tail.
    */
   readAt (offset: number, seq: number): ScannedRecord | null {
+    const at = this.locate(offset, seq, true)
+    if (at === null) return null
+    const { off, h } = at
+    if ((off % this.size) + h.totalLength > this.size) return null
+    const buf = this.read(off, h.totalLength)
+    if (buf.length !== h.totalLength) return null
+    if (!checksumOk(buf)) {
+      if (this.laterRecordExists(off + alignUp(h.totalLength), seq)) {
+        throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} fails its checksum and later records exist; refusing to skip it`)
+      }
+      return null // a torn tail: the last append was cut short by a crash
+    }
+    return { record: decodeRecord(buf), offset: off, end: off + alignUp(h.totalLength) }
+  }
+
+  /**
+   * Like readAt, but returns the record's bytes undecoded (for RLINK senders), skipping a WRAP.
+   * Null if there is no intact record `seq` at `offset`.
+   */
+  readRawAt (offset: number, seq: number): { buf: Buffer, type: RecordType, end: number } | null {
+    const at = this.locate(offset, seq, false)
+    if (at === null) return null
+    const { off, h } = at
+    if ((off % this.size) + h.totalLength > this.size) return null
+    const buf = this.read(off, h.totalLength)
+    if (buf.length !== h.totalLength || !checksumOk(buf)) return null
+    return { buf, type: h.type, end: off + alignUp(h.totalLength) }
+  }
+
+  /** Where the record `seq` at `offset` ends, from its header alone (no checksum), or null. */
+  endOf (offset: number, seq: number): number | null {
+    const at = this.locate(offset, seq, false)
+    return at === null ? null : at.off + alignUp(at.h.totalLength)
+  }
+
+  /**
+   * The header of record `seq` as expected at `offset`: there, or at the ring's start after a gap
+   * too small for a header or after a WRAP marker (`checkWrap`: only one whose checksum holds).
+   * Null when no header of record `seq` is there.
+   */
+  private locate (offset: number, seq: number, checkWrap: boolean): { off: number, h: HeaderView } | null {
     let off = offset
     for (let hops = 0; hops < 2; hops++) {
       const left = this.size - (off % this.size)
@@ -145,57 +186,27 @@ export class Ring {
       const h = readHeader(head)
       if (h === null || h.seq !== seq) return null
       if (h.type === RecordType.WRAP) {
-        if (!checksumOk(head.subarray(0, RECORD_HEADER_BYTES))) return null
+        if (checkWrap && !checksumOk(head.subarray(0, RECORD_HEADER_BYTES))) return null
         off += left
         continue
       }
-      if ((off % this.size) + h.totalLength > this.size) return null
-      const buf = this.read(off, h.totalLength)
-      if (buf.length !== h.totalLength) return null
-      if (!checksumOk(buf)) {
-        if (this.laterRecordExists(off + alignUp(h.totalLength), seq)) {
-          throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} fails its checksum and later records exist; refusing to skip it`)
-        }
-        return null // a torn tail: the last append was cut short by a crash
-      }
-      return { record: decodeRecord(buf), offset: off, end: off + alignUp(h.totalLength) }
+      return { off, h }
     }
     return null
   }
 
   /**
-   * Like readAt, but returns the record's bytes undecoded (for RLINK senders), skipping a WRAP.
-   * Null if there is no intact record `seq` at `offset`.
+   * The records after `from`, in order, as long as they read back intact (stops at the end of the
+   * log, and after record `last`).
    */
-  readRawAt (offset: number, seq: number): { buf: Buffer, type: RecordType, end: number } | null {
-    let off = offset
-    for (let hops = 0; hops < 2; hops++) {
-      const left = this.size - (off % this.size)
-      if (left < RECORD_HEADER_BYTES) { off += left; continue }
-      const head = this.read(off, RECORD_HEADER_BYTES)
-      const h = readHeader(head)
-      if (h === null || h.seq !== seq) return null
-      if (h.type === RecordType.WRAP) { off += left; continue }
-      if ((off % this.size) + h.totalLength > this.size) return null
-      const buf = this.read(off, h.totalLength)
-      if (buf.length !== h.totalLength || !checksumOk(buf)) return null
-      return { buf, type: h.type, end: off + alignUp(h.totalLength) }
+  * scan (from: { seq: number, offset: number }, last = Infinity): Generator<ScannedRecord> {
+    let off = from.offset
+    for (let seq = from.seq + 1; seq <= last; seq++) {
+      const r = this.readAt(off, seq)
+      if (r === null) return
+      yield r
+      off = r.end
     }
-    return null
-  }
-
-  /** Where the record `seq` at `offset` ends, from its header alone (no checksum), or null. */
-  endOf (offset: number, seq: number): number | null {
-    let off = offset
-    for (let hops = 0; hops < 2; hops++) {
-      const left = this.size - (off % this.size)
-      if (left < RECORD_HEADER_BYTES) { off += left; continue }
-      const h = readHeader(this.read(off, RECORD_HEADER_BYTES))
-      if (h === null || h.seq !== seq) return null
-      if (h.type === RecordType.WRAP) { off += left; continue }
-      return off + alignUp(h.totalLength)
-    }
-    return null
   }
 
   /** Zero-fills linear range [from, to) (wrapping) and syncs it: erases records the log dropped. */

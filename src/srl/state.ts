@@ -1,37 +1,13 @@
 /**
  * LogStore: the SRL's small, indexed state in LevelDB (classic-level). The log's bytes live in the
- * ring (src/srl/ring.ts); LevelDB keeps where things are: the format, the boot id, the durable checkpoint
- * that bounds the ring's tail. LevelDB's lock on the directory is what makes one daemon the
- * only owner of a state directory.
- *
- * Keys (strings; values JSON, see docs/FORMAT.md):
- *   format      {version, ringBytes, role, createdAt}
- *   boot        "<boot id>"             the kernel boot id of the last completed recovery (tells a
- *                                        kill -9 from a reboot at the next open)
- *   durable     {seq, offset}           last record whose effect the data directory has synced; the ring's tail
- *   rlink/<HOST:PORT>  {seq, offset, paused}   Primary: what that Secondary has data-acked (records after
- *                                        it are retained for it), and whether replication to it is paused
- *   follow      {srlId, rds}            Secondary: the Primary SRL it follows (set by its first Primary)
- *
- * Every key is written with sync:true. None is written on the write path: where replay starts after
- * a kill -9 follows from the log itself (src/srl/index.ts).
+ * ring (src/srl/ring.ts); LevelDB keeps where things are. LevelDB's lock on the directory is what
+ * makes one daemon the only owner of a state directory. The keys and their values are in
+ * src/format/state.ts; this class takes only those Key and Family objects.
  */
 import { ClassicLevel } from 'classic-level'
 import { ReplError } from '../errors'
-
-export interface FormatState {
-  version: number
-  ringBytes: number
-  role: 'primary' | 'secondary'
-  createdAt: string
-  /** Random identity of this SRL (state version 2). A Secondary follows exactly one Primary SRL. */
-  srlId?: string
-}
-export interface Position { seq: number, offset: number }
-
-export const STATE_FORMAT_VERSION = 2
-/** Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId). */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2]
+import type { Key, Family } from '../format/state'
+export { STATE_FORMAT_VERSION, STATE_FORMAT_VERSIONS_READ, type FormatState, type Position } from '../format/state'
 
 export class LogStore {
   private constructor (private readonly db: ClassicLevel<string, unknown>) {}
@@ -50,23 +26,29 @@ export class LogStore {
     return new LogStore(db)
   }
 
-  async get<T> (key: string): Promise<T | undefined> {
-    return (await this.db.get(key)) as T | undefined
+  async get<T> (key: Key<T>): Promise<T | undefined> {
+    return (await this.db.get(key.name)) as T | undefined
   }
 
-  async put (key: string, value: unknown, sync: boolean): Promise<void> {
-    await this.db.put(key, value, { sync })
+  /** Every write is durable (sync) unless `sync` is false. */
+  async put<T> (key: Key<T>, value: T, sync = true): Promise<void> {
+    await this.db.put(key.name, value, { sync })
   }
 
-  async del (key: string, sync: boolean): Promise<void> {
-    await this.db.del(key, { sync })
+  async del<T> (key: Key<T>, sync = true): Promise<void> {
+    await this.db.del(key.name, { sync })
   }
 
-  /** Every key with this prefix and its value. */
-  async entries<T> (prefix: string): Promise<Array<[string, T]>> {
-    const out: Array<[string, T]> = []
-    for await (const [k, v] of this.db.iterator({ gte: prefix, lt: prefix + '\xff' })) out.push([k, v as T])
+  /** Every key of the family, as [the key, its value], in key order. */
+  async entries<T> (family: Family<T>): Promise<Array<[Key<T>, T]>> {
+    const out: Array<[Key<T>, T]> = []
+    for await (const [k, v] of this.db.iterator({ gte: family.prefix, lt: family.prefix + '\xff' })) out.push([{ name: k }, v as T])
     return out
+  }
+
+  /** The id part of a family member's key. */
+  static idOf<T> (family: Family<T>, key: Key<T>): string {
+    return key.name.slice(family.prefix.length)
   }
 
   async close (): Promise<void> {

@@ -1,0 +1,80 @@
+/**
+ * What both daemons share from start to stop: the logger and the running-daemon handle, the stop
+ * latch (stop() runs the shutdown steps once, whoever asks), the steps themselves (each attempted
+ * even if an earlier one failed), the control socket's removal, the stop command, and the watch
+ * on the mount (a plain `umount MOUNT` stops the daemon as `replicafs stop` would).
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import type net from 'node:net'
+
+export type Logger = (line: string) => void
+
+export interface RunningDaemon {
+  stopped: Promise<number>
+  stop (code?: number): Promise<void>
+}
+
+export type Step = [string, () => Promise<void> | void]
+
+/** Runs shutdown steps in order; a failing or slow step is logged and the next one still runs. */
+export async function runSteps (steps: Step[], log: Logger): Promise<void> {
+  for (const [what, step] of steps) {
+    const t0 = Date.now()
+    try { await step() } catch (err) { log(`stop: ${what}: ${(err as Error).message}`) }
+    if (Date.now() - t0 > 2000) log(`stop: ${what} took ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  }
+}
+
+/** The control socket's shutdown step: only ours to remove if we served it (a refused start must not delete a running daemon's socket). */
+export function closeControl (state: string, server: () => net.Server | null): Step {
+  return ['control socket', async () => {
+    const s = server()
+    if (s) {
+      await new Promise<void>((resolve) => s.close(() => resolve()))
+      try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
+    }
+  }]
+}
+
+/** stop() runs `release` once, however often it is called; `stopped` resolves with the exit code. */
+export function stopper (release: () => Promise<void>, log: Logger, what: string): RunningDaemon {
+  let stopping: Promise<void> | null = null
+  let resolveStopped!: (code: number) => void
+  const stopped = new Promise<number>((resolve) => { resolveStopped = resolve })
+  const stop = (code = 0): Promise<void> => {
+    if (!stopping) {
+      stopping = (async () => {
+        log(`stopping: ${what}`)
+        await release()
+        log('stopped')
+        resolveStopped(code)
+      })()
+    }
+    return stopping
+  }
+  return { stopped, stop }
+}
+
+/**
+ * A plain `umount MOUNT` (or anyone's) ends the FUSE session under the daemon: it then stops as
+ * `replicafs stop` would (finish the SRL work, checkpoint, release the locks, exit 0). `onGone`
+ * goes to the adapter before the daemon can stop; `arm` connects it once it can.
+ */
+export function mountWatch (mount: string, log: Logger): { onGone: () => void, arm: (stop: RunningDaemon['stop']) => void } {
+  let stopNow: (() => void) | null = null
+  let gone = false
+  return {
+    onGone: () => { gone = true; stopNow?.() },
+    arm: (stop) => {
+      stopNow = () => { log(`the mount ${mount} was unmounted; stopping as replicafs stop would`); stop(0).catch(() => {}) }
+      if (gone) stopNow()
+    }
+  }
+}
+
+/** The control command every role answers alike: stop, after the reply is sent. */
+export function stopCommand (stop: RunningDaemon['stop']): { stopping: true } {
+  setImmediate(() => { stop(0).catch(() => {}) })
+  return { stopping: true }
+}

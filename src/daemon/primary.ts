@@ -1,0 +1,220 @@
+/**
+ * The Primary daemon (and, with `journal: false`, the bare passthrough the benchmarks compare
+ * against): its SRL, the RVG that journals and applies every change, the RLINKs to its
+ * Secondaries, IBC, snapshots, the FUSE mount and the control socket.
+ *
+ * Start: check directories -> open the SRL (its lock) -> lock the data directory -> clean a stale
+ * mount left by a killed daemon -> load the RLINKs' positions, replay the SRL -> IBC -> mount ->
+ * serve control. A failed start releases what it took, in reverse.
+ * Stop (control `stop`, SIGINT, SIGTERM, or the mount going away): unmount -> RLINKs -> control
+ * socket -> drain and checkpoint, close the SRL -> snapshots -> unlock; exit 0. A fatal error (a
+ * record that cannot be applied, a corrupt log) is the same stop with exit code 1: never a hung
+ * mount, never a skipped update.
+ */
+import path from 'node:path'
+import type net from 'node:net'
+import { Srl } from '../srl'
+import { PrimaryRvg } from '../rvg/primary'
+import { FuseAdapter } from '../fuse/adapter'
+import type { MountOptions } from '../fuse/mount-options'
+import { RlinkSet, type SynchronousMode } from '../rlink/sender'
+import { readSecret } from '../rlink/common'
+import { IbcPrimary } from '../ibc/primary'
+import { handleIbc, type IbcRequest } from '../ibc/control'
+import { runTask, type TaskEnv } from '../ibc/task'
+import { SnapshotSet } from '../snapshot'
+import { serve, type ControlRequest } from '../control'
+import { sys } from '../native'
+import { ReplError, IbcError } from '../errors'
+import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
+import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
+import { runSteps, closeControl, stopper, mountWatch, stopCommand, type Logger, type RunningDaemon } from './lifecycle'
+import { snapshotSource, PrimarySnapshots, type SnapshotRequest } from './snapshots'
+
+export interface PrimaryConfig {
+  data: string
+  mount: string
+  state: string
+  srlBytes: number
+  /** false: the bare passthrough baseline, no SRL at all. */
+  journal: boolean
+  retain: boolean
+  /** RLINKs: HOST:PORT of each Secondary, as given. */
+  secondaries: string[]
+  secretFile: string | null
+  synchronous: SynchronousMode
+  rds: string
+  /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
+  taskDir?: string
+  /** `-o` mount options, checked (src/fuse/mount-options.ts). */
+  mountOptions?: MountOptions
+}
+
+/** What a started Primary is made of: what its control commands work on. */
+interface Primary {
+  cfg: PrimaryConfig
+  data: string
+  mount: string
+  state: string
+  srl: Srl | null
+  rvg: PrimaryRvg
+  rlinks: RlinkSet | null
+  ibc: IbcPrimary | null
+  snapshots: PrimarySnapshots | null
+  stop: RunningDaemon['stop']
+  log: Logger
+}
+
+export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<RunningDaemon> {
+  const { data, mount } = checkDirs(cfg)
+  const state = prepareState(cfg.state)
+
+  // Acquired in order; on a failed start, released in reverse.
+  let srl: Srl | null = null
+  let unlockData: (() => void) | null = null
+  let rvg: PrimaryRvg | null = null
+  let adapter: FuseAdapter | null = null
+  let server: net.Server | null = null
+  let rlinks: RlinkSet | null = null
+  let ibc: IbcPrimary | null = null
+  let snaps: SnapshotSet | null = null
+  const secret = cfg.secondaries.length > 0 ? readSecret(cfg.secretFile!) : null
+  const watch = mountWatch(mount, log)
+
+  /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
+  const release = (): Promise<void> => runSteps([
+    ['unmount', async () => { await adapter?.unmount() }],
+    ['RLINKs', () => { rlinks?.close() }],
+    closeControl(state, () => server),
+    ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
+    ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
+    ['data directory lock', () => { unlockData?.() }]
+  ], log)
+
+  try {
+    if (cfg.journal) {
+      srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'primary' })
+      if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
+    }
+    unlockData = lockDataDir(data)
+    if (cfg.journal) writeDaemonInfo(state, { role: 'primary', data, mount })
+    await prepareMountPoint(mount, log)
+
+    if (srl !== null && cfg.secondaries.length > 0) {
+      rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log })
+    }
+    rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
+    if (srl !== null) {
+      snaps = SnapshotSet.open(state, data, { log })
+      rvg.snapshots = snaps
+    }
+    for (const w of srl?.warnings ?? []) log(w)
+    const replayed = await rvg.recover()
+    if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
+    rvg.start()
+    rlinks?.start()
+    if (srl !== null) ibc = await openIbc(srl, rvg, log)
+
+    adapter = new FuseAdapter(rvg, mount, { mountOptions: cfg.mountOptions, onGone: watch.onGone })
+    if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
+    await adapter.mount()
+    // Children (ibc run scripts, sync -f) must not inherit /dev/fuse: a script outliving a killed
+    // daemon would keep its dead mount busy.
+    sys.cloexecFrom(3)
+  } catch (err) {
+    await release()
+    throw err
+  }
+
+  const { stopped, stop } = stopper(release, log, 'unmounting, applying and checkpointing the SRL')
+  watch.arm(stop)
+  const live = rvg
+  const onFatal = (err: Error): void => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
+  live.onFatal = onFatal
+  if (rlinks !== null) rlinks.onFatal = onFatal
+  const primary: Primary = {
+    cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop,
+    snapshots: snaps === null ? null : new PrimarySnapshots(snaps, live, log)
+  }
+  try {
+    server = await serve(state, async (req, signal) => await primaryCommand(primary, req, signal))
+  } catch (err) {
+    await stop(1)
+    throw err
+  }
+  return { stopped, stop }
+}
+
+/** IBC on the Primary; an `ibc run` cut short by a stop or crash of this daemon is unregistered (its flow is gone). */
+async function openIbc (srl: Srl, rvg: PrimaryRvg, log: Logger): Promise<IbcPrimary> {
+  const ibc = await IbcPrimary.open(srl, rvg)
+  for (const reg of ibc.registry.list().filter((r) => r.task === true)) {
+    log(`ibc run ${reg.name} did not finish before the last stop; unregistering it`)
+    await ibc.unregister(reg.name, undefined).catch((err: Error) => log(`ibc run ${reg.name}: ${err.message}`))
+  }
+  return ibc
+}
+
+/** The Primary's control commands (src/control; the CLI's clients). */
+async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSignal): Promise<unknown> {
+  const noSrl = (what: string): ReplError => new ReplError('WRONG_ROLE', `a passthrough has no SRL, so no ${what}`)
+  switch (req.cmd) {
+    case 'status':
+      return primaryStatus(p)
+    case 'ibc':
+      if (p.ibc === null) throw noSrl('IBC')
+      return await handleIbc({ primary: p.ibc }, req as IbcRequest, signal)
+    case 'snapshot':
+      if (p.snapshots === null) throw noSrl('snapshots')
+      return await p.snapshots.command(req as SnapshotRequest)
+    case 'ibc-run':
+      if (p.ibc === null) throw noSrl('IBC')
+      return await ibcRun(p, p.ibc, req)
+    case 'pause':
+    case 'resume': {
+      if (p.rlinks === null) throw new ReplError('NOT_FOUND', 'this Primary has no RLINK (start it with --secondary HOST:PORT)')
+      const which = typeof req.secondary === 'string' ? req.secondary : undefined
+      return { [req.cmd === 'pause' ? 'paused' : 'resumed']: await p.rlinks.setPaused(which, req.cmd === 'pause') }
+    }
+    case 'sync':
+      await p.rvg.sync()
+      return { synced: p.srl ? p.srl.lastSeq : null }
+    case 'stop':
+      return stopCommand(p.stop)
+    default:
+      throw new ReplError('PROTOCOL', `unknown control command ${String(req.cmd)}`)
+  }
+}
+
+function primaryStatus (p: Primary): unknown {
+  return {
+    role: p.cfg.journal ? 'primary' : 'passthrough',
+    pid: process.pid,
+    data: p.data,
+    mount: p.mount,
+    state: p.state,
+    rds: p.cfg.rds,
+    srlId: p.srl?.srlId ?? null,
+    synchronous: p.cfg.synchronous,
+    srl: p.srl ? p.srl.stats(p.rvg.appliedSeq) : null,
+    rlinks: p.rlinks?.status() ?? [],
+    ibc: p.ibc?.status() ?? null,
+    fatal: p.rvg.fatalError?.message ?? null
+  }
+}
+
+/** `ibc run TASK`: VVR's vradmin ibc flow over every RLINK, all of which must be connected. */
+async function ibcRun (p: Primary, ibc: IbcPrimary, req: ControlRequest): Promise<unknown> {
+  const links = p.rlinks?.links ?? []
+  const down = links.filter((l) => !l.connected)
+  if (down.length > 0) throw new IbcError('EIBC_TASK_FAILED', `the RLINK to ${down.map((l) => `${l.address} (${l.state})`).join(', ')} is not connected`)
+  const env: TaskEnv = { role: 'primary', state: p.state, data: p.data, mount: p.mount, taskDir: p.cfg.taskDir ?? path.join(p.state, 'tasks') }
+  const timeoutS = typeof req.timeoutS === 'number' ? req.timeoutS : IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S
+  return await runTask(env, ibc, links.map((l) => ({
+    address: l.address,
+    step: async (task: string, step: string, t: number) => {
+      const r = await l.task(task, step, task, t)
+      return { code: r.code, output: r.output, error: r.error, ibcId: r.ibcId }
+    }
+  })), String(req.task ?? ''), timeoutS, p.log)
+}

@@ -1,0 +1,103 @@
+/**
+ * The SRL's LevelDB state (docs/FORMAT.md, "LevelDB state"): every key, and the JSON value each
+ * holds. This is the one place a key is spelled; LogStore (src/srl/state.ts) stores them and takes
+ * only these Key and Family objects, so a value always has its key's type.
+ *
+ *   format              FormatState     created with the SRL; `version` is the state format version
+ *   boot                string          kernel boot id of the last completed recovery (kill -9 vs reboot)
+ *   durable             Position        last record whose effect the data directory has synced: the ring's tail
+ *   last                LastRecord      the newest record's checksum, kept when a release empties the log
+ *   rlink/<HOST:PORT>   RlinkPosition   Primary: what that Secondary data-acked, and whether it is paused
+ *   follow              Follow          Secondary: the Primary SRL it follows (set by its first Primary)
+ *   ibc/reg/<APP>       Registration    IBC registrations on this host
+ *   ibc/unreg/<APP>     Unregistered    Secondary: names unregistered here (their messages are discarded)
+ *   ibc/held            HeldMessage     Secondary: the IBC message the apply loop holds at, and its phase
+ *   ibc/queue/<seq>     QueuedMessage   Secondary: --no-freeze messages waiting for `ibc receive`
+ *
+ * Every key is written with sync:true; none on the write path.
+ */
+
+/** A key and the type of its value. */
+export interface Key<T> { readonly name: string, readonly valueType?: T }
+
+/** Keys sharing a prefix, each named by an id after it. */
+export interface Family<T> {
+  readonly prefix: string
+  key (id: string): Key<T>
+}
+
+function key<T> (name: string): Key<T> { return { name } }
+function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): Family<T> {
+  return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
+}
+
+export const STATE_FORMAT_VERSION = 2
+/** Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId). */
+export const STATE_FORMAT_VERSIONS_READ = [1, 2]
+
+export interface FormatState {
+  version: number
+  ringBytes: number
+  role: 'primary' | 'secondary'
+  createdAt: string
+  /** Random identity of this SRL (state version 2). A Secondary follows exactly one Primary SRL. */
+  srlId?: string
+}
+
+/** A record's sequence number and the ring offset just after it. */
+export interface Position { seq: number, offset: number }
+
+export interface LastRecord { seq: number, crc: number }
+
+export interface RlinkPosition { seq: number, offset: number, paused: boolean }
+
+export interface Follow { srlId: string, rds: string }
+
+export interface StoredRegistration {
+  key: string
+  deliverTimeoutS: number
+  registeredAt: string
+  /** Made by `ibc run` for its flow: a daemon restart aborts it (the flow is gone). */
+  task?: boolean
+}
+
+export interface Unregistered { at: string }
+
+export type HeldPhase = 'unregistered' | 'delivering' | 'frozen'
+
+export interface HeldMessage {
+  seq: number
+  app: string
+  id: string
+  /** The message, base64. */
+  message: string
+  noFreeze: boolean
+  freezeTimeoutS: number
+  phase: HeldPhase
+  /** Absolute ms: when the current phase gives up (0: never). */
+  deadline: number
+}
+
+export interface QueuedMessage {
+  app: string
+  id: string
+  seq: number
+  /** The message, base64. */
+  message: string
+  /** Absolute ms: when it is discarded unless received. */
+  deadline: number
+}
+
+export const State = {
+  format: key<FormatState>('format'),
+  boot: key<string>('boot'),
+  durable: key<Position>('durable'),
+  last: key<LastRecord>('last'),
+  rlink: family<RlinkPosition>('rlink/'),
+  follow: key<Follow>('follow'),
+  ibcRegistered: family<StoredRegistration>('ibc/reg/'),
+  ibcUnregistered: family<Unregistered>('ibc/unreg/'),
+  ibcHeld: key<HeldMessage>('ibc/held'),
+  /** Ids are sequence numbers, zero-padded to 16 digits so the keys sort in sequence order. */
+  ibcQueue: family<QueuedMessage>('ibc/queue/', (seq) => seq.padStart(16, '0'))
+} as const

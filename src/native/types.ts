@@ -1,0 +1,216 @@
+/**
+ * The shapes of the native layer: the syscall addon (replicafs_sys), and fuse-native as our bridge
+ * and handlers (src/native/fuse.ts, fuse-handlers.ts) present it.
+ */
+
+/** Node-fs-shaped error thrown by every `sys` function. */
+export interface SysError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+}
+
+export interface SysAddon {
+  lgetxattr(path: string, name: string): Buffer;
+  lsetxattr(path: string, name: string, value: Buffer, flags: number): void;
+  llistxattr(path: string): string[];
+  lremovexattr(path: string, name: string): void;
+  fgetxattr(fd: number, name: string): Buffer;
+  fsetxattr(fd: number, name: string, value: Buffer, flags: number): void;
+  flistxattr(fd: number): string[];
+  fremovexattr(fd: number, name: string): void;
+  /** mode includes the file type bits (S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK); dev is a makedev() value. */
+  mknod(path: string, mode: number, dev: number): void;
+  /** nsec may be UTIME_NOW / UTIME_OMIT. */
+  utimensat(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, nofollow: boolean): void;
+  futimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  /** lstat times: [atimeSec, atimeNsec, mtimeSec, mtimeNsec, ctimeSec, ctimeNsec]. */
+  lstatNs(path: string): [number, number, number, number, number, number];
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
+  ficlone(destFd: number, srcFd: number): void;
+  ficlonerange(destFd: number, srcFd: number, srcOffset: number, length: number, destOffset: number): void;
+  syncfs(fd: number): void;
+  /**
+   * Asynchronous (libuv threadpool): for each write in `jobs` (6 numbers each: srcOffset, destFd,
+   * destOffset, length, mtimeSec, mtimeNsec), in order, copies `length` bytes from srcFd to destFd
+   * and sets destFd's mtime. Mode 0: copy_file_range (pread/pwrite where it cannot); mode 1:
+   * pread/pwrite always. Calls back (-1, 0) when all are done, or (index, errno) of the first that
+   * failed.
+   */
+  applyWrites(srcFd: number, jobs: Float64Array, mode: number, callback: (failedIndex: number, errno: number) => void): void;
+  /** The same on the calling thread: -1, or failedIndex * 65536 + errno. */
+  applyWrites(srcFd: number, jobs: Float64Array, mode: number): number;
+  /**
+   * A Buffer over a shared read-write mapping of the file's first `length` bytes: stores into it
+   * are stores into the page cache (they survive the process; fdatasync(fd) writes them back).
+   * The file must stay at least `length` long while mapped.
+   */
+  mapShared(fd: number, length: number): Buffer;
+  /** Detaches a mapShared() buffer from its file now (private zero pages replace it until it is collected). */
+  unmapShared(buf: Buffer): void;
+  /** CRC-32C of buf chained from prev (0 to start), three streams at once; absent without SSE4.2. */
+  crc32c?: (buf: Uint8Array, prev?: number) => number;
+  /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */
+  dlopenGlobal(path: string): void;
+  umount2(path: string, flags: number): void;
+  /** mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | flags): sets the mount's per-mount flags to exactly `flags`. */
+  remountBind(path: string, flags: number): void;
+  /** CLOCK_REALTIME_COARSE as [seconds, nanoseconds]: the clock inode times are stamped from. */
+  clockRealtimeCoarse(): [number, number];
+  /**
+   * name_to_handle_at(path, 0): the file handle of the inode `path` names (not
+   * following a final symlink), as struct file_handle laid out by the kernel: u32 handle_bytes,
+   * i32 handle_type, then the opaque bytes. Stable across renames; used by src/snapshot.
+   */
+  nameToHandle(path: string): Buffer;
+  /**
+   * open_by_handle_at: opens the inode a handle from nameToHandle names, with `flags` (O_CLOEXEC
+   * is added). `mount` is an fd on, or a path in, the handle's filesystem (opened O_RDONLY and
+   * closed here when a path). Needs CAP_DAC_READ_SEARCH. ESTALE when the inode is gone.
+   */
+  openByHandle(mount: number | string, handle: Buffer, flags: number): number;
+  /**
+   * Lists a directory (opened with O_NOATIME where allowed) as a flat array
+   * [name, ino, d_type, handle | null, ...], without . and ..; handles only with `withHandles`.
+   */
+  readdirEntries(path: string, withHandles?: boolean): Array<string | number | Buffer | null>;
+  /** readlinkat(fd, ""): the target of the symlink an O_PATH | O_NOFOLLOW fd names. */
+  readlinkFd(fd: number): string;
+  /** Sets FD_CLOEXEC on every descriptor >= fd (close_range, or fcntl over /proc/self/fd). */
+  cloexecFrom(fd: number): void;
+  readonly UTIME_NOW: number;
+  readonly UTIME_OMIT: number;
+  readonly XATTR_CREATE: number;
+  readonly XATTR_REPLACE: number;
+  readonly FALLOC_FL_KEEP_SIZE: number;
+  readonly FALLOC_FL_PUNCH_HOLE: number;
+  readonly FALLOC_FL_ZERO_RANGE: number;
+  readonly MNT_FORCE: number;
+  readonly MNT_DETACH: number;
+  readonly MS_RDONLY: number;
+  readonly MS_NOSUID: number;
+  readonly MS_NODEV: number;
+  readonly MS_NOEXEC: number;
+  readonly MS_NOATIME: number;
+  readonly MS_NODIRATIME: number;
+  readonly MS_RELATIME: number;
+  readonly MS_STRICTATIME: number;
+  readonly O_PATH: number;
+}
+
+/**
+ * Stat as returned to fuse-native ops callbacks. With our bridge, times are
+ * NUMBERS IN MICROSECONDS since the epoch (not Dates, not ms: a Date would be
+ * read as µs, i.e. 1000x too early).
+ */
+export interface FuseStat {
+  mode: number;
+  uid?: number;
+  gid?: number;
+  size?: number;
+  dev?: number;
+  nlink?: number;
+  ino?: number;
+  rdev?: number;
+  blksize?: number;
+  blocks?: number;
+  atime: number;
+  mtime: number;
+  ctime: number;
+}
+
+/** fuse-native callbacks: first argument is 0 or a negative errno. */
+export type FuseCb<T extends unknown[] = []> = (err: number, ...result: T) => void;
+
+/**
+ * fuse-native operations (subset typed; see fuse-native's README for the rest).
+ * utimens receives µs numbers, or UTIME_NOW_US / UTIME_OMIT_US.
+ */
+export interface FuseOperations {
+  init?(cb: FuseCb): void;
+  getattr?(path: string, cb: FuseCb<[FuseStat?]>): void;
+  fgetattr?(path: string, fd: number, cb: FuseCb<[FuseStat?]>): void;
+  readdir?(path: string, cb: FuseCb<[string[]?, FuseStat[]?]>): void;
+  open?(path: string, flags: number, cb: FuseCb<[number?]>): void;
+  create?(path: string, mode: number, cb: FuseCb<[number?]>): void;
+  release?(path: string, fd: number, cb: FuseCb): void;
+  read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytesOrErr: number) => void): void;
+  write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (bytesOrErr: number) => void): void;
+  truncate?(path: string, size: number, cb: FuseCb): void;
+  ftruncate?(path: string, fd: number, size: number, cb: FuseCb): void;
+  utimens?(path: string, atimeUs: number, mtimeUs: number, cb: FuseCb): void;
+  /**
+   * fallocate(2) on an open file (added by loadFuse(), not in fuse-native).
+   * mode: FALLOC_FL_* bits as given to fallocate(2) (0, KEEP_SIZE=1,
+   * PUNCH_HOLE=2 (always with KEEP_SIZE), ZERO_RANGE=0x10, ...); offset and
+   * length in bytes (exact up to 2^53); fd: the fh returned by open/create
+   * (0 if none). cb(0) or cb(-errno); cb() counts as 0, a non-integer truthy
+   * value as -EIO. Subject to the same opts.timeout as the other ops
+   * (key 'fallocate' in a per-op timeout object): on expiry the kernel gets
+   * -ETIMEDOUT and a later cb is ignored. Not implemented -> fallocate(2) on
+   * the mount fails with EOPNOTSUPP (libfuse answers ENOSYS, which the kernel
+   * maps to EOPNOTSUPP and remembers for the connection).
+   */
+  fallocate?(path: string, mode: number, offset: number, length: number, fd: number, cb: FuseCb): void;
+  /**
+   * The attributes of the node `nodeid` (callerContext().nodeid of an earlier op), asked only when
+   * libfuse has no path for it: a directory held open after it was removed or renamed over
+   * (added by loadFuse(), fuse_bridge.c change 15). cb(-ENOENT) when it is not known.
+   */
+  getattrNode?(nodeid: number, cb: FuseCb<[FuseStat?]>): void;
+  [op: string]: ((...args: never[]) => void) | undefined;
+}
+
+export interface FuseOptions {
+  force?: boolean;
+  mkdir?: boolean;
+  debug?: boolean;
+  timeout?: number | false | Record<string, number | false>;
+  [opt: string]: unknown;
+}
+
+export interface FuseInstance {
+  readonly mnt: string;
+  readonly opened: boolean;
+  readonly opening: boolean;
+  readonly closed: boolean;
+  mount(cb: (err: Error | null) => void): void;
+  unmount(cb: (err: Error | null) => void): void;
+  errno(code: string): number;
+  /**
+   * Called once on the event loop when the FUSE session has ended: the kernel ended the
+   * connection because the mount is gone, by anyone's unmount, ours included (fuse_bridge.c
+   * change 16).
+   */
+  onSessionEnd?: () => void;
+}
+
+export interface FuseNativeModule {
+  new (mnt: string, ops: FuseOperations, opts?: FuseOptions): FuseInstance;
+  /** Patched by loadFuse(): umount2(mnt, MNT_DETACH) instead of `fusermount -uz`. */
+  unmount(mnt: string, cb: (err: Error | null) => void): void;
+  readonly [errnoName: string]: unknown;
+}
+
+
+/** Credentials of the process that issued a FUSE request (from libfuse's fuse_get_context()). */
+export interface CallerContext {
+  /** fsuid of the calling process (normally its euid), in the daemon's user namespace. */
+  uid: number;
+  /** fsgid of the calling process (normally its egid); supplementary groups are not included. */
+  gid: number;
+  /**
+   * Kernel thread id of the calling thread (equal to the process id for a
+   * single-threaded caller or the main thread), in the daemon's pid
+   * namespace; 0 if not visible there.
+   */
+  pid: number;
+  /**
+   * libfuse's node id of the request (fuse_bridge.c change 13): the node the op is on (getattr,
+   * open, opendir, ...) or, for ops that name a new entry (create, mkdir, ...), its parent.
+   * What `getattrNode` is later asked about.
+   */
+  nodeid: number;
+}
+

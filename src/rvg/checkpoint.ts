@@ -1,0 +1,45 @@
+/**
+ * Checkpoints, as both RVGs take them: the data directory made durable up to the applied position
+ * (the snapshot store first, whose items must be durable before the changes they preserve; then
+ * syncfs of the data directory), then the SRL's tail moved past what may be released (LevelDB
+ * `durable`, sync:true). One at a time: callers during a run share it.
+ *
+ * Durability point: a record is released only after its effect on the data directory is on disk.
+ */
+import type { Srl } from '../srl'
+import type { Position } from '../format/state'
+import { syncfs } from '../apply'
+
+/** What a checkpoint syncs before the data directory (the snapshot store), if anything. */
+export interface CheckpointHost { readonly snapshots: { sync? (): Promise<void> } | null }
+
+export class Checkpoints {
+  private running: Promise<void> | null = null
+  /** The last record made durable in the data directory by a checkpoint. */
+  durableSeq: number
+
+  constructor (private readonly root: string, private readonly srl: Srl, private readonly host: CheckpointHost) {
+    this.durableSeq = srl.tailSeq
+  }
+
+  /** Whether a checkpoint is running. */
+  get busy (): boolean { return this.running !== null }
+
+  /**
+   * Makes `applied` durable in the data directory, then releases up to what `releasable` says
+   * (null: nothing; it may persist what the choice depends on before answering).
+   */
+  run (applied: Position, releasable: (applied: Position) => Promise<Position | null>): Promise<void> {
+    if (this.running) return this.running
+    this.running = (async () => {
+      if (applied.seq !== this.durableSeq) {
+        await this.host.snapshots?.sync?.()
+        await syncfs(this.root)
+        this.durableSeq = applied.seq
+      }
+      const pos = await releasable(applied)
+      if (pos !== null && pos.seq > this.srl.tailSeq) await this.srl.release(pos)
+    })().finally(() => { this.running = null })
+    return this.running
+  }
+}
