@@ -87,6 +87,12 @@ export const RLINK_RECONNECT_MAX_MS = 2000
 /** The Secondary applies at most this long per turn before letting FUSE readers in. */
 export const SECONDARY_APPLY_SLICE_MS = 10
 
+/**
+ * A Secondary whose data directory has no room for the next record (ENOSPC, EDQUOT) stops applying,
+ * holds the updates in its SRL and tries that record again this often, until space is freed.
+ */
+export const SECONDARY_FULL_RETRY_MS = 1000
+
 /** Longest secret file accepted (it is a shared passphrase, not data). */
 export const SECRET_BYTES_MAX = 4096
 
@@ -142,6 +148,23 @@ export const APPLY_QUEUE_BYTES_MAX = 4 * 1024 * 1024
  * the next change). Small files are written this way (create, untar), big writes are not.
  */
 export const APPLY_BEFORE_REPLY_BYTES_MAX = 2048
+
+/**
+ * Free space on the data directory's filesystem (as root sees it: the daemon applies as root) below
+ * which the Primary applies every write before its reply, small ones too, after reserving its range
+ * (src/rvg/primary.ts writeReserved): a write cut short by a full disk would leave bytes no record
+ * describes. Above it, small writes are applied directly (a full disk then fails them whole, and
+ * they are voided) and larger ones reserve their range when they are answered.
+ */
+export const DATA_SPACE_RESERVE_BYTES = 16 * 1024 * 1024
+
+/**
+ * How old a measurement of the data filesystem's free space may be while the space is above
+ * DATA_SPACE_RESERVE_BYTES: the Primary's own writes are counted as they come, so this only bounds
+ * how long it takes to notice space taken or freed by others. Below the reserve it measures at
+ * every write.
+ */
+export const DATA_SPACE_CHECK_MS = 100
 
 /** Writes applied per threadpool round trip, at most (in bytes; a batch holds at least one write). */
 export const APPLY_BATCH_BYTES_MAX = 1024 * 1024

@@ -9,11 +9,8 @@
  *    `SRL_SYNC_INTERVAL_MS` (1 s) while it has unsynced records, which bounds what a power loss can
  *    take from writers that never sync"; src/limits.ts SRL_SYNC_INTERVAL_MS: "The SRL is
  *    fdatasync'd at least this often while records are unsynced".
- *  - (4c) A write the data directory cannot take stops the Primary: ARCHITECTURE.md, "Known
- *    limitations": "the RVG becomes fatal (`APPLY_FAILED`, naming the record), the daemon unmounts
- *    and exits 1, and the record stays in the SRL. The next start replays it, and fails again until
- *    there is room. No write is lost or skipped"; README.md, status field `fatal`: "the error that is
- *    stopping the daemon, or `null`".
+ *  - (4c) A write the data directory cannot take: test/full-disk.test.ts (issue 16 made a full
+ *    disk answer ENOSPC to the writer and a failing one keep the daemon up).
  *  - (4d) `replicafs passthrough --data DIR --mount DIR --state DIR [--daemon]`, "benchmark
  *    baseline, no SRL" (README.md, "Commands"; status `role`: "`primary` (or `passthrough`)").
  *
@@ -44,7 +41,7 @@ import * as fs from 'fs'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
-  startPrimary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, withDeadline, cli, execOk, tmpdirs, primaryArgs,
+  startPrimary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, withDeadline, cli, execOk, tmpdirs,
   status, srlDump, daemonLog, isMounted, fuseMountAt, pidsWithArg, processAlive, describeFailure,
   type Dirs, type Primary, type DumpRecord, type ExecResult
 } from './helpers'
@@ -266,106 +263,6 @@ t('replicafs sync: every change made before it is on the SRL\'s disk when it ret
   for (const want of [`CREATE /${big}`, `WRITE /${big}`, `CREATE /${small}`, `WRITE /${small}`, `MKDIR /${dir}`, `RENAME /${small} -> /${dir}/${small}`]) {
     assert.ok(recs.includes(want), `the SRL on the disk as it was when sync returned (a power cut then) holds "${want}": ${recs.join(', ')}`)
   }
-}))
-
-// ---------------------------------------------------------------------------------------------
-// 4c: a write the data directory cannot take
-
-t('a full data disk: the acknowledged write is fatal (status.fatal names the record), the daemon unmounts and exits 1; restarts fail until there is room, then replay it', isolated(150_000, async () => {
-  const dirs = await tmpdirs('dur')
-  await fsp.rmdir(dirs.data)
-  const lfs = await mountLoopFs(path.join(dirs.root, 'data.img'), path.join(dirs.root, 'datafs'), 16)
-  dirs.data = path.join(lfs.mountPoint, 'data')
-  await fsp.mkdir(dirs.data)
-  const args = primaryArgs(dirs).filter((a) => a !== '--daemon')
-  const data = Buffer.alloc(128 * 1024)
-  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i)
-  await withLoopFs(lfs, async () => {
-    let run: Promise<ExecResult> | undefined
-    try {
-      // in the foreground, to read its exit code
-      run = cli(args, { timeoutMs: 120_000 })
-      await waitFor(async () => (await fuseMountAt(dirs.mount)) !== undefined && (await request(dirs.state, { cmd: 'status' }, 2000) as { pid?: number }).pid !== undefined,
-        { timeoutMs: 60_000, what: 'the foreground Primary to mount and answer status', intervalMs: 100 })
-      const st0 = await status(dirs.state) as unknown as { fatal: unknown, pid: number }
-      assert.is(st0.fatal, null, 'status.fatal is null while all is well')
-      await fsp.writeFile(path.join(dirs.mount, 'before'), 'fits')
-      await lfs.fill()
-
-      // The daemon stops within milliseconds of the failure, so status is polled straight on the
-      // control socket (what `replicafs status` does, without a process start per poll), by several
-      // pollers at once, from before the write.
-      let fatal: string | null = null
-      let polls = 0
-      let stopPolling = false
-      const poll = async (): Promise<void> => {
-        while (!stopPolling && fatal === null) {
-          try {
-            const s = await request(dirs.state, { cmd: 'status' }, 5000) as { fatal: string | null }
-            polls++
-            if (s.fatal !== null) fatal = s.fatal
-          } catch {
-            if (!(await isMounted(dirs.mount))) return // the daemon is gone
-          }
-        }
-      }
-      const pollers = [poll(), poll(), poll(), poll()]
-      await waitFor(() => polls >= 8, { timeoutMs: 20_000, what: 'the status pollers to get going', intervalMs: 5 })
-      const fh = await fsp.open(path.join(dirs.mount, 'f'), 'w')
-      let written: number | string
-      try {
-        written = (await fh.write(data, 0, data.length, 0)).bytesWritten
-      } catch (err) {
-        written = (err as NodeJS.ErrnoException).code ?? String(err)
-      }
-      await fh.close().catch(() => {}) // the daemon is stopping: the close may fail
-      const r = await withDeadline(run, 60_000, 'the Primary to exit after the fatal error')
-      stopPolling = true
-      await Promise.all(pollers)
-      const ctx = `\n--- daemon output ---\n${r.stderr.slice(-3000)}`
-      assert.is(written, data.length, `the write is acknowledged: it is in the SRL, and applied after the reply${ctx}`)
-      assert.is(r.code, 1, `the daemon exits 1 (exit ${String(r.code)}, signal ${String(r.signal)})${ctx}`)
-      assert.ok(fatal !== null, `status showed fatal while the daemon stopped (${polls} polls)${ctx}`)
-      const f = String(fatal)
-      assert.not.ok(await isMounted(dirs.mount), `the daemon unmounted ${dirs.mount}${ctx}`)
-      await waitFor(() => pidsWithArg(dirs.state).length === 0, { timeoutMs: 20_000, what: 'no process to hold the state directory' })
-      assert.match(r.stderr, /fatal/i, `the daemon logged the fatal error${ctx}`)
-      assert.ok(r.stderr.includes(f), `the log has the same message as status.fatal (${f})${ctx}`)
-
-      // status.fatal names the record: its sequence number and what it is
-      const recs = await srlDump(dirs.state)
-      const rec = recs.find((x) => x.type === 'WRITE' && x.path === '/f')
-      assert.ok(rec !== undefined, `the write is in the SRL: ${paths(recs).join(', ')}`)
-      assert.is(rec.length, data.length, 'the whole write is in the SRL')
-      assert.match(f, new RegExp(`\\b${rec.seq}\\b`), `status.fatal names the record's sequence number ${rec.seq}: ${f}`)
-      assert.match(f, /WRITE \/f\b/, `status.fatal names the record (WRITE /f): ${f}`)
-      assert.match(f, /ENOSPC|no space/i, `status.fatal says why: ${f}`)
-
-      // still no room: the start replays the record, fails again, and leaves nothing behind
-      const again = await cli(primaryArgs(dirs), { timeoutMs: 90_000 })
-      const actx = `${describeFailure(again)}\n--- daemon.log ---\n${await daemonLog(dirs.state)}`
-      assert.ok(again.code !== 0, `a start with no room fails: ${actx}`)
-      assert.match(again.stderr, new RegExp(`\\b${rec.seq}\\b`), `it names the record it cannot replay: ${actx}`)
-      assert.not.ok(await isMounted(dirs.mount), `nothing mounted after the failed start: ${actx}`)
-      await waitFor(() => pidsWithArg(dirs.state).length === 0, { timeoutMs: 20_000, what: 'no process to hold the state directory after the failed start' })
-
-      // room again: the next start replays the write; nothing was lost or skipped
-      await fsp.rm(path.join(lfs.mountPoint, 'filler'))
-      const p = await startPrimary({ dirs })
-      const st = await status(dirs.state) as unknown as { fatal: unknown }
-      assert.is(st.fatal, null, 'after a good start status.fatal is null')
-      assert.ok((await fsp.readFile(path.join(dirs.mount, 'f'))).equals(data), 'the acknowledged write is in the file, through the mount')
-      assert.ok((await fsp.readFile(path.join(dirs.data, 'f'))).equals(data), 'and in the data directory')
-      assert.is(await fsp.readFile(path.join(dirs.mount, 'before'), 'utf8'), 'fits')
-      await p.stop()
-    } finally {
-      // whichever daemon a failure left running (the foreground one, or the last start), so that the
-      // data directory's disk can be unmounted
-      if (await isMounted(dirs.mount)) await cli(['stop', '--state', dirs.state], { timeoutMs: 60_000 }).catch(() => undefined)
-      await run?.catch(() => undefined)
-      await waitFor(() => pidsWithArg(dirs.state).length === 0, { timeoutMs: 30_000, what: 'every daemon on the full disk to exit' }).catch(() => undefined)
-    }
-  })
 }))
 
 // ---------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
  * The Primary's write path at the RVG level (no FUSE): a write is answered once it is in the SRL
  * and applied after, from the ring. What must hold: an answered write is "pending" on its inode
  * (hard links included) until applied, so the adapter's stats and reads wait for it; writes land
- * in log order even to one inode under two names; a write that cannot be applied makes the RVG
- * fatal and stays in the SRL, and the next start replays it. Nothing is ever skipped.
+ * in log order even to one inode under two names; on a full data filesystem a write is refused
+ * with ENOSPC before it is logged; a queued write that cannot be applied makes the RVG fatal and
+ * stays in the SRL, and the next start replays it (a queued write reserved its blocks when it was
+ * answered, so only an I/O error can fail it). Nothing is ever skipped.
  */
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -16,6 +18,7 @@ import { PrimaryRvg } from '../src/rvg/primary'
 import { RecordType } from '../src/format/record'
 import { APPLY_BEFORE_REPLY_BYTES_MAX } from '../src/limits'
 import { timed, waitFor, cleanupAll, assertCleanSlate, registerTmpRoot, registerMount, installExitHandlers } from './helpers'
+import { mountLoopFs, mountLoopImage, assertNoLoopDevices } from './helpers/loopfs'
 
 /** A temporary directory in the cleanup registry (the suite's /tmp/replicafs-e2e-* prefix). */
 function tmpDir (): string {
@@ -154,50 +157,115 @@ test('a steady writer holds up neither a barrier nor another change', timed(60_0
   }
 }))
 
-test('a write that cannot be applied makes the RVG fatal, stays in the SRL and is replayed at the next start', timed(60_000, async () => {
+/** The WRITE records the SRL holds for `p` that no VOID follows, as [offset, length]. */
+function loggedWrites (rvg: PrimaryRvg, p: string): Array<[number, number]> {
+  const recs = [...rvg.srl!.records()].map((r) => r.record)
+  const res: Array<[number, number]> = []
+  recs.forEach((r, i) => {
+    const next = recs[i + 1]
+    const voided = next !== undefined && next.type === RecordType.VOID && next.meta.v === r.seq
+    if (r.type === RecordType.WRITE && r.meta.p === p && !voided) res.push([r.meta.o!, r.data.length])
+  })
+  return res
+}
+
+test('a full data filesystem answers ENOSPC to the writer and logs nothing for it; the RVG goes on, and writes succeed once there is room', timed(60_000, async () => {
   const dir = tmpDir()
   const data = path.join(dir, 'data')
   fs.mkdirSync(data)
-  // A 1 MiB data filesystem (tmpfs) under a log on another filesystem: the apply hits ENOSPC.
+  // A 1 MiB data filesystem (tmpfs), far below DATA_SPACE_RESERVE_BYTES: every write reserves its
+  // range before it is logged.
   registerMount(data)
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', data])
   let rvg = await open(dir)
-  let fatal: Error | null = null
-  rvg.onFatal = (err) => { fatal = err }
-  await rvg.mutate(RecordType.CREATE, { p: '/big', m: 0o644, t: [1700000000, 0] })
-  // 2 MiB in 16 writes of 128 KiB (FUSE's largest), all answered once logged.
-  const payload = Buffer.alloc(2 * 1024 * 1024, 7)
-  const chunk = 128 * 1024
-  let answered = 0
   try {
+    await rvg.mutate(RecordType.CREATE, { p: '/big', m: 0o644, t: [1700000000, 0] })
+    const payload = Buffer.alloc(2 * 1024 * 1024)
+    for (let i = 0; i < payload.length; i += 4) payload.writeUInt32LE(i, i)
+    const chunk = 128 * 1024
+    let answered = 0
+    let refused: NodeJS.ErrnoException | null = null
     for (let off = 0; off < payload.length; off += chunk) {
-      await rvg.write('/big', payload.subarray(off, off + chunk), off)
-      answered++
+      try {
+        assert.is(await rvg.write('/big', payload.subarray(off, off + chunk), off), chunk)
+        answered++
+      } catch (err) {
+        refused = err as NodeJS.ErrnoException
+        break
+      }
+    }
+    assert.ok(refused !== null, 'a write past the 1 MiB of room is refused')
+    assert.is(refused.code, 'ENOSPC', `refused with ENOSPC: ${refused.message}`)
+    assert.ok(answered >= 4 && answered <= 8, `the writes that fit were answered (${answered} of 128 KiB)`)
+    assert.is(rvg.fatalError, null, 'the RVG is not fatal')
+    const onDisk = fs.readFileSync(path.join(data, 'big'))
+    assert.ok(onDisk.equals(payload.subarray(0, answered * chunk)), 'the file holds exactly the answered writes')
+    assert.equal(loggedWrites(rvg, '/big'), Array.from({ length: answered }, (_, i) => [i * chunk, chunk]), 'the SRL holds exactly the answered writes: nothing for the refused one')
+    // A small write (applied before its reply on a roomy disk) is refused the same way.
+    let small: NodeJS.ErrnoException | null = null
+    try { await rvg.write('/big', Buffer.alloc(100, 1), answered * chunk + chunk) } catch (err) { small = err as NodeJS.ErrnoException }
+    assert.is(small?.code, 'ENOSPC', 'a 100-byte write past the end is refused with ENOSPC')
+    // Other changes and reads go on.
+    await rvg.mutate(RecordType.MKDIR, { p: '/d', m: 0o755, t: [1700000001, 0] })
+    assert.ok(fs.statSync(path.join(data, 'd')).isDirectory(), 'a mkdir still works')
+    // Room again: the refused writes succeed.
+    execFileSync('mount', ['-o', 'remount,size=8m', data])
+    for (let off = answered * chunk; off < payload.length; off += chunk) {
+      assert.is(await rvg.write('/big', payload.subarray(off, off + chunk), off), chunk)
     }
     await rvg.barrier()
-    assert.unreachable('the barrier must report the failed apply')
-  } catch (err) {
-    assert.match((err as Error).message, /cannot apply SRL record with sequence number \d+ \(WRITE \/big\) to the data directory: ENOSPC/, (err as Error).message)
-  }
-  assert.ok(answered > 8, `writes past the 1 MiB of room were answered before their apply failed (${answered})`)
-  assert.ok(fatal !== null, 'onFatal was called')
-  let refused: Error | null = null
-  try { await rvg.mutate(RecordType.MKDIR, { p: '/d', m: 0o755, t: [1700000001, 0] }) } catch (err) { refused = err as Error }
-  assert.match(refused?.message ?? 'not refused', /cannot apply SRL record/, 'every later change is refused')
-  await rvg.close()
-  // More room, and the next start replays the logged write: nothing was lost.
-  execFileSync('mount', ['-o', 'remount,size=8m', data])
-  rvg = await open(dir)
-  try {
-    const got = fs.readFileSync(path.join(data, 'big'))
-    assert.is(got.length, payload.length)
-    assert.ok(got.equals(payload), 'the replayed write has every byte')
+    assert.ok(fs.readFileSync(path.join(data, 'big')).equals(payload), 'with room, every byte is written')
+    await rvg.close()
+    // Replay after a restart changes nothing.
+    rvg = await open(dir)
+    assert.ok(fs.readFileSync(path.join(data, 'big')).equals(payload), 'and stays so after a restart')
   } finally {
     await rvg.close()
+    execFileSync('umount', [data])
   }
-  execFileSync('umount', [data])
 }))
 
-test('leaves no mounts behind', timed(60_000, assertCleanSlate))
+test('a queued write the data directory fails (an I/O error) makes the RVG fatal, stays in the SRL and is replayed at the next start', timed(90_000, async () => {
+  const dir = tmpDir()
+  const lfs = await mountLoopFs(path.join(dir, 'data.img'), path.join(dir, 'data'), 32)
+  const data = lfs.mountPoint
+  let rvg = await open(dir)
+  let fatal: Error | null = null
+  rvg.onFatal = (err) => { fatal = err }
+  try {
+    await rvg.mutate(RecordType.CREATE, { p: '/big', m: 0o644, t: [1700000000, 0] })
+    const payload = Buffer.alloc(128 * 1024, 7)
+    assert.is(await rvg.write('/big', payload, 0), payload.length)
+    assert.ok(rvg.writesPending(fs.statSync(path.join(data, 'big')).ino), 'answered, not yet applied')
+    // The disk fails before the apply runs (it runs after this turn): every later I/O gets EIO.
+    execFileSync('sync', ['-f', data])
+    execFileSync('xfs_io', ['-x', '-c', 'shutdown', data])
+    try {
+      await rvg.barrier()
+      assert.unreachable('the barrier must report the failed apply')
+    } catch (err) {
+      assert.match((err as Error).message, /cannot apply SRL record with sequence number \d+ \(WRITE \/big\) to the data directory: EIO/, (err as Error).message)
+    }
+    assert.ok(fatal !== null, 'onFatal was called')
+    let refused: Error | null = null
+    try { await rvg.mutate(RecordType.MKDIR, { p: '/d', m: 0o755, t: [1700000001, 0] }) } catch (err) { refused = err as Error }
+    assert.match(refused?.message ?? 'not refused', /cannot apply SRL record/, 'every later change is refused')
+    assert.equal(loggedWrites(rvg, '/big'), [[0, payload.length]], 'the answered write stays in the SRL')
+    await rvg.close()
+    // The disk back (unmounted, mounted again), the next start replays the logged write.
+    await lfs.unmount()
+    await mountLoopImage(lfs.image, lfs.mountPoint)
+    rvg = await open(dir)
+    assert.ok(fs.readFileSync(path.join(data, 'big')).equals(payload), 'the replayed write has every byte')
+  } finally {
+    await rvg.close()
+    await lfs.unmount()
+  }
+}))
+
+test('leaves no mounts or loop devices behind', timed(60_000, async () => {
+  await assertCleanSlate()
+  assertNoLoopDevices()
+}))
 
 test.run()

@@ -21,7 +21,7 @@ import util from 'node:util'
 import { execFile } from 'node:child_process'
 import { sys } from '../native'
 import { RecordType, type Record, type Timespec } from '../format/record'
-import { ReplError } from '../errors'
+import { ReplError, errnoError } from '../errors'
 import { APPLY_FD_CACHE_MAX } from '../limits'
 
 /** Namespace records after which cached descriptors may name other files. */
@@ -150,9 +150,26 @@ function idempotent (a: Apply, codes: string[], fn: () => void): void {
 
 function applyWrite (a: Apply): void {
   const fd = a.fds.get(a.m.p!)
-  fs.writeSync(fd, a.rec.data, 0, a.rec.data.length, a.m.o!)
+  const data = a.rec.data
+  // A short write (a filesystem that ran out of room part way) is continued, so the rest either
+  // lands or fails with the errno; the error says how many bytes did land (`partial`).
+  let done = 0
+  while (done < data.length) {
+    let n: number
+    try {
+      n = fs.writeSync(fd, data, done, data.length - done, a.m.o! + done)
+    } catch (err) {
+      if (done > 0) (err as PartialWriteError).partial = done
+      throw err
+    }
+    if (n === 0) throw Object.assign(errnoError('EIO', `write of ${a.m.p!} wrote nothing at offset ${a.m.o! + done}`), { partial: done })
+    done += n
+  }
   if (a.m.t) sys.futimens(fd, 0, sys.UTIME_OMIT, a.m.t[0], a.m.t[1])
 }
+
+/** An error applying a WRITE after some of its bytes reached the file (`partial` of them). */
+export interface PartialWriteError extends NodeJS.ErrnoException { partial?: number }
 
 function applyTruncate (a: Apply): void {
   fs.truncateSync(a.full, a.m.s!)

@@ -7,9 +7,11 @@
  * mount left by a killed daemon -> load the RLINKs' positions, replay the SRL -> IBC -> mount ->
  * serve control. A failed start releases what it took, in reverse.
  * Stop (control `stop`, SIGINT, SIGTERM, or the mount going away): unmount -> RLINKs -> control
- * socket -> drain and checkpoint, close the SRL -> snapshots -> unlock; exit 0. A fatal error (a
- * record that cannot be applied, a corrupt log) is the same stop with exit code 1: never a hung
- * mount, never a skipped update.
+ * socket -> drain and checkpoint, close the SRL -> snapshots -> unlock; exit 0. After a fatal error
+ * of the RVG (a record the data directory cannot take, an SRL that cannot be synced) the daemon
+ * stays up with the mount refusing changes (EIO) and status naming the error, and its stop exits 1;
+ * an RLINK's fatal error (a corrupt log) stops it with exit code 1. Never a hung mount, never a
+ * skipped update.
  */
 import path from 'node:path'
 import type net from 'node:net'
@@ -61,6 +63,7 @@ interface Primary {
   rlinks: RlinkSet | null
   ibc: IbcPrimary | null
   snapshots: PrimarySnapshots | null
+  adapter: FuseAdapter
   stop: RunningDaemon['stop']
   log: Logger
 }
@@ -126,14 +129,20 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     throw err
   }
 
-  const { stopped, stop } = stopper(release, log, 'unmounting, applying and checkpointing the SRL')
-  watch.arm(stop)
   const live = rvg
-  const onFatal = (err: Error): void => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
-  live.onFatal = onFatal
-  if (rlinks !== null) rlinks.onFatal = onFatal
+  const stopper0 = stopper(release, log, 'unmounting, applying and checkpointing the SRL')
+  const stopped = stopper0.stopped
+  // After a fatal error every stop exits 1: the service manager must see that it failed.
+  const stop = (code = 0): Promise<void> => stopper0.stop(live.fatalError !== null ? 1 : code)
+  watch.arm(stop)
+  // A record the data directory cannot take (a failing disk) or an SRL that cannot be synced: the
+  // daemon stays up, so that status says what failed, reads go on, and the RLINKs still send what
+  // is logged; every change through the mount is refused with EIO until it is stopped. The next
+  // start replays what was logged (src/rvg/primary.ts).
+  live.onFatal = (err) => log(`fatal: ${err.message}; the mount refuses changes (EIO) until the daemon is stopped (replicafs stop --state ${state}); reads and status go on, and the next start replays the SRL`)
+  if (rlinks !== null) rlinks.onFatal = (err: Error): void => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
   const primary: Primary = {
-    cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop,
+    cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop, adapter: adapter!,
     snapshots: snaps === null ? null : new PrimarySnapshots(snaps, live, log)
   }
   try {
@@ -199,6 +208,7 @@ function primaryStatus (p: Primary): unknown {
     srl: p.srl ? p.srl.stats(p.rvg.appliedSeq) : null,
     rlinks: p.rlinks?.status() ?? [],
     ibc: p.ibc?.status() ?? null,
+    openFiles: p.adapter.openHandles,
     fatal: p.rvg.fatalError?.message ?? null
   }
 }

@@ -191,6 +191,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         ibc: s.ibc.status(),
         connected: s.receiver.connected,
         primary: { address: s.receiver.primaryAddress, srlId: s.receiver.follow?.srlId ?? null },
+        stalled: s.rvg.stalledOn,
         fatal: s.rvg.fatalError?.message ?? null
       }
     case 'sync':

@@ -53,6 +53,9 @@ export class FuseAdapter {
     this.handlers = new FuseHandlers(rvg, this.readOnly)
   }
 
+  /** Files and directories open through the mount now (status `openFiles`). */
+  get openHandles (): number { return this.handlers.openHandles }
+
   /** This host's snapshots, shown read-only under MOUNT/.snapshots/ (set by the daemon). */
   snapshots: SnapshotSource | null = null
 

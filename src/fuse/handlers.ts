@@ -136,6 +136,9 @@ export class FuseHandlers {
     return ops
   }
 
+  /** Files and directories open through the mount now (released ones excluded). */
+  get openHandles (): number { return this.handles.size }
+
   /** Closes every handle's descriptor (the mount is gone). */
   closeAll (): void {
     for (const h of this.handles.values()) { try { fs.closeSync(h.fd) } catch {} }

@@ -9,7 +9,7 @@
  */
 import net from 'node:net'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult } from '../format/wire'
-import { RECORD_FORMAT_VERSION } from '../format/record'
+import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import type { Position, RlinkPosition } from '../format/state'
@@ -310,6 +310,15 @@ export class Rlink {
         offset = r.end
       }
       if (recs.length === 0) return
+      // A record the Primary failed to apply is followed by its VOID (appended in the same turn):
+      // they travel in one frame, so a Secondary never holds the record without knowing its fate.
+      const after = seq < srl.lastSeq ? srl.readRaw(offset, seq + 1) : null
+      if (after !== null && after.type === RecordType.VOID) {
+        recs.push(after.buf)
+        bytes += after.buf.length
+        seq++
+        offset = after.end
+      }
       // The 10 s without an ack count from the oldest unacked record's sending, not from the last
       // ack: after an idle spell the first update gets its full 10 s (network and data ack alike).
       if (this.sentSeq === this.nackSeq) this.lastNackAt = Date.now()

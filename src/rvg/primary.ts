@@ -1,10 +1,19 @@
 /**
  * RVG, Primary side: one data directory and its SRL. The write path (VVR's):
  *
- *   FUSE write -> SRL append (one pwritev straight from the FUSE buffer) -> reply
+ *   FUSE write -> reserve its blocks in the file (fallocate KEEP_SIZE; no room: ENOSPC, nothing logged)
+ *     -> SRL append (one pwritev straight from the FUSE buffer) -> reply
  *     -> later, in sequence order: copy the record's data from the ring into the file
  *   small FUSE write (APPLY_BEFORE_REPLY_BYTES_MAX), none in flight -> SRL append -> apply -> reply
  *   any other op -> wait until no write is in flight (the barrier) -> SRL append -> apply -> reply
+ *   any write while the data filesystem is nearly full (DATA_SPACE_RESERVE_BYTES) -> the barrier
+ *     -> reserve the range in the file (fallocate): ENOSPC to the writer, nothing logged
+ *     -> else SRL append -> apply -> reply
+ *
+ * A change applied before its reply that fails leaves the data directory as it was (ENOSPC,
+ * ENOENT, ...): a VOID record after it says so and the writer gets the errno. One that may have
+ * done part of its work (EIO, EROFS, a write cut short), or a queued write that fails, makes the
+ * RVG fatal: its record stays and is replayed at the next start, and every change is refused.
  *
  * Only the SRL write is in a writer's path. Answered writes wait in the apply queue (bounded by
  * APPLY_QUEUE_BYTES_MAX) and are applied one batch at a time by sys.applyWrites: copy_file_range
@@ -23,11 +32,12 @@
  * Journal-less mode (`srl === null`) is the bare passthrough used as the benchmark baseline: it
  * writes through a cached descriptor on the threadpool and answers when the write lands.
  */
+import assert from 'node:assert'
 import fs from 'node:fs'
 import { Srl } from '../srl'
 import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta } from '../format/record'
 import { sys } from '../native'
-import { applyRecordSync, FdCache, errnoName, applyCopyMode, writeAt } from '../apply'
+import { applyRecordSync, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
 import { Checkpoints } from './checkpoint'
 import { ExclusiveGate } from './gate'
 import type { Replication, ExclusiveToken, Preserver } from './interfaces'
@@ -35,7 +45,7 @@ import type { Position } from '../format/state'
 
 export type { Replication, ExclusiveToken, Preserver } from './interfaces'
 import { ReplError, errnoFor } from '../errors'
-import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_QUEUE_BYTES_MAX, APPLY_BATCH_BYTES_MAX, APPLY_INLINE_BYTES_MAX, APPLY_BEFORE_REPLY_BYTES_MAX } from '../limits'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_QUEUE_BYTES_MAX, APPLY_BATCH_BYTES_MAX, APPLY_INLINE_BYTES_MAX, APPLY_BEFORE_REPLY_BYTES_MAX, DATA_SPACE_RESERVE_BYTES, DATA_SPACE_CHECK_MS } from '../limits'
 
 /** A write appended to the SRL whose data-directory write is in flight. */
 interface InflightWrite { seq: number, end: number, done: boolean, ino: number }
@@ -80,6 +90,11 @@ export class PrimaryRvg {
   private roomWaiters: Array<() => void> = []
   /** Data-directory inodes with answered writes not yet applied, and how many each. */
   private readonly pendingInodes = new Map<number, number>()
+  /**
+   * The data filesystem's free space (bytes root may still allocate) when last measured, when, and
+   * the bytes of writes answered since (src/limits.ts DATA_SPACE_RESERVE_BYTES).
+   */
+  private readonly space = { free: Infinity, at: 0, since: 0 }
   /** Last record applied to the data directory, and the ring offset after it. */
   private applied: Position
   private readonly checkpoints: Checkpoints | null
@@ -196,6 +211,7 @@ export class PrimaryRvg {
       try { await writeAt(this.fds.get(p), buf, offset) } finally { this.bareWrites-- }
       return buf.length
     }
+    if (this.spaceLow(buf.length)) return await this.writeReserved(p, buf, offset, token)
     const srl = this.srl
     const t = nowTimespec()
     const meta: RecordMeta = { p, o: offset, t }
@@ -204,6 +220,16 @@ export class PrimaryRvg {
     const repl = this.opts.replication
     repl?.admit()
     this.fds.trim(this.inodeBusy)
+    // A write to be queued: copy-on-write first (fallocate sets the file's mtime, and a snapshot
+    // may share its inode), then its blocks are reserved, before it is logged.
+    let preserved = false
+    const prepare = (): void => {
+      if (preserved || this.appliesNow(buf.length)) return
+      this.snapshots?.beforeApply({ type: RecordType.WRITE, seq: srl.lastSeq + 1, meta, data: buf })
+      preserved = true
+      this.reserve(p, offset, buf.length)
+    }
+    prepare()
     let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     while (appended === null) {
       await this.makeRoom()
@@ -211,10 +237,13 @@ export class PrimaryRvg {
       if (this.fatal) throw this.fatal
       repl?.admit()
       this.fds.trim(this.inodeBusy)
+      preserved = false // a snapshot may have been taken while we waited: copy-on-write again
+      prepare()
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
     const { seq, end, dataAt } = appended
-    if (buf.length <= APPLY_BEFORE_REPLY_BYTES_MAX && this.inflight.length === 0) {
+    this.space.since += buf.length
+    if (this.appliesNow(buf.length)) {
       // Small, and nothing queued ahead: apply it now, like any other change.
       repl?.appended(seq)
       this.afterAppend()
@@ -224,10 +253,10 @@ export class PrimaryRvg {
         applyRecordSync(this.root, record, this.fds, false)
         this.applied = { seq, offset: end }
       } catch (err) {
-        // As for a queued write: the record is in the SRL, so the write stands (it is replayed at
-        // the next start); the data directory cannot take it, so the RVG stops.
-        this.writeFailed(seq, p, (err as Error).message, err)
-        return buf.length
+        // Applied before the reply, so the writer can be told: a VOID record says the write had
+        // no effect (every reader of the SRL skips the pair) and the writer gets the errno.
+        this.voidFailed(seq, p, err)
+        throw this.fatal ?? err
       }
       const waiting = repl?.acked(seq)
       if (waiting) await waiting
@@ -239,9 +268,10 @@ export class PrimaryRvg {
     this.afterAppend()
     let fd: number
     try {
-      // Copy-on-write first, while the FUSE buffer is valid. Any chunk this write is the first to
-      // touch since the newest snapshot is untouched by the writes still queued ahead of it.
-      this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
+      // Copy-on-write first, while the FUSE buffer is valid (done above unless the write was to
+      // be applied at once when it was prepared). Any chunk this write is the first to touch since
+      // the newest snapshot is untouched by the writes still queued ahead of it.
+      if (!preserved) this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
       fd = this.fds.get(p)
       item.ino = this.fds.inoOf(p)
       this.pendingInodes.set(item.ino, (this.pendingInodes.get(item.ino) ?? 0) + 1)
@@ -258,6 +288,121 @@ export class PrimaryRvg {
     const waiting = repl?.acked(seq)
     if (waiting) await waiting
     return buf.length
+  }
+
+  /**
+   * Whether a write of `n` bytes must be applied before its reply because the data filesystem is
+   * close to full: its free space, less what was answered since it was measured and what is
+   * queued, would fall below DATA_SPACE_RESERVE_BYTES. Measured at most every DATA_SPACE_CHECK_MS
+   * while there is room, at every write when there is not.
+   */
+  private spaceLow (n: number): boolean {
+    const room = (): number => this.space.free - this.space.since - this.queuedBytes - n
+    if (room() >= DATA_SPACE_RESERVE_BYTES && Date.now() - this.space.at < DATA_SPACE_CHECK_MS) return false
+    try {
+      const st = fs.statfsSync(this.root)
+      this.space.free = st.bfree * st.bsize
+    } catch {
+      this.space.free = 0 // cannot tell: take the careful path, which reports any error itself
+    }
+    this.space.at = Date.now()
+    this.space.since = 0
+    return room() < DATA_SPACE_RESERVE_BYTES
+  }
+
+  /** Whether a write of `n` bytes is applied before its reply (small, nothing queued ahead). */
+  private appliesNow (n: number): boolean {
+    return n <= APPLY_BEFORE_REPLY_BYTES_MAX && this.inflight.length === 0
+  }
+
+  /** The data filesystem has no fallocate (EOPNOTSUPP): writes are queued unreserved. */
+  private noFallocate = false
+
+  /**
+   * Reserves the blocks a write to be answered before it is applied will need (fallocate with
+   * KEEP_SIZE: the file's size and bytes do not change), so that the apply cannot meet a full
+   * disk: no room answers the writer ENOSPC (EDQUOT, EFBIG) before anything is logged. Other
+   * errors are left to the apply, which reports them.
+   */
+  private reserve (p: string, offset: number, n: number): void {
+    if (this.noFallocate || n === 0) return
+    try {
+      sys.fallocate(this.fds.get(p), sys.FALLOC_FL_KEEP_SIZE, offset, n)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') throw err
+      if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') this.noFallocate = true
+    }
+  }
+
+  /**
+   * A write on a nearly full data filesystem: waits until nothing is queued, reserves the range in
+   * the file (fallocate with KEEP_SIZE: the size and bytes do not change), and only then logs and
+   * applies it, before the reply. A filesystem that cannot take it answers ENOSPC (or EDQUOT) to
+   * the writer and nothing is logged. If the apply still fails (an I/O error), a VOID record says
+   * so and the writer gets the errno.
+   */
+  private async writeReserved (p: string, buf: Buffer, offset: number, token?: ExclusiveToken): Promise<number> {
+    const srl = this.srl!
+    const room = recordBytes(RecordType.WRITE, { p, o: offset, t: [0, 0] }, buf.length) + VOID_ROOM
+    this.writeHolds++
+    let seq: number
+    try {
+      for (;;) {
+        if (this.gate.shut(token)) await this.gate.pass(token)
+        else if (this.inflight.length > 0) await this.barrier()
+        else if (!srl.fits(room)) await this.makeRoom()
+        else break
+      }
+      if (this.fatal) throw this.fatal
+      const t = nowTimespec()
+      const meta: RecordMeta = { p, o: offset, t }
+      this.fds.trim()
+      seq = srl.lastSeq + 1
+      const record = { type: RecordType.WRITE, seq, meta, data: buf }
+      // Copy-on-write first (a snapshot may share this file's inode), then the reservation.
+      this.snapshots?.beforeApply(record)
+      this.reserve(p, offset, buf.length)
+      const repl = this.opts.replication
+      repl?.admit()
+      // From here to the apply nothing awaits, so no other record can slip in between.
+      const rec = srl.append(RecordType.WRITE, meta, buf)
+      assert(rec.seq === seq)
+      repl?.appended(seq)
+      this.afterAppend()
+      try {
+        applyRecordSync(this.root, record, this.fds, false)
+        this.applied = { seq, offset: rec.end }
+      } catch (err) {
+        this.voidFailed(seq, p, err)
+        throw this.fatal ?? err
+      }
+    } finally {
+      if (--this.writeHolds === 0) this.wake(this.holdWaiters)
+    }
+    const waiting = this.opts.replication?.acked(seq)
+    if (waiting) await waiting
+    return buf.length
+  }
+
+  /**
+   * A WRITE applied before its reply failed: a VOID record after it says it had no effect (the
+   * Secondaries and replay skip both) and the writer gets the errno. Fatal only if the SRL has no
+   * room left for the VOID, or the error leaves the file in a state the record does not describe
+   * (an I/O error: what reached the disk is unknown).
+   */
+  private voidFailed (seq: number, p: string, err: unknown): void {
+    const srl = this.srl!
+    const { code, partial } = err as PartialWriteError
+    // Only errors that leave the file as it was: a write cut short changed some of its bytes.
+    const clean = (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') && (partial ?? 0) === 0
+    const v = clean ? srl.tryAppend(RecordType.VOID, { v: seq, e: errnoFor(err) }) : null
+    if (v === null) {
+      this.writeFailed(seq, p, (err as Error).message, err)
+      return
+    }
+    this.opts.replication?.appended(v.seq)
+    this.applied = { seq: v.seq, offset: v.end }
   }
 
   /**
@@ -378,6 +523,13 @@ export class PrimaryRvg {
         applyRecordSync(this.root, record, this.fds, false)
         this.applied = { seq: rec.seq, offset: rec.end }
       } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'EIO' || code === 'EROFS') {
+          // A failing disk: what the change did is unknown, so it is not voided. The record stays
+          // and is replayed at the next start; until then every change is refused.
+          this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${rec.seq} (${RecordType[type]} ${meta.p ?? ''}) to the data directory: ${(err as Error).message}`, { cause: err }))
+          throw this.fatal
+        }
         const v = srl.append(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
         repl?.appended(v.seq)
         this.applied = { seq: v.seq, offset: v.end }

@@ -30,7 +30,7 @@ import { applyRecordSync, FdCache } from '../apply'
 import { Checkpoints } from './checkpoint'
 import { ReplError } from '../errors'
 import type { Preserver } from './interfaces'
-import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SECONDARY_APPLY_SLICE_MS } from '../limits'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SECONDARY_APPLY_SLICE_MS, SECONDARY_FULL_RETRY_MS } from '../limits'
 import { State, type Position } from '../format/state'
 
 /** The apply cursor's file in the SRL's directory (its layout: src/format/cursor.ts). */
@@ -70,6 +70,12 @@ export class SecondaryRvg {
   private closed = false
   /** A record that failed to apply, waiting to see whether the next record voids it. */
   private failed: { seq: number, err: Error } | null = null
+  /**
+   * A record the data directory has no room for (ENOSPC, EDQUOT) and the Primary applied: the loop
+   * stops there, updates are held in the SRL, and it is retried every SECONDARY_FULL_RETRY_MS
+   * (`due` once the retry timer fired) until the space is freed.
+   */
+  private stalled: { seq: number, why: string, due: boolean, timer: NodeJS.Timeout | null } | null = null
   /** This host's snapshots, if any (set by the daemon before recover()). */
   snapshots: Preserver | null = null
   /** Records applied here that the Primary later voided: the trees may differ. */
@@ -135,6 +141,23 @@ export class SecondaryRvg {
    * across frames) before it network-acks them.
    */
   async append (recs: Buffer[], stillActive: () => boolean = () => true): Promise<void> {
+    this.appending++
+    try {
+      await this.appendAll(recs, stillActive)
+    } finally {
+      this.appending--
+    }
+    this.kick()
+  }
+
+  /**
+   * Frames being logged (append() may wait for room between two records of one frame). While one
+   * is, the newest record is not applied: the VOID that may follow it is in the same frame
+   * (src/rlink/link.ts sends them together).
+   */
+  private appending = 0
+
+  private async appendAll (recs: Buffer[], stillActive: () => boolean): Promise<void> {
     for (const buf of recs) {
       for (;;) {
         if (this.fatal) throw this.fatal
@@ -148,7 +171,6 @@ export class SecondaryRvg {
         await this.makeRoom()
       }
     }
-    this.kick()
   }
 
   private async makeRoom (): Promise<void> {
@@ -183,6 +205,7 @@ export class SecondaryRvg {
   private slice (): void {
     this.scheduled = false
     if (this.fatal || this.closed || this.paused > 0) return
+    if (this.stalled !== null && !this.stalled.due) return
     const before = this.applied.seq
     const deadline = Date.now() + SECONDARY_APPLY_SLICE_MS
     try {
@@ -207,6 +230,7 @@ export class SecondaryRvg {
   /** Applies the next record. False if it must wait for more records (a failed one, not yet voided). */
   private step (): boolean {
     const seq = this.applied.seq + 1
+    if (seq === this.srl.lastSeq && this.appending > 0) return false
     const r = this.srl.ring.readAt(this.applied.offset, seq)
     if (r === null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} is missing or damaged at offset ${this.applied.offset}`)
     const { record, end } = r
@@ -225,6 +249,16 @@ export class SecondaryRvg {
         .then((consume) => { if (consume) this.consumeIbc(seq) }, (err: Error) => this.fail(err))
       return false
     }
+    // A record the Primary failed to apply (its VOID follows: they arrive in one frame) is
+    // skipped without being tried: here it might succeed (a full disk there, room here).
+    if (seq < this.srl.lastSeq && this.srl.ring.typeAt(end, seq + 1) === RecordType.VOID) {
+      const v = this.srl.ring.readAt(end, seq + 1)
+      if (v !== null && v.record.meta.v === seq) {
+        this.applied = { seq: seq + 1, offset: v.end }
+        this.writeCursor()
+        return true
+      }
+    }
     // The cursor goes BEFORE a non-WRITE record too: after a kill -9 in between, replay starts at
     // this record (idempotent on its own) and the writes after it, never at writes before it,
     // which a later rename or unlink would make unsafe to repeat.
@@ -236,15 +270,26 @@ export class SecondaryRvg {
       const next = seq < this.srl.lastSeq ? this.srl.ring.readAt(end, seq + 1) : null
       if (next !== null && next.record.type === RecordType.VOID && next.record.meta.v === seq) {
         // The Primary failed this one too and voided it: skip both.
+        this.stalled = null
         this.applied = { seq: seq + 1, offset: next.end }
         if (record.type !== RecordType.WRITE) { this.replaying = false; this.writeCursor() }
         return true
+      }
+      if (next !== null && isFull(err)) {
+        // The Primary applied it: this host must too, once there is room.
+        this.stall(seq, record, err as Error)
+        return false
       }
       if (next !== null) throw new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (${RecordType[record.type]} ${record.meta.p ?? ''}): ${(err as Error).message}`, { cause: err })
       this.failed = { seq, err: err as Error }
       this.opts.log?.(`SRL record with sequence number ${seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) fails to apply (${(err as Error).message}); waiting for the next record to see whether the Primary voided it`)
       this.retryFailedOnArrival(seq, end)
       return false
+    }
+    if (this.stalled !== null) {
+      clearTimeout(this.stalled.timer ?? undefined)
+      this.opts.log?.(`the data directory took SRL record with sequence number ${seq}; applying again`)
+      this.stalled = null
     }
     this.applied = { seq, offset: end }
     if (record.type !== RecordType.WRITE) {
@@ -253,6 +298,26 @@ export class SecondaryRvg {
     }
     return true
   }
+
+  /**
+   * Stops the apply loop at record `seq`, which the data directory has no room for: logged once,
+   * shown by `status` (stalled), retried every SECONDARY_FULL_RETRY_MS. Updates keep arriving into
+   * the SRL until it is full, then the RLINK's flow control holds the Primary's writers.
+   */
+  private stall (seq: number, record: Record, err: Error): void {
+    const why = `cannot apply SRL record with sequence number ${seq} (${RecordType[record.type]} ${record.meta.p ?? ''}): ${err.message}`
+    if (this.stalled === null || this.stalled.seq !== seq) {
+      this.opts.log?.(`the data directory is full: ${why}; holding updates in the SRL and retrying every ${SECONDARY_FULL_RETRY_MS / 1000} s`)
+    }
+    if (this.stalled?.timer) clearTimeout(this.stalled.timer)
+    const stalled: { seq: number, why: string, due: boolean, timer: NodeJS.Timeout | null } = { seq, why, due: false, timer: null }
+    stalled.timer = setTimeout(() => { stalled.due = true; stalled.timer = null; this.kick() }, SECONDARY_FULL_RETRY_MS)
+    stalled.timer.unref()
+    this.stalled = stalled
+  }
+
+  /** Why the apply loop is stopped at a record the data directory has no room for, or null. */
+  get stalledOn (): string | null { return this.stalled?.why ?? null }
 
   /** The IBC record the loop stopped at may go: it counts as applied, and applying goes on. */
   private consumeIbc (seq: number): void {
@@ -280,6 +345,11 @@ export class SecondaryRvg {
         this.replaying = false
         this.writeCursor()
         this.kick()
+      } else if (next !== null && isFull(f.err)) {
+        // The Primary applied it (no VOID): wait for room here, then apply it.
+        const r = this.srl.ring.readAt(this.applied.offset, seq)
+        if (r !== null) this.stall(seq, r.record, f.err)
+        else this.fail(new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} is missing or damaged at offset ${this.applied.offset}`))
       } else {
         this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq}: ${f.err.message}`, { cause: f.err }))
       }
@@ -318,6 +388,7 @@ export class SecondaryRvg {
 
   private fail (err: Error): void {
     if (this.fatal) return
+    if (this.stalled?.timer) clearTimeout(this.stalled.timer)
     this.fatal = err
     this.opts.log?.(`fatal: ${err.message}`)
     const w = this.roomWaiters.splice(0)
@@ -328,6 +399,7 @@ export class SecondaryRvg {
   async close (): Promise<void> {
     if (this.closed) return
     if (this.timer) clearInterval(this.timer)
+    if (this.stalled?.timer) clearTimeout(this.stalled.timer)
     // Finish applying what is logged, so a clean stop leaves nothing to replay.
     while (!this.fatal && this.failed === null && this.applied.seq < this.srl.lastSeq) {
       try { if (!this.step()) break } catch (err) { this.fail(err as Error) }
@@ -343,3 +415,8 @@ export class SecondaryRvg {
   }
 }
 
+/** A data directory with no room for a record: the Secondary waits for space instead of failing. */
+function isFull (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code
+  return code === 'ENOSPC' || code === 'EDQUOT'
+}

@@ -167,6 +167,11 @@ export class Ring {
   }
 
   /** Where the record `seq` at `offset` ends, from its header alone (no checksum), or null. */
+  /** The type of record `seq` at `offset` from its header alone (checksum not verified), or null. */
+  typeAt (offset: number, seq: number): RecordType | null {
+    return this.locate(offset, seq, false)?.h.type ?? null
+  }
+
   endOf (offset: number, seq: number): number | null {
     const at = this.locate(offset, seq, false)
     return at === null ? null : at.off + alignUp(at.h.totalLength)

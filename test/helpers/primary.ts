@@ -73,6 +73,8 @@ export interface Status {
   mount: string
   data: string
   srl: SrlStatus
+  /** The error that stopped the RVG, or null. */
+  fatal: string | null
 }
 
 export interface DumpRecord {

@@ -33,6 +33,8 @@ export interface SecondaryStatus extends Status {
   receivedSeq: number
   appliedSeq: number
   consistent: boolean
+  /** Why applying is held (a full data directory), or null. */
+  stalled: string | null
   connected: boolean
   primary: { address: string | null, srlId: string | null }
 }
