@@ -12,6 +12,7 @@
  */
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import { request } from '../src/control'
 import * as fsp from 'fs/promises'
 import * as net from 'net'
 import * as path from 'path'
@@ -171,7 +172,7 @@ const FILE_MODES = [0o600, 0o640, 0o644, 0o664, 0o400, 0o755]
 const DIR_MODES = [0o700, 0o750, 0o755, 0o711]
 
 /** Performs step number `i` (1-based) on `root` (the Primary's workload dir) and returns the new model. */
-async function step (rng: Rng, root: string, tree: Tree, i: number): Promise<{ tree: Tree, what: string }> {
+async function step (rng: Rng, root: string, tree: Tree, i: number, released: () => Promise<void>): Promise<{ tree: Tree, what: string }> {
   const next: Tree = new Map(tree)
   const files = [...tree.entries()].filter(([, e]) => e.type === 'file').map(([p]) => p)
   const links = [...tree.entries()].filter(([, e]) => e.type === 'symlink').map(([p]) => p)
@@ -205,6 +206,7 @@ async function step (rng: Rng, root: string, tree: Tree, i: number): Promise<{ t
       const p = join(rng.pick(parents), `f${i}`)
       const fh = await fsp.open(full(p), 'wx') // O_CREAT|O_EXCL|O_WRONLY: one CREATE, no write
       await fh.close()
+      await released()
       const st = await fsp.lstat(full(p))
       next.set(p, { type: 'file', mode: st.mode & 0o7777, content: Buffer.alloc(0) })
       return { tree: next, what: `create ${p}` }
@@ -223,6 +225,7 @@ async function step (rng: Rng, root: string, tree: Tree, i: number): Promise<{ t
       } finally {
         await fh.close()
       }
+      await released()
       const content = Buffer.alloc(Math.max(old.content!.length, at + len))
       old.content!.copy(content)
       data.copy(content, at)
@@ -393,6 +396,14 @@ t('the Secondary only ever shows a growing prefix of the Primary\'s updates (del
     assert.ok(base >= 1, `the mkdir of the workload dir was logged (newestSeq ${String(ps0.srl.newestSeq)}, appliedSeq ${ps0.srl.appliedSeq})`)
     await waitFor(async () => (await fsp.readdir(pr.secondary.mount)).includes('w'), { timeoutMs: 10_000, what: 'the workload dir on the Secondary' })
 
+    // The kernel sends RELEASE after close() returns, and libfuse turns an unlink or a rename
+    // over a file it still counts open into a RENAME to .fuse_hidden and a later UNLINK: two
+    // records for one step. So each step that opened a file waits until the Primary's daemon has
+    // released it (status openFiles, on the control socket).
+    const released = async (): Promise<void> => {
+      await waitFor(async () => (await request(pr.primary.state, { cmd: 'status' }, 5000) as { openFiles: number }).openFiles === 0,
+        { timeoutMs: 10_000, what: 'the Primary to release the file the step closed (status openFiles 0)', intervalMs: 2 })
+    }
     const wl: Workload = { models: [new Map()], steps: [''], started: 0 }
     /** the least prefix length any observation so far allows */
     let floor = 0
@@ -410,7 +421,7 @@ t('the Secondary only ever shows a growing prefix of the Primary\'s updates (del
       for (let j = 0; j < n; j++) {
         const i = wl.models.length
         wl.started = i
-        const { tree, what } = await step(wrng, proot, wl.models[i - 1], i)
+        const { tree, what } = await step(wrng, proot, wl.models[i - 1], i, released)
         wl.models.push(tree)
         wl.steps.push(what)
         topKeys.push(topNames(tree))
