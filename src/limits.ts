@@ -212,3 +212,6 @@ export const APPLY_FD_CACHE_MAX = 64
 assert(SNAPSHOT_CHUNK_BYTES % 4096 === 0, 'a snapshot chunk is whole pages')
 assert(SNAPSHOT_NAME_BYTES_MAX < 255, 'a snapshot name is a directory name')
 assert(KERNEL_ATTR_CACHE_WAIT_MS > 1000, 'longer than libfuse\'s 1 s attribute timeout')
+assert(DATA_SPACE_RESERVE_BYTES > APPLY_BEFORE_REPLY_BYTES_MAX * 64, 'the reserve covers many small writes between two measurements')
+assert(DATA_SPACE_CHECK_MS > 0 && DATA_SPACE_CHECK_MS < 1000)
+assert(SECONDARY_FULL_RETRY_MS >= 100, 'a full Secondary retries, it does not spin')

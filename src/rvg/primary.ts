@@ -35,24 +35,22 @@
 import assert from 'node:assert'
 import fs from 'node:fs'
 import { Srl } from '../srl'
-import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type RecordMeta } from '../format/record'
-import { sys } from '../native'
+import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type Record, type RecordMeta } from '../format/record'
 import { applyRecordSync, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
 import { Checkpoints } from './checkpoint'
+import { ApplyQueue, type QueuedWrite } from './apply-queue'
+import { DataSpace } from './space'
+import { replayPending } from './replay'
 import { ExclusiveGate } from './gate'
 import type { Replication, ExclusiveToken, Preserver } from './interfaces'
 import type { Position } from '../format/state'
 
 export type { Replication, ExclusiveToken, Preserver } from './interfaces'
 import { ReplError, errnoFor } from '../errors'
-import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_QUEUE_BYTES_MAX, APPLY_BATCH_BYTES_MAX, APPLY_INLINE_BYTES_MAX, APPLY_BEFORE_REPLY_BYTES_MAX, DATA_SPACE_RESERVE_BYTES, DATA_SPACE_CHECK_MS } from '../limits'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_BEFORE_REPLY_BYTES_MAX } from '../limits'
 
 /** A write appended to the SRL whose data-directory write is in flight. */
 interface InflightWrite { seq: number, end: number, done: boolean, ino: number }
-
-/** A write waiting to be applied: the arguments of sys.applyWrites for it (srcOffset, destFd, destOffset, length, mtime). */
-interface QueuedWrite { item: InflightWrite, path: string, jobs: [number, number, number, number, number, number] }
-const JOB_LENGTH = 3
 
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
@@ -76,25 +74,12 @@ export class PrimaryRvg {
    */
   private writeHolds = 0
   private holdWaiters: Array<() => void> = []
-  /** The batch running on the threadpool, if any: close() waits for it, even after a fatal error. */
-  private asyncBatch: Promise<void> | null = null
-  /** Whether copy_file_range may share blocks (reflink) between the ring and a data file. */
-  private readonly copyMode: number
-  /** Writes answered but not yet applied, oldest first, and their bytes. */
-  private readonly applyQueue: QueuedWrite[] = []
-  private queuedBytes = 0
-  private applying = false
-  /** The scheduled apply of small queued writes (see kickApply), or null. */
-  private applyTimer: NodeJS.Immediate | null = null
-  /** Writers waiting for the apply queue to shrink below APPLY_QUEUE_BYTES_MAX. */
-  private roomWaiters: Array<() => void> = []
+  /** Writes answered but not yet applied, oldest first (src/rvg/apply-queue.ts); null without an SRL. */
+  private readonly queue: ApplyQueue<InflightWrite> | null
   /** Data-directory inodes with answered writes not yet applied, and how many each. */
   private readonly pendingInodes = new Map<number, number>()
-  /**
-   * The data filesystem's free space (bytes root may still allocate) when last measured, when, and
-   * the bytes of writes answered since (src/limits.ts DATA_SPACE_RESERVE_BYTES).
-   */
-  private readonly space = { free: Infinity, at: 0, since: 0 }
+  /** Room on the data filesystem: reservations, and whether it is nearly full (src/rvg/space.ts). */
+  private readonly space: DataSpace
   /** Last record applied to the data directory, and the ring offset after it. */
   private applied: Position
   private readonly checkpoints: Checkpoints | null
@@ -108,42 +93,22 @@ export class PrimaryRvg {
   constructor (dataDir: string, readonly srl: Srl | null, private readonly opts: PrimaryOptions = {}) {
     this.root = dataDir
     this.fds = new FdCache(dataDir)
+    this.space = new DataSpace(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
     this.checkpoints = srl ? new Checkpoints(this.root, srl, this) : null
-    this.copyMode = srl ? applyCopyMode(srl.dir) : 0
+    this.queue = srl ? new ApplyQueue<InflightWrite>(srl.ring.fd, applyCopyMode(srl.dir), (batch, failed, errno) => this.applyDone(batch, failed, errno), () => this.fatal !== null) : null
   }
 
   /** Replays records logged but not applied before the last stop or crash. Returns how many. */
   async recover (): Promise<number> {
     if (!this.srl) return 0
-    const pending = this.srl.pending
-    for (let i = 0; i < pending.length; i++) {
-      const { record, end } = pending[i]
-      const next = pending[i + 1]?.record
-      const voided = next !== undefined && next.type === RecordType.VOID && next.meta.v === record.seq
-      if (!voided) {
-        try {
-          this.snapshots?.beforeApply(record)
-          applyRecordSync(this.root, record, this.fds, true)
-          this.fds.trim()
-        } catch (err) {
-          // The last record may have failed before a kill -9 could append its VOID: it had no
-          // effect then, and has none now; record that, as the running daemon would have.
-          if (i === pending.length - 1 && record.type !== RecordType.WRITE) {
-            const v = this.srl.append(RecordType.VOID, { v: record.seq, e: errnoFor(err) })
-            this.applied = { seq: v.seq, offset: v.end }
-            this.opts.log?.(`SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) fails to apply (${(err as Error).message}); voided it`)
-            break
-          }
-          throw new ReplError('APPLY_FAILED', `cannot replay SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}): ${(err as Error).message}`, { cause: err })
-        }
-      }
-      this.applied = { seq: record.seq, offset: end }
-    }
+    const pending = this.srl.pending.length
+    const replayed = replayPending(this.srl, this.root, this.fds, this.snapshots, this.opts.log)
+    if (replayed !== null) this.applied = replayed
     this.fds.clear()
     await this.srl.sync()
     await this.srl.recordBoot()
-    return pending.length
+    return pending
   }
 
   start (): void {
@@ -184,7 +149,7 @@ export class PrimaryRvg {
   barrier (): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal)
     if (this.inflight.length === 0) return Promise.resolve()
-    this.applyNow()
+    this.queue!.now()
     if (this.fatal) return Promise.reject(this.fatal)
     if (this.inflight.length === 0) return Promise.resolve()
     const seq = this.inflight[this.inflight.length - 1].seq
@@ -211,7 +176,7 @@ export class PrimaryRvg {
       try { await writeAt(this.fds.get(p), buf, offset) } finally { this.bareWrites-- }
       return buf.length
     }
-    if (this.spaceLow(buf.length)) return await this.writeReserved(p, buf, offset, token)
+    if (this.space.low(buf.length, this.queue!.bytes)) return await this.writeReserved(p, buf, offset, token)
     const srl = this.srl
     const t = nowTimespec()
     const meta: RecordMeta = { p, o: offset, t }
@@ -227,7 +192,7 @@ export class PrimaryRvg {
       if (preserved || this.appliesNow(buf.length)) return
       this.snapshots?.beforeApply({ type: RecordType.WRITE, seq: srl.lastSeq + 1, meta, data: buf })
       preserved = true
-      this.reserve(p, offset, buf.length)
+      this.space.reserve(this.fds.get(p), offset, buf.length)
     }
     prepare()
     let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
@@ -242,22 +207,12 @@ export class PrimaryRvg {
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
     const { seq, end, dataAt } = appended
-    this.space.since += buf.length
+    this.space.answered(buf.length)
     if (this.appliesNow(buf.length)) {
       // Small, and nothing queued ahead: apply it now, like any other change.
       repl?.appended(seq)
       this.afterAppend()
-      try {
-        const record = { type: RecordType.WRITE, seq, meta, data: buf }
-        this.snapshots?.beforeApply(record)
-        applyRecordSync(this.root, record, this.fds, false)
-        this.applied = { seq, offset: end }
-      } catch (err) {
-        // Applied before the reply, so the writer can be told: a VOID record says the write had
-        // no effect (every reader of the SRL skips the pair) and the writer gets the errno.
-        this.voidFailed(seq, p, err)
-        throw this.fatal ?? err
-      }
+      this.applyBeforeReply({ type: RecordType.WRITE, seq, meta, data: buf }, end)
       const waiting = repl?.acked(seq)
       if (waiting) await waiting
       return buf.length
@@ -280,34 +235,12 @@ export class PrimaryRvg {
       throw this.fatal
     }
     // The record is in the SRL: answer now, and apply it from the ring (src/rvg/primary.ts top).
-    this.applyQueue.push({ item, path: p, jobs: [dataAt, fd, offset, buf.length, t[0], t[1]] })
-    this.queuedBytes += buf.length
-    this.kickApply()
-    while (this.queuedBytes > APPLY_QUEUE_BYTES_MAX && !this.fatal) await new Promise<void>((resolve) => this.roomWaiters.push(resolve))
+    this.queue!.push({ item, path: p, jobs: [dataAt, fd, offset, buf.length, t[0], t[1]] })
+    await this.queue!.waitRoom()
     if (this.fatal) throw this.fatal
     const waiting = repl?.acked(seq)
     if (waiting) await waiting
     return buf.length
-  }
-
-  /**
-   * Whether a write of `n` bytes must be applied before its reply because the data filesystem is
-   * close to full: its free space, less what was answered since it was measured and what is
-   * queued, would fall below DATA_SPACE_RESERVE_BYTES. Measured at most every DATA_SPACE_CHECK_MS
-   * while there is room, at every write when there is not.
-   */
-  private spaceLow (n: number): boolean {
-    const room = (): number => this.space.free - this.space.since - this.queuedBytes - n
-    if (room() >= DATA_SPACE_RESERVE_BYTES && Date.now() - this.space.at < DATA_SPACE_CHECK_MS) return false
-    try {
-      const st = fs.statfsSync(this.root)
-      this.space.free = st.bfree * st.bsize
-    } catch {
-      this.space.free = 0 // cannot tell: take the careful path, which reports any error itself
-    }
-    this.space.at = Date.now()
-    this.space.since = 0
-    return room() < DATA_SPACE_RESERVE_BYTES
   }
 
   /** Whether a write of `n` bytes is applied before its reply (small, nothing queued ahead). */
@@ -315,24 +248,21 @@ export class PrimaryRvg {
     return n <= APPLY_BEFORE_REPLY_BYTES_MAX && this.inflight.length === 0
   }
 
-  /** The data filesystem has no fallocate (EOPNOTSUPP): writes are queued unreserved. */
-  private noFallocate = false
-
   /**
-   * Reserves the blocks a write to be answered before it is applied will need (fallocate with
-   * KEEP_SIZE: the file's size and bytes do not change), so that the apply cannot meet a full
-   * disk: no room answers the writer ENOSPC (EDQUOT, EFBIG) before anything is logged. Other
-   * errors are left to the apply, which reports them.
+   * Waits until a change may be appended and applied before its reply: nothing in flight (recovery
+   * relies on it: a non-WRITE record is appended only when every earlier one is applied), not
+   * inside another caller's exclusive(), and room in the SRL for `room` bytes. The caller holds
+   * writeHolds, so new writes cannot keep the in-flight list from emptying.
    */
-  private reserve (p: string, offset: number, n: number): void {
-    if (this.noFallocate || n === 0) return
-    try {
-      sys.fallocate(this.fds.get(p), sys.FALLOC_FL_KEEP_SIZE, offset, n)
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') throw err
-      if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') this.noFallocate = true
+  private async quiesced (room: number, token?: ExclusiveToken): Promise<void> {
+    const srl = this.srl!
+    for (;;) {
+      if (this.gate.shut(token)) await this.gate.pass(token)
+      else if (this.inflight.length > 0) await this.barrier()
+      else if (!srl.fits(room)) await this.makeRoom()
+      else break
     }
+    if (this.fatal) throw this.fatal
   }
 
   /**
@@ -348,13 +278,7 @@ export class PrimaryRvg {
     this.writeHolds++
     let seq: number
     try {
-      for (;;) {
-        if (this.gate.shut(token)) await this.gate.pass(token)
-        else if (this.inflight.length > 0) await this.barrier()
-        else if (!srl.fits(room)) await this.makeRoom()
-        else break
-      }
-      if (this.fatal) throw this.fatal
+      await this.quiesced(room, token)
       const t = nowTimespec()
       const meta: RecordMeta = { p, o: offset, t }
       this.fds.trim()
@@ -362,7 +286,7 @@ export class PrimaryRvg {
       const record = { type: RecordType.WRITE, seq, meta, data: buf }
       // Copy-on-write first (a snapshot may share this file's inode), then the reservation.
       this.snapshots?.beforeApply(record)
-      this.reserve(p, offset, buf.length)
+      this.space.reserve(this.fds.get(p), offset, buf.length)
       const repl = this.opts.replication
       repl?.admit()
       // From here to the apply nothing awaits, so no other record can slip in between.
@@ -370,13 +294,7 @@ export class PrimaryRvg {
       assert(rec.seq === seq)
       repl?.appended(seq)
       this.afterAppend()
-      try {
-        applyRecordSync(this.root, record, this.fds, false)
-        this.applied = { seq, offset: rec.end }
-      } catch (err) {
-        this.voidFailed(seq, p, err)
-        throw this.fatal ?? err
-      }
+      this.applyBeforeReply(record, rec.end, true)
     } finally {
       if (--this.writeHolds === 0) this.wake(this.holdWaiters)
     }
@@ -386,86 +304,39 @@ export class PrimaryRvg {
   }
 
   /**
-   * A WRITE applied before its reply failed: a VOID record after it says it had no effect (the
-   * Secondaries and replay skip both) and the writer gets the errno. Fatal only if the SRL has no
-   * room left for the VOID, or the error leaves the file in a state the record does not describe
-   * (an I/O error: what reached the disk is unknown).
+   * Applies the record just appended, before its reply (every change but a queued write). If the
+   * data directory refuses it and is left as it was (ENOENT, ENOTEMPTY, a full disk that took no
+   * byte, ...), a VOID record after it says it had no effect (every reader of the SRL skips the
+   * pair) and the caller gets the errno. If it may have done part of its work (EIO, EROFS, a write
+   * cut short), or the SRL has no room for the VOID, the RVG is fatal: the record stays and is
+   * replayed at the next start. `preserved`: the snapshots' copy-on-write is done already.
    */
-  private voidFailed (seq: number, p: string, err: unknown): void {
-    const srl = this.srl!
-    const { code, partial } = err as PartialWriteError
-    // Only errors that leave the file as it was: a write cut short changed some of its bytes.
-    const clean = (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') && (partial ?? 0) === 0
-    const v = clean ? srl.tryAppend(RecordType.VOID, { v: seq, e: errnoFor(err) }) : null
-    if (v === null) {
-      this.writeFailed(seq, p, (err as Error).message, err)
-      return
-    }
-    this.opts.replication?.appended(v.seq)
-    this.applied = { seq: v.seq, offset: v.end }
-  }
-
-  /**
-   * Applies the queued writes, in sequence order, one batch at a time (so writes land in log order,
-   * even to one inode under two names): each is copied from the SRL ring into its file
-   * (copy_file_range) and given the mtime its record carries. It runs after the current replies
-   * are sent (setImmediate). A small batch is applied right there on the event loop: a threadpool
-   * round trip costs more than copying a few pages. A large one goes to the threadpool, so the
-   * next writes are journaled while it copies.
-   */
-  private kickApply (): void {
-    if (this.applying || this.applyQueue.length === 0 || this.fatal) return
-    this.applying = true
-    this.applyTimer = setImmediate(() => {
-      this.applyTimer = null
-      this.runApply()
-    })
-  }
-
-  /**
-   * Applies the queued writes at once if their apply is only scheduled (not running on the
-   * threadpool): whoever needs the barrier then need not wait a turn of the event loop (the next
-   * create after a small file's write, a stat of a file just written).
-   */
-  private applyNow (): void {
-    while (this.applyTimer !== null && !this.fatal) {
-      clearImmediate(this.applyTimer)
-      this.applyTimer = null
-      this.runApply() // inline for a small batch, which may schedule the next; else on the threadpool
+  private applyBeforeReply (record: Record, end: number, preserved = false): void {
+    try {
+      if (!preserved) this.snapshots?.beforeApply(record)
+      applyRecordSync(this.root, record, this.fds, false)
+      this.applied = { seq: record.seq, offset: end }
+    } catch (err) {
+      const v = leftAsItWas(record.type, err) ? this.srl!.tryAppend(RecordType.VOID, { v: record.seq, e: errnoFor(err) }) : null
+      if (v === null) {
+        this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) to the data directory: ${(err as Error).message}`, { cause: err }))
+        throw this.fatal!
+      }
+      this.opts.replication?.appended(v.seq)
+      this.applied = { seq: v.seq, offset: v.end }
+      throw err
     }
   }
 
-  private runApply (): void {
-    if (this.fatal) return
-    let n = 0
-    let bytes = 0
-    while (n < this.applyQueue.length && (n === 0 || bytes < APPLY_BATCH_BYTES_MAX)) bytes += this.applyQueue[n++].jobs[JOB_LENGTH]
-    const batch = this.applyQueue.splice(0, n)
-    const jobs = new Float64Array(batch.length * 6)
-    for (let i = 0; i < batch.length; i++) jobs.set(batch[i].jobs, i * 6)
-    const fd = this.srl!.ring.fd
-    if (bytes <= APPLY_INLINE_BYTES_MAX) {
-      const r = sys.applyWrites(fd, jobs, this.copyMode)
-      this.applyDone(batch, r < 0 ? -1 : Math.floor(r / 65536), r < 0 ? 0 : r % 65536)
-    } else {
-      this.asyncBatch = new Promise<void>((resolve) => sys.applyWrites(fd, jobs, this.copyMode, (failed, errno) => {
-        this.asyncBatch = null
-        resolve()
-        this.applyDone(batch, failed, errno)
-      }))
-    }
-  }
-
-  private applyDone (batch: QueuedWrite[], failed: number, errno: number): void {
-    this.applying = false
+  /** A batch of queued writes is done: the applied position advances over the completed prefix. */
+  private applyDone (batch: Array<QueuedWrite<InflightWrite>>, failed: number, errno: number): void {
     if (failed >= 0) {
       const { item, path: p } = batch[failed]
       this.writeFailed(item.seq, p, errnoName(errno))
       return
     }
-    for (const { item, jobs } of batch) {
+    for (const { item } of batch) {
       item.done = true
-      this.queuedBytes -= jobs[JOB_LENGTH]
       const k = this.pendingInodes.get(item.ino)! - 1
       if (k === 0) this.pendingInodes.delete(item.ino)
       else this.pendingInodes.set(item.ino, k)
@@ -475,8 +346,6 @@ export class PrimaryRvg {
       this.applied = { seq: head.seq, offset: head.end }
     }
     this.wakeDrained()
-    if (this.queuedBytes <= APPLY_QUEUE_BYTES_MAX) this.wake(this.roomWaiters)
-    this.kickApply()
   }
 
   /**
@@ -501,15 +370,7 @@ export class PrimaryRvg {
     this.writeHolds++
     let rec: { seq: number, end: number }
     try {
-      for (;;) {
-        // Recovery relies on this: a non-WRITE record is appended only when every earlier one is
-        // applied. And not inside another caller's exclusive().
-        if (this.gate.shut(token)) await this.gate.pass(token)
-        else if (this.inflight.length > 0) await this.barrier()
-        else if (!srl.fits(room)) await this.makeRoom()
-        else break
-      }
-      if (this.fatal) throw this.fatal
+      await this.quiesced(room, token)
       const repl = this.opts.replication
       repl?.admit()
       // From here to the apply nothing awaits, so no other record can slip in between.
@@ -517,24 +378,7 @@ export class PrimaryRvg {
       rec = srl.append(type, meta)
       repl?.appended(rec.seq)
       this.afterAppend()
-      try {
-        const record = { type, seq: rec.seq, meta, data: EMPTY }
-        this.snapshots?.beforeApply(record)
-        applyRecordSync(this.root, record, this.fds, false)
-        this.applied = { seq: rec.seq, offset: rec.end }
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code
-        if (code === 'EIO' || code === 'EROFS') {
-          // A failing disk: what the change did is unknown, so it is not voided. The record stays
-          // and is replayed at the next start; until then every change is refused.
-          this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${rec.seq} (${RecordType[type]} ${meta.p ?? ''}) to the data directory: ${(err as Error).message}`, { cause: err }))
-          throw this.fatal
-        }
-        const v = srl.append(RecordType.VOID, { v: rec.seq, e: errnoFor(err) })
-        repl?.appended(v.seq)
-        this.applied = { seq: v.seq, offset: v.end }
-        throw err
-      }
+      this.applyBeforeReply({ type, seq: rec.seq, meta, data: EMPTY }, rec.end)
     } finally {
       if (--this.writeHolds === 0) this.wake(this.holdWaiters)
     }
@@ -646,7 +490,7 @@ export class PrimaryRvg {
     this.fatal = err
     this.opts.log?.(`fatal: ${err.message}`)
     this.wakeDrained()
-    this.wake(this.roomWaiters)
+    this.queue?.wakeAll()
     this.wake(this.holdWaiters)
     this.onFatal?.(err)
   }
@@ -669,7 +513,7 @@ export class PrimaryRvg {
     } finally {
       // A batch on the threadpool still uses the ring and the data descriptors, fatal or not:
       // closing them under it could send its bytes into whatever file reuses the numbers.
-      while (this.asyncBatch !== null) await this.asyncBatch
+      await this.queue?.settled()
       this.fds.clear()
       if (this.srl) await this.srl.close()
     }
@@ -679,3 +523,12 @@ export class PrimaryRvg {
 const EMPTY = Buffer.alloc(0)
 /** Room kept for a VOID record after any change (the largest VOID there can be), aligned. */
 const VOID_ROOM = recordBytes(RecordType.VOID, { v: Number.MAX_SAFE_INTEGER, e: -4095 }, 0) + 2 * RECORD_ALIGN_BYTES
+
+/** Whether a change that failed with `err` left the data directory as it was (so it can be voided). */
+function leftAsItWas (type: RecordType, err: unknown): boolean {
+  const { code, partial } = err as PartialWriteError
+  if (code === 'EIO' || code === 'EROFS') return false
+  // A write: only a refusal for room (a write cut short changed some of the file's bytes).
+  if (type === RecordType.WRITE) return (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') && (partial ?? 0) === 0
+  return true
+}

@@ -17,9 +17,12 @@
  * they are replayed with the replay tolerances of applyRecordSync (see src/apply/index.ts). After a
  * reboot the cursor is not trusted: replay starts from the durable checkpoint, as on the Primary.
  *
- * A voided record (the Primary failed to apply it and logged a VOID after it) is skipped, as on
- * the Primary's replay: if applying a record fails here, the loop waits for the next record and
- * skips the failed one only if that is its VOID.
+ * A voided record (the Primary failed to apply it and logged a VOID after it) is skipped without
+ * being tried, as on the Primary's replay: the RLINK sends a record and its VOID in one frame, and
+ * the newest record is not applied while a frame is still being logged. If applying a record fails
+ * here and no record follows yet, the loop waits for the next one and skips the failed one only if
+ * that is its VOID. A record that meets a full data directory (ENOSPC, EDQUOT) and that the Primary
+ * applied holds the loop until there is room (stalled).
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -224,7 +227,9 @@ export class SecondaryRvg {
       for (const f of w) f()
       if (this.srl.usedBytes * 100 > this.srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
     }
-    if (this.applied.seq < this.srl.lastSeq && this.failed === null && this.ibcHeld === null) this.kick()
+    // (Not while the newest record waits for the rest of its frame: append() kicks when done.)
+    const waitsForFrame = this.appending > 0 && this.applied.seq + 1 === this.srl.lastSeq
+    if (this.applied.seq < this.srl.lastSeq && this.failed === null && this.ibcHeld === null && !waitsForFrame) this.kick()
   }
 
   /** Applies the next record. False if it must wait for more records (a failed one, not yet voided). */
@@ -267,14 +272,8 @@ export class SecondaryRvg {
       this.snapshots?.beforeApply(record)
       applyRecordSync(this.root, record, this.fds, this.replaying)
     } catch (err) {
+      // (A VOID after it was seen above: the next record, if any, is not one.)
       const next = seq < this.srl.lastSeq ? this.srl.ring.readAt(end, seq + 1) : null
-      if (next !== null && next.record.type === RecordType.VOID && next.record.meta.v === seq) {
-        // The Primary failed this one too and voided it: skip both.
-        this.stalled = null
-        this.applied = { seq: seq + 1, offset: next.end }
-        if (record.type !== RecordType.WRITE) { this.replaying = false; this.writeCursor() }
-        return true
-      }
       if (next !== null && isFull(err)) {
         // The Primary applied it: this host must too, once there is room.
         this.stall(seq, record, err as Error)
