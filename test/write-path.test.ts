@@ -14,7 +14,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { Srl } from '../src/srl'
-import { PrimaryRvg } from '../src/rvg/primary'
+import { PrimaryRvg, type Replication } from '../src/rvg/primary'
+import { State } from '../src/format/state'
 import { RecordType } from '../src/format/record'
 import { APPLY_BEFORE_REPLY_BYTES_MAX } from '../src/limits'
 import { timed, waitFor, cleanupAll, assertCleanSlate, registerTmpRoot, registerMount, installExitHandlers } from './helpers'
@@ -260,6 +261,59 @@ test('a queued write the data directory fails (an I/O error) makes the RVG fatal
   } finally {
     await rvg.close()
     await lfs.unmount()
+  }
+}))
+
+test('after a reboot, replay starts at the last checkpoint, not at the tail a Secondary holds back: changes already on disk are not replayed', timed(60_000, async () => {
+  const dir = tmpDir()
+  const data = path.join(dir, 'data')
+  fs.mkdirSync(data)
+  // A Secondary that has acknowledged nothing: every record stays in the SRL.
+  const held: Replication = {
+    admit () {},
+    appended () {},
+    acked: () => null,
+    retainFrom: () => ({ seq: 0, offset: 0 }),
+    persist: async () => {},
+    canProgress: false,
+    progress: async () => {},
+    describeLag: () => 'a Secondary holds every record'
+  }
+  const srlDir = path.join(dir, 'state', 'srl')
+  const openHeld = async (): Promise<PrimaryRvg> => {
+    const srl = await Srl.open(srlDir, { ringBytes: 64 * 1024 * 1024, role: 'primary' })
+    const r = new PrimaryRvg(data, srl, { replication: held })
+    await r.recover()
+    return r
+  }
+  let rvg = await openHeld()
+  const T = (k: number): [number, number] => [1700000000 + k, 0]
+  try {
+    // Replayed over the tree they made, these go wrong: the link would point at a new inode, and
+    // the file created in the first /d would land in the second.
+    await rvg.mutate(RecordType.CREATE, { p: '/a', m: 0o644, t: T(1) })
+    await rvg.write('/a', Buffer.from('the first a'), 0)
+    await rvg.mutate(RecordType.RENAME, { p: '/a', d: '/b', t: T(2) })
+    await rvg.mutate(RecordType.LINK, { p: '/b', d: '/c', t: T(3) })
+    await rvg.mutate(RecordType.MKDIR, { p: '/d', m: 0o755, t: T(4) })
+    await rvg.mutate(RecordType.CREATE, { p: '/d/f', m: 0o644, t: T(5) })
+    await rvg.mutate(RecordType.RENAME, { p: '/d', d: '/e', t: T(6) })
+    await rvg.mutate(RecordType.MKDIR, { p: '/d', m: 0o755, t: T(7) })
+    await rvg.checkpoint()
+    assert.is(rvg.srl!.tailSeq, 0, 'the Secondary holds every record in the SRL')
+    await rvg.close()
+    // Another boot id than the one the last recovery recorded: the machine rebooted.
+    const srl = await Srl.open(srlDir, { ringBytes: 64 * 1024 * 1024, role: 'primary' })
+    await srl.store.put(State.boot, 'another boot')
+    await srl.close()
+    rvg = await openHeld()
+    assert.is(fs.readFileSync(path.join(data, 'b'), 'utf8'), 'the first a')
+    assert.is(fs.statSync(path.join(data, 'c')).ino, fs.statSync(path.join(data, 'b')).ino, '/c is still a hard link of /b')
+    assert.equal(fs.readdirSync(path.join(data, 'd')), [], 'the second /d is empty')
+    assert.equal(fs.readdirSync(path.join(data, 'e')), ['f'], '/e holds f')
+    assert.not.ok(fs.existsSync(path.join(data, 'a')), 'no /a')
+  } finally {
+    await rvg.close()
   }
 }))
 

@@ -5,7 +5,8 @@
  *
  *   format              FormatState     created with the SRL; `version` is the state format version
  *   boot                string          kernel boot id of the last completed recovery (kill -9 vs reboot)
- *   durable             Position        last record whose effect the data directory has synced: the ring's tail
+ *   durable             Position        the ring's tail: records up to it are released (synced, and data-acked by every Secondary)
+ *   synced              Position        last record whose effect the data directory has synced, the ring synced first (state format 3)
  *   last                LastRecord      the newest record's checksum, kept when a release empties the log
  *   rlink/<HOST:PORT>   RlinkPosition   Primary: what that Secondary data-acked, and whether it is paused
  *   follow              Follow          Secondary: the Primary SRL it follows (set by its first Primary)
@@ -31,9 +32,12 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 2
-/** Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId). */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2]
+export const STATE_FORMAT_VERSION = 3
+/**
+ * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
+ * 2 -> 3: the `synced` key, written from the next checkpoint on).
+ */
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3]
 
 export interface FormatState {
   version: number
@@ -92,6 +96,7 @@ export const State = {
   format: key<FormatState>('format'),
   boot: key<string>('boot'),
   durable: key<Position>('durable'),
+  synced: key<Position>('synced'),
   last: key<LastRecord>('last'),
   rlink: family<RlinkPosition>('rlink/'),
   follow: key<Follow>('follow'),

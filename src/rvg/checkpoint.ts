@@ -1,8 +1,9 @@
 /**
  * Checkpoints, as both RVGs take them: the data directory made durable up to the applied position
  * (the snapshot store first, whose items must be durable before the changes they preserve; then
- * syncfs of the data directory), then the SRL's tail moved past what may be released (LevelDB
- * `durable`, sync:true). One at a time: callers during a run share it.
+ * syncfs of the data directory; then the ring synced and `synced` written: replay after a reboot
+ * starts there), then the SRL's tail moved past what may be released (LevelDB `durable`,
+ * sync:true). One at a time: callers during a run share it.
  *
  * Durability point: a record is released only after its effect on the data directory is on disk.
  */
@@ -35,6 +36,7 @@ export class Checkpoints {
       if (applied.seq !== this.durableSeq) {
         await this.host.snapshots?.sync?.()
         await syncfs(this.root)
+        await this.srl.markSynced(applied)
         this.durableSeq = applied.seq
       }
       const pos = await releasable(applied)

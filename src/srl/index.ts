@@ -98,6 +98,7 @@ export class Srl {
       }
       if (format.version < STATE_FORMAT_VERSION && opts.role !== 'any') {
         // 1 -> 2: an SRL identity, so Secondaries can tell one Primary's log from another's.
+        // 2 -> 3: the `synced` key, written at the next checkpoint (until then: the tail).
         format = { ...format, version: STATE_FORMAT_VERSION, srlId: format.srlId ?? crypto.randomUUID() }
         await store.put(State.format, format)
       }
@@ -130,7 +131,17 @@ export class Srl {
       // after it (an idempotent run). After a reboot only the durable position is known applied.
       // (A Secondary appends records while it applies older ones, so the rule does not hold there:
       // it keeps its own apply cursor, src/rvg/secondary.ts, and gets no pending list.)
-      const checkpoint: Position = sameBoot && lastBarrier !== null && format.role === 'primary' ? lastBarrier : durable
+      // After a reboot: from the last checkpoint (`synced`, state format 3), which may be past the
+      // tail when a Secondary holds records the data directory has long had on disk.
+      const synced = await store.get(State.synced)
+      let afterReboot: Position = durable
+      if (synced !== undefined && synced.seq > durable.seq) {
+        if (synced.seq <= seq - 1) afterReboot = synced
+        else warnings.push(`the last checkpoint (sequence number ${synced.seq}) is past the end of the SRL (${seq - 1}); replaying from its tail`)
+      }
+      const checkpoint: Position = sameBoot && lastBarrier !== null && format.role === 'primary'
+        ? (lastBarrier.seq >= afterReboot.seq ? lastBarrier : afterReboot)
+        : afterReboot
       const pending: ScannedRecord[] = format.role === 'primary' ? [...ring.scan(checkpoint, seq - 1)] : []
       assert(format.role !== 'primary' || pending.length === seq - 1 - checkpoint.seq)
       if (!sameBoot) {
@@ -258,6 +269,7 @@ export class Srl {
   async resetTo (seq: number): Promise<void> {
     this.ring.erase(0, this.ring.size)
     await this.store.put(State.durable, { seq, offset: 0 })
+    await this.store.del(State.synced)
     await this.store.del(State.last)
   }
 
@@ -303,6 +315,16 @@ export class Srl {
         resolve()
       })
     })
+  }
+
+  /**
+   * Records that the data directory has synced the effects of every record up to `pos` (a
+   * checkpoint): after a reboot, replay starts there. The ring is synced first, so no record the
+   * data directory has is missing from the durable log.
+   */
+  async markSynced (pos: Position): Promise<void> {
+    await this.sync()
+    await this.store.put(State.synced, { seq: pos.seq, offset: pos.offset })
   }
 
   /**
