@@ -13,6 +13,9 @@
  *    that filesystem fails with EIO): the write gets EIO, status.fatal names the record, the daemon
  *    stays up with the mount answering (EIO, not ENOTCONN), `replicafs stop` exits 1, and the next
  *    start on the repaired disk replays the record.
+ *  - The SRL's filesystem full: records are still logged (the ring is preallocated), checkpoints
+ *    cannot be recorded (LevelDB cannot write; status.checkpointError), so the ring fills and then
+ *    writers get ENOSPC; once there is room, checkpoints and writes resume.
  */
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -227,6 +230,52 @@ t('a failing data disk on the Primary (EIO): the write gets EIO, status.fatal na
     await waitFor(() => pidsWithArg(dirs.state).length === 0, { timeoutMs: 30_000, what: 'every daemon on the failing disk to exit' }).catch(() => undefined)
     await lfs.unmount()
   }
+}))
+
+t('a full SRL filesystem: records are still logged (the ring is preallocated), checkpoints cannot be recorded (status.checkpointError), a full ring gives writers ENOSPC; with room again everything resumes', isolated(180_000, async () => {
+  const dirs = await tmpdirs('fullsrl')
+  await fsp.mkdir(dirs.state, { mode: 0o700 })
+  const lfs = await mountLoopFs(path.join(dirs.root, 'srl.img'), path.join(dirs.state, 'srl'), 48)
+  let P: Primary | undefined
+  await withLoopFs(lfs, async () => {
+    try {
+      // A 4 MiB ring: a checkpoint every 2 MiB or so. After the fill, LevelDB can still append to
+      // the last block of its log (a checkpoint writes about 120 bytes), so it takes a few dozen
+      // checkpoints before one cannot be recorded.
+      P = await startPrimary({ dirs, srlSize: '4M' })
+      await lfs.fill('filler')
+      const files: Array<[string, Buffer]> = []
+      let refused = 'no error'
+      for (let i = 0; i < 400 && refused === 'no error'; i++) {
+        const f: [string, Buffer] = [`f${i}`, pattern(1024 * 1024, 10 + i)]
+        refused = await errCode(fsp.writeFile(path.join(dirs.mount, f[0]), f[1]))
+        if (refused === 'no error') files.push(f)
+      }
+      console.log(`  full SRL filesystem: ${files.length} MiB written before the ring filled and a writer got ${refused}`)
+      assert.is(refused, 'ENOSPC', 'once the ring is full, a writer gets ENOSPC')
+      assert.ok(files.length >= 4, `the writes before that succeeded (${files.length} MiB)`)
+      const st = await status(dirs.state) as unknown as { fatal: string | null, checkpointError: string | null }
+      assert.is(st.fatal, null, 'the Primary is not fatal')
+      assert.match(String(st.checkpointError), /No space left on device/, `status.checkpointError says why: ${String(st.checkpointError)}`)
+      assert.match(await daemonLog(dirs.state), /SRL's filesystem is full/, 'the daemon logged it')
+      assert.ok((await fsp.readFile(path.join(dirs.mount, files[0][0]))).equals(files[0][1]), 'reads go on')
+
+      await fsp.rm(path.join(lfs.mountPoint, 'filler'))
+      for (let i = files.length; i < files.length + 4; i++) {
+        const f: [string, Buffer] = [`f${i}`, pattern(1024 * 1024, 10 + i)]
+        await fsp.writeFile(path.join(dirs.mount, f[0]), f[1])
+      }
+      const after = await status(dirs.state) as unknown as { checkpointError: string | null }
+      assert.is(after.checkpointError, null, 'with room, checkpoints are recorded again')
+      for (let i = 0; i < files.length + 4; i++) {
+        const want = i < files.length ? files[i][1] : pattern(1024 * 1024, 10 + i)
+        assert.ok((await fsp.readFile(path.join(dirs.data, `f${i}`))).equals(want), `f${i} is whole in the data directory`)
+      }
+      await P.stop()
+    } finally {
+      await stopAll(P)
+    }
+  })
 }))
 
 t('leaves no FUSE mounts, loop devices or daemons behind', timed(60_000, async () => {

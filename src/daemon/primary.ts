@@ -209,6 +209,7 @@ function primaryStatus (p: Primary): unknown {
     rlinks: p.rlinks?.status() ?? [],
     ibc: p.ibc?.status() ?? null,
     openFiles: p.adapter.openHandles,
+    checkpointError: p.rvg.checkpointError,
     fatal: p.rvg.fatalError?.message ?? null
   }
 }

@@ -192,6 +192,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         connected: s.receiver.connected,
         primary: { address: s.receiver.primaryAddress, srlId: s.receiver.follow?.srlId ?? null },
         stalled: s.rvg.stalledOn,
+        checkpointError: s.rvg.checkpointError,
         fatal: s.rvg.fatalError?.message ?? null
       }
     case 'sync':

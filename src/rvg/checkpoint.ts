@@ -18,8 +18,14 @@ export class Checkpoints {
   private running: Promise<void> | null = null
   /** The last record made durable in the data directory by a checkpoint. */
   durableSeq: number
+  /**
+   * Why the last checkpoint could not be recorded (the SRL's filesystem is full: LevelDB cannot
+   * write), or null. Not fatal: the ring is preallocated, so records are still logged; they stay
+   * in the SRL until a checkpoint can release them, and a full ring then refuses writers (SRL_FULL).
+   */
+  blocked: string | null = null
 
-  constructor (private readonly root: string, private readonly srl: Srl, private readonly host: CheckpointHost) {
+  constructor (private readonly root: string, private readonly srl: Srl, private readonly host: CheckpointHost, private readonly log?: (line: string) => void) {
     this.durableSeq = srl.tailSeq
   }
 
@@ -33,15 +39,32 @@ export class Checkpoints {
   run (applied: Position, releasable: (applied: Position) => Promise<Position | null>): Promise<void> {
     if (this.running) return this.running
     this.running = (async () => {
-      if (applied.seq !== this.durableSeq) {
-        await this.host.snapshots?.sync?.()
-        await syncfs(this.root)
-        await this.srl.markSynced(applied)
-        this.durableSeq = applied.seq
+      try {
+        if (applied.seq !== this.durableSeq) {
+          await this.host.snapshots?.sync?.()
+          await syncfs(this.root)
+          await this.srl.markSynced(applied)
+          this.durableSeq = applied.seq
+        }
+        const pos = await releasable(applied)
+        if (pos !== null && pos.seq > this.srl.tailSeq) await this.srl.release(pos)
+      } catch (err) {
+        if (!stateFull(err)) throw err
+        if (this.blocked === null) this.log?.(`the SRL's filesystem is full: a checkpoint cannot be recorded (${(err as Error).message}); records stay in the SRL until there is room`)
+        this.blocked = (err as Error).message
+        return
       }
-      const pos = await releasable(applied)
-      if (pos !== null && pos.seq > this.srl.tailSeq) await this.srl.release(pos)
+      if (this.blocked !== null) {
+        this.log?.('the SRL\'s filesystem has room again: checkpoints are recorded')
+        this.blocked = null
+      }
     })().finally(() => { this.running = null })
     return this.running
   }
+}
+
+/** Whether a checkpoint failed because LevelDB could not write: the SRL's filesystem is full. */
+function stateFull (err: unknown): boolean {
+  const e = err as { code?: string, message?: string }
+  return e.code === 'LEVEL_IO_ERROR' && /No space left on device|Disk quota exceeded/i.test(e.message ?? '')
 }

@@ -95,7 +95,7 @@ export class PrimaryRvg {
     this.fds = new FdCache(dataDir)
     this.space = new DataSpace(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
-    this.checkpoints = srl ? new Checkpoints(this.root, srl, this) : null
+    this.checkpoints = srl ? new Checkpoints(this.root, srl, this, opts.log) : null
     this.queue = srl ? new ApplyQueue<InflightWrite>(srl.ring.fd, applyCopyMode(srl.dir), (batch, failed, errno) => this.applyDone(batch, failed, errno), () => this.fatal !== null) : null
   }
 
@@ -415,6 +415,8 @@ export class PrimaryRvg {
     await this.barrier()
     await this.checkpoint()
     if (srl.tailSeq !== before || this.inflight.length > 0) return
+    const blocked = this.checkpoints!.blocked
+    if (blocked !== null) throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes) and cannot release records: its filesystem is full (${blocked})`)
     const repl = this.opts.replication
     if (this.applied.seq === srl.tailSeq) {
       throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes) and nothing more can be released`)
@@ -498,6 +500,9 @@ export class PrimaryRvg {
   onFatal?: (err: Error) => void
 
   get fatalError (): Error | null { return this.fatal }
+
+  /** Why the last checkpoint could not be recorded (the SRL's filesystem is full), or null. */
+  get checkpointError (): string | null { return this.checkpoints?.blocked ?? null }
 
   /** Waits for writes in flight, checkpoints, closes the SRL. */
   async close (): Promise<void> {

@@ -96,7 +96,7 @@ export class SecondaryRvg {
     const file = path.join(srl.dir, CURSOR_FILE)
     this.cursorFd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
     this.applied = srl.tailPosition
-    this.checkpoints = new Checkpoints(this.root, srl, this)
+    this.checkpoints = new Checkpoints(this.root, srl, this, opts.log)
     if (opts.ibc) opts.ibc.onRelease = (seq) => this.consumeIbc(seq)
   }
 
@@ -135,6 +135,8 @@ export class SecondaryRvg {
   get appliedSeq (): number { return this.applied.seq }
   get receivedSeq (): number { return this.srl.lastSeq }
   get fatalError (): Error | null { return this.fatal }
+  /** Why the last checkpoint could not be recorded (the SRL's filesystem is full), or null. */
+  get checkpointError (): string | null { return this.checkpoints.blocked }
   /** True while the data directory is the Primary's after a prefix of its updates. */
   get consistent (): boolean { return this.fatal === null && this.diverged === null && this.failed === null }
 
@@ -180,6 +182,11 @@ export class SecondaryRvg {
     const before = this.srl.tailSeq
     await this.checkpoint()
     if (this.srl.tailSeq > before) return
+    if (this.checkpoints.blocked !== null) {
+      // The SRL's filesystem is full: try again in a while (the append loop comes back here).
+      await new Promise<void>((resolve) => setTimeout(resolve, SECONDARY_FULL_RETRY_MS).unref())
+      return
+    }
     // Nothing to release until more is applied: wait for the apply loop.
     await new Promise<void>((resolve) => { this.roomWaiters.push(resolve); this.kick() })
   }
