@@ -38,7 +38,7 @@ import { Srl } from '../srl'
 import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type Record, type RecordMeta } from '../format/record'
 import { applyRecordSync, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
 import { Checkpoints } from './checkpoint'
-import { ApplyQueue, type QueuedWrite } from './apply-queue'
+import { ApplyQueue } from './apply-queue'
 import { DataSpace } from './space'
 import { replayPending } from './replay'
 import { ExclusiveGate } from './gate'
@@ -48,9 +48,6 @@ import type { Position } from '../format/state'
 export type { Replication, ExclusiveToken, Preserver } from './interfaces'
 import { ReplError, errnoFor } from '../errors'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_BEFORE_REPLY_BYTES_MAX } from '../limits'
-
-/** A write appended to the SRL whose data-directory write is in flight. */
-interface InflightWrite { seq: number, end: number, done: boolean, ino: number }
 
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
@@ -62,22 +59,16 @@ export interface PrimaryOptions {
 export class PrimaryRvg {
   readonly root: string
   private readonly fds: FdCache
-  /** In sequence order; the head is the oldest write not yet known applied. */
-  private readonly inflight: InflightWrite[] = []
   /** Bare passthrough writes in flight (no SRL, so no in-flight list). */
   private bareWrites = 0
-  /** barrier() callers: each waits until record `seq` is applied (or a fatal error). */
-  private drainWaiters: Array<{ seq: number, wake: () => void }> = []
   /**
    * Changes other than writes waiting for the writes in flight to drain. New writes wait while
    * any is held, so a steady writer cannot keep the in-flight list from ever emptying.
    */
   private writeHolds = 0
   private holdWaiters: Array<() => void> = []
-  /** Writes answered but not yet applied, oldest first (src/rvg/apply-queue.ts); null without an SRL. */
-  private readonly queue: ApplyQueue<InflightWrite> | null
-  /** Data-directory inodes with answered writes not yet applied, and how many each. */
-  private readonly pendingInodes = new Map<number, number>()
+  /** Writes answered but not yet applied, in sequence order (src/rvg/apply-queue.ts); null without an SRL. */
+  private readonly queue: ApplyQueue | null
   /** Room on the data filesystem: reservations, and whether it is nearly full (src/rvg/space.ts). */
   private readonly space: DataSpace
   /** Last record applied to the data directory, and the ring offset after it. */
@@ -96,7 +87,9 @@ export class PrimaryRvg {
     this.space = new DataSpace(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
     this.checkpoints = srl ? new Checkpoints(this.root, srl, this, opts.log) : null
-    this.queue = srl ? new ApplyQueue<InflightWrite>(srl.ring.fd, applyCopyMode(srl.dir), (batch, failed, errno) => this.applyDone(batch, failed, errno), () => this.fatal !== null) : null
+    this.queue = srl
+      ? new ApplyQueue(srl.ring.fd, applyCopyMode(srl.dir), (pos) => { this.applied = pos }, (seq, p, errno) => this.writeFailed(seq, p, errnoName(errno)), () => this.fatal)
+      : null
   }
 
   /** Replays records logged but not applied before the last stop or crash. Returns how many. */
@@ -130,7 +123,7 @@ export class PrimaryRvg {
    * a snapshot is taken there, exactly after the record `appliedSeq`.
    */
   async exclusive<T> (fn: (appliedSeq: number, own: ExclusiveToken) => Promise<T>): Promise<T> {
-    return await this.gate.run(async () => { while (this.inflight.length > 0) await this.barrier() }, async (token) => await fn(this.applied.seq, token))
+    return await this.gate.run(async () => { while (this.inFlight > 0) await this.barrier() }, async (token) => await fn(this.applied.seq, token))
   }
 
   /**
@@ -139,7 +132,7 @@ export class PrimaryRvg {
    * any other file needs no barrier; everything else is applied before it is answered.
    */
   writesPending (ino: number): boolean {
-    return this.inflight.length > 0 && this.pendingInodes.has(ino)
+    return this.queue?.writesPending(ino) ?? false
   }
 
   /**
@@ -148,13 +141,11 @@ export class PrimaryRvg {
    */
   barrier (): Promise<void> {
     if (this.fatal) return Promise.reject(this.fatal)
-    if (this.inflight.length === 0) return Promise.resolve()
-    this.queue!.now()
-    if (this.fatal) return Promise.reject(this.fatal)
-    if (this.inflight.length === 0) return Promise.resolve()
-    const seq = this.inflight[this.inflight.length - 1].seq
-    return new Promise((resolve, reject) => this.drainWaiters.push({ seq, wake: () => this.fatal ? reject(this.fatal) : resolve() }))
+    return this.queue?.barrier() ?? Promise.resolve()
   }
+
+  /** Writes in flight (answered, not yet applied). */
+  private get inFlight (): number { return this.queue?.inFlight ?? 0 }
 
   /** Waits while exclusive() runs (unless `token` holds it) and while a change drains the writes. */
   private async writeTurn (token?: ExclusiveToken): Promise<void> {
@@ -184,7 +175,7 @@ export class PrimaryRvg {
     // be appended between them (recovery relies on every WRITE being tracked from its append on).
     const repl = this.opts.replication
     repl?.admit()
-    this.fds.trim(this.inodeBusy)
+    this.fds.trim(this.queue!.busy)
     // A write to be queued: copy-on-write first (fallocate sets the file's mtime, and a snapshot
     // may share its inode), then its blocks are reserved, before it is logged.
     let preserved = false
@@ -201,7 +192,7 @@ export class PrimaryRvg {
       if (this.gate.closed !== null || this.writeHolds > 0) await this.writeTurn(token)
       if (this.fatal) throw this.fatal
       repl?.admit()
-      this.fds.trim(this.inodeBusy)
+      this.fds.trim(this.queue!.busy)
       preserved = false // a snapshot may have been taken while we waited: copy-on-write again
       prepare()
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
@@ -217,8 +208,7 @@ export class PrimaryRvg {
       if (waiting) await waiting
       return buf.length
     }
-    const item: InflightWrite = { seq, end, done: false, ino: -1 }
-    this.inflight.push(item)
+    const item = this.queue!.track(seq, end)
     repl?.appended(seq)
     this.afterAppend()
     let fd: number
@@ -228,8 +218,7 @@ export class PrimaryRvg {
       // the newest snapshot is untouched by the writes still queued ahead of it.
       if (!preserved) this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
       fd = this.fds.get(p)
-      item.ino = this.fds.inoOf(p)
-      this.pendingInodes.set(item.ino, (this.pendingInodes.get(item.ino) ?? 0) + 1)
+      this.queue!.pending(item, this.fds.inoOf(p))
     } catch (err) {
       this.writeFailed(seq, p, (err as Error).message, err)
       throw this.fatal
@@ -245,7 +234,7 @@ export class PrimaryRvg {
 
   /** Whether a write of `n` bytes is applied before its reply (small, nothing queued ahead). */
   private appliesNow (n: number): boolean {
-    return n <= APPLY_BEFORE_REPLY_BYTES_MAX && this.inflight.length === 0
+    return n <= APPLY_BEFORE_REPLY_BYTES_MAX && this.inFlight === 0
   }
 
   /**
@@ -258,7 +247,7 @@ export class PrimaryRvg {
     const srl = this.srl!
     for (;;) {
       if (this.gate.shut(token)) await this.gate.pass(token)
-      else if (this.inflight.length > 0) await this.barrier()
+      else if (this.inFlight > 0) await this.barrier()
       else if (!srl.fits(room)) await this.makeRoom()
       else break
     }
@@ -328,26 +317,6 @@ export class PrimaryRvg {
     }
   }
 
-  /** A batch of queued writes is done: the applied position advances over the completed prefix. */
-  private applyDone (batch: Array<QueuedWrite<InflightWrite>>, failed: number, errno: number): void {
-    if (failed >= 0) {
-      const { item, path: p } = batch[failed]
-      this.writeFailed(item.seq, p, errnoName(errno))
-      return
-    }
-    for (const { item } of batch) {
-      item.done = true
-      const k = this.pendingInodes.get(item.ino)! - 1
-      if (k === 0) this.pendingInodes.delete(item.ino)
-      else this.pendingInodes.set(item.ino, k)
-    }
-    while (this.inflight.length > 0 && this.inflight[0].done) {
-      const head = this.inflight.shift()!
-      this.applied = { seq: head.seq, offset: head.end }
-    }
-    this.wakeDrained()
-  }
-
   /**
    * Any other change: wait until the data directory has every earlier record, append, apply
    * synchronously. If applying fails, a VOID record says so, and the caller's FUSE reply carries
@@ -414,7 +383,7 @@ export class PrimaryRvg {
     const before = srl.tailSeq
     await this.barrier()
     await this.checkpoint()
-    if (srl.tailSeq !== before || this.inflight.length > 0) return
+    if (srl.tailSeq !== before || this.inFlight > 0) return
     const blocked = this.checkpoints!.blocked
     if (blocked !== null) throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes) and cannot release records: its filesystem is full (${blocked})`)
     const repl = this.opts.replication
@@ -450,19 +419,6 @@ export class PrimaryRvg {
     this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${seq} (WRITE ${p}) to the data directory: ${why}`, cause === undefined ? undefined : { cause }))
   }
 
-  /** Wakes the barrier() callers whose records are all applied (all of them after a fatal error). */
-  private wakeDrained (): void {
-    if (this.drainWaiters.length === 0) return
-    const seq = this.fatal ? Infinity : this.inflight.length === 0 ? this.applied.seq : this.inflight[0].seq - 1
-    const ready = this.drainWaiters.filter((w) => w.seq <= seq)
-    if (ready.length === 0) return
-    this.drainWaiters = this.drainWaiters.filter((w) => w.seq > seq)
-    for (const w of ready) w.wake()
-  }
-
-  /** For the fd cache's trim: a descriptor on an inode with queued writes stays open. */
-  private readonly inodeBusy = (ino: number): boolean => this.pendingInodes.has(ino)
-
   private wake (waiters: Array<() => void>): void {
     const w = waiters.splice(0)
     for (const f of w) f()
@@ -491,7 +447,6 @@ export class PrimaryRvg {
     if (this.fatal) return
     this.fatal = err
     this.opts.log?.(`fatal: ${err.message}`)
-    this.wakeDrained()
     this.queue?.wakeAll()
     this.wake(this.holdWaiters)
     this.onFatal?.(err)
