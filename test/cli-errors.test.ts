@@ -8,6 +8,7 @@ import * as fsp from 'fs/promises'
 import * as path from 'path'
 import { spawn } from 'child_process'
 import {
+  assertOneLineError,
   startPrimary, assertCleanSlate, restartPrimary, cleanupAll, isolated, timed, waitFor, withDeadline, cli, tmpdirs, primaryArgs,
   fuseMountAt, isMounted, pidsWithArg, processAlive, status, daemonLog, type ExecResult, type Dirs, type Primary
 } from './helpers'
@@ -20,16 +21,7 @@ t.after(async () => {
 })
 
 /** Non-zero exit, exactly one line on stderr that contains every `names` and matches `what`, no stack. */
-function assertOneLineError (r: ExecResult, names: string[], what: RegExp): void {
-  const ctx = `${r.cmdline}\nexit ${String(r.code)}\n--- stderr ---\n${r.stderr}--- stdout ---\n${r.stdout}`
-  assert.not.ok(r.timedOut, `timed out: ${ctx}`)
-  assert.ok(r.code !== 0 && r.code !== null, `exits non-zero: ${ctx}`)
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
-  assert.is(lines.length, 1, `exactly one line on stderr: ${ctx}`)
-  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${ctx}`)
-  for (const n of names) assert.ok(lines[0].includes(n), `stderr names ${n}: ${ctx}`)
-  assert.match(lines[0], what, `stderr says what is wrong (${String(what)}): ${ctx}`)
-}
+const assertOneLine = (r: ExecResult, names: string[], what: RegExp): string => assertOneLineError(r, [...names, what])
 
 async function assertServing (p: Primary, label: string): Promise<void> {
   const f = path.join(p.mount, `alive-${label}`)
@@ -62,40 +54,40 @@ t('--help for the tool and every command', timed(60_000, async () => {
 }))
 
 t('unknown command and unknown flag', timed(60_000, async () => {
-  assertOneLineError(await cli(['frobnicate']), ['frobnicate'], /unknown|command/i)
+  assertOneLine(await cli(['frobnicate']), ['frobnicate'], /unknown|command/i)
   const dirs = await tmpdirs('cli')
-  assertOneLineError(await cli([...primaryArgs(dirs), '--bogus-flag']), ['--bogus-flag'], /unknown|flag|option/i)
-  assertOneLineError(await cli(['status', '--state', dirs.state, '--frob']), ['--frob'], /unknown|flag|option/i)
+  assertOneLine(await cli([...primaryArgs(dirs), '--bogus-flag']), ['--bogus-flag'], /unknown|flag|option/i)
+  assertOneLine(await cli(['status', '--state', dirs.state, '--frob']), ['--frob'], /unknown|flag|option/i)
   await assertLeftNothing(dirs)
 }))
 
 t('missing required flag; stop and status with no daemon running', timed(60_000, async () => {
   const dirs = await tmpdirs('cli')
-  assertOneLineError(await cli(['primary', '--mount', dirs.mount, '--state', dirs.state, '--daemon']), ['--data'], /required|missing/i)
-  assertOneLineError(await cli(['stop']), ['--state'], /required|missing/i)
-  assertOneLineError(await cli(['stop', '--state', dirs.state]), [dirs.state], /not running|no .*daemon/i)
-  assertOneLineError(await cli(['status', '--state', dirs.state, '--json']), [dirs.state], /not running|no .*daemon/i)
+  assertOneLine(await cli(['primary', '--mount', dirs.mount, '--state', dirs.state, '--daemon']), ['--data'], /required|missing/i)
+  assertOneLine(await cli(['stop']), ['--state'], /required|missing/i)
+  assertOneLine(await cli(['stop', '--state', dirs.state]), [dirs.state], /not running|no .*daemon/i)
+  assertOneLine(await cli(['status', '--state', dirs.state, '--json']), [dirs.state], /not running|no .*daemon/i)
   await assertLeftNothing(dirs)
 }))
 
 t('bad --srl-size', timed(60_000, async () => {
   const dirs = await tmpdirs('cli')
-  assertOneLineError(await cli(primaryArgs(dirs, { srlSize: 'banana' })), ['banana'], /srl-size|size/i)
+  assertOneLine(await cli(primaryArgs(dirs, { srlSize: 'banana' })), ['banana'], /srl-size|size/i)
   await assertLeftNothing(dirs)
 }))
 
 t('missing data dir, missing mount point, non-empty mount point', timed(60_000, async () => {
   const dirs = await tmpdirs('cli')
   const noData = { ...dirs, data: path.join(dirs.root, 'no-such-data') }
-  assertOneLineError(await cli(primaryArgs(noData)), [noData.data], /exist|missing|no such|not found/i)
+  assertOneLine(await cli(primaryArgs(noData)), [noData.data], /exist|missing|no such|not found/i)
   await assertLeftNothing(noData)
 
   const noMount = { ...dirs, mount: path.join(dirs.root, 'no-such-mnt') }
-  assertOneLineError(await cli(primaryArgs(noMount)), [noMount.mount], /exist|missing|no such|not found/i)
+  assertOneLine(await cli(primaryArgs(noMount)), [noMount.mount], /exist|missing|no such|not found/i)
   await assertLeftNothing(noMount, false)
 
   await fsp.writeFile(path.join(dirs.mount, 'stray'), 'x')
-  assertOneLineError(await cli(primaryArgs(dirs)), [dirs.mount], /not empty|non-empty|empty/i)
+  assertOneLine(await cli(primaryArgs(dirs)), [dirs.mount], /not empty|non-empty|empty/i)
   await assertLeftNothing(dirs)
   assert.equal(await fsp.readdir(dirs.mount), ['stray'], 'the non-empty mount point was not touched')
 }))
@@ -105,17 +97,17 @@ t('a second daemon: mounted mount point, locked state dir, data dir in use', iso
   // A's data dir is empty, so its mount point looks empty: only "already mounted" can stop B
   const b = await tmpdirs('cli-b')
   const onMounted = { ...b, mount: a.mount }
-  assertOneLineError(await cli(primaryArgs(onMounted)), [a.mount], /mounted|busy|in use/i)
+  assertOneLine(await cli(primaryArgs(onMounted)), [a.mount], /mounted|busy|in use/i)
   await assertLeftNothing(onMounted, false)
   await assertServing(a, 'mounted')
 
   const sameState = { ...b, state: a.state }
-  assertOneLineError(await cli(primaryArgs(sameState)), [a.state], /lock|in use|another|running/i)
+  assertOneLine(await cli(primaryArgs(sameState)), [a.state], /lock|in use|another|running/i)
   assert.not.ok(await isMounted(b.mount), `${b.mount} was left mounted`)
   await assertServing(a, 'state')
 
   const sameData = { ...b, data: a.data }
-  assertOneLineError(await cli(primaryArgs(sameData)), [a.data], /lock|in use|another|serv/i)
+  assertOneLine(await cli(primaryArgs(sameData)), [a.data], /lock|in use|another|serv/i)
   await assertLeftNothing(sameData)
   await assertServing(a, 'data')
 

@@ -33,9 +33,10 @@ import * as fsp from 'fs/promises'
 import * as net from 'net'
 import * as path from 'path'
 import {
+  assertOneLineError,
   startPrimary, startSecondary, restartPrimary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, cli, execOk, tmpdirs,
   secondaryArgs, secretFile, primaryStatus, daemonLog, isMounted, fuseMountAt, pidsWithArg, describeFailure,
-  type ExecResult, type Dirs, type Primary, type Secondary, type RlinkStatus
+  type Dirs, type Primary, type Secondary, type RlinkStatus
 } from './helpers'
 import { encodeFrame, FrameDecoder, MsgType, PROTOCOL_VERSION, nonce, proof, type Message } from '../src/format/wire'
 import { RECORD_FORMAT_VERSION } from '../src/format/record'
@@ -114,17 +115,6 @@ async function waitRefused (p: Primary, s: Secondary, patterns: Array<RegExp | s
   }
 }
 
-/** Non-zero exit, exactly one line on stderr matching every pattern, no stack trace. */
-function assertOneLineError (r: ExecResult, patterns: Array<RegExp | string>): string {
-  const ctx = `${r.cmdline}\nexit ${String(r.code)}\n--- stderr ---\n${r.stderr}--- stdout ---\n${r.stdout}`
-  assert.not.ok(r.timedOut, `timed out: ${ctx}`)
-  assert.ok(r.code !== 0 && r.code !== null, `exits non-zero: ${ctx}`)
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
-  assert.is(lines.length, 1, `exactly one line on stderr: ${ctx}`)
-  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${ctx}`)
-  for (const p of patterns) assert.ok(typeof p === 'string' ? lines[0].includes(p) : p.test(lines[0]), `the line names ${String(p)}: ${ctx}`)
-  return lines[0]
-}
 
 /** Every regular file under `dir` (relative paths), sorted. */
 async function filesUnder (dir: string): Promise<string[]> {

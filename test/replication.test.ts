@@ -11,8 +11,9 @@ import * as assert from 'uvu/assert'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
+  assertOneLineError,
   startPair, assertCleanSlate, cleanupAll, timed, waitFor, execOk, exec, cli, helperScript, describeFailure,
-  type Pair, type ExecResult
+  type Pair
 } from './helpers'
 import { snapshotTree, diffSnapshots, assertNoDiffs, linkGroups, variedWorkload, UID, T1_NS, type Snapshot } from './helpers/replica-tree'
 
@@ -217,14 +218,6 @@ t('the Secondary mount is never stale: an open descriptor, stat and lookups see 
   assert.not.ok((await fsp.readdir(sm('.'))).includes('appear.txt'), 'readdir no longer lists it')
 }))
 
-function assertOneLineError (r: ExecResult, names: string[]): void {
-  const ctx = `${r.cmdline}\nexit ${String(r.code)}\n--- stderr ---\n${r.stderr}--- stdout ---\n${r.stdout}`
-  assert.ok(r.code !== 0 && r.code !== null, `exits non-zero: ${ctx}`)
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
-  assert.is(lines.length, 1, `exactly one line on stderr: ${ctx}`)
-  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${ctx}`)
-  for (const n of names) assert.ok(lines[0].includes(n), `stderr names ${n}: ${ctx}`)
-}
 
 t('pause holds updates back on the Primary; resume delivers them', timed(90_000, async () => {
   const state = P().primary.state

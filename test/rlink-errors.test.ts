@@ -12,6 +12,7 @@ import * as fsp from 'fs/promises'
 import * as net from 'net'
 import * as path from 'path'
 import {
+  assertOneLineError,
   startPrimary, startSecondary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, cli, tmpdirs, primaryArgs, secondaryArgs,
   secretFile, primaryStatus, daemonLog, isMounted, pidsWithArg, processAlive,
   type ExecResult, type Dirs, type Primary, type Secondary, type PrimaryStatus, type RlinkStatus
@@ -177,16 +178,7 @@ function hello (over: Partial<Record<string, unknown>> = {}): Message {
 }
 
 /** Non-zero exit, exactly one line on stderr naming every `names` and matching `what`, no stack. */
-function assertOneLineError (r: ExecResult, names: string[], what: RegExp): void {
-  const ctx = `${r.cmdline}\nexit ${String(r.code)}\n--- stderr ---\n${r.stderr}--- stdout ---\n${r.stdout}`
-  assert.not.ok(r.timedOut, `timed out: ${ctx}`)
-  assert.ok(r.code !== 0 && r.code !== null, `exits non-zero: ${ctx}`)
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
-  assert.is(lines.length, 1, `exactly one line on stderr: ${ctx}`)
-  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${ctx}`)
-  for (const n of names) assert.ok(lines[0].includes(n), `stderr names ${n}: ${ctx}`)
-  assert.match(lines[0], what, `stderr says what is wrong (${String(what)}): ${ctx}`)
-}
+const assertOneLine = (r: ExecResult, names: string[], what: RegExp): string => assertOneLineError(r, [...names, what])
 
 async function assertLeftNothing (dirs: Dirs): Promise<void> {
   assert.not.ok(await isMounted(dirs.mount), `${dirs.mount} was left mounted`)
@@ -435,24 +427,24 @@ t('secondary and primary command-line errors: one line, non-zero exit, nothing l
   const secret = await secretFile(dirs.root)
   const noListen = secondaryArgs(dirs, secret)
   noListen.splice(noListen.indexOf('--listen'), 2)
-  assertOneLineError(await cli(noListen), ['--listen'], /required|missing/i)
+  assertOneLine(await cli(noListen), ['--listen'], /required|missing/i)
   await assertLeftNothing(dirs)
 
   for (const bad of ['nohost', '127.0.0.1:99999', '127.0.0.1:', ':7000x']) {
-    assertOneLineError(await cli(secondaryArgs(dirs, secret, { listen: bad })), [bad], /listen|address|port|HOST:PORT/i)
+    assertOneLine(await cli(secondaryArgs(dirs, secret, { listen: bad })), [bad], /listen|address|port|HOST:PORT/i)
     await assertLeftNothing(dirs)
   }
 
   const missing = path.join(dirs.root, 'no-such-secret')
-  assertOneLineError(await cli(secondaryArgs(dirs, missing)), [missing], /secret|exist|no such|missing|not found/i)
+  assertOneLine(await cli(secondaryArgs(dirs, missing)), [missing], /secret|exist|no such|missing|not found/i)
   await assertLeftNothing(dirs)
   const empty = path.join(dirs.root, 'empty-secret')
   await fsp.writeFile(empty, '', { mode: 0o600 })
-  assertOneLineError(await cli(secondaryArgs(dirs, empty)), [empty], /empty/i)
+  assertOneLine(await cli(secondaryArgs(dirs, empty)), [empty], /empty/i)
   await assertLeftNothing(dirs)
   const noSecret = secondaryArgs(dirs, secret)
   noSecret.splice(noSecret.indexOf('--secret-file'), 2)
-  assertOneLineError(await cli(noSecret), ['--secret-file'], /required|missing/i)
+  assertOneLine(await cli(noSecret), ['--secret-file'], /required|missing/i)
   await assertLeftNothing(dirs)
 
   // a port already in use
@@ -461,7 +453,7 @@ t('secondary and primary command-line errors: one line, non-zero exit, nothing l
   await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve))
   const busy = `127.0.0.1:${(holder.address() as net.AddressInfo).port}`
   try {
-    assertOneLineError(await cli(secondaryArgs(dirs, secret, { listen: busy })), [busy], /in use|EADDRINUSE|busy|listen/i)
+    assertOneLine(await cli(secondaryArgs(dirs, secret, { listen: busy })), [busy], /in use|EADDRINUSE|busy|listen/i)
     await assertLeftNothing(dirs)
   } finally {
     await closeFakes()
@@ -469,13 +461,13 @@ t('secondary and primary command-line errors: one line, non-zero exit, nothing l
 
   // primary: --secondary needs a secret; a bad --synchronous; a bad --secondary address
   const pd = await tmpdirs('cli')
-  assertOneLineError(await cli(primaryArgs(pd, { extraArgs: ['--secondary', '127.0.0.1:7000'] })), ['--secret-file'], /required|missing|needs|requires/i)
+  assertOneLine(await cli(primaryArgs(pd, { extraArgs: ['--secondary', '127.0.0.1:7000'] })), ['--secret-file'], /required|missing|needs|requires/i)
   await assertLeftNothing(pd)
-  assertOneLineError(await cli(primaryArgs(pd, { extraArgs: ['--secondary', '127.0.0.1:7000', '--secret-file', secret, '--synchronous', 'bogus'] })), ['bogus'], /synchronous|off|override|fail/i)
+  assertOneLine(await cli(primaryArgs(pd, { extraArgs: ['--secondary', '127.0.0.1:7000', '--secret-file', secret, '--synchronous', 'bogus'] })), ['bogus'], /synchronous|off|override|fail/i)
   await assertLeftNothing(pd)
-  assertOneLineError(await cli(primaryArgs(pd, { extraArgs: ['--secondary', 'nohost', '--secret-file', secret] })), ['nohost'], /secondary|address|port|HOST:PORT/i)
+  assertOneLine(await cli(primaryArgs(pd, { extraArgs: ['--secondary', 'nohost', '--secret-file', secret] })), ['nohost'], /secondary|address|port|HOST:PORT/i)
   await assertLeftNothing(pd)
-  assertOneLineError(await cli(primaryArgs(pd, { extraArgs: ['--secondary', '127.0.0.1:7000', '--secret-file', empty] })), [empty], /empty/i)
+  assertOneLine(await cli(primaryArgs(pd, { extraArgs: ['--secondary', '127.0.0.1:7000', '--secret-file', empty] })), [empty], /empty/i)
   await assertLeftNothing(pd)
   assert.not.ok(fs.existsSync(path.join(pd.state, 'control.sock')), 'no daemon socket left')
 }))

@@ -85,18 +85,7 @@ export async function snapDelete (state: string, name: string): Promise<void> {
   await snapOk(state, 'delete', [name])
 }
 
-/** A failed command: non-zero exit, exactly one line on stderr, no stack trace, each `mention` in it. */
-export function assertOneLineError (r: ExecResult, mentions: RegExp[] = []): string {
-  const ctx = `${r.cmdline}\nexit ${String(r.code)}\n--- stderr ---\n${r.stderr}--- stdout ---\n${r.stdout}`
-  assert.ok(r.code !== 0 && r.code !== null, `exits non-zero: ${ctx}`)
-  assert.not.ok(r.timedOut, `did not time out: ${ctx}`)
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
-  assert.is(lines.length, 1, `exactly one line on stderr: ${ctx}`)
-  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${ctx}`)
-  assert.not.match(r.stderr, /unexpected error/i, `not an unexpected (unhandled) error: ${ctx}`)
-  for (const m of mentions) assert.match(lines[0], m, `the message says ${String(m)}: ${ctx}`)
-  return lines[0]
-}
+export { assertOneLineError } from './util'
 
 // ---------------------------------------------------------------------------------------------
 // the varied tree and its changes (run from the test process: async calls only)

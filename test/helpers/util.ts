@@ -7,6 +7,7 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'child_process'
 import { AsyncLocalStorage } from 'async_hooks'
 import * as fs from 'fs'
 import * as path from 'path'
+import * as assert from 'uvu/assert'
 
 /**
  * One test body, as timed() runs it. When its deadline passes the scope is ended: the commands it
@@ -224,4 +225,21 @@ export async function withDeadline<T> (p: Promise<T>, ms: number, what: string):
   } finally {
     clearTimeout(timer)
   }
+}
+
+/**
+ * A failed command as a user sees one: non-zero exit, exactly one line on stderr, no stack trace,
+ * not an unexpected (unhandled) error, and the line contains each string and matches each pattern
+ * of `mentions`. Returns the line.
+ */
+export function assertOneLineError (r: ExecResult, mentions: Array<RegExp | string> = []): string {
+  const ctx = `${r.cmdline}\nexit ${String(r.code)}\n--- stderr ---\n${r.stderr}--- stdout ---\n${r.stdout}`
+  assert.not.ok(r.timedOut, `timed out: ${ctx}`)
+  assert.ok(r.code !== 0 && r.code !== null, `exits non-zero: ${ctx}`)
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '')
+  assert.is(lines.length, 1, `exactly one line on stderr: ${ctx}`)
+  assert.not.match(r.stderr, /^\s+at /m, `no stack trace: ${ctx}`)
+  assert.not.match(r.stderr, /unexpected error/i, `not an unexpected (unhandled) error: ${ctx}`)
+  for (const m of mentions) assert.ok(typeof m === 'string' ? lines[0].includes(m) : m.test(lines[0]), `the line says ${String(m)}: ${ctx}`)
+  return lines[0]
 }
