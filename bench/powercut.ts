@@ -1,5 +1,6 @@
 /**
- * Power-cut soak (issue 16): `npm run build && node dist/bench/powercut.js [--rounds N] [--seed S]`.
+ * Power-cut soak (issue 16): `npm run build && node dist/bench/powercut.js [--rounds N] [--seed S]
+ * [--reboot] [--dir DIR]`. test/powercut.test.ts runs a few rounds of it in `npm test`.
  * Run as root, alone (it mounts loop devices and FUSE). A measurement of where recovery stands, not
  * a test: it prints what each round found and a summary, and exits 0 whatever it found (1 only if
  * it could not run).
@@ -12,7 +13,9 @@
  * the daemon is killed (kill -9), the mounts are dropped, the image is mounted again (its journal
  * replayed) and the Primary started on it. The round then says whether the Primary started, and
  * whether its data directory equals the tree after some prefix of the steps that includes every step
- * acknowledged before a completed fsync.
+ * acknowledged before a completed fsync. Names are never reused (f<step>, r<step>, d<step>), so the
+ * replays that are not idempotent (a RENAME whose source name was created again since) do not
+ * arise here.
  *
  * The cut keeps the boot id (no reboot), so the restart replays as after a kill -9: from the last
  * non-WRITE record (src/srl/index.ts). `--reboot` changes the recorded boot id before the restart,
@@ -34,18 +37,20 @@ type Tree = Map<string, Entry>
 const repo = path.resolve(__dirname, '..', '..')
 const cli = path.join(repo, 'bin', 'replicafs')
 
-function args (): { rounds: number, seed: number, reboot: boolean } {
+function args (): { rounds: number, seed: number, reboot: boolean, dir: string | null } {
   const a = process.argv.slice(2)
   let rounds = 10
   let seed = crypto.randomInt(1, 2 ** 31)
   let reboot = false
+  let dir: string | null = null
   for (let i = 0; i < a.length; i++) {
     if (a[i] === '--rounds') rounds = Number(a[++i])
     else if (a[i] === '--seed') seed = Number(a[++i])
     else if (a[i] === '--reboot') reboot = true
-    else { console.error(`powercut: unknown argument ${a[i]} (--rounds N, --seed S, --reboot)`); process.exit(1) }
+    else if (a[i] === '--dir') dir = a[++i]
+    else { console.error(`powercut: unknown argument ${a[i]} (--rounds N, --seed S, --reboot, --dir DIR)`); process.exit(1) }
   }
-  return { rounds, seed, reboot }
+  return { rounds, seed, reboot, dir }
 }
 
 /** A small deterministic generator (mulberry32). */
@@ -223,8 +228,9 @@ async function round (n: number, seed: number, root: string, reboot: boolean): P
 }
 
 async function main (): Promise<void> {
-  const { rounds, seed, reboot } = args()
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-powercut-'))
+  const { rounds, seed, reboot, dir } = args()
+  // --dir: an existing directory to work in (the test suite's registered temp root); else a new one.
+  const root = dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-powercut-'))
   console.log(`powercut: ${rounds} rounds, seed ${seed} (replay with --seed ${seed})${reboot ? ', restarts as after a reboot' : ', restarts on the same boot'}`)
   const counts: Record<string, number> = {}
   try {
@@ -235,7 +241,7 @@ async function main (): Promise<void> {
       console.log(`  round ${n + 1} (seed ${s}): ${o.kind}: ${o.detail}`)
     }
   } finally {
-    fs.rmSync(root, { recursive: true, force: true })
+    if (dir === null) fs.rmSync(root, { recursive: true, force: true })
   }
   console.log(`powercut: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')} (of ${rounds})`)
 }

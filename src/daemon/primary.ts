@@ -96,7 +96,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
 
   try {
     if (cfg.journal) {
-      srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'primary' })
+      srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'primary', dataDir: data })
       if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
     }
     unlockData = lockDataDir(data)

@@ -94,7 +94,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   ], log)
 
   try {
-    srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'secondary' })
+    srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'secondary', dataDir: data })
     if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
     unlockData = lockDataDir(data)
     writeDaemonInfo(state, { role: 'secondary', data, mount })

@@ -5,6 +5,7 @@
  *
  *   format              FormatState     created with the SRL; `version` is the state format version
  *   boot                string          kernel boot id of the last completed recovery (kill -9 vs reboot)
+ *   mounts              Mounts          the SRL's and data directory's mounts then (state format 3): kill -9 vs a lost page cache
  *   durable             Position        the ring's tail: records up to it are released (synced, and data-acked by every Secondary)
  *   synced              Position        last record whose effect the data directory has synced, the ring synced first (state format 3)
  *   last                LastRecord      the newest record's checksum, kept when a release empties the log
@@ -38,6 +39,14 @@ export const STATE_FORMAT_VERSION = 3
  * 2 -> 3: the `synced` key, written from the next checkpoint on).
  */
 export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3]
+
+/**
+ * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
+ * SRL and of the data directory, when the last recovery completed. Another id means the filesystem
+ * was unmounted since (ext4's shutdown ioctl and a remount, a detached disk): what its page cache
+ * held is gone, as after a reboot.
+ */
+export interface Mounts { srl: string | null, data: string | null }
 
 export interface FormatState {
   version: number
@@ -95,6 +104,7 @@ export interface QueuedMessage {
 export const State = {
   format: key<FormatState>('format'),
   boot: key<string>('boot'),
+  mounts: key<Mounts>('mounts'),
   durable: key<Position>('durable'),
   synced: key<Position>('synced'),
   last: key<LastRecord>('last'),

@@ -471,6 +471,33 @@ static napi_value m_syncfs(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x4000U /* Linux 6.8: a mount id never reused while the system runs */
+#endif
+
+/* mountId(path): the unique id of the mount `path` is on (statx STATX_MNT_ID_UNIQUE), as a decimal
+   string, or null when the kernel gives none (before Linux 6.8). A filesystem unmounted and mounted
+   again gets a new one: what its page cache held is gone. */
+static napi_value m_mountId(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 1) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  struct statx st;
+  napi_value ret = NULL;
+  if (statx(AT_FDCWD, path, 0, STATX_MNT_ID_UNIQUE, &st) < 0) {
+    throw_errno(env, errno, "statx", path);
+  } else if ((st.stx_mask & STATX_MNT_ID_UNIQUE) == 0) {
+    napi_get_null(env, &ret);
+  } else {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long) st.stx_mnt_id);
+    napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &ret);
+  }
+  free(path);
+  return ret;
+}
+
 /* ---------- applyWrites: the Primary's write apply, off the event loop ---------- */
 
 /*
@@ -1112,6 +1139,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "ficlone", m_ficlone);
   export_fn(env, exports, "ficlonerange", m_ficlonerange);
   export_fn(env, exports, "syncfs", m_syncfs);
+  export_fn(env, exports, "mountId", m_mountId);
   export_fn(env, exports, "applyWrites", m_applyWrites);
   export_fn(env, exports, "mapShared", m_mapShared);
   export_fn(env, exports, "unmapShared", m_unmapShared);

@@ -31,6 +31,8 @@ export interface SysAddon {
   ficlone(destFd: number, srcFd: number): void;
   ficlonerange(destFd: number, srcFd: number, srcOffset: number, length: number, destOffset: number): void;
   syncfs(fd: number): void;
+  /** The unique id of the mount `path` is on (statx STATX_MNT_ID_UNIQUE), or null before Linux 6.8. */
+  mountId(path: string): string | null;
   /**
    * Asynchronous (libuv threadpool): for each write in `jobs` (6 numbers each: srcOffset, destFd,
    * destOffset, length, mtimeSec, mtimeNsec), in order, copies `length` bytes from srcFd to destFd

@@ -26,7 +26,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { Srl, bootId } from '../srl'
+import { Srl } from '../srl'
 import { RecordType, headerSeq, type Record } from '../format/record'
 import { CURSOR_BYTES, encodeCursor, decodeCursor } from '../format/cursor'
 import { applyRecordSync, FdCache } from '../apply'
@@ -34,7 +34,7 @@ import { Checkpoints } from './checkpoint'
 import { ReplError } from '../errors'
 import type { Preserver } from './interfaces'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SECONDARY_APPLY_SLICE_MS, SECONDARY_FULL_RETRY_MS } from '../limits'
-import { State, type Position } from '../format/state'
+import type { Position } from '../format/state'
 
 /** The apply cursor's file in the SRL's directory (its layout: src/format/cursor.ts). */
 const CURSOR_FILE = 'cursor'
@@ -107,13 +107,12 @@ export class SecondaryRvg {
   async recover (): Promise<void> {
     const durable = this.srl.tailPosition
     const cursor = this.readCursor()
-    const lastBoot = await this.srl.store.get(State.boot)
-    const sameBoot = lastBoot === undefined || lastBoot === bootId()
+    const sameBoot = this.srl.cacheKept
     if (sameBoot && cursor !== null && cursor.seq >= durable.seq && cursor.seq <= this.srl.lastSeq) {
       this.applied = cursor
     } else {
       this.applied = durable
-      if (cursor !== null && !sameBoot) this.opts.log?.(`after a reboot, replaying from the durable checkpoint at sequence number ${durable.seq}`)
+      if (cursor !== null && !sameBoot) this.opts.log?.(`after a reboot (or a remount of the SRL's or the data directory's filesystem), replaying from the durable checkpoint at sequence number ${durable.seq}`)
     }
     this.writeCursor()
     await this.opts.ibc?.dropStale(this.applied.seq)

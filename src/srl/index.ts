@@ -20,7 +20,8 @@ import path from 'node:path'
 import { Ring, type ScannedRecord } from './ring'
 import crypto from 'node:crypto'
 import { LogStore } from './state'
-import { State, STATE_FORMAT_VERSION, STATE_FORMAT_VERSIONS_READ, type FormatState, type Position } from '../format/state'
+import { State, STATE_FORMAT_VERSION, STATE_FORMAT_VERSIONS_READ, type FormatState, type Mounts, type Position } from '../format/state'
+import { sys } from '../native'
 import { encodeRecordHead, readHeader, headerCrc, RecordType, type RecordMeta } from '../format/record'
 import { ReplError } from '../errors'
 import { RECORD_BYTES_MAX } from '../limits'
@@ -32,6 +33,19 @@ export interface SrlStats {
   newestSeq: number | null
   appliedSeq: number
   capacityBytes: number
+}
+
+/** The mounts a restart compares (format/state.ts Mounts): null where the kernel gives no unique id. */
+function mountsNow (srlDir: string, dataDir: string | undefined): Mounts {
+  const id = (p: string | undefined): string | null => { try { return p === undefined ? null : sys.mountId(p) } catch { return null } }
+  return { srl: id(srlDir), data: id(dataDir) }
+}
+
+/** Whether the mounts recorded at the last recovery are the ones now (an unknown id matches anything). */
+function sameMounts (then: Mounts | undefined, now: Mounts): boolean {
+  if (then === undefined) return true
+  const same = (a: string | null, b: string | null): boolean => a === null || b === null || a === b
+  return same(then.srl, now.srl) && same(then.data, now.data)
 }
 
 export function bootId (): string {
@@ -51,6 +65,14 @@ export class Srl {
   /** Things recovery did that the daemon should log. */
   warnings: string[] = []
   private bootRecorded = false
+  /** The mounts now, recorded with the boot id once recovery completes. */
+  private mounts: Mounts = { srl: null, data: null }
+  /**
+   * Whether the page cache of the last run can have survived: same boot, same mounts of the SRL's
+   * and the data directory's filesystems. If not (a reboot, or a filesystem unmounted and mounted
+   * again, as after a power cut simulated with ext4's shutdown ioctl), only what was synced counts.
+   */
+  cacheKept = true
   private syncAgain: Promise<void> | null = null
   /** The newest record's checksum, kept across a release of everything (key `last`). */
   private lastCrc: number | null = null
@@ -77,9 +99,11 @@ export class Srl {
   /**
    * Opens (creating on first use, unless `role` is 'any') the SRL in `dir`. `ringBytes` applies only at creation.
    * After a kill -9 replay starts at the last non-WRITE record; after a reboot (another boot id
-   * than the one recorded by the last completed recovery) only the durable checkpoint is trusted.
+   * than the one recorded by the last completed recovery) or a remount of the SRL's or the data
+   * directory's filesystem (another unique mount id: `dataDir` names the data directory), only
+   * what was synced is trusted: replay starts at the last checkpoint.
    */
-  static async open (dir: string, opts: { ringBytes: number, role: 'primary' | 'secondary' | 'any' }): Promise<Srl> {
+  static async open (dir: string, opts: { ringBytes: number, role: 'primary' | 'secondary' | 'any', dataDir?: string }): Promise<Srl> {
     if (opts.role === 'any' && !fs.existsSync(path.join(dir, 'state'))) throw new ReplError('DIR_MISSING', `no SRL in ${path.dirname(dir)}`)
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
     const store = await LogStore.open(path.join(dir, 'state'), path.dirname(dir))
@@ -108,7 +132,9 @@ export class Srl {
       ring = Ring.open(path.join(dir, 'ring'), format.ringBytes)
       const durable = (await store.get(State.durable)) ?? { seq: 0, offset: 0 }
       const lastBoot = await store.get(State.boot)
-      const sameBoot = lastBoot === undefined || lastBoot === bootId()
+      const mounts = mountsNow(dir, opts.dataDir)
+      const lastMounts = await store.get(State.mounts)
+      const sameBoot = lastBoot === undefined || (lastBoot === bootId() && sameMounts(lastMounts, mounts))
       const warnings: string[] = []
 
       // Scan from the tail (everything retained) to the end of the log, keeping only where the
@@ -152,13 +178,15 @@ export class Srl {
         // and sequence number ends up.
         if (ring.laterRecordExists(off, seq - 1)) {
           ring.erase(off, durable.offset + ring.size)
-          warnings.push(`after a reboot, discarded and erased unsynced SRL records after sequence number ${seq - 1}`)
+          warnings.push(`after a reboot or a remount, discarded and erased unsynced SRL records after sequence number ${seq - 1}`)
         }
       } else if (ring.laterRecordExists(off, seq - 1)) {
         throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
       }
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
-      srl.bootRecorded = sameBoot && lastBoot !== undefined
+      srl.mounts = mounts
+      srl.cacheKept = sameBoot
+      srl.bootRecorded = sameBoot && lastBoot !== undefined && lastMounts !== undefined && lastMounts.srl === mounts.srl && lastMounts.data === mounts.data
       if (seq - 1 > durable.seq) srl.lastCrc = srl.crcOf(seq - 1, lastStart)
       else {
         const last = await store.get(State.last)
@@ -348,6 +376,7 @@ export class Srl {
    */
   async recordBoot (): Promise<void> {
     if (this.bootRecorded) return
+    await this.store.put(State.mounts, this.mounts)
     await this.store.put(State.boot, bootId())
     this.bootRecorded = true
   }
