@@ -176,13 +176,14 @@ export class PrimaryRvg {
     const repl = this.opts.replication
     repl?.admit()
     this.fds.trim(this.queue!.busy)
-    // A write to be queued: copy-on-write first (fallocate sets the file's mtime, and a snapshot
-    // may share its inode), then its blocks are reserved, before it is logged.
-    let preserved = false
+    // A write to be queued: copy-on-write first, while the FUSE buffer is valid (fallocate sets
+    // the file's mtime, and a snapshot may share its inode; any chunk this write is the first to
+    // touch since the newest snapshot is untouched by the writes still queued ahead of it), then
+    // its blocks are reserved, before it is logged. Again after each wait for room: a snapshot may
+    // have been taken meanwhile. (Nothing awaits between this and the append.)
     const prepare = (): void => {
-      if (preserved || this.appliesNow(buf.length)) return
+      if (this.appliesNow(buf.length)) return
       this.snapshots?.beforeApply({ type: RecordType.WRITE, seq: srl.lastSeq + 1, meta, data: buf })
-      preserved = true
       this.space.reserve(this.fds.get(p), offset, buf.length)
     }
     prepare()
@@ -193,7 +194,6 @@ export class PrimaryRvg {
       if (this.fatal) throw this.fatal
       repl?.admit()
       this.fds.trim(this.queue!.busy)
-      preserved = false // a snapshot may have been taken while we waited: copy-on-write again
       prepare()
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
     }
@@ -213,10 +213,6 @@ export class PrimaryRvg {
     this.afterAppend()
     let fd: number
     try {
-      // Copy-on-write first, while the FUSE buffer is valid (done above unless the write was to
-      // be applied at once when it was prepared). Any chunk this write is the first to touch since
-      // the newest snapshot is untouched by the writes still queued ahead of it.
-      if (!preserved) this.snapshots?.beforeApply({ type: RecordType.WRITE, seq, meta, data: buf })
       fd = this.fds.get(p)
       this.queue!.pending(item, this.fds.inoOf(p))
     } catch (err) {
