@@ -47,7 +47,7 @@ import type { Position } from '../format/state'
 
 export type { Replication, ExclusiveToken, Preserver } from './interfaces'
 import { ReplError, errnoFor } from '../errors'
-import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_BEFORE_REPLY_BYTES_MAX } from '../limits'
+import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_BEFORE_REPLY_BYTES_MAX, RECORD_HEADER_BYTES } from '../limits'
 
 export interface PrimaryOptions {
   /** Keep every record in the SRL (tests, debugging): never release. */
@@ -186,16 +186,25 @@ export class PrimaryRvg {
       this.snapshots?.beforeApply({ type: RecordType.WRITE, seq: srl.lastSeq + 1, meta, data: buf })
       this.space.reserve(this.fds.get(p), offset, buf.length)
     }
-    prepare()
-    let appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+    // The reservation sets the file's mtime, so it is made only when the append follows at once,
+    // never before a wait for room (a kill -9 then would leave an mtime no record carries): the
+    // room is checked first, against a bound on the record's size (the metadata is {p, o, t}).
+    const bound = RECORD_HEADER_BYTES + Buffer.byteLength(p) + 64 + buf.length
+    let appended: ReturnType<Srl['tryAppend']> = null
+    if (srl.fits(bound)) {
+      prepare()
+      appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+    }
     while (appended === null) {
       await this.makeRoom()
       if (this.gate.closed !== null || this.writeHolds > 0) await this.writeTurn(token)
       if (this.fatal) throw this.fatal
       repl?.admit()
       this.fds.trim(this.queue!.busy)
-      prepare()
-      appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+      if (srl.fits(bound)) {
+        prepare()
+        appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+      }
     }
     const { seq, end, dataAt } = appended
     this.space.answered(buf.length)
