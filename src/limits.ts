@@ -215,3 +215,10 @@ assert(KERNEL_ATTR_CACHE_WAIT_MS > 1000, 'longer than libfuse\'s 1 s attribute t
 assert(DATA_SPACE_RESERVE_BYTES > APPLY_BEFORE_REPLY_BYTES_MAX * 64, 'the reserve covers many small writes between two measurements')
 assert(DATA_SPACE_CHECK_MS > 0 && DATA_SPACE_CHECK_MS < 1000)
 assert(SECONDARY_FULL_RETRY_MS >= 100, 'a full Secondary retries, it does not spin')
+
+/**
+ * The data cursor's tail (src/format/data-cursor.ts) is kept under this many bytes: past it, the
+ * SRL is fdatasync'd at once (which empties the tail). One ext4 xattr block holds about 4,000
+ * bytes of value; a namespace record is 50 to 300 bytes.
+ */
+export const DATA_CURSOR_TAIL_BYTES_MAX = 3072

@@ -10,7 +10,7 @@ import * as path from 'path'
 import { spawn } from 'child_process'
 import {
   startPrimary, assertCleanSlate, restartPrimary, cleanupAll, isolated, timed, waitFor, helperScript, fuseMountAt, isMounted,
-  chunkBytes, chunkFileName, srlDump, cli, primaryArgs, daemonLog, pidsWithArg, withDeadline, status, type Dirs
+  chunkBytes, chunkFileName, srlDump, cli, primaryArgs, daemonLog, pidsWithArg, withDeadline, status, execOk, type Dirs
 } from './helpers'
 
 const t = suite('crash')
@@ -188,6 +188,12 @@ async function assertNothingLeft (dirs: Dirs): Promise<void> {
   await waitFor(() => pidsWithArg(dirs.state).length === 0, { timeoutMs: 20_000, what: 'no process to hold the state dir after a failed start' })
 }
 
+/** Removes the data cursor (FORMAT.md, "The data cursor") from a stopped Primary's data directory. */
+async function dropDataCursor (data: string): Promise<void> {
+  const r = await execOk(process.execPath, [helperScript('xattr-tool'), 'remove', data, 'trusted.replicafs.applied'], { timeoutMs: 30_000 })
+  assert.equal(JSON.parse(r.stdout), { ok: true }, 'the data cursor removed')
+}
+
 t('torn tail: a damaged last record is cut (FORMAT.md, "Recovery"), and its sequence number is reused', isolated(180_000, async () => {
   const { dirs, seqs } = await retainedLog()
   const last = seqs[seqs.length - 1]
@@ -196,6 +202,9 @@ t('torn tail: a damaged last record is cut (FORMAT.md, "Recovery"), and its sequ
   // a torn append: the second half of the record never reached the disk
   const half = Math.floor(rec.length / 2)
   await corrupt(ring, rec.offset + half, Buffer.alloc(rec.length - half))
+  // ... and, as when the power cut came before its change reached the data directory, the data
+  // cursor does not name it (no cursor at all here; the next test keeps it).
+  await dropDataCursor(dirs.data)
   const r = await cli(primaryArgs(dirs, { retain: true }))
   assert.is(r.code, 0, `a torn tail ends the log; the start must not refuse it: ${r.stderr}`)
   const st = await status(dirs.state)
@@ -209,6 +218,27 @@ t('torn tail: a damaged last record is cut (FORMAT.md, "Recovery"), and its sequ
   assert.ok(after, `a record with the cut sequence number ${last} exists`)
   assert.is(after.type, 'CREATE', 'the next record reuses the cut sequence number')
   assert.is(recs[recs.length - 1].seq, last + 1)
+}))
+
+t('torn tail whose change the data directory kept: put back from the data cursor\'s tail, not cut', isolated(180_000, async () => {
+  const { dirs, seqs } = await retainedLog()
+  const last = seqs[seqs.length - 1]
+  const ring = await findRing(dirs.state)
+  const rec = await locateRecord(ring, last)
+  const half = Math.floor(rec.length / 2)
+  await corrupt(ring, rec.offset + half, Buffer.alloc(rec.length - half))
+  const before = await fsp.readFile(path.join(dirs.data, 'log.txt'))
+  const r = await cli(primaryArgs(dirs, { retain: true }))
+  assert.is(r.code, 0, `start: ${r.stderr}`)
+  const st = await status(dirs.state)
+  assert.is(st.srl.newestSeq, last, `record ${last} is in the SRL again`)
+  assert.match(await daemonLog(dirs.state), new RegExp(`lost records ${last}\\.\\.${last} .*put back 1 records`), 'the daemon log says what it put back')
+  const stop = await cli(['stop', '--state', dirs.state])
+  assert.is(stop.code, 0, stop.stderr)
+  const recs = await srlDump(dirs.state)
+  const again = recs.find((x) => x.seq === last)
+  assert.ok(again !== undefined && again.type === 'WRITE', `record ${last} is a WRITE again: ${JSON.stringify(again)}`)
+  assert.ok((await fsp.readFile(path.join(dirs.data, 'log.txt'))).equals(before), 'the data file is as it was')
 }))
 
 t('a damaged record in the middle of the SRL makes start fail, naming its sequence number', isolated(180_000, async () => {

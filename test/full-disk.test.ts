@@ -103,7 +103,8 @@ t('a full data disk on the Primary: writers get ENOSPC and the SRL keeps nothing
       }, { timeoutMs: 60_000, what: 'the Secondary to data-ack everything', intervalMs: 100 })
       const diffs = await diffTrees(S.data, dirs.data)
       assert.equal(diffs, [], `the Secondary's tree equals the Primary's: ${diffs.join('; ')}`)
-      assert.ok((await secondaryStatus(S.state)).consistent, 'the Secondary is consistent')
+      const sst = await secondaryStatus(S.state)
+      assert.ok(sst.consistent, `the Secondary is consistent: ${JSON.stringify(sst)}\n${await daemonLog(S.state)}`)
       await P.stop()
 
       // The SRL (--retain kept every record): every update the data directory refused is either

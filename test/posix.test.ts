@@ -7,6 +7,8 @@ import * as assert from 'uvu/assert'
 import * as fsp from 'fs/promises'
 import { constants as C } from 'fs'
 import * as path from 'path'
+import { decodeDataCursor } from '../src/format/data-cursor'
+import { RecordType } from '../src/format/record'
 import {
   startPrimary, assertCleanSlate, cleanupAll, timed, exec, execOk, sha256File, summary, diffTrees, helperScript,
   fuseMountAt, cli, srlDump, type Primary, type DumpRecord
@@ -317,6 +319,21 @@ t('xattrs: set, get, list, create/replace flags, remove', timed(60_000, async ()
   await P().quiesce()
   assert.equal(await xattr('get', d('xa'), 'user.test'), { error: 'ENODATA' })
   assert.equal(await xattr('get', d('xa'), 'user.empty'), { value: '' })
+}))
+
+t('the data cursor (an xattr of the data directory\'s root) is neither shown nor changeable through the mount', timed(60_000, async () => {
+  await fsp.mkdir(m('cursor-probe'))
+  await P().quiesce()
+  const onData = await xattr('get', d(''), 'trusted.replicafs.applied')
+  const value = onData.value !== undefined ? decodeDataCursor(Buffer.from(onData.value, 'hex')) : null
+  assert.ok(value !== null, `the data directory's root has a data cursor: ${JSON.stringify(onData)}`)
+  const last = value.t[value.t.length - 1]
+  assert.equal([last?.[1], last?.[2].p], [RecordType.MKDIR, '/cursor-probe'], `its tail ends with the MKDIR just made: ${JSON.stringify(value)}`)
+  assert.equal(await xattr('get', m(''), 'trusted.replicafs.applied'), { error: 'ENODATA' })
+  assert.not.ok((await xattr('list', m(''))).names?.includes('trusted.replicafs.applied'), 'listxattr of the mount root does not name it')
+  assert.equal(await xattr('set', m(''), 'trusted.replicafs.applied', '0000000000000000'), { error: 'EPERM' })
+  assert.equal(await xattr('remove', m(''), 'trusted.replicafs.applied'), { error: 'EPERM' })
+  assert.equal(await xattr('get', d(''), 'trusted.replicafs.applied'), onData, 'unchanged')
 }))
 
 t('fallocate -l 1M', timed(30_000, async () => {

@@ -272,6 +272,7 @@ test('after a reboot, replay starts at the last checkpoint, not at the tail a Se
   const held: Replication = {
     admit () {},
     appended () {},
+    synced () {},
     acked: () => null,
     retainFrom: () => ({ seq: 0, offset: 0 }),
     persist: async () => {},

@@ -23,6 +23,7 @@ import { sys } from '../native'
 import { RecordType, type Record, type Timespec } from '../format/record'
 import { ReplError, errnoError } from '../errors'
 import { APPLY_FD_CACHE_MAX } from '../limits'
+export { DataCursor } from './data-cursor'
 
 /** Namespace records after which cached descriptors may name other files. */
 const INVALIDATING_TYPES: ReadonlySet<RecordType> = new Set([
@@ -109,6 +110,14 @@ function parentOf (root: string, p: string): string {
  */
 function setParentMtime (root: string, p: string, t: Timespec, replay: boolean): void {
   try { setTimes(parentOf(root, p), null, t) } catch (err) { if (!replay) throw err; tolerate(err, ['ENOENT']) }
+}
+
+/**
+ * The mtime of directory `dir` (a path like a record's) := t, as a namespace record left it; for
+ * replay after a power cut (src/rvg/replay-plan.ts), so nothing there is an error but ENOENT.
+ */
+export function setDirMtime (root: string, dir: string, t: Timespec): void {
+  try { setTimes(dir === '/' ? root : root + dir, null, t) } catch (err) { tolerate(err, ['ENOENT']) }
 }
 
 /** A new entry's times (atime = mtime = t, not following a symlink) and its parent's mtime. */

@@ -222,3 +222,7 @@ export function decodeRecord (buf: Buffer): Record {
 export function nowTimespec (): Timespec {
   return sys.clockRealtimeCoarse()
 }
+
+/** A value (not a record) in this module's msgpack contract: for the data cursor (format/data-cursor.ts). */
+export function packValue (v: unknown): Buffer { return packr.pack(v) }
+export function unpackValue (buf: Buffer): unknown { return packr.unpack(buf) }

@@ -22,6 +22,7 @@ import { constants as osc } from 'node:os'
 import { sys, callerContext, UTIME_NOW_US, UTIME_OMIT_US, type FuseStat } from '../native'
 import { RecordType, nowTimespec, type RecordMeta, type Timespec } from '../format/record'
 import { errnoFor, errnoError } from '../errors'
+import { isInternalXattr } from '../format/data-cursor'
 
 const E = osc.errno
 
@@ -184,9 +185,16 @@ export class FuseHandlers {
 
   readlink (p: string, cb: Cb): void { this.now(cb, () => [fs.readlinkSync(this.full(p))]) }
 
-  getxattr (p: string, name: string, _position: number, cb: Cb): void { this.now(cb, () => [sys.lgetxattr(this.full(p), name)]) }
+  // The data cursor (an xattr of the data directory's root, src/format/data-cursor.ts) is never
+  // shown, set or removed through the mount.
+  getxattr (p: string, name: string, _position: number, cb: Cb): void {
+    this.now(cb, () => {
+      if (isInternalXattr(name)) throw errnoError('ENODATA', 'no such attribute')
+      return [sys.lgetxattr(this.full(p), name)]
+    })
+  }
 
-  listxattr (p: string, cb: Cb): void { this.now(cb, () => [sys.llistxattr(this.full(p))]) }
+  listxattr (p: string, cb: Cb): void { this.now(cb, () => [sys.llistxattr(this.full(p)).filter((n) => !isInternalXattr(n))]) }
 
   // --- handles ---------------------------------------------------------------------------------
 
@@ -313,6 +321,7 @@ export class FuseHandlers {
 
   setxattr (p: string, name: string, value: Buffer, _position: number, flags: number, cb: Cb): void {
     this.change(cb, async () => {
+      if (isInternalXattr(name)) throw errnoError('EPERM', 'the attribute is replicafs\'s own')
       await this.rvg.barrier()
       let exists = true
       try { sys.lgetxattr(this.full(p), name) } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'ENODATA') throw err; exists = false }
@@ -324,6 +333,7 @@ export class FuseHandlers {
 
   removexattr (p: string, name: string, cb: Cb): void {
     this.change(cb, async () => {
+      if (isInternalXattr(name)) throw errnoError('EPERM', 'the attribute is replicafs\'s own')
       await this.rvg.barrier()
       sys.lgetxattr(this.full(p), name) // ENODATA before anything is logged
       await this.rvg.mutate(RecordType.REMOVEXATTR, { p, n: name })

@@ -293,18 +293,22 @@ export class Rlink {
     const c = this.conn
     if (c === null || this.state !== 'connected' || this.draining) return
     const srl = this.ctx.srl
-    while (this.sentSeq < srl.lastSeq) {
+    // Only what the SRL has made durable (RlinkSet.appended starts the fdatasync).
+    const limit = srl.syncedSeq
+    while (this.sentSeq < limit) {
       const unacked = this.sentSeq - this.nackSeq
       let inflight = 0
       for (const b of this.batches) if (b.seq > this.nackSeq) inflight += b.bytes
       if (unacked >= RLINK_WINDOW_UPDATES || inflight >= RLINK_WINDOW_BYTES) return
       const recs: Buffer[] = []
+      const starts: number[] = [] // each record's offset
       let bytes = 0
       let { seq, offset } = this.sendPos
-      while (seq < srl.lastSeq && bytes < RLINK_BATCH_BYTES_MAX && unacked + recs.length < RLINK_WINDOW_UPDATES) {
+      while (seq < limit && bytes < RLINK_BATCH_BYTES_MAX && unacked + recs.length < RLINK_WINDOW_UPDATES) {
         const r = srl.readRaw(offset, seq + 1)
         if (r === null) break
         recs.push(r.buf)
+        starts.push(offset)
         bytes += r.buf.length
         seq++
         offset = r.end
@@ -312,12 +316,21 @@ export class Rlink {
       if (recs.length === 0) return
       // A record the Primary failed to apply is followed by its VOID (appended in the same turn):
       // they travel in one frame, so a Secondary never holds the record without knowing its fate.
+      // A VOID not yet durable holds its record back until it is.
       const after = seq < srl.lastSeq ? srl.readRaw(offset, seq + 1) : null
       if (after !== null && after.type === RecordType.VOID) {
-        recs.push(after.buf)
-        bytes += after.buf.length
-        seq++
-        offset = after.end
+        if (seq + 1 > limit) {
+          if (recs.length === 1) return
+          const held = recs.pop()!
+          bytes -= held.length
+          seq--
+          offset = starts.pop()!
+        } else {
+          recs.push(after.buf)
+          bytes += after.buf.length
+          seq++
+          offset = after.end
+        }
       }
       // The 10 s without an ack count from the oldest unacked record's sending, not from the last
       // ack: after an idle spell the first update gets its full 10 s (network and data ack alike).

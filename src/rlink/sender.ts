@@ -66,16 +66,37 @@ export class RlinkSet {
     return links.map((l) => l.address)
   }
 
-  /** Called synchronously after every SRL append. */
+  /**
+   * Called synchronously after every SRL append. Only records durable in the SRL are sent (a
+   * Secondary must never hold a record a power cut takes from the Primary), so an append starts a
+   * group commit (Srl.sync coalesces), and synced() sends.
+   */
   appended (seq: number): void {
     this.clock.note(seq)
-    if (this.pumpScheduled) return
+    if (this.pumpScheduled || this.links.length === 0) return
     this.pumpScheduled = true
     setImmediate(() => {
       this.pumpScheduled = false
+      this.srl.sync().catch((err: Error) => this.onFatal?.(err))
       this.pumpAll()
     })
   }
+
+  /**
+   * After each fdatasync of the SRL. The pump runs on the next turn, never inside the caller: a
+   * sync forced before a record is applied (the data cursor's full tail) must not send that record
+   * before the VOID a failed apply appends after it.
+   */
+  synced (_seq: number): void {
+    if (this.syncPumpScheduled) return
+    this.syncPumpScheduled = true
+    setImmediate(() => {
+      this.syncPumpScheduled = false
+      this.pumpAll()
+    })
+  }
+
+  private syncPumpScheduled = false
 
   /** Sends on every link (a damaged SRL record is fatal for the daemon, never an uncaught throw). */
   pumpAll (): void {

@@ -12,6 +12,8 @@ export interface Replication {
   admit(): void
   /** Synchronously after every append. */
   appended(seq: number): void
+  /** After each fdatasync of the SRL: records up to `seq` are durable and may be sent. */
+  synced(seq: number): void
   /** After appending a write, or applying any other change, `seq`: resolves when the synchronous mode is satisfied (null: nothing to wait for). */
   acked(seq: number): Promise<void> | null
   /** The oldest position a Secondary still needs; records after it stay in the SRL. */

@@ -36,7 +36,7 @@ import assert from 'node:assert'
 import fs from 'node:fs'
 import { Srl } from '../srl'
 import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type Record, type RecordMeta } from '../format/record'
-import { applyRecordSync, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
+import { applyRecordSync, DataCursor, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
 import { Checkpoints } from './checkpoint'
 import { ApplyQueue } from './apply-queue'
 import { DataSpace } from './space'
@@ -59,6 +59,10 @@ export interface PrimaryOptions {
 export class PrimaryRvg {
   readonly root: string
   private readonly fds: FdCache
+  /** The data cursor on the data directory (src/apply/data-cursor.ts); null without an SRL. */
+  private readonly cursor: DataCursor | null
+  /** The last record other than a WRITE applied to the data directory (the data cursor's `c`). */
+  private lastChange = 0
   /** Bare passthrough writes in flight (no SRL, so no in-flight list). */
   private bareWrites = 0
   /**
@@ -84,6 +88,13 @@ export class PrimaryRvg {
   constructor (dataDir: string, readonly srl: Srl | null, private readonly opts: PrimaryOptions = {}) {
     this.root = dataDir
     this.fds = new FdCache(dataDir)
+    this.cursor = srl ? DataCursor.open(dataDir, opts.log) : null
+    if (srl && this.cursor) {
+      const cursor = this.cursor
+      cursor.syncLog = () => srl.syncNow()
+      cursor.syncSoon = () => { srl.sync().catch((err: Error) => this.fail(new ReplError('LOG_CORRUPT', `fdatasync of the SRL failed: ${err.message}`, { cause: err }))) }
+      srl.onSynced = (seq) => { cursor.durable(seq); opts.replication?.synced(seq) }
+    }
     this.space = new DataSpace(dataDir)
     this.applied = srl ? { ...srl.checkpoint } : { seq: 0, offset: 0 }
     this.checkpoints = srl ? new Checkpoints(this.root, srl, this, opts.log) : null
@@ -96,8 +107,11 @@ export class PrimaryRvg {
   async recover (): Promise<number> {
     if (!this.srl) return 0
     const pending = this.srl.pending.length
-    const replayed = replayPending(this.srl, this.root, this.fds, this.snapshots, this.opts.log)
+    const replayed = replayPending(this.srl, this.root, this.fds, this.cursor!, this.snapshots, this.opts.log)
     if (replayed !== null) this.applied = replayed
+    // From here the cursor names a record of this log (see replay-plan.ts), whatever it said.
+    this.cursor!.settle(this.applied.seq)
+    this.lastChange = this.applied.seq
     this.fds.clear()
     await this.srl.sync()
     await this.srl.recordBoot()
@@ -229,12 +243,26 @@ export class PrimaryRvg {
       throw this.fatal
     }
     // The record is in the SRL: answer now, and apply it from the ring (src/rvg/primary.ts top).
+    try {
+      this.intend(seq, RecordType.WRITE, meta, buf.length)
+    } catch (err) { // the SRL's fdatasync failed (the data cursor's tail was full)
+      this.fail(new ReplError('LOG_CORRUPT', `fdatasync of the SRL failed: ${(err as Error).message}`, { cause: err }))
+      throw this.fatal
+    }
     this.queue!.push({ item, path: p, jobs: [dataAt, fd, offset, buf.length, t[0], t[1]] })
     await this.queue!.waitRoom()
     if (this.fatal) throw this.fatal
     const waiting = repl?.acked(seq)
     if (waiting) await waiting
     return buf.length
+  }
+
+  /**
+   * The data cursor before record `seq` reaches the data directory (src/apply/data-cursor.ts): the
+   * last change applied, and this record in the tail (a WRITE as {p, o, l}).
+   */
+  private intend (seq: number, type: RecordType, meta: RecordMeta, length: number): void {
+    this.cursor!.intend(this.lastChange, seq, type, type === RecordType.WRITE ? { p: meta.p, o: meta.o, l: length } : meta)
   }
 
   /** Whether a write of `n` bytes is applied before its reply (small, nothing queued ahead). */
@@ -308,10 +336,13 @@ export class PrimaryRvg {
   private applyBeforeReply (record: Record, end: number, preserved = false): void {
     try {
       if (!preserved) this.snapshots?.beforeApply(record)
+      this.intend(record.seq, record.type, record.meta, record.data.length)
       applyRecordSync(this.root, record, this.fds, false)
       this.applied = { seq: record.seq, offset: end }
+      if (record.type !== RecordType.WRITE) this.lastChange = record.seq
     } catch (err) {
       const v = leftAsItWas(record.type, err) ? this.srl!.tryAppend(RecordType.VOID, { v: record.seq, e: errnoFor(err) }) : null
+      if (v !== null) this.intend(v.seq, RecordType.VOID, { v: record.seq, e: errnoFor(err) }, 0)
       if (v === null) {
         this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) to the data directory: ${(err as Error).message}`, { cause: err }))
         throw this.fatal!
@@ -480,6 +511,7 @@ export class PrimaryRvg {
       // closing them under it could send its bytes into whatever file reuses the numbers.
       await this.queue?.settled()
       this.fds.clear()
+      this.cursor?.close()
       if (this.srl) await this.srl.close()
     }
   }

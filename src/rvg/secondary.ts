@@ -29,7 +29,8 @@ import path from 'node:path'
 import { Srl } from '../srl'
 import { RecordType, headerSeq, type Record } from '../format/record'
 import { CURSOR_BYTES, encodeCursor, decodeCursor } from '../format/cursor'
-import { applyRecordSync, FdCache } from '../apply'
+import { applyRecordSync, DataCursor, FdCache } from '../apply'
+import { plan, runPlan } from './replay'
 import { Checkpoints } from './checkpoint'
 import { ReplError } from '../errors'
 import type { Preserver } from './interfaces'
@@ -64,6 +65,10 @@ export class SecondaryRvg {
   private readonly fds: FdCache
   private applied: Position
   private cursorFd: number
+  /** The data cursor on the data directory (src/apply/data-cursor.ts): what a power cut leaves applied. */
+  private readonly dataCursor: DataCursor
+  /** The last record other than a WRITE applied (the data cursor's `c`). */
+  private lastChange = 0
   /** Replay tolerances stay on until the first non-WRITE record after the cursor is applied. */
   private replaying = true
   private scheduled = false
@@ -95,6 +100,7 @@ export class SecondaryRvg {
     this.fds = new FdCache(dataDir)
     const file = path.join(srl.dir, CURSOR_FILE)
     this.cursorFd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600)
+    this.dataCursor = DataCursor.open(dataDir, opts.log)
     this.applied = srl.tailPosition
     this.checkpoints = new Checkpoints(this.root, srl, this, opts.log)
     if (opts.ibc) opts.ibc.onRelease = (seq) => this.consumeIbc(seq)
@@ -103,8 +109,13 @@ export class SecondaryRvg {
   /** True while an IBC record holds the apply loop (frozen, or waiting for a registration). */
   get held (): boolean { return this.ibcHeld !== null }
 
-  /** Where applying resumes: the cursor on the same boot, the durable checkpoint after a reboot. */
+  /**
+   * Where applying resumes: the cursor on the same boot; after a reboot, the durable checkpoint,
+   * and from there the records whose changes the data directory has are replayed as planned from
+   * the data cursor (replay.ts), up to the boundary, where the apply loop goes on.
+   */
   async recover (): Promise<void> {
+    this.srl.syncNow() // only durable records are applied (see step())
     const durable = this.srl.tailPosition
     const cursor = this.readCursor()
     const sameBoot = this.srl.cacheKept
@@ -112,8 +123,17 @@ export class SecondaryRvg {
       this.applied = cursor
     } else {
       this.applied = durable
-      if (cursor !== null && !sameBoot) this.opts.log?.(`after a reboot (or a remount of the SRL's or the data directory's filesystem), replaying from the durable checkpoint at sequence number ${durable.seq}`)
+      if (!sameBoot) {
+        this.opts.log?.(`after a reboot (or a remount of the SRL's or the data directory's filesystem), replaying from the durable checkpoint at sequence number ${durable.seq}`)
+        const p = plan([...this.srl.ring.scan(durable, this.srl.lastSeq)], this.root, this.dataCursor.read()?.c ?? null, this.srl.lastSeq, this.opts.log)
+        if (p.boundary !== null) {
+          this.applied = runPlan(p, this.srl, this.root, this.fds, this.dataCursor, this.snapshots, this.opts.log, p.boundary) ?? durable
+          this.replaying = false
+        }
+      }
     }
+    this.dataCursor.settle(this.applied.seq)
+    this.lastChange = this.applied.seq
     this.writeCursor()
     await this.opts.ibc?.dropStale(this.applied.seq)
     // Apply what is logged before anything else happens (the mount is not up yet).
@@ -242,6 +262,12 @@ export class SecondaryRvg {
   private step (): boolean {
     const seq = this.applied.seq + 1
     if (seq === this.srl.lastSeq && this.appending > 0) return false
+    // Only records durable in this SRL are applied (VVR's rule): a power cut can then never leave
+    // the data directory with a change the SRL has lost (and the Primary may have released).
+    if (seq > this.srl.syncedSeq) {
+      this.srl.sync().then(() => this.kick(), (err: Error) => this.fail(err))
+      return false
+    }
     const r = this.srl.ring.readAt(this.applied.offset, seq)
     if (r === null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} is missing or damaged at offset ${this.applied.offset}`)
     const { record, end } = r
@@ -273,7 +299,10 @@ export class SecondaryRvg {
     // The cursor goes BEFORE a non-WRITE record too: after a kill -9 in between, replay starts at
     // this record (idempotent on its own) and the writes after it, never at writes before it,
     // which a later rename or unlink would make unsafe to repeat.
-    if (record.type !== RecordType.WRITE) this.writeCursor()
+    if (record.type !== RecordType.WRITE) {
+      this.writeCursor()
+      this.dataCursor.intend(this.lastChange, seq, record.type, record.meta)
+    }
     try {
       this.snapshots?.beforeApply(record)
       applyRecordSync(this.root, record, this.fds, this.replaying)
@@ -300,6 +329,8 @@ export class SecondaryRvg {
     if (record.type !== RecordType.WRITE) {
       this.replaying = false
       this.writeCursor()
+      this.dataCursor.durable(seq)
+      this.lastChange = seq
     }
     return true
   }
@@ -416,6 +447,7 @@ export class SecondaryRvg {
     }
     this.fds.clear()
     fs.closeSync(this.cursorFd)
+    this.dataCursor.close()
     await this.srl.close()
   }
 }

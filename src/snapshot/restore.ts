@@ -19,6 +19,7 @@
  */
 import fs from 'node:fs'
 import { sys } from '../native'
+import { isInternalXattr } from '../format/data-cursor'
 import { RecordType, type RecordMeta, type Timespec } from '../format/record'
 import { CHUNK_BYTES, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, lstatQuiet, openRead, preadFull, isZero, tsOf } from './store'
 import type { View, ViewStat } from './view'
@@ -238,7 +239,7 @@ class Restorer {
     const want = new Map<string, Buffer>()
     for (const n of this.view.listxattr(p)) want.set(n, this.view.getxattr(p, n))
     let have: string[] = []
-    try { have = sys.llistxattr(full) } catch { /* no xattrs here */ }
+    try { have = sys.llistxattr(full).filter((n) => !isInternalXattr(n)) } catch { /* no xattrs here */ }
     for (const n of have) if (!want.has(n)) yield rec(RecordType.REMOVEXATTR, { p, n })
     for (const [n, x] of want) {
       let now: Buffer | null = null

@@ -20,6 +20,7 @@
 import fs from 'node:fs'
 import { sys } from '../native'
 import { ReplError } from '../errors'
+import { isInternalXattr } from '../format/data-cursor'
 import { SNAPSHOT_CHUNK_BYTES, SNAPSHOT_NAME_BYTES_MAX, SNAPSHOT_BORN_INODES_MAX, SNAPSHOT_HAS_CACHE_ENTRIES_MAX, SNAPSHOT_VIEW_CACHE_ENTRIES_MAX } from '../limits'
 
 /** Copy-on-write granularity and name length (src/limits.ts). Names are never '.' or '..'. */
@@ -155,6 +156,7 @@ export function xattrsOf (p: string): Array<[string, string]> {
   }
   const out: Array<[string, string]> = []
   for (const n of names) {
+    if (isInternalXattr(n)) continue // the data cursor is the data directory's, not the snapshot's
     try { out.push([n, sys.lgetxattr(p, n).toString('base64')]) } catch (err) { if (codeOf(err) !== 'ENODATA') throw err }
   }
   return out

@@ -20,6 +20,7 @@
  */
 import fs from 'node:fs'
 import { sys } from '../native'
+import { isInternalXattr } from '../format/data-cursor'
 import {
   Snap, CHUNK_BYTES, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, type AttrsItem, type ListingItem, type Entry, type ItemCache,
   lstatQuiet, openRead, preadFull, nsOf, errnoError
@@ -275,7 +276,7 @@ export class View {
       if (a !== null) return a.xattrs.map(([n]) => n)
       const ref = this.mustLive(node, scope, p)
       try {
-        return ref.fd !== null ? this.fdXattr(node, p, () => sys.flistxattr(ref.fd!)) : sys.llistxattr(ref.path)
+        return (ref.fd !== null ? this.fdXattr(node, p, () => sys.flistxattr(ref.fd!)) : sys.llistxattr(ref.path)).filter((n) => !isInternalXattr(n))
       } catch (err) {
         if (['ENOTSUP', 'EOPNOTSUPP'].includes((err as NodeJS.ErrnoException).code ?? '')) return []
         throw err
@@ -285,6 +286,7 @@ export class View {
 
   getxattr (p: string, name: string): Buffer {
     return this.op((scope, chain) => {
+      if (isInternalXattr(name)) throw errnoError('ENODATA', 'no data available', p)
       const node = this.resolve(p, scope, chain)
       const a = this.attrsOf(chain, node.ino)
       if (a !== null) {

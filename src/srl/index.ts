@@ -61,6 +61,10 @@ export class Srl {
   private tail: Position
   /** Records known to be durable in the ring up to this offset. */
   private syncedOffset: number
+  /** The last sequence number an fdatasync of the ring made durable (0 until the first). */
+  syncedSeq = 0
+  /** Called after each fdatasync of the ring with the last sequence number it made durable. */
+  onSynced: ((seq: number) => void) | null = null
   private syncing: Promise<void> | null = null
   /** Things recovery did that the daemon should log. */
   warnings: string[] = []
@@ -336,13 +340,30 @@ export class Srl {
 
   private fdatasync (): Promise<void> {
     const target = this.head
+    const seq = this.lastSeq
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.ring.fd, (err) => {
         if (err) return reject(err)
         if (target > this.syncedOffset) this.syncedOffset = target
+        if (seq > this.syncedSeq) this.syncedSeq = seq
+        this.onSynced?.(seq)
         resolve()
       })
     })
+  }
+
+  /**
+   * Makes every record appended so far durable now, on the calling thread (for the data cursor's
+   * tail, src/apply/data-cursor.ts); returns the last sequence number it covers.
+   */
+  syncNow (): number {
+    const target = this.head
+    const seq = this.lastSeq
+    fs.fdatasyncSync(this.ring.fd)
+    if (target > this.syncedOffset) this.syncedOffset = target
+    if (seq > this.syncedSeq) this.syncedSeq = seq
+    this.onSynced?.(seq)
+    return seq
   }
 
   /**

@@ -452,13 +452,15 @@ function snapshotMain (root: string): void {
   // Loaded here only: the test runner imports this module and must not load the addon.
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const { sys } = require('../../src/native') as typeof import('../../src/native')
+  const { isInternalXattr } = require('../../src/format/data-cursor') as typeof import('../../src/format/data-cursor')
   const out: Snapshot = {}
   const visit = (rel: string): void => {
     const full = rel === '.' ? root : path.join(root, rel)
     const st = fs.lstatSync(full, { bigint: true })
     const type = typeOf(st)
     const xattrs: Record<string, string> = {}
-    for (const n of sys.llistxattr(full).sort()) xattrs[n] = sys.lgetxattr(full, n).toString('hex')
+    // replicafs's own (the data cursor on a data directory's root) is not part of the tree
+    for (const n of sys.llistxattr(full).filter((x) => !isInternalXattr(x)).sort()) xattrs[n] = sys.lgetxattr(full, n).toString('hex')
     const e: Entry = {
       type,
       mode: (Number(st.mode) & 0o7777).toString(8),
