@@ -39,6 +39,7 @@ import { execFile, execFileSync, spawnSync } from 'child_process'
 import { request } from '../src/control'
 import { Srl } from '../src/srl'
 import { State } from '../src/format/state'
+import { applyRecordSync, FdCache } from '../src/apply'
 
 /** The model: names to objects (so hard links share one), and each object's content and mode. */
 interface Obj { content: Buffer, mode: number }
@@ -236,7 +237,26 @@ function step (r: () => number, mnt: string, state: string, tree: Tree, i: numbe
   return { next, act }
 }
 
-interface Outcome { kind: 'exact' | 'lost-fsynced' | 'not-a-prefix' | 'refused' | 'secondary-behind' | 'secondary-differs', detail: string }
+interface Outcome { kind: 'exact' | 'exact-log' | 'lost-fsynced' | 'not-a-prefix' | 'refused' | 'secondary-behind' | 'secondary-differs', detail: string }
+
+/**
+ * The tree the SRL describes: every record it retains (the Primary runs with --retain, so from the
+ * first), applied to an empty directory. The Primary must be stopped.
+ */
+async function logTree (state: string, scratch: string): Promise<Flat> {
+  fs.mkdirSync(scratch)
+  const srl = await Srl.open(path.join(state, 'srl'), { ringBytes: 32 * 1024 * 1024, role: 'primary' })
+  const fds = new FdCache(scratch)
+  try {
+    const recs = [...srl.ring.scan(srl.tailPosition, srl.lastSeq)].map((x) => x.record)
+    const voided = new Set(recs.filter((x) => x.type === 18).map((x) => x.meta.v))
+    for (const rec of recs) if (!voided.has(rec.seq)) applyRecordSync(scratch, rec, fds, false)
+  } finally {
+    fds.clear()
+    await srl.close()
+  }
+  return readTree(scratch)
+}
 
 /** One host's filesystems (loop-mounted ext4 images), its state and data directories, its mount. */
 interface Host { images: string[], disks: string[], data: string, state: string, mnt: string, mountAll: () => void, cut: () => Promise<void>, umountAll: () => void }
@@ -375,6 +395,17 @@ async function round (n: number, seed: number, root: string, o: Options): Promis
     if (!again.ok) return { kind: 'refused', detail: `${when}: ${again.msg} (${said(P.state)})` }
     const tree = readTree(P.data)
     const ks = models.map((m, k) => same(tree, flat(m)) ? k : -1).filter((k) => k >= 0)
+    const putBack = /put back (\d+) records/.exec(said(P.state))
+    if (ks.length === 0 && putBack !== null && S === null) {
+      // Records put back from the data cursor carry what the data directory holds; writes whose
+      // bytes the power cut took are then logged as the disk has them. What must hold: the data
+      // directory is exactly what its SRL describes.
+      spawnSync(process.execPath, [cli, 'stop', '--state', P.state])
+      const fromLog = await logTree(P.state, path.join(dir, 'fromlog'))
+      const d = differ(tree, fromLog)
+      if (d.length === 0) return { kind: 'exact-log', detail: `${when}: ${putBack[1]} records put back from the data cursor; the data directory is exactly what its SRL describes (the bytes of writes never synced are as the power cut left them)` }
+      return { kind: 'not-a-prefix', detail: `${when}: ${putBack[1]} records put back, and the data directory differs from what its SRL describes: ${d.slice(0, 4).join('; ')}` }
+    }
     if (ks.length === 0) {
       let best = durable
       let fewest = Infinity
@@ -383,7 +414,6 @@ async function round (n: number, seed: number, root: string, o: Options): Promis
     }
     const k = ks[ks.length - 1]
     if (k < durable) return { kind: 'lost-fsynced', detail: `${when}: prefix ${k}, but steps through ${durable} were fsynced` }
-    const putBack = /put back (\d+) records/.exec(said(P.state))
     let detail = `${when}: prefix ${k} (fsynced through ${durable})${putBack !== null ? `; ${putBack[1]} records the SRL lost put back from the data cursor` : ''}`
     if (S !== null) {
       // The Secondary catches up with the restarted Primary and ends with its tree.

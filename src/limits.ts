@@ -222,3 +222,11 @@ assert(SECONDARY_FULL_RETRY_MS >= 100, 'a full Secondary retries, it does not sp
  * bytes of value; a namespace record is 50 to 300 bytes.
  */
 export const DATA_CURSOR_TAIL_BYTES_MAX = 3072
+
+/**
+ * Overflow slots of the data cursor's tail (src/apply/data-cursor.ts): files in the SRL's directory
+ * when it is on the data directory's filesystem, each open while the daemon runs. 128 slots of
+ * 3 KiB hold 6,000 to 12,000 records: twice what untar appends in SRL_SYNC_INTERVAL_MS, so the
+ * SRL's own sync keeps ahead and the tail forces none.
+ */
+export const DATA_CURSOR_SLOTS = 128

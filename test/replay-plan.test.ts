@@ -13,7 +13,7 @@ import { RecordType, type Record, type RecordMeta } from '../src/format/record'
 import { planReplay, Namespace, setsDataCursor, type PlanRecord } from '../src/rvg/replay-plan'
 import { restoreTail } from '../src/rvg/replay'
 import { Srl } from '../src/srl'
-import { applyRecordSync, FdCache } from '../src/apply'
+import { applyRecordSync, FdCache, DataCursor } from '../src/apply'
 import { SRL_BYTES_MIN } from '../src/limits'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -267,7 +267,7 @@ test('restoreTail: records the SRL lost but the data directory kept are put back
     fds.clear()
     // ... and the intent of a ninth, which never happened.
     const tail: Array<[number, RecordType, RecordMeta]> = [...lost.map(([s, y, m]) => [s, y, y === RecordType.WRITE ? { p: m.p, o: m.o, l: m.l } : m] as [number, RecordType, RecordMeta]), [9, RecordType.MKDIR, { p: '/never', m: 0o755, t }]]
-    const { restored, c } = restoreTail(srl, root, { c: 3, t: tail })
+    const { restored, c } = restoreTail(srl, root, { c: 3, g: 0, t: tail })
     assert.equal(restored.map((r) => RecordType[r.record.type]), ['RENAME', 'CREATE', 'CHMOD', 'WRITE', 'WRITE'], 'the namespace records as they were, then the written ranges as the data directory has them')
     assert.is(c, srl.lastSeq)
     assert.is(srl.lastSeq, 8)
@@ -282,6 +282,71 @@ test('restoreTail: records the SRL lost but the data directory kept are put back
     assert.is(look(again), look(root))
     assert.is(look(root), '/d: 755 dir, /d/f: 600 new bytes, /g: 640 hello world, /never: none')
     await srl.close()
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('DataCursor: a run of writes to one file is one tail entry; a sync drops what it covers; the value reads back', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-cursor-'))
+  try {
+    const dc = DataCursor.open(dir)
+    assert.ok(dc.name !== null, 'this filesystem takes the data cursor')
+    assert.is(dc.read(), null, 'a cursor this process created says nothing about what was applied before')
+    dc.settle(0)
+    let synced = 0
+    dc.syncLog = () => synced
+    dc.intend(0, 1, RecordType.CREATE, { p: '/f', m: 0o644 })
+    for (let seq = 2; seq <= 6; seq++) dc.intend(1, seq, RecordType.WRITE, { p: '/f', o: (seq - 2) * 100, l: 100 })
+    dc.intend(1, 7, RecordType.WRITE, { p: '/f', o: 50, l: 10 }) // over the run: still the run
+    dc.intend(1, 8, RecordType.WRITE, { p: '/g', o: 0, l: 10 }) // another file: another entry
+    dc.intend(1, 9, RecordType.WRITE, { p: '/f', o: 0, l: 10 }) // the run was broken: another entry
+    let v = dc.read()!
+    assert.equal(v.t.map(([s, t, m]) => [s, RecordType[t], m.p, m.o, m.l, m.k]), [
+      [1, 'CREATE', '/f', undefined, undefined, undefined],
+      [2, 'WRITE', '/f', 0, 500, 7],
+      [8, 'WRITE', '/g', 0, 10, undefined],
+      [9, 'WRITE', '/f', 0, 10, undefined]
+    ])
+    assert.is(v.c, 1)
+    dc.durable(6) // the run 2..7 is not covered whole: it stays
+    dc.intend(1, 10, RecordType.CHMOD, { p: '/f', m: 0o600 })
+    v = dc.read()!
+    assert.equal(v.t.map(([s]) => s), [2, 8, 9, 10])
+    dc.durable(9)
+    synced = 10
+    dc.intend(10, 11, RecordType.UNLINK, { p: '/g' })
+    assert.equal(dc.read()!.t.map(([s]) => s), [10, 11])
+    dc.close()
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('DataCursor with overflow slots (the SRL\'s directory on the data filesystem): a tail of many records, read back whole', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-cursor-'))
+  try {
+    const data = path.join(dir, 'data')
+    fs.mkdirSync(data)
+    fs.mkdirSync(path.join(dir, 'srl'))
+    const dc = DataCursor.open(data, undefined, path.join(dir, 'srl', 'cursor-tail'))
+    dc.settle(0)
+    let syncs = 0
+    dc.syncLog = () => { syncs++; return 0 }
+    const meta = (i: number): RecordMeta => ({ p: `/some/directory/name-${i}`, m: 0o644, u: 0, g: 0, t: [1_700_000_000, i] })
+    for (let seq = 1; seq <= 400; seq++) dc.intend(seq - 1, seq, RecordType.CREATE, meta(seq))
+    const v = dc.read()!
+    assert.equal(v.t.map(([s]) => s), Array.from({ length: 400 }, (_, i) => i + 1), 'every record since the last sync, in order, across slots')
+    assert.is(v.c, 399, 'c from the newest slot')
+    assert.is(syncs, 0, 'no sync of the SRL: the slots had room')
+    assert.ok(fs.readdirSync(path.join(dir, 'srl', 'cursor-tail')).length > 1)
+    // Once the SRL has made them durable, they are dropped as their slots are reused.
+    dc.durable(400)
+    for (let seq = 401; seq <= 800; seq++) dc.intend(seq - 1, seq, RecordType.CREATE, meta(seq))
+    assert.is(syncs, 0)
+    const w = dc.read()!
+    assert.ok(w.t.filter(([s]) => s > 400).length === 400, 'the new records are all there')
+    dc.close()
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }

@@ -1,18 +1,25 @@
 /**
  * The data cursor (docs/FORMAT.md, "The data cursor"; issue 16): an extended attribute of the data
- * directory's root, written before each record is applied, by the thread that applies it. Its value
- * is msgpack (format/record.ts's options): `{ v: 1, c, t }`:
+ * directory's root (and, where the SRL's directory is on the same filesystem, of the files in
+ * `SRL/cursor-tail/`, its overflow slots), written before each record is applied, by the thread
+ * that applies it. Its value is a msgpack array (format/record.ts's options):
+ * `[1, c, g, ...entries]`:
  *
+ * - `1`: this format's version; a value with another is ignored (as no cursor);
  * - `c`: the sequence number of the last record other than a WRITE whose changes are all made
- *   (every earlier record's too);
- * - `t`, the tail: the records appended since the SRL's last fdatasync, up to and including the one
- *   about to be applied, each as `[seq, type, meta]`; a WRITE's meta is `{p, o, l}` (path, offset,
- *   length: its bytes stay in the data file). The last entry of the tail may or may not be applied.
+ *   (every earlier record's too), as of when this slot was written;
+ * - `g`: the slot's generation: the slot written last has the highest (its `c` is the one to use);
+ * - entries, the tail: records appended since the SRL's last fdatasync, up to and including the
+ *   one about to be applied, each `[seq, type, meta]`; a WRITE's meta is `{p, o, l}` (path,
+ *   offset, length: its bytes stay in the data file), and a run of WRITEs to one file, each
+ *   starting within or right after what the run covers, is one entry `{p, o, l, k}` for records
+ *   seq..k. The last entry written may or may not be applied. Slots other than the newest hold
+ *   older entries.
  *
  * A journaling filesystem commits metadata in the order it was changed, so after a power cut the
- * value on disk tells which records' changes can be there: those up to `c` are, at most the next
+ * values on disk tell which records' changes can be there: those up to `c` are, at most the next
  * non-WRITE one also is, and every record whose change is there and that the SRL lost with its
- * unsynced tail is in `t` (src/rvg/replay-plan.ts, src/rvg/replay.ts).
+ * unsynced tail is in the entries (src/rvg/replay-plan.ts, src/rvg/replay.ts).
  *
  * The name is `trusted.replicafs.applied`, or `user.replicafs.applied` where the filesystem
  * refuses the trusted namespace. Neither is ever shown through a mount, saved into a snapshot or
@@ -25,25 +32,50 @@ export const DATA_CURSOR_VERSION = 1
 
 export type TailEntry = [seq: number, type: RecordType, meta: RecordMeta]
 
-export interface DataCursorValue { c: number, t: TailEntry[] }
+export interface DataCursorValue { c: number, g: number, t: TailEntry[] }
 
 /** Whether an extended attribute is replicafs's own (never shown, copied or replicated). */
 export function isInternalXattr (name: string): boolean {
   return name === DATA_CURSOR_XATTRS[0] || name === DATA_CURSOR_XATTRS[1]
 }
 
-export function encodeDataCursor (v: DataCursorValue): Buffer {
-  return packValue({ v: DATA_CURSOR_VERSION, c: v.c, t: v.t })
+/** One entry's bytes (cached by the writer: a value is its slot's entries, encoded once each). */
+export function encodeTailEntry (e: TailEntry): Buffer {
+  return packValue(e)
 }
 
-/** The value, or null if it is not one this version reads. */
+/**
+ * Bytes before the entries in a value as the writer lays it out: array 32 header (5), the version
+ * (a positive fixint, 1), `c` as uint 64 (9), `g` as uint 32 (5). Readers take any msgpack.
+ */
+export const DATA_CURSOR_HEAD_BYTES = 20
+
+/** Writes the head of a value with `entries` entries into `buf` (DATA_CURSOR_HEAD_BYTES bytes). */
+export function writeDataCursorHead (buf: Buffer, c: number, g: number, entries: number): void {
+  buf[0] = 0xdd
+  buf.writeUInt32BE(3 + entries, 1)
+  buf[5] = DATA_CURSOR_VERSION
+  buf[6] = 0xcf
+  buf.writeBigUInt64BE(BigInt(c), 7)
+  buf[15] = 0xce
+  buf.writeUInt32BE(g >>> 0, 16)
+}
+
+/** A slot's value from its `c`, `g` and encoded entries. */
+export function encodeDataCursor (c: number, g: number, entries: Buffer[]): Buffer {
+  const head = Buffer.alloc(DATA_CURSOR_HEAD_BYTES)
+  writeDataCursorHead(head, c, g, entries.length)
+  return Buffer.concat([head, ...entries])
+}
+
+/** A slot's value, or null if it is not one this version reads. */
 export function decodeDataCursor (buf: Buffer): DataCursorValue | null {
   let v: unknown
   try { v = unpackValue(buf) } catch { return null }
-  const o = v as { v?: unknown, c?: unknown, t?: unknown }
-  if (o === null || typeof o !== 'object' || o.v !== DATA_CURSOR_VERSION || typeof o.c !== 'number' || !Array.isArray(o.t)) return null
-  for (const e of o.t) {
+  if (!Array.isArray(v) || v.length < 3 || v[0] !== DATA_CURSOR_VERSION || typeof v[1] !== 'number' || typeof v[2] !== 'number') return null
+  const t = v.slice(3)
+  for (const e of t) {
     if (!Array.isArray(e) || e.length !== 3 || typeof e[0] !== 'number' || typeof e[1] !== 'number' || e[2] === null || typeof e[2] !== 'object') return null
   }
-  return { c: o.c, t: o.t as TailEntry[] }
+  return { c: v[1], g: v[2], t: t as TailEntry[] }
 }

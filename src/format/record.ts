@@ -87,6 +87,7 @@ export interface RecordMeta {
   x?: Uint8Array   // xattr value
   a?: Timespec | null // atime (null: leave as is)
   t?: Timespec | null // time resulting from the operation (null: leave as is); see docs/FORMAT.md for each type
+  k?: number       // (the data cursor's tail only, format/data-cursor.ts: a run of WRITEs ends at record k)
   v?: number       // VOID: the sequence number that failed
   e?: number       // VOID: its negative errno
   // (IBC uses n, x, f, t, and s as its freeze timeout in seconds)

@@ -34,6 +34,7 @@
  */
 import assert from 'node:assert'
 import fs from 'node:fs'
+import path from 'node:path'
 import { Srl } from '../srl'
 import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type Record, type RecordMeta } from '../format/record'
 import { applyRecordSync, DataCursor, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
@@ -88,7 +89,7 @@ export class PrimaryRvg {
   constructor (dataDir: string, readonly srl: Srl | null, private readonly opts: PrimaryOptions = {}) {
     this.root = dataDir
     this.fds = new FdCache(dataDir)
-    this.cursor = srl ? DataCursor.open(dataDir, opts.log) : null
+    this.cursor = srl ? DataCursor.open(dataDir, opts.log, path.join(srl.dir, 'cursor-tail')) : null
     if (srl && this.cursor) {
       const cursor = this.cursor
       cursor.syncLog = () => srl.syncNow()

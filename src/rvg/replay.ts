@@ -46,9 +46,10 @@ export function namespaceDone (root: string, r: Record): boolean {
 export function restoreTail (srl: Srl, root: string, value: DataCursorValue | null, log?: (line: string) => void): { restored: PlanRecord[], c: number | null } {
   if (value === null) return { restored: [], c: null }
   const end = srl.lastSeq
-  const lost = value.t.filter(([s]) => s > end).sort((a, b) => a[0] - b[0])
+  // (a run of WRITEs, seq..k, is lost if k is)
+  const lost = value.t.filter(([s, , m]) => (m.k ?? s) > end).sort((a, b) => a[0] - b[0])
   if (lost.length === 0) return { restored: [], c: value.c }
-  if (lost[0][0] !== end + 1) {
+  if (lost[0][0] > end + 1) {
     log?.(`the data directory's data cursor lists SRL records from sequence number ${lost[0][0]}, but the SRL ends at ${end}: records ${end + 1}..${lost[0][0] - 1} are lost and cannot be put back; the data directory may hold changes no Secondary will receive`)
     return { restored: [], c: value.c }
   }
@@ -103,7 +104,8 @@ export function restoreTail (srl: Srl, root: string, value: DataCursorValue | nu
     }
   }
   srl.syncNow()
-  log?.(`the SRL had lost records ${end + 1}..${lost[lost.length - 1][0]} with its unsynced tail while the data directory kept their changes: put back ${restored.length} records (${end + 1}..${srl.lastSeq}) from the data cursor`)
+  const top = lost[lost.length - 1]
+  log?.(`the SRL had lost records ${end + 1}..${top[2].k ?? top[0]} with its unsynced tail while the data directory kept their changes: put back ${restored.length} records (${end + 1}..${srl.lastSeq}) from the data cursor`)
   // Record end + 1 was in the tail: every record before it was applied, and so is each put back.
   return { restored, c: srl.lastSeq }
 }

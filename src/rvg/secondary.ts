@@ -436,7 +436,9 @@ export class SecondaryRvg {
     if (this.closed) return
     if (this.timer) clearInterval(this.timer)
     if (this.stalled?.timer) clearTimeout(this.stalled.timer)
-    // Finish applying what is logged, so a clean stop leaves nothing to replay.
+    // Finish applying what is logged, so a clean stop leaves nothing to replay (it must be durable
+    // first: see step()).
+    if (!this.fatal) { try { this.srl.syncNow() } catch (err) { this.fail(err as Error) } }
     while (!this.fatal && this.failed === null && this.applied.seq < this.srl.lastSeq) {
       try { if (!this.step()) break } catch (err) { this.fail(err as Error) }
     }
