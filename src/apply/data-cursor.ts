@@ -17,7 +17,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { sys } from '../native'
-import { DATA_CURSOR_XATTRS, DATA_CURSOR_HEAD_BYTES, encodeDataCursor, decodeDataCursor, encodeTailEntry, writeDataCursorHead, type DataCursorValue, type TailEntry } from '../format/data-cursor'
+import { DATA_CURSOR_XATTRS, DATA_CURSOR_HEAD_BYTES, DATA_CURSOR_PAD_HEAD_BYTES, encodeDataCursor, decodeDataCursor, encodeTailEntry, writeDataCursorHead, padDataCursor, type DataCursorValue, type TailEntry } from '../format/data-cursor'
 import { DATA_CURSOR_TAIL_BYTES_MAX, DATA_CURSOR_SLOTS } from '../limits'
 import { RecordType, type RecordMeta } from '../format/record'
 
@@ -55,7 +55,7 @@ export class DataCursor {
    */
   static open (root: string, log?: (line: string) => void, tailDir?: string): DataCursor {
     const rootFd = fs.openSync(root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
-    const slot = (fd: number): Slot => ({ fd, entries: [], lens: [], buf: Buffer.alloc(DATA_CURSOR_HEAD_BYTES + DATA_CURSOR_TAIL_BYTES_MAX), bytes: 0, maxSeq: 0 })
+    const slot = (fd: number): Slot => ({ fd, entries: [], lens: [], buf: Buffer.alloc(DATA_CURSOR_HEAD_BYTES + DATA_CURSOR_TAIL_BYTES_MAX + DATA_CURSOR_PAD_HEAD_BYTES), bytes: 0, maxSeq: 0 })
     let name: string | null = null
     let created = false
     for (const n of DATA_CURSOR_XATTRS) {
@@ -65,7 +65,7 @@ export class DataCursor {
       const refused: string[] = []
       for (const n of DATA_CURSOR_XATTRS) {
         try {
-          sys.fsetxattr(rootFd, n, encodeDataCursor(0, 0, []), 0)
+          sys.fsetxattr(rootFd, n, encodeDataCursor(0, 0, [], 0), 0)
           name = n
           created = true
           break
@@ -136,7 +136,7 @@ export class DataCursor {
     s.maxSeq = seq
     if (this.slots.length === 1 && s.bytes > this.maxBytes / 2) this.syncSoon?.()
     writeDataCursorHead(s.buf, c, this.gen, s.entries.length)
-    const value = s.buf.subarray(0, DATA_CURSOR_HEAD_BYTES + s.bytes)
+    const value = padDataCursor(s.buf, s.bytes, this.size)
     try {
       sys.fsetxattr(s.fd, this.name, value, 0)
     } catch (err) {
@@ -150,9 +150,12 @@ export class DataCursor {
       const n = this.fresh(s, e)
       n.maxSeq = seq
       writeDataCursorHead(n.buf, c, this.gen, n.entries.length)
-      this.write(n, n.buf.subarray(0, DATA_CURSOR_HEAD_BYTES + n.bytes), seq)
+      this.write(n, padDataCursor(n.buf, n.bytes, this.size), seq)
     }
   }
+
+  /** Every value's size (see padDataCursor): the head, room for maxBytes of entries, the padding. */
+  private get size (): number { return DATA_CURSOR_HEAD_BYTES + this.maxBytes + DATA_CURSOR_PAD_HEAD_BYTES }
 
   /** Appends entry `e` to slot `s` if it has room. */
   private add (s: Slot, e: TailEntry): boolean {
@@ -221,11 +224,23 @@ export class DataCursor {
   settle (seq: number): void {
     if (this.name === null) return
     this.synced = Math.max(this.synced, seq)
+    // Each slot rewritten gets its own generation, so no two values are alike (ext4 shares an
+    // xattr block between inodes whose values are equal, and a shared block is copied, so
+    // allocated again, when it next changes).
+    let g = this.gen
+    let newest = -1
     this.slots.forEach((s, i) => {
       s.entries = []; s.lens = []; s.bytes = 0; s.maxSeq = 0
       const now = this.created ? null : this.readSlot(s)
-      if (now === null || now.c > seq || now.t.some((e) => last(e) > seq)) this.write(s, encodeDataCursor(seq, i === this.cur ? this.gen : 0, []), seq)
+      // Every slot gets its full-size value now (its xattr block allocated while there is room),
+      // unless it has one that needs no change.
+      const full = now !== null && sys.fgetxattr(s.fd, this.name!).length === this.size
+      if (now === null || !full || now.c > seq || now.t.some((e) => last(e) > seq)) {
+        this.write(s, encodeDataCursor(seq, ++g, [], this.size), seq)
+        newest = i
+      }
     })
+    if (newest >= 0) { this.gen = g; this.cur = newest }
     this.created = false
   }
 

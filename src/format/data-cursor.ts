@@ -14,7 +14,10 @@
  *   offset, length: its bytes stay in the data file), and a run of WRITEs to one file, each
  *   starting within or right after what the run covers, is one entry `{p, o, l, k}` for records
  *   seq..k. The last entry written may or may not be applied. Slots other than the newest hold
- *   older entries.
+ *   older entries;
+ * - last, padding: a bin of zeros that keeps every value of a slot the same size, so the filesystem
+ *   allocates the slot's xattr block once and rewrites it in place (a value that shrank into the
+ *   inode and grew again would need a new block, which a full disk refuses).
  *
  * A journaling filesystem commits metadata in the order it was changed, so after a power cut the
  * values on disk tell which records' changes can be there: those up to `c` are, at most the next
@@ -49,11 +52,13 @@ export function encodeTailEntry (e: TailEntry): Buffer {
  * (a positive fixint, 1), `c` as uint 64 (9), `g` as uint 32 (5). Readers take any msgpack.
  */
 export const DATA_CURSOR_HEAD_BYTES = 20
+/** The padding's header (bin 32). */
+export const DATA_CURSOR_PAD_HEAD_BYTES = 5
 
-/** Writes the head of a value with `entries` entries into `buf` (DATA_CURSOR_HEAD_BYTES bytes). */
+/** Writes the head of a value with `entries` entries (and the padding) into `buf` (DATA_CURSOR_HEAD_BYTES bytes). */
 export function writeDataCursorHead (buf: Buffer, c: number, g: number, entries: number): void {
   buf[0] = 0xdd
-  buf.writeUInt32BE(3 + entries, 1)
+  buf.writeUInt32BE(3 + entries + 1, 1)
   buf[5] = DATA_CURSOR_VERSION
   buf[6] = 0xcf
   buf.writeBigUInt64BE(BigInt(c), 7)
@@ -61,11 +66,27 @@ export function writeDataCursorHead (buf: Buffer, c: number, g: number, entries:
   buf.writeUInt32BE(g >>> 0, 16)
 }
 
-/** A slot's value from its `c`, `g` and encoded entries. */
-export function encodeDataCursor (c: number, g: number, entries: Buffer[]): Buffer {
-  const head = Buffer.alloc(DATA_CURSOR_HEAD_BYTES)
-  writeDataCursorHead(head, c, g, entries.length)
-  return Buffer.concat([head, ...entries])
+/**
+ * Writes the padding after `used` bytes of entries in `buf`, so the value is `size` bytes; returns
+ * the value (a view of `buf`).
+ */
+export function padDataCursor (buf: Buffer, used: number, size: number): Buffer {
+  const at = DATA_CURSOR_HEAD_BYTES + used
+  const n = size - at - DATA_CURSOR_PAD_HEAD_BYTES
+  buf[at] = 0xc6
+  buf.writeUInt32BE(n, at + 1)
+  buf.fill(0, at + DATA_CURSOR_PAD_HEAD_BYTES, size)
+  return buf.subarray(0, size)
+}
+
+/** A slot's value from its `c`, `g` and encoded entries, padded to `size` bytes. */
+export function encodeDataCursor (c: number, g: number, entries: Buffer[], size: number): Buffer {
+  const used = entries.reduce((n, b) => n + b.length, 0)
+  const buf = Buffer.alloc(Math.max(size, DATA_CURSOR_HEAD_BYTES + used + DATA_CURSOR_PAD_HEAD_BYTES))
+  writeDataCursorHead(buf, c, g, entries.length)
+  let at = DATA_CURSOR_HEAD_BYTES
+  for (const b of entries) { b.copy(buf, at); at += b.length }
+  return padDataCursor(buf, used, buf.length)
 }
 
 /** A slot's value, or null if it is not one this version reads. */
@@ -73,7 +94,8 @@ export function decodeDataCursor (buf: Buffer): DataCursorValue | null {
   let v: unknown
   try { v = unpackValue(buf) } catch { return null }
   if (!Array.isArray(v) || v.length < 3 || v[0] !== DATA_CURSOR_VERSION || typeof v[1] !== 'number' || typeof v[2] !== 'number') return null
-  const t = v.slice(3)
+  // the padding, last (a value without one is read too)
+  const t = v.length > 3 && v[v.length - 1] instanceof Uint8Array ? v.slice(3, -1) : v.slice(3)
   for (const e of t) {
     if (!Array.isArray(e) || e.length !== 3 || typeof e[0] !== 'number' || typeof e[1] !== 'number' || e[2] === null || typeof e[2] !== 'object') return null
   }
