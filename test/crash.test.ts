@@ -194,14 +194,19 @@ async function dropDataCursor (data: string): Promise<void> {
   assert.equal(JSON.parse(r.stdout), { ok: true }, 'the data cursor removed')
 }
 
-t('torn tail: a damaged last record is cut (FORMAT.md, "Recovery"), and its sequence number is reused', isolated(180_000, async () => {
+/** A stopped Primary's retained log whose last record is torn: its second half never reached the disk. */
+async function tornTail (): Promise<{ dirs: Dirs, last: number }> {
   const { dirs, seqs } = await retainedLog()
   const last = seqs[seqs.length - 1]
   const ring = await findRing(dirs.state)
   const rec = await locateRecord(ring, last)
-  // a torn append: the second half of the record never reached the disk
   const half = Math.floor(rec.length / 2)
   await corrupt(ring, rec.offset + half, Buffer.alloc(rec.length - half))
+  return { dirs, last }
+}
+
+t('torn tail: a damaged last record is cut (FORMAT.md, "Recovery"), and its sequence number is reused', isolated(180_000, async () => {
+  const { dirs, last } = await tornTail()
   // ... and, as when the power cut came before its change reached the data directory, the data
   // cursor does not name it (no cursor at all here; the next test keeps it).
   await dropDataCursor(dirs.data)
@@ -221,12 +226,7 @@ t('torn tail: a damaged last record is cut (FORMAT.md, "Recovery"), and its sequ
 }))
 
 t('torn tail whose change the data directory kept: put back from the data cursor\'s tail, not cut', isolated(180_000, async () => {
-  const { dirs, seqs } = await retainedLog()
-  const last = seqs[seqs.length - 1]
-  const ring = await findRing(dirs.state)
-  const rec = await locateRecord(ring, last)
-  const half = Math.floor(rec.length / 2)
-  await corrupt(ring, rec.offset + half, Buffer.alloc(rec.length - half))
+  const { dirs, last } = await tornTail()
   const before = await fsp.readFile(path.join(dirs.data, 'log.txt'))
   const r = await cli(primaryArgs(dirs, { retain: true }))
   assert.is(r.code, 0, `start: ${r.stderr}`)

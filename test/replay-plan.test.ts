@@ -175,12 +175,17 @@ function nameReuseLog (): Record[] {
   ]
 }
 
-test('every power cut, every mix of contents: replay ends in the tree after the whole log', () => {
+/** The name-reuse log, an empty tree, the tree after the whole log, and how many metadata changes it makes. */
+function scenario (): { log: Record[], base: Fs, want: Fs, stream: number } {
   const log = nameReuseLog()
   const base: Fs = { names: new Map([['/', 0]]), objs: new Map([[0, { dir: true, data: '', mode: 0o755, mtime: 0 }]]), next: 1 }
   const want = clone(base)
   for (const r of log) apply(want, r, false)
-  const stream = log.length + log.filter((r) => setsDataCursor(r.type)).length
+  return { log, base, want, stream: log.length + log.filter((r) => setsDataCursor(r.type)).length }
+}
+
+test('every power cut, every mix of contents: replay ends in the tree after the whole log', () => {
+  const { log, base, want, stream } = scenario()
   let cases = 0
   for (let cut = 0; cut <= stream; cut++) {
     for (const mix of [() => true, () => false, (s: number) => s % 2 === 0, (s: number) => s % 3 !== 0]) {
@@ -194,11 +199,7 @@ test('every power cut, every mix of contents: replay ends in the tree after the 
 })
 
 test('the old replay (no cursor) is not exact on the same log: the premise of the cursor', () => {
-  const log = nameReuseLog()
-  const base: Fs = { names: new Map([['/', 0]]), objs: new Map([[0, { dir: true, data: '', mode: 0o755, mtime: 0 }]]), next: 1 }
-  const want = clone(base)
-  for (const r of log) apply(want, r, false)
-  const stream = log.length + log.filter((r) => setsDataCursor(r.type)).length
+  const { log, base, want, stream } = scenario()
   let inexact = 0
   for (let cut = 0; cut <= stream; cut++) {
     const { disk } = afterCut(base, log, cut, () => true)
