@@ -7,11 +7,12 @@
  * to it applied. After it, the data directory's filesystem journals each metadata change (a name,
  * a link, a mode, an owner, an xattr, a size, a time) in the order it was made, and commits them in
  * that order; file contents are written back in any order, any part of them. The data cursor is a
- * metadata change made after each record other than a WRITE. So if the cursor on disk names record
- * C, every metadata change of every record up to C is on disk; of the records after C, only the
- * first non-WRITE one (R) can have any metadata change on disk, and none after R's own cursor
- * update. R's first change is its namespace change: whether it is on disk is seen from the names
- * (done()). B, the boundary, is R if so, else C.
+ * metadata change made before each record is applied, naming C, the last non-WRITE record applied
+ * (src/apply/data-cursor.ts). So if the cursor on disk names C, every metadata change of every
+ * record up to C is on disk; of the records after C, only the first non-WRITE one (R) can have
+ * any metadata change on disk (the cursor written before R+1 is not). R's first change is its
+ * namespace change: whether it is on disk is seen from the names (done()). B, the boundary, is R
+ * if so, else C. (Records the SRL lost are put back before planning: replay.ts, restoreTail.)
  *
  * The plan, record by record:
  * - up to B, a namespace record (CREATE ... RENAME) is not applied again: the names are as it left
@@ -20,17 +21,17 @@
  *   applied again with the replay tolerances (its namespace change is a no-op; its owner and times
  *   may not have been on disk).
  * - up to B, every other record (content: WRITE, TRUNCATE, FALLOCATE; attributes: CHMOD, CHOWN,
- *   UTIMENS, SETXATTR, REMOVEXATTR) is applied again, in order, to the object it named: its path
- *   is carried forward through the namespace records after it up to B (a rename of it or of a
- *   directory above it, a link of it, an unlink of one of its names). Each sets an absolute state,
+ *   UTIMENS, SETXATTR, REMOVEXATTR) is applied again, in order, to the object it named, found by
+ *   a model of the namespace through the records up to B (Namespace: a rename of it or of a
+ *   directory above it, a link, an unlink of one of its names). Each sets an absolute state,
  *   so applying the whole run again, in order, from any mix of its effects on disk, ends in the
  *   state after B. An object none of whose names is left is gone: its record is skipped.
  * - after B, every record is applied as it was the first time: the data directory is exactly in
  *   the state after B.
  *
- * Without a cursor (a filesystem without xattrs, a data directory from before state format 4), or
- * with one outside the records since the checkpoint, every record is applied with the replay
- * tolerances, as before: exact after a kill -9, not always after a power cut.
+ * Without a cursor (a filesystem without xattrs, a data directory last used by a version without
+ * one), or with one past the end of the SRL, every record is applied with the replay tolerances,
+ * as before: exact after a kill -9, not always after a power cut.
  */
 import { RecordType, type Record } from '../format/record'
 
