@@ -9,7 +9,8 @@
  */
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { RecordType, type Record, type RecordMeta } from '../src/format/record'
+import { RecordType, packMeta, unpackValue, type Record, type RecordMeta } from '../src/format/record'
+import { encodeTailEntry } from '../src/format/data-cursor'
 import { planReplay, Namespace, setsDataCursor, type PlanRecord } from '../src/rvg/replay-plan'
 import { restoreTail } from '../src/rvg/replay'
 import { Srl } from '../src/srl'
@@ -285,6 +286,18 @@ test('restoreTail: records the SRL lost but the data directory kept are put back
     await srl.close()
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a tail entry laid out around the record\'s own metadata bytes decodes as the entry', () => {
+  // Every width of a msgpack unsigned integer for the sequence number.
+  for (const seq of [1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 40]) {
+    for (const [type, meta] of [[RecordType.UNLINK, { p: '/d/f' + seq, t: [1700000000, 123] }], [RecordType.RENAME, { p: '/a', d: '/b/c', f: 1, t: [1, 2] }]] as Array<[RecordType, RecordMeta]>) {
+      const made = encodeTailEntry([seq, type, meta], packMeta(type, meta))
+      assert.equal(unpackValue(made), [seq, type, meta], `sequence number ${seq}`)
+      // (msgpackr writes a number past 32 bits as a float 64, this as a uint 64: both read back.)
+      if (seq < 2 ** 32) assert.equal(made, encodeTailEntry([seq, type, meta]), `sequence number ${seq}: the same bytes as msgpackr's`)
+    }
   }
 })
 

@@ -114,9 +114,9 @@ export class DataCursor {
 
   /**
    * Before record `seq` is applied: `c` is the last non-WRITE record applied. A WRITE's entry
-   * carries {p, o, l}, not its bytes.
+   * carries {p, o, l}, not its bytes. `packed`: `meta` as encoded (packMeta), if the caller has it.
    */
-  intend (c: number, seq: number, type: RecordType, meta: RecordMeta): void {
+  intend (c: number, seq: number, type: RecordType, meta: RecordMeta, packed?: Buffer): void {
     if (this.name === null || this.failed) return
     let s = this.slots[this.cur]
     this.trim(s)
@@ -131,7 +131,7 @@ export class DataCursor {
       if (!this.add(s, top)) s = this.fresh(s, top)
     } else {
       const e: TailEntry = [seq, type, meta]
-      if (!this.add(s, e)) s = this.fresh(s, e)
+      if (!this.add(s, e, packed)) s = this.fresh(s, e, packed)
     }
     s.maxSeq = seq
     if (this.slots.length === 1 && s.bytes > this.maxBytes / 2) this.syncSoon?.()
@@ -158,8 +158,8 @@ export class DataCursor {
   private get size (): number { return DATA_CURSOR_HEAD_BYTES + this.maxBytes + DATA_CURSOR_PAD_HEAD_BYTES }
 
   /** Appends entry `e` to slot `s` if it has room. */
-  private add (s: Slot, e: TailEntry): boolean {
-    const b = encodeTailEntry(e)
+  private add (s: Slot, e: TailEntry, packed?: Buffer): boolean {
+    const b = encodeTailEntry(e, packed)
     if (s.bytes + b.length > this.maxBytes) return false
     b.copy(s.buf, DATA_CURSOR_HEAD_BYTES + s.bytes)
     s.entries.push(e)
@@ -173,9 +173,9 @@ export class DataCursor {
    * an empty slot (a SETXATTR with a large value), the SRL is synced first, so the record is
    * durable and needs no entry (the slot keeps none).
    */
-  private fresh (s: Slot, e: TailEntry): Slot {
+  private fresh (s: Slot, e: TailEntry, packed?: Buffer): Slot {
     const n = this.full(s)
-    if (!this.add(n, e) && this.syncLog !== null) this.durable(this.syncLog())
+    if (!this.add(n, e, packed) && this.syncLog !== null) this.durable(this.syncLog())
     return n
   }
 

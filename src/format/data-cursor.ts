@@ -42,9 +42,25 @@ export function isInternalXattr (name: string): boolean {
   return name === DATA_CURSOR_XATTRS[0] || name === DATA_CURSOR_XATTRS[1]
 }
 
-/** One entry's bytes (cached by the writer: a value is its slot's entries, encoded once each). */
-export function encodeTailEntry (e: TailEntry): Buffer {
-  return packValue(e)
+/**
+ * One entry's bytes (cached by the writer: a value is its slot's entries, encoded once each).
+ * `packed`: the entry's meta already encoded (the record's own metadata bytes, packMeta): the
+ * entry is then laid out around them, as msgpack (array of 3, the sequence number, the type).
+ */
+export function encodeTailEntry (e: TailEntry, packed?: Buffer): Buffer {
+  if (packed === undefined) return packValue(e)
+  const [seq, type] = e
+  const n = seq < 0x80 ? 1 : seq <= 0xff ? 2 : seq <= 0xffff ? 3 : seq <= 0xffffffff ? 5 : 9
+  const b = Buffer.allocUnsafe(2 + n + packed.length)
+  b[0] = 0x93
+  if (n === 1) b[1] = seq
+  else if (n === 2) { b[1] = 0xcc; b[2] = seq }
+  else if (n === 3) { b[1] = 0xcd; b.writeUInt16BE(seq, 2) }
+  else if (n === 5) { b[1] = 0xce; b.writeUInt32BE(seq, 2) }
+  else { b[1] = 0xcf; b.writeBigUInt64BE(BigInt(seq), 2) }
+  b[1 + n] = type // a positive fixint: record types are below 128
+  packed.copy(b, 2 + n)
+  return b
 }
 
 /**

@@ -125,6 +125,14 @@ export function recordBytes (type: RecordType, meta: RecordMeta, dataLength: num
   return RECORD_HEADER_BYTES + (type === RecordType.WRAP ? 0 : packr.pack(meta).length) + dataLength
 }
 
+/**
+ * A record's metadata as its bytes in the record (a copy: the encoder reuses its buffer), so a
+ * change encodes them once for its size, its record and the data cursor's tail.
+ */
+export function packMeta (type: RecordType, meta: RecordMeta): Buffer {
+  return type === RecordType.WRAP ? EMPTY : Buffer.from(packr.pack(meta))
+}
+
 /** Encodes a record into one buffer (header, meta, data). */
 export function encodeRecord (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array): Buffer {
   const head = encodeRecordHead(type, seq, meta, data)
@@ -133,11 +141,12 @@ export function encodeRecord (type: RecordType, seq: number, meta: RecordMeta, d
 
 /**
  * Encodes a record's header and metadata, with the checksum covering `data` too, without copying
- * `data`: the SRL writes both parts with one pwritev, straight from the FUSE buffer.
+ * `data`: the SRL writes both parts with one pwritev, straight from the FUSE buffer. `packed`:
+ * the metadata's bytes from packMeta(), if the caller has them.
  */
-export function encodeRecordHead (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array): Buffer {
+export function encodeRecordHead (type: RecordType, seq: number, meta: RecordMeta, data?: Uint8Array, packed?: Buffer): Buffer {
   assert(Number.isSafeInteger(seq) && seq >= 1)
-  const metaBytes = type === RecordType.WRAP ? EMPTY : packr.pack(meta)
+  const metaBytes = packed ?? (type === RecordType.WRAP ? EMPTY : packr.pack(meta))
   // Paths are at most PATH_MAX, xattr values and IBC messages at most 64 KiB (checked where they
   // come in): more is a bug.
   assert(metaBytes.length <= RECORD_META_BYTES_MAX, `record metadata too large (${metaBytes.length} bytes)`)

@@ -36,7 +36,7 @@ import assert from 'node:assert'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Srl } from '../srl'
-import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, type Record, type RecordMeta } from '../format/record'
+import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, packMeta, type Record, type RecordMeta } from '../format/record'
 import { applyRecordSync, DataCursor, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
 import { Checkpoints } from './checkpoint'
 import { ApplyQueue } from './apply-queue'
@@ -262,8 +262,8 @@ export class PrimaryRvg {
    * The data cursor before record `seq` reaches the data directory (src/apply/data-cursor.ts): the
    * last change applied, and this record in the tail (a WRITE as {p, o, l}).
    */
-  private intend (seq: number, type: RecordType, meta: RecordMeta, length: number): void {
-    this.cursor!.intend(this.lastChange, seq, type, type === RecordType.WRITE ? { p: meta.p, o: meta.o, l: length } : meta)
+  private intend (seq: number, type: RecordType, meta: RecordMeta, length: number, packed?: Buffer): void {
+    this.cursor!.intend(this.lastChange, seq, type, type === RecordType.WRITE ? { p: meta.p, o: meta.o, l: length } : meta, type === RecordType.WRITE ? undefined : packed)
   }
 
   /** Whether a write of `n` bytes is applied before its reply (small, nothing queued ahead). */
@@ -278,14 +278,17 @@ export class PrimaryRvg {
    * writeHolds, so new writes cannot keep the in-flight list from emptying.
    */
   private async quiesced (room: number, token?: ExclusiveToken): Promise<void> {
-    const srl = this.srl!
-    for (;;) {
+    while (!this.isQuiet(room, token)) {
       if (this.gate.shut(token)) await this.gate.pass(token)
       else if (this.inFlight > 0) await this.barrier()
-      else if (!srl.fits(room)) await this.makeRoom()
-      else break
+      else await this.makeRoom()
     }
     if (this.fatal) throw this.fatal
+  }
+
+  /** Whether quiesced() would return at once (the common case: no turn of the event loop then). */
+  private isQuiet (room: number, token?: ExclusiveToken): boolean {
+    return !this.gate.shut(token) && this.inFlight === 0 && this.srl!.fits(room)
   }
 
   /**
@@ -333,11 +336,12 @@ export class PrimaryRvg {
    * pair) and the caller gets the errno. If it may have done part of its work (EIO, EROFS, a write
    * cut short), or the SRL has no room for the VOID, the RVG is fatal: the record stays and is
    * replayed at the next start. `preserved`: the snapshots' copy-on-write is done already.
+   * `packed`: the record's metadata as encoded (packMeta), for the data cursor's tail.
    */
-  private applyBeforeReply (record: Record, end: number, preserved = false): void {
+  private applyBeforeReply (record: Record, end: number, preserved = false, packed?: Buffer): void {
     try {
       if (!preserved) this.snapshots?.beforeApply(record)
-      this.intend(record.seq, record.type, record.meta, record.data.length)
+      this.intend(record.seq, record.type, record.meta, record.data.length, packed)
       applyRecordSync(this.root, record, this.fds, false)
       this.applied = { seq: record.seq, offset: end }
       if (record.type !== RecordType.WRITE) this.lastChange = record.seq
@@ -369,22 +373,25 @@ export class PrimaryRvg {
       return 0
     }
     const srl = this.srl
+    // The metadata encoded once: for the room it needs, the record and the data cursor's tail.
+    const packed = packMeta(type, meta)
     // Room for the record and a VOID after it, so a failure can always be recorded.
-    const room = recordBytes(type, meta, 0) + VOID_ROOM
+    const room = RECORD_HEADER_BYTES + packed.length + VOID_ROOM
     // New writes wait from here until this record is appended (writeTurn): otherwise a steady
     // writer, answered before its writes are applied, could keep the in-flight list from emptying.
     this.writeHolds++
     let rec: { seq: number, end: number }
     try {
-      await this.quiesced(room, token)
+      if (!this.isQuiet(room, token)) await this.quiesced(room, token)
+      else if (this.fatal) throw this.fatal
       const repl = this.opts.replication
       repl?.admit()
       // From here to the apply nothing awaits, so no other record can slip in between.
       this.fds.trim()
-      rec = srl.append(type, meta)
+      rec = srl.append(type, meta, undefined, packed)
       repl?.appended(rec.seq)
       this.afterAppend()
-      this.applyBeforeReply({ type, seq: rec.seq, meta, data: EMPTY }, rec.end)
+      this.applyBeforeReply({ type, seq: rec.seq, meta, data: EMPTY }, rec.end, false, packed)
     } finally {
       if (--this.writeHolds === 0) this.wake(this.holdWaiters)
     }

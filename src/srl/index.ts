@@ -225,8 +225,8 @@ export class Srl {
    * Appends one record: assigns its sequence number, writes it with one pwrite. Throws SRL_FULL
    * if it does not fit; the caller releases space (checkpoint) and retries.
    */
-  append (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number } {
-    const r = this.tryAppend(type, meta, data)
+  append (type: RecordType, meta: RecordMeta, data?: Uint8Array, packed?: Buffer): { seq: number, end: number } {
+    const r = this.tryAppend(type, meta, data, packed)
     if (r === null) throw new ReplError('SRL_FULL', `SRL is full (${this.usedBytes} of ${this.ring.size} bytes retained)`)
     return r
   }
@@ -234,11 +234,11 @@ export class Srl {
   /**
    * append(), but null instead of SRL_FULL: the write path's way to encode a record only once.
    * `dataAt` is where the record's data lies in the ring file (a physical offset): the Primary
-   * applies a WRITE by copying it from there.
+   * applies a WRITE by copying it from there. `packed`: the metadata's bytes (packMeta), if known.
    */
-  tryAppend (type: RecordType, meta: RecordMeta, data?: Uint8Array): { seq: number, end: number, dataAt: number } | null {
+  tryAppend (type: RecordType, meta: RecordMeta, data?: Uint8Array, packed?: Buffer): { seq: number, end: number, dataAt: number } | null {
     const seq = this.nextSeq
-    const head = encodeRecordHead(type, seq, meta, data)
+    const head = encodeRecordHead(type, seq, meta, data, packed)
     const length = head.length + (data ? data.length : 0)
     assert(length <= RECORD_BYTES_MAX)
     if (!this.fits(length)) return null
