@@ -8,7 +8,7 @@
 const LAYERS = [
   ['cli'],
   ['daemon'],
-  ['fuse', 'rlink', 'control', 'ibc', 'rvg', 'snapshot'],
+  ['fuse', 'rlink', 'control', 'ibc', 'rvg', 'snapshot', 'sync'],
   ['apply'],
   ['srl'],
   ['format'],

@@ -69,6 +69,12 @@ export const WIRE_FRAME_BYTES_MAX = 8 * 1024 * 1024
 /** A batch of updates is cut at this many bytes of records, so acks and pings are never stuck behind a huge frame. */
 export const RLINK_BATCH_BYTES_MAX = 1024 * 1024
 
+/** Full synchronization (src/sync/): bytes of a file per SYNC_DATA frame. */
+export const SYNC_CHUNK_BYTES = 256 * 1024
+
+/** Full synchronization: SYNC_* frames sent and not yet applied by the Secondary (SYNC_ACK). */
+export const SYNC_WINDOW_FRAMES = 32
+
 /** Updates sent but not yet network-acked, per RLINK: the pipeline depth (VVR's send window). */
 export const RLINK_WINDOW_BYTES = 8 * 1024 * 1024
 export const RLINK_WINDOW_UPDATES = 16384

@@ -24,8 +24,8 @@ const bytes = (n: number, seed: number): Buffer => {
 function samples (): Message[] {
   return [
     { t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'rds-ünïcode', srlId: '0123456789abcdef', nonce: bytes(32, 1), rf: 3 },
-    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 2), proof: bytes(32, 3), next: 2 ** 40 + 7, last: { seq: 2 ** 40 + 6, crc: 0xfedcba98 }, applied: 2 ** 40 + 1 },
-    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 4), proof: bytes(32, 5), next: 1, last: null, applied: 0 },
+    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 2), proof: bytes(32, 3), next: 2 ** 40 + 7, last: { seq: 2 ** 40 + 6, crc: 0xfedcba98 }, applied: 2 ** 40 + 1, fresh: false, empty: false, syncing: 'a1b2c3d4' },
+    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 4), proof: bytes(32, 5), next: 1, last: null, applied: 0, fresh: true, empty: true, syncing: null },
     { t: MsgType.AUTH, proof: bytes(32, 6) },
     { t: MsgType.READY },
     { t: MsgType.UPDATES, recs: [bytes(32, 7), bytes(4096 + 100, 8), bytes(1, 9)] },
@@ -40,7 +40,16 @@ function samples (): Message[] {
     { t: MsgType.TASK, id: 1, task: 'backup', step: 'onfreeze', app: 'backup', timeoutS: 120 },
     { t: MsgType.TASK, id: 2 ** 31 + 5, task: 'snap.ü-1', step: 'abort', app: 'snap.ü-1', timeoutS: 0 },
     { t: MsgType.TASK_RESULT, id: 1, code: 3, output: 'onfreeze: copying...\nfailed\n', error: null, ibcId: '0123abcd-42' },
-    { t: MsgType.TASK_RESULT, id: 2 ** 31 + 5, code: null, output: '', error: 'EIBC_NO_APPLICATION: IBC application x is not registered on this host' }
+    { t: MsgType.TASK_RESULT, id: 2 ** 31 + 5, code: null, output: '', error: 'EIBC_NO_APPLICATION: IBC application x is not registered on this host' },
+    { t: MsgType.SYNC_BEGIN, id: '0a1b2c3d' },
+    { t: MsgType.SYNC_ENTRY, p: '/dir/fïle', k: 'f', m: 0o100644, u: 1000, g: 1000, a: [1700000000, 5], mt: [2 ** 33, 999999999], x: [['user.a', bytes(3, 10)]], s: 2 ** 40 },
+    { t: MsgType.SYNC_ENTRY, p: '/l', k: 'l', m: 0o120777, u: 0, g: 0, a: [0, 0], mt: [1, 2], x: [], l: '../target' },
+    { t: MsgType.SYNC_ENTRY, p: '/b', k: 'f', m: 0o100600, u: 0, g: 0, a: [0, 0], mt: [1, 2], x: [], h: '/dir/fïle' },
+    { t: MsgType.SYNC_DATA, p: '/dir/fïle', o: 2 ** 40 - 4096, d: bytes(4096, 11) },
+    { t: MsgType.SYNC_DIR, p: '/dir', names: ['fïle', 'x'], a: [1, 2], mt: [3, 4] },
+    { t: MsgType.SYNC_REMOVE, p: '/gone' },
+    { t: MsgType.SYNC_DONE, seq: 2 ** 40 + 3 },
+    { t: MsgType.SYNC_ACK, n: 12345 }
   ]
 }
 
@@ -67,9 +76,11 @@ function expectProtocolError (fn: () => unknown, what: string, mention?: RegExp)
 t('the message-type table is the one on the wire: numbers never change', () => {
   assert.equal({ ...MsgType }, {
     ...{ HELLO: 1, CHALLENGE: 2, AUTH: 3, READY: 4, UPDATES: 5, ACK: 6, RESEND: 7, PING: 8, PONG: 9, REFUSE: 10, TASK: 11, TASK_RESULT: 12 },
-    ...{ 1: 'HELLO', 2: 'CHALLENGE', 3: 'AUTH', 4: 'READY', 5: 'UPDATES', 6: 'ACK', 7: 'RESEND', 8: 'PING', 9: 'PONG', 10: 'REFUSE', 11: 'TASK', 12: 'TASK_RESULT' }
+    ...{ 1: 'HELLO', 2: 'CHALLENGE', 3: 'AUTH', 4: 'READY', 5: 'UPDATES', 6: 'ACK', 7: 'RESEND', 8: 'PING', 9: 'PONG', 10: 'REFUSE', 11: 'TASK', 12: 'TASK_RESULT' },
+    ...{ SYNC_BEGIN: 13, SYNC_ENTRY: 14, SYNC_DATA: 15, SYNC_DIR: 16, SYNC_REMOVE: 17, SYNC_DONE: 18, SYNC_ACK: 19 },
+    ...{ 13: 'SYNC_BEGIN', 14: 'SYNC_ENTRY', 15: 'SYNC_DATA', 16: 'SYNC_DIR', 17: 'SYNC_REMOVE', 18: 'SYNC_DONE', 19: 'SYNC_ACK' }
   })
-  assert.is(PROTOCOL_VERSION, 1)
+  assert.is(PROTOCOL_VERSION, 2)
 })
 
 t('every message type survives encodeFrame -> FrameDecoder', timed(10_000, async () => {
@@ -127,14 +138,14 @@ t('TASK and TASK_RESULT round trip with their fields and types (ibc run over the
 })
 
 /**
- * The bytes of every sample's frame, as protocol version 1 writes them (docs/FORMAT.md): a changed
+ * The bytes of every sample's frame, as protocol version 2 writes them (docs/FORMAT.md): a changed
  * Packr option, library default or key order changes them, and with them what a peer of this
  * version reads. Frames of 200 bytes or more by SHA-256. Change only with a protocol version bump.
  */
 const GOLDEN_FRAMES = [
-    '5c00000086a17401a17601a3726473ad7264732dc3bc6ec3af636f6465a573726c4964b030313233343536373839616263646566a56e6f6e6365c42001203f5e7d9cbbdaf91837567594b3d2f1102f4e6d8cabcae90827466584a3c2a2726603',
-    'a000000088a17402a17601a3726473a97265706c6963616673a56e6f6e6365c4200221405f7e9dbcdbfa1938577695b4d3f211304f6e8daccbea0928476685a4c3a570726f6f66c420032241607f9ebddcfb1a39587796b5d4f31231506f8eadcceb0a29486786a5c4a46e657874cb4270000000007000a46c61737482a3736571cb4270000000006000a3637263cefedcba98a76170706c696564cb4270000000001000',
-    '7a00000088a17402a17601a3726473a97265706c6963616673a56e6f6e6365c42004234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5a570726f6f66c4200524436281a0bfdefd1c3b5a7998b7d6f51433527190afceed0c2b4a6988a7c6a46e65787401a46c617374c0a76170706c69656400',
+    '5c00000086a17401a17602a3726473ad7264732dc3bc6ec3af636f6465a573726c4964b030313233343536373839616263646566a56e6f6e6365c42001203f5e7d9cbbdaf91837567594b3d2f1102f4e6d8cabcae90827466584a3c2a2726603',
+    'bf0000008ba17402a17602a3726473a97265706c6963616673a56e6f6e6365c4200221405f7e9dbcdbfa1938577695b4d3f211304f6e8daccbea0928476685a4c3a570726f6f66c420032241607f9ebddcfb1a39587796b5d4f31231506f8eadcceb0a29486786a5c4a46e657874cb4270000000007000a46c61737482a3736571cb4270000000006000a3637263cefedcba98a76170706c696564cb4270000000001000a56672657368c2a5656d707479c2a773796e63696e67a86131623263336434',
+    '910000008ba17402a17602a3726473a97265706c6963616673a56e6f6e6365c42004234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5a570726f6f66c4200524436281a0bfdefd1c3b5a7998b7d6f51433527190afceed0c2b4a6988a7c6a46e65787401a46c617374c0a76170706c69656400a56672657368c3a5656d707479c3a773796e63696e67c0',
     '2c00000082a17403a570726f6f66c4200625446382a1c0dffe1d3c5b7a99b8d7f61534537291b0cfee0d2c4b6a89a8c7',
     '0400000081a17404',
     'sha256:11066ba5ec871a315bc0098ae1e9242c26ea1e78e5295aae006e4d75d9da2a0a',
@@ -147,10 +158,19 @@ const GOLDEN_FRAMES = [
     '3700000086a1740ba2696401a47461736ba66261636b7570a473746570a86f6e667265657a65a3617070a66261636b7570a874696d656f75745378',
     '3e00000086a1740ba26964ce80000005a47461736ba9736e61702ec3bc2d31a473746570a561626f7274a3617070a9736e61702ec3bc2d31a874696d656f75745300',
     '4b00000086a1740ca2696401a4636f646503a66f7574707574bc6f6e667265657a653a20636f7079696e672e2e2e0a6661696c65640aa56572726f72c0a56962634964ab30313233616263642d3432',
-    '6700000085a1740ca26964ce80000005a4636f6465c0a66f7574707574a0a56572726f72d945454942435f4e4f5f4150504c49434154494f4e3a20494243206170706c69636174696f6e2078206973206e6f742072656769737465726564206f6e207468697320686f7374'
+    '6700000085a1740ca26964ce80000005a4636f6465c0a66f7574707574a0a56572726f72d945454942435f4e4f5f4150504c49434154494f4e3a20494243206170706c69636174696f6e2078206973206e6f742072656769737465726564206f6e207468697320686f7374',
+    '1000000082a1740da26964a83061316232633364',
+    '5a0000008aa1740ea170aa2f6469722f66c3af6c65a16ba166a16dcd81a4a175cd03e8a167cd03e8a16192ce6553f10005a26d7492cb4200000000000000ce3b9ac9ffa1789192a6757365722e61c4030a2948a173cb4270000000000000',
+    '320000008aa1740ea170a22f6ca16ba16ca16dcda1ffa17500a16700a161920000a26d74920102a17890a16ca92e2e2f746172676574',
+    '330000008aa1740ea170a22f62a16ba166a16dcd8180a17500a16700a161920000a26d74920102a17890a168aa2f6469722f66c3af6c65',
+    'sha256:20b3940984e04fe79a080079f0b572b1e9f1c7e2b40588409ba56356568501bc',
+    '2500000085a17410a170a42f646972a56e616d657392a566c3af6c65a178a161920102a26d74920304',
+    '0c00000082a17411a170a52f676f6e65',
+    '1100000082a17412a3736571cb4270000000003000',
+    '0900000082a17413a16ecd3039'
 ]
 
-t('encoding is a contract: every sample frame has its protocol-version-1 bytes', () => {
+t('encoding is a contract: every sample frame has its protocol-version-2 bytes', () => {
   const all = samples()
   assert.is(all.length, GOLDEN_FRAMES.length)
   all.forEach((m, i) => {

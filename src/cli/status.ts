@@ -12,8 +12,8 @@ export const STATUS_HELP = helpText('replicafs status --state DIR [--json]', 'Sh
 interface Status {
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
   rds?: string, synchronous?: string, listen?: string
-  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null }>
-  receivedSeq?: number, appliedSeq?: number, consistent?: boolean, connected?: boolean, primary?: { address: string | null, srlId: string | null }
+  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: { id: string, phase: string, entries: number, bytes: number, marked: number } | null }>
+  receivedSeq?: number, appliedSeq?: number, consistent?: boolean, syncing?: string | null, connected?: boolean, primary?: { address: string | null, srlId: string | null }
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
 }
 
@@ -40,13 +40,14 @@ export async function statusCommand (argv: string[]): Promise<number> {
     for (const l of s.rlinks) {
       lines.push(`RLINK ${l.secondary}: ${l.state}; sent ${l.sentSeq}, network-acked ${l.networkAckedSeq}, data-acked ${l.dataAckedSeq}; ` +
         `lag ${l.lagUpdates} updates, ${l.lagBytes} bytes, ${l.lagSeconds.toFixed(1)} s${l.lastError ? `; last error: ${l.lastError}` : ''}`)
+      if (l.sync) lines.push(`  full synchronization ${l.sync.id}: ${l.sync.phase}, ${l.sync.entries} entries and ${l.sync.bytes} bytes sent, ${l.sync.marked} paths changed meanwhile; the Secondary is NOT consistent until it ends`)
     }
   }
   if (s.role === 'secondary') {
     lines.push(
       `RDS:           ${s.rds ?? ''}, listening on ${s.listen ?? '?'}`,
       `primary:       ${s.connected ? `connected from ${s.primary?.address ?? '?'}` : 'not connected'}; follows SRL ${s.primary?.srlId ?? '(none yet)'}`,
-      `received:      ${s.receivedSeq ?? 0}, applied ${s.appliedSeq ?? 0}, ${s.consistent ? 'consistent' : 'NOT consistent'}`)
+      `received:      ${s.receivedSeq ?? 0}, applied ${s.appliedSeq ?? 0}, ${s.consistent ? 'consistent' : 'NOT consistent'}${s.syncing ? ` (full synchronization ${s.syncing} in progress)` : ''}`)
   }
   if (s.fatal) lines.push(`FATAL:         ${s.fatal}`)
   process.stdout.write(lines.join('\n') + '\n')

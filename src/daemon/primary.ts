@@ -16,6 +16,7 @@
 import path from 'node:path'
 import type net from 'node:net'
 import { Srl } from '../srl'
+import { SyncSources } from '../sync'
 import { PrimaryRvg } from '../rvg/primary'
 import { FuseAdapter } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
@@ -103,13 +104,16 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     if (cfg.journal) writeDaemonInfo(state, { role: 'primary', data, mount })
     await prepareMountPoint(mount, log)
 
+    // Full synchronizations of Secondaries the SRL cannot bring up to date (src/sync/): each is
+    // told of every record the RVG applies, after the snapshots' copy-on-write.
+    const syncs = new SyncSources(data, () => rvg?.appliedSeq ?? 0, log)
     if (srl !== null && cfg.secondaries.length > 0) {
-      rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log })
+      rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log, sync: (address) => syncs.start(address) })
     }
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
     if (srl !== null) {
-      snaps = SnapshotSet.open(state, data, { log })
-      rvg.snapshots = snaps
+      const s = snaps = SnapshotSet.open(state, data, { log })
+      rvg.snapshots = { beforeApply: (rec) => { s.beforeApply(rec); syncs.beforeApply(rec) }, sync: async () => { await s.sync() } }
     }
     for (const w of srl?.warnings ?? []) log(w)
     const replayed = await rvg.recover()

@@ -8,10 +8,10 @@
  * Stop: stop listening -> IBC timers -> unmount -> control socket -> finish applying, checkpoint,
  * close the SRL -> snapshots -> unlock.
  */
-import fs from 'node:fs'
 import path from 'node:path'
 import type net from 'node:net'
-import { Srl } from '../srl'
+import { Srl, isEmptyTree } from '../srl'
+import { SyncReceiver } from '../sync'
 import { SecondaryRvg } from '../rvg/secondary'
 import { FuseAdapter, type AdapterRvg } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
@@ -57,6 +57,8 @@ interface Secondary {
   receiver: RlinkReceiver
   ibc: IbcSecondary
   snaps: SnapshotSet
+  /** Full synchronization from the Primary (src/sync/). */
+  sync: SyncReceiver | null
   stop: RunningDaemon['stop']
   log: Logger
 }
@@ -79,6 +81,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   let adapter: FuseAdapter | null = null
   let server: net.Server | null = null
   let receiver: RlinkReceiver | null = null
+  let sync: SyncReceiver | null = null
   let ibc: IbcSecondary | null = null
   let snaps: SnapshotSet | null = null
   const watch = mountWatch(mount, log)
@@ -99,7 +102,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     unlockData = lockDataDir(data)
     writeDaemonInfo(state, { role: 'secondary', data, mount })
     let followed: Follow | null = (await srl.store.get(State.follow)) ?? null
-    if (followed === null && srl.lastSeq === 0 && fs.readdirSync(data).length > 0) {
+    if (followed === null && srl.lastSeq === 0 && !isEmptyTree(data)) {
       throw new ReplError('DIR_NOT_EMPTY', `data directory ${data} is not empty, and this Secondary has never replicated: start a new Secondary on an empty data directory`)
     }
     await prepareMountPoint(mount, log)
@@ -125,7 +128,10 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     await adapter.mount()
     sys.cloexecFrom(3)
     const tasksIbc = ibc
+    const applier = rvg
+    sync = await SyncReceiver.open(data, srl.store, (seq) => applier.restartAt(seq), log)
     receiver = new RlinkReceiver({
+      sync,
       listen: cfg.listen,
       secret,
       rds: cfg.rds,
@@ -144,7 +150,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   const { stopped, stop } = stopper(release, log, 'closing the RLINK, unmounting, applying and checkpointing the SRL')
   watch.arm(stop)
   rvg.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
-  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, stop, log }
+  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, stop, log }
   try {
     server = await serve(state, async (req, signal) => await secondaryCommand(secondary, req, signal))
   } catch (err) {
@@ -186,7 +192,8 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         srl: s.srl.stats(s.rvg.appliedSeq),
         receivedSeq: s.rvg.receivedSeq,
         appliedSeq: s.rvg.appliedSeq,
-        consistent: s.rvg.consistent,
+        consistent: s.rvg.consistent && s.sync?.syncing == null,
+        syncing: s.sync?.syncing ?? null,
         frozen: s.ibc.frozen,
         ibc: s.ibc.status(),
         connected: s.receiver.connected,

@@ -11,6 +11,8 @@
  *   last                LastRecord      the newest record's checksum, kept when a release empties the log
  *   rlink/<HOST:PORT>   RlinkPosition   Primary: what that Secondary data-acked, and whether it is paused
  *   follow              Follow          Secondary: the Primary SRL it follows (set by its first Primary)
+ *   baseline            Baseline        Primary: whether its data directory held a tree when the SRL was created (state format 4)
+ *   sync                SyncState       Secondary: a full synchronization begun and not finished (state format 4)
  *   ibc/reg/<APP>       Registration    IBC registrations on this host
  *   ibc/unreg/<APP>     Unregistered    Secondary: names unregistered here (their messages are discarded)
  *   ibc/held            HeldMessage     Secondary: the IBC message the apply loop holds at, and its phase
@@ -33,12 +35,14 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 3
+export const STATE_FORMAT_VERSION = 4
 /**
  * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
- * 2 -> 3: the `synced` key, written from the next checkpoint on).
+ * 2 -> 3: the `synced` key, written from the next checkpoint on; 3 -> 4: the `baseline` and `sync`
+ * keys, written when they first apply: an SRL of format 3 or older counts as created over an empty
+ * data directory, as it had to be).
  */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3]
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4]
 
 /**
  * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
@@ -65,6 +69,15 @@ export interface LastRecord { seq: number, crc: number }
 export interface RlinkPosition { seq: number, offset: number, paused: boolean }
 
 export interface Follow { srlId: string, rds: string }
+
+/**
+ * What the Primary's data directory held when its SRL was created: 'data' (a tree the SRL does not
+ * describe, so a new Secondary is synchronized in full) or 'empty'.
+ */
+export type Baseline = 'empty' | 'data'
+
+/** A full synchronization in progress on a Secondary: its id, and the Primary's SRL id. */
+export interface SyncState { id: string, srlId: string, startedAt: string }
 
 export interface StoredRegistration {
   key: string
@@ -110,6 +123,8 @@ export const State = {
   last: key<LastRecord>('last'),
   rlink: family<RlinkPosition>('rlink/'),
   follow: key<Follow>('follow'),
+  baseline: key<Baseline>('baseline'),
+  sync: key<SyncState>('sync'),
   ibcRegistered: family<StoredRegistration>('ibc/reg/'),
   ibcUnregistered: family<Unregistered>('ibc/unreg/'),
   ibcHeld: key<HeldMessage>('ibc/held'),

@@ -1,5 +1,5 @@
 /**
- * RLINK wire protocol, version 1 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * RLINK wire protocol, version 2 (docs/FORMAT.md "Wire protocol" is the contract; change it only
  * with a version bump).
  *
  * A connection is a sequence of frames in each direction:
@@ -17,13 +17,19 @@
  *   P -> S  AUTH       {proof}                                         or REFUSE
  *   S -> P  READY      {}                                              or REFUSE
  * then P -> S UPDATES / PING / TASK, S -> P ACK / RESEND / PONG / TASK_RESULT, either side REFUSE then close.
+ *
+ * Full synchronization (version 2; src/sync/): a Secondary that the SRL cannot bring up to date
+ * (new, while the Primary's tree has data the SRL does not hold) gets, instead of UPDATES,
+ *   P -> S  SYNC_BEGIN, then SYNC_ENTRY / SYNC_DATA / SYNC_DIR / SYNC_REMOVE, then SYNC_DONE {seq}
+ *   S -> P  SYNC_ACK {n} (frames applied), after SYNC_DONE the usual ACK
+ * and UPDATES from seq + 1 on.
  */
 import crypto from 'node:crypto'
 import { Packr } from 'msgpackr'
 import { ReplError } from '../errors'
 import { WIRE_FRAME_BYTES_MAX } from '../limits'
 
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** One table of message types; numbers are on the wire: never reuse one. */
 export enum MsgType {
@@ -39,11 +45,19 @@ export enum MsgType {
   REFUSE = 10,
   /** `ibc run`: the Primary asks the Secondary to run one step of a task. */
   TASK = 11,
-  TASK_RESULT = 12
+  TASK_RESULT = 12,
+  /** Full synchronization (src/sync/): the Primary's tree, entry by entry, then the switch to UPDATES. */
+  SYNC_BEGIN = 13,
+  SYNC_ENTRY = 14,
+  SYNC_DATA = 15,
+  SYNC_DIR = 16,
+  SYNC_REMOVE = 17,
+  SYNC_DONE = 18,
+  SYNC_ACK = 19
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
-export type RefuseCode = 'VERSION' | 'RDS' | 'AUTH' | 'PRIMARY' | 'BUSY' | 'DIVERGED' | 'STALE' | 'PROTOCOL'
+export type RefuseCode = 'VERSION' | 'RDS' | 'AUTH' | 'PRIMARY' | 'BUSY' | 'DIVERGED' | 'STALE' | 'NOT_EMPTY' | 'PROTOCOL'
 
 export interface Hello { t: MsgType.HELLO, v: number, rds: string, srlId: string, nonce: Uint8Array, rf: number }
 export interface Challenge {
@@ -58,6 +72,12 @@ export interface Challenge {
   last: { seq: number, crc: number } | null
   /** Its last applied sequence number (its data ack). */
   applied: number
+  /** Whether it has never replicated (no Primary followed, nothing logged). */
+  fresh: boolean
+  /** Whether its data directory is empty (`lost+found` aside). */
+  empty: boolean
+  /** The id of a full synchronization it began and did not finish, or null. */
+  syncing: string | null
 }
 export interface Auth { t: MsgType.AUTH, proof: Uint8Array }
 export interface Ready { t: MsgType.READY }
@@ -75,7 +95,49 @@ export interface Task { t: MsgType.TASK, id: number, task: string, step: string,
 /** code: the script's exit code (null: no script ran, or the step is not a script); error: why the step failed. */
 export interface TaskResult { t: MsgType.TASK_RESULT, id: number, code: number | null, output: string, error: string | null, ibcId?: string }
 
-export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult
+/** Begins a full synchronization of the Secondary's data directory (`id` names it in logs and status). */
+export interface SyncBegin { t: MsgType.SYNC_BEGIN, id: string }
+/** A timespec: [seconds, nanoseconds]. */
+export type SyncTime = [number, number]
+/**
+ * One entry of the Primary's tree, made so at `p` on the Secondary (what was there of another kind
+ * is removed first). k: 'f' file, 'd' directory, 'l' symlink, 'n' other node (FIFO, socket,
+ * device: `m` has its type bits, `r` its device number). m: st_mode; u, g: owner; a, mt: atime and
+ * mtime (a directory's are set by its SYNC_DIR, after its entries); x: extended attributes;
+ * s: a file's size (its bytes follow as SYNC_DATA, holes left out); c: a file's link count (a
+ * file with several names on both sides is written in place); l: a symlink's target; h: another
+ * path of the same file already sent: a hard link to it.
+ */
+export interface SyncEntry {
+  t: MsgType.SYNC_ENTRY
+  p: string
+  k: 'f' | 'd' | 'l' | 'n'
+  m: number
+  u: number
+  g: number
+  a: SyncTime
+  mt: SyncTime
+  x: Array<[string, Uint8Array]>
+  s?: number
+  c?: number
+  l?: string
+  r?: number
+  h?: string
+}
+/** Bytes of the file last sent by SYNC_ENTRY at `p`, at offset `o`. */
+export interface SyncData { t: MsgType.SYNC_DATA, p: string, o: number, d: Uint8Array }
+/** After a directory's entries: removes every name not in `names`, then sets its times. */
+export interface SyncDir { t: MsgType.SYNC_DIR, p: string, names: string[], a: SyncTime, mt: SyncTime }
+/** Nothing at `p` any more (whatever is there goes, a directory with all below it). */
+export interface SyncRemove { t: MsgType.SYNC_REMOVE, p: string }
+/** The Secondary's tree is now the Primary's after record `seq`: UPDATES follow from seq + 1. */
+export interface SyncDone { t: MsgType.SYNC_DONE, seq: number }
+/** The Secondary has applied the first `n` frames of this synchronization. */
+export interface SyncAck { t: MsgType.SYNC_ACK, n: number }
+
+export type SyncMessage = SyncBegin | SyncEntry | SyncData | SyncDir | SyncRemove | SyncDone
+
+export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({

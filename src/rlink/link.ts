@@ -12,11 +12,11 @@ import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type 
 import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
-import type { Position, RlinkPosition } from '../format/state'
+import type { Baseline, Position, RlinkPosition } from '../format/state'
 import { ReplError } from '../errors'
 import {
   RLINK_BATCH_BYTES_MAX, RLINK_WINDOW_BYTES, RLINK_WINDOW_UPDATES, RLINK_PING_INTERVAL_MS, RLINK_DEAD_AFTER_MS,
-  RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_RECONNECT_MIN_MS, RLINK_RECONNECT_MAX_MS
+  RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_RECONNECT_MIN_MS, RLINK_RECONNECT_MAX_MS, SYNC_WINDOW_FRAMES
 } from '../limits'
 
 export type SynchronousMode = 'off' | 'override' | 'fail'
@@ -32,6 +32,10 @@ export interface RlinkStatus {
   lagBytes: number
   lagSeconds: number
   lastError: string | null
+  /** False while a full synchronization runs (the Secondary's tree is a mix until it ends). */
+  consistent: boolean
+  /** The full synchronization running, if any. */
+  sync: SyncStatus | null
 }
 
 export interface Context {
@@ -43,7 +47,24 @@ export interface Context {
   changed: () => void
   /** A damaged SRL record: the daemon stops (src/daemon/). */
   fatal: (err: Error) => void
+  /** Whether the data directory held a tree no record describes when the SRL was created. */
+  baseline: Baseline
+  /** Starts a full synchronization of the Secondary at `address` (src/sync/source.ts); absent: none. */
+  sync?: (address: string) => SyncSession
 }
+
+/** A full synchronization of one Secondary, as the RLINK drives it (src/sync/source.ts). */
+export interface SyncSession {
+  readonly id: string
+  /** The next SYNC_* frame, or null: nothing to send now, or complete. */
+  next (): Message | null
+  /** Everything sent: the Secondary has the tree after every record applied so far. */
+  readonly complete: boolean
+  readonly progress: SyncStatus
+  close (): void
+}
+
+export interface SyncStatus { id: string, phase: string, entries: number, bytes: number, marked: number }
 
 /** Stored per RLINK in LevelDB. */
 export type RlinkRecord = RlinkPosition
@@ -95,6 +116,12 @@ export class Rlink {
   private heartbeat: NodeJS.Timeout | null = null
   private backoff = RLINK_RECONNECT_MIN_MS
   private closed = false
+  /** The full synchronization running over this connection, and its frames sent and applied. */
+  private syncing: SyncSession | null = null
+  private syncSent = 0
+  private syncAcked = 0
+  /** SYNC_DONE sent with this sequence number, and not yet acked by the Secondary (it is applying the last frames). */
+  private syncDoneAt: number | null = null
   /** When the data-acked / network-acked positions last moved (or the link came up). */
   lastDackAt = 0
   private lastNackAt = 0
@@ -148,7 +175,9 @@ export class Rlink {
         this.state = 'connected'
         this.lastDackAt = this.lastNackAt = Date.now()
         this.backoff = RLINK_RECONNECT_MIN_MS
-        this.ctx.log(`RLINK to ${this.address} connected; sending from sequence number ${this.sentSeq + 1}`)
+        this.ctx.log(this.syncing !== null
+          ? `RLINK to ${this.address} connected; full synchronization ${this.syncing.id} of the Secondary's data directory begins (the SRL cannot bring it up to date)`
+          : `RLINK to ${this.address} connected; sending from sequence number ${this.sentSeq + 1}`)
         this.heartbeat = setInterval(() => this.tick(), RLINK_PING_INTERVAL_MS / 2)
         this.heartbeat.unref()
         this.ctx.changed()
@@ -179,8 +208,17 @@ export class Rlink {
   }
 
   /** Null if this SRL continues the Secondary's log as the CHALLENGE describes it (and sets where to send from), else why not. */
-  private checkPosition (m: Challenge): [ 'DIVERGED' | 'STALE', string ] | null {
+  private checkPosition (m: Challenge): [ 'DIVERGED' | 'STALE' | 'NOT_EMPTY', string ] | null {
     const srl = this.ctx.srl
+    // A Secondary that has never held a record: from record 1 if this SRL has every record since
+    // an empty data directory; else (a baseline tree, records released) a full synchronization,
+    // into an empty data directory only.
+    if (m.syncing !== null || (m.fresh && (srl.tailSeq > 0 || this.ctx.baseline === 'data'))) {
+      if (m.syncing === null && !m.empty) return ['NOT_EMPTY', 'the Secondary\'s data directory is not empty and has never replicated from this Primary: empty it to have it synchronized in full (this Primary\'s tree is not all in its SRL)']
+      if (this.ctx.sync === undefined) return ['STALE', `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}: it needs a full synchronization (STALE)`]
+      this.startSync()
+      return null
+    }
     const last = m.next - 1
     if (last > srl.lastSeq) return ['DIVERGED', `the Secondary has records up to sequence number ${last} but this Primary's SRL ends at ${srl.lastSeq}: their histories differ (DIVERGED: a full synchronization is needed)`]
     if (last < srl.tailSeq) return ['STALE', `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}: it needs a full synchronization (STALE)`]
@@ -207,9 +245,60 @@ export class Rlink {
     return null
   }
 
+  /** Begins a full synchronization: the Secondary gets the tree, then records after it. */
+  private startSync (): void {
+    this.syncing?.close()
+    this.syncing = this.ctx.sync!(this.address)
+    this.syncSent = this.syncAcked = 0
+    this.syncDoneAt = null
+    this.batches = []
+    this.followHead()
+  }
+
+  /** While a synchronization runs the link holds nothing in the SRL and no writer waits for it. */
+  private followHead (): void {
+    const srl = this.ctx.srl
+    this.sendPos = { seq: srl.lastSeq, offset: srl.headOffset }
+    this.sentSeq = this.nackSeq = this.dackSeq = srl.lastSeq
+    this.dackPos = { ...this.sendPos }
+  }
+
+  /** Sends SYNC_* frames while the window allows; at the end, SYNC_DONE and ordered replication. */
+  private pumpSync (c: FramedSocket, s: SyncSession): void {
+    const srl = this.ctx.srl
+    this.followHead()
+    this.wakeWaiters()
+    while (!this.draining && this.syncSent - this.syncAcked < SYNC_WINDOW_FRAMES) {
+      const m = s.next()
+      if (m === null) break
+      this.syncSent++
+      if (!c.send(m)) this.draining = true
+    }
+    if (!s.complete) return
+    // The tree sent is the one after record lastSeq: that record must be durable here first (a
+    // Secondary never holds what a power cut can take from the Primary). An append starts the
+    // fdatasync; its end pumps again.
+    if (srl.syncedSeq < srl.lastSeq) { srl.sync().catch((err: Error) => this.ctx.fatal(err)); return }
+    const seq = srl.lastSeq
+    c.send({ t: MsgType.SYNC_DONE, seq })
+    this.ctx.log(`RLINK to ${this.address}: full synchronization ${s.id} sent (${s.progress.entries} entries, ${s.progress.bytes} bytes); the Secondary has the tree after sequence number ${seq}, ordered replication follows`)
+    s.close()
+    this.syncing = null
+    this.followHead()
+    // Acked only when the Secondary says so (it applies the frames before SYNC_DONE first).
+    this.nackSeq = this.dackSeq = Math.max(0, seq - 1)
+    this.syncDoneAt = seq
+    this.ctx.changed()
+  }
+
   private onMessage (m: Message): void {
     switch (m.t) {
+      case MsgType.SYNC_ACK:
+        if (typeof m.n === 'number' && m.n > this.syncAcked) this.syncAcked = m.n
+        this.pump()
+        return
       case MsgType.ACK: {
+        if (this.syncDoneAt !== null && m.d >= this.syncDoneAt) this.syncDoneAt = null
         if (m.n > this.nackSeq) { this.nackSeq = Math.min(m.n, this.sentSeq); this.lastNackAt = Date.now() }
         if (m.d > this.dackSeq) {
           this.dackSeq = Math.min(m.d, this.nackSeq)
@@ -292,6 +381,7 @@ export class Rlink {
   private pumpUnsafe (): void {
     const c = this.conn
     if (c === null || this.state !== 'connected' || this.draining) return
+    if (this.syncing !== null) { this.pumpSync(c, this.syncing); return }
     const srl = this.ctx.srl
     // Only what the SRL has made durable (RlinkSet.appended starts the fdatasync).
     const limit = srl.syncedSeq
@@ -368,6 +458,12 @@ export class Rlink {
     if (this.conn !== conn) return
     this.conn = null
     this.draining = false
+    this.syncDoneAt = null // the next handshake says whether the Secondary finished it
+    if (this.syncing !== null) {
+      this.ctx.log(`RLINK to ${this.address}: full synchronization ${this.syncing.id} cut short (${reason}); it begins again when the link is back`)
+      this.syncing.close()
+      this.syncing = null
+    }
     if (this.heartbeat) { clearInterval(this.heartbeat); this.heartbeat = null }
     const w = this.waiters.splice(0)
     for (const x of w) x.reject(this.notConnected())
@@ -415,7 +511,9 @@ export class Rlink {
       lagUpdates: Math.max(0, srl.lastSeq - this.dackSeq),
       lagBytes: caughtUp ? 0 : Math.max(0, srl.headOffset - Math.max(this.dackPos.offset, srl.tailPosition.offset)),
       lagSeconds: caughtUp ? 0 : Math.max(0, (Date.now() - this.ctx.clock.appendedAt(this.dackSeq + 1)) / 1000),
-      lastError: this.lastError
+      lastError: this.lastError,
+      consistent: this.syncing === null && this.syncDoneAt === null,
+      sync: this.syncing?.progress ?? null
     }
   }
 

@@ -14,7 +14,7 @@
  */
 import net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message } from '../format/wire'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message, type SyncMessage } from '../format/wire'
 import { FramedSocket, formatAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
@@ -36,7 +36,25 @@ export interface ReceivingRvg {
   onApplied?: (seq: number) => void
 }
 
+/** Full synchronization on this Secondary (src/sync/index.ts SyncReceiver, composed by the daemon). */
+export interface SyncReceiving {
+  /** Whether the data directory is empty. */
+  empty (): boolean
+  /** The id of a full synchronization begun here and not finished, or null. */
+  readonly syncing: string | null
+  /** SYNC_BEGIN from the Primary whose SRL id is `srlId`: recorded before anything changes. */
+  begin (id: string, srlId: string): Promise<void>
+  /** One SYNC_ENTRY, SYNC_DATA, SYNC_DIR or SYNC_REMOVE frame. */
+  apply (m: SyncMessage): void
+  /** SYNC_DONE: the data directory is the Primary's after record `seq`. */
+  finish (seq: number): Promise<void>
+  /** The link went down before SYNC_DONE. */
+  interrupted (): void
+}
+
 export interface ReceiverConfig {
+  /** Full synchronization; without it a Secondary the SRL cannot bring up to date is refused. */
+  sync?: SyncReceiving
   /** Runs one step of an `ibc run` task here. */
   task?: (task: string, step: string, timeoutS: number) => Promise<{ code: number | null, output: string, ibcId?: string }>
   listen: Address
@@ -60,12 +78,20 @@ class Connection {
   private timer: NodeJS.Timeout
   readonly fs: FramedSocket
 
+  /** SYNC_* frames of a full synchronization applied over this connection (SYNC_ACK). */
+  private syncFrames = 0
+  private syncOpen = false
+
   /** `ibc run` tasks registered over this connection and not yet unregistered. */
   private readonly openTasks = new Set<string>()
 
   constructor (sock: net.Socket, private readonly rx: RlinkReceiver) {
     this.fs = new FramedSocket(sock, (m) => this.onMessage(m), (reason) => {
       rx.ended(this, reason)
+      if (this.syncOpen) {
+        rx.cfg.log(`full synchronization cut short: ${reason}; it begins again when the Primary is back`)
+        this.chain = this.chain.then(() => rx.cfg.sync?.interrupted())
+      }
       // A flow cut off by a lost link must not leave this Secondary frozen or the name registered.
       for (const task of this.openTasks) {
         rx.cfg.log(`ibc run ${task}: the link to the Primary went down mid-flow; unfreezing and unregistering`)
@@ -110,7 +136,10 @@ class Connection {
           proof: proof(cfg.secret, 'secondary', m.nonce, this.ourNonce, cfg.rds),
           next: srl.lastSeq + 1,
           last: srl.lastRecord(),
-          applied: cfg.rvg.appliedSeq
+          applied: cfg.rvg.appliedSeq,
+          fresh: srl.lastSeq === 0 && srl.tailSeq === 0,
+          empty: cfg.sync?.empty() ?? false,
+          syncing: cfg.sync?.syncing ?? null
         })
         this.phase = 'auth'
         return
@@ -156,6 +185,10 @@ class Connection {
             }).catch((err: Error) => { this.close(`cannot log updates: ${err.message}`) })
             return
           }
+          case MsgType.SYNC_BEGIN: case MsgType.SYNC_ENTRY: case MsgType.SYNC_DATA: case MsgType.SYNC_DIR:
+          case MsgType.SYNC_REMOVE: case MsgType.SYNC_DONE:
+            this.onSync(m)
+            return
           case MsgType.PING:
             this.fs.send({ t: MsgType.PONG, ts: m.ts })
             return
@@ -219,6 +252,35 @@ class Connection {
     // the next frame is logged while this sync runs (one sync per burst, not per frame).
     const logged = rvg.srl.lastSeq
     rvg.srl.sync().then(() => this.rx.ack(logged), (err: Error) => this.close(`cannot sync the SRL: ${err.message}`))
+  }
+
+  /** A frame of a full synchronization: applied in order with everything else received, then acked. */
+  private onSync (m: SyncMessage): void {
+    const sync = this.rx.cfg.sync
+    if (sync === undefined) { this.refuse('PROTOCOL', 'this Secondary takes no full synchronization'); return }
+    const bytes = m.t === MsgType.SYNC_DATA && m.d instanceof Uint8Array ? m.d.length : 0
+    this.queuedBytes += bytes
+    if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.sock.pause()
+    this.chain = this.chain.then(async () => {
+      if (!this.rx.isActive(this)) return
+      if (m.t === MsgType.SYNC_BEGIN) {
+        this.syncOpen = true
+        await sync.begin(String(m.id), this.hello!.srlId)
+      } else if (m.t === MsgType.SYNC_DONE) {
+        if (!Number.isSafeInteger(m.seq) || m.seq < 0) { this.refuse('PROTOCOL', 'malformed SYNC_DONE'); return }
+        await sync.finish(m.seq)
+        this.syncOpen = false
+        this.rx.ack(m.seq)
+        return
+      } else {
+        if (!this.syncOpen) { this.refuse('PROTOCOL', `SYNC frame (type ${m.t}) outside a full synchronization`); return }
+        sync.apply(m)
+      }
+      this.fs.send({ t: MsgType.SYNC_ACK, n: ++this.syncFrames })
+    }).finally(() => {
+      this.queuedBytes -= bytes
+      if (this.queuedBytes <= RLINK_WINDOW_BYTES && !this.fs.isEnded) this.fs.sock.resume()
+    }).catch((err: Error) => { this.close(`full synchronization failed: ${err.message}`) })
   }
 
   private resend (from: number, why: string): void {

@@ -9,9 +9,9 @@ import { LogStore } from '../srl/state'
 import { State, type Position } from '../format/state'
 import { ReplError } from '../errors'
 import { RLINK_DEAD_AFTER_MS } from '../limits'
-import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus } from './link'
+import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession } from './link'
 
-export { Rlink, AppendClock, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord } from './link'
+export { Rlink, AppendClock, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord, type SyncSession, type SyncStatus } from './link'
 
 /** The Primary's RLINKs, as the RVG sees them. */
 export class RlinkSet {
@@ -25,10 +25,12 @@ export class RlinkSet {
   }
 
   /** Loads each RLINK's stored position; a new one starts at the SRL's tail. */
-  static async open (srl: Srl, cfg: { secondaries: string[], mode: SynchronousMode, rds: string, secret: Buffer | null, log: (l: string) => void }): Promise<RlinkSet> {
+  static async open (srl: Srl, cfg: { secondaries: string[], mode: SynchronousMode, rds: string, secret: Buffer | null, log: (l: string) => void, sync?: (address: string) => SyncSession }): Promise<RlinkSet> {
     const stored = new Map((await srl.store.entries(State.rlink)).map(([k, v]) => [LogStore.idOf(State.rlink, k), v]))
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [])
-    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err) }
+    // An SRL of state format 3 or older was created over an empty data directory (it had to be).
+    const baseline = (await srl.store.get(State.baseline)) ?? 'empty'
+    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync }
     for (const a of cfg.secondaries) {
       let rec = stored.get(a)
       if (rec === undefined || rec.seq < srl.tailSeq) {

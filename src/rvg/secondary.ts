@@ -417,6 +417,21 @@ export class SecondaryRvg {
     fs.rmSync(path.join(srl.dir, CURSOR_FILE), { force: true })
   }
 
+  /**
+   * A full synchronization (src/sync/) made the data directory the Primary's after record `seq`
+   * (the caller synced it): the SRL, which has never held a record, starts there, and so does
+   * applying.
+   */
+  async restartAt (seq: number): Promise<void> {
+    await this.srl.restartAt(seq)
+    this.applied = this.srl.tailPosition
+    this.lastChange = seq
+    this.replaying = false
+    this.dataCursor.settle(seq)
+    this.writeCursor()
+    this.onApplied?.(seq)
+  }
+
   /** Syncs the data directory and releases applied records from the SRL. */
   checkpoint (): Promise<void> {
     return this.checkpoints.run({ ...this.applied }, async (applied) => applied)

@@ -48,6 +48,15 @@ function sameMounts (then: Mounts | undefined, now: Mounts): boolean {
   return same(then.srl, now.srl) && same(then.data, now.data)
 }
 
+/** Whether directory `dir` holds nothing (an ext4 root's empty `lost+found` aside). */
+export function isEmptyTree (dir: string): boolean {
+  for (const name of fs.readdirSync(dir)) {
+    if (name !== 'lost+found') return false
+    try { if (fs.readdirSync(path.join(dir, name)).length > 0) return false } catch { return false }
+  }
+  return true
+}
+
 export function bootId (): string {
   try { return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() } catch { return 'unknown' }
 }
@@ -119,6 +128,9 @@ export class Srl {
         format = { version: STATE_FORMAT_VERSION, ringBytes: opts.ringBytes, role: opts.role, createdAt: new Date().toISOString(), srlId: crypto.randomUUID() }
         Ring.open(path.join(dir, 'ring'), format.ringBytes).close()
         await store.put(State.durable, { seq: 0, offset: 0 })
+        // What the data directory holds now is the baseline no record describes: a new Secondary
+        // gets it by full synchronization (src/sync/). The format key, written last, commits both.
+        if (opts.role === 'primary' && opts.dataDir !== undefined) await store.put(State.baseline, isEmptyTree(opts.dataDir) ? 'empty' : 'data')
         await store.put(State.format, format)
       }
       if (!STATE_FORMAT_VERSIONS_READ.includes(format.version)) {
@@ -298,6 +310,24 @@ export class Srl {
    * becomes empty after `seq`, so the next start asks its Primary for `seq + 1` on. Erases the
    * ring; the durable position becomes `seq`.
    */
+  /**
+   * A log that has never held a record starts after record `seq` instead (a Secondary whose data
+   * directory a full synchronization brought to the Primary's after `seq`): the next record
+   * appended is seq + 1, at the start of the ring.
+   */
+  async restartAt (seq: number): Promise<void> {
+    if (this.lastSeq !== 0 || this.tail.seq !== 0) throw new ReplError('LOG_CORRUPT', `cannot start the SRL after sequence number ${seq}: it holds records up to ${this.lastSeq}`)
+    await this.store.put(State.durable, { seq, offset: 0 })
+    await this.store.del(State.synced)
+    await this.store.del(State.last)
+    this.tail = { seq, offset: 0 }
+    this.head = 0
+    this.syncedOffset = 0
+    this.nextSeq = seq + 1
+    this.syncedSeq = seq
+    this.lastCrc = null
+  }
+
   async resetTo (seq: number): Promise<void> {
     this.ring.erase(0, this.ring.size)
     await this.store.put(State.durable, { seq, offset: 0 })

@@ -1,0 +1,203 @@
+/**
+ * Full synchronization (issue 12, docs/ARCHITECTURE.md "Full synchronization"): a Primary started
+ * over a directory that already holds a tree brings a new, empty Secondary to that tree while
+ * writes go on through its mount, then replicates in order; a synchronization cut short (the link
+ * cut, the Secondary killed) begins again and ends identical. Real daemons, real FUSE mounts, real
+ * TCP on loopback, real programs (git, sqlite3) on the trees.
+ */
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import * as fsp from 'fs/promises'
+import * as path from 'path'
+import {
+  startSecondary, startPrimary, tmpdirs, primaryStatus, assertCleanSlate, cleanupAll, timed, waitFor, execOk, helperScript,
+  type Primary, type Secondary
+} from './helpers'
+import { startProxy, closeAllProxies } from './helpers/proxy'
+import { snapshotTree, diffSnapshots, assertNoDiffs, linkGroups } from './helpers/replica-tree'
+
+const t = suite('full-sync')
+
+t.before(async () => { await assertCleanSlate() })
+t.after(async () => {
+  await closeAllProxies()
+  const forced = await cleanupAll()
+  if (forced.length > 0) console.error(`full-sync.test: cleanup had to force: ${forced.join('; ')}`)
+})
+
+/** A tree of every kind of entry, made directly in `dir` (the Primary's data directory, before it starts). */
+async function existingTree (dir: string, bigMiB: number): Promise<void> {
+  const script = `
+set -e
+cd "$1"
+mkdir -p src/a/b src/c empty
+for i in $(seq 1 300); do head -c $((i * 37)) /dev/urandom > src/a/f$i; done
+for i in $(seq 1 200); do echo "file $i" > src/a/b/g$i; done
+head -c ${bigMiB}M /dev/urandom > big.bin
+truncate -s 16M sparse.bin
+printf 'middle' | dd of=sparse.bin bs=1 seek=$((8 << 20)) conv=notrunc status=none
+ln src/a/f1 hard1
+ln src/a/f1 src/c/hard2
+ln -s src/a/f2 link
+ln -s /nonexistent/target dangling
+mkfifo fifo
+chmod 4755 src/a/f3
+chown 4321:4322 src/a/f4
+chown 777:778 src/c
+git init -q repo
+cd repo
+echo hello > x
+git add x
+git -c user.email=t@example.com -c user.name=t commit -qm x
+cd ..
+sqlite3 db.sqlite 'CREATE TABLE t(a); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000) INSERT INTO t SELECT x FROM c;'
+touch -h -d '2001-02-03 04:05:06.123456789' link
+touch -d '2002-01-01 00:00:00.5' src/a/f5
+touch -d '2003-03-03 03:03:03' src/c empty
+`
+  await execOk('bash', ['-c', script, 'tree', dir], { timeoutMs: 120_000 })
+  await execOk(process.execPath, [helperScript('xattr-tool'), 'set', path.join(dir, 'src/a/f6'), 'user.color', Buffer.from('blue').toString('hex')], { timeoutMs: 30_000 })
+  await execOk(process.execPath, [helperScript('xattr-tool'), 'set', path.join(dir, 'src/c'), 'user.dir', 'cafe'], { timeoutMs: 30_000 })
+}
+
+/** Changes through the Primary's mount while the synchronization runs: new, renamed, removed, rewritten entries. */
+async function liveChanges (mount: string, rounds: number): Promise<void> {
+  await fsp.mkdir(path.join(mount, 'live'), { recursive: true })
+  for (let i = 0; i < rounds; i++) {
+    await fsp.writeFile(path.join(mount, `live/n${i}`), Buffer.alloc(4096 + i, i & 0xff))
+    if (i % 5 === 0) await fsp.rename(path.join(mount, `live/n${i}`), path.join(mount, `live/r${i}`))
+    if (i % 7 === 0) await fsp.rm(path.join(mount, `src/a/f${100 + i}`), { force: true })
+    if (i % 11 === 0) await fsp.mkdir(path.join(mount, `live/d${i}`))
+    if (i % 13 === 0) {
+      const fh = await fsp.open(path.join(mount, 'big.bin'), 'r+')
+      try { await fh.write(Buffer.alloc(65536, 0xab), 0, 65536, i * 65536) } finally { await fh.close() }
+    }
+    if (i === Math.floor(rounds / 2)) await fsp.rename(path.join(mount, 'src/a/b'), path.join(mount, 'moved-b'))
+  }
+  await fsp.appendFile(path.join(mount, 'src/a/f2'), 'appended while synchronizing\n')
+}
+
+async function rlinkOf (p: Primary): Promise<{ state: string, consistent?: boolean, dataAckedSeq: number, sync?: unknown }> {
+  return (await primaryStatus(p.state)).rlinks[0] as unknown as { state: string, consistent?: boolean, dataAckedSeq: number }
+}
+
+/** Waits until the RLINK is consistent and the Secondary has applied everything the Primary logged. */
+async function synchronized (p: Primary, s: Secondary, timeoutMs = 120_000): Promise<void> {
+  await waitFor(async () => {
+    const ps = await primaryStatus(p.state)
+    const l = ps.rlinks[0] as unknown as { state: string, consistent: boolean, dataAckedSeq: number }
+    const newest = ps.srl.newestSeq ?? ps.srl.appliedSeq
+    return l.state === 'connected' && l.consistent && l.dataAckedSeq >= newest
+  }, { timeoutMs, what: 'the Secondary to be synchronized and caught up', intervalMs: 100 })
+    .catch(async (err: Error) => { throw new Error(`${err.message}\n--- primary ---\n${await p.log()}\n--- secondary ---\n${await s.log()}`) })
+}
+
+async function assertSameTrees (p: Primary, s: Secondary, what: string): Promise<void> {
+  const [pri, sec] = await Promise.all([snapshotTree(p.data), snapshotTree(s.data)])
+  assertNoDiffs(diffSnapshots(pri, sec, { a: 'primary data', b: 'secondary data', mtime: 'ns' }), what)
+  assert.ok(Object.keys(pri).length > 500, `the Primary's tree has ${Object.keys(pri).length} paths`)
+}
+
+t('a Primary over an existing tree: a new Secondary is synchronized in full while writes go on, then replicates in order', timed(300_000, async () => {
+  let s: Secondary | null = null
+  let p: Primary | null = null
+  try {
+    s = await startSecondary()
+    const proxy = await startProxy(s.address)
+    const dirs = await tmpdirs('pri')
+    await existingTree(dirs.data, 24)
+    p = await startPrimary({ dirs, extraArgs: ['--secondary', proxy.address, '--secret-file', s.secretFile] })
+    const pri = p
+    // Hold the synchronization part way through its walk (the window fills, the walk waits), change
+    // the tree meanwhile, then let it go on: every change must reach the Secondary through the map.
+    await waitFor(() => proxy.bytes.up > (2 << 20), { timeoutMs: 60_000, what: '2 MiB of the synchronization to pass the proxy', intervalMs: 5 })
+    proxy.stall()
+    const during = (await primaryStatus(pri.state)).rlinks[0] as unknown as { consistent: boolean, sync: { phase: string } | null }
+    assert.is(during.consistent, false, 'the RLINK is not consistent during the synchronization')
+    assert.is(during.sync?.phase, 'walk')
+    await liveChanges(pri.mount, 120)
+    await pri.quiesce()
+    const changedUpTo = (await primaryStatus(pri.state)).srl.newestSeq ?? 0
+    assert.ok(changedUpTo > 300, `the changes during the synchronization made ${changedUpTo} records`)
+    proxy.unstall()
+    await synchronized(pri, s)
+    const done = /full synchronization \S+ sent \((\d+) entries, \d+ bytes\); the Secondary has the tree after sequence number (\d+)/.exec(await pri.log())
+    assert.ok(done !== null, 'the Primary says the synchronization ended, and after which record')
+    assert.ok(Number(done[2]) >= changedUpTo, `the synchronization ended after record ${done[2]}, so it carried every change made while it ran (up to ${changedUpTo})`)
+    await pri.quiesce()
+    await assertSameTrees(pri, s, 'after the full synchronization, the Secondary\'s data directory differs from the Primary\'s')
+    const sec = await snapshotTree(s.data)
+    assert.ok(linkGroups(sec).has('hard1, src/a/f1, src/c/hard2'), `hard links on the Secondary: ${[...linkGroups(sec)].join(' | ')}`)
+    assert.is(sec['sparse.bin'].size, 16 << 20)
+    assert.is(sec['src/a/f3'].mode, '4755')
+    assert.is(sec['src/a/f4'].uid, 4321)
+    assert.equal(sec['src/a/f6'].xattrs, { 'user.color': '626c7565' })
+    assert.is(sec.dangling.type, 'symlink')
+    assert.is(sec.fifo.type, 'fifo')
+    assert.is(sec['moved-b/g7'].type, 'file', 'a directory renamed during the synchronization is there under its new name')
+    assert.is(sec['src/a/b'], undefined, 'and not under its old one')
+    const du = (await execOk('du', ['-k', path.join(s.data, 'sparse.bin')], { timeoutMs: 30_000 })).stdout
+    assert.ok(Number(du.split(/\s/)[0]) < 1024, `the sparse file's holes stay holes on the Secondary (du: ${du.trim()})`)
+    const ss = await s.status() as unknown as { consistent: boolean, syncing: string | null }
+    assert.is(ss.consistent, true, 'the Secondary reports itself consistent')
+    assert.is(ss.syncing, null)
+
+    // Real programs on the Secondary's copy.
+    const g = await execOk('git', ['-C', path.join(s.mount, 'repo'), 'log', '--oneline'], { timeoutMs: 30_000 })
+    assert.match(g.stdout, / x\n?$/)
+    const q = await execOk('sqlite3', ['-readonly', path.join(s.mount, 'db.sqlite'), 'PRAGMA integrity_check; SELECT count(*) FROM t;'], { timeoutMs: 30_000 })
+    assert.equal(q.stdout.trim().split('\n'), ['ok', '1000'])
+
+    // From here on, ordered replication.
+    const before = (await rlinkOf(pri)).dataAckedSeq
+    await fsp.writeFile(path.join(pri.mount, 'after.txt'), 'ordered replication\n')
+    await fsp.rename(path.join(pri.mount, 'src/c'), path.join(pri.mount, 'c-renamed'))
+    await synchronized(pri, s)
+    assert.ok((await rlinkOf(pri)).dataAckedSeq > before, 'records were sent after the synchronization')
+    await assertSameTrees(pri, s, 'after ordered replication, the Secondary\'s data directory differs from the Primary\'s')
+  } finally {
+    await p?.stop().catch(() => {})
+    await s?.stop().catch(() => {})
+  }
+}))
+
+t('a synchronization cut short (the link cut, then the Secondary killed) begins again and ends identical', timed(300_000, async () => {
+  let s: Secondary | null = null
+  let p: Primary | null = null
+  try {
+    s = await startSecondary()
+    const proxy = await startProxy(s.address)
+    const dirs = await tmpdirs('pri')
+    await existingTree(dirs.data, 96)
+    p = await startPrimary({ dirs, extraArgs: ['--secondary', proxy.address, '--secret-file', s.secretFile] })
+    const pri = p
+    const sec0 = s
+
+    // 1. The link cut part way.
+    await waitFor(() => proxy.bytes.up > (8 << 20), { timeoutMs: 60_000, what: '8 MiB of the synchronization to pass the proxy', intervalMs: 10 })
+    proxy.cut()
+    await waitFor(async () => /full synchronization \S+ cut short/.test(await pri.log()), { timeoutMs: 30_000, what: 'the Primary to log the cut', intervalMs: 100 })
+
+    // 2. The Secondary killed part way through the next attempt, then started again.
+    const upBefore = proxy.bytes.up
+    await waitFor(() => proxy.bytes.up > upBefore + (8 << 20), { timeoutMs: 60_000, what: '8 MiB more of the next attempt to pass the proxy', intervalMs: 10 })
+    proxy.stall()
+    const st = await sec0.status() as unknown as { syncing: string | null, consistent: boolean }
+    assert.ok(st.syncing !== null, `the Secondary reports a synchronization in progress: ${JSON.stringify(st)}`)
+    assert.is(st.consistent, false, 'and itself not consistent')
+    await sec0.kill9()
+    s = await startSecondary({ dirs: sec0, secretFile: sec0.secretFile, listen: sec0.address })
+    proxy.unstall()
+    await liveChanges(pri.mount, 30)
+    await synchronized(pri, s)
+    await pri.quiesce()
+    assert.match(await s.log(), /did not finish/, 'the restarted Secondary says a synchronization was cut short')
+    await assertSameTrees(pri, s, 'after a cut and a kill -9, the Secondary\'s data directory differs from the Primary\'s')
+  } finally {
+    await p?.stop().catch(() => {})
+    await s?.stop().catch(() => {})
+    await closeAllProxies()
+  }
+}))
+
+t.run()
