@@ -13,7 +13,7 @@ import {
   startSecondary, startPrimary, tmpdirs, primaryStatus, assertCleanSlate, cleanupAll, timed, waitFor, execOk, helperScript,
   type Primary, type Secondary
 } from './helpers'
-import { startProxy, closeAllProxies } from './helpers/proxy'
+import { startProxy, closeAllProxies, type Proxy } from './helpers/proxy'
 import { snapshotTree, diffSnapshots, assertNoDiffs, linkGroups } from './helpers/replica-tree'
 
 const t = suite('full-sync')
@@ -98,16 +98,32 @@ async function assertSameTrees (p: Primary, s: Secondary, what: string): Promise
   assert.ok(Object.keys(pri).length > 500, `the Primary's tree has ${Object.keys(pri).length} paths`)
 }
 
-t('a Primary over an existing tree: a new Secondary is synchronized in full while writes go on, then replicates in order', timed(300_000, async () => {
-  let s: Secondary | null = null
-  let p: Primary | null = null
+interface SyncPair { p: Primary, s: Secondary, proxy: Proxy }
+
+/**
+ * A Secondary, a proxy in front of it, and a Primary started over an existing tree (a `bigMiB`
+ * file in it) replicating through the proxy; both are stopped after `fn`, pass or fail (`fn` may
+ * replace `s` with a restarted Secondary).
+ */
+async function withSyncPair (bigMiB: number, fn: (x: SyncPair) => Promise<void>): Promise<void> {
+  const x: Partial<SyncPair> = {}
   try {
-    s = await startSecondary()
-    const proxy = await startProxy(s.address)
+    x.s = await startSecondary()
+    x.proxy = await startProxy(x.s.address)
     const dirs = await tmpdirs('pri')
-    await existingTree(dirs.data, 24)
-    p = await startPrimary({ dirs, extraArgs: ['--secondary', proxy.address, '--secret-file', s.secretFile] })
-    const pri = p
+    await existingTree(dirs.data, bigMiB)
+    x.p = await startPrimary({ dirs, extraArgs: ['--secondary', x.proxy.address, '--secret-file', x.s.secretFile] })
+    await fn(x as SyncPair)
+  } finally {
+    await x.p?.stop().catch(() => {})
+    await x.s?.stop().catch(() => {})
+    await closeAllProxies()
+  }
+}
+
+t('a Primary over an existing tree: a new Secondary is synchronized in full while writes go on, then replicates in order', timed(300_000, async () => {
+  await withSyncPair(24, async (x) => {
+    const { p: pri, s, proxy } = x
     // Hold the synchronization part way through its walk (the window fills, the walk waits), change
     // the tree meanwhile, then let it go on: every change must reach the Secondary through the map.
     await waitFor(() => proxy.bytes.up > (2 << 20), { timeoutMs: 60_000, what: '2 MiB of the synchronization to pass the proxy', intervalMs: 5 })
@@ -155,23 +171,12 @@ t('a Primary over an existing tree: a new Secondary is synchronized in full whil
     await synchronized(pri, s)
     assert.ok((await rlinkOf(pri)).dataAckedSeq > before, 'records were sent after the synchronization')
     await assertSameTrees(pri, s, 'after ordered replication, the Secondary\'s data directory differs from the Primary\'s')
-  } finally {
-    await p?.stop().catch(() => {})
-    await s?.stop().catch(() => {})
-  }
+  })
 }))
 
 t('a synchronization cut short (the link cut, then the Secondary killed) begins again and ends identical', timed(300_000, async () => {
-  let s: Secondary | null = null
-  let p: Primary | null = null
-  try {
-    s = await startSecondary()
-    const proxy = await startProxy(s.address)
-    const dirs = await tmpdirs('pri')
-    await existingTree(dirs.data, 96)
-    p = await startPrimary({ dirs, extraArgs: ['--secondary', proxy.address, '--secret-file', s.secretFile] })
-    const pri = p
-    const sec0 = s
+  await withSyncPair(96, async (x) => {
+    const { p: pri, s: sec0, proxy } = x
 
     // 1. The link cut part way.
     await waitFor(() => proxy.bytes.up > (8 << 20), { timeoutMs: 60_000, what: '8 MiB of the synchronization to pass the proxy', intervalMs: 10 })
@@ -186,18 +191,14 @@ t('a synchronization cut short (the link cut, then the Secondary killed) begins 
     assert.ok(st.syncing !== null, `the Secondary reports a synchronization in progress: ${JSON.stringify(st)}`)
     assert.is(st.consistent, false, 'and itself not consistent')
     await sec0.kill9()
-    s = await startSecondary({ dirs: sec0, secretFile: sec0.secretFile, listen: sec0.address })
+    const s = x.s = await startSecondary({ dirs: sec0, secretFile: sec0.secretFile, listen: sec0.address })
     proxy.unstall()
     await liveChanges(pri.mount, 30)
     await synchronized(pri, s)
     await pri.quiesce()
     assert.match(await s.log(), /did not finish/, 'the restarted Secondary says a synchronization was cut short')
     await assertSameTrees(pri, s, 'after a cut and a kill -9, the Secondary\'s data directory differs from the Primary\'s')
-  } finally {
-    await p?.stop().catch(() => {})
-    await s?.stop().catch(() => {})
-    await closeAllProxies()
-  }
+  })
 }))
 
 t.run()
