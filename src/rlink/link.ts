@@ -269,7 +269,15 @@ export class Rlink {
     this.followHead()
     this.wakeWaiters()
     while (!this.draining && this.syncSent - this.syncAcked < SYNC_WINDOW_FRAMES) {
-      const m = s.next()
+      let m: Message | null
+      try {
+        m = s.next()
+      } catch (err) {
+        // The data directory refused a read (EIO, EACCES): not this Primary's end. The link ends,
+        // and the synchronization begins again when it is back.
+        c.end(`full synchronization ${s.id} cannot read the data directory: ${(err as Error).message}`)
+        return
+      }
       if (m === null) break
       this.syncSent++
       if (!c.send(m)) this.draining = true

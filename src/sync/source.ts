@@ -140,7 +140,7 @@ export class SyncSource {
     if (this.file !== null) { this.sendChunk(this.file); return true }
     const top = this.stack[this.stack.length - 1]
     if (top !== undefined) {
-      if (top.i < top.names.length) this.visit(join(top.p, top.names[top.i++]), true)
+      if (top.i < top.names.length) this.visitLive(join(top.p, top.names[top.i++]), true)
       else { this.stack.pop(); this.closeDir(top.p, top.names) }
       return true
     }
@@ -149,8 +149,21 @@ export class SyncSource {
     if (p === null) return false
     const m = this.marks.get(p)!
     this.marks.delete(p)
-    this.visit(p, m.tree)
+    this.visitLive(p, m.tree)
     return true
+  }
+
+  /**
+   * visit(), for a tree that changes meanwhile: a path removed or renamed between two reads of it
+   * (ENOENT, ENOTDIR) was changed by a record, which marked it: it is sent again from the map.
+   */
+  private visitLive (p: string, deep: boolean): void {
+    try {
+      this.visit(p, deep)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err
+    }
   }
 
   /** The next marked path whose changes are all applied, deepest (last in name order) first. */
