@@ -101,7 +101,7 @@ async function main (): Promise<void> {
         }
         await runOk(['sync', '-f', sd.data])
         s = Number(process.hrtime.bigint() - t0) / 1e9
-        rows.push(`| ${r} | replicafs full sync | ${s.toFixed(2)} | ${(bytes / MiB / s).toFixed(0)} | ${((cpuTicks() - c0) / 100).toFixed(2)} |`)
+        rows.push(`| ${r} | replicafs full sync (of which the Primary's start ${pri.startSeconds.toFixed(2)} s) | ${s.toFixed(2)} | ${(bytes / MiB / s).toFixed(0)} | ${((cpuTicks() - c0) / 100).toFixed(2)} |`)
         log(rows[rows.length - 1])
       } finally {
         await pri?.stop()

@@ -25,6 +25,7 @@ function pump (src: SyncSource, dst: SyncTarget, max = 100_000): number {
     if (back.t !== MsgType.SYNC_BEGIN) dst.apply(back as SyncMessage)
     if (++n > max) throw new Error('the source never ends')
   }
+  if (src.complete) dst.closeFile() // what SYNC_DONE does
   return n
 }
 
@@ -59,6 +60,33 @@ test('a walk, then marked changes drained once applied: the target ends with the
     pump(src, dst)
     assert.is(src.complete, false, 'marks of records not yet applied are held back')
     applied = 5
+    pump(src, dst)
+    assert.is(src.complete, true)
+    const [sa, sb] = await Promise.all([snapshotTree(a), snapshotTree(b)])
+    assertNoDiffs(diffSnapshots(sa, sb, { a: 'source', b: 'target', mtime: 'ns' }), 'the target differs from the source')
+  } finally {
+    fs.rmSync(a, { recursive: true, force: true })
+    fs.rmSync(b, { recursive: true, force: true })
+  }
+})
+
+test('a file sent after its directory (its last change, a write, applied later) leaves the directory\'s times as sent', async () => {
+  const a = tmp()
+  const b = tmp()
+  try {
+    tree(a)
+    let applied = 0
+    const src = new SyncSource(a, 'unit', () => applied)
+    const dst = new SyncTarget(b)
+    pump(src, dst) // the whole walk
+    fs.writeFileSync(path.join(a, 'a/new'), '')
+    src.mark({ type: RecordType.CREATE, seq: 1, meta: { p: '/a/new' }, data: Buffer.alloc(0) })
+    fs.writeFileSync(path.join(a, 'a/new'), 'bytes')
+    src.mark({ type: RecordType.WRITE, seq: 2, meta: { p: '/a/new', o: 0 }, data: Buffer.alloc(0) })
+    applied = 1
+    pump(src, dst) // '/a' goes now: its mark is applied; '/a/new' waits for its write
+    assert.is(fs.existsSync(path.join(b, 'a/new')), false)
+    applied = 2
     pump(src, dst)
     assert.is(src.complete, true)
     const [sa, sb] = await Promise.all([snapshotTree(a), snapshotTree(b)])

@@ -37,15 +37,17 @@ export class SyncTarget {
       case MsgType.SYNC_ENTRY: this.entry(m); return
       case MsgType.SYNC_DATA: this.data(m.p, m.o, m.d); return
       case MsgType.SYNC_DIR: this.dir(m.p, m.names, m.a, m.mt); return
-      case MsgType.SYNC_REMOVE: this.closeFile(); removeTree(this.full(m.p)); return
+      case MsgType.SYNC_REMOVE: { this.closeFile(); const full = this.full(m.p); keepParentTimes(full, () => removeTree(full)); return }
       default:
     }
   }
 
-  /** Closes what is open (before SYNC_DONE and when the link goes). */
+  /** Closes the file SYNC_DATA wrote to (at the next frame of another kind, SYNC_DONE, or when the link goes), with its times. */
   closeFile (): void {
-    if (this.file !== null) fs.closeSync(this.file.fd)
+    const f = this.file
+    if (f === null) return
     this.file = null
+    try { sys.futimens(f.fd, f.a[0], f.a[1], f.mt[0], f.mt[1]) } finally { fs.closeSync(f.fd) }
   }
 
   private full (p: string): string {
@@ -58,6 +60,11 @@ export class SyncTarget {
   private entry (e: SyncEntry): void {
     this.closeFile()
     const full = this.full(e.p)
+    if (e.p !== '/') keepParentTimes(full, () => this.makeAnyway(e, full))
+    else this.make(e, full)
+  }
+
+  private makeAnyway (e: SyncEntry, full: string): void {
     try {
       this.make(e, full)
     } catch (err) {
@@ -119,7 +126,6 @@ export class SyncTarget {
     if (f === null || f.p !== p) throw new ReplError('PROTOCOL', `the Primary sent bytes of ${p} without its entry`)
     let done = 0
     while (done < d.length) done += fs.writeSync(f.fd, d, done, d.length - done, o + done)
-    sys.futimens(f.fd, f.a[0], f.a[1], f.mt[0], f.mt[1])
   }
 
   private dir (p: string, names: string[], a: SyncTime, mt: SyncTime): void {
@@ -131,6 +137,20 @@ export class SyncTarget {
     }
     sys.utimensat(full, a[0], a[1], mt[0], mt[1], true)
   }
+}
+
+/**
+ * Runs `fn`, which makes or removes `full`, and gives its directory back the times it had: a
+ * directory's times come from the Primary (SYNC_DIR), read after every change the Primary made in
+ * it so far, and a path the map sends after its directory (its last change came later, a write)
+ * must not move them. A later namespace change in the directory marks it, so it is sent again.
+ */
+function keepParentTimes (full: string, fn: () => void): void {
+  const dir = path.dirname(full)
+  let t: number[] | null = null
+  try { t = sys.lstatNs(dir) } catch { /* not there yet: made by fn, sent later */ }
+  fn()
+  if (t !== null) sys.utimensat(dir, t[0], t[1], t[2], t[3], true)
 }
 
 /** Removes `full`, a directory with everything below it; nothing there is not an error. */
