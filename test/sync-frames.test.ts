@@ -38,14 +38,27 @@ function tree (root: string): void {
   fs.utimesSync(path.join(root, 'a'), new Date(1e12), new Date(1e12))
 }
 
-test('a walk, then marked changes drained once applied: the target ends with the source tree', async () => {
+/** A source directory holding tree(), an empty target, and a source over it with `applied()`; both removed after `fn`. */
+async function withPair (applied: () => number, fn: (a: string, b: string, src: SyncSource, dst: SyncTarget) => Promise<void> | void): Promise<void> {
   const a = tmp()
   const b = tmp()
   try {
     tree(a)
-    let applied = 0
-    const src = new SyncSource(a, 'unit', () => applied)
-    const dst = new SyncTarget(b)
+    await fn(a, b, new SyncSource(a, 'unit', applied), new SyncTarget(b))
+  } finally {
+    fs.rmSync(a, { recursive: true, force: true })
+    fs.rmSync(b, { recursive: true, force: true })
+  }
+}
+
+async function assertSame (a: string, b: string): Promise<void> {
+  const [sa, sb] = await Promise.all([snapshotTree(a), snapshotTree(b)])
+  assertNoDiffs(diffSnapshots(sa, sb, { a: 'source', b: 'target', mtime: 'ns' }), 'the target differs from the source')
+}
+
+test('a walk, then marked changes drained once applied: the target ends with the source tree', async () => {
+  let applied = 0
+  await withPair(() => applied, async (a, b, src, dst) => {
     // Part of the walk, then changes, as records the Primary applies would mark them.
     for (let i = 0; i < 20; i++) { const m = src.next(); if (m !== null && m.t !== MsgType.SYNC_BEGIN) dst.apply(m) }
     fs.renameSync(path.join(a, 'a/b'), path.join(a, 'moved'))
@@ -62,22 +75,13 @@ test('a walk, then marked changes drained once applied: the target ends with the
     applied = 5
     pump(src, dst)
     assert.is(src.complete, true)
-    const [sa, sb] = await Promise.all([snapshotTree(a), snapshotTree(b)])
-    assertNoDiffs(diffSnapshots(sa, sb, { a: 'source', b: 'target', mtime: 'ns' }), 'the target differs from the source')
-  } finally {
-    fs.rmSync(a, { recursive: true, force: true })
-    fs.rmSync(b, { recursive: true, force: true })
-  }
+    await assertSame(a, b)
+  })
 })
 
 test('a file sent after its directory (its last change, a write, applied later) leaves the directory\'s times as sent', async () => {
-  const a = tmp()
-  const b = tmp()
-  try {
-    tree(a)
-    let applied = 0
-    const src = new SyncSource(a, 'unit', () => applied)
-    const dst = new SyncTarget(b)
+  let applied = 0
+  await withPair(() => applied, async (a, b, src, dst) => {
     pump(src, dst) // the whole walk
     fs.writeFileSync(path.join(a, 'a/new'), '')
     src.mark({ type: RecordType.CREATE, seq: 1, meta: { p: '/a/new' }, data: Buffer.alloc(0) })
@@ -89,31 +93,19 @@ test('a file sent after its directory (its last change, a write, applied later) 
     applied = 2
     pump(src, dst)
     assert.is(src.complete, true)
-    const [sa, sb] = await Promise.all([snapshotTree(a), snapshotTree(b)])
-    assertNoDiffs(diffSnapshots(sa, sb, { a: 'source', b: 'target', mtime: 'ns' }), 'the target differs from the source')
-  } finally {
-    fs.rmSync(a, { recursive: true, force: true })
-    fs.rmSync(b, { recursive: true, force: true })
-  }
+    await assertSame(a, b)
+  })
 })
 
-test('a path gone between the listing and its visit is skipped, not an error; a target path outside the root is refused', () => {
-  const a = tmp()
-  const b = tmp()
-  try {
-    tree(a)
-    const src = new SyncSource(a, 'unit', () => 0)
-    const dst = new SyncTarget(b)
+test('a path gone between the listing and its visit is skipped, not an error; a target path outside the root is refused', async () => {
+  await withPair(() => 0, (a, b, src, dst) => {
     src.next() // SYNC_BEGIN: the root is listed
     fs.rmSync(path.join(a, 'a'), { recursive: true })
     pump(src, dst)
     assert.is(fs.existsSync(path.join(b, 'a')), false)
     assert.is(fs.readlinkSync(path.join(b, 'sym')), 'a/f1')
     assert.throws(() => dst.apply({ t: MsgType.SYNC_REMOVE, p: '/../etc' }), /outside the data directory/)
-  } finally {
-    fs.rmSync(a, { recursive: true, force: true })
-    fs.rmSync(b, { recursive: true, force: true })
-  }
+  })
 })
 
 test.run()
