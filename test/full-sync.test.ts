@@ -102,14 +102,16 @@ interface SyncPair { p: Primary, s: Secondary, proxy: Proxy }
 
 /**
  * A Secondary, a proxy in front of it, and a Primary started over an existing tree (a `bigMiB`
- * file in it) replicating through the proxy; both are stopped after `fn`, pass or fail (`fn` may
- * replace `s` with a restarted Secondary).
+ * file in it) replicating through the proxy, which stalls by itself after `stallAfter` bytes of
+ * it (exactly there: polling for a byte count would let a fast synchronization finish first);
+ * both are stopped after `fn`, pass or fail (`fn` may replace `s` with a restarted Secondary).
  */
-async function withSyncPair (bigMiB: number, fn: (x: SyncPair) => Promise<void>): Promise<void> {
+async function withSyncPair (bigMiB: number, stallAfter: number, fn: (x: SyncPair) => Promise<void>): Promise<void> {
   const x: Partial<SyncPair> = {}
   try {
     x.s = await startSecondary()
     x.proxy = await startProxy(x.s.address)
+    x.proxy.stallAfterUp(stallAfter)
     const dirs = await tmpdirs('pri')
     await existingTree(dirs.data, bigMiB)
     x.p = await startPrimary({ dirs, extraArgs: ['--secondary', x.proxy.address, '--secret-file', x.s.secretFile] })
@@ -122,12 +124,11 @@ async function withSyncPair (bigMiB: number, fn: (x: SyncPair) => Promise<void>)
 }
 
 t('a Primary over an existing tree: a new Secondary is synchronized in full while writes go on, then replicates in order', timed(300_000, async () => {
-  await withSyncPair(24, async (x) => {
+  await withSyncPair(24, 2 << 20, async (x) => {
     const { p: pri, s, proxy } = x
     // Hold the synchronization part way through its walk (the window fills, the walk waits), change
     // the tree meanwhile, then let it go on: every change must reach the Secondary through the map.
-    await waitFor(() => proxy.bytes.up > (2 << 20), { timeoutMs: 60_000, what: '2 MiB of the synchronization to pass the proxy', intervalMs: 5 })
-    proxy.stall()
+    await waitFor(() => proxy.stalled, { timeoutMs: 60_000, what: '2 MiB of the synchronization to pass the proxy, and the proxy to stall', intervalMs: 5 })
     const during = (await primaryStatus(pri.state)).rlinks[0] as unknown as { consistent: boolean, sync: { phase: string } | null }
     assert.is(during.consistent, false, 'the RLINK is not consistent during the synchronization')
     assert.is(during.sync?.phase, 'walk')
@@ -175,18 +176,18 @@ t('a Primary over an existing tree: a new Secondary is synchronized in full whil
 }))
 
 t('a synchronization cut short (the link cut, then the Secondary killed) begins again and ends identical', timed(300_000, async () => {
-  await withSyncPair(96, async (x) => {
+  await withSyncPair(96, 8 << 20, async (x) => {
     const { p: pri, s: sec0, proxy } = x
 
     // 1. The link cut part way.
-    await waitFor(() => proxy.bytes.up > (8 << 20), { timeoutMs: 60_000, what: '8 MiB of the synchronization to pass the proxy', intervalMs: 10 })
+    await waitFor(() => proxy.stalled, { timeoutMs: 60_000, what: '8 MiB of the synchronization to pass the proxy, and the proxy to stall', intervalMs: 10 })
     proxy.cut()
     await waitFor(async () => /full synchronization \S+ cut short/.test(await pri.log()), { timeoutMs: 30_000, what: 'the Primary to log the cut', intervalMs: 100 })
 
     // 2. The Secondary killed part way through the next attempt, then started again.
-    const upBefore = proxy.bytes.up
-    await waitFor(() => proxy.bytes.up > upBefore + (8 << 20), { timeoutMs: 60_000, what: '8 MiB more of the next attempt to pass the proxy', intervalMs: 10 })
-    proxy.stall()
+    proxy.stallAfterUp(8 << 20)
+    proxy.unstall()
+    await waitFor(() => proxy.stalled, { timeoutMs: 60_000, what: '8 MiB more of the next attempt to pass the proxy, and the proxy to stall', intervalMs: 10 })
     const st = await sec0.status() as unknown as { syncing: string | null, consistent: boolean }
     assert.ok(st.syncing !== null, `the Secondary reports a synchronization in progress: ${JSON.stringify(st)}`)
     assert.is(st.consistent, false, 'and itself not consistent')

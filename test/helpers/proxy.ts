@@ -42,6 +42,8 @@ export interface Proxy {
   readonly events: string[]
   delay(ms: number): void
   stall(): void
+  /** Stalls by itself once `bytes` more have been forwarded up (exactly there, between two chunks). */
+  stallAfterUp(bytes: number): void
   unstall(): void
   readonly stalled: boolean
   /** Destroys every current connection; returns how many there were. */
@@ -98,6 +100,8 @@ export async function startProxy (target: string): Promise<Proxy> {
   const cuts = { total: 0, torn: 0 }
   let delayMs = 0
   let stalled = false
+  /** counters.up at which to stall (stallAfterUp), or null. */
+  let stallAt: number | null = null
   let refusing = false
   let closed = false
   let accepted = 0
@@ -139,6 +143,7 @@ export async function startProxy (target: string): Promise<Proxy> {
       if (p.dir === 'up') counters.up += head.chunk.length
       else counters.down += head.chunk.length
       p.to.write(head.chunk)
+      if (stallAt !== null && counters.up >= stallAt) { stallAt = null; stalled = true; ev(c.id, `stall after ${counters.up} bytes up`) }
     }
   }
 
@@ -231,6 +236,7 @@ export async function startProxy (target: string): Promise<Proxy> {
       delayMs = ms
     },
     stall () { stalled = true; ev(0, 'stall') },
+    stallAfterUp (bytes: number) { stallAt = counters.up + bytes },
     unstall () {
       stalled = false
       ev(0, 'unstall')
