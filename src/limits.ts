@@ -72,6 +72,9 @@ export const RLINK_BATCH_BYTES_MAX = 1024 * 1024
 /** Full synchronization (src/sync/): bytes of a file per SYNC_DATA frame. */
 export const SYNC_CHUNK_BYTES = 256 * 1024
 
+/** Synchronization by difference: chunk hashes per SYNC_SUMS frame (1 MiB of hashes, 16 GiB of file). */
+export const SYNC_SUMS_PER_FRAME = 65536
+
 /** Full synchronization: SYNC_* frames sent and not yet applied by the Secondary (SYNC_ACK). */
 export const SYNC_WINDOW_FRAMES = 32
 

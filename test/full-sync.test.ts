@@ -105,15 +105,28 @@ interface SyncPair { p: Primary, s: Secondary, proxy: Proxy }
  * file in it) replicating through the proxy, which stalls by itself after `stallAfter` bytes of
  * it (exactly there: polling for a byte count would let a fast synchronization finish first);
  * both are stopped after `fn`, pass or fail (`fn` may replace `s` with a restarted Secondary).
+ * `existing`: the Secondary starts with --sync-existing over what `existing` makes of a copy of
+ * the Primary's tree, after a start without it that must be refused.
  */
-async function withSyncPair (bigMiB: number, stallAfter: number, fn: (x: SyncPair) => Promise<void>): Promise<void> {
+async function withSyncPair (bigMiB: number, stallAfter: number, fn: (x: SyncPair) => Promise<void>,
+  existing?: (secData: string) => Promise<void>): Promise<void> {
   const x: Partial<SyncPair> = {}
   try {
-    x.s = await startSecondary()
-    x.proxy = await startProxy(x.s.address)
-    x.proxy.stallAfterUp(stallAfter)
     const dirs = await tmpdirs('pri')
     await existingTree(dirs.data, bigMiB)
+    if (existing === undefined) x.s = await startSecondary()
+    else {
+      const sec = await tmpdirs('sec')
+      await execOk('cp', ['-a', '--sparse=always', dirs.data + '/.', sec.data], { timeoutMs: 60_000 })
+      await existing(sec.data)
+      let refused: Error | null = null
+      try { x.s = await startSecondary({ dirs: sec }) } catch (err) { refused = err as Error }
+      assert.ok(refused !== null, 'a Secondary over data that never replicated does not start without --sync-existing')
+      assert.match(refused.message, /is not empty, and this Secondary has never replicated: .*--sync-existing/)
+      x.s = await startSecondary({ dirs: sec, extraArgs: ['--sync-existing'] })
+    }
+    x.proxy = await startProxy(x.s.address)
+    x.proxy.stallAfterUp(stallAfter)
     x.p = await startPrimary({ dirs, extraArgs: ['--secondary', x.proxy.address, '--secret-file', x.s.secretFile] })
     await fn(x as SyncPair)
   } finally {
@@ -121,6 +134,33 @@ async function withSyncPair (bigMiB: number, stallAfter: number, fn: (x: SyncPai
     await x.s?.stop().catch(() => {})
     await closeAllProxies()
   }
+}
+
+/** File bytes in a tree (a hard-linked file once; holes of sparse.bin not counted). */
+async function treeBytes (dir: string): Promise<number> {
+  const snap = await snapshotTree(dir)
+  const seen = new Set<string>()
+  let n = 0
+  for (const [p, e] of Object.entries(snap)) {
+    if (e.type !== 'file' || p === 'sparse.bin') continue
+    const id = e.ino
+    if (seen.has(id)) continue
+    seen.add(id)
+    n += e.size ?? 0
+  }
+  return n
+}
+
+/** The figures of every synchronization the Primary's log reports, cut short or sent, in order. */
+function syncReports (log: string): Array<{ mode: 'full' | 'diff', outcome: 'cut' | 'sent', entries: number, bytes: number, differed: number | null }> {
+  const re = /(full synchronization|synchronization by difference) \S+ (?:cut short \(.*?\) after |sent \()(\d+) entries, (\d+) bytes(?:, (\d+) files differed)?/g
+  return [...log.matchAll(re)].map((m) => ({
+    mode: m[1] === 'full synchronization' ? 'full' : 'diff',
+    outcome: m[0].includes('cut short') ? 'cut' : 'sent',
+    entries: Number(m[2]),
+    bytes: Number(m[3]),
+    differed: m[4] === undefined ? null : Number(m[4])
+  }))
 }
 
 t('a Primary over an existing tree: a new Secondary is synchronized in full while writes go on, then replicates in order', timed(300_000, async () => {
@@ -199,6 +239,57 @@ t('a synchronization cut short (the link cut, then the Secondary killed) begins 
     await pri.quiesce()
     assert.match(await s.log(), /did not finish/, 'the restarted Secondary says a synchronization was cut short')
     await assertSameTrees(pri, s, 'after a cut and a kill -9, the Secondary\'s data directory differs from the Primary\'s')
+
+    // Each attempt went on from what the one before had delivered (by difference), not from
+    // nothing: the last sent the tree less the 2 x 8 MiB that passed the proxy before (what an
+    // attempt counts as sent includes what was in flight when it was cut).
+    const reports = syncReports(await pri.log())
+    assert.equal(reports.map((r) => `${r.mode} ${r.outcome}`), ['full cut', 'diff cut', 'diff sent'], JSON.stringify(reports))
+    const tree = await treeBytes(pri.data)
+    assert.ok(reports[2].bytes < tree - (12 << 20), `the last attempt sent ${reports[2].bytes} bytes for a tree of ${tree}: ${JSON.stringify(reports)}`)
+  })
+}))
+
+t('a Secondary with data of its own (an old copy) and --sync-existing is made the Primary\'s by difference, every file compared, while writes go on', timed(300_000, async () => {
+  await withSyncPair(24, 16 << 10, async (x) => {
+    const { p: pri, s, proxy } = x
+    await waitFor(() => proxy.stalled, { timeoutMs: 60_000, what: '16 KiB of the synchronization to pass the proxy, and the proxy to stall', intervalMs: 5 })
+    const during = await rlinkOf(pri) as unknown as { consistent: boolean, sync: { mode: string } | null }
+    assert.is(during.consistent, false)
+    assert.is(during.sync?.mode, 'diff', 'the RLINK status says it synchronizes by difference')
+    await liveChanges(pri.mount, 40)
+    proxy.unstall()
+    await synchronized(pri, s)
+    await pri.quiesce()
+    await assertSameTrees(pri, s, 'after a synchronization by difference, the Secondary\'s data directory differs from the Primary\'s')
+    const sec = await snapshotTree(s.data)
+    assert.is(sec['src/a/extra'], undefined, 'a file only the Secondary had is gone')
+    assert.ok(linkGroups(sec).has('hard1, src/a/f1, src/c/hard2'), `hard links on the Secondary: ${[...linkGroups(sec)].join(' | ')}`)
+    const [r] = syncReports(await pri.log())
+    assert.is(r.mode, 'diff')
+    const tree = await treeBytes(pri.data)
+    assert.ok(r.bytes < (3 << 20), `sent ${r.bytes} bytes of a ${tree}-byte tree: the chunks that differ and the writes made meanwhile`)
+    assert.ok(r.differed !== null && r.differed >= 4, `files sent: ${String(r.differed)}`)
+    assert.match(await s.log(), /of \d+ files compared differed/)
+    // From here on, ordered replication.
+    await fsp.writeFile(path.join(pri.mount, 'after.txt'), 'ordered replication\n')
+    await synchronized(pri, s)
+    await assertSameTrees(pri, s, 'after ordered replication, the Secondary\'s data directory differs from the Primary\'s')
+  }, async (data) => {
+    // Bytes changed in the big file with its size and mtime kept: only comparing every chunk finds them.
+    await execOk('bash', ['-c', `set -e
+cd "$1"
+t=$(stat -c %y big.bin)
+printf 'CHANGED' | dd of=big.bin bs=1 seek=$((5 << 20)) conv=notrunc status=none
+touch -d "$t" big.bin
+rm src/a/f10
+echo extra > src/a/extra
+echo more >> src/a/f20
+chmod 600 src/a/f30
+ln -sfn elsewhere link
+rm -r src/a/b
+echo file > src/a/b
+mkdir src/a/f40.d`, 'drift', data], { timeoutMs: 30_000 })
   })
 }))
 

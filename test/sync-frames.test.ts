@@ -8,8 +8,8 @@ import * as assert from 'uvu/assert'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { SyncSource, SyncTarget } from '../src/sync'
-import { encodeFrame, FrameDecoder, MsgType, type SyncMessage } from '../src/format/wire'
+import { SyncSource, SyncTarget, type SyncMode } from '../src/sync'
+import { encodeFrame, FrameDecoder, MsgType, type Message, type SyncMessage } from '../src/format/wire'
 import { RecordType } from '../src/format/record'
 import { snapshotTree, diffSnapshots, assertNoDiffs } from './helpers/replica-tree'
 
@@ -17,16 +17,38 @@ function tmp (): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-sync-'))
 }
 
-/** Runs `src` to completion (or until it waits for `applied`), each frame encoded and decoded on the way. */
-function pump (src: SyncSource, dst: SyncTarget, max = 100_000): number {
-  let n = 0
+/** A message through the wire codec and back. */
+function wire<T extends Message> (m: T): T {
+  return new FrameDecoder().push(encodeFrame(m))[0] as T
+}
+
+/**
+ * Runs `src` to completion (or until it waits for `applied`), each frame encoded and decoded on
+ * the way, the target's answers (SYNC_SUMS) given to the source before its next frame (as they
+ * arrive before the frame's SYNC_ACK). Returns the frames sent and the file bytes among them.
+ */
+async function pump (src: SyncSource, dst: SyncTarget, max = 100_000): Promise<{ frames: number, bytes: number }> {
+  let frames = 0
+  let bytes = 0
   for (let m = src.next(); m !== null; m = src.next()) {
-    const [back] = new FrameDecoder().push(encodeFrame(m))
-    if (back.t !== MsgType.SYNC_BEGIN) dst.apply(back as SyncMessage)
-    if (++n > max) throw new Error('the source never ends')
+    const back = wire(m) as SyncMessage
+    if (back.t === MsgType.SYNC_BEGIN) dst.checksum = back.c === 1
+    else for (const r of await dst.apply(back)) src.want(wire(r))
+    if (back.t === MsgType.SYNC_DATA) bytes += back.d.length
+    if (++frames > max) throw new Error('the source never ends')
   }
   if (src.complete) dst.closeFile() // what SYNC_DONE does
-  return n
+  return { frames, bytes }
+}
+
+/** The first `n` frames of `src` applied (their answers given back). */
+async function some (src: SyncSource, dst: SyncTarget, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const m = src.next()
+    if (m === null) return
+    if (m.t === MsgType.SYNC_BEGIN) dst.checksum = m.c === 1
+    else for (const r of await dst.apply(wire(m))) src.want(wire(r))
+  }
 }
 
 function tree (root: string): void {
@@ -38,13 +60,21 @@ function tree (root: string): void {
   fs.utimesSync(path.join(root, 'a'), new Date(1e12), new Date(1e12))
 }
 
-/** A source directory holding tree(), an empty target, and a source over it with `applied()`; both removed after `fn`. */
-async function withPair (applied: () => number, fn: (a: string, b: string, src: SyncSource, dst: SyncTarget) => Promise<void> | void): Promise<void> {
+/**
+ * A source directory holding tree(), a target (empty, or as `prepare` makes it from a copy of the
+ * source), and a source over it with `applied()` in `mode`; both removed after `fn`.
+ */
+async function withPair (applied: () => number, fn: (a: string, b: string, src: SyncSource, dst: SyncTarget) => Promise<void> | void,
+  mode: SyncMode = { diff: false, checksum: false }, prepare?: (a: string, b: string) => void): Promise<void> {
   const a = tmp()
   const b = tmp()
   try {
     tree(a)
-    await fn(a, b, new SyncSource(a, 'unit', applied), new SyncTarget(b))
+    if (prepare !== undefined) {
+      fs.cpSync(a, b, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true })
+      prepare(a, b)
+    }
+    await fn(a, b, new SyncSource(a, 'unit', applied, mode), new SyncTarget(b))
   } finally {
     fs.rmSync(a, { recursive: true, force: true })
     fs.rmSync(b, { recursive: true, force: true })
@@ -60,7 +90,7 @@ test('a walk, then marked changes drained once applied: the target ends with the
   let applied = 0
   await withPair(() => applied, async (a, b, src, dst) => {
     // Part of the walk, then changes, as records the Primary applies would mark them.
-    for (let i = 0; i < 20; i++) { const m = src.next(); if (m !== null && m.t !== MsgType.SYNC_BEGIN) dst.apply(m) }
+    await some(src, dst, 20)
     fs.renameSync(path.join(a, 'a/b'), path.join(a, 'moved'))
     src.mark({ type: RecordType.RENAME, seq: 1, meta: { p: '/a/b', d: '/moved' }, data: Buffer.alloc(0) })
     fs.rmSync(path.join(a, 'a/f40'))
@@ -70,10 +100,10 @@ test('a walk, then marked changes drained once applied: the target ends with the
     src.mark({ type: RecordType.MKDIR, seq: 4, meta: { p: '/new/deep' }, data: Buffer.alloc(0) })
     fs.writeFileSync(path.join(a, 'new/deep/x'), 'x')
     src.mark({ type: RecordType.CREATE, seq: 5, meta: { p: '/new/deep/x' }, data: Buffer.alloc(0) })
-    pump(src, dst)
+    await pump(src, dst)
     assert.is(src.complete, false, 'marks of records not yet applied are held back')
     applied = 5
-    pump(src, dst)
+    await pump(src, dst)
     assert.is(src.complete, true)
     await assertSame(a, b)
   })
@@ -82,29 +112,121 @@ test('a walk, then marked changes drained once applied: the target ends with the
 test('a file sent after its directory (its last change, a write, applied later) leaves the directory\'s times as sent', async () => {
   let applied = 0
   await withPair(() => applied, async (a, b, src, dst) => {
-    pump(src, dst) // the whole walk
+    await pump(src, dst) // the whole walk
     fs.writeFileSync(path.join(a, 'a/new'), '')
     src.mark({ type: RecordType.CREATE, seq: 1, meta: { p: '/a/new' }, data: Buffer.alloc(0) })
     fs.writeFileSync(path.join(a, 'a/new'), 'bytes')
     src.mark({ type: RecordType.WRITE, seq: 2, meta: { p: '/a/new', o: 0 }, data: Buffer.alloc(0) })
     applied = 1
-    pump(src, dst) // '/a' goes now: its mark is applied; '/a/new' waits for its write
+    await pump(src, dst) // '/a' goes now: its mark is applied; '/a/new' waits for its write
     assert.is(fs.existsSync(path.join(b, 'a/new')), false)
     applied = 2
-    pump(src, dst)
+    await pump(src, dst)
     assert.is(src.complete, true)
     await assertSame(a, b)
   })
 })
 
 test('a path gone between the listing and its visit is skipped, not an error; a target path outside the root is refused', async () => {
-  await withPair(() => 0, (a, b, src, dst) => {
+  await withPair(() => 0, async (a, b, src, dst) => {
     src.next() // SYNC_BEGIN: the root is listed
     fs.rmSync(path.join(a, 'a'), { recursive: true })
-    pump(src, dst)
+    await pump(src, dst)
     assert.is(fs.existsSync(path.join(b, 'a')), false)
     assert.is(fs.readlinkSync(path.join(b, 'sym')), 'a/f1')
-    assert.throws(() => dst.apply({ t: MsgType.SYNC_REMOVE, p: '/../etc' }), /outside the data directory/)
+    let refused: unknown = null
+    try { await dst.apply({ t: MsgType.SYNC_REMOVE, p: '/../etc' }) } catch (err) { refused = err }
+    assert.match(String(refused), /outside the data directory/)
+  })
+})
+
+/**
+ * What an old replica looks like: one chunk of the big file changed, a file shorter, one longer,
+ * one gone, one extra, a file where the source has a directory, another mode and extended
+ * attribute, and a file with the source's size and mtime but other bytes.
+ */
+function drift (a: string, b: string): void {
+  const big = path.join(b, 'a/b/big')
+  const t = fs.statSync(big)
+  const fd = fs.openSync(big, 'r+')
+  fs.writeSync(fd, Buffer.from('changed'), 0, 7, 300_000) // chunk 1 of 4
+  fs.closeSync(fd)
+  fs.utimesSync(big, t.atime, new Date(t.mtimeMs + 5000))
+  fs.truncateSync(path.join(b, 'a/f10'), 100)
+  fs.appendFileSync(path.join(b, 'a/f11'), 'more')
+  fs.rmSync(path.join(b, 'a/f12'))
+  fs.writeFileSync(path.join(b, 'a/extra'), 'not on the source')
+  fs.rmSync(path.join(b, 'a/b'), { recursive: true })
+  fs.writeFileSync(path.join(b, 'a/b'), 'a file where a directory is')
+  fs.chmodSync(path.join(b, 'a/f13'), 0o600)
+  fs.writeFileSync(path.join(a, 'a/f14'), Buffer.alloc(14000, 1))
+  fs.writeFileSync(path.join(b, 'a/f14'), Buffer.alloc(14000, 2))
+  for (const r of [a, b]) fs.utimesSync(path.join(r, 'a/f14'), new Date(1.5e12), new Date(1.5e12))
+  fs.utimesSync(path.join(a, 'a'), new Date(1e12), new Date(1e12))
+  fs.utimesSync(path.join(b, 'a'), new Date(2e12), new Date(2e12))
+}
+
+test('by difference, every chunk compared: an old replica ends as the source, with only the differing chunks sent', async () => {
+  await withPair(() => 0, async (a, b, src, dst) => {
+    const { bytes } = await pump(src, dst)
+    assert.is(src.complete, true)
+    await assertSame(a, b)
+    // Sent: the big file's changed chunk (it is under a/b, a file on the target: all of it, 1 MiB),
+    // f10's and f11's one chunk, f12, f14: far less than the tree.
+    const total = 50 * 49 * 1000 / 2 + (1 << 20)
+    assert.ok(bytes < (1 << 20) + 50_000, `sent ${bytes} bytes of a ${total}-byte tree`)
+    assert.ok(src.progress.differing >= 4, `files sent in place or whole: ${src.progress.differing}`)
+  }, { diff: true, checksum: true }, drift)
+})
+
+test('by difference, by size and mtime: a changed chunk of a large file is all that is sent; a file with the same size and mtime is kept', async () => {
+  await withPair(() => 0, async (a, b, src, dst) => {
+    const big = path.join(b, 'a/b/big')
+    const fd = fs.openSync(big, 'r+')
+    fs.writeSync(fd, Buffer.from('changed'), 0, 7, 600_000) // chunk 2 of 4
+    fs.closeSync(fd)
+    fs.utimesSync(big, new Date(0), new Date(0))
+    const { bytes } = await pump(src, dst)
+    assert.is(src.complete, true)
+    assert.is(bytes, 256 * 1024, 'one chunk of the big file')
+    assert.equal(fs.readFileSync(big), fs.readFileSync(path.join(a, 'a/b/big')))
+    // f14 differs only in bytes: kept, as rsync -a keeps it (every chunk compared finds it: above)
+    assert.equal(fs.readFileSync(path.join(b, 'a/f14'))[0], 2)
+  }, { diff: true, checksum: false }, (a, b) => {
+    fs.writeFileSync(path.join(a, 'a/f14'), Buffer.alloc(14000, 1))
+    fs.writeFileSync(path.join(b, 'a/f14'), Buffer.alloc(14000, 2))
+    for (const r of [a, b]) fs.utimesSync(path.join(r, 'a/f14'), new Date(1.5e12), new Date(1.5e12))
+  })
+})
+
+test('by difference: hashes taken of a file that a later frame made anew are not used; the file is asked for again', async () => {
+  let applied = 0
+  await withPair(() => applied, async (a, b, src, dst) => {
+    // The walk up to the big file's compare entry, answered with its hashes (kept by the source).
+    let m: ReturnType<SyncSource['next']>
+    for (m = src.next(); m !== null; m = src.next()) {
+      const back = wire(m) as SyncMessage
+      if (back.t === MsgType.SYNC_BEGIN) { dst.checksum = true; continue }
+      const answers = await dst.apply(back)
+      if (back.t === MsgType.SYNC_ENTRY && back.p === '/a/b/big') {
+        assert.is(answers.length, 1, 'the big file differs: its hashes go back')
+        // Before the source answers, the target's file changes (as a full entry of it would make
+        // it): its first chunk, which matched when hashed, no longer does.
+        const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
+        fs.writeSync(fd, Buffer.alloc(1000, 9), 0, 1000, 0)
+        fs.closeSync(fd)
+        for (const r of answers) src.want(wire(r))
+        break
+      }
+      for (const r of answers) src.want(wire(r))
+    }
+    await pump(src, dst)
+    assert.is(src.complete, true)
+    await assertSame(a, b)
+  }, { diff: true, checksum: true }, (a, b) => {
+    const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
+    fs.writeSync(fd, Buffer.alloc(1000, 8), 0, 1000, 900_000) // chunk 3 differs, the rest matches
+    fs.closeSync(fd)
   })
 })
 

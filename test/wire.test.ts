@@ -24,8 +24,8 @@ const bytes = (n: number, seed: number): Buffer => {
 function samples (): Message[] {
   return [
     { t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'rds-ünïcode', srlId: '0123456789abcdef', nonce: bytes(32, 1), rf: 3 },
-    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 2), proof: bytes(32, 3), next: 2 ** 40 + 7, last: { seq: 2 ** 40 + 6, crc: 0xfedcba98 }, applied: 2 ** 40 + 1, fresh: false, empty: false, syncing: 'a1b2c3d4' },
-    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 4), proof: bytes(32, 5), next: 1, last: null, applied: 0, fresh: true, empty: true, syncing: null },
+    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 2), proof: bytes(32, 3), next: 2 ** 40 + 7, last: { seq: 2 ** 40 + 6, crc: 0xfedcba98 }, applied: 2 ** 40 + 1, fresh: false, empty: false, syncing: 'a1b2c3d4', adopt: true },
+    { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 4), proof: bytes(32, 5), next: 1, last: null, applied: 0, fresh: true, empty: true, syncing: null, adopt: false },
     { t: MsgType.AUTH, proof: bytes(32, 6) },
     { t: MsgType.READY },
     { t: MsgType.UPDATES, recs: [bytes(32, 7), bytes(4096 + 100, 8), bytes(1, 9)] },
@@ -49,7 +49,13 @@ function samples (): Message[] {
     { t: MsgType.SYNC_DIR, p: '/dir', names: ['fïle', 'x'], a: [1, 2], mt: [3, 4] },
     { t: MsgType.SYNC_REMOVE, p: '/gone' },
     { t: MsgType.SYNC_DONE, seq: 2 ** 40 + 3 },
-    { t: MsgType.SYNC_ACK, n: 12345 }
+    { t: MsgType.SYNC_ACK, n: 12345 },
+    // synchronization by difference (version 3)
+    { t: MsgType.SYNC_BEGIN, id: '0a1b2c3e', d: 1, c: 1 },
+    { t: MsgType.SYNC_ENTRY, p: '/dir/fïle', k: 'f', m: 0o100644, u: 1000, g: 1000, a: [1700000000, 5], mt: [2 ** 33, 999999999], x: [], s: 2 ** 40, c: 1, w: 'c' },
+    { t: MsgType.SYNC_ENTRY, p: '/dir/fïle', k: 'f', m: 0o100644, u: 1000, g: 1000, a: [1700000000, 5], mt: [2 ** 33, 999999999], x: [], s: 2 ** 40, c: 2, w: 'i' },
+    { t: MsgType.SYNC_SUMS, p: '/dir/fïle', s: 2 ** 40 + 1, i: 65536, h: bytes(48, 12), e: 1 },
+    { t: MsgType.SYNC_SUMS, p: '/new', s: -1, i: 0, h: bytes(0, 0), e: 1 }
   ]
 }
 
@@ -77,10 +83,10 @@ t('the message-type table is the one on the wire: numbers never change', () => {
   assert.equal({ ...MsgType }, {
     ...{ HELLO: 1, CHALLENGE: 2, AUTH: 3, READY: 4, UPDATES: 5, ACK: 6, RESEND: 7, PING: 8, PONG: 9, REFUSE: 10, TASK: 11, TASK_RESULT: 12 },
     ...{ 1: 'HELLO', 2: 'CHALLENGE', 3: 'AUTH', 4: 'READY', 5: 'UPDATES', 6: 'ACK', 7: 'RESEND', 8: 'PING', 9: 'PONG', 10: 'REFUSE', 11: 'TASK', 12: 'TASK_RESULT' },
-    ...{ SYNC_BEGIN: 13, SYNC_ENTRY: 14, SYNC_DATA: 15, SYNC_DIR: 16, SYNC_REMOVE: 17, SYNC_DONE: 18, SYNC_ACK: 19 },
-    ...{ 13: 'SYNC_BEGIN', 14: 'SYNC_ENTRY', 15: 'SYNC_DATA', 16: 'SYNC_DIR', 17: 'SYNC_REMOVE', 18: 'SYNC_DONE', 19: 'SYNC_ACK' }
+    ...{ SYNC_BEGIN: 13, SYNC_ENTRY: 14, SYNC_DATA: 15, SYNC_DIR: 16, SYNC_REMOVE: 17, SYNC_DONE: 18, SYNC_ACK: 19, SYNC_SUMS: 20 },
+    ...{ 13: 'SYNC_BEGIN', 14: 'SYNC_ENTRY', 15: 'SYNC_DATA', 16: 'SYNC_DIR', 17: 'SYNC_REMOVE', 18: 'SYNC_DONE', 19: 'SYNC_ACK', 20: 'SYNC_SUMS' }
   })
-  assert.is(PROTOCOL_VERSION, 2)
+  assert.is(PROTOCOL_VERSION, 3)
 })
 
 t('every message type survives encodeFrame -> FrameDecoder', timed(10_000, async () => {
@@ -138,14 +144,14 @@ t('TASK and TASK_RESULT round trip with their fields and types (ibc run over the
 })
 
 /**
- * The bytes of every sample's frame, as protocol version 2 writes them (docs/FORMAT.md): a changed
+ * The bytes of every sample's frame, as protocol version 3 writes them (docs/FORMAT.md): a changed
  * Packr option, library default or key order changes them, and with them what a peer of this
  * version reads. Frames of 200 bytes or more by SHA-256. Change only with a protocol version bump.
  */
 const GOLDEN_FRAMES = [
-    '5c00000086a17401a17602a3726473ad7264732dc3bc6ec3af636f6465a573726c4964b030313233343536373839616263646566a56e6f6e6365c42001203f5e7d9cbbdaf91837567594b3d2f1102f4e6d8cabcae90827466584a3c2a2726603',
-    'bf0000008ba17402a17602a3726473a97265706c6963616673a56e6f6e6365c4200221405f7e9dbcdbfa1938577695b4d3f211304f6e8daccbea0928476685a4c3a570726f6f66c420032241607f9ebddcfb1a39587796b5d4f31231506f8eadcceb0a29486786a5c4a46e657874cb4270000000007000a46c61737482a3736571cb4270000000006000a3637263cefedcba98a76170706c696564cb4270000000001000a56672657368c2a5656d707479c2a773796e63696e67a86131623263336434',
-    '910000008ba17402a17602a3726473a97265706c6963616673a56e6f6e6365c42004234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5a570726f6f66c4200524436281a0bfdefd1c3b5a7998b7d6f51433527190afceed0c2b4a6988a7c6a46e65787401a46c617374c0a76170706c69656400a56672657368c3a5656d707479c3a773796e63696e67c0',
+    '5c00000086a17401a17603a3726473ad7264732dc3bc6ec3af636f6465a573726c4964b030313233343536373839616263646566a56e6f6e6365c42001203f5e7d9cbbdaf91837567594b3d2f1102f4e6d8cabcae90827466584a3c2a2726603',
+    'sha256:4472e246aba7f6812df44b6d01c523e4cf11d489c5b012656733dec17a09dfad',
+    '980000008ca17402a17603a3726473a97265706c6963616673a56e6f6e6365c42004234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5a570726f6f66c4200524436281a0bfdefd1c3b5a7998b7d6f51433527190afceed0c2b4a6988a7c6a46e65787401a46c617374c0a76170706c69656400a56672657368c3a5656d707479c3a773796e63696e67c0a561646f7074c2',
     '2c00000082a17403a570726f6f66c4200625446382a1c0dffe1d3c5b7a99b8d7f61534537291b0cfee0d2c4b6a89a8c7',
     '0400000081a17404',
     'sha256:11066ba5ec871a315bc0098ae1e9242c26ea1e78e5295aae006e4d75d9da2a0a',
@@ -167,10 +173,15 @@ const GOLDEN_FRAMES = [
     '2500000085a17410a170a42f646972a56e616d657392a566c3af6c65a178a161920102a26d74920304',
     '0c00000082a17411a170a52f676f6e65',
     '1100000082a17412a3736571cb4270000000003000',
-    '0900000082a17413a16ecd3039'
+    '0900000082a17413a16ecd3039',
+    '1600000084a1740da26964a83061316232633365a16401a16301',
+    '540000008ca1740ea170aa2f6469722f66c3af6c65a16ba166a16dcd81a4a175cd03e8a167cd03e8a16192ce6553f10005a26d7492cb4200000000000000ce3b9ac9ffa17890a173cb4270000000000000a16301a177a163',
+    '540000008ca1740ea170aa2f6469722f66c3af6c65a16ba166a16dcd81a4a175cd03e8a167cd03e8a16192ce6553f10005a26d7492cb4200000000000000ce3b9ac9ffa17890a173cb4270000000000000a16302a177a169',
+    '5a00000086a17414a170aa2f6469722f66c3af6c65a173cb4270000000001000a169ce00010000a168c4300c2b4a6988a7c6e504234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5e4032241607f9ebda16501',
+    '1800000086a17414a170a42f6e6577a173ffa16900a168c400a16501'
 ]
 
-t('encoding is a contract: every sample frame has its protocol-version-2 bytes', () => {
+t('encoding is a contract: every sample frame has its protocol-version-3 bytes', () => {
   const all = samples()
   assert.is(all.length, GOLDEN_FRAMES.length)
   all.forEach((m, i) => {

@@ -108,7 +108,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     // told of every record the RVG applies, after the snapshots' copy-on-write.
     const syncs = new SyncSources(data, () => rvg?.appliedSeq ?? 0, log)
     if (srl !== null && cfg.secondaries.length > 0) {
-      rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log, sync: (address) => syncs.start(address) })
+      rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log, sync: (address, mode) => syncs.start(address, mode) })
     }
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
     if (srl !== null) {

@@ -44,6 +44,8 @@ export interface SecondaryConfig {
   taskDir?: string
   /** `-o` mount options, checked (src/fuse/mount-options.ts). */
   mountOptions?: MountOptions
+  /** --sync-existing: data here that never replicated from the Primary is made its by difference. */
+  syncExisting?: boolean
 }
 
 /** What a started Secondary is made of: what its control commands work on. */
@@ -102,8 +104,8 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     unlockData = lockDataDir(data)
     writeDaemonInfo(state, { role: 'secondary', data, mount })
     let followed: Follow | null = (await srl.store.get(State.follow)) ?? null
-    if (followed === null && srl.lastSeq === 0 && !isEmptyTree(data)) {
-      throw new ReplError('DIR_NOT_EMPTY', `data directory ${data} is not empty, and this Secondary has never replicated: start a new Secondary on an empty data directory`)
+    if (followed === null && srl.lastSeq === 0 && cfg.syncExisting !== true && !isEmptyTree(data) && (await srl.store.get(State.sync)) === undefined) {
+      throw new ReplError('DIR_NOT_EMPTY', `data directory ${data} is not empty, and this Secondary has never replicated: start it on an empty data directory, or with --sync-existing to have this data made the Primary's by difference`)
     }
     await prepareMountPoint(mount, log)
     ibc = await IbcSecondary.open(srl.store, { unregisteredTimeoutS: cfg.ibcUnregisteredTimeoutS })
@@ -129,7 +131,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     sys.cloexecFrom(3)
     const tasksIbc = ibc
     const applier = rvg
-    sync = await SyncReceiver.open(data, srl.store, (seq) => applier.restartAt(seq), log)
+    sync = await SyncReceiver.open(data, srl.store, cfg.syncExisting === true, !srl.cacheKept, (seq) => applier.restartAt(seq), log)
     receiver = new RlinkReceiver({
       sync,
       listen: cfg.listen,

@@ -35,14 +35,15 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 4
+export const STATE_FORMAT_VERSION = 5
 /**
  * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
  * 2 -> 3: the `synced` key, written from the next checkpoint on; 3 -> 4: the `baseline` and `sync`
  * keys, written when they first apply: an SRL of format 3 or older counts as created over an empty
- * data directory, as it had to be).
+ * data directory, as it had to be; 4 -> 5: `sync.c`, absent in a synchronization begun by
+ * format 4, which was full: false).
  */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4]
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5]
 
 /**
  * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
@@ -77,7 +78,8 @@ export interface Follow { srlId: string, rds: string }
 export type Baseline = 'empty' | 'data'
 
 /** A full synchronization in progress on a Secondary: its id, and the Primary's SRL id. */
-export interface SyncState { id: string, srlId: string, startedAt: string }
+/** c: every file's chunks are compared (state format 5; absent: false). */
+export interface SyncState { id: string, srlId: string, startedAt: string, c?: boolean }
 
 export interface StoredRegistration {
   key: string

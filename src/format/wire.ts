@@ -1,5 +1,5 @@
 /**
- * RLINK wire protocol, version 2 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * RLINK wire protocol, version 3 (docs/FORMAT.md "Wire protocol" is the contract; change it only
  * with a version bump).
  *
  * A connection is a sequence of frames in each direction:
@@ -23,13 +23,18 @@
  *   P -> S  SYNC_BEGIN, then SYNC_ENTRY / SYNC_DATA / SYNC_DIR / SYNC_REMOVE, then SYNC_DONE {seq}
  *   S -> P  SYNC_ACK {n} (frames applied), after SYNC_DONE the usual ACK
  * and UPDATES from seq + 1 on.
+ *
+ * Synchronization by difference (version 3): SYNC_BEGIN {d: 1} sends each file's entry without its
+ * bytes (w: 'c'); the Secondary answers SYNC_SUMS (its file's size and per-chunk hashes) where its
+ * file may differ, before that frame's SYNC_ACK, and the Primary sends the entry again (w: 'i')
+ * with the chunks whose hashes differ.
  */
 import crypto from 'node:crypto'
 import { Packr } from 'msgpackr'
 import { ReplError } from '../errors'
 import { WIRE_FRAME_BYTES_MAX } from '../limits'
 
-export const PROTOCOL_VERSION = 2
+export const PROTOCOL_VERSION = 3
 
 /** One table of message types; numbers are on the wire: never reuse one. */
 export enum MsgType {
@@ -53,7 +58,8 @@ export enum MsgType {
   SYNC_DIR = 16,
   SYNC_REMOVE = 17,
   SYNC_DONE = 18,
-  SYNC_ACK = 19
+  SYNC_ACK = 19,
+  SYNC_SUMS = 20
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
@@ -78,6 +84,8 @@ export interface Challenge {
   empty: boolean
   /** The id of a full synchronization it began and did not finish, or null. */
   syncing: string | null
+  /** Started with --sync-existing: its data (never replicated from this Primary) may be made the Primary's by difference. */
+  adopt: boolean
 }
 export interface Auth { t: MsgType.AUTH, proof: Uint8Array }
 export interface Ready { t: MsgType.READY }
@@ -95,8 +103,12 @@ export interface Task { t: MsgType.TASK, id: number, task: string, step: string,
 /** code: the script's exit code (null: no script ran, or the step is not a script); error: why the step failed. */
 export interface TaskResult { t: MsgType.TASK_RESULT, id: number, code: number | null, output: string, error: string | null, ibcId?: string }
 
-/** Begins a full synchronization of the Secondary's data directory (`id` names it in logs and status). */
-export interface SyncBegin { t: MsgType.SYNC_BEGIN, id: string }
+/**
+ * Begins a full synchronization of the Secondary's data directory (`id` names it in logs and
+ * status). d: by difference (files' entries come with w: 'c', the Secondary keeps what matches);
+ * c: with d, every file's chunks are compared (else only a file whose size or mtime differs).
+ */
+export interface SyncBegin { t: MsgType.SYNC_BEGIN, id: string, d?: 0 | 1, c?: 0 | 1 }
 /** A timespec: [seconds, nanoseconds]. */
 export type SyncTime = [number, number]
 /**
@@ -106,7 +118,10 @@ export type SyncTime = [number, number]
  * mtime (a directory's are set by its SYNC_DIR, after its entries); x: extended attributes;
  * s: a file's size (its bytes follow as SYNC_DATA, holes left out); c: a file's link count (a
  * file with several names on both sides is written in place); l: a symlink's target; h: another
- * path of the same file already sent: a hard link to it.
+ * path of the same file already sent: a hard link to it. w (a file; absent: its bytes all follow,
+ * holes left out): 'c' compare: no bytes follow; the Secondary keeps its file if it has the same
+ * size and mtime (unless SYNC_BEGIN said c: 1), else answers SYNC_SUMS; 'i' in place: the file's
+ * bytes are kept and the chunks that differ follow.
  */
 export interface SyncEntry {
   t: MsgType.SYNC_ENTRY
@@ -123,6 +138,7 @@ export interface SyncEntry {
   l?: string
   r?: number
   h?: string
+  w?: 'c' | 'i'
 }
 /** Bytes of the file last sent by SYNC_ENTRY at `p`, at offset `o`. */
 export interface SyncData { t: MsgType.SYNC_DATA, p: string, o: number, d: Uint8Array }
@@ -134,10 +150,18 @@ export interface SyncRemove { t: MsgType.SYNC_REMOVE, p: string }
 export interface SyncDone { t: MsgType.SYNC_DONE, seq: number }
 /** The Secondary has applied the first `n` frames of this synchronization. */
 export interface SyncAck { t: MsgType.SYNC_ACK, n: number }
+/**
+ * The Secondary's file at `p`, answering an entry with w: 'c' (or w: 'i' onto a file that changed
+ * since its hashes were sent): its size (-1: none, or not a regular file) and, for each
+ * SYNC_CHUNK_BYTES chunk from chunk `i` on, its 128-bit XXH3 hash (16 bytes each, in order; the
+ * last chunk as long as the file). A file of more than SYNC_SUMS_PER_FRAME chunks takes several
+ * frames; e: 1 on the last.
+ */
+export interface SyncSums { t: MsgType.SYNC_SUMS, p: string, s: number, i: number, h: Uint8Array, e?: 1 }
 
 export type SyncMessage = SyncBegin | SyncEntry | SyncData | SyncDir | SyncRemove | SyncDone
 
-export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck
+export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({

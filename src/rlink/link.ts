@@ -8,7 +8,7 @@
  * data-acked position is what the SRL keeps records for.
  */
 import net from 'node:net'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult } from '../format/wire'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult, type SyncSums } from '../format/wire'
 import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
@@ -50,21 +50,37 @@ export interface Context {
   /** Whether the data directory held a tree no record describes when the SRL was created. */
   baseline: Baseline
   /** Starts a full synchronization of the Secondary at `address` (src/sync/source.ts); absent: none. */
-  sync?: (address: string) => SyncSession
+  sync?: (address: string, mode: SyncMode) => SyncSession
 }
+
+/** How a Secondary is synchronized (src/sync/source.ts SyncMode). */
+export interface SyncMode { diff: boolean, checksum: boolean }
 
 /** A full synchronization of one Secondary, as the RLINK drives it (src/sync/source.ts). */
 export interface SyncSession {
   readonly id: string
   /** The next SYNC_* frame, or null: nothing to send now, or complete. */
   next (): Message | null
+  /** The Secondary's SYNC_SUMS (throws PROTOCOL on a malformed one). */
+  want (m: SyncSums): void
   /** Everything sent: the Secondary has the tree after every record applied so far. */
   readonly complete: boolean
   readonly progress: SyncStatus
   close (): void
 }
 
-export interface SyncStatus { id: string, phase: string, entries: number, bytes: number, marked: number }
+export interface SyncStatus { id: string, phase: string, mode: string, entries: number, bytes: number, marked: number, differing: number }
+
+/** 'full synchronization ID' or 'synchronization by difference ID', for logs. */
+function syncName (s: SyncSession): string {
+  return `${s.progress.mode === 'diff' ? 'synchronization by difference' : 'full synchronization'} ${s.id}`
+}
+
+/** What a synchronization sent so far, for logs. */
+function syncFigures (s: SyncSession): string {
+  const p = s.progress
+  return `${p.entries} entries, ${p.bytes} bytes${p.mode === 'diff' ? `, ${p.differing} files differed` : ''}`
+}
 
 /** Stored per RLINK in LevelDB. */
 export type RlinkRecord = RlinkPosition
@@ -176,7 +192,7 @@ export class Rlink {
         this.lastDackAt = this.lastNackAt = Date.now()
         this.backoff = RLINK_RECONNECT_MIN_MS
         this.ctx.log(this.syncing !== null
-          ? `RLINK to ${this.address} connected; full synchronization ${this.syncing.id} of the Secondary's data directory begins (the SRL cannot bring it up to date)`
+          ? `RLINK to ${this.address} connected; ${syncName(this.syncing)} of the Secondary's data directory begins (the SRL cannot bring it up to date)`
           : `RLINK to ${this.address} connected; sending from sequence number ${this.sentSeq + 1}`)
         this.heartbeat = setInterval(() => this.tick(), RLINK_PING_INTERVAL_MS / 2)
         this.heartbeat.unref()
@@ -211,12 +227,14 @@ export class Rlink {
   private checkPosition (m: Challenge): [ 'DIVERGED' | 'STALE' | 'NOT_EMPTY', string ] | null {
     const srl = this.ctx.srl
     // A Secondary that has never held a record: from record 1 if this SRL has every record since
-    // an empty data directory; else (a baseline tree, records released) a full synchronization,
-    // into an empty data directory only.
-    if (m.syncing !== null || (m.fresh && (srl.tailSeq > 0 || this.ctx.baseline === 'data'))) {
-      if (m.syncing === null && !m.empty) return ['NOT_EMPTY', 'the Secondary\'s data directory is not empty and has never replicated from this Primary: empty it to have it synchronized in full (this Primary\'s tree is not all in its SRL)']
+    // an empty data directory (and the Secondary's is empty); else (a baseline tree, records
+    // released, data there) a full synchronization: into an empty data directory in full, onto
+    // data only if the Secondary says so (--sync-existing), by difference, comparing every file.
+    // One begun and not finished goes on by difference (what it sent is kept).
+    if (m.syncing !== null || (m.fresh && (srl.tailSeq > 0 || this.ctx.baseline === 'data' || !m.empty))) {
+      if (m.syncing === null && !m.empty && m.adopt !== true) return ['NOT_EMPTY', 'the Secondary\'s data directory is not empty and has never replicated from this Primary: empty it, or start the Secondary with --sync-existing to have its data made this Primary\'s by difference']
       if (this.ctx.sync === undefined) return ['STALE', `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}: it needs a full synchronization (STALE)`]
-      this.startSync()
+      this.startSync({ diff: m.syncing !== null || !m.empty, checksum: m.adopt === true })
       return null
     }
     const last = m.next - 1
@@ -246,9 +264,9 @@ export class Rlink {
   }
 
   /** Begins a full synchronization: the Secondary gets the tree, then records after it. */
-  private startSync (): void {
+  private startSync (mode: SyncMode): void {
     this.syncing?.close()
-    this.syncing = this.ctx.sync!(this.address)
+    this.syncing = this.ctx.sync!(this.address, mode)
     this.syncSent = this.syncAcked = 0
     this.syncDoneAt = null
     this.batches = []
@@ -282,14 +300,15 @@ export class Rlink {
       this.syncSent++
       if (!c.send(m)) this.draining = true
     }
-    if (!s.complete) return
+    // Complete, and every frame applied: no SYNC_SUMS can still be on its way.
+    if (!s.complete || this.syncAcked < this.syncSent) return
     // The tree sent is the one after record lastSeq: that record must be durable here first (a
     // Secondary never holds what a power cut can take from the Primary). An append starts the
     // fdatasync; its end pumps again.
     if (srl.syncedSeq < srl.lastSeq) { srl.sync().catch((err: Error) => this.ctx.fatal(err)); return }
     const seq = srl.lastSeq
     c.send({ t: MsgType.SYNC_DONE, seq })
-    this.ctx.log(`RLINK to ${this.address}: full synchronization ${s.id} sent (${s.progress.entries} entries, ${s.progress.bytes} bytes); the Secondary has the tree after sequence number ${seq}, ordered replication follows`)
+    this.ctx.log(`RLINK to ${this.address}: ${syncName(s)} sent (${syncFigures(s)}); the Secondary has the tree after sequence number ${seq}, ordered replication follows`)
     s.close()
     this.syncing = null
     this.followHead()
@@ -303,6 +322,11 @@ export class Rlink {
     switch (m.t) {
       case MsgType.SYNC_ACK:
         if (typeof m.n === 'number' && m.n > this.syncAcked) this.syncAcked = m.n
+        this.pump()
+        return
+      case MsgType.SYNC_SUMS:
+        if (this.syncing === null) return // a synchronization that ended meanwhile (the link went)
+        try { this.syncing.want(m) } catch (err) { this.conn?.end(`the Secondary sent ${(err as Error).message}`); return }
         this.pump()
         return
       case MsgType.ACK: {
@@ -468,7 +492,7 @@ export class Rlink {
     this.draining = false
     this.syncDoneAt = null // the next handshake says whether the Secondary finished it
     if (this.syncing !== null) {
-      this.ctx.log(`RLINK to ${this.address}: full synchronization ${this.syncing.id} cut short (${reason}); it begins again when the link is back`)
+      this.ctx.log(`RLINK to ${this.address}: ${syncName(this.syncing)} cut short (${reason}) after ${syncFigures(this.syncing)}; it goes on by difference when the link is back`)
       this.syncing.close()
       this.syncing = null
     }

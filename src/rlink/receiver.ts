@@ -14,7 +14,7 @@
  */
 import net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message, type SyncMessage } from '../format/wire'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message, type SyncMessage, type SyncSums } from '../format/wire'
 import { FramedSocket, formatAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
@@ -42,10 +42,12 @@ export interface SyncReceiving {
   empty (): boolean
   /** The id of a full synchronization begun here and not finished, or null. */
   readonly syncing: string | null
+  /** Whether its data may be made the Primary's by difference, every file compared (CHALLENGE adopt). */
+  readonly adopt: boolean
   /** SYNC_BEGIN from the Primary whose SRL id is `srlId`: recorded before anything changes. */
-  begin (id: string, srlId: string): Promise<void>
-  /** One SYNC_ENTRY, SYNC_DATA, SYNC_DIR or SYNC_REMOVE frame. */
-  apply (m: SyncMessage): void
+  begin (id: string, srlId: string, diff: boolean, checksum: boolean): Promise<void>
+  /** One SYNC_ENTRY, SYNC_DATA, SYNC_DIR or SYNC_REMOVE frame; what to answer before its SYNC_ACK. */
+  apply (m: SyncMessage): Promise<SyncSums[]>
   /** SYNC_DONE: the data directory is the Primary's after record `seq`. */
   finish (seq: number): Promise<void>
   /** The link went down before SYNC_DONE. */
@@ -139,7 +141,8 @@ class Connection {
           applied: cfg.rvg.appliedSeq,
           fresh: srl.lastSeq === 0 && srl.tailSeq === 0,
           empty: cfg.sync?.empty() ?? false,
-          syncing: cfg.sync?.syncing ?? null
+          syncing: cfg.sync?.syncing ?? null,
+          adopt: cfg.sync?.adopt ?? false
         })
         this.phase = 'auth'
         return
@@ -265,7 +268,7 @@ class Connection {
       if (!this.rx.isActive(this)) return
       if (m.t === MsgType.SYNC_BEGIN) {
         this.syncOpen = true
-        await sync.begin(String(m.id), this.hello!.srlId)
+        await sync.begin(String(m.id), this.hello!.srlId, m.d === 1, m.c === 1)
       } else if (m.t === MsgType.SYNC_DONE) {
         if (!Number.isSafeInteger(m.seq) || m.seq < 0) { this.refuse('PROTOCOL', 'malformed SYNC_DONE'); return }
         await sync.finish(m.seq)
@@ -274,7 +277,7 @@ class Connection {
         return
       } else {
         if (!this.syncOpen) { this.refuse('PROTOCOL', `SYNC frame (type ${m.t}) outside a full synchronization`); return }
-        sync.apply(m)
+        for (const r of await sync.apply(m)) if (!this.fs.isEnded) this.fs.send(r)
       }
       this.fs.send({ t: MsgType.SYNC_ACK, n: ++this.syncFrames })
     }).finally(() => {

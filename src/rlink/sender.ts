@@ -9,9 +9,9 @@ import { LogStore } from '../srl/state'
 import { State, type Position } from '../format/state'
 import { ReplError } from '../errors'
 import { RLINK_DEAD_AFTER_MS } from '../limits'
-import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession } from './link'
+import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode } from './link'
 
-export { Rlink, AppendClock, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord, type SyncSession, type SyncStatus } from './link'
+export { Rlink, AppendClock, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord, type SyncSession, type SyncStatus, type SyncMode } from './link'
 
 /** The Primary's RLINKs, as the RVG sees them. */
 export class RlinkSet {
@@ -25,7 +25,7 @@ export class RlinkSet {
   }
 
   /** Loads each RLINK's stored position; a new one starts at the SRL's tail. */
-  static async open (srl: Srl, cfg: { secondaries: string[], mode: SynchronousMode, rds: string, secret: Buffer | null, log: (l: string) => void, sync?: (address: string) => SyncSession }): Promise<RlinkSet> {
+  static async open (srl: Srl, cfg: { secondaries: string[], mode: SynchronousMode, rds: string, secret: Buffer | null, log: (l: string) => void, sync?: (address: string, mode: SyncMode) => SyncSession }): Promise<RlinkSet> {
     const stored = new Map((await srl.store.entries(State.rlink)).map(([k, v]) => [LogStore.idOf(State.rlink, k), v]))
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [])
     // An SRL of state format 3 or older was created over an empty data directory (it had to be).

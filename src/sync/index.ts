@@ -8,13 +8,13 @@ import fs from 'node:fs'
 import { sys } from '../native'
 import { State } from '../format/state'
 import type { Record } from '../format/record'
-import type { SyncMessage } from '../format/wire'
+import type { SyncMessage, SyncSums } from '../format/wire'
 import type { LogStore } from '../srl/state'
 import { isEmptyTree } from '../srl'
-import { SyncSource } from './source'
+import { SyncSource, type SyncMode } from './source'
 import { SyncTarget } from './target'
 
-export { SyncSource, type SyncProgress } from './source'
+export { SyncSource, type SyncProgress, type SyncMode } from './source'
 export { SyncTarget } from './target'
 
 /**
@@ -27,12 +27,14 @@ export class SyncSources {
   constructor (private readonly root: string, private readonly applied: () => number, private readonly log: (line: string) => void) {}
 
   /** A new synchronization of the Secondary at `address`. */
-  start (address: string): SyncSource {
-    const s = new SyncSource(this.root, crypto.randomUUID().slice(0, 8), this.applied)
+  start (address: string, mode: SyncMode): SyncSource {
+    const s = new SyncSource(this.root, crypto.randomUUID().slice(0, 8), this.applied, mode)
     const close = s.close.bind(s)
     s.close = () => { this.active.delete(s); close() }
     this.active.add(s)
-    this.log(`full synchronization ${s.id} of ${address}: walking ${this.root}`)
+    this.log(mode.diff
+      ? `synchronization by difference ${s.id} of ${address}: walking ${this.root}, comparing ${mode.checksum ? 'every file\'s chunks' : 'the chunks of files whose size or mtime differ'}`
+      : `full synchronization ${s.id} of ${address}: walking ${this.root}`)
     return s
   }
 
@@ -47,6 +49,7 @@ export class SyncReceiver {
   private current: string | null
 
   private constructor (private readonly root: string, private readonly store: LogStore, current: string | null,
+    private checksumAll: boolean, readonly existing: boolean,
     private readonly restartAt: (seq: number) => Promise<void>, private readonly log: (line: string) => void) {
     this.target = new SyncTarget(root)
     this.current = current
@@ -56,25 +59,47 @@ export class SyncReceiver {
    * `restartAt(seq)`: the Secondary RVG starts its SRL and applying after record `seq`
    * (src/rvg/secondary.ts restartAt).
    */
-  static async open (root: string, store: LogStore, restartAt: (seq: number) => Promise<void>, log: (line: string) => void): Promise<SyncReceiver> {
+  /**
+   * `existing`: started with --sync-existing (its data, never replicated from this Primary, may be
+   * made the Primary's by difference).
+   */
+  /**
+   * `cacheLost`: the data directory's filesystem lost its page cache since the last run (a power
+   * cut, a remount: src/srl Srl.cacheKept false): a file's times may have reached its disk before
+   * its bytes, so a synchronization that did not finish compares every file's chunks.
+   */
+  static async open (root: string, store: LogStore, existing: boolean, cacheLost: boolean, restartAt: (seq: number) => Promise<void>, log: (line: string) => void): Promise<SyncReceiver> {
     const s = await store.get(State.sync)
-    if (s !== undefined) log(`a full synchronization (${s.id}) began ${s.startedAt} and did not finish: the data directory is inconsistent until the Primary synchronizes it again`)
-    return new SyncReceiver(root, store, s?.id ?? null, restartAt, log)
+    if (s !== undefined) log(`a synchronization (${s.id}) began ${s.startedAt} and did not finish: the data directory is inconsistent until the Primary synchronizes it again (by difference: what it sent is kept${cacheLost ? '; every file compared, as the filesystem lost its cache' : ''})`)
+    return new SyncReceiver(root, store, s?.id ?? null, s !== undefined && (s.c === true || cacheLost), existing, restartAt, log)
   }
 
   /** The synchronization in progress (the data directory is a mix), or null. */
   get syncing (): string | null { return this.current }
 
+  /**
+   * Whether the Primary is to compare every file's chunks: this Secondary's data is its own
+   * (--sync-existing), or a synchronization that compared every file did not finish.
+   */
+  get adopt (): boolean { return this.existing || this.checksumAll }
+
+  /** Files compared by difference so far, and those that differed. */
+  get compared (): { files: number, differing: number } { return { files: this.target.compared, differing: this.target.differing } }
+
   empty (): boolean { return isEmptyTree(this.root) }
 
-  async begin (id: string, srlId: string): Promise<void> {
-    await this.store.put(State.sync, { id, srlId, startedAt: new Date().toISOString() })
+  /** SYNC_BEGIN: `diff`, by difference; `checksum`, comparing every file's chunks. */
+  async begin (id: string, srlId: string, diff: boolean, checksum: boolean): Promise<void> {
+    await this.store.put(State.sync, { id, srlId, startedAt: new Date().toISOString(), c: checksum || this.checksumAll })
+    this.checksumAll ||= checksum
+    this.target.checksum = checksum
+    this.target.compared = this.target.differing = 0
     this.current = id
-    this.log(`full synchronization ${id} from the Primary begins: the data directory is inconsistent until it ends`)
+    this.log(`${diff ? 'synchronization by difference' : 'full synchronization'} ${id} from the Primary begins: the data directory is inconsistent until it ends`)
   }
 
-  apply (m: SyncMessage): void {
-    this.target.apply(m)
+  async apply (m: SyncMessage): Promise<SyncSums[]> {
+    return await this.target.apply(m)
   }
 
   async finish (seq: number): Promise<void> {
@@ -84,11 +109,13 @@ export class SyncReceiver {
     try { sys.syncfs(fd) } finally { fs.closeSync(fd) }
     await this.restartAt(seq)
     await this.store.del(State.sync)
-    this.log(`full synchronization ${this.current ?? ''} done: the data directory is the Primary's after sequence number ${seq}; ordered replication follows`)
+    const diff = this.target.compared > 0 ? ` (${this.target.differing} of ${this.target.compared} files compared differed)` : ''
+    this.log(`synchronization ${this.current ?? ''} done${diff}: the data directory is the Primary's after sequence number ${seq}; ordered replication follows`)
     this.current = null
+    this.checksumAll = false
   }
 
   interrupted (): void {
-    this.target.closeFile()
+    this.target.abandonFile()
   }
 }

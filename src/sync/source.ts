@@ -22,8 +22,10 @@ import fs from 'node:fs'
 import { sys } from '../native'
 import { RecordType, type Record } from '../format/record'
 import { isInternalXattr } from '../format/data-cursor'
-import { MsgType, type SyncMessage, type SyncEntry, type SyncTime } from '../format/wire'
+import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
 import { SYNC_CHUNK_BYTES } from '../limits'
+import { ReplError } from '../errors'
+import { chunkHash, HASH_BYTES } from './hash'
 
 /** A path to send again: the last record that changed it, and whether everything below it too. */
 interface Mark { seq: number, tree: boolean }
@@ -33,15 +35,29 @@ interface Level { p: string, names: string[], i: number }
 
 export type SyncPhase = 'walk' | 'drain'
 
+/**
+ * full: every file's bytes are sent (an empty Secondary); diff: by difference, the Secondary keeps
+ * what matches (a Secondary with data, or a synchronization begun again); checksum: with diff,
+ * every file's chunks are compared, not only those of files whose size or mtime differ.
+ */
+export interface SyncMode { diff: boolean, checksum: boolean }
+
 export interface SyncProgress {
   id: string
   phase: SyncPhase
+  /** 'full' or 'diff' (by difference), as SyncMode. */
+  mode: 'full' | 'diff'
   /** Entries and bytes sent so far (a path sent again counts again). */
   entries: number
   bytes: number
   /** Paths in the change map. */
   marked: number
+  /** By difference: files the Secondary found different (SYNC_SUMS answered). */
+  differing: number
 }
+
+/** A Secondary's file to bring to the Primary's in place: its size (-1: none) and chunk hashes. */
+interface Want { p: string, s: number, h: Buffer }
 
 const parentOf = (p: string): string => { const i = p.lastIndexOf('/'); return i <= 0 ? '/' : p.slice(0, i) }
 const join = (dir: string, name: string): string => dir === '/' ? '/' + name : dir + '/' + name
@@ -57,8 +73,11 @@ export class SyncSource {
   private ready: string[] = []
   private readonly stack: Level[] = []
   private readonly out: SyncMessage[] = []
-  /** The file whose bytes are being sent. */
-  private file: { p: string, fd: number, size: number, o: number } | null = null
+  /** The file whose bytes are being sent (with `theirs`: only the chunks that differ from those). */
+  private file: { p: string, fd: number, size: number, o: number, theirs: Want | null } | null = null
+  /** SYNC_SUMS answered, to send in place (before the walk goes on), and those still in parts. */
+  private readonly wants: Want[] = []
+  private readonly parts = new Map<string, { s: number, h: Buffer[], n: number }>()
   /** Files with more than one link, by inode: the name sent (the Secondary links later names to it). */
   private readonly linked = new Map<number, string>()
   private begun = false
@@ -66,20 +85,49 @@ export class SyncSource {
   private readonly chunk = Buffer.allocUnsafe(SYNC_CHUNK_BYTES)
   entries = 0
   bytes = 0
+  differing = 0
 
   /**
    * `root`: the data directory; `applied()`: the last record the Primary has applied to it (a path
    * is drained only once every change to it is applied).
    */
-  constructor (private readonly root: string, readonly id: string, private readonly applied: () => number) {}
+  constructor (private readonly root: string, readonly id: string, private readonly applied: () => number,
+    readonly mode: SyncMode = { diff: false, checksum: false }) {}
 
   get progress (): SyncProgress {
-    return { id: this.id, phase: this.walking ? 'walk' : 'drain', entries: this.entries, bytes: this.bytes, marked: this.marks.size }
+    return {
+      id: this.id,
+      phase: this.walking ? 'walk' : 'drain',
+      mode: this.mode.diff ? 'diff' : 'full',
+      entries: this.entries,
+      bytes: this.bytes,
+      marked: this.marks.size,
+      differing: this.differing
+    }
   }
 
-  /** Walk over, map empty, nothing half sent: the Secondary has the tree after every applied record. */
+  /**
+   * Walk over, map empty, nothing half sent, no SYNC_SUMS to answer: the Secondary has the tree
+   * after every applied record once it has applied every frame sent (and answered none: the
+   * caller waits for the acks of every frame).
+   */
   get complete (): boolean {
-    return this.begun && !this.walking && this.stack.length === 0 && this.file === null && this.out.length === 0 && this.marks.size === 0
+    return this.begun && !this.walking && this.stack.length === 0 && this.file === null && this.out.length === 0 &&
+      this.marks.size === 0 && this.wants.length === 0 && this.parts.size === 0
+  }
+
+  /** A SYNC_SUMS frame from the Secondary: that file is sent in place once its last part is here. */
+  want (m: SyncSums): void {
+    if (typeof m.p !== 'string' || !Number.isSafeInteger(m.s) || m.s < -1 || !Number.isSafeInteger(m.i) || m.i < 0 ||
+      !(m.h instanceof Uint8Array) || m.h.length % HASH_BYTES !== 0) throw new ReplError('PROTOCOL', 'malformed SYNC_SUMS')
+    const had = this.parts.get(m.p)
+    const part = { s: m.s, h: had?.h ?? [], n: had?.n ?? 0 }
+    if (m.i !== part.n || (had !== undefined && had.s !== m.s)) throw new ReplError('PROTOCOL', `SYNC_SUMS of ${m.p} out of order`)
+    part.h.push(Buffer.from(m.h))
+    part.n += m.h.length / HASH_BYTES
+    if (m.e !== 1) { this.parts.set(m.p, part); return }
+    this.parts.delete(m.p)
+    this.wants.push({ p: m.p, s: m.s, h: Buffer.concat(part.h) })
   }
 
   /** Told of every record just before the Primary applies it. */
@@ -123,7 +171,7 @@ export class SyncSource {
     if (!this.begun) {
       this.begun = true
       this.visit('/', true)
-      return { t: MsgType.SYNC_BEGIN, id: this.id }
+      return this.mode.diff ? { t: MsgType.SYNC_BEGIN, id: this.id, d: 1, c: this.mode.checksum ? 1 : 0 } : { t: MsgType.SYNC_BEGIN, id: this.id }
     }
     while (this.out.length === 0) if (!this.step()) return null
     return this.out.shift()!
@@ -138,6 +186,8 @@ export class SyncSource {
   /** One unit of work: a chunk of a file, an entry, a directory closed, or a marked path. */
   private step (): boolean {
     if (this.file !== null) { this.sendChunk(this.file); return true }
+    const w = this.wants.shift()
+    if (w !== undefined) { this.sendInPlace(w); return true }
     const top = this.stack[this.stack.length - 1]
     if (top !== undefined) {
       if (top.i < top.names.length) this.visitLive(join(top.p, top.names[top.i++]), true)
@@ -219,8 +269,9 @@ export class SyncSource {
       }
       e.s = st.size
       e.c = st.nlink
+      if (this.mode.diff && st.size > 0) { e.w = 'c'; this.out.push(e); return } // its bytes if the Secondary asks
       this.out.push(e)
-      if (st.size > 0) this.file = { p, fd: fs.openSync(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), size: st.size, o: 0 }
+      if (st.size > 0) this.file = { p, fd: fs.openSync(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), size: st.size, o: 0, theirs: null }
       return
     }
     if (e.k === 'l') e.l = fs.readlinkSync(full)
@@ -239,6 +290,29 @@ export class SyncSource {
     this.out.push({ t: MsgType.SYNC_DIR, p, names, a: [t[0], t[1]] as SyncTime, mt: [t[2], t[3]] as SyncTime })
   }
 
+  /**
+   * Answers SYNC_SUMS: the file as it is now, in place (w: 'i') with the chunks whose hashes
+   * differ from the Secondary's; in full (its bytes all) if the Secondary has none. Not a file any
+   * more: nothing (the change that made it so marked it).
+   */
+  private sendInPlace (w: Want): void {
+    const full = this.root + w.p
+    const st = fs.lstatSync(full, { throwIfNoEntry: false })
+    if (st === undefined || !st.isFile()) return
+    let fd: number
+    try { fd = fs.openSync(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) } catch { return } // gone since: marked
+    const t = sys.lstatNs(full)
+    const e: SyncEntry = {
+      t: MsgType.SYNC_ENTRY, p: w.p, k: 'f', m: st.mode, u: st.uid, g: st.gid, a: [t[0], t[1]], mt: [t[2], t[3]], x: this.xattrs(full), s: st.size, c: st.nlink
+    }
+    if (w.s >= 0) e.w = 'i'
+    this.differing++
+    this.entries++
+    this.out.push(e)
+    if (st.size > 0) this.file = { p: w.p, fd, size: st.size, o: 0, theirs: w.s >= 0 ? w : null }
+    else fs.closeSync(fd)
+  }
+
   private xattrs (full: string): Array<[string, Uint8Array]> {
     const x: Array<[string, Uint8Array]> = []
     for (const n of sys.llistxattr(full)) {
@@ -248,15 +322,26 @@ export class SyncSource {
     return x
   }
 
-  /** The next chunk of the file being sent; all-zero chunks are skipped (holes on the Secondary). */
-  private sendChunk (f: { p: string, fd: number, size: number, o: number }): void {
+  /**
+   * The next chunk of the file being sent that the Secondary lacks: all-zero chunks are skipped
+   * (holes on the Secondary, or zeros past the end of its file in place), and in place the chunks
+   * whose hashes match its own.
+   */
+  private sendChunk (f: { p: string, fd: number, size: number, o: number, theirs: Want | null }): void {
     for (let skipped = 0; f.o < f.size && skipped < 64; skipped++) {
       const n = fs.readSync(f.fd, this.chunk, 0, Math.min(this.chunk.length, f.size - f.o), f.o)
       if (n === 0) { f.o = f.size; break } // shorter now: a truncate, which marked the path
       const b = this.chunk.subarray(0, n)
       const o = f.o
       f.o += n
-      if (!isZero(b)) {
+      const theirs = f.theirs
+      let same: boolean
+      if (theirs === null || o >= theirs.s) same = isZero(b)
+      else {
+        const i = o / SYNC_CHUNK_BYTES
+        same = Math.min(SYNC_CHUNK_BYTES, theirs.s - o) === n && chunkHash(b).equals(theirs.h.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES))
+      }
+      if (!same) {
         this.out.push({ t: MsgType.SYNC_DATA, p: f.p, o, d: Buffer.from(b) })
         this.bytes += n
         break

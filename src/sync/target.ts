@@ -12,8 +12,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { sys } from '../native'
 import { isInternalXattr } from '../format/data-cursor'
-import { MsgType, type SyncMessage, type SyncEntry, type SyncTime } from '../format/wire'
+import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
 import { ReplError } from '../errors'
+import { SYNC_CHUNK_BYTES, SYNC_SUMS_PER_FRAME } from '../limits'
+import { chunkHash, HASH_BYTES } from './hash'
 
 const S_IFMT = 0o170000
 const S_IFDIR = 0o040000
@@ -25,29 +27,152 @@ function typeOf (e: SyncEntry): number {
   return e.k === 'd' ? S_IFDIR : e.k === 'f' ? S_IFREG : e.k === 'l' ? S_IFLNK : e.m & S_IFMT
 }
 
+/** What a file was when its SYNC_SUMS were taken: an in-place entry applies to exactly that. */
+interface Identity { ino: bigint, size: bigint, mtimeNs: bigint, ctimeNs: bigint }
+
 export class SyncTarget {
-  /** The file SYNC_DATA frames write to: the last SYNC_ENTRY of a file. */
+  /**
+   * The file SYNC_DATA frames write to: the last SYNC_ENTRY of a file (fd -1: the bytes are
+   * dropped, the entry could not be applied in place and was asked for again).
+   */
   private file: { p: string, fd: number, a: SyncTime, mt: SyncTime } | null = null
+  /** Files whose SYNC_SUMS were sent, as they were then (by path). */
+  private readonly summed = new Map<string, Identity>()
+  /** With a synchronization by difference: compare every file's chunks (SYNC_BEGIN c: 1). */
+  checksum = false
+  /** Files compared, and those found to differ (status). */
+  compared = 0
+  differing = 0
 
   constructor (readonly root: string) {}
 
-  /** Applies one frame (SYNC_BEGIN and SYNC_DONE are the caller's). Throws what the data directory refuses. */
-  apply (m: SyncMessage): void {
+  /**
+   * Applies one frame (SYNC_BEGIN and SYNC_DONE are the caller's) and returns what to answer
+   * before its SYNC_ACK (SYNC_SUMS). Throws what the data directory refuses.
+   */
+  async apply (m: SyncMessage): Promise<SyncSums[]> {
     switch (m.t) {
-      case MsgType.SYNC_ENTRY: this.entry(m); return
-      case MsgType.SYNC_DATA: this.data(m.p, m.o, m.d); return
-      case MsgType.SYNC_DIR: this.dir(m.p, m.names, m.a, m.mt); return
-      case MsgType.SYNC_REMOVE: { this.closeFile(); const full = this.full(m.p); keepParentTimes(full, () => removeTree(full)); return }
-      default:
+      case MsgType.SYNC_ENTRY:
+        if (m.w === 'c') return await this.compare(m)
+        if (m.w === 'i') return await this.inPlace(m)
+        this.entry(m)
+        return []
+      case MsgType.SYNC_DATA: this.data(m.p, m.o, m.d); return []
+      case MsgType.SYNC_DIR: this.dir(m.p, m.names, m.a, m.mt); return []
+      case MsgType.SYNC_REMOVE: { this.closeFile(); const full = this.full(m.p); keepParentTimes(full, () => removeTree(full)); return [] }
+      default: return []
     }
   }
 
-  /** Closes the file SYNC_DATA wrote to (at the next frame of another kind, SYNC_DONE, or when the link goes), with its times. */
+  /** Closes the file SYNC_DATA wrote to (at the next frame of another kind, SYNC_DONE), with its times. */
   closeFile (): void {
     const f = this.file
     if (f === null) return
     this.file = null
+    if (f.fd < 0) return
     try { sys.futimens(f.fd, f.a[0], f.a[1], f.mt[0], f.mt[1]) } finally { fs.closeSync(f.fd) }
+  }
+
+  /**
+   * The link went down: the file being written is closed without its times, so that a
+   * synchronization by difference (the next one) does not take it for the Primary's.
+   */
+  abandonFile (): void {
+    const f = this.file
+    this.file = null
+    if (f !== null && f.fd >= 0) fs.closeSync(f.fd)
+    this.summed.clear()
+  }
+
+  /**
+   * An entry to compare (w: 'c'): the file here is kept if it has the Primary's size and mtime
+   * (unless every file is compared), else its chunks' hashes go back (SYNC_SUMS) and the Primary
+   * sends the chunks that differ. Its owner, mode and extended attributes are set now.
+   */
+  private async compare (e: SyncEntry): Promise<SyncSums[]> {
+    this.closeFile()
+    const full = this.full(e.p)
+    this.compared++
+    const st = fs.lstatSync(full, { bigint: true, throwIfNoEntry: false })
+    if (st?.isFile() === true && !(st.nlink > 1n && (e.c ?? 1) <= 1)) {
+      fs.lchownSync(full, e.u, e.g)
+      fs.chmodSync(full, e.m & 0o7777)
+      this.xattrs(full, e.x)
+      const mt = BigInt(e.mt[0]) * 1_000_000_000n + BigInt(e.mt[1])
+      if (!this.checksum && st.size === BigInt(e.s ?? -1) && st.mtimeNs === mt) {
+        sys.utimensat(full, e.a[0], e.a[1], e.mt[0], e.mt[1], true)
+        return []
+      }
+      this.differing++
+      return await this.sums(e.p, full)
+    }
+    this.differing++
+    if (st !== undefined) keepParentTimes(full, () => removeTree(full))
+    return [{ t: MsgType.SYNC_SUMS, p: e.p, s: -1, i: 0, h: new Uint8Array(0), e: 1 }]
+  }
+
+  /** The hashes of the file at `full`, as SYNC_SUMS frames; remembers what it was. */
+  private async sums (p: string, full: string): Promise<SyncSums[]> {
+    const fh = await fs.promises.open(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+    try {
+      const st = await fh.stat({ bigint: true })
+      this.summed.set(p, { ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs })
+      const size = Number(st.size)
+      const buf = Buffer.allocUnsafe(SYNC_CHUNK_BYTES)
+      const out: SyncSums[] = []
+      let part = Buffer.allocUnsafe(Math.min(SYNC_SUMS_PER_FRAME, Math.ceil(size / SYNC_CHUNK_BYTES)) * HASH_BYTES)
+      let n = 0
+      let first = 0
+      for (let o = 0; o < size; o += SYNC_CHUNK_BYTES) {
+        const len = Math.min(SYNC_CHUNK_BYTES, size - o)
+        let got = 0
+        while (got < len) {
+          const r = await fh.read(buf, got, len - got, o + got)
+          if (r.bytesRead === 0) break
+          got += r.bytesRead
+        }
+        chunkHash(buf.subarray(0, got)).copy(part, n * HASH_BYTES)
+        if (++n === SYNC_SUMS_PER_FRAME && o + len < size) {
+          out.push({ t: MsgType.SYNC_SUMS, p, s: size, i: first, h: part })
+          first += n
+          n = 0
+          part = Buffer.allocUnsafe(Math.min(SYNC_SUMS_PER_FRAME, Math.ceil((size - o - len) / SYNC_CHUNK_BYTES)) * HASH_BYTES)
+        }
+      }
+      out.push({ t: MsgType.SYNC_SUMS, p, s: size, i: first, h: part.subarray(0, n * HASH_BYTES), e: 1 })
+      return out
+    } finally {
+      await fh.close()
+    }
+  }
+
+  /**
+   * An entry in place (w: 'i'): the Primary compared its file with the hashes this Secondary sent
+   * and the chunks that differ follow. Only onto the very file those hashes were taken of: if it
+   * changed since (a later frame made it anew), the bytes that follow are dropped and its hashes
+   * go again.
+   */
+  private async inPlace (e: SyncEntry): Promise<SyncSums[]> {
+    this.closeFile()
+    const full = this.full(e.p)
+    const was = this.summed.get(e.p)
+    this.summed.delete(e.p)
+    const st = fs.lstatSync(full, { bigint: true, throwIfNoEntry: false })
+    if (was === undefined || st === undefined || !st.isFile() || st.ino !== was.ino || st.size !== was.size || st.mtimeNs !== was.mtimeNs || st.ctimeNs !== was.ctimeNs) {
+      this.file = { p: e.p, fd: -1, a: e.a, mt: e.mt }
+      if (st?.isFile() !== true) {
+        if (st !== undefined) keepParentTimes(full, () => removeTree(full))
+        return [{ t: MsgType.SYNC_SUMS, p: e.p, s: -1, i: 0, h: new Uint8Array(0), e: 1 }]
+      }
+      return await this.sums(e.p, full)
+    }
+    const fd = fs.openSync(full, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
+    this.file = { p: e.p, fd, a: e.a, mt: e.mt }
+    fs.ftruncateSync(fd, e.s ?? 0)
+    fs.fchownSync(fd, e.u, e.g)
+    fs.fchmodSync(fd, e.m & 0o7777)
+    this.xattrs(full, e.x)
+    return []
   }
 
   private full (p: string): string {
@@ -96,6 +221,8 @@ export class SyncTarget {
           return // the link shares the inode: its attributes came with the first name
         }
         this.file = { p: e.p, fd: fs.openSync(full, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600), a: e.a, mt: e.mt }
+        // Every byte that is not a hole follows: what an earlier attempt wrote here goes first.
+        fs.ftruncateSync(this.file.fd, 0)
         fs.ftruncateSync(this.file.fd, e.s ?? 0)
         break
       case 'l':
@@ -124,6 +251,7 @@ export class SyncTarget {
   private data (p: string, o: number, d: Uint8Array): void {
     const f = this.file
     if (f === null || f.p !== p) throw new ReplError('PROTOCOL', `the Primary sent bytes of ${p} without its entry`)
+    if (f.fd < 0) return
     let done = 0
     while (done < d.length) done += fs.writeSync(f.fd, d, done, d.length - done, o + done)
   }
