@@ -19,6 +19,7 @@
  */
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import * as fs from 'fs'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
@@ -189,12 +190,15 @@ t('a failing data disk on the Primary (EIO): the write gets EIO, status.fatal na
     const x = path.join(dirs.mount, 'x')
     await fsp.writeFile(x, 'hello world\n')
     await execOk('sync', ['-f', path.join(dirs.data, 'x')], { timeoutMs: 60_000 })
-    const fh = await fsp.open(x, 'r+') // before the disk fails: its lookup would fail after
+    // Opened before the disk fails (its lookup would fail after). A plain fd, not a FileHandle:
+    // its close fails (EIO) once the disk is gone, and a FileHandle whose close failed is closed
+    // again when garbage-collected, after the mount is gone: ENOTCONN, thrown in the test process.
+    const fd = fs.openSync(x, 'r+')
     // Every later I/O on the data disk fails with EIO.
     await execOk('xfs_io', ['-x', '-c', 'shutdown', lfs.mountPoint], { timeoutMs: 60_000 })
 
-    const code = await errCode(fh.write('HELLO', 0))
-    await fh.close().catch(() => {})
+    const code = await errCode(new Promise((resolve, reject) => fs.write(fd, 'HELLO', 0, (err) => err !== null ? reject(err) : resolve(undefined))))
+    try { fs.closeSync(fd) } catch { /* EIO: the disk is gone */ }
     assert.is(code, 'EIO', 'the write gets EIO')
     const st = await request(dirs.state, { cmd: 'status' }, 5000) as { fatal: string | null }
     assert.ok(st.fatal !== null, 'status.fatal is set')
