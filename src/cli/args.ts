@@ -41,7 +41,8 @@ export function parseSize (command: string, flag: string, text: string): number 
 export function helpText (usage: string, summary: string, flags: FlagSpec): string {
   const rows = Object.entries(flags).map(([name, f]) => {
     const left = `  ${f.short !== undefined ? `-${f.short}, ` : ''}--${name}${f.type === 'string' ? ' ' + (f.arg ?? 'VALUE') : ''}`
-    return left.padEnd(30) + f.help
+    // A help text's own line breaks continue under its first line.
+    return left.padEnd(30) + f.help.split('\n').join('\n' + ' '.repeat(30))
   })
   return `usage: ${usage}\n\n${summary}\n\nflags:\n${rows.join('\n')}\n`
 }
