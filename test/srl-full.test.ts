@@ -4,7 +4,8 @@
  * README.md, "Replication": "The SRL keeps every update until every Secondary has applied it. If
  * it fills up while a connected Secondary is behind, writers wait for it (flow control); if no
  * Secondary can make progress (disconnected or paused), writes fail with `ENOSPC` (VVR's
- * `srlprot=fail`)." docs/ARCHITECTURE.md, "When the SRL is full" (and "With `--retain` a full SRL
+ * `srlprot=fail`)." These tests run with `--srlprot fail`, VVR's meaning of those words;
+ * the default, autodcm, and the other modes are test/srlprot.test.ts's." docs/ARCHITECTURE.md, "When the SRL is full" (and "With `--retain` a full SRL
  * fails at once"), "Checkpoints and release" ("With `--retain` nothing is released ... a full ring
  * fails writes with `ENOSPC`"), "Pause and resume" ("the SRL keeps the records for it (so a long
  * pause ends in `SRL_FULL`)").
@@ -122,7 +123,7 @@ async function seed (m: Multi): Promise<PrimaryStatus> {
 
 t('a connected Secondary that is behind: writers wait (no error) while the SRL is full, and complete as it catches up', isolated(90_000, async () => {
   try {
-    await withMulti({ count: 1, via: [true], srlSize: SRL }, async (m) => {
+    await withMulti({ count: 1, via: [true], srlSize: SRL, primaryExtraArgs: ['--srlprot', 'fail'] }, async (m) => {
       await seed(m)
       // 400 ms each way: the Secondary acks every record at least 800 ms after it was sent, so
       // the writer fills the 4 MiB SRL long before the first acks free any of it.
@@ -154,7 +155,7 @@ t('a connected Secondary that is behind: writers wait (no error) while the SRL i
 }))
 
 t('no RLINK can make progress (Secondary stopped) and the SRL is full: ENOSPC; the refused write is neither logged nor applied', isolated(90_000, async () => {
-  await withMulti({ count: 1, srlSize: SRL }, async (m) => {
+  await withMulti({ count: 1, srlSize: SRL, primaryExtraArgs: ['--srlprot', 'fail'] }, async (m) => {
     const st0 = await seed(m)
     await m.secondaries[0].stop()
     await waitRlink(m, 0, (l) => l.state === 'disconnected' || l.state === 'connecting', 'down after the Secondary stopped')
@@ -204,7 +205,7 @@ t('--retain, no Secondary: a full SRL fails writes with ENOSPC at once; nothing 
 }))
 
 t('a long pause ends in a full SRL (ENOSPC, nothing sent); resume: the Secondary catches up and writes succeed again', isolated(90_000, async () => {
-  await withMulti({ count: 1, srlSize: SRL }, async (m) => {
+  await withMulti({ count: 1, srlSize: SRL, primaryExtraArgs: ['--srlprot', 'fail'] }, async (m) => {
     const st0 = await seed(m)
     const s0 = await m.secondaries[0].status()
     await pauseOrResume('pause', m.primary.state)

@@ -18,6 +18,7 @@ import { PrimaryRvg, type Replication } from '../src/rvg/primary'
 import { State } from '../src/format/state'
 import { RecordType } from '../src/format/record'
 import { APPLY_BEFORE_REPLY_BYTES_MAX } from '../src/limits'
+import { ReplError } from '../src/errors'
 import { timed, waitFor, cleanupAll, assertCleanSlate, registerTmpRoot, registerMount, installExitHandlers } from './helpers'
 import { mountLoopFs, mountLoopImage, assertNoLoopDevices } from './helpers/loopfs'
 
@@ -278,6 +279,8 @@ test('after a reboot, replay starts at the last checkpoint, not at the tail a Se
     persist: async () => {},
     canProgress: false,
     progress: async () => {},
+    overflow: async () => { throw new ReplError('SRL_FULL', 'SRL is full: a Secondary holds every record (srlprot=fail)') },
+    foldMaps: async () => {},
     describeLag: () => 'a Secondary holds every record'
   }
   const srlDir = path.join(dir, 'state', 'srl')

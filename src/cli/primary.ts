@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process'
 import { parse, required, parseSize, helpText, type FlagSpec } from './args'
 import { runPrimary, type Logger, type RunningDaemon } from '../daemon'
 import { parseAddress, formatAddress, readSecret } from '../rlink/common'
-import type { SynchronousMode } from '../rlink/sender'
+import { SRLPROT_VALUES, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { ReplError } from '../errors'
 import { parseMountOptions } from '../fuse/mount-options'
 import { SRL_BYTES_DEFAULT, SRL_BYTES_MIN, SRL_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES, DAEMON_READY_TIMEOUT_MS } from '../limits'
@@ -25,6 +25,8 @@ export const PRIMARY_FLAGS: FlagSpec = {
   secondary: { type: 'string', multiple: true, arg: 'HOST:PORT', help: 'replicate to the Secondary listening there (repeat for several; one RLINK each)' },
   'secret-file': { type: 'string', arg: 'FILE', help: 'the secret shared with the Secondaries (required with --secondary; never sent)' },
   synchronous: { type: 'string', arg: 'MODE', help: 'off (default): a write completes once in the SRL; override: also waits for the network ack of every connected Secondary; fail: as override, and fails writes with EIO while an RLINK is down' },
+  srlprot: { type: 'string', arg: 'MODE', help: 'SRL overflow protection, as VVR\'s: when the SRL would overflow because a Secondary\nis behind or away: autodcm (default): that Secondary leaves the SRL for a change map of\nthe paths changed and is resynchronized from it when back; dcm: the same if it is down,\nwriters wait while it is connected; fail: writers wait while it is connected, writes fail\nwith ENOSPC while it is down; override: the same, but instead of failing the Secondary is\ndetached (STALE: it needs a full synchronization); off: it is always detached' },
+  'max-lag': { type: 'string', arg: 'SECONDS', help: 'latency protection (VVR\'s latencyprot, in seconds): while a connected Secondary that is\napplying is more than SECONDS behind, writers wait for it before their reply (default 0: off)' },
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
@@ -41,7 +43,7 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--rds NAME]',
+export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]',
   'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
@@ -90,12 +92,18 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   const synchronous = (values.synchronous ?? 'off') as SynchronousMode
   if (!['off', 'override', 'fail'].includes(synchronous)) throw new ReplError('USAGE', `replicafs ${command}: --synchronous must be off, override or fail (not ${String(values.synchronous)})`)
   if (synchronous !== 'off' && secondaries.length === 0) throw new ReplError('USAGE', `replicafs ${command}: --synchronous ${synchronous} needs at least one --secondary`)
+  const srlprot = (values.srlprot ?? 'autodcm') as SrlProt
+  if (!SRLPROT_VALUES.includes(srlprot)) throw new ReplError('USAGE', `replicafs ${command}: --srlprot must be ${SRLPROT_VALUES.join(', ')} (not ${String(values.srlprot)})`)
+  if (values.srlprot !== undefined && secondaries.length === 0) throw new ReplError('USAGE', `replicafs ${command}: --srlprot ${srlprot} needs at least one --secondary`)
+  const maxLag = values['max-lag'] === undefined ? 0 : Number(values['max-lag'])
+  if (!Number.isFinite(maxLag) || maxLag < 0 || !/^\d+(\.\d+)?$/.test(String(values['max-lag'] ?? '0'))) throw new ReplError('USAGE', `replicafs ${command}: --max-lag must be a number of seconds, 0 or more (not ${String(values['max-lag'])})`)
+  if (maxLag > 0 && secondaries.length === 0) throw new ReplError('USAGE', `replicafs ${command}: --max-lag needs at least one --secondary`)
   const rds = rdsOf(command, values)
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
 
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => runPrimary({
-    data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, rds,
+    data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, srlprot, maxLag, rds,
     taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
     mountOptions
   }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`)

@@ -12,7 +12,7 @@ export const STATUS_HELP = helpText('replicafs status --state DIR [--json]', 'Sh
 interface Status {
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
   rds?: string, synchronous?: string, listen?: string
-  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: { id: string, phase: string, entries: number, bytes: number, marked: number } | null }>
+  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: { id: string, phase: string, mode?: string, entries: number, bytes: number, marked: number } | null, dcm?: { paths: number, since: string } | null }>
   receivedSeq?: number, appliedSeq?: number, consistent?: boolean, syncing?: string | null, connected?: boolean, primary?: { address: string | null, srlId: string | null }
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
 }
@@ -40,7 +40,8 @@ export async function statusCommand (argv: string[]): Promise<number> {
     for (const l of s.rlinks) {
       lines.push(`RLINK ${l.secondary}: ${l.state}; sent ${l.sentSeq}, network-acked ${l.networkAckedSeq}, data-acked ${l.dataAckedSeq}; ` +
         `lag ${l.lagUpdates} updates, ${l.lagBytes} bytes, ${l.lagSeconds.toFixed(1)} s${l.lastError ? `; last error: ${l.lastError}` : ''}`)
-      if (l.sync) lines.push(`  full synchronization ${l.sync.id}: ${l.sync.phase}, ${l.sync.entries} entries and ${l.sync.bytes} bytes sent, ${l.sync.marked} paths changed meanwhile; the Secondary is NOT consistent until it ends`)
+      if (l.dcm) lines.push(`  SRL overflow protection: off the SRL since ${l.dcm.since}; its change map names ${l.dcm.paths} paths, resent when it connects; the Secondary is NOT consistent until then`)
+      if (l.sync) lines.push(`  ${l.sync.mode === 'map' ? 'resynchronization from the change map' : l.sync.mode === 'diff' ? 'synchronization by difference' : 'full synchronization'} ${l.sync.id}: ${l.sync.phase}, ${l.sync.entries} entries and ${l.sync.bytes} bytes sent, ${l.sync.marked} paths changed meanwhile; the Secondary is NOT consistent until it ends`)
     }
   }
   if (s.role === 'secondary') {

@@ -16,11 +16,11 @@
 import path from 'node:path'
 import type net from 'node:net'
 import { Srl } from '../srl'
-import { SyncSources } from '../sync'
+import { SyncSources, ChangeMaps } from '../sync'
 import { PrimaryRvg } from '../rvg/primary'
 import { FuseAdapter } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
-import { RlinkSet, type SynchronousMode } from '../rlink/sender'
+import { RlinkSet, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { readSecret } from '../rlink/common'
 import { IbcPrimary } from '../ibc/primary'
 import { handleIbc, type IbcRequest } from '../ibc/control'
@@ -46,6 +46,10 @@ export interface PrimaryConfig {
   secondaries: string[]
   secretFile: string | null
   synchronous: SynchronousMode
+  /** SRL overflow protection (default autodcm). */
+  srlprot?: SrlProt
+  /** Latency protection: writers wait while a connected Secondary is more than this many seconds behind (0, absent: off). */
+  maxLag?: number
   rds: string
   /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
   taskDir?: string
@@ -108,7 +112,18 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     // told of every record the RVG applies, after the snapshots' copy-on-write.
     const syncs = new SyncSources(data, () => rvg?.appliedSeq ?? 0, log)
     if (srl !== null && cfg.secondaries.length > 0) {
-      rlinks = await RlinkSet.open(srl, { secondaries: cfg.secondaries, mode: cfg.synchronous, rds: cfg.rds, secret, log, sync: (address, mode) => syncs.start(address, mode) })
+      const theSrl = srl
+      rlinks = await RlinkSet.open(srl, {
+        secondaries: cfg.secondaries,
+        mode: cfg.synchronous,
+        srlprot: cfg.srlprot,
+        maxLagS: cfg.maxLag,
+        rds: cfg.rds,
+        secret,
+        log,
+        sync: (address, mode) => syncs.start(address, mode),
+        maps: async (dcm) => await ChangeMaps.open(theSrl.store, theSrl, dcm)
+      })
     }
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
     if (srl !== null) {
@@ -209,6 +224,9 @@ function primaryStatus (p: Primary): unknown {
     rds: p.cfg.rds,
     srlId: p.srl?.srlId ?? null,
     synchronous: p.cfg.synchronous,
+    srlprot: p.rlinks?.srlprot ?? null,
+    maxLag: p.cfg.maxLag ?? 0,
+    throttled: p.rlinks === null ? null : { by: p.rlinks.throttled, writes: p.rlinks.throttledWrites, ms: p.rlinks.throttledMs },
     srl: p.srl ? p.srl.stats(p.rvg.appliedSeq) : null,
     rlinks: p.rlinks?.status() ?? [],
     ibc: p.ibc?.status() ?? null,

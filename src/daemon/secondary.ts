@@ -131,7 +131,22 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     sys.cloexecFrom(3)
     const tasksIbc = ibc
     const applier = rvg
-    sync = await SyncReceiver.open(data, srl.store, cfg.syncExisting === true, !srl.cacheKept, (seq) => applier.restartAt(seq), log)
+    const theSrl = srl
+    const theSnaps = snaps
+    sync = await SyncReceiver.open(data, srl.store, cfg.syncExisting === true, !srl.cacheKept, (seq) => applier.restartAt(seq), async () => {
+      if (applier.appliedSeq >= theSrl.lastSeq) return
+      log(`applying the ${theSrl.lastSeq - applier.appliedSeq} logged updates before the synchronization`)
+      while (applier.appliedSeq < theSrl.lastSeq) {
+        if (applier.stopped) throw new ReplError('APPLY_FAILED', 'the apply loop stopped before the synchronization could begin')
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    }, log, {
+      consistent: () => theSrl.lastSeq > 0,
+      take: async (name) => { await applier.exclusive(async (seq) => theSnaps.create(name, seq)) },
+      drop: (name) => theSnaps.delete(name),
+      names: () => theSnaps.list().map((i) => i.name),
+      preserver: { get active () { return theSnaps.latest !== null }, beforeApply: (rec) => theSnaps.beforeApply(rec) }
+    })
     receiver = new RlinkReceiver({
       sync,
       listen: cfg.listen,
@@ -196,6 +211,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         appliedSeq: s.rvg.appliedSeq,
         consistent: s.rvg.consistent && s.sync?.syncing == null,
         syncing: s.sync?.syncing ?? null,
+        syncSnapshot: s.sync?.snapshot ?? null,
         frozen: s.ibc.frozen,
         ibc: s.ibc.status(),
         connected: s.receiver.connected,

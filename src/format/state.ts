@@ -10,6 +10,7 @@
  *   synced              Position        last record whose effect the data directory has synced, the ring synced first (state format 3)
  *   last                LastRecord      the newest record's checksum, kept when a release empties the log
  *   rlink/<HOST:PORT>   RlinkPosition   Primary: what that Secondary data-acked, and whether it is paused
+ *   dcm|<HOST:PORT>|<path> DcmMark     Primary: that RLINK's change map, while SRL overflow protection keeps one (state format 5)
  *   follow              Follow          Secondary: the Primary SRL it follows (set by its first Primary)
  *   baseline            Baseline        Primary: whether its data directory held a tree when the SRL was created (state format 4)
  *   sync                SyncState       Secondary: a full synchronization begun and not finished (state format 4)
@@ -67,7 +68,15 @@ export interface Position { seq: number, offset: number }
 
 export interface LastRecord { seq: number, crc: number }
 
-export interface RlinkPosition { seq: number, offset: number, paused: boolean }
+/**
+ * dcm (state format 5; missing: false): SRL overflow protection switched this RLINK to its change
+ * map (`dcm|<HOST:PORT>|<path>`): the SRL keeps nothing for it, the map names every path changed
+ * after `seq`, and the Secondary is resynchronized from the map when it is back.
+ */
+export interface RlinkPosition { seq: number, offset: number, paused: boolean, dcm?: boolean }
+
+/** A path in an RLINK's change map: t, everything below it too (a rename). */
+export interface DcmMark { t: 0 | 1 }
 
 export interface Follow { srlId: string, rds: string }
 
@@ -79,7 +88,8 @@ export type Baseline = 'empty' | 'data'
 
 /** A full synchronization in progress on a Secondary: its id, and the Primary's SRL id. */
 /** c: every file's chunks are compared (state format 5; absent: false). */
-export interface SyncState { id: string, srlId: string, startedAt: string, c?: boolean }
+/** snap (state format 5): the snapshot of the Secondary taken before it, deleted when it is done. */
+export interface SyncState { id: string, srlId: string, startedAt: string, c?: boolean, snap?: string }
 
 export interface StoredRegistration {
   key: string
@@ -124,6 +134,8 @@ export const State = {
   synced: key<Position>('synced'),
   last: key<LastRecord>('last'),
   rlink: family<RlinkPosition>('rlink/'),
+  /** One RLINK's change map (DCM), by path. */
+  dcm: (address: string) => family<DcmMark>(`dcm|${address}|`),
   follow: key<Follow>('follow'),
   baseline: key<Baseline>('baseline'),
   sync: key<SyncState>('sync'),

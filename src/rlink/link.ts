@@ -12,7 +12,7 @@ import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type 
 import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
-import type { Baseline, Position, RlinkPosition } from '../format/state'
+import { State, type Baseline, type Position, type RlinkPosition } from '../format/state'
 import { ReplError } from '../errors'
 import {
   RLINK_BATCH_BYTES_MAX, RLINK_WINDOW_BYTES, RLINK_WINDOW_UPDATES, RLINK_PING_INTERVAL_MS, RLINK_DEAD_AFTER_MS,
@@ -36,6 +36,11 @@ export interface RlinkStatus {
   consistent: boolean
   /** The full synchronization running, if any. */
   sync: SyncStatus | null
+  /**
+   * SRL overflow protection took this RLINK off the SRL (srlprot dcm, autodcm): its changes are in
+   * its change map (`dcmPaths` paths) until it is resynchronized from it; null: not in DCM mode.
+   */
+  dcm: { paths: number, since: string } | null
 }
 
 export interface Context {
@@ -51,10 +56,19 @@ export interface Context {
   baseline: Baseline
   /** Starts a full synchronization of the Secondary at `address` (src/sync/source.ts); absent: none. */
   sync?: (address: string, mode: SyncMode) => SyncSession
+  /** The change maps of RLINKs in DCM mode (src/sync/map.ts ChangeMaps); absent: none. */
+  dcm?: ChangeMapsView
+}
+
+/** What an RLINK needs of the change maps (src/sync/map.ts ChangeMaps). */
+export interface ChangeMapsView {
+  size (address: string): number
+  marks (address: string, since: Position): Map<string, boolean>
+  clear (address: string): Promise<void>
 }
 
 /** How a Secondary is synchronized (src/sync/source.ts SyncMode). */
-export interface SyncMode { diff: boolean, checksum: boolean }
+export interface SyncMode { diff: boolean, checksum: boolean, from?: Map<string, boolean> }
 
 /** A full synchronization of one Secondary, as the RLINK drives it (src/sync/source.ts). */
 export interface SyncSession {
@@ -73,13 +87,14 @@ export interface SyncStatus { id: string, phase: string, mode: string, entries: 
 
 /** 'full synchronization ID' or 'synchronization by difference ID', for logs. */
 function syncName (s: SyncSession): string {
-  return `${s.progress.mode === 'diff' ? 'synchronization by difference' : 'full synchronization'} ${s.id}`
+  const m = s.progress.mode
+  return `${m === 'map' ? 'resynchronization from the change map' : m === 'diff' ? 'synchronization by difference' : 'full synchronization'} ${s.id}`
 }
 
 /** What a synchronization sent so far, for logs. */
 function syncFigures (s: SyncSession): string {
   const p = s.progress
-  return `${p.entries} entries, ${p.bytes} bytes${p.mode === 'diff' ? `, ${p.differing} files differed` : ''}`
+  return `${p.entries} entries, ${p.bytes} bytes${p.mode !== 'full' ? `, ${p.differing} files differed` : ''}`
 }
 
 /** Stored per RLINK in LevelDB. */
@@ -148,6 +163,41 @@ export class Rlink {
     this.dackSeq = stored.seq
     this.dackPos = { seq: stored.seq, offset: stored.offset }
     if (stored.paused) this.state = 'paused'
+    if (stored.dcm === true) { this.dcmPos = { seq: stored.seq, offset: stored.offset }; this.dcmSince = 'before this start' }
+  }
+
+  /**
+   * In DCM mode (SRL overflow protection, src/rlink/sender.ts overflow): how far the SRL's records
+   * are folded into this RLINK's change map (records after it are still needed), else null.
+   */
+  dcmPos: Position | null = null
+  private dcmSince = ''
+
+  get dcm (): boolean { return this.dcmPos !== null }
+
+  /**
+   * Where the SRL must keep records from for this RLINK: what it data-acked; in DCM mode what is
+   * not yet folded into its map (and, once its resynchronization sent SYNC_DONE, what follows it).
+   */
+  get holdPos (): Position {
+    if (this.dcmPos === null) return this.dackPos
+    if (this.syncDoneAt !== null && this.dackPos.seq < this.dcmPos.seq) return this.dackPos
+    return this.dcmPos
+  }
+
+  /**
+   * SRL overflow protection: this RLINK leaves the SRL for its change map, which now holds every
+   * record up to `at`; ordered replication ends (the link is dropped if up) until it is
+   * resynchronized from the map at the next handshake.
+   */
+  enterDcm (at: Position, why: string): void {
+    this.dcmPos = at
+    this.dcmSince = new Date().toISOString()
+    this.batches = []
+    this.followHead()
+    this.wakeWaiters()
+    this.ctx.log(`RLINK to ${this.address}: the SRL would overflow (${why}): its changes go to its change map (DCM) instead; it is resynchronized from the map when it connects`)
+    if (this.conn !== null) this.conn.end('the SRL overflowed: resynchronizing from the change map')
   }
 
   start (): void {
@@ -226,6 +276,13 @@ export class Rlink {
   /** Null if this SRL continues the Secondary's log as the CHALLENGE describes it (and sets where to send from), else why not. */
   private checkPosition (m: Challenge): [ 'DIVERGED' | 'STALE' | 'NOT_EMPTY', string ] | null {
     const srl = this.ctx.srl
+    // In DCM mode a Secondary that has its data gets the paths of the map (and what changes
+    // meanwhile), by difference; a new or emptied one goes on below (the map covers the tree it
+    // had, not an empty one) and the map is dropped when that synchronization is done.
+    if (this.dcm && this.ctx.sync !== undefined && this.ctx.dcm !== undefined && !m.fresh && !m.empty) {
+      this.startSync({ diff: true, checksum: m.adopt === true, from: this.ctx.dcm.marks(this.address, this.dcmPos!) })
+      return null
+    }
     // A Secondary that has never held a record: from record 1 if this SRL has every record since
     // an empty data directory (and the Secondary's is empty); else (a baseline tree, records
     // released, data there) a full synchronization: into an empty data directory in full, onto
@@ -318,6 +375,23 @@ export class Rlink {
     this.ctx.changed()
   }
 
+  /** srlprot override, off: the SRL stops keeping records for this RLINK (its Secondary is STALE once they are released). */
+  detach (head: Position): void {
+    this.dackPos = { ...head }
+    this.batches = []
+    this.wakeWaiters()
+    if (this.conn !== null) this.conn.end('the SRL overflowed: this Secondary needs a full synchronization')
+  }
+
+  /** Resynchronized from the change map: back on the SRL, the map dropped (the position first). */
+  private leaveDcm (): void {
+    this.dcmPos = null
+    const srl = this.ctx.srl
+    srl.store.put(State.rlink.key(this.address), { ...this.dackPos, paused: this.paused })
+      .then(async () => await this.ctx.dcm?.clear(this.address))
+      .then(() => this.ctx.log(`RLINK to ${this.address}: resynchronized from its change map; back on the SRL`), (err: Error) => this.ctx.fatal(err))
+  }
+
   private onMessage (m: Message): void {
     switch (m.t) {
       case MsgType.SYNC_ACK:
@@ -330,7 +404,10 @@ export class Rlink {
         this.pump()
         return
       case MsgType.ACK: {
-        if (this.syncDoneAt !== null && m.d >= this.syncDoneAt) this.syncDoneAt = null
+        if (this.syncDoneAt !== null && m.d >= this.syncDoneAt) {
+          this.syncDoneAt = null
+          if (this.dcm) this.leaveDcm()
+        }
         if (m.n > this.nackSeq) { this.nackSeq = Math.min(m.n, this.sentSeq); this.lastNackAt = Date.now() }
         if (m.d > this.dackSeq) {
           this.dackSeq = Math.min(m.d, this.nackSeq)
@@ -414,6 +491,9 @@ export class Rlink {
     const c = this.conn
     if (c === null || this.state !== 'connected' || this.draining) return
     if (this.syncing !== null) { this.pumpSync(c, this.syncing); return }
+    // In DCM mode nothing goes from the SRL, until the resynchronization's SYNC_DONE: then
+    // UPDATES follow it as usual.
+    if (this.dcm && this.syncDoneAt === null) { this.followHead(); this.wakeWaiters(); return }
     const srl = this.ctx.srl
     // Only what the SRL has made durable (RlinkSet.appended starts the fdatasync).
     const limit = srl.syncedSeq
@@ -471,7 +551,7 @@ export class Rlink {
    * synchronous=fail refuses updates before they are appended instead (RlinkSet.admit).
    */
   waitNetworkAck (seq: number): Promise<void> {
-    if (this.nackSeq >= seq || this.closed || this.state !== 'connected') return Promise.resolve()
+    if (this.nackSeq >= seq || this.closed || this.state !== 'connected' || (this.dcm && this.syncDoneAt === null)) return Promise.resolve()
     return new Promise((resolve) => this.waiters.push({ seq, resolve, reject: () => resolve() }))
   }
 
@@ -531,6 +611,12 @@ export class Rlink {
     this.connect()
   }
 
+  /** Seconds since the oldest update this Secondary has not data-acked was appended (0: none). */
+  get lagSeconds (): number {
+    if (this.dackSeq >= this.ctx.srl.lastSeq) return 0
+    return Math.max(0, (Date.now() - this.ctx.clock.appendedAt(this.dackSeq + 1)) / 1000)
+  }
+
   status (): RlinkStatus {
     const srl = this.ctx.srl
     const caughtUp = this.dackSeq >= srl.lastSeq
@@ -542,10 +628,11 @@ export class Rlink {
       dataAckedSeq: this.dackSeq,
       lagUpdates: Math.max(0, srl.lastSeq - this.dackSeq),
       lagBytes: caughtUp ? 0 : Math.max(0, srl.headOffset - Math.max(this.dackPos.offset, srl.tailPosition.offset)),
-      lagSeconds: caughtUp ? 0 : Math.max(0, (Date.now() - this.ctx.clock.appendedAt(this.dackSeq + 1)) / 1000),
+      lagSeconds: this.lagSeconds,
       lastError: this.lastError,
-      consistent: this.syncing === null && this.syncDoneAt === null,
-      sync: this.syncing?.progress ?? null
+      consistent: this.syncing === null && this.syncDoneAt === null && !this.dcm,
+      sync: this.syncing?.progress ?? null,
+      dcm: this.dcm ? { paths: this.ctx.dcm?.size(this.address) ?? 0, since: this.dcmSince } : null
     }
   }
 

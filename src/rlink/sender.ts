@@ -9,7 +9,27 @@ import { LogStore } from '../srl/state'
 import { State, type Position } from '../format/state'
 import { ReplError } from '../errors'
 import { RLINK_DEAD_AFTER_MS } from '../limits'
-import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode } from './link'
+import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode, type ChangeMapsView } from './link'
+
+/**
+ * SRL overflow protection, VVR's `srlprot`: what happens when the SRL would overflow because an
+ * RLINK holds its tail (docs/ARCHITECTURE.md "SRL overflow protection").
+ *
+ *             RLINK connected and acking        otherwise (down, paused, stalled)
+ *   autodcm   DCM                               DCM
+ *   dcm       writers wait (flow control)       DCM
+ *   fail      writers wait                      writes fail (ENOSPC)
+ *   override  writers wait                      the RLINK is detached (STALE)
+ *   off       the RLINK is detached             the RLINK is detached
+ */
+export type SrlProt = 'autodcm' | 'dcm' | 'fail' | 'override' | 'off'
+export const SRLPROT_VALUES: SrlProt[] = ['autodcm', 'dcm', 'fail', 'override', 'off']
+
+/** The change maps of RLINKs in DCM mode (src/sync/map.ts ChangeMaps). */
+export interface ChangeMapsControl extends ChangeMapsView {
+  /** Adds the paths of the SRL's records after `from` up to `upto` to the map of `address`; the position after them. */
+  fold (address: string, from: Position, upto: number): Promise<Position>
+}
 
 export { Rlink, AppendClock, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord, type SyncSession, type SyncStatus, type SyncMode } from './link'
 
@@ -20,20 +40,45 @@ export class RlinkSet {
   private pumpScheduled = false
   private progressWaiters: Array<() => void> = []
 
-  private constructor (readonly srl: Srl, readonly mode: SynchronousMode, links: Rlink[]) {
+  private constructor (readonly srl: Srl, readonly mode: SynchronousMode, links: Rlink[],
+    readonly srlprot: SrlProt, private readonly maps: ChangeMapsControl | undefined, private readonly log: (l: string) => void,
+    readonly maxLagS: number) {
     this.links = links
   }
 
+  /** Latency protection (--max-lag): the RLINK writers wait for, or null. */
+  private throttledBy: Rlink | null = null
+  /** Writers that waited for latency protection, and how long in all (status). */
+  throttledWrites = 0
+  throttledMs = 0
+
   /** Loads each RLINK's stored position; a new one starts at the SRL's tail. */
-  static async open (srl: Srl, cfg: { secondaries: string[], mode: SynchronousMode, rds: string, secret: Buffer | null, log: (l: string) => void, sync?: (address: string, mode: SyncMode) => SyncSession }): Promise<RlinkSet> {
+  static async open (srl: Srl, cfg: {
+    secondaries: string[]
+    mode: SynchronousMode
+    rds: string
+    secret: Buffer | null
+    log: (l: string) => void
+    sync?: (address: string, mode: SyncMode) => SyncSession
+    /** Default autodcm (with `sync` and `maps`), else fail. */
+    srlprot?: SrlProt
+    /** Opens the change maps of the RLINKs (addresses) stored in DCM mode. */
+    maps?: (dcm: string[]) => Promise<ChangeMapsControl>
+    /** Latency protection: writers wait while a connected Secondary is more than this many seconds behind (0: off). */
+    maxLagS?: number
+  }): Promise<RlinkSet> {
     const stored = new Map((await srl.store.entries(State.rlink)).map(([k, v]) => [LogStore.idOf(State.rlink, k), v]))
-    const set: RlinkSet = new RlinkSet(srl, cfg.mode, [])
+    const canDcm = cfg.sync !== undefined && cfg.maps !== undefined
+    const srlprot = cfg.srlprot ?? (canDcm ? 'autodcm' : 'fail')
+    if ((srlprot === 'autodcm' || srlprot === 'dcm') && !canDcm) throw new ReplError('USAGE', `--srlprot ${srlprot} needs the change map of full synchronization`)
+    const maps = canDcm ? await cfg.maps!(cfg.secondaries.filter((a) => stored.get(a)?.dcm === true)) : undefined
+    const set: RlinkSet = new RlinkSet(srl, cfg.mode, [], srlprot, maps, cfg.log, cfg.maxLagS ?? 0)
     // An SRL of state format 3 or older was created over an empty data directory (it had to be).
     const baseline = (await srl.store.get(State.baseline)) ?? 'empty'
-    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync }
+    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps }
     for (const a of cfg.secondaries) {
       let rec = stored.get(a)
-      if (rec === undefined || rec.seq < srl.tailSeq) {
+      if (rec === undefined || (rec.seq < srl.tailSeq && rec.dcm !== true)) {
         if (rec !== undefined) cfg.log(`RLINK to ${a}: its stored position ${rec.seq} is older than the SRL's tail ${srl.tailSeq}; it will need a full synchronization`)
         rec = { ...srl.tailPosition, paused: rec?.paused ?? false }
         await srl.store.put(State.rlink.key(a), rec)
@@ -63,7 +108,7 @@ export class RlinkSet {
     const links = this.find(address)
     for (const l of links) {
       if (paused) l.pause(); else l.resume()
-      await this.srl.store.put(State.rlink.key(l.address), { ...l.dackPos, paused })
+      await this.srl.store.put(State.rlink.key(l.address), l.dcmPos !== null ? { ...l.dcmPos, paused, dcm: true } : { ...l.dackPos, paused })
     }
     return links.map((l) => l.address)
   }
@@ -117,25 +162,106 @@ export class RlinkSet {
 
   /** After applying `seq`: waits as the synchronous mode says. */
   acked (seq: number): Promise<void> | null {
-    if (this.mode === 'off' || this.links.length === 0) return null
+    const lagging = this.maxLagS > 0 && this.lagging() !== null
+    if ((this.mode === 'off' || this.links.length === 0) && !lagging) return null
     // The pump runs on setImmediate; send now so the ack is not a turn late.
     this.pumpAll()
-    return Promise.all(this.links.map((l) => l.waitNetworkAck(seq))).then(() => {})
+    const acks = this.mode === 'off' ? Promise.resolve() : Promise.all(this.links.map((l) => l.waitNetworkAck(seq))).then(() => {})
+    return lagging ? acks.then(async () => await this.throttle()) : acks
   }
+
+  /**
+   * Latency protection (--max-lag, VVR's latencyprot in seconds): a connected Secondary that is
+   * acking and more than maxLagS behind, or null. One that is down, paused, frozen or stalled
+   * (not acking) does not hold writers (VVR's latencyprot=override): the SRL and srlprot take over.
+   */
+  private lagging (): Rlink | null {
+    for (const l of this.links) if (this.live(l) && !l.dcm && l.lagSeconds > this.maxLagS) return l
+    return null
+  }
+
+  /** Waits while a Secondary lags (re-checked at every ack, and every second). */
+  private async throttle (): Promise<void> {
+    const t0 = Date.now()
+    let l = this.lagging()
+    if (l === null) return
+    this.throttledWrites++
+    if (this.throttledBy === null) this.log(`RLINK to ${l.address} is ${l.lagSeconds.toFixed(1)} s behind (--max-lag ${this.maxLagS}): writers wait for it`)
+    this.throttledBy = l
+    while (l !== null) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
+      clearTimeout(timer)
+      l = this.lagging()
+    }
+    this.throttledMs += Date.now() - t0
+    if (this.throttledBy !== null) {
+      this.log(`RLINK to ${this.throttledBy.address} is within --max-lag ${this.maxLagS} s again: writers go on`)
+      this.throttledBy = null
+    }
+  }
+
+  /** Latency protection, for status: the Secondary writers wait for now, or null. */
+  get throttled (): string | null { return this.throttledBy?.address ?? null }
 
   /** The oldest position any RLINK still needs (records after it are retained), or null. */
   retainFrom (): Position | null {
     let min: Position | null = null
-    for (const l of this.links) if (min === null || l.dackPos.seq < min.seq) min = l.dackPos
+    for (const l of this.links) { const h = l.holdPos; if (min === null || h.seq < min.seq) min = h }
     return min
   }
 
-  /** Whether waiting can free SRL space (some link is connected and behind). */
+  /** Whether a connected RLINK is acking: waiting for it frees SRL space. */
+  private live (l: Rlink): boolean {
+    // A connected Secondary that applies nothing (frozen by IBC, stalled) frees nothing.
+    return l.connected && l.dackSeq < this.srl.lastSeq && Date.now() - l.lastDackAt < RLINK_DEAD_AFTER_MS
+  }
+
+  /** Whether waiting can free SRL space (every link holding the tail is connected and acking). */
   get canProgress (): boolean {
-    // Only the links holding the SRL's tail matter, and only while they are acking: a connected
-    // Secondary that applies nothing (frozen by IBC, stalled) frees nothing.
-    const holders = this.links.filter((l) => l.dackPos.seq <= this.srl.tailSeq)
-    return holders.length > 0 && holders.every((l) => l.connected && l.dackSeq < this.srl.lastSeq && Date.now() - l.lastDackAt < RLINK_DEAD_AFTER_MS)
+    const holders = this.links.filter((l) => l.holdPos.seq <= this.srl.tailSeq)
+    return holders.length > 0 && holders.every((l) => this.live(l))
+  }
+
+  /**
+   * The SRL is full and RLINKs hold its tail: applies --srlprot to each (the table above). Returns
+   * once the caller may try again (a link left the SRL, or an ack came, or a second passed);
+   * throws SRL_FULL where srlprot=fail refuses the write.
+   */
+  async overflow (): Promise<void> {
+    const holders = this.links.filter((l) => l.holdPos.seq <= this.srl.tailSeq)
+    let wait = false
+    for (const l of holders) {
+      const live = this.live(l)
+      const p = this.srlprot
+      if (l.dcm) { wait = true; continue } // a resynchronization's last records: acked soon
+      if (p === 'autodcm' || (p === 'dcm' && !live)) { await this.toDcm(l, live ? 'connected but behind, srlprot=autodcm' : `${l.state}, srlprot=${p}`); continue }
+      if (live && p !== 'off') { wait = true; continue }
+      if (p === 'fail') throw new ReplError('SRL_FULL', `SRL is full (${this.srl.usedBytes} of ${this.srl.capacityBytes} bytes): ${this.describeLag()} (srlprot=fail)`)
+      await this.detach(l, `${l.state}, srlprot=${p}`)
+    }
+    if (!wait) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
+    clearTimeout(timer)
+  }
+
+  /** Takes `l` off the SRL onto its change map: every record it has not data-acked is folded first. */
+  private async toDcm (l: Rlink, why: string): Promise<void> {
+    // Only what the SRL holds durably: a crash may lose the rest, which must not be counted.
+    const at = await this.maps!.fold(l.address, l.dackPos, this.srl.syncedSeq)
+    await this.srl.store.put(State.rlink.key(l.address), { ...at, paused: l.paused, dcm: true })
+    l.enterDcm(at, why)
+    this.changed()
+  }
+
+  /** srlprot override, off: the SRL overflows `l`; it is STALE from now on and needs a full synchronization. */
+  private async detach (l: Rlink, why: string): Promise<void> {
+    const head = { seq: this.srl.lastSeq, offset: this.srl.headOffset }
+    await this.srl.store.put(State.rlink.key(l.address), { ...head, paused: l.paused })
+    l.detach(head)
+    this.log(`RLINK to ${l.address}: the SRL overflowed (${why}): the RLINK is detached; its Secondary is STALE and needs a full synchronization (start it over a new state directory with --sync-existing)`)
+    this.changed()
   }
 
   /** Resolves at the next ack or state change. */
@@ -151,9 +277,25 @@ export class RlinkSet {
     for (const f of w) f()
   }
 
-  /** Persists every link's data-acked position (before the SRL releases anything). */
+  /**
+   * Before a release: the records up to `upto` that RLINKs in DCM mode have not had are folded
+   * into their maps (durably), and their positions move past them, so that retainFrom() no longer
+   * holds them.
+   */
+  async foldMaps (upto: number): Promise<void> {
+    for (const l of this.links) {
+      if (l.dcmPos === null || l.dcmPos.seq >= upto) continue
+      l.dcmPos = await this.maps!.fold(l.address, l.dcmPos, upto)
+      await this.srl.store.put(State.rlink.key(l.address), { ...l.dcmPos, paused: l.paused, dcm: true })
+    }
+  }
+
+  /** Persists every link's position (before the SRL releases anything). */
   async persist (): Promise<void> {
-    for (const l of this.links) await this.srl.store.put(State.rlink.key(l.address), { ...l.dackPos, paused: l.paused })
+    for (const l of this.links) {
+      const rec = l.dcmPos !== null ? { ...l.dcmPos, paused: l.paused, dcm: true } : { ...l.dackPos, paused: l.paused }
+      await this.srl.store.put(State.rlink.key(l.address), rec)
+    }
   }
 
   status (): RlinkStatus[] {
@@ -163,7 +305,7 @@ export class RlinkSet {
   /** Which Secondaries hold the SRL's tail, for the SRL-full error. */
   describeLag (): string {
     const tail = this.srl.tailSeq
-    const holders = this.links.filter((l) => l.dackPos.seq <= tail).map((l) => `${l.address} (${l.state}, data-acked ${l.dackSeq})`)
+    const holders = this.links.filter((l) => l.holdPos.seq <= tail).map((l) => `${l.address} (${l.state}, data-acked ${l.dackSeq})`)
     return `it keeps the updates not yet data-acked by ${holders.join(', ') || 'a Secondary'}`
   }
 

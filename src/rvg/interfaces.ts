@@ -18,11 +18,19 @@ export interface Replication {
   acked(seq: number): Promise<void> | null
   /** The oldest position a Secondary still needs; records after it stay in the SRL. */
   retainFrom(): Position | null
+  /** Before retainFrom() for a release: the change maps of RLINKs in DCM mode take the records up to `upto`. */
+  foldMaps(upto: number): Promise<void>
   /** Persists what retainFrom depends on, before a release. */
   persist(): Promise<void>
   /** Whether waiting for acks can free SRL space, and a promise of the next ack. */
   readonly canProgress: boolean
   progress(): Promise<void>
+  /**
+   * The SRL is full and Secondaries hold its tail: SRL overflow protection (--srlprot) decides,
+   * per Secondary, to wait for it, take it off the SRL (DCM, detach), or refuse (throws SRL_FULL).
+   * Resolves when the caller may try again.
+   */
+  overflow(): Promise<void>
   describeLag(): string
 }
 

@@ -435,16 +435,10 @@ export class PrimaryRvg {
       throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes) and nothing more can be released`)
     }
     if (repl !== undefined) {
-      // The Secondaries hold the tail. A connected one that is behind frees space as it acks
-      // (writers wait: flow control); with none, writes fail (VVR's srlprot=fail).
-      if (repl.canProgress) {
-        // Bounded: a Secondary that stops acking stops counting as progress (canProgress).
-        let timer: NodeJS.Timeout | undefined
-        await Promise.race([repl.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
-        clearTimeout(timer)
-        return
-      }
-      throw new ReplError('SRL_FULL', `SRL is full (${srl.usedBytes} of ${srl.capacityBytes} bytes): ${repl.describeLag()}`)
+      // The Secondaries hold the tail: SRL overflow protection (--srlprot) says, per Secondary,
+      // whether writers wait for it (flow control), it leaves the SRL (DCM: its changes go to a
+      // change map; detached), or writes fail.
+      await repl.overflow()
     }
   }
 
@@ -479,6 +473,8 @@ export class PrimaryRvg {
       if (this.opts.retain) return null
       // Release what is applied and synced here and data-acked by every Secondary.
       const repl = this.opts.replication
+      // Only records durable in the SRL go into change maps: a crash may lose the others.
+      await repl?.foldMaps(Math.min(applied.seq, srl.syncedSeq))
       const bound = repl?.retainFrom() ?? null
       const pos = bound !== null && bound.seq < applied.seq ? bound : applied
       if (pos.seq <= srl.tailSeq) return null // idle

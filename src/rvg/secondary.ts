@@ -76,6 +76,9 @@ export class SecondaryRvg {
   private timer: NodeJS.Timeout | null = null
   private fatal: Error | null = null
   private closed = false
+
+  /** Whether the apply loop has stopped for good (closed, or a fatal error). */
+  get stopped (): boolean { return this.closed || this.fatal !== null }
   /** A record that failed to apply, waiting to see whether the next record voids it. */
   private failed: { seq: number, err: Error } | null = null
   /**
@@ -423,6 +426,8 @@ export class SecondaryRvg {
    * applying.
    */
   async restartAt (seq: number): Promise<void> {
+    // A Secondary resynchronized from a change map has a log, all applied: released first.
+    if (this.srl.lastSeq !== this.srl.tailSeq) await this.checkpoint()
     await this.srl.restartAt(seq)
     this.applied = this.srl.tailPosition
     this.lastChange = seq

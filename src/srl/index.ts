@@ -316,13 +316,15 @@ export class Srl {
    * appended is seq + 1, at the start of the ring.
    */
   async restartAt (seq: number): Promise<void> {
-    if (this.lastSeq !== 0 || this.tail.seq !== 0) throw new ReplError('LOG_CORRUPT', `cannot start the SRL after sequence number ${seq}: it holds records up to ${this.lastSeq}`)
-    await this.store.put(State.durable, { seq, offset: 0 })
+    if (this.lastSeq !== this.tail.seq) throw new ReplError('LOG_CORRUPT', `cannot start the SRL after sequence number ${seq}: it holds records up to ${this.lastSeq}`)
+    // Where the released log ended: what lies after it is older than any record to come.
+    const offset = this.tail.offset
+    await this.store.put(State.durable, { seq, offset })
     await this.store.del(State.synced)
     await this.store.del(State.last)
-    this.tail = { seq, offset: 0 }
-    this.head = 0
-    this.syncedOffset = 0
+    this.tail = { seq, offset }
+    this.head = offset
+    this.syncedOffset = offset
     this.nextSeq = seq + 1
     this.syncedSeq = seq
     this.lastCrc = null
@@ -442,6 +444,14 @@ export class Srl {
       appliedSeq,
       capacityBytes: this.ring.size
     }
+  }
+
+  /** Iterates the retained records after `pos` (a record boundary at or after the tail) up to sequence number `upto`. */
+  * recordsAfter (pos: Position, upto = this.lastSeq): Generator<ScannedRecord> {
+    let seq = pos.seq
+    const last = Math.min(upto, this.lastSeq)
+    for (const r of this.ring.scan(pos, last)) { seq = r.record.seq; yield r }
+    if (seq < last) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq + 1} is missing or damaged`)
   }
 
   /** Iterates retained records from the tail (for srl-dump and, later, RLINK senders). */

@@ -46,6 +46,22 @@ export class LogStore {
     return out
   }
 
+  /** Puts and deletes in one atomic, durable LevelDB batch. */
+  async batch (puts: Array<[Key<unknown>, unknown]>, dels: Array<Key<unknown>> = []): Promise<void> {
+    if (puts.length === 0 && dels.length === 0) return
+    await this.db.batch([
+      ...puts.map(([k, v]) => ({ type: 'put' as const, key: k.name, value: v })),
+      ...dels.map((k) => ({ type: 'del' as const, key: k.name }))
+    ], { sync: true })
+  }
+
+  /** Deletes every key of the family (durably). */
+  async clear<T> (family: Family<T>): Promise<void> {
+    await this.db.clear({ gte: family.prefix, lt: family.prefix + '\xff' })
+    await this.db.put('clear-barrier', 0, { sync: true })
+    await this.db.del('clear-barrier', { sync: true })
+  }
+
   /** The id part of a family member's key. */
   static idOf<T> (family: Family<T>, key: Key<T>): string {
     return key.name.slice(family.prefix.length)

@@ -12,10 +12,11 @@ import type { SyncMessage, SyncSums } from '../format/wire'
 import type { LogStore } from '../srl/state'
 import { isEmptyTree } from '../srl'
 import { SyncSource, type SyncMode } from './source'
-import { SyncTarget } from './target'
+import { SyncTarget, type SyncPreserver } from './target'
 
 export { SyncSource, type SyncProgress, type SyncMode } from './source'
 export { SyncTarget } from './target'
+export { ChangeMaps, pathsOf } from './map'
 
 /**
  * The Primary's synchronizations in progress. `beforeApply` is the RVG's hook before every record
@@ -32,8 +33,11 @@ export class SyncSources {
     const close = s.close.bind(s)
     s.close = () => { this.active.delete(s); close() }
     this.active.add(s)
-    this.log(mode.diff
-      ? `synchronization by difference ${s.id} of ${address}: walking ${this.root}, comparing ${mode.checksum ? 'every file\'s chunks' : 'the chunks of files whose size or mtime differ'}`
+    const compare = mode.checksum ? 'every file\'s chunks' : 'the chunks of files whose size or mtime differ'
+    this.log(mode.from !== undefined
+      ? `resynchronization from the change map ${s.id} of ${address}: ${mode.from.size} paths changed while it was off the SRL, comparing ${compare}`
+      : mode.diff
+      ? `synchronization by difference ${s.id} of ${address}: walking ${this.root}, comparing ${compare}`
       : `full synchronization ${s.id} of ${address}: walking ${this.root}`)
     return s
   }
@@ -43,6 +47,21 @@ export class SyncSources {
   }
 }
 
+/** The Secondary's snapshots, as a synchronization needs them (src/snapshot SnapshotSet). */
+export interface SyncSnapshots {
+  /** Whether this Secondary's data directory is the Primary's after some record (it replicated, and no synchronization is unfinished). */
+  consistent (): boolean
+  /** Takes snapshot `name` of the data directory now (every logged record applied). */
+  take (name: string): Promise<void>
+  drop (name: string): void
+  names (): string[]
+  /** Told before every change a frame makes (copy-on-write). */
+  preserver: SyncPreserver
+}
+
+/** The snapshot a Secondary keeps of itself while a synchronization makes it inconsistent. */
+const SNAP_PREFIX = 'resync-'
+
 /** The Secondary's side of a full synchronization, as its RLINK receiver drives it. */
 export class SyncReceiver {
   private readonly target: SyncTarget
@@ -50,8 +69,10 @@ export class SyncReceiver {
 
   private constructor (private readonly root: string, private readonly store: LogStore, current: string | null,
     private checksumAll: boolean, readonly existing: boolean,
-    private readonly restartAt: (seq: number) => Promise<void>, private readonly log: (line: string) => void) {
+    private readonly restartAt: (seq: number) => Promise<void>, private readonly drained: () => Promise<void>, private readonly log: (line: string) => void,
+    private readonly snaps: SyncSnapshots | null, private snap: string | null) {
     this.target = new SyncTarget(root)
+    this.target.preserver = snaps?.preserver ?? null
     this.current = current
   }
 
@@ -68,11 +89,24 @@ export class SyncReceiver {
    * cut, a remount: src/srl Srl.cacheKept false): a file's times may have reached its disk before
    * its bytes, so a synchronization that did not finish compares every file's chunks.
    */
-  static async open (root: string, store: LogStore, existing: boolean, cacheLost: boolean, restartAt: (seq: number) => Promise<void>, log: (line: string) => void): Promise<SyncReceiver> {
+  /**
+   * `snaps`: the Secondary's snapshots. A Secondary that was consistent takes one of itself before
+   * a synchronization changes anything (`resync-<id>`, VVR's Secondary checkpoint before a DCM
+   * resynchronization), so a consistent copy exists until it is done; then it is deleted.
+   */
+  static async open (root: string, store: LogStore, existing: boolean, cacheLost: boolean, restartAt: (seq: number) => Promise<void>,
+    drained: () => Promise<void>, log: (line: string) => void, snaps: SyncSnapshots | null = null): Promise<SyncReceiver> {
     const s = await store.get(State.sync)
-    if (s !== undefined) log(`a synchronization (${s.id}) began ${s.startedAt} and did not finish: the data directory is inconsistent until the Primary synchronizes it again (by difference: what it sent is kept${cacheLost ? '; every file compared, as the filesystem lost its cache' : ''})`)
-    return new SyncReceiver(root, store, s?.id ?? null, s !== undefined && (s.c === true || cacheLost), existing, restartAt, log)
+    if (s !== undefined) log(`a synchronization (${s.id}) began ${s.startedAt} and did not finish: the data directory is inconsistent until the Primary synchronizes it again (by difference: what it sent is kept${cacheLost ? '; every file compared, as the filesystem lost its cache' : ''})${s.snap !== undefined ? `; snapshot ${s.snap} holds it as it was before` : ''}`)
+    // A synchronization's snapshot outlives it only by a crash between its end and the delete.
+    for (const n of snaps?.names() ?? []) {
+      if (n.startsWith(SNAP_PREFIX) && n !== s?.snap) { snaps!.drop(n); log(`snapshot ${n} deleted: its synchronization is done`) }
+    }
+    return new SyncReceiver(root, store, s?.id ?? null, s !== undefined && (s.c === true || cacheLost), existing, restartAt, drained, log, snaps, s?.snap ?? null)
   }
+
+  /** The snapshot holding this Secondary's last consistent state while a synchronization runs, or null. */
+  get snapshot (): string | null { return this.snap }
 
   /** The synchronization in progress (the data directory is a mix), or null. */
   get syncing (): string | null { return this.current }
@@ -90,7 +124,17 @@ export class SyncReceiver {
 
   /** SYNC_BEGIN: `diff`, by difference; `checksum`, comparing every file's chunks. */
   async begin (id: string, srlId: string, diff: boolean, checksum: boolean): Promise<void> {
-    await this.store.put(State.sync, { id, srlId, startedAt: new Date().toISOString(), c: checksum || this.checksumAll })
+    // What this Secondary logged is applied first (a resynchronization from a change map: the
+    // records it has are a prefix of the Primary's; the synchronization starts after them).
+    await this.drained()
+    if (this.current === null && this.snaps !== null && this.snaps.consistent()) {
+      // Consistent until now: keep that (a synchronization that goes on keeps the first one's).
+      const name = SNAP_PREFIX + id
+      await this.snaps.take(name)
+      this.snap = name
+      this.log(`snapshot ${name} taken: the data directory as it is now (consistent), kept until the synchronization is done`)
+    }
+    await this.store.put(State.sync, { id, srlId, startedAt: new Date().toISOString(), c: checksum || this.checksumAll, ...(this.snap !== null ? { snap: this.snap } : {}) })
     this.checksumAll ||= checksum
     this.target.checksum = checksum
     this.target.compared = this.target.differing = 0
@@ -109,6 +153,11 @@ export class SyncReceiver {
     try { sys.syncfs(fd) } finally { fs.closeSync(fd) }
     await this.restartAt(seq)
     await this.store.del(State.sync)
+    if (this.snap !== null) {
+      this.snaps?.drop(this.snap)
+      this.log(`snapshot ${this.snap} deleted: the synchronization is done`)
+      this.snap = null
+    }
     const diff = this.target.compared > 0 ? ` (${this.target.differing} of ${this.target.compared} files compared differed)` : ''
     this.log(`synchronization ${this.current ?? ''} done${diff}: the data directory is the Primary's after sequence number ${seq}; ordered replication follows`)
     this.current = null

@@ -20,12 +20,13 @@
  */
 import fs from 'node:fs'
 import { sys } from '../native'
-import { RecordType, type Record } from '../format/record'
+import type { Record } from '../format/record'
 import { isInternalXattr } from '../format/data-cursor'
 import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
 import { SYNC_CHUNK_BYTES } from '../limits'
 import { ReplError } from '../errors'
 import { chunkHash, HASH_BYTES } from './hash'
+import { pathsOf } from './map'
 
 /** A path to send again: the last record that changed it, and whether everything below it too. */
 interface Mark { seq: number, tree: boolean }
@@ -40,13 +41,21 @@ export type SyncPhase = 'walk' | 'drain'
  * what matches (a Secondary with data, or a synchronization begun again); checksum: with diff,
  * every file's chunks are compared, not only those of files whose size or mtime differ.
  */
-export interface SyncMode { diff: boolean, checksum: boolean }
+export interface SyncMode {
+  diff: boolean
+  checksum: boolean
+  /**
+   * A resynchronization from a change map (SRL overflow protection): no walk, only these paths
+   * (path -> whether everything below it too), then the drain as usual.
+   */
+  from?: Map<string, boolean>
+}
 
 export interface SyncProgress {
   id: string
   phase: SyncPhase
-  /** 'full' or 'diff' (by difference), as SyncMode. */
-  mode: 'full' | 'diff'
+  /** 'full', 'diff' (by difference) or 'map' (by difference, the paths of a change map), as SyncMode. */
+  mode: 'full' | 'diff' | 'map'
   /** Entries and bytes sent so far (a path sent again counts again). */
   entries: number
   bytes: number
@@ -59,7 +68,6 @@ export interface SyncProgress {
 /** A Secondary's file to bring to the Primary's in place: its size (-1: none) and chunk hashes. */
 interface Want { p: string, s: number, h: Buffer }
 
-const parentOf = (p: string): string => { const i = p.lastIndexOf('/'); return i <= 0 ? '/' : p.slice(0, i) }
 const join = (dir: string, name: string): string => dir === '/' ? '/' + name : dir + '/' + name
 
 const ZEROS = Buffer.alloc(SYNC_CHUNK_BYTES)
@@ -92,13 +100,15 @@ export class SyncSource {
    * is drained only once every change to it is applied).
    */
   constructor (private readonly root: string, readonly id: string, private readonly applied: () => number,
-    readonly mode: SyncMode = { diff: false, checksum: false }) {}
+    readonly mode: SyncMode = { diff: false, checksum: false }) {
+    if (mode.from !== undefined) for (const [p, tree] of mode.from) this.add(p, 0, tree)
+  }
 
   get progress (): SyncProgress {
     return {
       id: this.id,
       phase: this.walking ? 'walk' : 'drain',
-      mode: this.mode.diff ? 'diff' : 'full',
+      mode: this.mode.from !== undefined ? 'map' : this.mode.diff ? 'diff' : 'full',
       entries: this.entries,
       bytes: this.bytes,
       marked: this.marks.size,
@@ -132,32 +142,7 @@ export class SyncSource {
 
   /** Told of every record just before the Primary applies it. */
   mark (rec: Record): void {
-    const m = rec.meta
-    const seq = rec.seq
-    switch (rec.type) {
-      case RecordType.WRITE: case RecordType.TRUNCATE: case RecordType.FALLOCATE:
-      case RecordType.CHMOD: case RecordType.CHOWN: case RecordType.UTIMENS:
-      case RecordType.SETXATTR: case RecordType.REMOVEXATTR:
-        this.add(m.p!, seq, false)
-        return
-      case RecordType.CREATE: case RecordType.MKDIR: case RecordType.MKNOD: case RecordType.SYMLINK:
-      case RecordType.UNLINK: case RecordType.RMDIR:
-        this.add(m.p!, seq, false)
-        this.add(parentOf(m.p!), seq, false)
-        return
-      case RecordType.LINK:
-        this.add(m.p!, seq, false)
-        this.add(m.d!, seq, false)
-        this.add(parentOf(m.d!), seq, false)
-        return
-      case RecordType.RENAME:
-        this.add(m.p!, seq, true)
-        this.add(m.d!, seq, true)
-        this.add(parentOf(m.p!), seq, false)
-        this.add(parentOf(m.d!), seq, false)
-        return
-      default: // VOID, IBC, WRAP change no path
-    }
+    for (const [p, tree] of pathsOf(rec)) this.add(p, rec.seq, tree)
   }
 
   private add (p: string, seq: number, tree: boolean): void {
@@ -170,7 +155,7 @@ export class SyncSource {
   next (): SyncMessage | null {
     if (!this.begun) {
       this.begun = true
-      this.visit('/', true)
+      if (this.mode.from === undefined) this.visit('/', true)
       return this.mode.diff ? { t: MsgType.SYNC_BEGIN, id: this.id, d: 1, c: this.mode.checksum ? 1 : 0 } : { t: MsgType.SYNC_BEGIN, id: this.id }
     }
     while (this.out.length === 0) if (!this.step()) return null

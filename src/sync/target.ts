@@ -15,6 +15,7 @@ import { isInternalXattr } from '../format/data-cursor'
 import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
 import { ReplError } from '../errors'
 import { SYNC_CHUNK_BYTES, SYNC_SUMS_PER_FRAME } from '../limits'
+import { RecordType, type Record, type RecordMeta } from '../format/record'
 import { chunkHash, HASH_BYTES } from './hash'
 
 const S_IFMT = 0o170000
@@ -26,6 +27,19 @@ const S_IFLNK = 0o120000
 function typeOf (e: SyncEntry): number {
   return e.k === 'd' ? S_IFDIR : e.k === 'f' ? S_IFREG : e.k === 'l' ? S_IFLNK : e.m & S_IFMT
 }
+
+/**
+ * The Secondary's copy-on-write snapshots (src/snapshot SnapshotSet): told before every change a
+ * frame makes, as a record that makes the same change would be, so that a snapshot taken before
+ * (the consistent copy kept through a resynchronization, a backup's) keeps what the
+ * synchronization overwrites or removes. `active`: there is a snapshot to preserve into.
+ */
+export interface SyncPreserver {
+  readonly active: boolean
+  beforeApply (rec: Record): void
+}
+
+const NO_DATA = Buffer.alloc(0)
 
 /** What a file was when its SYNC_SUMS were taken: an in-place entry applies to exactly that. */
 interface Identity { ino: bigint, size: bigint, mtimeNs: bigint, ctimeNs: bigint }
@@ -44,7 +58,35 @@ export class SyncTarget {
   compared = 0
   differing = 0
 
+  /** Snapshots to preserve into before each change (null: none). */
+  preserver: SyncPreserver | null = null
+
   constructor (readonly root: string) {}
+
+  /** Tells the snapshots of a change about to be made, as a record that makes it. */
+  private preserve (type: RecordType, meta: RecordMeta, data: Buffer = NO_DATA): void {
+    if (this.preserver?.active === true) this.preserver.beforeApply({ type, seq: 0, meta, data })
+  }
+
+  /**
+   * Removes `p` and everything below it. With a snapshot, one entry at a time, deepest first, each
+   * preserved before it goes (as UNLINK and RMDIR records would be: a file's last name keeps its
+   * inode); else at once.
+   */
+  private removeTree (p: string): void {
+    const full = this.full(p)
+    if (this.preserver?.active !== true) { removeTree(full); return }
+    const st = fs.lstatSync(full, { throwIfNoEntry: false })
+    if (st === undefined) return
+    if (st.isDirectory()) {
+      for (const n of fs.readdirSync(full)) this.removeTree(p === '/' ? '/' + n : p + '/' + n)
+      this.preserve(RecordType.RMDIR, { p })
+      fs.rmdirSync(full)
+    } else {
+      this.preserve(RecordType.UNLINK, { p })
+      fs.unlinkSync(full)
+    }
+  }
 
   /**
    * Applies one frame (SYNC_BEGIN and SYNC_DONE are the caller's) and returns what to answer
@@ -59,7 +101,7 @@ export class SyncTarget {
         return []
       case MsgType.SYNC_DATA: this.data(m.p, m.o, m.d); return []
       case MsgType.SYNC_DIR: this.dir(m.p, m.names, m.a, m.mt); return []
-      case MsgType.SYNC_REMOVE: { this.closeFile(); const full = this.full(m.p); keepParentTimes(full, () => removeTree(full)); return [] }
+      case MsgType.SYNC_REMOVE: { this.closeFile(); const full = this.full(m.p); keepParentTimes(full, () => this.removeTree(m.p)); return [] }
       default: return []
     }
   }
@@ -95,6 +137,7 @@ export class SyncTarget {
     this.compared++
     const st = fs.lstatSync(full, { bigint: true, throwIfNoEntry: false })
     if (st?.isFile() === true && !(st.nlink > 1n && (e.c ?? 1) <= 1)) {
+      this.preserve(RecordType.CHOWN, { p: e.p })
       fs.lchownSync(full, e.u, e.g)
       fs.chmodSync(full, e.m & 0o7777)
       this.xattrs(full, e.x)
@@ -107,7 +150,7 @@ export class SyncTarget {
       return await this.sums(e.p, full)
     }
     this.differing++
-    if (st !== undefined) keepParentTimes(full, () => removeTree(full))
+    if (st !== undefined) keepParentTimes(full, () => this.removeTree(e.p))
     return [{ t: MsgType.SYNC_SUMS, p: e.p, s: -1, i: 0, h: new Uint8Array(0), e: 1 }]
   }
 
@@ -161,11 +204,13 @@ export class SyncTarget {
     if (was === undefined || st === undefined || !st.isFile() || st.ino !== was.ino || st.size !== was.size || st.mtimeNs !== was.mtimeNs || st.ctimeNs !== was.ctimeNs) {
       this.file = { p: e.p, fd: -1, a: e.a, mt: e.mt }
       if (st?.isFile() !== true) {
-        if (st !== undefined) keepParentTimes(full, () => removeTree(full))
+        if (st !== undefined) keepParentTimes(full, () => this.removeTree(e.p))
         return [{ t: MsgType.SYNC_SUMS, p: e.p, s: -1, i: 0, h: new Uint8Array(0), e: 1 }]
       }
       return await this.sums(e.p, full)
     }
+    this.preserve(RecordType.TRUNCATE, { p: e.p, s: e.s ?? 0 })
+    this.preserve(RecordType.CHOWN, { p: e.p })
     const fd = fs.openSync(full, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
     this.file = { p: e.p, fd, a: e.a, mt: e.mt }
     fs.ftruncateSync(fd, e.s ?? 0)
@@ -197,8 +242,19 @@ export class SyncTarget {
       // Its directory is not here yet: the map sends a path before its parent (the parent's
       // times come after what changes them), and a directory made during the walk was not in its
       // parent's list. The parent's own mark gives it its mode, owner and times later.
-      fs.mkdirSync(path.dirname(full), { recursive: true, mode: 0o700 })
+      this.makeParents(e.p)
       this.make(e, full)
+    }
+  }
+
+  /** Makes the missing directories above `p`, outermost first (mode 0700: their entries come later). */
+  private makeParents (p: string): void {
+    const parts = p.split('/').slice(1, -1)
+    for (let i = 1; i <= parts.length; i++) {
+      const d = '/' + parts.slice(0, i).join('/')
+      if (fs.existsSync(this.full(d))) continue
+      this.preserve(RecordType.MKDIR, { p: d })
+      fs.mkdirSync(this.full(d), { mode: 0o700 })
     }
   }
 
@@ -209,31 +265,38 @@ export class SyncTarget {
       // Another kind, a hard link to be made, or a file that shares its inode with other names
       // here while the Primary's has one name (writing it would change those too): start from
       // nothing. A file with several names on both sides is written in place, for all of them.
-      if ((st.mode & S_IFMT) !== want || e.h !== undefined || (want === S_IFREG && st.nlink > 1 && (e.c ?? 1) <= 1) || e.k === 'l' || e.k === 'n') removeTree(full)
+      if ((st.mode & S_IFMT) !== want || e.h !== undefined || (want === S_IFREG && st.nlink > 1 && (e.c ?? 1) <= 1) || e.k === 'l' || e.k === 'n') this.removeTree(e.p)
     }
+    const there = fs.existsSync(full)
     switch (e.k) {
       case 'd':
-        if (e.p !== '/' && !fs.existsSync(full)) fs.mkdirSync(full, { mode: 0o700 })
+        if (e.p !== '/' && !there) { this.preserve(RecordType.MKDIR, { p: e.p }); fs.mkdirSync(full, { mode: 0o700 }) }
         break
       case 'f':
         if (e.h !== undefined) {
+          this.preserve(RecordType.LINK, { p: e.h, d: e.p })
           fs.linkSync(this.full(e.h), full)
           return // the link shares the inode: its attributes came with the first name
         }
+        // A file made anew, or every byte of the one here replaced.
+        this.preserve(there ? RecordType.TRUNCATE : RecordType.CREATE, { p: e.p, s: 0 })
         this.file = { p: e.p, fd: fs.openSync(full, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600), a: e.a, mt: e.mt }
         // Every byte that is not a hole follows: what an earlier attempt wrote here goes first.
         fs.ftruncateSync(this.file.fd, 0)
         fs.ftruncateSync(this.file.fd, e.s ?? 0)
         break
       case 'l':
+        this.preserve(RecordType.SYMLINK, { p: e.p })
         fs.symlinkSync(e.l ?? '', full)
         break
       case 'n':
+        this.preserve(RecordType.MKNOD, { p: e.p })
         sys.mknod(full, e.m, e.r ?? 0)
         break
       default:
         throw new ReplError('PROTOCOL', `the Primary sent an entry of unknown kind ${String((e as { k: unknown }).k)} for ${e.p}`)
     }
+    if (e.k === 'd' && there) this.preserve(RecordType.CHOWN, { p: e.p }) // a file's or a new entry's attributes are preserved above
     fs.lchownSync(full, e.u, e.g)
     if (e.k !== 'l') fs.chmodSync(full, e.m & 0o7777) // after chown, which clears set-user-ID
     this.xattrs(full, e.x)
@@ -252,6 +315,7 @@ export class SyncTarget {
     const f = this.file
     if (f === null || f.p !== p) throw new ReplError('PROTOCOL', `the Primary sent bytes of ${p} without its entry`)
     if (f.fd < 0) return
+    this.preserve(RecordType.WRITE, { p, o }, Buffer.from(d.buffer, d.byteOffset, d.byteLength))
     let done = 0
     while (done < d.length) done += fs.writeSync(f.fd, d, done, d.length - done, o + done)
   }
@@ -261,8 +325,9 @@ export class SyncTarget {
     const full = this.full(p)
     const keep = new Set(names)
     for (const n of fs.readdirSync(full)) {
-      if (!keep.has(n) && !(p === '/' && n === 'lost+found')) removeTree(path.join(full, n))
+      if (!keep.has(n) && !(p === '/' && n === 'lost+found')) this.removeTree(p === '/' ? '/' + n : p + '/' + n)
     }
+    this.preserve(RecordType.UTIMENS, { p })
     sys.utimensat(full, a[0], a[1], mt[0], mt[1], true)
   }
 }

@@ -33,6 +33,10 @@ export interface SecondaryStatus extends Status {
   receivedSeq: number
   appliedSeq: number
   consistent: boolean
+  /** The synchronization in progress, or null. */
+  syncing: string | null
+  /** The snapshot of its last consistent state kept while a synchronization runs, or null. */
+  syncSnapshot: string | null
   /** Why applying is held (a full data directory), or null. */
   stalled: string | null
   connected: boolean
