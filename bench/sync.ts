@@ -14,7 +14,8 @@
  * Reports seconds, MiB/s of the tree and CPU seconds (user + system, from /proc/stat's
  * whole-machine counters: the machine runs nothing else). Not part of `npm run bench`; the issue's
  * targets: full synchronization at least as fast as rsync, resync of 1% changed in at most half
- * rsync's time. Must run as root; needs rsync.
+ * rsync's time. Must run as root; needs rsync. SYNC_BENCH_NODE_ARGS: node flags for both daemons
+ * (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to see where their time goes).
  */
 import * as fs from 'fs'
 import * as path from 'path'
@@ -93,12 +94,13 @@ async function timed (root: string, fn: () => Promise<void>): Promise<{ s: numbe
 /** A Secondary, then a Primary replicating to it, timed from the Primary's start to a consistent RLINK. */
 async function replicate (repo: string, root: string, pd: { data: string, mount: string, state: string }, sd: { data: string, mount: string, state: string },
   secret: string, secArgs: string[], log: (s: string) => void): Promise<{ s: number, cpu: number, start: number }> {
-  const sec = await startDaemon(repo, 'secondary', sd, { log, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret, ...secArgs] })
+  const nodeArgs = (process.env.SYNC_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+  const sec = await startDaemon(repo, 'secondary', sd, { log, nodeArgs, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret, ...secArgs] })
   let pri: Awaited<ReturnType<typeof startDaemon>> | null = null
   try {
     const listen = ((await request(sd.state, { cmd: 'status' })) as { listen: string }).listen
     const t = await timed(root, async () => {
-      pri = await startDaemon(repo, 'primary', pd, { log, extraArgs: ['--secondary', listen, '--secret-file', secret] })
+      pri = await startDaemon(repo, 'primary', pd, { log, nodeArgs, extraArgs: ['--secondary', listen, '--secret-file', secret] })
       for (;;) {
         const st = await request(pd.state, { cmd: 'status' }) as { rlinks: Array<{ consistent: boolean, state: string }> }
         if (st.rlinks[0].state === 'connected' && st.rlinks[0].consistent) break

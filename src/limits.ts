@@ -73,6 +73,12 @@ export const RLINK_BATCH_BYTES_MAX = 1024 * 1024
 export const SYNC_CHUNK_BYTES = 256 * 1024
 
 /** Synchronization by difference: chunk hashes per SYNC_SUMS frame (1 MiB of hashes, 16 GiB of file). */
+/**
+ * A Secondary comparing every file's chunks (--sync-existing) hashes up to this many files ahead of
+ * the frame being applied, so that its disk has several reads to do at once.
+ */
+export const SYNC_HASH_AHEAD = 8
+
 export const SYNC_SUMS_PER_FRAME = 65536
 
 /** Full synchronization: SYNC_* frames sent and not yet applied by the Secondary (SYNC_ACK). */

@@ -67,6 +67,10 @@ t('missing required flag; stop and status with no daemon running', timed(60_000,
   assertOneLine(await cli(['stop']), ['--state'], /required|missing/i)
   assertOneLine(await cli(['stop', '--state', dirs.state]), [dirs.state], /not running|no .*daemon/i)
   assertOneLine(await cli(['status', '--state', dirs.state, '--json']), [dirs.state], /not running|no .*daemon/i)
+  assertOneLine(await cli(['status', '--state', dirs.state, '--watch']), [dirs.state], /not running|no .*daemon/i)
+  assertOneLine(await cli(['status', '--state', dirs.state, '--watch', '--json']), ['--watch', '--json'], /do not go together/)
+  assertOneLine(await cli(['status', '--state', dirs.state, '--watch', '--interval', '0']), ['--interval'], /seconds above 0/)
+  assertOneLine(await cli(['status', '--state', dirs.state, '--interval', '2']), ['--interval'], /goes with --watch/)
   await assertLeftNothing(dirs)
 }))
 

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
-  startSecondary, startPrimary, tmpdirs, primaryStatus, assertCleanSlate, cleanupAll, timed, waitFor, execOk, helperScript,
+  startSecondary, startPrimary, tmpdirs, cli, primaryStatus, assertCleanSlate, cleanupAll, timed, waitFor, execOk, helperScript,
   type Primary, type Secondary
 } from './helpers'
 import { startProxy, closeAllProxies, type Proxy } from './helpers/proxy'
@@ -163,20 +163,37 @@ function syncReports (log: string): Array<{ mode: 'full' | 'diff', outcome: 'cut
   }))
 }
 
-t('a Primary over an existing tree: a new Secondary is synchronized in full while writes go on, then replicates in order', timed(300_000, async () => {
-  await withSyncPair(24, 2 << 20, async (x) => {
+interface SyncFiguresJson { phase: string, bytes: number, walked: number, totalEntries: number | null, totalBytes: number | null, rateBytes: number, etaSeconds: number | null }
+
+t('a Primary over an existing 1 GiB tree: a new Secondary is synchronized in full while writes go on, with progress figures, then replicates in order', timed(300_000, async () => {
+  await withSyncPair(1000, 2 << 20, async (x) => {
     const { p: pri, s, proxy } = x
     // Hold the synchronization part way through its walk (the window fills, the walk waits), change
     // the tree meanwhile, then let it go on: every change must reach the Secondary through the map.
     await waitFor(() => proxy.stalled, { timeoutMs: 60_000, what: '2 MiB of the synchronization to pass the proxy, and the proxy to stall', intervalMs: 5 })
-    const during = (await primaryStatus(pri.state)).rlinks[0] as unknown as { consistent: boolean, sync: { phase: string } | null }
+    const during = (await primaryStatus(pri.state)).rlinks[0] as unknown as { consistent: boolean, sync: SyncFiguresJson | null }
     assert.is(during.consistent, false, 'the RLINK is not consistent during the synchronization')
     assert.is(during.sync?.phase, 'walk')
+    // Progress: the tree is counted in the background (totals), a rate, and an ETA from them.
+    const figures = await waitFor(async () => {
+      const f = ((await primaryStatus(pri.state)).rlinks[0] as unknown as { sync: SyncFiguresJson | null }).sync
+      return f !== null && f.totalBytes !== null ? f : null
+    }, { timeoutMs: 30_000, what: 'the Primary to count the tree for the progress figures', intervalMs: 50 })
+    assert.ok(figures.totalBytes! > 1000 << 20 && figures.totalBytes! < 1100 << 20, `the tree's bytes to send, holes left out: ${figures.totalBytes}`)
+    assert.ok(figures.totalEntries! > 500, `its entries: ${figures.totalEntries}`)
+    assert.ok(figures.bytes > 0 && figures.bytes < figures.totalBytes! && figures.rateBytes > 0 && figures.etaSeconds !== null && figures.etaSeconds > 0, `sent so far, a rate and an ETA: ${JSON.stringify(figures)}`)
+    const sp = (await s.status() as unknown as { sync: { entries: number, bytes: number } | null }).sync
+    assert.ok(sp !== null && sp.entries > 0 && sp.bytes > 0, `the Secondary's status shows what it applied: ${JSON.stringify(sp)}`)
+    // status --watch, not on a terminal: a line per look, and exit 0 once the synchronization is done.
+    const watch = cli(['status', '--state', pri.state, '--watch', '--interval', '0.2'], { timeoutMs: 120_000 })
     await liveChanges(pri.mount, 120)
     await pri.quiesce()
     const changedUpTo = (await primaryStatus(pri.state)).srl.newestSeq ?? 0
     assert.ok(changedUpTo > 300, `the changes during the synchronization made ${changedUpTo} records`)
     proxy.unstall()
+    const w = await watch
+    assert.is(w.code, 0, `status --watch exits 0 once the synchronization is done: ${w.stderr}`)
+    assert.match(w.stdout, /^RLINK \S+: full synchronization \S+: walk, [\d.]+ of [\d.]+ MiB sent \(\d+%\), \d+ of \d+ entries walked, [\d.]+ MiB\/s, ETA \d+ s, \d+ paths changed meanwhile$/m)
     await synchronized(pri, s)
     const done = /full synchronization \S+ sent \((\d+) entries, \d+ bytes\); the Secondary has the tree after sequence number (\d+)/.exec(await pri.log())
     assert.ok(done !== null, 'the Primary says the synchronization ended, and after which record')

@@ -1,18 +1,23 @@
 /** `replicafs status`: the daemon's role, mount and SRL figures. Field names are documented in the README. */
 import { parse, required, helpText, type FlagSpec } from './args'
 import { request } from '../control'
+import { ReplError } from '../errors'
+import { watchStatus } from './watch'
+import { syncLine, type SyncFigures } from './sync-figures'
 
 export const STATUS_FLAGS: FlagSpec = {
   state: { type: 'string', arg: 'DIR', help: 'the state directory of the daemon' },
   json: { type: 'boolean', help: 'print JSON (field names in the README)' },
+  watch: { type: 'boolean', help: 'follow the synchronizations running until none is left: a progress bar per Secondary with\nrate and ETA on a terminal, a line per Secondary every --interval otherwise; exit 0 then' },
+  interval: { type: 'string', arg: 'SECONDS', help: 'with --watch: how often to look (default 1)' },
   help: { type: 'boolean', help: 'show this help' }
 }
-export const STATUS_HELP = helpText('replicafs status --state DIR [--json]', 'Shows the role, the mount, and the SRL: records and bytes retained, oldest and newest\nsequence number, last applied sequence number.', STATUS_FLAGS)
+export const STATUS_HELP = helpText('replicafs status --state DIR [--json | --watch [--interval SECONDS]]', 'Shows the role, the mount, and the SRL: records and bytes retained, oldest and newest\nsequence number, last applied sequence number.', STATUS_FLAGS)
 
 interface Status {
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
   rds?: string, synchronous?: string, listen?: string
-  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: { id: string, phase: string, mode?: string, entries: number, bytes: number, marked: number } | null, dcm?: { paths: number, since: string } | null }>
+  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null }>
   receivedSeq?: number, appliedSeq?: number, consistent?: boolean, syncing?: string | null, connected?: boolean, primary?: { address: string | null, srlId: string | null }
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
 }
@@ -20,7 +25,15 @@ interface Status {
 export async function statusCommand (argv: string[]): Promise<number> {
   const { values } = parse('status', argv, STATUS_FLAGS)
   if (values.help) { process.stdout.write(STATUS_HELP); return 0 }
-  const s = await request(required('status', values, 'state'), { cmd: 'status' }) as Status
+  const state = required('status', values, 'state')
+  if (values.watch === true) {
+    if (values.json === true) throw new ReplError('USAGE', 'replicafs status: --watch and --json do not go together (poll status --json instead)')
+    const interval = values.interval === undefined ? 1 : Number(values.interval)
+    if (!/^\d+(\.\d+)?$/.test(String(values.interval ?? '1')) || interval <= 0) throw new ReplError('USAGE', `replicafs status: --interval must be a number of seconds above 0 (not ${String(values.interval)})`)
+    return await watchStatus(state, interval)
+  }
+  if (values.interval !== undefined) throw new ReplError('USAGE', 'replicafs status: --interval goes with --watch')
+  const s = await request(state, { cmd: 'status' }) as Status
   if (values.json) { process.stdout.write(JSON.stringify(s, null, 2) + '\n'); return 0 }
   const lines = [
     `role:          ${s.role} (pid ${s.pid})`,
@@ -41,7 +54,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
       lines.push(`RLINK ${l.secondary}: ${l.state}; sent ${l.sentSeq}, network-acked ${l.networkAckedSeq}, data-acked ${l.dataAckedSeq}; ` +
         `lag ${l.lagUpdates} updates, ${l.lagBytes} bytes, ${l.lagSeconds.toFixed(1)} s${l.lastError ? `; last error: ${l.lastError}` : ''}`)
       if (l.dcm) lines.push(`  SRL overflow protection: off the SRL since ${l.dcm.since}; its change map names ${l.dcm.paths} paths, resent when it connects; the Secondary is NOT consistent until then`)
-      if (l.sync) lines.push(`  ${l.sync.mode === 'map' ? 'resynchronization from the change map' : l.sync.mode === 'diff' ? 'synchronization by difference' : 'full synchronization'} ${l.sync.id}: ${l.sync.phase}, ${l.sync.entries} entries and ${l.sync.bytes} bytes sent, ${l.sync.marked} paths changed meanwhile; the Secondary is NOT consistent until it ends`)
+      if (l.sync) lines.push(`  ${syncLine(l.sync)}; the Secondary is NOT consistent until it ends`)
     }
   }
   if (s.role === 'secondary') {

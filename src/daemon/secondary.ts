@@ -212,6 +212,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         consistent: s.rvg.consistent && s.sync?.syncing == null,
         syncing: s.sync?.syncing ?? null,
         syncSnapshot: s.sync?.snapshot ?? null,
+        sync: s.sync?.progress ?? null,
         frozen: s.ibc.frozen,
         ibc: s.ibc.status(),
         connected: s.receiver.connected,

@@ -83,7 +83,10 @@ export interface SyncSession {
   close (): void
 }
 
-export interface SyncStatus { id: string, phase: string, mode: string, entries: number, bytes: number, marked: number, differing: number }
+export interface SyncStatus {
+  id: string, phase: string, mode: string, entries: number, bytes: number, marked: number, differing: number
+  startedAt: string, walked: number, totalEntries: number | null, totalBytes: number | null, rateBytes: number, rateEntries: number, etaSeconds: number | null
+}
 
 /** 'full synchronization ID' or 'synchronization by difference ID', for logs. */
 function syncName (s: SyncSession): string {

@@ -46,6 +46,8 @@ export interface SyncReceiving {
   readonly adopt: boolean
   /** SYNC_BEGIN from the Primary whose SRL id is `srlId`: recorded before anything changes. */
   begin (id: string, srlId: string, diff: boolean, checksum: boolean): Promise<void>
+  /** A frame has arrived and waits for those before it to be applied (it may read ahead for it). */
+  received (m: SyncMessage): void
   /** One SYNC_ENTRY, SYNC_DATA, SYNC_DIR or SYNC_REMOVE frame; what to answer before its SYNC_ACK. */
   apply (m: SyncMessage): Promise<SyncSums[]>
   /** SYNC_DONE: the data directory is the Primary's after record `seq`. */
@@ -262,6 +264,7 @@ class Connection {
     const sync = this.rx.cfg.sync
     if (sync === undefined) { this.refuse('PROTOCOL', 'this Secondary takes no full synchronization'); return }
     const bytes = m.t === MsgType.SYNC_DATA && m.d instanceof Uint8Array ? m.d.length : 0
+    if (this.syncOpen && this.rx.isActive(this)) sync.received(m)
     this.queuedBytes += bytes
     if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.sock.pause()
     this.chain = this.chain.then(async () => {

@@ -117,6 +117,16 @@ export class SyncReceiver {
    */
   get adopt (): boolean { return this.existing || this.checksumAll }
 
+  private startedAt = 0
+
+  /** The synchronization in progress here, as `status` shows it, or null. */
+  get progress (): { id: string, entries: number, bytes: number, compared: number, differing: number, startedAt: string | null, rateBytes: number } | null {
+    if (this.current === null) return null
+    const t = this.target
+    const s = this.startedAt > 0 ? Math.max(0.001, (Date.now() - this.startedAt) / 1000) : 0
+    return { id: this.current, entries: t.entries, bytes: t.bytes, compared: t.compared, differing: t.differing, startedAt: this.startedAt > 0 ? new Date(this.startedAt).toISOString() : null, rateBytes: s > 0 ? Math.round(t.bytes / s) : 0 }
+  }
+
   /** Files compared by difference so far, and those that differed. */
   get compared (): { files: number, differing: number } { return { files: this.target.compared, differing: this.target.differing } }
 
@@ -137,10 +147,14 @@ export class SyncReceiver {
     await this.store.put(State.sync, { id, srlId, startedAt: new Date().toISOString(), c: checksum || this.checksumAll, ...(this.snap !== null ? { snap: this.snap } : {}) })
     this.checksumAll ||= checksum
     this.target.checksum = checksum
-    this.target.compared = this.target.differing = 0
+    this.target.compared = this.target.differing = this.target.entries = this.target.bytes = 0
+    this.startedAt = Date.now()
     this.current = id
     this.log(`${diff ? 'synchronization by difference' : 'full synchronization'} ${id} from the Primary begins: the data directory is inconsistent until it ends`)
   }
+
+  /** A frame has arrived (it is applied after those before it): read ahead for it. */
+  received (m: SyncMessage): void { this.target.received(m) }
 
   async apply (m: SyncMessage): Promise<SyncSums[]> {
     return await this.target.apply(m)

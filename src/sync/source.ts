@@ -27,6 +27,7 @@ import { SYNC_CHUNK_BYTES } from '../limits'
 import { ReplError } from '../errors'
 import { chunkHash, HASH_BYTES } from './hash'
 import { pathsOf } from './map'
+import { countTree, type TreeSize } from './count'
 
 /** A path to send again: the last record that changed it, and whether everything below it too. */
 interface Mark { seq: number, tree: boolean }
@@ -63,6 +64,21 @@ export interface SyncProgress {
   marked: number
   /** By difference: files the Secondary found different (SYNC_SUMS answered). */
   differing: number
+  /** When it began (ISO 8601). */
+  startedAt: string
+  /** Entries the walk has visited. */
+  walked: number
+  /**
+   * The tree's entries and the bytes a full synchronization sends, counted in the background
+   * (null until counted); a resynchronization from a change map: its paths, bytes null.
+   */
+  totalEntries: number | null
+  totalBytes: number | null
+  /** Bytes and entries sent per second since it began. */
+  rateBytes: number
+  rateEntries: number
+  /** Seconds left at that rate (full: by bytes; by difference: by entries walked), or null: unknown (not counted yet, or the drain). */
+  etaSeconds: number | null
 }
 
 /** A Secondary's file to bring to the Primary's in place: its size (-1: none) and chunk hashes. */
@@ -101,10 +117,28 @@ export class SyncSource {
    */
   constructor (private readonly root: string, readonly id: string, private readonly applied: () => number,
     readonly mode: SyncMode = { diff: false, checksum: false }) {
-    if (mode.from !== undefined) for (const [p, tree] of mode.from) this.add(p, 0, tree)
+    if (mode.from !== undefined) {
+      for (const [p, tree] of mode.from) this.add(p, 0, tree)
+      this.total = { entries: mode.from.size, bytes: -1 }
+    } else {
+      countTree(root, () => this.closed).then((t) => { if (t !== null) this.total = t }, () => {})
+    }
   }
 
+  private readonly startedAt = Date.now()
+  private walked = 0
+  private total: TreeSize | null = null
+  private closed = false
+
   get progress (): SyncProgress {
+    const s = Math.max(0.001, (Date.now() - this.startedAt) / 1000)
+    const t = this.total
+    const rateBytes = this.bytes / s
+    let eta: number | null = null
+    if (t !== null && this.walking && this.mode.from === undefined) {
+      if (!this.mode.diff && this.bytes > 0) eta = Math.max(0, t.bytes - this.bytes) / rateBytes
+      else if (this.mode.diff && this.walked > 0) eta = Math.max(0, t.entries - this.walked) / (this.walked / s)
+    }
     return {
       id: this.id,
       phase: this.walking ? 'walk' : 'drain',
@@ -112,7 +146,14 @@ export class SyncSource {
       entries: this.entries,
       bytes: this.bytes,
       marked: this.marks.size,
-      differing: this.differing
+      differing: this.differing,
+      startedAt: new Date(this.startedAt).toISOString(),
+      walked: this.walked,
+      totalEntries: t?.entries ?? null,
+      totalBytes: t === null || t.bytes < 0 ? null : t.bytes,
+      rateBytes: Math.round(rateBytes),
+      rateEntries: Math.round(this.entries / s),
+      etaSeconds: eta === null ? null : Math.round(eta * 10) / 10
     }
   }
 
@@ -166,6 +207,7 @@ export class SyncSource {
   close (): void {
     if (this.file !== null) fs.closeSync(this.file.fd)
     this.file = null
+    this.closed = true
   }
 
   /** One unit of work: a chunk of a file, an entry, a directory closed, or a marked path. */
@@ -175,7 +217,7 @@ export class SyncSource {
     if (w !== undefined) { this.sendInPlace(w); return true }
     const top = this.stack[this.stack.length - 1]
     if (top !== undefined) {
-      if (top.i < top.names.length) this.visitLive(join(top.p, top.names[top.i++]), true)
+      if (top.i < top.names.length) { this.walked++; this.visitLive(join(top.p, top.names[top.i++]), true) }
       else { this.stack.pop(); this.closeDir(top.p, top.names) }
       return true
     }

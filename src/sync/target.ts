@@ -14,7 +14,7 @@ import { sys } from '../native'
 import { isInternalXattr } from '../format/data-cursor'
 import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
 import { ReplError } from '../errors'
-import { SYNC_CHUNK_BYTES, SYNC_SUMS_PER_FRAME } from '../limits'
+import { SYNC_CHUNK_BYTES, SYNC_SUMS_PER_FRAME, SYNC_HASH_AHEAD } from '../limits'
 import { RecordType, type Record, type RecordMeta } from '../format/record'
 import { chunkHash, HASH_BYTES } from './hash'
 
@@ -57,6 +57,16 @@ export class SyncTarget {
   /** Files compared, and those found to differ (status). */
   compared = 0
   differing = 0
+  /** Entries made or compared, and bytes written (status). */
+  entries = 0
+  bytes = 0
+
+  /**
+   * Hashes read ahead (every chunk compared): started when an entry to compare arrives, while the
+   * frames before it are still being applied, so that several files are read at once; used only if
+   * the file is still the one read (inode, size, mtime, ctime) when the entry is applied.
+   */
+  private readonly ahead = new Map<string, Promise<{ id: Identity, sums: SyncSums[] } | null>>()
 
   /** Snapshots to preserve into before each change (null: none). */
   preserver: SyncPreserver | null = null
@@ -95,6 +105,7 @@ export class SyncTarget {
   async apply (m: SyncMessage): Promise<SyncSums[]> {
     switch (m.t) {
       case MsgType.SYNC_ENTRY:
+        this.entries++
         if (m.w === 'c') return await this.compare(m)
         if (m.w === 'i') return await this.inPlace(m)
         this.entry(m)
@@ -104,6 +115,17 @@ export class SyncTarget {
       case MsgType.SYNC_REMOVE: { this.closeFile(); const full = this.full(m.p); keepParentTimes(full, () => this.removeTree(m.p)); return [] }
       default: return []
     }
+  }
+
+  /**
+   * A frame has arrived and waits for those before it: an entry whose chunks will all be compared
+   * is hashed now, up to SYNC_HASH_AHEAD files at once.
+   */
+  received (m: SyncMessage): void {
+    if (!this.checksum || m.t !== MsgType.SYNC_ENTRY || m.w !== 'c' || this.ahead.size >= SYNC_HASH_AHEAD || this.ahead.has(m.p)) return
+    let full: string
+    try { full = this.full(m.p) } catch { return } // refused when it is applied
+    this.ahead.set(m.p, this.hash(m.p, full).catch(() => null))
   }
 
   /** Closes the file SYNC_DATA wrote to (at the next frame of another kind, SYNC_DONE), with its times. */
@@ -124,6 +146,7 @@ export class SyncTarget {
     this.file = null
     if (f !== null && f.fd >= 0) fs.closeSync(f.fd)
     this.summed.clear()
+    this.ahead.clear()
   }
 
   /**
@@ -135,6 +158,8 @@ export class SyncTarget {
     this.closeFile()
     const full = this.full(e.p)
     this.compared++
+    const ahead = this.ahead.get(e.p)
+    this.ahead.delete(e.p)
     const st = fs.lstatSync(full, { bigint: true, throwIfNoEntry: false })
     if (st?.isFile() === true && !(st.nlink > 1n && (e.c ?? 1) <= 1)) {
       this.preserve(RecordType.CHOWN, { p: e.p })
@@ -147,6 +172,13 @@ export class SyncTarget {
         return []
       }
       this.differing++
+      const got = ahead !== undefined ? await ahead : null
+      if (got !== null && sameFile(got.id, st)) {
+        // Read ahead, of this very file; its owner, mode and xattrs set since change no byte.
+        const now = fs.lstatSync(full, { bigint: true })
+        this.summed.set(e.p, { ino: now.ino, size: now.size, mtimeNs: now.mtimeNs, ctimeNs: now.ctimeNs })
+        return got.sums
+      }
       return await this.sums(e.p, full)
     }
     this.differing++
@@ -156,10 +188,17 @@ export class SyncTarget {
 
   /** The hashes of the file at `full`, as SYNC_SUMS frames; remembers what it was. */
   private async sums (p: string, full: string): Promise<SyncSums[]> {
+    const r = await this.hash(p, full)
+    this.summed.set(p, r.id)
+    return r.sums
+  }
+
+  /** The hashes of the file at `full`, as SYNC_SUMS frames, and what it was when they were taken. */
+  private async hash (p: string, full: string): Promise<{ id: Identity, sums: SyncSums[] }> {
     const fh = await fs.promises.open(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
     try {
       const st = await fh.stat({ bigint: true })
-      this.summed.set(p, { ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs })
+      const id: Identity = { ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs }
       const size = Number(st.size)
       const buf = Buffer.allocUnsafe(SYNC_CHUNK_BYTES)
       const out: SyncSums[] = []
@@ -183,7 +222,10 @@ export class SyncTarget {
         }
       }
       out.push({ t: MsgType.SYNC_SUMS, p, s: size, i: first, h: part.subarray(0, n * HASH_BYTES), e: 1 })
-      return out
+      // Changed while it was read (a frame applied meanwhile): these hashes describe no one state.
+      const after = await fh.stat({ bigint: true })
+      if (!sameFile(id, after)) id.ctimeNs = -1n
+      return { id, sums: out }
     } finally {
       await fh.close()
     }
@@ -315,6 +357,7 @@ export class SyncTarget {
     const f = this.file
     if (f === null || f.p !== p) throw new ReplError('PROTOCOL', `the Primary sent bytes of ${p} without its entry`)
     if (f.fd < 0) return
+    this.bytes += d.length
     this.preserve(RecordType.WRITE, { p, o }, Buffer.from(d.buffer, d.byteOffset, d.byteLength))
     let done = 0
     while (done < d.length) done += fs.writeSync(f.fd, d, done, d.length - done, o + done)
@@ -330,6 +373,11 @@ export class SyncTarget {
     this.preserve(RecordType.UTIMENS, { p })
     sys.utimensat(full, a[0], a[1], mt[0], mt[1], true)
   }
+}
+
+/** Whether `st` is still the file `id` describes. */
+function sameFile (id: Identity, st: fs.BigIntStats): boolean {
+  return st.ino === id.ino && st.size === id.size && st.mtimeNs === id.mtimeNs && st.ctimeNs === id.ctimeNs
 }
 
 /**
