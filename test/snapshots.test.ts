@@ -20,7 +20,7 @@
  *    and on the replicating (not frozen) Secondary; deleting them leaves the older ones intact;
  *  - bad input: one line, non-zero exit, no stack trace.
  * A Primary without --retain: a Secondary restored offline to a snapshot older than the Primary's
- * SRL tail is refused (STALE) with a clear message and keeps the restored tree.
+ * SRL tail is STALE: the Primary synchronizes it by difference, and the snapshot stays as it was.
  * A standalone Primary:
  *  - what the kernel shows through the Primary's mount right after an online restore, and right
  *    after a snapshot name is deleted and re-created (the mount keeps the kernel's default 1 s
@@ -489,7 +489,7 @@ t('restore on a Secondary: refused while it runs; offline once stopped; at resta
   // At restart the Secondary asks its Primary for the updates after at-mark's sequence number.
   // This Primary runs with --retain, so it still holds them: it resends them (the IBC message
   // first, discarded since the name was unregistered) and the Secondary converges. (A Primary that
-  // had released them would refuse it as STALE: see src/rvg/restore.ts.)
+  // had released them synchronizes it by difference: the STALE test below.)
   const S2 = await restartSecondary(S)
   H = { P, S: S2, pExtra }
   await caughtUp()
@@ -539,7 +539,7 @@ t('the pair stops; a stopped Primary refuses restore (start it)', timed(90_000, 
   assertNoDiffs(diffSnapshots(a, await snapshotTree(P.data), { a: 'before', b: 'after', mtime: 'ns' }), 'the refused restore changed nothing')
 }))
 
-t('an offline-restored Secondary whose Primary has released the updates after the snapshot is refused as STALE, clearly', timed(120_000, async () => {
+t('an offline-restored Secondary whose Primary has released the updates after the snapshot is STALE: synchronized by difference, its snapshot kept', timed(120_000, async () => {
   const pair = await startPair()
   const pExtra = ['--secondary', pair.target, '--secret-file', pair.secondary.secretFile]
   let P = pair.primary
@@ -561,17 +561,23 @@ t('an offline-restored Secondary whose Primary has released the updates after th
     const r = await snap(S.state, 'restore', ['old'])
     assert.is(r.code, 0, r.stderr)
     S = await startSecondary({ dirs: dirsOf(S), secretFile: S.secretFile, listen: S.address })
-    const why = await waitFor(async () => {
-      const e = (await primaryStatus(P.state)).rlinks[0].lastError
-      return e !== null && /full synchronization/.test(e) ? e : null
-    }, { timeoutMs: 30_000, what: 'the Primary to refuse the restored Secondary (STALE: it needs a full synchronization)', intervalMs: 100 })
-    console.log(`  Primary without the updates after the snapshot: ${why}`)
-    assert.match(why, new RegExp(`${old.seq + 1}`), 'the refusal names the sequence number the Secondary needs')
-    await waitFor(async () => /refused this Secondary: .*full synchronization/.test(await S.log()), { timeoutMs: 10_000, what: 'the Secondary to log the refusal too (refused this Secondary: ... full synchronization)', intervalMs: 50 })
-    assert.is((await primaryStatus(P.state)).rlinks[0].state, 'disconnected', 'the RLINK stays down')
-    const st = await secondaryStatus(S.state)
-    assert.is(st.appliedSeq, old.seq, 'the Secondary stays at the snapshot')
-    assertNoDiffs(diffSnapshots(atOld, await snapshotTree(S.data), { a: 'secondary at old', b: 'secondary now', mtime: 'ns' }), 'the refused Secondary keeps the restored tree')
+    // STALE: the Primary synchronizes it by difference (every chunk compared) instead; the restored
+    // snapshot stays as it was (the synchronization's changes are copy-on-write preserved).
+    await waitFor(async () => {
+      const st = await primaryStatus(P.state)
+      const l = st.rlinks[0] as unknown as { state: string, consistent: boolean, dataAckedSeq: number }
+      return l.state === 'connected' && l.consistent && l.dataAckedSeq >= (st.srl.newestSeq ?? 0)
+    }, { timeoutMs: 60_000, what: 'the Primary to synchronize the restored Secondary by difference', intervalMs: 100 })
+    const log = await P.log()
+    const why = new RegExp(`needs records from sequence number ${old.seq + 1} but this Primary's SRL starts at \\d+ \\(STALE\\): it is synchronized by difference instead`)
+    assert.match(log, why, 'the Primary says why (STALE) and what it does')
+    await waitFor(async () => /synchronization \S+ done/.test(await S.log()), { timeoutMs: 10_000, what: 'the Secondary to log the synchronization done', intervalMs: 50 })
+    await P.quiesce()
+    assertNoDiffs(diffSnapshots(await snapshotTree(P.data), await snapshotTree(S.data), { a: 'primary', b: 'secondary', mtime: 'ns' }), 'the Secondary is the Primary\'s again')
+    const kept = await snapshotTree(path.join(S.mount, '.snapshots', 'old'))
+    assertNoDiffs(diffSnapshots(atOld, kept, { a: 'secondary at old', b: 'snapshot old now', mtime: 'us' }), 'the snapshot it was restored to is kept as it was')
+    const left = await snapList(S.state)
+    assert.equal(left.map((x) => x.name), ['old'], 'the synchronization\'s own snapshot is gone, old stays')
   } finally {
     const errors: string[] = []
     await P.stop().catch((err: Error) => errors.push(err.message))

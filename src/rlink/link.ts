@@ -299,7 +299,17 @@ export class Rlink {
     }
     const last = m.next - 1
     if (last > srl.lastSeq) return ['DIVERGED', `the Secondary has records up to sequence number ${last} but this Primary's SRL ends at ${srl.lastSeq}: their histories differ (DIVERGED: a full synchronization is needed)`]
-    if (last < srl.tailSeq) return ['STALE', `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}: it needs a full synchronization (STALE)`]
+    if (last < srl.tailSeq) {
+      const why = `the Secondary needs records from sequence number ${m.next} but this Primary's SRL starts at ${srl.tailSeq + 1}`
+      if (this.ctx.sync === undefined) return ['STALE', `${why}: it needs a full synchronization (STALE)`]
+      // Its data is this Primary's tree after record `last` (a prefix of this SRL's history: the
+      // Secondary follows this SRL, and records go out only once durable here), but the records
+      // after it are gone: synchronized by difference, every file's chunks compared (what it has
+      // is trusted no further than that), while it keeps a snapshot of itself.
+      this.ctx.log(`RLINK to ${this.address}: ${why} (STALE): it is synchronized by difference instead, every file's chunks compared`)
+      this.startSync({ diff: true, checksum: true })
+      return null
+    }
     const from = this.dackPos.seq <= last && this.dackPos.seq >= srl.tailSeq ? this.dackPos : srl.tailPosition
     const nextOffset = srl.positionOf(m.next, from)
     if (m.last !== null && m.last.seq === last && last > srl.tailSeq) {
@@ -383,7 +393,7 @@ export class Rlink {
     this.dackPos = { ...head }
     this.batches = []
     this.wakeWaiters()
-    if (this.conn !== null) this.conn.end('the SRL overflowed: this Secondary needs a full synchronization')
+    if (this.conn !== null) this.conn.end('the SRL overflowed: this Secondary is detached (STALE) and will be synchronized by difference')
   }
 
   /** Resynchronized from the change map: back on the SRL, the map dropped (the position first). */

@@ -19,7 +19,7 @@ import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatu
  *   autodcm   DCM                               DCM
  *   dcm       writers wait (flow control)       DCM
  *   fail      writers wait                      writes fail (ENOSPC)
- *   override  writers wait                      the RLINK is detached (STALE)
+ *   override  writers wait                      the RLINK is detached (STALE: synchronized by difference when back)
  *   off       the RLINK is detached             the RLINK is detached
  */
 export type SrlProt = 'autodcm' | 'dcm' | 'fail' | 'override' | 'off'
@@ -79,7 +79,7 @@ export class RlinkSet {
     for (const a of cfg.secondaries) {
       let rec = stored.get(a)
       if (rec === undefined || (rec.seq < srl.tailSeq && rec.dcm !== true)) {
-        if (rec !== undefined) cfg.log(`RLINK to ${a}: its stored position ${rec.seq} is older than the SRL's tail ${srl.tailSeq}; it will need a full synchronization`)
+        if (rec !== undefined) cfg.log(`RLINK to ${a}: its stored position ${rec.seq} is older than the SRL's tail ${srl.tailSeq}; it is synchronized by difference when it connects (STALE)`)
         rec = { ...srl.tailPosition, paused: rec?.paused ?? false }
         await srl.store.put(State.rlink.key(a), rec)
       }
@@ -255,12 +255,12 @@ export class RlinkSet {
     this.changed()
   }
 
-  /** srlprot override, off: the SRL overflows `l`; it is STALE from now on and needs a full synchronization. */
+  /** srlprot override, off: the SRL overflows `l`; it is STALE from now on (synchronized by difference, every chunk compared, when it connects). */
   private async detach (l: Rlink, why: string): Promise<void> {
     const head = { seq: this.srl.lastSeq, offset: this.srl.headOffset }
     await this.srl.store.put(State.rlink.key(l.address), { ...head, paused: l.paused })
     l.detach(head)
-    this.log(`RLINK to ${l.address}: the SRL overflowed (${why}): the RLINK is detached; its Secondary is STALE and needs a full synchronization (start it over a new state directory with --sync-existing)`)
+    this.log(`RLINK to ${l.address}: the SRL overflowed (${why}): the RLINK is detached; its Secondary is STALE: when it connects it is synchronized by difference, every file's chunks compared`)
     this.changed()
   }
 
