@@ -144,7 +144,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       consistent: () => theSrl.lastSeq > 0,
       take: async (name) => { await applier.exclusive(async (seq) => theSnaps.create(name, seq)) },
       drop: (name) => theSnaps.delete(name),
-      names: () => theSnaps.list().map((i) => i.name),
+      names: () => theSnaps.names(),
       preserver: { get active () { return theSnaps.latest !== null }, beforeApply: (rec) => theSnaps.beforeApply(rec) }
     })
     receiver = new RlinkReceiver({
