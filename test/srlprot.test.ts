@@ -14,6 +14,7 @@ import * as fsp from 'fs/promises'
 import * as path from 'path'
 import { assertCleanSlate, cleanupAll, isolated, waitFor, type PrimaryStatus } from './helpers'
 import { closeAllProxies } from './helpers/proxy'
+import { ibcSend } from './helpers/ibc'
 import { withMulti, waitRlink, ddWrite, type Multi } from './helpers/multi'
 import { snapshotTree, diffSnapshots, assertNoDiffs } from './helpers/replica-tree'
 import { SRL_BYTES_MIN } from '../src/limits'
@@ -71,11 +72,16 @@ t('autodcm: a Secondary away while the SRL overflows leaves it for a change map 
     assert.is(rlink(st).consistent, false, 'an RLINK in DCM mode is not consistent')
     assert.match(await m.primary.log(), /the SRL would overflow \(disconnected, srlprot=autodcm\): its changes go to its change map/)
 
+    // An IBC message cannot go through a map of paths: the Primary says so when it folds it.
+    const ibcSent = await ibcSend(m.primary.state, 'backup', 'while in DCM mode')
+
     // The map is in LevelDB: a kill -9 of the Primary keeps it; more changes after the restart.
     await m.primary.kill9()
     await m.restartPrimary()
     st = await waitRlink(m, 0, (l) => (l as unknown as DcmStatus).dcm !== null, 'still in DCM mode after a kill -9 and restart')
     await manyChanges(m.primary.mount, 2)
+    assert.match(await m.primary.log(), new RegExp(`the IBC message for backup \\(sequence number ${ibcSent.seq}\\) is not delivered to this Secondary: its RLINK is in DCM mode`),
+      'the Primary says the IBC message sent in DCM mode is not delivered (folded at a checkpoint)')
 
     // Back: resynchronized from the map, then ordered replication. The proxy stalls 4 MiB into
     // the resynchronization: the Secondary is inconsistent, and a snapshot of it keeps the tree it

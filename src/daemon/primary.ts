@@ -122,7 +122,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
         secret,
         log,
         sync: (address, mode) => syncs.start(address, mode),
-        maps: async (dcm) => await ChangeMaps.open(theSrl.store, theSrl, dcm)
+        maps: async (dcm) => await ChangeMaps.open(theSrl.store, theSrl, dcm, log)
       })
     }
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })

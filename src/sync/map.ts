@@ -44,12 +44,14 @@ export function pathsOf (rec: Pick<Record, 'type' | 'meta'>): Array<[string, boo
 /** The Primary's change maps, one per RLINK in DCM mode, kept in memory and in LevelDB. */
 export class ChangeMaps {
   private readonly maps = new Map<string, Map<string, boolean>>()
+  /** IBC messages said to be lost (address and sequence number), said once. */
+  private readonly lost = new Set<string>()
 
-  private constructor (private readonly store: LogStore, private readonly srl: Srl) {}
+  private constructor (private readonly store: LogStore, private readonly srl: Srl, private readonly log: (line: string) => void) {}
 
   /** Loads the maps of `addresses` (the RLINKs in DCM mode). */
-  static async open (store: LogStore, srl: Srl, addresses: string[]): Promise<ChangeMaps> {
-    const c = new ChangeMaps(store, srl)
+  static async open (store: LogStore, srl: Srl, addresses: string[], log: (line: string) => void = () => {}): Promise<ChangeMaps> {
+    const c = new ChangeMaps(store, srl, log)
     for (const a of addresses) {
       const fam = State.dcm(a)
       const m = new Map<string, boolean>()
@@ -69,6 +71,7 @@ export class ChangeMaps {
   marks (address: string, since: Position): Map<string, boolean> {
     const m = new Map(this.maps.get(address) ?? [])
     for (const r of this.srl.recordsAfter(since)) {
+      this.lostIbc(address, r.record)
       for (const [p, tree] of pathsOf(r.record)) if (m.get(p) !== true) m.set(p, tree || m.get(p) === true)
     }
     return m
@@ -86,6 +89,7 @@ export class ChangeMaps {
     const puts: Array<[ReturnType<typeof fam.key>, { t: 0 | 1 }]> = []
     let at = from
     for (const r of this.srl.recordsAfter(from, upto)) {
+      this.lostIbc(address, r.record)
       for (const [p, tree] of pathsOf(r.record)) {
         const had = map.get(p)
         if (had === true || (had === false && !tree)) continue
@@ -96,6 +100,18 @@ export class ChangeMaps {
     }
     await this.store.batch(puts)
     return at
+  }
+
+  /**
+   * A record the map takes is an IBC message: a map of paths cannot carry it, so that Secondary
+   * never gets it; said, not skipped silently. (VVR's DCM carries no IBC message either.)
+   */
+  private lostIbc (address: string, rec: Record): void {
+    if (rec.type !== RecordType.IBC) return
+    const key = `${address} ${rec.seq}`
+    if (this.lost.has(key)) return // read again: a resynchronization's start, then its fold
+    this.lost.add(key)
+    this.log(`RLINK to ${address}: the IBC message for ${rec.meta.n ?? '?'} (sequence number ${rec.seq}) is not delivered to this Secondary: its RLINK is in DCM mode, and a change map carries no IBC message`)
   }
 
   /** The map of `address` is no longer needed (its Secondary was resynchronized from it). */
