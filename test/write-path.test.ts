@@ -277,8 +277,6 @@ test('after a reboot, replay starts at the last checkpoint, not at the tail a Se
     acked: () => null,
     retainFrom: () => ({ seq: 0, offset: 0 }),
     persist: async () => {},
-    canProgress: false,
-    progress: async () => {},
     overflow: async () => { throw new ReplError('SRL_FULL', 'SRL is full: a Secondary holds every record (srlprot=fail)') },
     foldMaps: async () => {},
     describeLag: () => 'a Secondary holds every record'

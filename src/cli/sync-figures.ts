@@ -1,4 +1,5 @@
 /** A synchronization's progress as `status` and `status --watch` print it. */
+import { syncKind } from '../rlink/sender'
 
 /** A synchronization's figures, as the Primary's status gives them (src/sync/source.ts SyncProgress). */
 export interface SyncFigures {
@@ -10,8 +11,7 @@ const mib = (n: number): string => (n / (1024 * 1024)).toFixed(n < 10 * 1024 * 1
 
 /** One line: what kind, how far (of the tree's size once counted), rate and time left. */
 export function syncLine (s: SyncFigures): string {
-  const kind = s.mode === 'map' ? 'resynchronization from the change map' : s.mode === 'diff' ? 'synchronization by difference' : 'full synchronization'
-  const parts = [`${kind} ${s.id}: ${s.phase}`]
+  const parts = [`${syncKind(s.mode)} ${s.id}: ${s.phase}`]
   if (s.mode === 'full' && s.totalBytes != null) parts.push(`${mib(s.bytes)} of ${mib(s.totalBytes)} MiB sent (${Math.min(100, Math.floor(100 * s.bytes / Math.max(1, s.totalBytes)))}%)`)
   else parts.push(`${mib(s.bytes)} MiB sent`)
   if (s.mode !== 'map' && s.totalEntries != null && s.walked !== undefined) parts.push(`${s.walked} of ${s.totalEntries} entries walked`)

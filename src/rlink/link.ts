@@ -88,10 +88,14 @@ export interface SyncStatus {
   startedAt: string, walked: number, totalEntries: number | null, totalBytes: number | null, rateBytes: number, rateEntries: number, etaSeconds: number | null
 }
 
+/** What a synchronization of `mode` ('full', 'diff', 'map': SyncProgress.mode) is called in logs and status. */
+export function syncKind (mode: string | undefined): string {
+  return mode === 'map' ? 'resynchronization from the change map' : mode === 'diff' ? 'synchronization by difference' : 'full synchronization'
+}
+
 /** 'full synchronization ID' or 'synchronization by difference ID', for logs. */
 function syncName (s: SyncSession): string {
-  const m = s.progress.mode
-  return `${m === 'map' ? 'resynchronization from the change map' : m === 'diff' ? 'synchronization by difference' : 'full synchronization'} ${s.id}`
+  return `${syncKind(s.progress.mode)} ${s.id}`
 }
 
 /** What a synchronization sent so far, for logs. */

@@ -6,7 +6,7 @@
  */
 import type { Srl } from '../srl'
 import { LogStore } from '../srl/state'
-import { State, type Position } from '../format/state'
+import { State, type Position, type RlinkPosition } from '../format/state'
 import { ReplError } from '../errors'
 import { RLINK_DEAD_AFTER_MS } from '../limits'
 import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode, type ChangeMapsView } from './link'
@@ -31,7 +31,12 @@ export interface ChangeMapsControl extends ChangeMapsView {
   fold (address: string, from: Position, upto: number): Promise<Position>
 }
 
-export { Rlink, AppendClock, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord, type SyncSession, type SyncStatus, type SyncMode } from './link'
+/** What is stored for `l` (LevelDB `rlink/<address>`): in DCM mode how far its map goes, else what it data-acked. */
+function stored (l: Rlink): RlinkPosition {
+  return l.dcmPos !== null ? { ...l.dcmPos, paused: l.paused, dcm: true } : { ...l.dackPos, paused: l.paused }
+}
+
+export { Rlink, AppendClock, syncKind, type SynchronousMode, type RlinkState, type RlinkStatus, type RlinkRecord, type SyncSession, type SyncStatus, type SyncMode } from './link'
 
 /** The Primary's RLINKs, as the RVG sees them. */
 export class RlinkSet {
@@ -108,7 +113,7 @@ export class RlinkSet {
     const links = this.find(address)
     for (const l of links) {
       if (paused) l.pause(); else l.resume()
-      await this.srl.store.put(State.rlink.key(l.address), l.dcmPos !== null ? { ...l.dcmPos, paused, dcm: true } : { ...l.dackPos, paused })
+      await this.srl.store.put(State.rlink.key(l.address), stored(l))
     }
     return links.map((l) => l.address)
   }
@@ -189,9 +194,7 @@ export class RlinkSet {
     if (this.throttledBy === null) this.log(`RLINK to ${l.address} is ${l.lagSeconds.toFixed(1)} s behind (--max-lag ${this.maxLagS}): writers wait for it`)
     this.throttledBy = l
     while (l !== null) {
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([this.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
-      clearTimeout(timer)
+      await this.progressOrSecond()
       l = this.lagging()
     }
     this.throttledMs += Date.now() - t0
@@ -217,12 +220,6 @@ export class RlinkSet {
     return l.connected && l.dackSeq < this.srl.lastSeq && Date.now() - l.lastDackAt < RLINK_DEAD_AFTER_MS
   }
 
-  /** Whether waiting can free SRL space (every link holding the tail is connected and acking). */
-  get canProgress (): boolean {
-    const holders = this.links.filter((l) => l.holdPos.seq <= this.srl.tailSeq)
-    return holders.length > 0 && holders.every((l) => this.live(l))
-  }
-
   /**
    * The SRL is full and RLINKs hold its tail: applies --srlprot to each (the table above). Returns
    * once the caller may try again (a link left the SRL, or an ack came, or a second passed);
@@ -241,9 +238,7 @@ export class RlinkSet {
       await this.detach(l, `${l.state}, srlprot=${p}`)
     }
     if (!wait) return
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([this.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
-    clearTimeout(timer)
+    await this.progressOrSecond()
   }
 
   /** Takes `l` off the SRL onto its change map: every record it has not data-acked is folded first. */
@@ -269,6 +264,13 @@ export class RlinkSet {
     return new Promise((resolve) => this.progressWaiters.push(resolve))
   }
 
+  /** The next ack or state change, or a second: bounded, since a Secondary may stop acking. */
+  private async progressOrSecond (): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
+    clearTimeout(timer)
+  }
+
   private changed (): void {
     let min = Infinity
     for (const l of this.links) min = Math.min(min, l.dackSeq)
@@ -286,16 +288,13 @@ export class RlinkSet {
     for (const l of this.links) {
       if (l.dcmPos === null || l.dcmPos.seq >= upto) continue
       l.dcmPos = await this.maps!.fold(l.address, l.dcmPos, upto)
-      await this.srl.store.put(State.rlink.key(l.address), { ...l.dcmPos, paused: l.paused, dcm: true })
+      await this.srl.store.put(State.rlink.key(l.address), stored(l))
     }
   }
 
   /** Persists every link's position (before the SRL releases anything). */
   async persist (): Promise<void> {
-    for (const l of this.links) {
-      const rec = l.dcmPos !== null ? { ...l.dcmPos, paused: l.paused, dcm: true } : { ...l.dackPos, paused: l.paused }
-      await this.srl.store.put(State.rlink.key(l.address), rec)
-    }
+    for (const l of this.links) await this.srl.store.put(State.rlink.key(l.address), stored(l))
   }
 
   status (): RlinkStatus[] {

@@ -22,9 +22,6 @@ export interface Replication {
   foldMaps(upto: number): Promise<void>
   /** Persists what retainFrom depends on, before a release. */
   persist(): Promise<void>
-  /** Whether waiting for acks can free SRL space, and a promise of the next ack. */
-  readonly canProgress: boolean
-  progress(): Promise<void>
   /**
    * The SRL is full and Secondaries hold its tail: SRL overflow protection (--srlprot) decides,
    * per Secondary, to wait for it, take it off the SRL (DCM, detach), or refuse (throws SRL_FULL).

@@ -41,6 +41,14 @@ export function pathsOf (rec: Pick<Record, 'type' | 'meta'>): Array<[string, boo
   }
 }
 
+/** Marks `p` in `map` (a tree mark covers a plain one); whether that changed the map. */
+function mark (map: Map<string, boolean>, p: string, tree: boolean): boolean {
+  const had = map.get(p)
+  if (had === true || (had === false && !tree)) return false
+  map.set(p, tree)
+  return true
+}
+
 /** The Primary's change maps, one per RLINK in DCM mode, kept in memory and in LevelDB. */
 export class ChangeMaps {
   private readonly maps = new Map<string, Map<string, boolean>>()
@@ -72,7 +80,7 @@ export class ChangeMaps {
     const m = new Map(this.maps.get(address) ?? [])
     for (const r of this.srl.recordsAfter(since)) {
       this.lostIbc(address, r.record)
-      for (const [p, tree] of pathsOf(r.record)) if (m.get(p) !== true) m.set(p, tree || m.get(p) === true)
+      for (const [p, tree] of pathsOf(r.record)) mark(m, p, tree)
     }
     return m
   }
@@ -90,12 +98,7 @@ export class ChangeMaps {
     let at = from
     for (const r of this.srl.recordsAfter(from, upto)) {
       this.lostIbc(address, r.record)
-      for (const [p, tree] of pathsOf(r.record)) {
-        const had = map.get(p)
-        if (had === true || (had === false && !tree)) continue
-        map.set(p, tree)
-        puts.push([fam.key(p), { t: tree ? 1 : 0 }])
-      }
+      for (const [p, tree] of pathsOf(r.record)) if (mark(map, p, tree)) puts.push([fam.key(p), { t: tree ? 1 : 0 }])
       at = { seq: r.record.seq, offset: r.end }
     }
     await this.store.batch(puts)

@@ -89,7 +89,7 @@ export class SyncTarget {
     const st = fs.lstatSync(full, { throwIfNoEntry: false })
     if (st === undefined) return
     if (st.isDirectory()) {
-      for (const n of fs.readdirSync(full)) this.removeTree(p === '/' ? '/' + n : p + '/' + n)
+      for (const n of fs.readdirSync(full)) this.removeTree(child(p, n))
       this.preserve(RecordType.RMDIR, { p })
       fs.rmdirSync(full)
     } else {
@@ -243,7 +243,7 @@ export class SyncTarget {
     const was = this.summed.get(e.p)
     this.summed.delete(e.p)
     const st = fs.lstatSync(full, { bigint: true, throwIfNoEntry: false })
-    if (was === undefined || st === undefined || !st.isFile() || st.ino !== was.ino || st.size !== was.size || st.mtimeNs !== was.mtimeNs || st.ctimeNs !== was.ctimeNs) {
+    if (was === undefined || st === undefined || !st.isFile() || !sameFile(was, st)) {
       this.file = { p: e.p, fd: -1, a: e.a, mt: e.mt }
       if (st?.isFile() !== true) {
         if (st !== undefined) keepParentTimes(full, () => this.removeTree(e.p))
@@ -368,12 +368,15 @@ export class SyncTarget {
     const full = this.full(p)
     const keep = new Set(names)
     for (const n of fs.readdirSync(full)) {
-      if (!keep.has(n) && !(p === '/' && n === 'lost+found')) this.removeTree(p === '/' ? '/' + n : p + '/' + n)
+      if (!keep.has(n) && !(p === '/' && n === 'lost+found')) this.removeTree(child(p, n))
     }
     this.preserve(RecordType.UTIMENS, { p })
     sys.utimensat(full, a[0], a[1], mt[0], mt[1], true)
   }
 }
+
+/** The path of `name` in directory `dir` (both from the data directory's root). */
+const child = (dir: string, name: string): string => dir === '/' ? '/' + name : dir + '/' + name
 
 /** Whether `st` is still the file `id` describes. */
 function sameFile (id: Identity, st: fs.BigIntStats): boolean {
