@@ -11,6 +11,8 @@
  *          brought up to date: rsync -a --checksum (every file's bytes compared, as replicafs's
  *          --sync-existing does), rsync -a (size and mtime only), and a new Primary over SRC with
  *          a Secondary started --sync-existing over its old copy
+ *   verify after the full synchronization, the identical trees compared: rsync -a -n --checksum
+ *          (a dry run reading both trees) against `replicafs verify` with replication running
  * Reports seconds, MiB/s of the tree and CPU seconds (user + system, from /proc/stat's
  * whole-machine counters: the machine runs nothing else). Not part of `npm run bench`; the issue's
  * targets: full synchronization at least as fast as rsync, resync of 1% changed in at most half
@@ -93,7 +95,7 @@ async function timed (root: string, fn: () => Promise<void>): Promise<{ s: numbe
 
 /** A Secondary, then a Primary replicating to it, timed from the Primary's start to a consistent RLINK. */
 async function replicate (repo: string, root: string, pd: { data: string, mount: string, state: string }, sd: { data: string, mount: string, state: string },
-  secret: string, secArgs: string[], log: (s: string) => void): Promise<{ s: number, cpu: number, start: number }> {
+  secret: string, secArgs: string[], log: (s: string) => void, whileUp?: () => Promise<void>): Promise<{ s: number, cpu: number, start: number }> {
   const nodeArgs = (process.env.SYNC_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
   const sec = await startDaemon(repo, 'secondary', sd, { log, nodeArgs, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret, ...secArgs] })
   let pri: Awaited<ReturnType<typeof startDaemon>> | null = null
@@ -107,6 +109,7 @@ async function replicate (repo: string, root: string, pd: { data: string, mount:
         await new Promise((resolve) => setTimeout(resolve, 20))
       }
     })
+    await whileUp?.()
     return { ...t, start: (pri as unknown as { startSeconds: number }).startSeconds }
   } finally {
     await (pri as Awaited<ReturnType<typeof startDaemon>> | null)?.stop()
@@ -143,8 +146,14 @@ async function main (): Promise<void> {
       row(r, 'full: rsync -a', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
       const sd = dirs('sec')
       forgetSrl(src)
-      const full = await replicate(repo, img.mountpoint, { ...dirs('pri'), data: src }, sd, secret, [], log)
+      let verify: { s: number, cpu: number } | null = null
+      const full = await replicate(repo, img.mountpoint, { ...dirs('pri'), data: src }, sd, secret, [], log, async () => {
+        verify = await timed(img.mountpoint, async () => { await runOk([process.execPath, path.join(repo, 'bin', 'replicafs'), 'verify', '--state', dirs('pri').state], { timeoutMs: 3_600_000 }) })
+      })
       row(r, `full: replicafs (of which the Primary's start ${full.start.toFixed(2)} s)`, full)
+      // Verify of identical trees: rsync's dry run comparing every file's checksum, and replicafs verify (online, both snapshots).
+      row(r, 'verify: rsync -a -n --checksum (dry run, identical trees)', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '-n', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
+      row(r, 'verify: replicafs verify (identical trees, replication running)', verify!)
       // 1% of the files changed: each copy brought up to date.
       const copyB = path.join(work, 'rsync-b')
       await runOk(['cp', '-a', copyA, copyB], { timeoutMs: 3_600_000 })

@@ -29,6 +29,7 @@ export type ReplErrorCode =
   | 'ADDRESS_IN_USE'   // the address to listen on is taken
   | 'UNSUPPORTED'      // the filesystem lacks what the feature needs (file handles)
   | 'SNAPSHOT_INVALID' // a snapshot whose store was damaged: it can be deleted, not used
+  | 'VERIFY_FAILED'    // an online verify could not run to its end (the Secondary could not, or it was interrupted)
 
 /** IBC errors, named after VVR's (the CLI prints the name first; the control socket carries it). */
 export type IbcErrorCode =

@@ -72,17 +72,30 @@ export const RLINK_BATCH_BYTES_MAX = 1024 * 1024
 /** Full synchronization (src/sync/): bytes of a file per SYNC_DATA frame. */
 export const SYNC_CHUNK_BYTES = 256 * 1024
 
-/** Synchronization by difference: chunk hashes per SYNC_SUMS frame (1 MiB of hashes, 16 GiB of file). */
 /**
  * A Secondary comparing every file's chunks (--sync-existing) hashes up to this many files ahead of
  * the frame being applied, so that its disk has several reads to do at once.
  */
 export const SYNC_HASH_AHEAD = 8
 
+/** Synchronization by difference: chunk hashes per SYNC_SUMS frame (1 MiB of hashes, 16 GiB of file). */
 export const SYNC_SUMS_PER_FRAME = 65536
 
 /** Full synchronization: SYNC_* frames sent and not yet applied by the Secondary (SYNC_ACK). */
 export const SYNC_WINDOW_FRAMES = 32
+
+/**
+ * Online verify (src/sync/verify.ts): a file's chunk hashes cover SYNC_CHUNK_BYTES each, doubled
+ * until a file has at most this many (1 MiB of hashes: a file of up to 16 GiB at 256 KiB chunks).
+ */
+export const VERIFY_CHUNKS_MAX = 65536
+/** Entries per VERIFY_ENTRIES frame, and the hash bytes that end one early. */
+export const VERIFY_FRAME_ENTRIES = 2048
+export const VERIFY_FRAME_HASH_BYTES = 2 * 1024 * 1024
+/** VERIFY_ENTRIES frames the Secondary sends ahead of the Primary's comparison (VERIFY_ACK). */
+export const VERIFY_WINDOW_FRAMES = 8
+/** A tree walk of verify reads and hashes for this long, then lets the event loop (FUSE, the RLINK) run. */
+export const VERIFY_SLICE_MS = 10
 
 /** Updates sent but not yet network-acked, per RLINK: the pipeline depth (VVR's send window). */
 export const RLINK_WINDOW_BYTES = 8 * 1024 * 1024

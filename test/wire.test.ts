@@ -55,7 +55,25 @@ function samples (): Message[] {
     { t: MsgType.SYNC_ENTRY, p: '/dir/fïle', k: 'f', m: 0o100644, u: 1000, g: 1000, a: [1700000000, 5], mt: [2 ** 33, 999999999], x: [], s: 2 ** 40, c: 1, w: 'c' },
     { t: MsgType.SYNC_ENTRY, p: '/dir/fïle', k: 'f', m: 0o100644, u: 1000, g: 1000, a: [1700000000, 5], mt: [2 ** 33, 999999999], x: [], s: 2 ** 40, c: 2, w: 'i' },
     { t: MsgType.SYNC_SUMS, p: '/dir/fïle', s: 2 ** 40 + 1, i: 65536, h: bytes(48, 12), e: 1 },
-    { t: MsgType.SYNC_SUMS, p: '/new', s: -1, i: 0, h: bytes(0, 0), e: 1 }
+    { t: MsgType.SYNC_SUMS, p: '/new', s: -1, i: 0, h: bytes(0, 0), e: 1 },
+    // online verify (version 4)
+    { t: MsgType.VERIFY_BEGIN, id: 'a1b2c3d4', seq: 2 ** 40 + 9 },
+    {
+      t: MsgType.VERIFY_ENTRIES,
+      id: 'a1b2c3d4',
+      i: 0,
+      e: [
+        { p: '/', k: 'd', m: 0o40755, u: 0, g: 0, mt: [1700000000, 1] },
+        { p: '/dir/fïle', k: 'f', m: 0o100644, u: 1000, g: 1000, mt: [2 ** 33, 999999999], s: 2 ** 40, x: bytes(16, 13), c: bytes(32, 14) },
+        { p: '/l', k: 'l', m: 0o120777, u: 0, g: 0, mt: [1, 2], l: '../target' },
+        { p: '/n', k: 'n', m: 0o20644, u: 0, g: 0, mt: [1, 2], r: 0x0801 },
+        { p: '/z', k: 'f', m: 0o100644, u: 0, g: 0, mt: [1, 2], s: 3, h: '/dir/fïle' }
+      ]
+    },
+    { t: MsgType.VERIFY_ENTRIES, id: 'a1b2c3d4', i: 1, e: [], end: 1, r: bytes(16, 15) },
+    { t: MsgType.VERIFY_ENTRIES, id: 'a1b2c3d4', i: 2, e: [], err: 'this Secondary is frozen' },
+    { t: MsgType.VERIFY_ACK, id: 'a1b2c3d4', n: 8 },
+    { t: MsgType.VERIFY_END, id: 'a1b2c3d4' }
   ]
 }
 
@@ -84,9 +102,11 @@ t('the message-type table is the one on the wire: numbers never change', () => {
     ...{ HELLO: 1, CHALLENGE: 2, AUTH: 3, READY: 4, UPDATES: 5, ACK: 6, RESEND: 7, PING: 8, PONG: 9, REFUSE: 10, TASK: 11, TASK_RESULT: 12 },
     ...{ 1: 'HELLO', 2: 'CHALLENGE', 3: 'AUTH', 4: 'READY', 5: 'UPDATES', 6: 'ACK', 7: 'RESEND', 8: 'PING', 9: 'PONG', 10: 'REFUSE', 11: 'TASK', 12: 'TASK_RESULT' },
     ...{ SYNC_BEGIN: 13, SYNC_ENTRY: 14, SYNC_DATA: 15, SYNC_DIR: 16, SYNC_REMOVE: 17, SYNC_DONE: 18, SYNC_ACK: 19, SYNC_SUMS: 20 },
-    ...{ 13: 'SYNC_BEGIN', 14: 'SYNC_ENTRY', 15: 'SYNC_DATA', 16: 'SYNC_DIR', 17: 'SYNC_REMOVE', 18: 'SYNC_DONE', 19: 'SYNC_ACK', 20: 'SYNC_SUMS' }
+    ...{ 13: 'SYNC_BEGIN', 14: 'SYNC_ENTRY', 15: 'SYNC_DATA', 16: 'SYNC_DIR', 17: 'SYNC_REMOVE', 18: 'SYNC_DONE', 19: 'SYNC_ACK', 20: 'SYNC_SUMS' },
+    ...{ VERIFY_BEGIN: 21, VERIFY_ENTRIES: 22, VERIFY_ACK: 23, VERIFY_END: 24 },
+    ...{ 21: 'VERIFY_BEGIN', 22: 'VERIFY_ENTRIES', 23: 'VERIFY_ACK', 24: 'VERIFY_END' }
   })
-  assert.is(PROTOCOL_VERSION, 3)
+  assert.is(PROTOCOL_VERSION, 4)
 })
 
 t('every message type survives encodeFrame -> FrameDecoder', timed(10_000, async () => {
@@ -144,14 +164,14 @@ t('TASK and TASK_RESULT round trip with their fields and types (ibc run over the
 })
 
 /**
- * The bytes of every sample's frame, as protocol version 3 writes them (docs/FORMAT.md): a changed
+ * The bytes of every sample's frame, as protocol version 4 writes them (docs/FORMAT.md): a changed
  * Packr option, library default or key order changes them, and with them what a peer of this
  * version reads. Frames of 200 bytes or more by SHA-256. Change only with a protocol version bump.
  */
 const GOLDEN_FRAMES = [
-    '5c00000086a17401a17603a3726473ad7264732dc3bc6ec3af636f6465a573726c4964b030313233343536373839616263646566a56e6f6e6365c42001203f5e7d9cbbdaf91837567594b3d2f1102f4e6d8cabcae90827466584a3c2a2726603',
-    'sha256:4472e246aba7f6812df44b6d01c523e4cf11d489c5b012656733dec17a09dfad',
-    '980000008ca17402a17603a3726473a97265706c6963616673a56e6f6e6365c42004234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5a570726f6f66c4200524436281a0bfdefd1c3b5a7998b7d6f51433527190afceed0c2b4a6988a7c6a46e65787401a46c617374c0a76170706c69656400a56672657368c3a5656d707479c3a773796e63696e67c0a561646f7074c2',
+    '5c00000086a17401a17604a3726473ad7264732dc3bc6ec3af636f6465a573726c4964b030313233343536373839616263646566a56e6f6e6365c42001203f5e7d9cbbdaf91837567594b3d2f1102f4e6d8cabcae90827466584a3c2a2726603',
+    'sha256:6c8740c42207751434027294ca7abc3733c1ebd015711a97c5ffb388619a3428',
+    '980000008ca17402a17604a3726473a97265706c6963616673a56e6f6e6365c42004234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5a570726f6f66c4200524436281a0bfdefd1c3b5a7998b7d6f51433527190afceed0c2b4a6988a7c6a46e65787401a46c617374c0a76170706c69656400a56672657368c3a5656d707479c3a773796e63696e67c0a561646f7074c2',
     '2c00000082a17403a570726f6f66c4200625446382a1c0dffe1d3c5b7a99b8d7f61534537291b0cfee0d2c4b6a89a8c7',
     '0400000081a17404',
     'sha256:11066ba5ec871a315bc0098ae1e9242c26ea1e78e5295aae006e4d75d9da2a0a',
@@ -178,10 +198,16 @@ const GOLDEN_FRAMES = [
     '540000008ca1740ea170aa2f6469722f66c3af6c65a16ba166a16dcd81a4a175cd03e8a167cd03e8a16192ce6553f10005a26d7492cb4200000000000000ce3b9ac9ffa17890a173cb4270000000000000a16301a177a163',
     '540000008ca1740ea170aa2f6469722f66c3af6c65a16ba166a16dcd81a4a175cd03e8a167cd03e8a16192ce6553f10005a26d7492cb4200000000000000ce3b9ac9ffa17890a173cb4270000000000000a16302a177a169',
     '5a00000086a17414a170aa2f6469722f66c3af6c65a173cb4270000000001000a169ce00010000a168c4300c2b4a6988a7c6e504234261809fbeddfc1b3a597897b6d5f4133251708faecdec0b2a496887a6c5e4032241607f9ebda16501',
-    '1800000086a17414a170a42f6e6577a173ffa16900a168c400a16501'
+    '1800000086a17414a170a42f6e6577a173ffa16900a168c400a16501',
+    '1d00000083a17415a26964a86131623263336434a3736571cb4270000000009000',
+    'sha256:45f85496161c5fe9f93edf6f34aeee8255a00e580cd2ed86deb76208bb4a9050',
+    '2f00000086a17416a26964a86131623263336434a16901a16590a3656e6401a172c4100f2e4d6c8baac9e80726456483a2c1e0',
+    '3300000085a17416a26964a86131623263336434a16902a16590a3657272b874686973205365636f6e646172792069732066726f7a656e',
+    '1300000083a17417a26964a86131623263336434a16e08',
+    '1000000082a17418a26964a86131623263336434'
 ]
 
-t('encoding is a contract: every sample frame has its protocol-version-3 bytes', () => {
+t('encoding is a contract: every sample frame has its protocol-version-4 bytes', () => {
   const all = samples()
   assert.is(all.length, GOLDEN_FRAMES.length)
   all.forEach((m, i) => {

@@ -12,6 +12,7 @@ import { secondaryCommand } from './secondary'
 import { pauseCommand } from './pause'
 import { ibcCommand, ibcSendCommand } from './ibc'
 import { snapshotCommand } from './snapshot'
+import { verifyCommand } from './verify'
 import { ReplError } from '../errors'
 import { RemoteError } from '../control'
 
@@ -29,6 +30,7 @@ commands:
   snapshot      copy-on-write snapshots: create, list, delete, restore (MOUNT/.snapshots/NAME)
   stop          unmount cleanly and end a daemon
   sync          make every change so far durable in the SRL (syncfs on a FUSE mount cannot)
+  verify        compare the Primary's tree with a Secondary's, online (--repair resends what differs)
   status        role, mount, SRL and RLINK figures of a running daemon
   srl-dump      print the records retained in a stopped daemon's SRL
   demo          a local Primary, a workload, a crash and its recovery, step by step
@@ -59,6 +61,7 @@ export async function main (argv: string[]): Promise<number> {
     case 'srl-dump': return dumpCommand(rest)
     case 'demo': return demoCommand(rest)
     case 'sync': return syncCommand(rest)
+    case 'verify': return verifyCommand(rest)
     default:
       throw new ReplError('USAGE', `replicafs: unknown command ${command} (see replicafs --help)`)
   }

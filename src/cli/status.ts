@@ -20,6 +20,7 @@ interface Status {
   rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null }>
   receivedSeq?: number, appliedSeq?: number, consistent?: boolean, syncing?: string | null, connected?: boolean, primary?: { address: string | null, srlId: string | null }
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
+  verify?: Array<{ id: string, secondary: string, phase: string, seq: number, entries: number, bytes: number, theirEntries: number, differing: number }> | { id: string, entries: number, bytes: number } | null
 }
 
 export async function statusCommand (argv: string[]): Promise<number> {
@@ -63,6 +64,9 @@ export async function statusCommand (argv: string[]): Promise<number> {
       `primary:       ${s.connected ? `connected from ${s.primary?.address ?? '?'}` : 'not connected'}; follows SRL ${s.primary?.srlId ?? '(none yet)'}`,
       `received:      ${s.receivedSeq ?? 0}, applied ${s.appliedSeq ?? 0}, ${s.consistent ? 'consistent' : 'NOT consistent'}${s.syncing ? ` (full synchronization ${s.syncing} in progress)` : ''}`)
   }
+  if (Array.isArray(s.verify)) {
+    for (const v of s.verify) lines.push(`verify ${v.id} of ${v.secondary} at sequence number ${v.seq}: ${v.phase}; ${v.entries} entries (${v.bytes} bytes) walked here, ${v.theirEntries} there; ${v.differing} paths differ so far`)
+  } else if (s.verify != null) lines.push(`verify ${s.verify.id}: ${s.verify.entries} entries (${s.verify.bytes} bytes) of this Secondary's snapshot walked for the Primary`)
   if (s.fatal) lines.push(`FATAL:         ${s.fatal}`)
   process.stdout.write(lines.join('\n') + '\n')
   return 0

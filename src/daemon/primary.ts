@@ -32,7 +32,8 @@ import { ReplError, IbcError } from '../errors'
 import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
 import { runSteps, closeControl, stopper, mountWatch, stopCommand, type Logger, type RunningDaemon } from './lifecycle'
-import { snapshotSource, PrimarySnapshots, type SnapshotRequest } from './snapshots'
+import { snapshotSource, PrimarySnapshots, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
+import { PrimaryVerifier } from './verify'
 
 export interface PrimaryConfig {
   data: string
@@ -68,6 +69,7 @@ interface Primary {
   rlinks: RlinkSet | null
   ibc: IbcPrimary | null
   snapshots: PrimarySnapshots | null
+  verifier: PrimaryVerifier
   adapter: FuseAdapter
   stop: RunningDaemon['stop']
   log: Logger
@@ -128,6 +130,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
     if (srl !== null) {
       const s = snaps = SnapshotSet.open(state, data, { log })
+      dropVerifySnapshots(s, log)
       rvg.snapshots = { beforeApply: (rec) => { s.beforeApply(rec); syncs.beforeApply(rec) }, sync: async () => { await s.sync() } }
     }
     for (const w of srl?.warnings ?? []) log(w)
@@ -162,7 +165,8 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   if (rlinks !== null) rlinks.onFatal = (err: Error): void => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
   const primary: Primary = {
     cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop, adapter: adapter!,
-    snapshots: snaps === null ? null : new PrimarySnapshots(snaps, live, log)
+    snapshots: snaps === null ? null : new PrimarySnapshots(snaps, live, log),
+    verifier: new PrimaryVerifier(live, rlinks, snaps, log)
   }
   try {
     server = await serve(state, async (req, signal) => await primaryCommand(primary, req, signal))
@@ -204,6 +208,8 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
       const which = typeof req.secondary === 'string' ? req.secondary : undefined
       return { [req.cmd === 'pause' ? 'paused' : 'resumed']: await p.rlinks.setPaused(which, req.cmd === 'pause') }
     }
+    case 'verify':
+      return await p.verifier.command(req as { secondary?: unknown, repair?: unknown }, signal)
     case 'sync':
       await p.rvg.sync()
       return { synced: p.srl ? p.srl.lastSeq : null }
@@ -229,6 +235,7 @@ function primaryStatus (p: Primary): unknown {
     throttled: p.rlinks === null ? null : { by: p.rlinks.throttled, writes: p.rlinks.throttledWrites, ms: p.rlinks.throttledMs },
     srl: p.srl ? p.srl.stats(p.rvg.appliedSeq) : null,
     rlinks: p.rlinks?.status() ?? [],
+    verify: p.verifier.progress,
     ibc: p.ibc?.status() ?? null,
     openFiles: p.adapter.openHandles,
     checkpointError: p.rvg.checkpointError,

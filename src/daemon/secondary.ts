@@ -11,7 +11,7 @@
 import path from 'node:path'
 import type net from 'node:net'
 import { Srl, isEmptyTree } from '../srl'
-import { SyncReceiver } from '../sync'
+import { SyncReceiver, VerifyResponder } from '../sync'
 import { SecondaryRvg } from '../rvg/secondary'
 import { FuseAdapter, type AdapterRvg } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
@@ -28,7 +28,7 @@ import { sys } from '../native'
 import { ReplError, IbcError, errnoError } from '../errors'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
 import { runSteps, closeControl, stopper, mountWatch, stopCommand, type Logger, type RunningDaemon } from './lifecycle'
-import { snapshotSource, secondarySnapshotCommand, type SnapshotRequest } from './snapshots'
+import { snapshotSource, secondarySnapshotCommand, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 
 export interface SecondaryConfig {
   data: string
@@ -61,6 +61,7 @@ interface Secondary {
   snaps: SnapshotSet
   /** Full synchronization from the Primary (src/sync/). */
   sync: SyncReceiver | null
+  verify: VerifyResponder
   stop: RunningDaemon['stop']
   log: Logger
 }
@@ -84,6 +85,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   let server: net.Server | null = null
   let receiver: RlinkReceiver | null = null
   let sync: SyncReceiver | null = null
+  let verify: VerifyResponder | null = null
   let ibc: IbcSecondary | null = null
   let snaps: SnapshotSet | null = null
   const watch = mountWatch(mount, log)
@@ -119,6 +121,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       }
     })
     snaps = SnapshotSet.open(state, data, { log })
+    dropVerifySnapshots(snaps, log)
     rvg.snapshots = snaps
     for (const w of srl.warnings) log(w)
     await abortCutTasks(ibc, taskEnv, log)
@@ -147,8 +150,19 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       names: () => theSnaps.names(),
       preserver: { get active () { return theSnaps.latest !== null }, beforeApply: (rec) => theSnaps.beforeApply(rec) }
     })
+    // Online verify: its snapshot is taken between the records it names (SecondaryRvg.at).
+    verify = new VerifyResponder({
+      takeAt: async (seq, name) => {
+        await applier.at(seq, async (at) => { theSnaps.create(name, at) })
+        const view = theSnaps.view(name)
+        if (view === null) throw new ReplError('NOT_FOUND', `snapshot ${name} vanished`)
+        return view
+      },
+      drop: (name) => theSnaps.delete(name)
+    }, log)
     receiver = new RlinkReceiver({
       sync,
+      verify,
       listen: cfg.listen,
       secret,
       rds: cfg.rds,
@@ -167,7 +181,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   const { stopped, stop } = stopper(release, log, 'closing the RLINK, unmounting, applying and checkpointing the SRL')
   watch.arm(stop)
   rvg.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
-  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, stop, log }
+  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log }
   try {
     server = await serve(state, async (req, signal) => await secondaryCommand(secondary, req, signal))
   } catch (err) {
@@ -195,6 +209,8 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
       return await handleIbc({ secondary: s.ibc }, req as IbcRequest, signal)
     case 'ibc-run':
       throw new IbcError('EIBC_WRONG_ROLE', 'ibc run runs on the Primary; this daemon is a Secondary')
+    case 'verify':
+      throw new ReplError('WRONG_ROLE', 'verify runs on the Primary (it compares its tree with a Secondary\'s); this daemon is a Secondary')
     case 'snapshot':
       return await secondarySnapshotCommand(s.snaps, s.rvg, req as SnapshotRequest, s.log)
     case 'status':
@@ -213,6 +229,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         syncing: s.sync?.syncing ?? null,
         syncSnapshot: s.sync?.snapshot ?? null,
         sync: s.sync?.progress ?? null,
+        verify: s.verify.progress,
         frozen: s.ibc.frozen,
         ibc: s.ibc.status(),
         connected: s.receiver.connected,

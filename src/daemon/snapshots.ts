@@ -21,6 +21,7 @@ import type { SecondaryRvg } from '../rvg/secondary'
 import { RecordType } from '../format/record'
 import { ReplError } from '../errors'
 import { KERNEL_ATTR_CACHE_WAIT_MS } from '../limits'
+import { VERIFY_SNAPSHOT_PREFIX } from '../sync'
 import type { Logger } from './lifecycle'
 
 export interface SnapshotRequest { cmd: string, op?: unknown, name?: unknown }
@@ -30,6 +31,15 @@ export function snapshotSource (set: SnapshotSet): SnapshotSource {
   return {
     names: () => set.names(),
     view: (name) => set.view(name)
+  }
+}
+
+/** A verify's snapshot outlives it only by a crash or a stop mid-verify: deleted at start. */
+export function dropVerifySnapshots (set: SnapshotSet, log: Logger): void {
+  for (const n of set.names()) {
+    if (!n.startsWith(VERIFY_SNAPSHOT_PREFIX)) continue
+    set.delete(n)
+    log(`snapshot ${n} deleted: its verify did not finish before the last stop`)
   }
 }
 

@@ -36,7 +36,7 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 5
+export const STATE_FORMAT_VERSION = 6
 /**
  * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
  * 2 -> 3: the `synced` key, written from the next checkpoint on; 3 -> 4: the `baseline` and `sync`
@@ -44,7 +44,7 @@ export const STATE_FORMAT_VERSION = 5
  * data directory, as it had to be; 4 -> 5: `sync.c`, absent in a synchronization begun by
  * format 4, which was full: false).
  */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5]
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6]
 
 /**
  * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
@@ -75,8 +75,12 @@ export interface LastRecord { seq: number, crc: number }
  */
 export interface RlinkPosition { seq: number, offset: number, paused: boolean, dcm?: boolean }
 
-/** A path in an RLINK's change map: t, everything below it too (a rename). */
-export interface DcmMark { t: 0 | 1 }
+/**
+ * A path in an RLINK's change map: t, everything below it too (a rename); c (state format 6;
+ * absent: 0): put there by `verify --repair`, its chunks are compared even where its size and
+ * mtime are the Primary's.
+ */
+export interface DcmMark { t: 0 | 1, c?: 1 }
 
 export interface Follow { srlId: string, rds: string }
 

@@ -1,5 +1,5 @@
 /**
- * RLINK wire protocol, version 3 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * RLINK wire protocol, version 4 (docs/FORMAT.md "Wire protocol" is the contract; change it only
  * with a version bump).
  *
  * A connection is a sequence of frames in each direction:
@@ -28,13 +28,19 @@
  * bytes (w: 'c'); the Secondary answers SYNC_SUMS (its file's size and per-chunk hashes) where its
  * file may differ, before that frame's SYNC_ACK, and the Primary sends the entry again (w: 'i')
  * with the chunks whose hashes differ.
+ *
+ * Online verify (version 4; src/sync/verify.ts): the Primary takes a snapshot of its tree after
+ * record `seq` and asks the Secondary for its own at the same point,
+ *   P -> S  VERIFY_BEGIN {id, seq}, VERIFY_ACK {id, n} (frames compared), VERIFY_END {id}
+ *   S -> P  VERIFY_ENTRIES {id, i, e, end?, err?}: its snapshot's entries, walked in order
+ * while UPDATES go on both ways as usual.
  */
 import crypto from 'node:crypto'
 import { Packr } from 'msgpackr'
 import { ReplError } from '../errors'
 import { WIRE_FRAME_BYTES_MAX } from '../limits'
 
-export const PROTOCOL_VERSION = 3
+export const PROTOCOL_VERSION = 4
 
 /** One table of message types; numbers are on the wire: never reuse one. */
 export enum MsgType {
@@ -59,7 +65,12 @@ export enum MsgType {
   SYNC_REMOVE = 17,
   SYNC_DONE = 18,
   SYNC_ACK = 19,
-  SYNC_SUMS = 20
+  SYNC_SUMS = 20,
+  /** Online verify (src/sync/verify.ts). */
+  VERIFY_BEGIN = 21,
+  VERIFY_ENTRIES = 22,
+  VERIFY_ACK = 23,
+  VERIFY_END = 24
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
@@ -159,9 +170,46 @@ export interface SyncAck { t: MsgType.SYNC_ACK, n: number }
  */
 export interface SyncSums { t: MsgType.SYNC_SUMS, p: string, s: number, i: number, h: Uint8Array, e?: 1 }
 
+/**
+ * Online verify: the Secondary takes snapshot `verify-<id>` of its data directory once it has
+ * applied record `seq` (before it applies seq + 1), and sends its entries (VERIFY_ENTRIES); the
+ * Primary has taken its own after the same record.
+ */
+export interface VerifyBegin { t: MsgType.VERIFY_BEGIN, id: string, seq: number }
+/**
+ * One entry of a tree being verified, in walk order (depth first, names sorted as JavaScript sorts
+ * strings; a directory before its entries). k, m, u, g, l, r as SyncEntry; mt: mtime; s: a file's
+ * size; x: XXH3-128 of its extended attributes (names sorted, each name NUL value-length value;
+ * absent: none); h: with several links, the first path of the walk that is this file; c: a file's
+ * chunk hashes (as SYNC_SUMS).
+ */
+export interface VerifyEntry {
+  p: string
+  k: 'f' | 'd' | 'l' | 'n'
+  m: number
+  u: number
+  g: number
+  mt: SyncTime
+  s?: number
+  x?: Uint8Array
+  l?: string
+  r?: number
+  h?: string
+  c?: Uint8Array
+}
+/**
+ * Frame `i` (from 0) of the Secondary's entries; end: 1 on the last (r: the Merkle root of its
+ * tree); err: the Secondary could not verify (why), the last frame.
+ */
+export interface VerifyEntries { t: MsgType.VERIFY_ENTRIES, id: string, i: number, e: VerifyEntry[], end?: 1, r?: Uint8Array, err?: string }
+/** The Primary has compared the first `n` frames (the Secondary sends up to VERIFY_WINDOW_FRAMES more). */
+export interface VerifyAck { t: MsgType.VERIFY_ACK, id: string, n: number }
+/** The verify is over (done or given up): the Secondary stops and deletes its snapshot. */
+export interface VerifyEnd { t: MsgType.VERIFY_END, id: string }
+
 export type SyncMessage = SyncBegin | SyncEntry | SyncData | SyncDir | SyncRemove | SyncDone
 
-export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums
+export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums | VerifyBegin | VerifyEntries | VerifyAck | VerifyEnd
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({

@@ -8,7 +8,7 @@
  * data-acked position is what the SRL keeps records for.
  */
 import net from 'node:net'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult, type SyncSums } from '../format/wire'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult, type SyncSums, type VerifyEntries } from '../format/wire'
 import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
@@ -64,6 +64,8 @@ export interface Context {
 export interface ChangeMapsView {
   size (address: string): number
   marks (address: string, since: Position): Map<string, boolean>
+  /** Whether its resynchronization compares every chunk (paths from verify --repair). */
+  compareAll (address: string): boolean
   clear (address: string): Promise<void>
 }
 
@@ -131,6 +133,13 @@ export class AppendClock {
   }
 }
 
+/** An online verify over this RLINK (src/sync/verify.ts VerifySession). */
+export interface VerifyOver {
+  readonly id: string
+  entries (m: VerifyEntries): void
+  lost (why: string): void
+}
+
 interface Waiter { seq: number, resolve: () => void, reject: (err: Error) => void }
 interface TaskWaiter { resolve: (r: TaskResult) => void, reject: (err: Error) => void }
 
@@ -160,6 +169,9 @@ export class Rlink {
   private syncAcked = 0
   /** SYNC_DONE sent with this sequence number, and not yet acked by the Secondary (it is applying the last frames). */
   private syncDoneAt: number | null = null
+  /** The online verify running over this connection, if any. */
+  verifying: VerifyOver | null = null
+
   /** When the data-acked / network-acked positions last moved (or the link came up). */
   lastDackAt = 0
   private lastNackAt = 0
@@ -197,14 +209,16 @@ export class Rlink {
    * record up to `at`; ordered replication ends (the link is dropped if up) until it is
    * resynchronized from the map at the next handshake.
    */
-  enterDcm (at: Position, why: string): void {
+  enterDcm (at: Position, why: string, repair = false): void {
     this.dcmPos = at
     this.dcmSince = new Date().toISOString()
     this.batches = []
     this.followHead()
     this.wakeWaiters()
-    this.ctx.log(`RLINK to ${this.address}: the SRL would overflow (${why}): its changes go to its change map (DCM) instead; it is resynchronized from the map when it connects`)
-    if (this.conn !== null) this.conn.end('the SRL overflowed: resynchronizing from the change map')
+    this.ctx.log(repair
+      ? `RLINK to ${this.address}: ${why}: they go to its change map, and the Secondary is resynchronized from it by difference (every chunk compared), then ordered replication goes on`
+      : `RLINK to ${this.address}: the SRL would overflow (${why}): its changes go to its change map (DCM) instead; it is resynchronized from the map when it connects`)
+    if (this.conn !== null) this.conn.end(repair ? 'verify --repair: resynchronizing what differs' : 'the SRL overflowed: resynchronizing from the change map')
   }
 
   start (): void {
@@ -287,7 +301,7 @@ export class Rlink {
     // meanwhile), by difference; a new or emptied one goes on below (the map covers the tree it
     // had, not an empty one) and the map is dropped when that synchronization is done.
     if (this.dcm && this.ctx.sync !== undefined && this.ctx.dcm !== undefined && !m.fresh && !m.empty) {
-      this.startSync({ diff: true, checksum: m.adopt === true, from: this.ctx.dcm.marks(this.address, this.dcmPos!) })
+      this.startSync({ diff: true, checksum: m.adopt === true || this.ctx.dcm.compareAll(this.address), from: this.ctx.dcm.marks(this.address, this.dcmPos!) })
       return null
     }
     // A Secondary that has never held a record: from record 1 if this SRL has every record since
@@ -458,6 +472,9 @@ export class Rlink {
       }
       case MsgType.PONG:
         return
+      case MsgType.VERIFY_ENTRIES:
+        if (this.verifying !== null && this.verifying.id === m.id) this.verifying.entries(m)
+        return
       case MsgType.TASK_RESULT: {
         const w = this.tasks.get(m.id)
         if (w === undefined) return
@@ -468,6 +485,14 @@ export class Rlink {
       default:
         this.conn?.refuse('PROTOCOL', `unexpected message type ${m.t}`)
     }
+  }
+
+  /** Sends a frame of an online verify; false if the link is not up. */
+  sendVerify (m: Message): boolean {
+    const c = this.conn
+    if (c === null || this.state !== 'connected') return false
+    c.send(m)
+    return true
   }
 
   /** `ibc run`: asks the Secondary to run one step of a task; rejects if the link is or goes down. */
@@ -597,6 +622,7 @@ export class Rlink {
     const w = this.waiters.splice(0)
     for (const x of w) x.reject(this.notConnected())
     for (const t of this.tasks.values()) t.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} went down: ${reason}`))
+    this.verifying?.lost(reason)
     this.tasks.clear()
     if (this.closed) return
     if (this.state !== 'paused') {
@@ -659,6 +685,7 @@ export class Rlink {
     if (this.heartbeat) clearInterval(this.heartbeat)
     const w = this.waiters.splice(0)
     for (const x of w) x.resolve()
+    this.verifying?.lost('the Primary is stopping')
     this.conn?.end('the Primary is stopping')
     this.conn = null
   }

@@ -14,7 +14,7 @@
  */
 import net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message, type SyncMessage, type SyncSums } from '../format/wire'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message, type SyncMessage, type SyncSums, type VerifyBegin } from '../format/wire'
 import { FramedSocket, formatAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
@@ -56,7 +56,18 @@ export interface SyncReceiving {
   interrupted (): void
 }
 
+/** Online verify on this Secondary (src/sync/verify.ts VerifyResponder, composed by the daemon). */
+export interface VerifyReceiving {
+  /** VERIFY_BEGIN: answered with `send` in the background; throws PROTOCOL on a malformed one. */
+  begin (m: VerifyBegin, send: (m: Message) => boolean): void
+  ack (id: string, n: number): void
+  /** VERIFY_END (`id`), or the link it runs over went down (no id). */
+  end (id?: string): void
+}
+
 export interface ReceiverConfig {
+  /** Online verify; without it VERIFY_BEGIN is answered with an error. */
+  verify?: VerifyReceiving
   /** Full synchronization; without it a Secondary the SRL cannot bring up to date is refused. */
   sync?: SyncReceiving
   /** Runs one step of an `ibc run` task here. */
@@ -86,12 +97,16 @@ class Connection {
   private syncFrames = 0
   private syncOpen = false
 
+  /** A verify was begun over this connection (it ends with it). */
+  private verifying = false
+
   /** `ibc run` tasks registered over this connection and not yet unregistered. */
   private readonly openTasks = new Set<string>()
 
   constructor (sock: net.Socket, private readonly rx: RlinkReceiver) {
     this.fs = new FramedSocket(sock, (m) => this.onMessage(m), (reason) => {
       rx.ended(this, reason)
+      if (this.verifying) rx.cfg.verify?.end()
       if (this.syncOpen) {
         rx.cfg.log(`full synchronization cut short: ${reason}; it begins again when the Primary is back`)
         this.chain = this.chain.then(() => rx.cfg.sync?.interrupted())
@@ -196,6 +211,21 @@ class Connection {
             return
           case MsgType.PING:
             this.fs.send({ t: MsgType.PONG, ts: m.ts })
+            return
+          case MsgType.VERIFY_BEGIN: {
+            // At once, not after the updates queued before it: its sequence number is reached by
+            // applying them, and none after it can be applied before this frame is handled.
+            const v = this.rx.cfg.verify
+            if (v === undefined) { this.fs.send({ t: MsgType.VERIFY_ENTRIES, id: String(m.id), i: 0, e: [], err: 'this Secondary does not verify' }); return }
+            try { v.begin(m, (r) => this.fs.isEnded ? false : this.fs.send(r)) } catch (err) { this.refuse('PROTOCOL', (err as Error).message); return }
+            this.verifying = true
+            return
+          }
+          case MsgType.VERIFY_ACK:
+            this.rx.cfg.verify?.ack(String(m.id), m.n)
+            return
+          case MsgType.VERIFY_END:
+            this.rx.cfg.verify?.end(String(m.id))
             return
           case MsgType.TASK: {
             const run = this.rx.cfg.task

@@ -29,6 +29,8 @@ export const SRLPROT_VALUES: SrlProt[] = ['autodcm', 'dcm', 'fail', 'override', 
 export interface ChangeMapsControl extends ChangeMapsView {
   /** Adds the paths of the SRL's records after `from` up to `upto` to the map of `address`; the position after them. */
   fold (address: string, from: Position, upto: number): Promise<Position>
+  /** Adds paths a verify found different, durably, to be compared chunk by chunk. */
+  add (address: string, paths: Map<string, boolean>): Promise<void>
 }
 
 /** What is stored for `l` (LevelDB `rlink/<address>`): in DCM mode how far its map goes, else what it data-acked. */
@@ -242,12 +244,26 @@ export class RlinkSet {
   }
 
   /** Takes `l` off the SRL onto its change map: every record it has not data-acked is folded first. */
-  private async toDcm (l: Rlink, why: string): Promise<void> {
+  private async toDcm (l: Rlink, why: string, repair = false): Promise<void> {
     // Only what the SRL holds durably: a crash may lose the rest, which must not be counted.
     const at = await this.maps!.fold(l.address, l.dackPos, this.srl.syncedSeq)
     await this.srl.store.put(State.rlink.key(l.address), { ...at, paused: l.paused, dcm: true })
-    l.enterDcm(at, why)
+    l.enterDcm(at, why, repair)
     this.changed()
+  }
+
+  /**
+   * verify --repair: the paths a verify found different on the Secondary at `address` go to its
+   * change map (durably, each compared chunk by chunk), and the RLINK leaves the SRL for the map,
+   * as DCM does: the Secondary is resynchronized from it by difference (keeping a snapshot of
+   * itself meanwhile), then ordered replication goes on. DRBD's online verify marks its
+   * out-of-sync blocks the same way and resynchronizes them at the next connect.
+   */
+  async repair (address: string, paths: Map<string, boolean>): Promise<void> {
+    const [l] = this.find(address)
+    if (this.maps === undefined) throw new ReplError('USAGE', 'this Primary keeps no change maps')
+    await this.maps.add(address, paths)
+    if (!l.dcm) await this.toDcm(l, `verify --repair: ${paths.size} paths differ`, true)
   }
 
   /** srlprot override, off: the SRL overflows `l`; it is STALE from now on (synchronized by difference, every chunk compared, when it connects). */
@@ -265,7 +281,7 @@ export class RlinkSet {
   }
 
   /** The next ack or state change, or a second: bounded, since a Secondary may stop acking. */
-  private async progressOrSecond (): Promise<void> {
+  async progressOrSecond (): Promise<void> {
     let timer: NodeJS.Timeout | undefined
     await Promise.race([this.progress(), new Promise<void>((resolve) => { timer = setTimeout(resolve, 1000) })])
     clearTimeout(timer)

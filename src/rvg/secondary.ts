@@ -234,14 +234,60 @@ export class SecondaryRvg {
     }
   }
 
+  /** Runs between two records at a given point (at()), in sequence order. */
+  private stops: Array<{ seq: number, run: () => void, fail: (err: Error) => void }> = []
+
+  /**
+   * Runs `fn` between records `seq` and `seq + 1`, once the apply loop gets there (with it stopped,
+   * as exclusive()). Rejects if it is past `seq` already, or cannot get there: stopped, or held
+   * at an IBC message before it (frozen).
+   */
+  at<T> (seq: number, fn: (appliedSeq: number) => Promise<T>): Promise<T> {
+    if (this.applied.seq > seq) return Promise.reject(new ReplError('BUSY', `this Secondary has applied up to sequence number ${this.applied.seq}, past ${seq}`))
+    const held = this.cannotReach(seq)
+    if (held !== null) return Promise.reject(held)
+    return new Promise<T>((resolve, reject) => {
+      this.stops.push({ seq, run: () => { this.exclusive(fn).then(resolve, reject) }, fail: reject })
+      this.stops.sort((a, b) => a.seq - b.seq)
+      this.kick()
+    })
+  }
+
+  /** Why the apply loop cannot get to `seq` now, or null. */
+  private cannotReach (seq: number): Error | null {
+    if (this.stopped) return new ReplError('APPLY_FAILED', 'the apply loop of this Secondary has stopped')
+    if (this.ibcHeld !== null && this.ibcHeld.seq <= seq) return new ReplError('BUSY', `this Secondary is frozen at the IBC message of sequence number ${this.ibcHeld.seq} (unfreeze it first)`)
+    return null
+  }
+
+  /** Starts the stop due here, if any (the apply loop is then paused); whether it did. */
+  private runStop (): boolean {
+    const s = this.stops[0]
+    if (s === undefined || this.applied.seq < s.seq) return false
+    this.stops.shift()
+    s.run()
+    return true
+  }
+
+  /** Rejects the stops the apply loop can no longer get to. */
+  private failStops (): void {
+    this.stops = this.stops.filter((s) => {
+      const why = this.cannotReach(s.seq)
+      if (why !== null) s.fail(why)
+      return why === null
+    })
+  }
+
   private slice (): void {
     this.scheduled = false
     if (this.fatal || this.closed || this.paused > 0) return
+    if (this.runStop()) return
     if (this.stalled !== null && !this.stalled.due) return
     const before = this.applied.seq
     const deadline = Date.now() + SECONDARY_APPLY_SLICE_MS
     try {
       while (this.applied.seq < this.srl.lastSeq && Date.now() < deadline) {
+        if (this.stops.length > 0 && this.applied.seq >= this.stops[0].seq) break
         if (!this.step()) break
       }
       this.fds.trim()
@@ -256,6 +302,7 @@ export class SecondaryRvg {
       for (const f of w) f()
       if (this.srl.usedBytes * 100 > this.srl.capacityBytes * CHECKPOINT_FILL_PERCENT) this.checkpoint().catch((err) => this.fail(err))
     }
+    if (this.stops.length > 0) { this.failStops(); if (this.stops.length > 0 && this.applied.seq >= this.stops[0].seq) { this.kick(); return } }
     // (Not while the newest record waits for the rest of its frame: append() kicks when done.)
     const waitsForFrame = this.appending > 0 && this.applied.seq + 1 === this.srl.lastSeq
     if (this.applied.seq < this.srl.lastSeq && this.failed === null && this.ibcHeld === null && !waitsForFrame) this.kick()
@@ -429,6 +476,8 @@ export class SecondaryRvg {
     // A Secondary resynchronized from a change map has a log, all applied: released first.
     if (this.srl.lastSeq !== this.srl.tailSeq) await this.checkpoint()
     await this.srl.restartAt(seq)
+    // The tree is now another one: no earlier point can be had.
+    for (const st of this.stops.splice(0)) st.fail(new ReplError('BUSY', 'this Secondary was synchronized meanwhile'))
     this.applied = this.srl.tailPosition
     this.lastChange = seq
     this.replaying = false
@@ -446,6 +495,7 @@ export class SecondaryRvg {
     if (this.fatal) return
     if (this.stalled?.timer) clearTimeout(this.stalled.timer)
     this.fatal = err
+    this.failStops()
     this.opts.log?.(`fatal: ${err.message}`)
     const w = this.roomWaiters.splice(0)
     for (const f of w) f()
@@ -463,6 +513,7 @@ export class SecondaryRvg {
       try { if (!this.step()) break } catch (err) { this.fail(err as Error) }
     }
     this.closed = true
+    this.failStops()
     if (!this.fatal) {
       this.writeCursor()
       await this.checkpoint().catch((err) => this.opts.log?.(`stop: checkpoint: ${(err as Error).message}`))

@@ -17,6 +17,8 @@ import { SyncTarget, type SyncPreserver } from './target'
 export { SyncSource, type SyncProgress, type SyncMode } from './source'
 export { SyncTarget } from './target'
 export { ChangeMaps, pathsOf } from './map'
+export { VerifySession, VerifyResponder, VERIFY_SNAPSHOT_PREFIX, type VerifyResult, type VerifyProgress, type VerifySnapshots } from './verify'
+export type { Difference } from './compare'
 
 /**
  * The Primary's synchronizations in progress. `beforeApply` is the RVG's hook before every record

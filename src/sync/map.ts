@@ -15,7 +15,7 @@
  * nothing: the records not yet folded are still in the SRL, and the next checkpoint folds them.
  */
 import { RecordType, type Record } from '../format/record'
-import { State, type Position } from '../format/state'
+import { State, type Position, type DcmMark } from '../format/state'
 import type { LogStore } from '../srl/state'
 import type { Srl } from '../srl'
 
@@ -52,6 +52,8 @@ function mark (map: Map<string, boolean>, p: string, tree: boolean): boolean {
 /** The Primary's change maps, one per RLINK in DCM mode, kept in memory and in LevelDB. */
 export class ChangeMaps {
   private readonly maps = new Map<string, Map<string, boolean>>()
+  /** RLINKs whose map has a path to compare chunk by chunk (verify --repair: its size and mtime may be the Primary's). */
+  private readonly compare = new Set<string>()
   /** IBC messages said to be lost (address and sequence number), said once. */
   private readonly lost = new Set<string>()
 
@@ -63,10 +65,33 @@ export class ChangeMaps {
     for (const a of addresses) {
       const fam = State.dcm(a)
       const m = new Map<string, boolean>()
-      for (const [k, v] of await store.entries(fam)) m.set(k.name.slice(fam.prefix.length), v.t === 1)
+      for (const [k, v] of await store.entries(fam)) {
+        m.set(k.name.slice(fam.prefix.length), v.t === 1)
+        if (v.c === 1) c.compare.add(a)
+      }
       c.maps.set(a, m)
     }
     return c
+  }
+
+  /** Whether a resynchronization of `address` compares every chunk (a path in its map came from verify --repair). */
+  compareAll (address: string): boolean { return this.compare.has(address) }
+
+  /**
+   * Adds `paths` (path -> everything below it too), found to differ by a verify, to the map of
+   * `address`, durably, each to be compared chunk by chunk.
+   */
+  async add (address: string, paths: Map<string, boolean>): Promise<void> {
+    let map = this.maps.get(address)
+    if (map === undefined) { map = new Map(); this.maps.set(address, map) }
+    const fam = State.dcm(address)
+    const puts: Array<[ReturnType<typeof fam.key>, DcmMark]> = []
+    for (const [p, tree] of paths) {
+      mark(map, p, tree)
+      puts.push([fam.key(p), { t: map.get(p) === true ? 1 : 0, c: 1 }])
+    }
+    await this.store.batch(puts)
+    this.compare.add(address)
   }
 
   /** Paths in the map of `address` (0: none, or not in DCM mode). */
@@ -120,6 +145,7 @@ export class ChangeMaps {
   /** The map of `address` is no longer needed (its Secondary was resynchronized from it). */
   async clear (address: string): Promise<void> {
     this.maps.delete(address)
+    this.compare.delete(address)
     await this.store.clear(State.dcm(address))
   }
 }
