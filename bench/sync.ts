@@ -7,12 +7,15 @@
  *   full   rsync -a SRC/ DST/ (local: rsync's copy without a network, its best case), against a
  *          Secondary on an empty directory, then a Primary over SRC replicating to it on
  *          loopback: from the Primary's start to its RLINK reporting the Secondary consistent
- *   1%     then 1% of the small files rewritten in SRC (new bytes, new mtime), and the copies
- *          brought up to date: rsync -a --checksum (every file's bytes compared, as replicafs's
- *          --sync-existing does), rsync -a (size and mtime only), and a new Primary over SRC with
- *          a Secondary started --sync-existing over its old copy
  *   verify after the full synchronization, the identical trees compared: rsync -a -n --checksum
  *          (a dry run reading both trees) against `replicafs verify` with replication running
+ *   DCM    then, the RLINK paused, 1% of the small files rewritten through the Primary's mount
+ *          (new bytes, new mtime) and the 4 MiB SRL overflowed: timed from resume to the Secondary
+ *          consistent again (resynchronized from the change map); the rsync copies brought up to
+ *          date with rsync -a --checksum (every file's bytes compared) and rsync -a (size and mtime)
+ *   1%     another 1% rewritten in SRC behind replicafs's back, rsync -a --checksum, and a new
+ *          Primary over SRC with a Secondary started --sync-existing over its old copy (every
+ *          chunk compared: it knows nothing of its copy)
  * Reports seconds, MiB/s of the tree and CPU seconds (user + system, from /proc/stat's
  * whole-machine counters: the machine runs nothing else). Not part of `npm run bench`; the issue's
  * targets: full synchronization at least as fast as rsync, resync of 1% changed in at most half
@@ -95,14 +98,14 @@ async function timed (root: string, fn: () => Promise<void>): Promise<{ s: numbe
 
 /** A Secondary, then a Primary replicating to it, timed from the Primary's start to a consistent RLINK. */
 async function replicate (repo: string, root: string, pd: { data: string, mount: string, state: string }, sd: { data: string, mount: string, state: string },
-  secret: string, secArgs: string[], log: (s: string) => void, whileUp?: () => Promise<void>): Promise<{ s: number, cpu: number, start: number }> {
+  secret: string, secArgs: string[], log: (s: string) => void, whileUp?: () => Promise<void>, priArgs: string[] = []): Promise<{ s: number, cpu: number, start: number }> {
   const nodeArgs = (process.env.SYNC_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
   const sec = await startDaemon(repo, 'secondary', sd, { log, nodeArgs, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret, ...secArgs] })
   let pri: Awaited<ReturnType<typeof startDaemon>> | null = null
   try {
     const listen = ((await request(sd.state, { cmd: 'status' })) as { listen: string }).listen
     const t = await timed(root, async () => {
-      pri = await startDaemon(repo, 'primary', pd, { log, nodeArgs, extraArgs: ['--secondary', listen, '--secret-file', secret] })
+      pri = await startDaemon(repo, 'primary', pd, { log, nodeArgs, extraArgs: ['--secondary', listen, '--secret-file', secret, ...priArgs] })
       for (;;) {
         const st = await request(pd.state, { cmd: 'status' }) as { rlinks: Array<{ consistent: boolean, state: string }> }
         if (st.rlinks[0].state === 'connected' && st.rlinks[0].consistent) break
@@ -141,29 +144,53 @@ async function main (): Promise<void> {
       fs.mkdirSync(work)
       const dirs = (name: string): { data: string, mount: string, state: string } =>
         ({ data: path.join(work, name, 'data'), mount: path.join(work, name, 'mnt'), state: path.join(work, name, 'state') })
-      // Full: rsync, then replicafs onto an empty Secondary.
+      // Full: rsync, then replicafs onto an empty Secondary (a Primary with a 4 MiB SRL, for the DCM step).
       const copyA = path.join(work, 'rsync-a')
       row(r, 'full: rsync -a', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
-      const sd = dirs('sec')
-      forgetSrl(src)
-      let verify: { s: number, cpu: number } | null = null
-      const full = await replicate(repo, img.mountpoint, { ...dirs('pri'), data: src }, sd, secret, [], log, async () => {
-        verify = await timed(img.mountpoint, async () => { await runOk([process.execPath, path.join(repo, 'bin', 'replicafs'), 'verify', '--state', dirs('pri').state], { timeoutMs: 3_600_000 }) })
-      })
-      row(r, `full: replicafs (of which the Primary's start ${full.start.toFixed(2)} s)`, full)
-      // Verify of identical trees: rsync's dry run comparing every file's checksum, and replicafs verify (online, both snapshots).
-      row(r, 'verify: rsync -a -n --checksum (dry run, identical trees)', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '-n', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
-      row(r, 'verify: replicafs verify (identical trees, replication running)', verify!)
-      // 1% of the files changed: each copy brought up to date.
       const copyB = path.join(work, 'rsync-b')
       await runOk(['cp', '-a', copyA, copyB], { timeoutMs: 3_600_000 })
-      const changed = changeOnePercent(src, files, r)
+      const sd = dirs('sec')
+      const pd = { ...dirs('pri'), data: src }
+      forgetSrl(src)
+      let verify: { s: number, cpu: number } | null = null
+      let dcm: { s: number, cpu: number } | null = null
+      let changed = 0
+      const cmd = async (...a: string[]): Promise<void> => { await runOk([process.execPath, path.join(repo, 'bin', 'replicafs'), ...a], { timeoutMs: 3_600_000 }) }
+      const rlink = async (): Promise<{ consistent: boolean, state: string, dcm: unknown }> => ((await request(pd.state, { cmd: 'status' })) as { rlinks: Array<{ consistent: boolean, state: string, dcm: unknown }> }).rlinks[0]
+      const full = await replicate(repo, img.mountpoint, pd, sd, secret, [], log, async () => {
+        verify = await timed(img.mountpoint, async () => { await cmd('verify', '--state', pd.state) })
+        // The Secondary away (paused) while 1% of the files change through the mount and the SRL
+        // overflows (an 8 MiB file written and removed): the RLINK goes to its change map. Timed:
+        // from resume to the Secondary consistent again, resynchronized from the map.
+        await cmd('pause', '--state', pd.state)
+        changed = changeOnePercent(pd.mount, files, r)
+        fs.writeFileSync(path.join(pd.mount, 'filler'), Buffer.alloc(8 * MiB, 1))
+        fs.rmSync(path.join(pd.mount, 'filler'))
+        while ((await rlink()).dcm === null) await new Promise((resolve) => setTimeout(resolve, 20))
+        dcm = await timed(img.mountpoint, async () => {
+          await cmd('resume', '--state', pd.state)
+          for (;;) {
+            const l = await rlink()
+            if (l.state === 'connected' && l.consistent && l.dcm === null) break
+            await new Promise((resolve) => setTimeout(resolve, 20))
+          }
+        })
+      }, ['--srl-size', '4M'])
+      row(r, `full: replicafs (of which the Primary's start ${full.start.toFixed(2)} s)`, full)
+      // Verify of identical trees: rsync's dry run comparing every file's checksum, and replicafs verify (online, both snapshots).
+      row(r, 'verify: rsync -a -n --checksum (dry run, identical trees)', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '-n', '--checksum', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
+      row(r, 'verify: replicafs verify (identical trees, replication running)', verify!)
+      // 1% of the files changed (through the Primary's mount, above): each copy brought up to date.
       row(r, `${changed} files changed: rsync -a --checksum`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
       row(r, `${changed} files changed: rsync -a (size and mtime)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
+      row(r, `${changed} files changed while the Secondary was away and the SRL overflowed: replicafs resync from the change map (DCM)`, dcm!)
+      // Another 1%, behind replicafs's back, onto a Secondary that knows nothing of its copy.
+      changeOnePercent(src, files, r + 1000)
+      row(r, `${changed} more files changed: rsync -a --checksum`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
       forgetSrl(src)
       forgetSrl(sd.data)
       const diff = await replicate(repo, img.mountpoint, { ...dirs('pri2'), data: src }, { ...sd, state: path.join(work, 'sec', 'state2') }, secret, ['--sync-existing'], log)
-      row(r, `${changed} files changed: replicafs --sync-existing, every chunk compared (of which the Primary's start ${diff.start.toFixed(2)} s)`, diff)
+      row(r, `${changed} more files changed: replicafs --sync-existing, every chunk compared (of which the Primary's start ${diff.start.toFixed(2)} s)`, diff)
       fs.rmSync(work, { recursive: true })
     }
     process.stdout.write(`tree: ${files} files of 64 KiB + 4 of ${bigMiB} MiB (${(bytes / MiB).toFixed(0)} MiB), page cache dropped before each\n\n| rep | what | seconds | MiB/s of the tree | CPU s (machine) |\n|---|---|---|---|---|\n${rows.join('\n')}\n`)

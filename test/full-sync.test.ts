@@ -267,6 +267,22 @@ t('a synchronization cut short (the link cut, then the Secondary killed) begins 
   })
 }))
 
+t('a Secondary synchronized before the Primary\'s first record (at sequence number 0) is not new when it comes back: restarted, it replicates on, not refused NOT_EMPTY nor synchronized again', timed(300_000, async () => {
+  await withSyncPair(1, 2 ** 40, async (x) => {
+    const { p: pri } = x
+    await synchronized(pri, x.s)
+    assert.is((await primaryStatus(pri.state)).srl.newestSeq ?? 0, 0, 'no record yet: the tree the Secondary has is the one after sequence number 0')
+    await x.s.stop()
+    const s = x.s = await startSecondary({ dirs: x.s, secretFile: x.s.secretFile, listen: x.s.address })
+    await fsp.writeFile(path.join(pri.mount, 'after-restart'), 'replicated in order\n')
+    await synchronized(pri, s)
+    assert.not.match(await pri.log(), /not empty and has never replicated/, 'not refused as a Secondary with data of its own')
+    assert.is(syncReports(await pri.log()).length, 1, 'synchronized once, not again')
+    await pri.quiesce()
+    await assertSameTrees(pri, s, 'after the Secondary\'s restart')
+  })
+}))
+
 t('a Secondary with data of its own (an old copy) and --sync-existing is made the Primary\'s by difference, every file compared, while writes go on', timed(300_000, async () => {
   await withSyncPair(24, 16 << 10, async (x) => {
     const { p: pri, s, proxy } = x

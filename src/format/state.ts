@@ -14,6 +14,7 @@
  *   follow              Follow          Secondary: the Primary SRL it follows (set by its first Primary)
  *   baseline            Baseline        Primary: whether its data directory held a tree when the SRL was created (state format 4)
  *   sync                SyncState       Secondary: a full synchronization begun and not finished (state format 4)
+ *   syncDone            SyncDone        Secondary: the last synchronization that finished here (state format 6)
  *   ibc/reg/<APP>       Registration    IBC registrations on this host
  *   ibc/unreg/<APP>     Unregistered    Secondary: names unregistered here (their messages are discarded)
  *   ibc/held            HeldMessage     Secondary: the IBC message the apply loop holds at, and its phase
@@ -95,6 +96,13 @@ export type Baseline = 'empty' | 'data'
 /** snap (state format 5): the snapshot of the Secondary taken before it, deleted when it is done. */
 export interface SyncState { id: string, srlId: string, startedAt: string, c?: boolean, snap?: string }
 
+/**
+ * The last synchronization that finished on a Secondary: its id, the sequence number its tree is
+ * the Primary's after, and when. A Secondary synchronized at sequence number 0 (a Primary over a
+ * tree, before its first record) has an SRL like a new one's; this says it is not new.
+ */
+export interface SyncDone { id: string, seq: number, at: string }
+
 export interface StoredRegistration {
   key: string
   deliverTimeoutS: number
@@ -143,6 +151,7 @@ export const State = {
   follow: key<Follow>('follow'),
   baseline: key<Baseline>('baseline'),
   sync: key<SyncState>('sync'),
+  syncDone: key<SyncDone>('syncDone'),
   ibcRegistered: family<StoredRegistration>('ibc/reg/'),
   ibcUnregistered: family<Unregistered>('ibc/unreg/'),
   ibcHeld: key<HeldMessage>('ibc/held'),

@@ -42,6 +42,8 @@ export interface SyncReceiving {
   empty (): boolean
   /** The id of a full synchronization begun here and not finished, or null. */
   readonly syncing: string | null
+  /** Whether a synchronization finished here (its SRL may still be empty: one that ended at sequence number 0). */
+  readonly finished: boolean
   /** Whether its data may be made the Primary's by difference, every file compared (CHALLENGE adopt). */
   readonly adopt: boolean
   /** SYNC_BEGIN from the Primary whose SRL id is `srlId`: recorded before anything changes. */
@@ -156,7 +158,7 @@ class Connection {
           next: srl.lastSeq + 1,
           last: srl.lastRecord(),
           applied: cfg.rvg.appliedSeq,
-          fresh: srl.lastSeq === 0 && srl.tailSeq === 0,
+          fresh: srl.lastSeq === 0 && srl.tailSeq === 0 && cfg.sync?.finished !== true,
           empty: cfg.sync?.empty() ?? false,
           syncing: cfg.sync?.syncing ?? null,
           adopt: cfg.sync?.adopt ?? false

@@ -104,8 +104,16 @@ export class SyncReceiver {
     for (const n of snaps?.names() ?? []) {
       if (n.startsWith(SNAP_PREFIX) && n !== s?.snap) { snaps!.drop(n); log(`snapshot ${n} deleted: its synchronization is done`) }
     }
-    return new SyncReceiver(root, store, s?.id ?? null, s !== undefined && (s.c === true || cacheLost), existing, restartAt, drained, log, snaps, s?.snap ?? null)
+    const r = new SyncReceiver(root, store, s?.id ?? null, s !== undefined && (s.c === true || cacheLost), existing, restartAt, drained, log, snaps, s?.snap ?? null)
+    r.finishedOne = (await store.get(State.syncDone)) !== undefined
+    return r
   }
+
+  /** Whether a synchronization has finished here (its tree was made the Primary's, if at sequence number 0). */
+  finishedOne = false
+
+  /** Whether this Secondary ever held the Primary's tree: a synchronization finished here. */
+  get finished (): boolean { return this.finishedOne }
 
   /** The snapshot holding this Secondary's last consistent state while a synchronization runs, or null. */
   get snapshot (): string | null { return this.snap }
@@ -168,6 +176,8 @@ export class SyncReceiver {
     const fd = fs.openSync(this.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
     try { sys.syncfs(fd) } finally { fs.closeSync(fd) }
     await this.restartAt(seq)
+    await this.store.put(State.syncDone, { id: this.current ?? '', seq, at: new Date().toISOString() })
+    this.finishedOne = true
     await this.store.del(State.sync)
     if (this.snap !== null) {
       this.snaps?.drop(this.snap)
