@@ -13,6 +13,7 @@ import * as path from 'path'
 import { assertCleanSlate, cleanupAll, isolated, cli, describeFailure, execOk, helperScript, type ExecResult } from './helpers'
 import { withMulti, waitRlink, type Multi } from './helpers/multi'
 import { snapshotTree, diffSnapshots, assertNoDiffs } from './helpers/replica-tree'
+import { register, ibcSend, receive, ibcOk } from './helpers/ibc'
 
 const t = suite('verify')
 
@@ -143,7 +144,7 @@ t('verify: identical trees while writes go on (exit 0, both sides at one sequenc
   })
 }))
 
-t('verify: bad input and a disconnected RLINK exit 2 with one line naming what is wrong, nothing changed', isolated(120_000, async () => {
+t('verify: bad input, a Secondary frozen by IBC and a disconnected RLINK exit 2 with one line naming what is wrong, nothing changed', isolated(120_000, async () => {
   await withMulti({ count: 1 }, async (m) => {
     await waitRlink(m, 0, (l) => l.state === 'connected', 'connected')
     await fsp.writeFile(path.join(m.primary.mount, 'a'), 'a\n')
@@ -157,6 +158,21 @@ t('verify: bad input and a disconnected RLINK exit 2 with one line naming what i
     const onSecondary = await cli(['verify', '--state', m.secondaries[0].state])
     assert.is(onSecondary.code, 2, describeFailure(onSecondary))
     assert.match(onSecondary.stderr, /verify/)
+
+    // A Secondary frozen at an IBC message cannot get to the Primary's sequence number.
+    const sstate = m.secondaries[0].state
+    await register(sstate, 'backup')
+    await ibcSend(m.primary.state, 'backup', 'freeze here')
+    await receive(sstate, 'backup')
+    await fsp.writeFile(path.join(m.primary.mount, 'after-the-mark'), 'b\n')
+    const frozen = await cli(['verify', '--state', m.primary.state])
+    assert.is(frozen.code, 2, describeFailure(frozen))
+    assert.match(frozen.stderr, /frozen at the IBC message of sequence number \d+ \(unfreeze it first\)/)
+    await ibcOk(sstate, 'unfreeze', ['backup'])
+    await ibcOk(sstate, 'unregister', ['backup'])
+    await m.caughtUp()
+    const thawed = await cli(['verify', '--state', m.primary.state])
+    assert.is(thawed.code, 0, `unfrozen, it verifies: ${describeFailure(thawed)}`)
 
     await m.secondaries[0].stop()
     await waitRlink(m, 0, (l) => l.state !== 'connected', 'down')

@@ -4,7 +4,8 @@
  * the Secondary applying it, crashes the Primary with kill -9 and shows recovery and the RLINK
  * resuming, then stops both and compares the data directories, saying what happens at each step.
  * Then an IBC-consistent snapshot: the Secondary freezes at the Primary's `ibc-send`, snapshots,
- * unfreezes, and the snapshot keeps showing the tree at the message while replication goes on.
+ * unfreezes, and the snapshot keeps showing the tree at the message while replication goes on;
+ * and an online verify of the two trees.
  */
 import fs from 'node:fs'
 import os from 'node:os'
@@ -19,7 +20,7 @@ export const DEMO_FLAGS: FlagSpec = {
   keep: { type: 'boolean', help: 'keep the working directory afterwards' },
   help: { type: 'boolean', help: 'show this help' }
 }
-export const DEMO_HELP = helpText('replicafs demo [--workdir DIR] [--keep]', 'Runs a local Primary and Secondary, a workload, a crash of the Primary and its recovery, an IBC-consistent\nsnapshot on the Secondary, and cleans up.', DEMO_FLAGS)
+export const DEMO_HELP = helpText('replicafs demo [--workdir DIR] [--keep]', 'Runs a local Primary and Secondary, a workload, a crash of the Primary and its recovery, an IBC-consistent\nsnapshot on the Secondary, an online verify, and cleans up.', DEMO_FLAGS)
 
 const bin = path.join(__dirname, '..', '..', '..', 'bin', 'replicafs')
 
@@ -71,6 +72,7 @@ export async function demoCommand (argv: string[]): Promise<number> {
     let ok = await workload(d)
     ok = await crashAndRecover(d) && ok
     ok = await consistentBackup(d) && ok
+    ok = onlineVerify(d) && ok
     ok = stopAndCompare(d) && ok
     say(ok ? 'Done: every check passed.' : 'Done, but a check above failed.')
     return ok ? 0 : 1
@@ -174,6 +176,18 @@ async function consistentBackup (d: Demo): Promise<boolean> {
     show('sqlite3', [path.join(s.mnt, '.snapshots', 'nightly', 'app', 'orders.db'), '-readonly', 'PRAGMA integrity_check; SELECT count(*) FROM orders;'])
   }
   return ok
+}
+
+/** `replicafs verify` while both run: the two trees compared at one sequence number, by hashes. */
+function onlineVerify (d: Demo): boolean {
+  say('An online verify: both sides snapshot the tree after the same update and compare it by hashes, while replication goes on')
+  try {
+    cli(['verify', '--state', d.p.state])
+    return true
+  } catch (err) {
+    process.stdout.write(`  verify found differences or could not run: ${(err as Error).message}\n`)
+    return false
+  }
 }
 
 /** Both daemons stopped the normal way, then the two data directories compared. */
