@@ -81,6 +81,12 @@ export const SYNC_HASH_AHEAD = 8
 /** Synchronization by difference: chunk hashes per SYNC_SUMS frame (1 MiB of hashes, 16 GiB of file). */
 export const SYNC_SUMS_PER_FRAME = 65536
 
+/**
+ * Names per SYNC_DIR frame: a directory with more is closed by several (wire version 4). At most
+ * 255 bytes a name, 4 MiB of names: half of WIRE_FRAME_BYTES_MAX.
+ */
+export const SYNC_DIR_NAMES_MAX = 16384
+
 /** Full synchronization: SYNC_* frames sent and not yet applied by the Secondary (SYNC_ACK). */
 export const SYNC_WINDOW_FRAMES = 32
 

@@ -11,6 +11,7 @@ import path from 'node:path'
 import { SyncSource, SyncTarget, type SyncMode } from '../src/sync'
 import { encodeFrame, FrameDecoder, MsgType, type Message, type SyncMessage } from '../src/format/wire'
 import { RecordType } from '../src/format/record'
+import { SYNC_DIR_NAMES_MAX } from '../src/limits'
 import { snapshotTree, diffSnapshots, assertNoDiffs } from './helpers/replica-tree'
 
 function tmp (): string {
@@ -227,6 +228,28 @@ test('by difference: hashes taken of a file that a later frame made anew are not
     const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
     fs.writeSync(fd, Buffer.alloc(1000, 8), 0, 1000, 900_000) // chunk 3 differs, the rest matches
     fs.closeSync(fd)
+  })
+})
+
+test('a directory with more names than one SYNC_DIR carries is closed by several; only the last removes what none listed and sets its times', async () => {
+  const n = SYNC_DIR_NAMES_MAX * 2 + 5
+  await withPair(() => 0, async (a, b, src, dst) => {
+    fs.mkdirSync(path.join(a, 'many'))
+    for (let i = 0; i < n; i++) fs.writeFileSync(path.join(a, 'many', `name-${String(i).padStart(6, '0')}`), '')
+    fs.utimesSync(path.join(a, 'many'), new Date(2e12), new Date(2e12))
+    // The target has extra names in it, sorted among the source's: the first frames must not remove them.
+    fs.mkdirSync(path.join(b, 'many'))
+    for (const x of ['name-000000a', 'name-032000x', 'zzz']) fs.writeFileSync(path.join(b, 'many', x), 'extra')
+    const dirs: Array<{ names: number, more: boolean }> = []
+    for (let m = src.next(); m !== null; m = src.next()) {
+      const back = wire(m) as SyncMessage
+      if (back.t === MsgType.SYNC_DIR && back.p === '/many') dirs.push({ names: back.names.length, more: back.m === 1 })
+      if (back.t !== MsgType.SYNC_BEGIN) for (const r of await dst.apply(back)) src.want(wire(r))
+    }
+    dst.closeFile()
+    assert.equal(dirs, [{ names: SYNC_DIR_NAMES_MAX, more: true }, { names: SYNC_DIR_NAMES_MAX, more: true }, { names: 5, more: false }])
+    assert.is(fs.readdirSync(path.join(b, 'many')).length, n, 'every name, and only those')
+    await assertSame(a, b)
   })
 })
 

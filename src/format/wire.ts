@@ -153,8 +153,12 @@ export interface SyncEntry {
 }
 /** Bytes of the file last sent by SYNC_ENTRY at `p`, at offset `o`. */
 export interface SyncData { t: MsgType.SYNC_DATA, p: string, o: number, d: Uint8Array }
-/** After a directory's entries: removes every name not in `names`, then sets its times. */
-export interface SyncDir { t: MsgType.SYNC_DIR, p: string, names: string[], a: SyncTime, mt: SyncTime }
+/**
+ * After a directory's entries: removes every name not in `names`, then sets its times. m: 1
+ * (version 4): more of its names follow in the next SYNC_DIR of the same `p` (a directory with
+ * more than SYNC_DIR_NAMES_MAX names); only the last one removes and sets the times.
+ */
+export interface SyncDir { t: MsgType.SYNC_DIR, p: string, names: string[], a: SyncTime, mt: SyncTime, m?: 1 }
 /** Nothing at `p` any more (whatever is there goes, a directory with all below it). */
 export interface SyncRemove { t: MsgType.SYNC_REMOVE, p: string }
 /** The Secondary's tree is now the Primary's after record `seq`: UPDATES follow from seq + 1. */

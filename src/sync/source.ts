@@ -23,7 +23,7 @@ import { sys } from '../native'
 import type { Record } from '../format/record'
 import { isInternalXattr } from '../format/data-cursor'
 import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
-import { SYNC_CHUNK_BYTES } from '../limits'
+import { SYNC_CHUNK_BYTES, SYNC_DIR_NAMES_MAX } from '../limits'
 import { ReplError } from '../errors'
 import { chunkHash, HASH_BYTES } from './hash'
 import { pathsOf } from './map'
@@ -314,7 +314,12 @@ export class SyncSource {
   private closeDir (p: string, names: string[]): void {
     let t: number[]
     try { t = sys.lstatNs(p === '/' ? this.root : this.root + p) } catch { return } // gone: its mark removes it
-    this.out.push({ t: MsgType.SYNC_DIR, p, names, a: [t[0], t[1]] as SyncTime, mt: [t[2], t[3]] as SyncTime })
+    // A big directory's names over several frames (each under the frame size); the last closes it.
+    for (let i = SYNC_DIR_NAMES_MAX; i < names.length; i += SYNC_DIR_NAMES_MAX) {
+      this.out.push({ t: MsgType.SYNC_DIR, p, names: names.slice(i - SYNC_DIR_NAMES_MAX, i), a: [t[0], t[1]] as SyncTime, mt: [t[2], t[3]] as SyncTime, m: 1 })
+    }
+    const last = names.length <= SYNC_DIR_NAMES_MAX ? names : names.slice(Math.floor((names.length - 1) / SYNC_DIR_NAMES_MAX) * SYNC_DIR_NAMES_MAX)
+    this.out.push({ t: MsgType.SYNC_DIR, p, names: last, a: [t[0], t[1]] as SyncTime, mt: [t[2], t[3]] as SyncTime })
   }
 
   /**

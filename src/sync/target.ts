@@ -111,7 +111,7 @@ export class SyncTarget {
         this.entry(m)
         return []
       case MsgType.SYNC_DATA: this.data(m.p, m.o, m.d); return []
-      case MsgType.SYNC_DIR: this.dir(m.p, m.names, m.a, m.mt); return []
+      case MsgType.SYNC_DIR: this.dir(m.p, m.names, m.a, m.mt, m.m === 1); return []
       case MsgType.SYNC_REMOVE: { this.closeFile(); const full = this.full(m.p); keepParentTimes(full, () => this.removeTree(m.p)); return [] }
       default: return []
     }
@@ -363,10 +363,17 @@ export class SyncTarget {
     while (done < d.length) done += fs.writeSync(f.fd, d, done, d.length - done, o + done)
   }
 
-  private dir (p: string, names: string[], a: SyncTime, mt: SyncTime): void {
+  /** A big directory's names so far (SYNC_DIR with m: 1), until its last SYNC_DIR. */
+  private dirNames: { p: string, names: string[] } | null = null
+
+  private dir (p: string, names: string[], a: SyncTime, mt: SyncTime, more: boolean): void {
     this.closeFile()
     const full = this.full(p)
-    const keep = new Set(names)
+    if (!Array.isArray(names)) throw new ReplError('PROTOCOL', `the Primary sent SYNC_DIR of ${p} without its names`)
+    const before = this.dirNames !== null && this.dirNames.p === p ? this.dirNames.names : []
+    this.dirNames = null
+    if (more) { this.dirNames = { p, names: before.concat(names) }; return }
+    const keep = new Set(before.length > 0 ? before.concat(names) : names)
     for (const n of fs.readdirSync(full)) {
       if (!keep.has(n) && !(p === '/' && n === 'lost+found')) this.removeTree(child(p, n))
     }
