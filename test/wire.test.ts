@@ -73,7 +73,8 @@ function samples (): Message[] {
     { t: MsgType.VERIFY_ENTRIES, id: 'a1b2c3d4', i: 1, e: [], end: 1, r: bytes(16, 15) },
     { t: MsgType.VERIFY_ENTRIES, id: 'a1b2c3d4', i: 2, e: [], err: 'this Secondary is frozen' },
     { t: MsgType.VERIFY_ACK, id: 'a1b2c3d4', n: 8 },
-    { t: MsgType.VERIFY_END, id: 'a1b2c3d4' }
+    { t: MsgType.VERIFY_END, id: 'a1b2c3d4' },
+    { t: MsgType.SYNC_DIR, p: '/big', names: ['a', 'b'], a: [1, 2], mt: [3, 4], m: 1 }
   ]
 }
 
@@ -204,7 +205,8 @@ const GOLDEN_FRAMES = [
     '2f00000086a17416a26964a86131623263336434a16901a16590a3656e6401a172c4100f2e4d6c8baac9e80726456483a2c1e0',
     '3300000085a17416a26964a86131623263336434a16902a16590a3657272b874686973205365636f6e646172792069732066726f7a656e',
     '1300000083a17417a26964a86131623263336434a16e08',
-    '1000000082a17418a26964a86131623263336434'
+    '1000000082a17418a26964a86131623263336434',
+    '2400000086a17410a170a42f626967a56e616d657392a161a162a161920102a26d74920304a16d01'
 ]
 
 t('encoding is a contract: every sample frame has its protocol-version-4 bytes', () => {
