@@ -139,10 +139,8 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     sync = await SyncReceiver.open(data, srl.store, cfg.syncExisting === true, !srl.cacheKept, (seq) => applier.restartAt(seq), async () => {
       if (applier.appliedSeq >= theSrl.lastSeq) return
       log(`applying the ${theSrl.lastSeq - applier.appliedSeq} logged updates before the synchronization`)
-      while (applier.appliedSeq < theSrl.lastSeq) {
-        if (applier.stopped) throw new ReplError('APPLY_FAILED', 'the apply loop stopped before the synchronization could begin')
-        await new Promise((resolve) => setTimeout(resolve, 20))
-      }
+      // Resolves once they are applied; rejects if the apply loop stopped or is frozen at an IBC message before them.
+      await applier.at(theSrl.lastSeq, async () => {})
     }, log, {
       consistent: () => theSrl.lastSeq > 0,
       take: async (name) => { await applier.exclusive(async (seq) => theSnaps.create(name, seq)) },
