@@ -6,7 +6,8 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { compareOrder, verifyChunkBytes, TreeWalk, type TreeReader } from '../src/sync/manifest'
 import { TreeCompare, differingRanges } from '../src/sync/compare'
-import type { VerifyEntry } from '../src/format/wire'
+import { MsgType, type VerifyEntry, type Message } from '../src/format/wire'
+import { VerifySession } from '../src/sync/verify'
 
 const t = suite('verify-compare')
 const K = 256 * 1024
@@ -99,6 +100,29 @@ t('walk: entries in order, hard links as the first name, equal trees give equal 
   assert.ok(a.root.equals(b.root))
   const c = walkAll(memTree({ '/d': null, '/d/x': 'hellp', '/e': 'world' }, { '/d/y': '/e' }))
   assert.not.ok(a.root.equals(c.root))
+})
+
+t('a session: the Secondary\'s entries as frames give identical (root equal); a malformed entry fails it with PROTOCOL; VERIFY_END is sent either way', async () => {
+  const files = { '/d': null, '/d/x': 'hello', '/e': 'world' }
+  const theirs = walkAll(memTree(files))
+  const sent: Message[] = []
+  const s = new VerifySession('abcd', 'sec:1', 7, memTree(files), (m) => { sent.push(m); return true }, '/nonexistent-replicafs-root')
+  s.entries({ t: MsgType.VERIFY_ENTRIES, id: 'abcd', i: 0, e: theirs.entries.slice(0, 2) })
+  s.entries({ t: MsgType.VERIFY_ENTRIES, id: 'abcd', i: 1, e: theirs.entries.slice(2), end: 1, r: theirs.root })
+  const r = await s.run()
+  assert.ok(r.identical, JSON.stringify(r))
+  assert.is(r.root.primary, r.root.secondary)
+  assert.is(r.entries.secondary, 4)
+  assert.ok(sent.some((m) => m.t === MsgType.VERIFY_ACK), 'frames acknowledged')
+  assert.is(sent[sent.length - 1].t, MsgType.VERIFY_END)
+
+  const bad = new VerifySession('abce', 'sec:1', 7, memTree(files), (m) => { sent.push(m); return true }, '/nonexistent-replicafs-root')
+  bad.entries({ t: MsgType.VERIFY_ENTRIES, id: 'abce', i: 0, e: [{ p: 5 } as unknown as VerifyEntry] })
+  let err: Error | null = null
+  try { await bad.run() } catch (e) { err = e as Error }
+  assert.match(String(err?.message), /malformed verify entry/)
+  assert.is((err as { code?: string }).code, 'PROTOCOL')
+  assert.is(sent[sent.length - 1].t, MsgType.VERIFY_END)
 })
 
 t.run()

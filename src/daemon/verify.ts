@@ -42,7 +42,7 @@ export class PrimaryVerifier {
       this.check(link) // again: it may have gone while writes drained
       snaps.create(name, seq)
       const view = snaps.view(name)
-      if (view === null) throw new ReplError('NOT_FOUND', `snapshot ${name} vanished`)
+      if (view === null) { snaps.delete(name); throw new ReplError('NOT_FOUND', `snapshot ${name} vanished`) }
       const s = new VerifySession(id, link.address, seq, view, (m) => link.sendVerify(m), this.rvg.root)
       link.verifying = s
       link.sendVerify({ t: MsgType.VERIFY_BEGIN, id, seq })

@@ -63,6 +63,18 @@ export interface VerifyResult {
 
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
+/** Whether a peer's verify entry has the fields the comparison reads, of their types. */
+function wellFormed (e: unknown): boolean {
+  if (e === null || typeof e !== 'object') return false
+  const v = e as Record<string, unknown>
+  const num = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x)
+  const opt = (x: unknown, ok: (y: unknown) => boolean): boolean => x === undefined || ok(x)
+  return typeof v.p === 'string' && v.p.startsWith('/') && ['f', 'd', 'l', 'n'].includes(v.k as string) && num(v.m) && num(v.u) && num(v.g) &&
+    Array.isArray(v.mt) && v.mt.length === 2 && num(v.mt[0]) && num(v.mt[1]) && opt(v.s, num) && opt(v.r, num) &&
+    opt(v.l, (x) => typeof x === 'string') && opt(v.h, (x) => typeof x === 'string') &&
+    opt(v.x, (x) => x instanceof Uint8Array) && opt(v.c, (x) => x instanceof Uint8Array && x.length % 16 === 0)
+}
+
 /** The Primary's side of one verify over one RLINK. */
 export class VerifySession {
   private readonly walk: TreeWalk
@@ -118,6 +130,8 @@ export class VerifySession {
     this.theirFrames++
     if (typeof m.err === 'string') { this.fail(new ReplError('VERIFY_FAILED', `the Secondary could not verify: ${m.err}`)); return }
     this.phase = 'compare'
+    const bad = (m.e as unknown[]).find((e) => !wellFormed(e))
+    if (bad !== undefined) { this.fail(new ReplError('PROTOCOL', `the Secondary sent a malformed verify entry: ${JSON.stringify(bad).slice(0, 200)}`)); return }
     for (const e of m.e as VerifyEntry[]) { this.theirEntries++; this.theirBytes += e.s !== undefined && e.h === undefined ? e.s : 0 }
     this.cmp.pushTheirs(m.e)
     if (m.end === 1) { this.theirRoot = Buffer.from(m.r ?? []); this.cmp.endTheirs() }
