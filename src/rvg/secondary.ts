@@ -253,10 +253,14 @@ export class SecondaryRvg {
     })
   }
 
-  /** Why the apply loop cannot get to `seq` now, or null. */
-  private cannotReach (seq: number): Error | null {
+  /**
+   * Why the apply loop cannot get to `seq` now, or null. `held`: a hold at an IBC record before it
+   * counts (asked when the stop is registered; later holds are often brief, a message sent with
+   * --no-freeze or for a name not registered here, so a stop waits through them).
+   */
+  private cannotReach (seq: number, held = true): Error | null {
     if (this.stopped) return new ReplError('APPLY_FAILED', 'the apply loop of this Secondary has stopped')
-    if (this.ibcHeld !== null && this.ibcHeld.seq <= seq) return new ReplError('BUSY', `this Secondary is frozen at the IBC message of sequence number ${this.ibcHeld.seq} (unfreeze it first)`)
+    if (held && this.ibcHeld !== null && this.ibcHeld.seq <= seq) return new ReplError('BUSY', `this Secondary is frozen at the IBC message of sequence number ${this.ibcHeld.seq} (unfreeze it first)`)
     return null
   }
 
@@ -269,10 +273,10 @@ export class SecondaryRvg {
     return true
   }
 
-  /** Rejects the stops the apply loop can no longer get to. */
+  /** Rejects the stops the apply loop can no longer get to (it stopped). */
   private failStops (): void {
     this.stops = this.stops.filter((s) => {
-      const why = this.cannotReach(s.seq)
+      const why = this.cannotReach(s.seq, false)
       if (why !== null) s.fail(why)
       return why === null
     })
