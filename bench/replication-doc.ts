@@ -127,9 +127,9 @@ export function formatResult(r: ReplResult): string {
 
 const HEADING = '## Replication'
 
-/** [start, end) line indexes of the "## Replication" section in `doc`, or null. */
-function sectionBounds(lines: string[]): [number, number] | null {
-  const start = lines.findIndex((l) => l.trimEnd() === HEADING)
+/** [start, end) line indexes of the section `heading` (default "## Replication") in `doc`, or null. */
+function sectionBounds(lines: string[], heading = HEADING): [number, number] | null {
+  const start = lines.findIndex((l) => l.trimEnd() === heading)
   if (start < 0) return null
   let end = start + 1
   while (end < lines.length && !/^## /.test(lines[end])) end++
@@ -148,8 +148,13 @@ export function extractSection(doc: string): string | null {
 
 /** Replaces the "## Replication" section of `doc` with `section`, or appends it at the end. */
 export function spliceSection(doc: string, section: string): string {
+  return spliceNamed(doc, HEADING, section)
+}
+
+/** Replaces the section `heading` (a "## " line) of `doc` with `section`, or appends it at the end. */
+export function spliceNamed(doc: string, heading: string, section: string): string {
   const lines = doc.split('\n')
-  const b = sectionBounds(lines)
+  const b = sectionBounds(lines, heading)
   const body = section.trimEnd().split('\n')
   if (!b) {
     while (lines.length && lines[lines.length - 1].trim() === '') lines.pop()

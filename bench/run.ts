@@ -19,7 +19,8 @@ import { createImage, Image, syncfs } from './image'
 import { checkCli, Daemon, startDaemon } from './daemon'
 import { runOk } from './proc'
 import { fmt, fmtRatio, machineInfo, median, ratio, table } from './report'
-import { replicationSectionForMainDoc, spliceSection } from './replication-doc'
+import { replicationSectionForMainDoc, spliceSection, spliceNamed } from './replication-doc'
+import { SYNC_HEADING } from './sync-doc'
 import { buildHash, snapshotPackage } from './snapshot'
 import { buildTarball, Ctx, Metric, Sample, Sizes, Tarball, Workload, WORKLOADS } from './workloads'
 import { SRL_BYTES_DEFAULT } from '../src/limits'
@@ -584,6 +585,9 @@ async function main(): Promise<number> {
     // (see replication-doc.ts).
     const replSection = replicationSectionForMainDoc(repo, fs.existsSync(opts.docPath) ? fs.readFileSync(opts.docPath, 'utf8') : null)
     if (replSection) doc = spliceSection(doc, replSection)
+    // The same for the synchronization bench (bench/sync.ts leaves its section in bench/results/).
+    const syncSection = path.join(repo, 'bench', 'results', 'sync.md')
+    if (fs.existsSync(syncSection)) doc = spliceNamed(doc, SYNC_HEADING, fs.readFileSync(syncSection, 'utf8'))
     fs.mkdirSync(path.dirname(opts.docPath), { recursive: true })
     fs.writeFileSync(opts.docPath, doc)
     process.stdout.write(`\nwrote ${path.relative(process.cwd(), opts.docPath) || opts.docPath}\n`)
