@@ -10,8 +10,9 @@ import * as crypto from 'crypto'
 import * as fs from 'fs'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
-import { assertCleanSlate, cleanupAll, isolated, cli, describeFailure, execOk, helperScript, type ExecResult } from './helpers'
+import { assertCleanSlate, cleanupAll, isolated, cli, describeFailure, execOk, helperScript, waitFor, type ExecResult } from './helpers'
 import { withMulti, waitRlink, type Multi } from './helpers/multi'
+import { closeAllProxies } from './helpers/proxy'
 import { snapshotTree, diffSnapshots, assertNoDiffs } from './helpers/replica-tree'
 import { register, ibcSend, receive, ibcOk } from './helpers/ibc'
 
@@ -19,6 +20,7 @@ const t = suite('verify')
 
 t.before(async () => { await assertCleanSlate() })
 t.after(async () => {
+  await closeAllProxies()
   const forced = await cleanupAll()
   if (forced.length > 0) console.error(`verify.test: cleanup had to force: ${forced.join('; ')}`)
 })
@@ -183,6 +185,43 @@ t('verify: bad input, a Secondary frozen by IBC and a disconnected RLINK exit 2 
     const list = fs.readdirSync(path.join(m.primary.mount, '.snapshots'))
     assert.equal(list, [], 'no snapshot left behind')
     await m.restartSecondary(0) // withMulti stops what runs
+  })
+}))
+
+t('verify: the RLINK cut during a verify ends it with exit 2 naming the link; a verify snapshot left by a kill -9 is deleted at the next start, on both sides', isolated(180_000, async () => {
+  await withMulti({ count: 1, via: [true] }, async (m) => {
+    await waitRlink(m, 0, (l) => l.state === 'connected', 'connected')
+    await fsp.writeFile(path.join(m.primary.mount, 'a'), 'a\n')
+    await m.caughtUp()
+    // VERIFY_BEGIN held in the proxy, then the connection cut.
+    const proxy = m.proxies[0]!
+    proxy.stall()
+    const running = cli(['verify', '--state', m.primary.state], { timeoutMs: 60_000 })
+    await waitFor(async () => ((await m.status()) as unknown as { verify: unknown[] }).verify.length > 0 ? true : undefined, { timeoutMs: 30_000, what: 'the verify to be running', intervalMs: 50 })
+    proxy.cut()
+    proxy.unstall()
+    const cut = await running
+    assert.is(cut.code, 2, describeFailure(cut))
+    assert.match(cut.stderr, /went down during the verify/)
+    assert.equal(fs.readdirSync(path.join(m.primary.mount, '.snapshots')), [], 'the Primary deleted its snapshot')
+    await waitRlink(m, 0, (l) => l.state === 'connected', 'connected again')
+
+    // A daemon killed mid-verify leaves its verify-<id> snapshot: the next start deletes it.
+    for (const state of [m.primary.state, m.secondaries[0].state]) {
+      const r = await cli(['snapshot', 'create', 'verify-0badf00d', '--state', state])
+      assert.is(r.code, 0, describeFailure(r))
+    }
+    await m.secondaries[0].kill9()
+    await m.restartSecondary(0)
+    await m.primary.kill9()
+    await m.restartPrimary()
+    for (const [who, d] of [['Primary', m.primary], ['Secondary', m.secondaries[0]]] as const) {
+      assert.match(await d.log(), /snapshot verify-0badf00d deleted: its verify did not finish before the last stop/, who)
+      assert.equal(fs.readdirSync(path.join(d.mount, '.snapshots')), [], `${who}: no verify snapshot left`)
+    }
+    await waitRlink(m, 0, (l) => l.state === 'connected', 'connected after the restarts')
+    const again = await cli(['verify', '--state', m.primary.state])
+    assert.is(again.code, 0, describeFailure(again))
   })
 }))
 
