@@ -107,6 +107,9 @@ export class View {
     const key = `${this.host.generation}:${s.id}:${kind}:${ino}`
     const hit = this.host.items.get(key) as T | undefined
     if (hit !== undefined) return hit
+    // Most lookups find no item (nothing changed since the snapshot): ask without an exception,
+    // whose making cost more than the lookup itself (a tree walk does several per entry).
+    if (!fs.existsSync(file)) return null
     let raw: string
     try { raw = fs.readFileSync(file, 'utf8') } catch (err) { if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null; throw err }
     const v = parse(raw)
