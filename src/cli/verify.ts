@@ -7,6 +7,8 @@ import { parse, required, helpText, type FlagSpec } from './args'
 import { request, RemoteError } from '../control'
 import { parseAddress, formatAddress } from '../rlink/common'
 import { ReplError } from '../errors'
+import type { Difference, VerifyProgress as Progress } from '../sync'
+import type { VerifyAnswer as Answer } from '../daemon/verify'
 
 export const VERIFY_FLAGS: FlagSpec = {
   state: { type: 'string', arg: 'DIR', help: 'the state directory of the Primary' },
@@ -24,13 +26,6 @@ const HELP = helpText('replicafs verify --state DIR [--secondary HOST:PORT] [--r
   'data directory. atime and ctime are not compared.\n' +
   'Exit status: 0 identical, 1 differences found, 2 could not run (or the repair did not finish).', VERIFY_FLAGS)
 
-interface Difference { p: string, what: string[], ranges?: Array<[number, number]>, below?: number }
-interface Answer {
-  secondary: string, seq: number, identical: boolean, differing: number, differences: Difference[]
-  entries: { primary: number, secondary: number }, bytes: { primary: number, secondary: number }
-  root: { primary: string, secondary: string }, seconds: number, repaired: boolean | null, repairError: string | null
-}
-interface Progress { id: string, secondary: string, phase: string, entries: number, bytes: number, theirEntries: number, totalBytes: number | null, rateBytes: number, etaSeconds: number | null, differing: number }
 
 const mib = (n: number): string => (n / (1024 * 1024)).toFixed(1)
 

@@ -4,6 +4,7 @@
  * differs is named with what differs and, for a file's bytes, the byte ranges; a directory on one
  * side only is one difference, with the count of what is below it.
  */
+import fs from 'node:fs'
 import type { VerifyEntry } from '../format/wire'
 import { HASH_BYTES } from './hash'
 import { compareOrder, verifyChunkBytes } from './manifest'
@@ -75,7 +76,7 @@ export class TreeCompare {
     this.only = null
     const what: string[] = []
     let ranges: Array<[number, number]> | undefined
-    if (a.k !== b.k || (a.m & 0o170000) !== (b.m & 0o170000)) what.push('type')
+    if (a.k !== b.k || (a.m & fs.constants.S_IFMT) !== (b.m & fs.constants.S_IFMT)) what.push('type')
     else {
       if ((a.m & 0o7777) !== (b.m & 0o7777)) what.push('mode')
       if (a.u !== b.u || a.g !== b.g) what.push('owner')

@@ -13,9 +13,11 @@
  * number, and which names are one file (hard links). The walk is synchronous, one entry or one
  * chunk per step(), so the caller interleaves it with everything else (src/sync/verify.ts).
  */
+import fs from 'node:fs'
 import type { VerifyEntry } from '../format/wire'
 import { SYNC_CHUNK_BYTES, VERIFY_CHUNKS_MAX } from '../limits'
 import { chunkHash } from './hash'
+import { child } from './paths'
 
 /** A tree to walk: a snapshot's view (src/snapshot View), or any tree with these calls. */
 export interface TreeReader {
@@ -29,10 +31,7 @@ export interface TreeReader {
   close (h: number): void
 }
 
-const S_IFMT = 0o170000
-const S_IFDIR = 0o040000
-const S_IFREG = 0o100000
-const S_IFLNK = 0o120000
+const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fs.constants
 
 /** The bytes each chunk hash of a file of `size` bytes covers: SYNC_CHUNK_BYTES, doubled until there are at most VERIFY_CHUNKS_MAX. */
 export function verifyChunkBytes (size: number): number {
@@ -40,8 +39,6 @@ export function verifyChunkBytes (size: number): number {
   while (Math.ceil(size / c) > VERIFY_CHUNKS_MAX) c *= 2
   return c
 }
-
-const join = (dir: string, name: string): string => dir === '/' ? '/' + name : dir + '/' + name
 
 /** Path order of the walk: component by component, a directory before what is below it. */
 export function compareOrder (a: string, b: string): number {
@@ -100,7 +97,7 @@ export class TreeWalk {
     if (this.file !== null) return this.readChunk(this.file)
     const top = this.stack[this.stack.length - 1]
     if (top === undefined) return null
-    if (top.i < top.names.length) return this.visit(join(top.p, top.names[top.i++]))
+    if (top.i < top.names.length) return this.visit(child(top.p, top.names[top.i++]))
     this.stack.pop()
     this.finished(top.e, chunkHash(Buffer.concat(top.digests)))
     return null

@@ -18,8 +18,8 @@ import { RecordType, type Record } from '../format/record'
 import { State, type Position, type DcmMark } from '../format/state'
 import type { LogStore } from '../srl/state'
 import type { Srl } from '../srl'
+import { parentOf } from './paths'
 
-const parentOf = (p: string): string => { const i = p.lastIndexOf('/'); return i <= 0 ? '/' : p.slice(0, i) }
 
 /** The paths record `rec` changes: [path, whether everything below it too]. */
 export function pathsOf (rec: Pick<Record, 'type' | 'meta'>): Array<[string, boolean]> {

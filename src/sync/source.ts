@@ -27,6 +27,7 @@ import { SYNC_CHUNK_BYTES, SYNC_DIR_NAMES_MAX } from '../limits'
 import { ReplError } from '../errors'
 import { chunkHash, HASH_BYTES } from './hash'
 import { pathsOf } from './map'
+import { child } from './paths'
 import { countTree, type TreeSize } from './count'
 
 /** A path to send again: the last record that changed it, and whether everything below it too. */
@@ -84,7 +85,6 @@ export interface SyncProgress {
 /** A Secondary's file to bring to the Primary's in place: its size (-1: none) and chunk hashes. */
 interface Want { p: string, s: number, h: Buffer }
 
-const join = (dir: string, name: string): string => dir === '/' ? '/' + name : dir + '/' + name
 
 const ZEROS = Buffer.alloc(SYNC_CHUNK_BYTES)
 
@@ -217,7 +217,7 @@ export class SyncSource {
     if (w !== undefined) { this.sendInPlace(w); return true }
     const top = this.stack[this.stack.length - 1]
     if (top !== undefined) {
-      if (top.i < top.names.length) { this.walked++; this.visitLive(join(top.p, top.names[top.i++]), true) }
+      if (top.i < top.names.length) { this.walked++; this.visitLive(child(top.p, top.names[top.i++]), true) }
       else { this.stack.pop(); this.closeDir(top.p, top.names) }
       return true
     }

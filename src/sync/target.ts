@@ -17,11 +17,9 @@ import { ReplError } from '../errors'
 import { SYNC_CHUNK_BYTES, SYNC_SUMS_PER_FRAME, SYNC_HASH_AHEAD } from '../limits'
 import { RecordType, type Record, type RecordMeta } from '../format/record'
 import { chunkHash, HASH_BYTES } from './hash'
+import { child } from './paths'
 
-const S_IFMT = 0o170000
-const S_IFDIR = 0o040000
-const S_IFREG = 0o100000
-const S_IFLNK = 0o120000
+const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fs.constants
 
 /** The file type bits an entry's kind stands for ('n': those in its mode). */
 function typeOf (e: SyncEntry): number {
@@ -384,8 +382,6 @@ export class SyncTarget {
   }
 }
 
-/** The path of `name` in directory `dir` (both from the data directory's root). */
-const child = (dir: string, name: string): string => dir === '/' ? '/' + name : dir + '/' + name
 
 /** Whether `st` is still the file `id` describes. */
 function sameFile (id: Identity, st: fs.BigIntStats): boolean {
