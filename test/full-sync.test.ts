@@ -232,6 +232,50 @@ t('a Primary over an existing 1 GiB tree: a new Secondary is synchronized in ful
   })
 }))
 
+t('a file written all the time through the mount during the synchronization: it ends while the writes go on, sending what was written, not the file again', timed(300_000, async () => {
+  await withSyncPair(64, 1 << 20, async (x) => {
+    const { p: pri, s, proxy } = x
+    await waitFor(() => proxy.stalled, { timeoutMs: 60_000, what: '1 MiB of the synchronization to pass the proxy, and the proxy to stall', intervalMs: 5 })
+    // Writers that never pause, as a database's do: four, each writing 4 KiB at pseudo-random
+    // offsets of the 64 MiB file, each write awaited and the next one issued at once, so that some
+    // write is always in flight.
+    let stop = false
+    let writes = 0
+    const writer = Promise.all([1, 2, 3, 4].map(async (seed) => {
+      const fh = await fsp.open(path.join(pri.mount, 'big.bin'), 'r+')
+      try {
+        let r = seed
+        while (!stop) {
+          r = (r * 1103515245 + 12345) % 2 ** 31
+          await fh.write(Buffer.alloc(4096, writes & 0xff), 0, 4096, (r % 16383) * 4096)
+          writes++
+        }
+      } finally { await fh.close() }
+    }))
+    try {
+      // 2 ms each way: the last frames' acks take 4 ms to come back, and a write is in flight
+      // all that time, so the end cannot wait for a quiet spell (it cuts: src/rlink/link.ts pumpSync).
+      proxy.delay(2)
+      proxy.unstall()
+      await waitFor(async () => (await rlinkOf(pri)).consistent === true || stop, { timeoutMs: 120_000, what: 'the synchronization to end while the writer goes on', intervalMs: 50 })
+        .catch(async (err: Error) => { throw new Error(`${err.message} (${writes} writes so far)\n--- primary ---\n${await pri.log()}`) })
+      const atEnd = writes
+      assert.ok(atEnd > 100, `the writers wrote ${atEnd} times before the end`)
+      await waitFor(() => writes > atEnd + 200, { timeoutMs: 60_000, what: 'the writer to go on after the end (ordered replication)', intervalMs: 20 })
+    } finally {
+      stop = true
+      await writer
+    }
+    await synchronized(pri, s)
+    await pri.quiesce()
+    await assertSameTrees(pri, s, 'after a synchronization with a writer that never paused, the Secondary\'s data directory differs from the Primary\'s')
+    const reports = syncReports(await pri.log())
+    assert.equal(reports.map((r) => `${r.mode} ${r.outcome}`), ['full sent'], JSON.stringify(reports))
+    const tree = await treeBytes(pri.data)
+    assert.ok(reports[0].bytes < tree * 1.5, `the synchronization sent ${reports[0].bytes} bytes for a tree of ${tree}: the big file went again by its changed parts, not whole`)
+  })
+}))
+
 t('a synchronization cut short (the link cut, then the Secondary killed) begins again and ends identical', timed(300_000, async () => {
   await withSyncPair(96, 8 << 20, async (x) => {
     const { p: pri, s: sec0, proxy } = x

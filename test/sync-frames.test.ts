@@ -253,4 +253,110 @@ test('a directory with more names than one SYNC_DIR carries is closed by several
   })
 })
 
+/** Writes `data` at `o` of file `f` under `root`, and marks it on `src` as the WRITE record `seq` would. */
+function writeAt (root: string, src: SyncSource, seq: number, p: string, o: number, data: Buffer): void {
+  const fd = fs.openSync(path.join(root, p), 'r+')
+  fs.writeSync(fd, data, 0, data.length, o)
+  fs.closeSync(fd)
+  src.mark({ type: RecordType.WRITE, seq, meta: { p, o }, data })
+}
+
+function truncateTo (root: string, src: SyncSource, seq: number, p: string, s: number): void {
+  fs.truncateSync(path.join(root, p), s)
+  src.mark({ type: RecordType.TRUNCATE, seq, meta: { p, s }, data: Buffer.alloc(0) })
+}
+
+test('a file changed by writes, truncates and attribute changes after it was sent goes as its changed parts, not whole', async () => {
+  let applied = 0
+  await withPair(() => applied, async (a, b, src, dst) => {
+    await pump(src, dst) // the whole walk
+    assert.is(src.complete, true)
+    writeAt(a, src, 1, '/a/b/big', 700_000, Buffer.from('X')) // one byte of a 1 MiB file
+    writeAt(a, src, 2, '/a/b/big', 300_000, Buffer.from('Y'))
+    writeAt(a, src, 3, '/a/f40', 0, Buffer.alloc(4)) // zeros over bytes that were not: they go
+    truncateTo(a, src, 4, '/a/f30', 100) // cut, then a write past the end: a hole between
+    writeAt(a, src, 5, '/a/f30', 5000, Buffer.from('tail'))
+    truncateTo(a, src, 6, '/a/f31', 0) // emptied, made 1 MiB of zeros, three bytes in the middle
+    truncateTo(a, src, 7, '/a/f31', 1 << 20)
+    writeAt(a, src, 8, '/a/f31', 200_000, Buffer.from('abc'))
+    fs.chmodSync(path.join(a, 'a/f5'), 0o640)
+    src.mark({ type: RecordType.CHMOD, seq: 9, meta: { p: '/a/f5', m: 0o640 }, data: Buffer.alloc(0) })
+    writeAt(a, src, 10, '/a/b/big', 10, Buffer.from('Z')) // far from 300,000 in the same chunk: apart
+    // 20 writes far apart in one chunk: 16 spans (the closest joined), and 3 bytes that touch: one
+    for (let i = 0; i < 20; i++) writeAt(a, src, 11 + i, '/a/f45', i * 2000 + (i > 10 ? 7 : 0), Buffer.from([i]))
+    for (let i = 0; i < 3; i++) writeAt(a, src, 31 + i, '/a/f46', 100 + i, Buffer.from([i + 1]))
+    applied = 33
+    const frames: SyncMessage[] = []
+    for (let m = src.next(); m !== null; m = src.next()) {
+      const back = wire(m) as SyncMessage
+      frames.push(back)
+      for (const r of await dst.apply(back)) src.want(wire(r))
+    }
+    dst.closeFile()
+    assert.is(src.complete, true)
+    await assertSame(a, b)
+    const entries = frames.filter((f) => f.t === MsgType.SYNC_ENTRY)
+    assert.equal(entries.map((e) => e.t === MsgType.SYNC_ENTRY && [e.p, e.w, e.z]).sort(),
+      [['/a/b/big', 'r', undefined], ['/a/f30', 'r', 100], ['/a/f31', 'r', 0], ['/a/f40', 'r', undefined], ['/a/f45', 'r', undefined], ['/a/f46', 'r', undefined], ['/a/f5', 'r', undefined]])
+    const data = frames.filter((f) => f.t === MsgType.SYNC_DATA).map((f) => f.t === MsgType.SYNC_DATA && [f.p, f.o, f.d.length])
+    assert.equal(data.filter((d) => d !== false && d[0] !== '/a/f45').sort(),
+      [['/a/b/big', 10, 1], ['/a/b/big', 300_000, 1], ['/a/b/big', 700_000, 1], ['/a/f30', 5000, 4], ['/a/f31', 200_000, 3], ['/a/f40', 0, 4], ['/a/f46', 100, 3]])
+    const f45 = data.filter((d) => d !== false && d[0] === '/a/f45')
+    assert.is(f45.length, 16, `spans of /a/f45: ${JSON.stringify(f45)}`)
+    assert.ok(f45.reduce((n, d) => n + (d as [string, number, number])[2], 0) < 20_000, 'the closest joined, not all of them')
+  })
+})
+
+test('changed parts of a file the target has not as that regular file are asked for whole', async () => {
+  let applied = 0
+  await withPair(() => applied, async (a, b, src, dst) => {
+    await pump(src, dst)
+    fs.rmSync(path.join(b, 'a/f20')) // gone on the target
+    fs.rmSync(path.join(b, 'a/f21'))
+    fs.mkdirSync(path.join(b, 'a/f21')) // a directory there
+    fs.linkSync(path.join(b, 'a/f23'), path.join(b, 'a/other')) // another name there only
+    const times = fs.statSync(path.join(a, 'a'))
+    fs.utimesSync(path.join(b, 'a'), times.atime, times.mtime) // as it was before these changes
+    writeAt(a, src, 1, '/a/f20', 10, Buffer.from('x'))
+    writeAt(a, src, 2, '/a/f21', 10, Buffer.from('y'))
+    writeAt(a, src, 3, '/a/f23', 10, Buffer.from('z'))
+    applied = 3
+    await pump(src, dst)
+    assert.is(src.complete, true)
+    fs.rmSync(path.join(b, 'a/other')) // not the source's: its SYNC_DIR would remove it, none was sent
+    fs.utimesSync(path.join(b, 'a'), times.atime, times.mtime)
+    await assertSame(a, b)
+    assert.is(fs.statSync(path.join(b, 'a/f23')).nlink, 1, 'written as a file of its own, not through the other name')
+    assert.is(src.progress.differing, 3, 'each asked for whole')
+  })
+})
+
+test('a large file written all the time during the drain converges: each pass sends what was written, not the file', async () => {
+  let applied = 0
+  await withPair(() => applied, async (a, b, src, dst) => {
+    await pump(src, dst)
+    let seq = 0
+    let x = 1
+    const write = (): void => {
+      x = (x * 1103515245 + 12345) % 2 ** 31
+      seq++
+      writeAt(a, src, seq, '/a/b/big', x % ((1 << 20) - 4096), Buffer.alloc(4096, seq))
+      applied = seq
+    }
+    write()
+    // A write every 4 frames, as long as the source has something to send: the file is 4 chunks
+    // (an entry and 4 SYNC_DATA sent whole), so only its changed parts let the map empty.
+    let frames = 0
+    for (let m = src.next(); m !== null; m = src.next()) {
+      for (const r of await dst.apply(wire(m) as SyncMessage)) src.want(wire(r))
+      if (++frames % 4 === 0) write()
+      if (frames > 10_000) break
+    }
+    dst.closeFile()
+    assert.ok(frames <= 10_000, 'the drain never emptied the map')
+    assert.is(src.complete, true)
+    await assertSame(a, b)
+  })
+})
+
 test.run()

@@ -1,5 +1,5 @@
 /**
- * RLINK wire protocol, version 4 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * RLINK wire protocol, version 5 (docs/FORMAT.md "Wire protocol" is the contract; change it only
  * with a version bump).
  *
  * A connection is a sequence of frames in each direction:
@@ -29,6 +29,11 @@
  * file may differ, before that frame's SYNC_ACK, and the Primary sends the entry again (w: 'i')
  * with the chunks whose hashes differ.
  *
+ * Changed parts of a file (version 5): during a synchronization's drain a file whose only changes
+ * since it was sent are writes, truncates and attribute changes goes as SYNC_ENTRY {w: 'r', z}
+ * and SYNC_DATA for the spans written; the Secondary keeps its bytes (or answers SYNC_SUMS with
+ * s: -1, and the file comes whole).
+ *
  * Online verify (version 4; src/sync/verify.ts): the Primary takes a snapshot of its tree after
  * record `seq` and asks the Secondary for its own at the same point,
  *   P -> S  VERIFY_BEGIN {id, seq}, VERIFY_ACK {id, n} (frames compared), VERIFY_END {id}
@@ -40,7 +45,7 @@ import { Packr } from 'msgpackr'
 import { ReplError } from '../errors'
 import { WIRE_FRAME_BYTES_MAX } from '../limits'
 
-export const PROTOCOL_VERSION = 4
+export const PROTOCOL_VERSION = 5
 
 /** One table of message types; numbers are on the wire: never reuse one. */
 export enum MsgType {
@@ -132,7 +137,10 @@ export type SyncTime = [number, number]
  * path of the same file already sent: a hard link to it. w (a file; absent: its bytes all follow,
  * holes left out): 'c' compare: no bytes follow; the Secondary keeps its file if it has the same
  * size and mtime (unless SYNC_BEGIN said c: 1), else answers SYNC_SUMS; 'i' in place: the file's
- * bytes are kept and the chunks that differ follow.
+ * bytes are kept and the chunks that differ follow; 'r' (version 5) changed parts: the file's
+ * bytes are kept, cut to `z` first if given and longer (a truncate since it was sent), then set to
+ * size `s`; the spans written since follow (a Secondary without a regular file there, or whose
+ * file has other names while the Primary's has one, answers SYNC_SUMS with s: -1 and drops them).
  */
 export interface SyncEntry {
   t: MsgType.SYNC_ENTRY
@@ -149,7 +157,8 @@ export interface SyncEntry {
   l?: string
   r?: number
   h?: string
-  w?: 'c' | 'i'
+  w?: 'c' | 'i' | 'r'
+  z?: number
 }
 /** Bytes of the file last sent by SYNC_ENTRY at `p`, at offset `o`. */
 export interface SyncData { t: MsgType.SYNC_DATA, p: string, o: number, d: Uint8Array }

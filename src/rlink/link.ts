@@ -81,6 +81,10 @@ export interface SyncSession {
   want (m: SyncSums): void
   /** Everything sent: the Secondary has the tree after every record applied so far. */
   readonly complete: boolean
+  /** While set, next() sends nothing (changes are still marked): the synchronization is cut, to end if its frames need no answer. */
+  held: boolean
+  /** SYNC_SUMS received and not yet answered: a file still to send. */
+  readonly answering: boolean
   readonly progress: SyncStatus
   close (): void
 }
@@ -167,6 +171,12 @@ export class Rlink {
   private syncing: SyncSession | null = null
   private syncSent = 0
   private syncAcked = 0
+  /**
+   * Where the synchronization ends if its last frames need no answer: every record up to `seq` is
+   * in the frames sent up to frame `frames`, and this RLINK's positions stay there (records after
+   * it are kept in the SRL, to go as UPDATES after SYNC_DONE).
+   */
+  private syncCut: { seq: number, frames: number } | null = null
   /** SYNC_DONE sent with this sequence number, and not yet acked by the Secondary (it is applying the last frames). */
   private syncDoneAt: number | null = null
   /** The online verify running over this connection, if any. */
@@ -356,6 +366,7 @@ export class Rlink {
     this.syncing?.close()
     this.syncing = this.ctx.sync!(this.address, mode)
     this.syncSent = this.syncAcked = 0
+    this.syncCut = null
     this.syncDoneAt = null
     this.batches = []
     this.followHead()
@@ -369,12 +380,24 @@ export class Rlink {
     this.dackPos = { ...this.sendPos }
   }
 
-  /** Sends SYNC_* frames while the window allows; at the end, SYNC_DONE and ordered replication. */
+  /**
+   * Sends SYNC_* frames while the window allows; at the end, SYNC_DONE and ordered replication.
+   *
+   * The end is a cut, so that writes going on all the time cannot keep a synchronization from
+   * ending: the first time everything is sent (walk over, map empty), the tree sent is the one
+   * after the newest record, `seq`. The source then holds (changes after `seq` are still marked,
+   * not sent) and the RLINK stops following the SRL's head, so records after `seq` stay in the
+   * SRL. Once every frame up to the cut is applied with no SYNC_SUMS among the answers, and `seq`
+   * is durable, SYNC_DONE {seq} goes and those records follow as UPDATES; the marks made meanwhile
+   * are dropped (the records carry those changes). A SYNC_SUMS among the answers (a file the
+   * Secondary lacks, asked for whole) calls the cut off: the file and the marks go as before.
+   */
   private pumpSync (c: FramedSocket, s: SyncSession): void {
     const srl = this.ctx.srl
-    this.followHead()
+    if (this.syncCut === null) this.followHead()
+    else this.nackSeq = Math.max(this.nackSeq, srl.lastSeq) // held: no writer waits for this RLINK, as during the synchronization
     this.wakeWaiters()
-    while (!this.draining && this.syncSent - this.syncAcked < SYNC_WINDOW_FRAMES) {
+    while (this.syncCut === null && !this.draining && this.syncSent - this.syncAcked < SYNC_WINDOW_FRAMES) {
       let m: Message | null
       try {
         m = s.next()
@@ -388,18 +411,30 @@ export class Rlink {
       this.syncSent++
       if (!c.send(m)) this.draining = true
     }
-    // Complete, and every frame applied: no SYNC_SUMS can still be on its way.
-    if (!s.complete || this.syncAcked < this.syncSent) return
-    // The tree sent is the one after record lastSeq: that record must be durable here first (a
-    // Secondary never holds what a power cut can take from the Primary). An append starts the
-    // fdatasync; its end pumps again.
-    if (srl.syncedSeq < srl.lastSeq) { srl.sync().catch((err: Error) => this.ctx.fatal(err)); return }
-    const seq = srl.lastSeq
+    if (this.syncCut === null) {
+      if (!s.complete) return
+      // followHead() above, and nothing appended since: the positions are those after lastSeq.
+      this.syncCut = { seq: srl.lastSeq, frames: this.syncSent }
+      s.held = true
+    }
+    const cut = this.syncCut
+    // Every frame up to the cut applied: their SYNC_SUMS, if any, came before that SYNC_ACK.
+    if (this.syncAcked < cut.frames) return
+    if (s.answering) {
+      this.syncCut = null
+      s.held = false
+      this.pumpSync(c, s)
+      return
+    }
+    // That record must be durable here first (a Secondary never holds what a power cut can take
+    // from the Primary). An append starts the fdatasync; its end pumps again.
+    if (srl.syncedSeq < cut.seq) { srl.sync().catch((err: Error) => this.ctx.fatal(err)); return }
+    const seq = cut.seq
+    this.syncCut = null
     c.send({ t: MsgType.SYNC_DONE, seq })
     this.ctx.log(`RLINK to ${this.address}: ${syncName(s)} sent (${syncFigures(s)}); the Secondary has the tree after sequence number ${seq}, ordered replication follows`)
     s.close()
     this.syncing = null
-    this.followHead()
     // Acked only when the Secondary says so (it applies the frames before SYNC_DONE first).
     this.nackSeq = this.dackSeq = Math.max(0, seq - 1)
     this.syncDoneAt = seq
@@ -613,6 +648,7 @@ export class Rlink {
     this.conn = null
     this.draining = false
     this.syncDoneAt = null // the next handshake says whether the Secondary finished it
+    this.syncCut = null
     if (this.syncing !== null) {
       this.ctx.log(`RLINK to ${this.address}: ${syncName(this.syncing)} cut short (${reason}) after ${syncFigures(this.syncing)}; it goes on by difference when the link is back`)
       this.syncing.close()

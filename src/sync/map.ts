@@ -41,6 +41,25 @@ export function pathsOf (rec: Pick<Record, 'type' | 'meta'>): Array<[string, boo
   }
 }
 
+/**
+ * What record `rec` changes when that is only a file's bytes or attributes, not a name: its path,
+ * the span of bytes it writes [o, e) (e = o: none), and the size it cuts the file to (a truncate;
+ * else Infinity). null: it changes more (a name, a directory), or nothing.
+ */
+export function partOf (rec: Pick<Record, 'type' | 'meta' | 'data'>): { p: string, o: number, e: number, cut: number } | null {
+  const m = rec.meta
+  switch (rec.type) {
+    case RecordType.WRITE: return { p: m.p!, o: m.o!, e: m.o! + rec.data.length, cut: Infinity }
+    case RecordType.FALLOCATE: return { p: m.p!, o: m.o!, e: m.o! + m.l!, cut: Infinity }
+    case RecordType.TRUNCATE: return { p: m.p!, o: 0, e: 0, cut: m.s! }
+    case RecordType.CHMOD: case RecordType.CHOWN: case RecordType.UTIMENS:
+    case RecordType.SETXATTR: case RecordType.REMOVEXATTR:
+      return { p: m.p!, o: 0, e: 0, cut: Infinity }
+    default:
+      return null
+  }
+}
+
 /** Marks `p` in `map` (a tree mark covers a plain one); whether that changed the map. */
 function mark (map: Map<string, boolean>, p: string, tree: boolean): boolean {
   const had = map.get(p)

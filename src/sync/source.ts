@@ -10,10 +10,14 @@
  *   map    meanwhile every record the Primary applies marks the paths it changes (the change map:
  *          its path, its parent for a namespace change, both sides of a rename as whole trees)
  *   drain  then each marked path whose last change is applied is sent again as it is now (gone:
- *          SYNC_REMOVE), deepest first, so a directory's times are set after its entries
+ *          SYNC_REMOVE), deepest first, so a directory's times are set after its entries; a file
+ *          changed only by writes, truncates and attribute changes since it was sent goes as its
+ *          entry and the spans written (SYNC_ENTRY w: 'r'), not whole, so that a big file written
+ *          all the time converges as long as its writes are slower than the link
  *   done   walk over and map empty: every record appended so far is applied and every path it
  *          touched was sent after that, so the Secondary holds the tree after the last record.
- *          SYNC_DONE carries its sequence number; ordered replication continues after it.
+ *          The RLINK cuts there (held); SYNC_DONE carries that record's sequence number, and
+ *          ordered replication continues after it.
  *
  * Reads happen on the event loop between FUSE requests, a frame at a time, so a walk never holds
  * the mount. A file read while a write to it is in flight is read again from the map.
@@ -26,12 +30,51 @@ import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums
 import { SYNC_CHUNK_BYTES, SYNC_DIR_NAMES_MAX } from '../limits'
 import { ReplError } from '../errors'
 import { chunkHash, HASH_BYTES } from './hash'
-import { pathsOf } from './map'
+import { pathsOf, partOf } from './map'
 import { child } from './paths'
 import { countTree, type TreeSize } from './count'
 
-/** A path to send again: the last record that changed it, and whether everything below it too. */
-interface Mark { seq: number, tree: boolean }
+/**
+ * A path to send again: the last record that changed it, whether everything below it too, and
+ * `parts`: what changed in a file whose name did not (null: send it whole).
+ */
+interface Mark { seq: number, tree: boolean, parts: Parts | null }
+
+/**
+ * A file's changes since it was sent: per SYNC_CHUNK_BYTES chunk (by index) the spans written,
+ * [lo, hi) in order, apart (at most PART_SPANS_PER_CHUNK: past that the two closest are joined),
+ * and `cut` the smallest size it was truncated to (Infinity: none).
+ */
+interface Parts { cut: number, spans: Map<number, Array<[number, number]>> }
+
+/** A write or fallocate spanning more chunks than this is sent whole (the map stays small). */
+const PART_CHUNKS_MAX = 65536
+
+/**
+ * Spans kept per chunk: random writes of a database or an image far apart in one chunk stay
+ * apart (a pass sends what was written, so the drain converges), and a chunk's list stays short.
+ */
+const PART_SPANS_PER_CHUNK = 16
+
+/** Adds [lo, hi) to `list` (in order, apart): joins what it touches, then the closest two if too many. */
+function addSpan (list: Array<[number, number]>, lo: number, hi: number): void {
+  let i = 0
+  while (i < list.length && list[i][1] < lo) i++
+  let j = i
+  while (j < list.length && list[j][0] <= hi) { lo = Math.min(lo, list[j][0]); hi = Math.max(hi, list[j][1]); j++ }
+  list.splice(i, j - i, [lo, hi])
+  if (list.length <= PART_SPANS_PER_CHUNK) return
+  let k = 0
+  for (let x = 1; x < list.length - 1; x++) if (list[x + 1][0] - list[x][1] < list[k + 1][0] - list[k][1]) k = x
+  list.splice(k, 2, [list[k][0], list[k + 1][1]])
+}
+
+/**
+ * The file whose bytes are being sent: from offset `o` on, or (`spans`) only those spans, from
+ * span `si` on; with `theirs`, only the chunks that differ from those; `z`: bytes at or past it
+ * that are all zero are left out (holes, or zeros the Secondary's cut made).
+ */
+interface Sending { p: string, fd: number, size: number, o: number, theirs: Want | null, spans: Array<[number, number]> | null, si: number, z: number }
 
 /** A directory being walked: its path, its names (sorted), the next one to send. */
 interface Level { p: string, names: string[], i: number }
@@ -97,8 +140,7 @@ export class SyncSource {
   private ready: string[] = []
   private readonly stack: Level[] = []
   private readonly out: SyncMessage[] = []
-  /** The file whose bytes are being sent (with `theirs`: only the chunks that differ from those). */
-  private file: { p: string, fd: number, size: number, o: number, theirs: Want | null } | null = null
+  private file: Sending | null = null
   /** SYNC_SUMS answered, to send in place (before the walk goes on), and those still in parts. */
   private readonly wants: Want[] = []
   private readonly parts = new Map<string, { s: number, h: Buffer[], n: number }>()
@@ -167,6 +209,15 @@ export class SyncSource {
       this.marks.size === 0 && this.wants.length === 0 && this.parts.size === 0
   }
 
+  /**
+   * Set by the RLINK at its cut (src/rlink/link.ts pumpSync): nothing is sent while it holds;
+   * records are still marked (if the cut is called off they are sent; else their records carry them).
+   */
+  held = false
+
+  /** SYNC_SUMS received and not answered yet: a file still to send. */
+  get answering (): boolean { return this.wants.length > 0 || this.parts.size > 0 }
+
   /** A SYNC_SUMS frame from the Secondary: that file is sent in place once its last part is here. */
   want (m: SyncSums): void {
     if (typeof m.p !== 'string' || !Number.isSafeInteger(m.s) || m.s < -1 || !Number.isSafeInteger(m.i) || m.i < 0 ||
@@ -183,13 +234,37 @@ export class SyncSource {
 
   /** Told of every record just before the Primary applies it. */
   mark (rec: Record): void {
+    const part = partOf(rec)
+    if (part !== null) { this.addPart(part.p, rec.seq, part); return }
     for (const [p, tree] of pathsOf(rec)) this.add(p, rec.seq, tree)
   }
 
+  /** Marks `p` to be sent whole (and with `tree`, everything below it). */
   private add (p: string, seq: number, tree: boolean): void {
     const had = this.marks.get(p)
-    if (had === undefined) this.marks.set(p, { seq, tree })
-    else { had.seq = Math.max(had.seq, seq); had.tree ||= tree }
+    if (had === undefined) this.marks.set(p, { seq, tree, parts: null })
+    else { had.seq = Math.max(had.seq, seq); had.tree ||= tree; had.parts = null }
+  }
+
+  /** Marks bytes [o, e) of `p` written, and its size cut to `cut` (a path marked whole stays so). */
+  private addPart (p: string, seq: number, part: { o: number, e: number, cut: number }): void {
+    let m = this.marks.get(p)
+    if (m === undefined) { m = { seq, tree: false, parts: { cut: Infinity, spans: new Map() } }; this.marks.set(p, m) }
+    m.seq = Math.max(m.seq, seq)
+    const parts = m.parts
+    if (parts === null) return
+    parts.cut = Math.min(parts.cut, part.cut)
+    if (part.e <= part.o) return
+    const first = Math.floor(part.o / SYNC_CHUNK_BYTES)
+    const last = Math.floor((part.e - 1) / SYNC_CHUNK_BYTES)
+    if (last - first >= PART_CHUNKS_MAX || parts.spans.size >= PART_CHUNKS_MAX) { m.parts = null; return }
+    for (let i = first; i <= last; i++) {
+      const lo = Math.max(part.o, i * SYNC_CHUNK_BYTES)
+      const hi = Math.min(part.e, (i + 1) * SYNC_CHUNK_BYTES)
+      const had = parts.spans.get(i)
+      if (had === undefined) parts.spans.set(i, [[lo, hi]])
+      else addSpan(had, lo, hi)
+    }
   }
 
   /** The next frame to send, or null: nothing to send now (changes not yet applied), or complete. */
@@ -199,6 +274,7 @@ export class SyncSource {
       if (this.mode.from === undefined) this.visit('/', true)
       return this.mode.diff ? { t: MsgType.SYNC_BEGIN, id: this.id, d: 1, c: this.mode.checksum ? 1 : 0 } : { t: MsgType.SYNC_BEGIN, id: this.id }
     }
+    if (this.held) return null
     while (this.out.length === 0) if (!this.step()) return null
     return this.out.shift()!
   }
@@ -226,7 +302,8 @@ export class SyncSource {
     if (p === null) return false
     const m = this.marks.get(p)!
     this.marks.delete(p)
-    this.visitLive(p, m.tree)
+    if (m.parts !== null) this.visitParts(p, m.parts)
+    else this.visitLive(p, m.tree)
     return true
   }
 
@@ -255,6 +332,31 @@ export class SyncSource {
       const m = this.marks.get(p)
       if (m !== undefined && m.seq <= applied) return p
     }
+  }
+
+  /**
+   * Sends file `p`'s entry and the spans of `parts` as they are now (SYNC_ENTRY w: 'r'), the
+   * Secondary keeping the rest of its bytes. Not a regular file now: sent as visit() does (the
+   * change that made it so marked it whole as well).
+   */
+  private visitParts (p: string, parts: Parts): void {
+    const full = this.root + p
+    const st = fs.lstatSync(full, { throwIfNoEntry: false })
+    let fd = -1
+    if (st?.isFile() === true) {
+      try { fd = fs.openSync(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) } catch { /* gone since: as visit() finds it */ }
+    }
+    if (fd < 0) { this.visitLive(p, false); return }
+    const t = sys.lstatNs(full)
+    const e: SyncEntry = {
+      t: MsgType.SYNC_ENTRY, p, k: 'f', m: st!.mode, u: st!.uid, g: st!.gid, a: [t[0], t[1]], mt: [t[2], t[3]], x: this.xattrs(full), s: st!.size, c: st!.nlink, w: 'r'
+    }
+    if (parts.cut < st!.size) e.z = parts.cut
+    this.entries++
+    this.out.push(e)
+    const spans = [...parts.spans].sort((a, b) => a[0] - b[0]).flatMap(([, list]) => list)
+    if (spans.length > 0 && st!.size > 0) this.file = { p, fd, size: st!.size, o: 0, theirs: null, spans, si: 0, z: parts.cut }
+    else fs.closeSync(fd)
   }
 
   /** Sends path `p` as it is now (and, for a directory with `deep`, everything below it). */
@@ -298,7 +400,7 @@ export class SyncSource {
       e.c = st.nlink
       if (this.mode.diff && st.size > 0) { e.w = 'c'; this.out.push(e); return } // its bytes if the Secondary asks
       this.out.push(e)
-      if (st.size > 0) this.file = { p, fd: fs.openSync(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), size: st.size, o: 0, theirs: null }
+      if (st.size > 0) this.file = { p, fd: fs.openSync(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), size: st.size, o: 0, theirs: null, spans: null, si: 0, z: 0 }
       return
     }
     if (e.k === 'l') e.l = fs.readlinkSync(full)
@@ -341,7 +443,7 @@ export class SyncSource {
     this.differing++
     this.entries++
     this.out.push(e)
-    if (st.size > 0) this.file = { p: w.p, fd, size: st.size, o: 0, theirs: w.s >= 0 ? w : null }
+    if (st.size > 0) this.file = { p: w.p, fd, size: st.size, o: 0, theirs: w.s >= 0 ? w : null, spans: null, si: 0, z: 0 }
     else fs.closeSync(fd)
   }
 
@@ -359,7 +461,8 @@ export class SyncSource {
    * (holes on the Secondary, or zeros past the end of its file in place), and in place the chunks
    * whose hashes match its own.
    */
-  private sendChunk (f: { p: string, fd: number, size: number, o: number, theirs: Want | null }): void {
+  private sendChunk (f: Sending): void {
+    if (f.spans !== null) { this.sendSpan(f, f.spans); return }
     for (let skipped = 0; f.o < f.size && skipped < 64; skipped++) {
       const n = fs.readSync(f.fd, this.chunk, 0, Math.min(this.chunk.length, f.size - f.o), f.o)
       if (n === 0) { f.o = f.size; break } // shorter now: a truncate, which marked the path
@@ -380,5 +483,24 @@ export class SyncSource {
       }
     }
     if (f.o >= f.size) { fs.closeSync(f.fd); this.file = null }
+  }
+
+  /**
+   * The next span of a file sent in changed parts: as it reads now (clipped to the size), all-zero
+   * spans at or past the cut left out (the Secondary's cut and extension made them zeros).
+   */
+  private sendSpan (f: Sending, spans: Array<[number, number]>): void {
+    for (let skipped = 0; f.si < spans.length && skipped < 64; skipped++) {
+      const [lo, hi] = spans[f.si++]
+      if (lo >= f.size) { f.si = spans.length; break } // in order: the rest is past the end too
+      const n = fs.readSync(f.fd, this.chunk, 0, Math.min(hi, f.size) - lo, lo)
+      if (n === 0) { f.si = spans.length; break } // shorter now: a truncate, which marked it again
+      const b = this.chunk.subarray(0, n)
+      if (lo >= f.z && isZero(b)) continue
+      this.out.push({ t: MsgType.SYNC_DATA, p: f.p, o: lo, d: Buffer.from(b) })
+      this.bytes += n
+      break
+    }
+    if (f.si >= spans.length) { fs.closeSync(f.fd); this.file = null }
   }
 }

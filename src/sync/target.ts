@@ -106,6 +106,8 @@ export class SyncTarget {
         this.entries++
         if (m.w === 'c') return await this.compare(m)
         if (m.w === 'i') return await this.inPlace(m)
+        if (m.w === 'r') return this.changedParts(m)
+        if (m.w !== undefined) throw new ReplError('PROTOCOL', `the Primary sent an entry for ${String(m.p)} with an unknown w: ${JSON.stringify(m.w)}`)
         this.entry(m)
         return []
       case MsgType.SYNC_DATA: this.data(m.p, m.o, m.d); return []
@@ -254,6 +256,39 @@ export class SyncTarget {
     const fd = fs.openSync(full, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
     this.file = { p: e.p, fd, a: e.a, mt: e.mt }
     fs.ftruncateSync(fd, e.s ?? 0)
+    fs.fchownSync(fd, e.u, e.g)
+    fs.fchmodSync(fd, e.m & 0o7777)
+    this.xattrs(full, e.x)
+    return []
+  }
+
+  /**
+   * Changed parts (w: 'r'): this file is the Primary's but for a cut and the spans that follow.
+   * It keeps its bytes, is cut to `z` if longer, set to size `s`, and takes the entry's owner, mode
+   * and xattrs now (its times after the last span). No regular file here, or one with other names
+   * while the Primary's has one: it goes, the spans are dropped, and SYNC_SUMS {s: -1} asks for it whole.
+   */
+  private changedParts (e: SyncEntry): SyncSums[] {
+    this.closeFile()
+    const full = this.full(e.p)
+    const size = e.s ?? 0
+    if (!Number.isSafeInteger(size) || size < 0 || (e.z !== undefined && (!Number.isSafeInteger(e.z) || e.z < 0))) {
+      throw new ReplError('PROTOCOL', `the Primary sent changed parts of ${e.p} with a bad size`)
+    }
+    const st = fs.lstatSync(full, { throwIfNoEntry: false })
+    if (st?.isFile() !== true || (st.nlink > 1 && (e.c ?? 1) <= 1)) {
+      this.file = { p: e.p, fd: -1, a: e.a, mt: e.mt }
+      if (st !== undefined) keepParentTimes(full, () => this.removeTree(e.p))
+      return [{ t: MsgType.SYNC_SUMS, p: e.p, s: -1, i: 0, h: new Uint8Array(0), e: 1 }]
+    }
+    const cut = e.z !== undefined && e.z < st.size ? e.z : st.size
+    if (cut !== st.size) this.preserve(RecordType.TRUNCATE, { p: e.p, s: cut })
+    if (size !== cut) this.preserve(RecordType.TRUNCATE, { p: e.p, s: size })
+    this.preserve(RecordType.CHOWN, { p: e.p })
+    const fd = fs.openSync(full, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
+    this.file = { p: e.p, fd, a: e.a, mt: e.mt }
+    if (cut !== st.size) fs.ftruncateSync(fd, cut)
+    if (size !== cut) fs.ftruncateSync(fd, size)
     fs.fchownSync(fd, e.u, e.g)
     fs.fchmodSync(fd, e.m & 0o7777)
     this.xattrs(full, e.x)
