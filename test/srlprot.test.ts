@@ -48,6 +48,12 @@ async function manyChanges (mount: string, round: number): Promise<void> {
   await fsp.writeFile(path.join(mount, `new${round}/deep/x`), `round ${round}\n`)
   await fsp.appendFile(path.join(mount, 't/d9/f9'), `appended in round ${round}\n`)
   await fsp.chmod(path.join(mount, 't/d8/f8'), 0o600 + round)
+  // A database's pages: two 4 KiB writes far apart in a 16 MiB file (the map keeps the spans).
+  const fh = await fsp.open(path.join(mount, 'db'), 'r+')
+  try {
+    await fh.write(Buffer.alloc(4096, round), 0, 4096, round * (1 << 20))
+    await fh.write(Buffer.alloc(4096, round + 100), 0, 4096, (8 + round) * (1 << 20) + 100)
+  } finally { await fh.close() }
 }
 
 async function assertSame (m: Multi, what: string): Promise<void> {
@@ -60,6 +66,8 @@ t('autodcm: a Secondary away while the SRL overflows leaves it for a change map 
   await withMulti({ count: 1, srlSize: SRL, via: [true] }, async (m) => {
     await waitRlink(m, 0, (l) => l.state === 'connected', 'connected')
     await smallTree(m.primary.mount, 400)
+    await m.caughtUp()
+    await fsp.writeFile(path.join(m.primary.mount, 'db'), crypto.randomBytes(16 << 20))
     await m.caughtUp()
     const consistent = await snapshotTree(m.secondaries[0].data)
     await m.secondaries[0].stop()
@@ -109,6 +117,10 @@ t('autodcm: a Secondary away while the SRL overflows leaves it for a change map 
     // map is by path), two big files, a few more; the other ~320 files of the tree are not sent.
     const files = Object.keys(await snapshotTree(m.primary.data)).length
     assert.ok(Number(sent[3]) <= 100, `only the changed paths were sent: ${sent[3]} files differed of ${files} paths\n${log}`)
+    // Bytes: the two new big files whole, and of the 16 MiB database its four 4 KiB pages written,
+    // not its chunks (256 KiB each) nor the file; the rest is small.
+    const bigs = 2 * 3 * SRL_BYTES_MIN
+    assert.ok(Number(sent[2]) - bigs < 200 << 10, `sent ${sent[2]} bytes: ${Number(sent[2]) - bigs} besides the two new big files`)
     await fsp.writeFile(path.join(m.primary.mount, 'after.txt'), 'ordered replication again\n')
     await m.caughtUp()
     await assertSame(m, 'after ordered replication resumed')

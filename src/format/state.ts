@@ -37,7 +37,7 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 6
+export const STATE_FORMAT_VERSION = 7
 /**
  * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
  * 2 -> 3: the `synced` key, written from the next checkpoint on; 3 -> 4: the `baseline` and `sync`
@@ -45,7 +45,7 @@ export const STATE_FORMAT_VERSION = 6
  * data directory, as it had to be; 4 -> 5: `sync.c`, absent in a synchronization begun by
  * format 4, which was full: false).
  */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6]
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6, 7]
 
 /**
  * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
@@ -79,9 +79,18 @@ export interface RlinkPosition { seq: number, offset: number, paused: boolean, d
 /**
  * A path in an RLINK's change map: t, everything below it too (a rename); c (state format 6;
  * absent: 0): put there by `verify --repair`, its chunks are compared even where its size and
- * mtime are the Primary's.
+ * mtime are the Primary's; f (state format 7; absent: 0): only a file's bytes and attributes
+ * changed (no name), `s` the spans written as [start, end, start, end, ...] in order and apart,
+ * `z` the smallest size it was truncated to (absent: none); it is sent as its changed parts.
  */
-export interface DcmMark { t: 0 | 1, c?: 1 }
+export interface DcmMark { t: 0 | 1, c?: 1, f?: 1, s?: number[], z?: number }
+
+/**
+ * A change-map entry as a resynchronization takes it (src/sync): everything below the path too
+ * (`tree`), or, `parts` not null, only a file's changes: its spans written [start, end) in order
+ * and apart, and the smallest size it was cut to (Infinity: none).
+ */
+export interface ChangeMark { tree: boolean, parts: { cut: number, spans: Array<[number, number]> } | null }
 
 export interface Follow { srlId: string, rds: string }
 

@@ -12,7 +12,7 @@ import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type 
 import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
-import { State, type Baseline, type Position, type RlinkPosition } from '../format/state'
+import { State, type Baseline, type Position, type RlinkPosition, type ChangeMark } from '../format/state'
 import { ReplError } from '../errors'
 import {
   RLINK_BATCH_BYTES_MAX, RLINK_WINDOW_BYTES, RLINK_WINDOW_UPDATES, RLINK_PING_INTERVAL_MS, RLINK_DEAD_AFTER_MS,
@@ -63,14 +63,14 @@ export interface Context {
 /** What an RLINK needs of the change maps (src/sync/map.ts ChangeMaps). */
 export interface ChangeMapsView {
   size (address: string): number
-  marks (address: string, since: Position): Map<string, boolean>
+  marks (address: string, since: Position): Map<string, ChangeMark>
   /** Whether its resynchronization compares every chunk (paths from verify --repair). */
   compareAll (address: string): boolean
   clear (address: string): Promise<void>
 }
 
 /** How a Secondary is synchronized (src/sync/source.ts SyncMode). */
-export interface SyncMode { diff: boolean, checksum: boolean, from?: Map<string, boolean> }
+export interface SyncMode { diff: boolean, checksum: boolean, from?: Map<string, ChangeMark> }
 
 /** A full synchronization of one Secondary, as the RLINK drives it (src/sync/source.ts). */
 export interface SyncSession {

@@ -25,12 +25,13 @@
 import fs from 'node:fs'
 import { sys } from '../native'
 import type { Record } from '../format/record'
+import type { ChangeMark } from '../format/state'
 import { isInternalXattr } from '../format/data-cursor'
 import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
 import { SYNC_CHUNK_BYTES, SYNC_DIR_NAMES_MAX } from '../limits'
 import { ReplError } from '../errors'
 import { chunkHash, HASH_BYTES } from './hash'
-import { pathsOf, partOf } from './map'
+import { pathsOf, partOf, newParts, addPart, spansOf, partsFrom, type Parts } from './map'
 import { child } from './paths'
 import { countTree, type TreeSize } from './count'
 
@@ -39,35 +40,6 @@ import { countTree, type TreeSize } from './count'
  * `parts`: what changed in a file whose name did not (null: send it whole).
  */
 interface Mark { seq: number, tree: boolean, parts: Parts | null }
-
-/**
- * A file's changes since it was sent: per SYNC_CHUNK_BYTES chunk (by index) the spans written,
- * [lo, hi) in order, apart (at most PART_SPANS_PER_CHUNK: past that the two closest are joined),
- * and `cut` the smallest size it was truncated to (Infinity: none).
- */
-interface Parts { cut: number, spans: Map<number, Array<[number, number]>> }
-
-/** A write or fallocate spanning more chunks than this is sent whole (the map stays small). */
-const PART_CHUNKS_MAX = 65536
-
-/**
- * Spans kept per chunk: random writes of a database or an image far apart in one chunk stay
- * apart (a pass sends what was written, so the drain converges), and a chunk's list stays short.
- */
-const PART_SPANS_PER_CHUNK = 16
-
-/** Adds [lo, hi) to `list` (in order, apart): joins what it touches, then the closest two if too many. */
-function addSpan (list: Array<[number, number]>, lo: number, hi: number): void {
-  let i = 0
-  while (i < list.length && list[i][1] < lo) i++
-  let j = i
-  while (j < list.length && list[j][0] <= hi) { lo = Math.min(lo, list[j][0]); hi = Math.max(hi, list[j][1]); j++ }
-  list.splice(i, j - i, [lo, hi])
-  if (list.length <= PART_SPANS_PER_CHUNK) return
-  let k = 0
-  for (let x = 1; x < list.length - 1; x++) if (list[x + 1][0] - list[x][1] < list[k + 1][0] - list[k][1]) k = x
-  list.splice(k, 2, [list[k][0], list[k + 1][1]])
-}
 
 /**
  * The file whose bytes are being sent: from offset `o` on, or (`spans`) only those spans, from
@@ -91,9 +63,9 @@ export interface SyncMode {
   checksum: boolean
   /**
    * A resynchronization from a change map (SRL overflow protection): no walk, only these paths
-   * (path -> whether everything below it too), then the drain as usual.
+   * (whole, with everything below them too, or a file's changed parts), then the drain as usual.
    */
-  from?: Map<string, boolean>
+  from?: Map<string, ChangeMark>
 }
 
 export interface SyncProgress {
@@ -160,7 +132,10 @@ export class SyncSource {
   constructor (private readonly root: string, readonly id: string, private readonly applied: () => number,
     readonly mode: SyncMode = { diff: false, checksum: false }) {
     if (mode.from !== undefined) {
-      for (const [p, tree] of mode.from) this.add(p, 0, tree)
+      for (const [p, m] of mode.from) {
+        if (m.parts !== null) this.marks.set(p, { seq: 0, tree: false, parts: partsFrom(m.parts) })
+        else this.add(p, 0, m.tree)
+      }
       this.total = { entries: mode.from.size, bytes: -1 }
     } else {
       countTree(root, () => this.closed).then((t) => { if (t !== null) this.total = t }, () => {})
@@ -249,22 +224,9 @@ export class SyncSource {
   /** Marks bytes [o, e) of `p` written, and its size cut to `cut` (a path marked whole stays so). */
   private addPart (p: string, seq: number, part: { o: number, e: number, cut: number }): void {
     let m = this.marks.get(p)
-    if (m === undefined) { m = { seq, tree: false, parts: { cut: Infinity, spans: new Map() } }; this.marks.set(p, m) }
+    if (m === undefined) { m = { seq, tree: false, parts: newParts() }; this.marks.set(p, m) }
     m.seq = Math.max(m.seq, seq)
-    const parts = m.parts
-    if (parts === null) return
-    parts.cut = Math.min(parts.cut, part.cut)
-    if (part.e <= part.o) return
-    const first = Math.floor(part.o / SYNC_CHUNK_BYTES)
-    const last = Math.floor((part.e - 1) / SYNC_CHUNK_BYTES)
-    if (last - first >= PART_CHUNKS_MAX || parts.spans.size >= PART_CHUNKS_MAX) { m.parts = null; return }
-    for (let i = first; i <= last; i++) {
-      const lo = Math.max(part.o, i * SYNC_CHUNK_BYTES)
-      const hi = Math.min(part.e, (i + 1) * SYNC_CHUNK_BYTES)
-      const had = parts.spans.get(i)
-      if (had === undefined) parts.spans.set(i, [[lo, hi]])
-      else addSpan(had, lo, hi)
-    }
+    if (m.parts !== null && !addPart(m.parts, part)) m.parts = null
   }
 
   /** The next frame to send, or null: nothing to send now (changes not yet applied), or complete. */
@@ -354,7 +316,7 @@ export class SyncSource {
     if (parts.cut < st!.size) e.z = parts.cut
     this.entries++
     this.out.push(e)
-    const spans = [...parts.spans].sort((a, b) => a[0] - b[0]).flatMap(([, list]) => list)
+    const spans = spansOf(parts)
     if (spans.length > 0 && st!.size > 0) this.file = { p, fd, size: st!.size, o: 0, theirs: null, spans, si: 0, z: parts.cut }
     else fs.closeSync(fd)
   }
