@@ -159,7 +159,7 @@ function markRecord (map: Map<string, Entry>, rec: Pick<Record, 'type' | 'meta' 
   changed.add(part.p)
 }
 
-/** An entry as LevelDB keeps it. */
+/** An entry as LevelDB keeps it (one with more spans than MAP_SPANS_MAX is made whole, here too). */
 function toDcm (e: Entry, c: boolean): DcmMark {
   const v: DcmMark = { t: e.tree ? 1 : 0 }
   if (c) v.c = 1
@@ -234,12 +234,12 @@ export class ChangeMaps {
   size (address: string): number { return this.maps.get(address)?.size ?? 0 }
 
   /**
-   * What a resynchronization of `address` sends: its map plus the paths of the SRL's records after
-   * `since` (not folded yet), as path -> whether everything below it too.
+   * What a resynchronization of `address` sends: its map plus what the SRL's records after `since`
+   * (not folded yet) mark, a copy.
    */
   marks (address: string, since: Position): Map<string, ChangeMark> {
     const m = new Map<string, Entry>()
-    for (const [p, e] of this.maps.get(address) ?? []) m.set(p, { tree: e.tree, parts: e.parts === null ? null : partsFrom({ cut: e.parts.cut, spans: spansOf(e.parts) }) })
+    for (const [p, e] of this.maps.get(address) ?? []) m.set(p, { tree: e.tree, parts: e.parts === null ? null : partsFrom(toChangeMark(e).parts!) })
     const changed = new Set<string>()
     for (const r of this.srl.recordsAfter(since)) {
       this.lostIbc(address, r.record)

@@ -43,8 +43,8 @@ interface Mark { seq: number, tree: boolean, parts: Parts | null }
 
 /**
  * The file whose bytes are being sent: from offset `o` on, or (`spans`) only those spans, from
- * span `si` on; with `theirs`, only the chunks that differ from those; `z`: bytes at or past it
- * that are all zero are left out (holes, or zeros the Secondary's cut made).
+ * span `si` on; with `theirs`, only the chunks that differ from those; `z` (spans only): spans
+ * at or past it that are all zero are left out (zeros the Secondary's cut and extension made).
  */
 interface Sending { p: string, fd: number, size: number, o: number, theirs: Want | null, spans: Array<[number, number]> | null, si: number, z: number }
 
