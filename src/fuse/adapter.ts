@@ -39,10 +39,19 @@ export interface AdapterOptions {
   onGone?: () => void
 }
 
+/** The per-mount flags of a mount-options text (src/fuse/mount-options.ts), read-write. */
+function perMountFlags (text: string): number {
+  const bits: Record<string, number> = {
+    nosuid: sys.MS_NOSUID, nodev: sys.MS_NODEV, noexec: sys.MS_NOEXEC, nodiratime: sys.MS_NODIRATIME,
+    noatime: sys.MS_NOATIME, relatime: sys.MS_RELATIME, strictatime: sys.MS_STRICTATIME
+  }
+  return text.split(',').reduce((flags, opt) => flags | (bits[opt] ?? 0), 0)
+}
+
 export class FuseAdapter {
   private fuse: FuseInstance | null = null
   private readonly handlers: FuseHandlers
-  private readonly readOnly: boolean
+  private readOnly: boolean
   /** unmount() was called: the end of the session is ours. */
   private unmounting = false
   /** The kernel ended the FUSE session: the mount is gone (by our unmount or anyone's). */
@@ -96,6 +105,22 @@ export class FuseAdapter {
         throw new ReplError('FUSE_UNAVAILABLE', `cannot set the mount options of ${this.mnt}: ${(err as Error).message}`, { cause: err })
       }
     }
+  }
+
+  /**
+   * Serves from another RVG, keeping the mount, its open files and the kernel's view (a role
+   * transfer: src/daemon). Becoming writable remounts the filesystem read-write (its superblock,
+   * then its per-mount flags, which keep nosuid/nodev and the user's -o flags); becoming read-only
+   * needs no remount: every change is refused here with EROFS. The caching options stay those it
+   * was mounted with (a former Secondary's: nothing cached, direct_io) until the next start.
+   */
+  serve (rvg: AdapterRvg, readOnly: boolean): void {
+    if (this.readOnly && !readOnly && this.fuse !== null) {
+      sys.remount(this.mnt, 0)
+      sys.remountBind(this.mnt, perMountFlags(this.options.mountOptions?.text ?? 'nosuid,nodev,relatime'))
+    }
+    this.handlers.serve(rvg, readOnly)
+    this.readOnly = readOnly
   }
 
   async unmount (): Promise<void> {

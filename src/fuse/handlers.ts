@@ -44,6 +44,8 @@ export interface AdapterRvg {
   mutate (type: RecordType, meta: RecordMeta): Promise<number>
   /** fsync/fdatasync from the application: makes the SRL durable. */
   sync (fd?: number, datasync?: boolean): Promise<void>
+  /** Why every change is refused (EROFS), if it is: a Primary another host took over from. */
+  readonly refusing?: string | null
 }
 
 export type Cb = (err: number, ...rest: unknown[]) => void
@@ -125,7 +127,16 @@ export class FuseHandlers {
   private nextHandle = 1
 
   /** `readOnly`: the Secondary's mount; every change answers EROFS. */
-  constructor (private readonly rvg: AdapterRvg, private readonly readOnly: boolean) {}
+  constructor (private rvg: AdapterRvg, private readOnly: boolean) {}
+
+  /**
+   * Serves from another RVG from the next operation on: a role transfer (src/daemon) keeps the
+   * mount and its open files. Operations already running finish on the one they began on.
+   */
+  serve (rvg: AdapterRvg, readOnly: boolean): void {
+    this.rvg = rvg
+    this.readOnly = readOnly
+  }
 
   /** The operations fuse-native calls, by name. */
   table (): Record<string, (...args: any[]) => void> {
@@ -199,7 +210,7 @@ export class FuseHandlers {
   // --- handles ---------------------------------------------------------------------------------
 
   open (p: string, flags: number, cb: Cb): void {
-    if (this.readOnly && (flags & 3) !== fs.constants.O_RDONLY) { cb(-E.EROFS); return }
+    if ((this.readOnly || this.rvg.refusing != null) && (flags & 3) !== fs.constants.O_RDONLY) { cb(-E.EROFS); return }
     this.now(cb, () => [this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW))])
   }
 

@@ -908,6 +908,26 @@ static napi_value m_remountBind(napi_env env, napi_callback_info info) {
   return ret;
 }
 
+/*
+ * remount(path, flags): mount(NULL, path, NULL, MS_REMOUNT | flags, NULL), which changes the flags
+ * of the filesystem (the superblock) mounted at `path`: MS_RDONLY or not. A Secondary's read-only
+ * FUSE mount becomes writable in place when it takes over (src/fuse/adapter.ts), with remountBind
+ * for the per-mount flag.
+ */
+static napi_value m_remount(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 2) < 0) return NULL;
+  int32_t flags = 0;
+  if (get_i32(env, a.argv[1], "flags", &flags) < 0) return NULL;
+  char *path = get_str(env, a.argv[0], "path");
+  if (path == NULL) return NULL;
+  napi_value ret = NULL;
+  if (mount(NULL, path, NULL, MS_REMOUNT | (unsigned long) (uint32_t) flags, NULL) < 0) throw_errno(env, errno, "mount", path);
+  else ret = undef(env);
+  free(path);
+  return ret;
+}
+
 /* ---------- clock ---------- */
 
 /*
@@ -1150,6 +1170,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "dlopenGlobal", m_dlopenGlobal);
   export_fn(env, exports, "umount2", m_umount2);
   export_fn(env, exports, "remountBind", m_remountBind);
+  export_fn(env, exports, "remount", m_remount);
   export_fn(env, exports, "clockRealtimeCoarse", m_clockRealtimeCoarse);
   export_fn(env, exports, "nameToHandle", m_nameToHandle);
   export_fn(env, exports, "openByHandle", m_openByHandle);

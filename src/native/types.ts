@@ -58,6 +58,8 @@ export interface SysAddon {
   umount2(path: string, flags: number): void;
   /** mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | flags): sets the mount's per-mount flags to exactly `flags`. */
   remountBind(path: string, flags: number): void;
+  /** mount(NULL, path, NULL, MS_REMOUNT | flags): the filesystem's own flags (MS_RDONLY or not). */
+  remount(path: string, flags: number): void;
   /** CLOCK_REALTIME_COARSE as [seconds, nanoseconds]: the clock inode times are stamped from. */
   clockRealtimeCoarse(): [number, number];
   /**

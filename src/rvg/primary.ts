@@ -47,7 +47,7 @@ import type { Replication, ExclusiveToken, Preserver } from './interfaces'
 import type { Position } from '../format/state'
 
 export type { Replication, ExclusiveToken, Preserver } from './interfaces'
-import { ReplError, errnoFor } from '../errors'
+import { ReplError, errnoFor, errnoError } from '../errors'
 import { CHECKPOINT_INTERVAL_MS, CHECKPOINT_FILL_PERCENT, SRL_SYNC_INTERVAL_MS, APPLY_BEFORE_REPLY_BYTES_MAX, RECORD_HEADER_BYTES } from '../limits'
 
 export interface PrimaryOptions {
@@ -174,6 +174,7 @@ export class PrimaryRvg {
   /** A write: appended to the SRL, applied to the data directory, then answered. */
   async write (p: string, buf: Buffer, offset: number, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
+    if (this.refusing !== null) throw errnoError('EROFS', this.refusing)
     if (this.gate.closed !== null || this.writeHolds > 0) await this.writeTurn(token)
     if (!this.srl) {
       // Bare passthrough: write through a cached descriptor, before the reply.
@@ -365,6 +366,7 @@ export class PrimaryRvg {
    */
   async mutate (type: RecordType, meta: RecordMeta, token?: ExclusiveToken): Promise<number> {
     if (this.fatal) throw this.fatal
+    if (this.refusing !== null) throw errnoError('EROFS', this.refusing)
     if (this.gate.closed !== null) await this.gate.pass(token)
     if (!this.srl) {
       while (this.bareWrites > 0) await new Promise((resolve) => setImmediate(resolve))
@@ -493,6 +495,12 @@ export class PrimaryRvg {
   }
 
   onFatal?: (err: Error) => void
+
+  /**
+   * Why this Primary refuses every change (EROFS), or null: another host took over from its
+   * generation (src/daemon/primary.ts). Changes already logged are applied and kept.
+   */
+  refusing: string | null = null
 
   get fatalError (): Error | null { return this.fatal }
 
