@@ -23,7 +23,7 @@ const bytes = (n: number, seed: number): Buffer => {
 /** One message of every type, with fields of every kind the protocol uses (binary, null, large integers). */
 function samples (): Message[] {
   return [
-    { t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'rds-ünïcode', srlId: '0123456789abcdef', nonce: bytes(32, 1), rf: 3 },
+    { t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'rds-ünïcode', srlId: '0123456789abcdef', nonce: bytes(32, 1), rf: 3, gen: { id: '9f1c2e4a-0000-4000-8000-00000000abcd', since: 2 ** 40, history: [{ id: 'ab', end: 7 }] } },
     { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 2), proof: bytes(32, 3), next: 2 ** 40 + 7, last: { seq: 2 ** 40 + 6, crc: 0xfedcba98 }, applied: 2 ** 40 + 1, fresh: false, empty: false, syncing: 'a1b2c3d4', adopt: true },
     { t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: 'replicafs', nonce: bytes(32, 4), proof: bytes(32, 5), next: 1, last: null, applied: 0, fresh: true, empty: true, syncing: null, adopt: false },
     { t: MsgType.AUTH, proof: bytes(32, 6) },
@@ -35,6 +35,7 @@ function samples (): Message[] {
     { t: MsgType.PING, ts: 1_700_000_000_123 },
     { t: MsgType.PONG, ts: 1_700_000_000_123 },
     { t: MsgType.REFUSE, code: 'VERSION', message: 'protocol version 99 is not supported' },
+    { t: MsgType.REFUSE, code: 'TAKEN_OVER', message: 'generation 9f1c2e4a took over', gen: { id: '9f1c2e4a', since: 12, history: [{ id: 'ab', end: 12 }] } },
     // `ibc run` (issue 4): a step request and its results (a script's exit code and output; a
     // step that is not a script; a failure with the IBC message id it had received)
     { t: MsgType.TASK, id: 1, task: 'backup', step: 'onfreeze', app: 'backup', timeoutS: 120 },

@@ -12,6 +12,9 @@
  *   rlink/<HOST:PORT>   RlinkPosition   Primary: what that Secondary data-acked, and whether it is paused
  *   dcm|<HOST:PORT>|<path> DcmMark     Primary: that RLINK's change map, while SRL overflow protection keeps one (state format 5)
  *   follow              Follow          Secondary: the Primary SRL it follows (set by its first Primary)
+ *   generation          Generation      the data generation this host writes (Primary) or follows (Secondary), with its ancestors (state format 8)
+ *   takenOver           TakenOver       an old Primary that learned another host took over from its generation: it refuses writes (state format 8)
+ *   tookOver            TookOver        a Primary that was a Secondary until `replicafs takeover` (state format 8)
  *   baseline            Baseline        Primary: whether its data directory held a tree when the SRL was created (state format 4)
  *   sync                SyncState       Secondary: a full synchronization begun and not finished (state format 4)
  *   syncDone            SyncDone        Secondary: the last synchronization that finished here (state format 6)
@@ -37,15 +40,16 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 7
+export const STATE_FORMAT_VERSION = 8
 /**
  * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
  * 2 -> 3: the `synced` key, written from the next checkpoint on; 3 -> 4: the `baseline` and `sync`
  * keys, written when they first apply: an SRL of format 3 or older counts as created over an empty
  * data directory, as it had to be; 4 -> 5: `sync.c`, absent in a synchronization begun by
- * format 4, which was full: false).
+ * format 4, which was full: false; 7 -> 8: `generation`, made when a Primary first starts or a
+ * Secondary first hears its Primary's).
  */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6, 7]
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6, 7, 8]
 
 /**
  * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
@@ -93,6 +97,32 @@ export interface DcmMark { t: 0 | 1, c?: 1, f?: 1, s?: number[], z?: number }
 export interface ChangeMark { tree: boolean, parts: { cut: number, spans: Array<[number, number]> } | null }
 
 export interface Follow { srlId: string, rds: string }
+
+/**
+ * A data generation (state format 8; docs/ARCHITECTURE.md "Roles and generations"): the history
+ * of writes one Primary at a time made. A Primary's first start makes one (`since` 0); a takeover
+ * makes a new one that continues the old one's sequence numbers after `since`, the last record the
+ * taking-over Secondary had (its parent, with that end, goes last in `history`). A Secondary keeps
+ * its Primary's. `history`: every earlier generation of this line, oldest first, each with the
+ * last sequence number it contributed.
+ */
+export interface Generation { id: string, since: number, history: Array<{ id: string, end: number }> }
+
+/**
+ * An old Primary told, by a peer that proved it knows the secret, that `by` took over from its
+ * generation after sequence number `at`: from then on it refuses every change (EROFS) until
+ * `replicafs failback` makes it that Primary's Secondary. `peer`: where it heard it; `seen`: when.
+ */
+export interface TakenOver { by: Generation, at: number, peer: string, seen: string }
+
+/**
+ * A Secondary that became a Primary by `replicafs takeover`: written with format.role 'primary' and
+ * the new generation in one batch. `at`: its last record then; `applied`: of those, how many were
+ * logged but not yet applied when the takeover began (it applied them first); `from`: the generation
+ * it followed (null if it never heard one); `time`: when. Its usual `replicafs secondary` command
+ * starts it as the Primary from then on.
+ */
+export interface TookOver { at: number, applied: number, from: string | null, generation: string, time: string }
 
 /**
  * What the Primary's data directory held when its SRL was created: 'data' (a tree the SRL does not
@@ -158,6 +188,9 @@ export const State = {
   /** One RLINK's change map (DCM), by path. */
   dcm: (address: string) => family<DcmMark>(`dcm|${address}|`),
   follow: key<Follow>('follow'),
+  generation: key<Generation>('generation'),
+  takenOver: key<TakenOver>('takenOver'),
+  tookOver: key<TookOver>('tookOver'),
   baseline: key<Baseline>('baseline'),
   sync: key<SyncState>('sync'),
   syncDone: key<SyncDone>('syncDone'),

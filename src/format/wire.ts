@@ -1,5 +1,5 @@
 /**
- * RLINK wire protocol, version 5 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * RLINK wire protocol, version 6 (docs/FORMAT.md "Wire protocol" is the contract; change it only
  * with a version bump).
  *
  * A connection is a sequence of frames in each direction:
@@ -11,8 +11,8 @@
  * Updates travel as the SRL records' own bytes (header with its CRC-32C, metadata, data), so the
  * Secondary verifies each one exactly as the SRL does and logs it unchanged.
  *
- * Handshake (the Primary connects):
- *   P -> S  HELLO      {v, rds, srlId, nonce, rf}
+ * Handshake (the Primary speaks first, whichever side connected):
+ *   P -> S  HELLO      {v, rds, srlId, nonce, rf, gen}
  *   S -> P  CHALLENGE  {v, rds, nonce, proof, next, last, applied}    or REFUSE
  *   P -> S  AUTH       {proof}                                         or REFUSE
  *   S -> P  READY      {}                                              or REFUSE
@@ -34,6 +34,11 @@
  * and SYNC_DATA for the spans written; the Secondary keeps its bytes (or answers SYNC_SUMS with
  * s: -1, and the file comes whole).
  *
+ * Data generations (version 6): HELLO carries the Primary's generation (`gen`, state format 8).
+ * A peer that knows a later generation of the same line (another host took over after record
+ * `since`) answers the Primary's AUTH with REFUSE {code: 'TAKEN_OVER', gen}: the Primary's own
+ * proof was checked first, so only a peer that knows the secret can make a Primary stop writing.
+ *
  * Online verify (version 4; src/sync/verify.ts): the Primary takes a snapshot of its tree after
  * record `seq` and asks the Secondary for its own at the same point,
  *   P -> S  VERIFY_BEGIN {id, seq}, VERIFY_ACK {id, n} (frames compared), VERIFY_END {id}
@@ -45,7 +50,7 @@ import { Packr } from 'msgpackr'
 import { ReplError } from '../errors'
 import { WIRE_FRAME_BYTES_MAX } from '../limits'
 
-export const PROTOCOL_VERSION = 5
+export const PROTOCOL_VERSION = 6
 
 /** One table of message types; numbers are on the wire: never reuse one. */
 export enum MsgType {
@@ -79,9 +84,11 @@ export enum MsgType {
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
-export type RefuseCode = 'VERSION' | 'RDS' | 'AUTH' | 'PRIMARY' | 'BUSY' | 'DIVERGED' | 'STALE' | 'NOT_EMPTY' | 'PROTOCOL'
+export type RefuseCode = 'VERSION' | 'RDS' | 'AUTH' | 'PRIMARY' | 'BUSY' | 'DIVERGED' | 'STALE' | 'NOT_EMPTY' | 'PROTOCOL' | 'TAKEN_OVER'
 
-export interface Hello { t: MsgType.HELLO, v: number, rds: string, srlId: string, nonce: Uint8Array, rf: number }
+/** A data generation on the wire (version 6): state.ts Generation. */
+export interface WireGeneration { id: string, since: number, history: Array<{ id: string, end: number }> }
+export interface Hello { t: MsgType.HELLO, v: number, rds: string, srlId: string, nonce: Uint8Array, rf: number, gen: WireGeneration }
 export interface Challenge {
   t: MsgType.CHALLENGE
   v: number
@@ -113,7 +120,8 @@ export interface Ack { t: MsgType.ACK, n: number, d: number }
 export interface Resend { t: MsgType.RESEND, from: number, why: string }
 export interface Ping { t: MsgType.PING, ts: number }
 export interface Pong { t: MsgType.PONG, ts: number }
-export interface Refuse { t: MsgType.REFUSE, code: RefuseCode, message: string }
+/** gen (version 6): with TAKEN_OVER, the generation that took over. */
+export interface Refuse { t: MsgType.REFUSE, code: RefuseCode, message: string, gen?: WireGeneration }
 /** One step of an `ibc run` task on the Secondary (names only: the Secondary runs its own scripts). */
 export interface Task { t: MsgType.TASK, id: number, task: string, step: string, app: string, timeoutS: number }
 /** code: the script's exit code (null: no script ran, or the step is not a script); error: why the step failed. */

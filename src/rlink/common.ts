@@ -20,6 +20,26 @@ export function formatAddress (a: Address): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
 }
 
+/**
+ * Listens on `at` for RLINK peers (a Secondary for its Primary, a Primary for peers that dial it);
+ * a clear error if the address is taken or not local. Resolves with the real address (port 0 resolved).
+ */
+export async function listen (at: Address, onSocket: (sock: net.Socket) => void, log: (line: string) => void): Promise<{ server: net.Server, address: string }> {
+  const server = net.createServer(onSocket)
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      const where = formatAddress(at)
+      reject(new ReplError(err.code === 'EADDRINUSE' ? 'ADDRESS_IN_USE' : 'USAGE', err.code === 'EADDRINUSE' ? `cannot listen on ${where}: the address is already in use`
+        : err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' ? `cannot listen on ${where}: no such local address`
+          : `cannot listen on ${where}: ${err.message}`))
+    })
+    server.listen(at.port, at.host, () => { server.removeAllListeners('error'); resolve() })
+  })
+  server.on('error', (err) => log(`listener: ${err.message}`))
+  const a = server.address() as net.AddressInfo
+  return { server, address: formatAddress({ host: a.address, port: a.port }) }
+}
+
 /** Reads the shared secret: the file's bytes without trailing whitespace. Never logged. */
 export function readSecret (file: string): Buffer {
   let raw: Buffer

@@ -12,7 +12,8 @@ import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type 
 import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
-import { State, type Baseline, type Position, type RlinkPosition, type ChangeMark } from '../format/state'
+import { State, type Baseline, type Position, type RlinkPosition, type ChangeMark, type Generation } from '../format/state'
+import { checkGeneration, takenOverAt } from '../format/generation'
 import { ReplError } from '../errors'
 import {
   RLINK_BATCH_BYTES_MAX, RLINK_WINDOW_BYTES, RLINK_WINDOW_UPDATES, RLINK_PING_INTERVAL_MS, RLINK_DEAD_AFTER_MS,
@@ -58,6 +59,10 @@ export interface Context {
   sync?: (address: string, mode: SyncMode) => SyncSession
   /** The change maps of RLINKs in DCM mode (src/sync/map.ts ChangeMaps); absent: none. */
   dcm?: ChangeMapsView
+  /** This Primary's data generation, sent in HELLO. */
+  generation: Generation
+  /** A peer that proved it knows the secret took over from this generation after record `at`. */
+  takenOver: (by: Generation, at: number, peer: string) => void
 }
 
 /** What an RLINK needs of the change maps (src/sync/map.ts ChangeMaps). */
@@ -167,6 +172,8 @@ export class Rlink {
   private heartbeat: NodeJS.Timeout | null = null
   private backoff = RLINK_RECONNECT_MIN_MS
   private closed = false
+  /** The peer took over from this Primary's generation: no more connecting (until failback). */
+  private takenOver = false
   /** The full synchronization running over this connection, and its frames sent and applied. */
   private syncing: SyncSession | null = null
   private syncSent = 0
@@ -250,6 +257,16 @@ export class Rlink {
     const conn: FramedSocket = new FramedSocket(sock, (m: Message) => {
       if (m.t === MsgType.REFUSE) {
         clearTimeout(handshakeTimer)
+        // Believed only from a peer whose proof we checked (its CHALLENGE), and only if it names
+        // a generation that continues ours.
+        const by = m.code === 'TAKEN_OVER' && phase === 'auth' ? checkGeneration(m.gen) : null
+        const at = by === null ? null : takenOverAt(by, this.ctx.generation)
+        if (by !== null && at !== null) {
+          this.takenOver = true
+          conn.end(`refused: ${String(m.message)}`)
+          this.ctx.takenOver(by, at, this.address)
+          return
+        }
         conn.end(`refused by the Secondary: ${String(m.message)}`)
         return
       }
@@ -288,7 +305,7 @@ export class Rlink {
     })
     this.conn = conn
     sock.on('connect', () => {
-      conn.send({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: this.ctx.rds, srlId: this.ctx.srl.srlId, nonce: ourNonce, rf: RECORD_FORMAT_VERSION })
+      conn.send({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: this.ctx.rds, srlId: this.ctx.srl.srlId, nonce: ourNonce, rf: RECORD_FORMAT_VERSION, gen: this.ctx.generation })
     })
     sock.on('drain', () => { this.draining = false; this.pump() })
   }
@@ -665,6 +682,7 @@ export class Rlink {
       if (reason !== this.lastError || this.state === 'connected') this.ctx.log(`RLINK to ${this.address} ${this.state === 'connected' ? 'lost' : 'failed'}: ${reason}`)
       this.lastError = reason
       this.state = 'disconnected'
+      if (this.takenOver) { this.ctx.changed(); return }
       // A refusal needs an operator; retry slowly. A lost link is retried at once, then backs off.
       if (reason.startsWith('refused')) this.backoff = RLINK_RECONNECT_MAX_MS
       this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect() }, this.backoff)

@@ -15,11 +15,11 @@
 import net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message, type SyncMessage, type SyncSums, type VerifyBegin } from '../format/wire'
-import { FramedSocket, formatAddress, type Address } from './common'
+import { FramedSocket, listen, type Address } from './common'
 import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
-import { State, type Follow } from '../format/state'
-import { ReplError } from '../errors'
+import { State, type Follow, type Generation } from '../format/state'
+import { checkGeneration, takenOverAt, shortGeneration } from '../format/generation'
 import { RLINK_DEAD_AFTER_MS, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_WINDOW_BYTES, IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 
 export type { Follow }
@@ -147,7 +147,9 @@ class Connection {
         if (typeof m.rds !== 'string' || m.rds !== cfg.rds) { this.refuse('RDS', `RDS name "${String(m.rds)}" does not match this Secondary's RDS name "${cfg.rds}"`); return }
         if (typeof m.rf !== 'number' || m.rf < 1 || m.rf > RECORD_FORMAT_VERSION) { this.refuse('VERSION', `SRL record format version ${String(m.rf)} is not supported: this Secondary reads versions up to ${RECORD_FORMAT_VERSION}`); return }
         if (!(m.nonce instanceof Uint8Array) || m.nonce.length !== 32 || typeof m.srlId !== 'string') { this.refuse('PROTOCOL', 'malformed HELLO'); return }
-        this.hello = m
+        const gen = checkGeneration(m.gen)
+        if (gen === null) { this.refuse('PROTOCOL', 'malformed HELLO (its data generation)'); return }
+        this.hello = { ...m, gen }
         const srl = cfg.rvg.srl
         this.fs.send({
           t: MsgType.CHALLENGE,
@@ -172,6 +174,17 @@ class Connection {
         const hello = this.hello!
         if (!proofOk(m.proof, proof(cfg.secret, 'primary', this.ourNonce, hello.nonce, cfg.rds))) {
           this.refuse('AUTH', 'authentication failed: the Primary does not know the shared secret (check --secret-file on both hosts)')
+          return
+        }
+        // A Primary of a generation this host's line has left behind (another host took over
+        // from it) is told so: it stops taking writes (src/rlink/link.ts).
+        const ours = this.rx.generation
+        const at = ours === null ? null : takenOverAt(ours, hello.gen)
+        if (ours !== null && at !== null) {
+          this.rx.cfg.log(`refused the Primary at ${this.fs.peer}: generation ${shortGeneration(ours)} took over from its generation ${shortGeneration(hello.gen)} after sequence number ${at}`)
+          clearTimeout(this.timer)
+          this.fs.send({ t: MsgType.REFUSE, code: 'TAKEN_OVER', message: `generation ${shortGeneration(ours)} took over from this Primary's generation ${shortGeneration(hello.gen)} after sequence number ${at}`, gen: ours })
+          this.close('taken over')
           return
         }
         const follow = this.rx.follow
@@ -334,6 +347,8 @@ export class RlinkReceiver {
   private active: Connection | null = null
   private readonly all = new Set<Connection>()
   follow: Follow | null = null
+  /** The data generation of the Primary followed (HELLO.gen), kept in LevelDB. */
+  generation: Generation | null = null
   /** The real listening address (port 0 resolved). */
   address = ''
   private nacked = 0
@@ -342,26 +357,16 @@ export class RlinkReceiver {
 
   async start (): Promise<void> {
     this.follow = (await this.cfg.store.get(State.follow)) ?? null
+    this.generation = (await this.cfg.store.get(State.generation)) ?? null
     this.nacked = this.cfg.rvg.srl.lastSeq // everything logged before a restart was synced (close) or is re-synced below
     await this.cfg.rvg.srl.sync()
     this.cfg.rvg.onApplied = () => this.ack()
-    const server = net.createServer((sock) => {
+    const { server, address } = await listen(this.cfg.listen, (sock) => {
       const c = new Connection(sock, this)
       this.all.add(c)
-    })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => {
-        const where = formatAddress(this.cfg.listen)
-        reject(new ReplError(err.code === 'EADDRINUSE' ? 'ADDRESS_IN_USE' : 'USAGE', err.code === 'EADDRINUSE' ? `cannot listen on ${where}: the address is already in use`
-          : err.code === 'EADDRNOTAVAIL' || err.code === 'ENOTFOUND' ? `cannot listen on ${where}: no such local address`
-            : `cannot listen on ${where}: ${err.message}`))
-      })
-      server.listen(this.cfg.listen.port, this.cfg.listen.host, () => { server.removeAllListeners('error'); resolve() })
-    })
-    server.on('error', (err) => this.cfg.log(`listener: ${err.message}`))
-    const a = server.address() as net.AddressInfo
-    this.address = formatAddress({ host: a.address, port: a.port })
+    }, this.cfg.log)
     this.server = server
+    this.address = address
   }
 
   get connected (): boolean { return this.active?.ready ?? false }
@@ -387,6 +392,10 @@ export class RlinkReceiver {
       this.follow = { srlId: hello.srlId, rds: hello.rds }
       await this.cfg.store.put(State.follow, this.follow)
       this.cfg.log(`following the Primary whose SRL id is ${hello.srlId} (RDS ${hello.rds})`)
+    }
+    if (this.generation === null || this.generation.id !== hello.gen.id) {
+      this.generation = hello.gen
+      await this.cfg.store.put(State.generation, hello.gen)
     }
     const old = this.active
     this.active = c

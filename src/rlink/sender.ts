@@ -6,7 +6,7 @@
  */
 import type { Srl } from '../srl'
 import { LogStore } from '../srl/state'
-import { State, type Position, type RlinkPosition } from '../format/state'
+import { State, type Position, type RlinkPosition, type Generation } from '../format/state'
 import { ReplError } from '../errors'
 import { RLINK_DEAD_AFTER_MS } from '../limits'
 import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode, type ChangeMapsView } from './link'
@@ -73,6 +73,8 @@ export class RlinkSet {
     maps?: (dcm: string[]) => Promise<ChangeMapsControl>
     /** Latency protection: writers wait while a connected Secondary is more than this many seconds behind (0: off). */
     maxLagS?: number
+    /** This Primary's data generation (HELLO.gen). */
+    generation: Generation
   }): Promise<RlinkSet> {
     const stored = new Map((await srl.store.entries(State.rlink)).map(([k, v]) => [LogStore.idOf(State.rlink, k), v]))
     const canDcm = cfg.sync !== undefined && cfg.maps !== undefined
@@ -82,7 +84,7 @@ export class RlinkSet {
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [], srlprot, maps, cfg.log, cfg.maxLagS ?? 0)
     // An SRL of state format 3 or older was created over an empty data directory (it had to be).
     const baseline = (await srl.store.get(State.baseline)) ?? 'empty'
-    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps }
+    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps, generation: cfg.generation, takenOver: (by, at, peer) => set.onTakenOver?.(by, at, peer) }
     for (const a of cfg.secondaries) {
       let rec = stored.get(a)
       if (rec === undefined || (rec.seq < srl.tailSeq && rec.dcm !== true)) {
@@ -158,6 +160,9 @@ export class RlinkSet {
   }
 
   onFatal?: (err: Error) => void
+
+  /** A peer that knows the secret says another host took over from this Primary's generation after record `at` (src/daemon). */
+  onTakenOver?: (by: Generation, at: number, peer: string) => void
 
   /** Before an append: synchronous=fail refuses updates while an RLINK is not connected. */
   admit (): void {

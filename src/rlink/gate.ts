@@ -1,0 +1,95 @@
+/**
+ * A Primary's listener: where a Primary that was a Secondary (a takeover, src/daemon) goes on
+ * listening at its old address. The peers that come are Primaries: the one it took over from, back
+ * with its usual command, or another that thinks it is one. Each is authenticated as a Secondary
+ * would (HELLO, CHALLENGE with our proof, AUTH with theirs), then refused, with the reason it must
+ * act on: TAKEN_OVER (with our generation) when this host's generation continues the peer's, so the
+ * peer stops taking writes (src/rlink/link.ts); PRIMARY otherwise. Nothing is replicated here.
+ */
+import type net from 'node:net'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Message, type RefuseCode } from '../format/wire'
+import type { Generation } from '../format/state'
+import { checkGeneration, takenOverAt, shortGeneration } from '../format/generation'
+import { FramedSocket, listen, type Address } from './common'
+import { RLINK_HANDSHAKE_TIMEOUT_MS } from '../limits'
+
+export interface GateConfig {
+  listen: Address
+  secret: Buffer
+  rds: string
+  /** This Primary's generation now. */
+  generation: () => Generation
+  /** Its last sequence number (what the CHALLENGE says it has). */
+  lastSeq: () => number
+  log: (line: string) => void
+}
+
+export class PrimaryGate {
+  private server: net.Server | null = null
+  private readonly all = new Set<FramedSocket>()
+  address = ''
+
+  constructor (private readonly cfg: GateConfig) {}
+
+  async start (): Promise<void> {
+    const { server, address } = await listen(this.cfg.listen, (sock) => this.accept(sock), this.cfg.log)
+    this.server = server
+    this.address = address
+  }
+
+  private accept (sock: net.Socket): void {
+    const cfg = this.cfg
+    const ourNonce = nonce()
+    let phase: 'hello' | 'auth' = 'hello'
+    let hello: { nonce: Uint8Array, gen: Generation } | null = null
+    const refuse = (code: RefuseCode, message: string, gen?: Generation): void => {
+      clearTimeout(timer)
+      cfg.log(`refused the connection from ${conn.peer}: ${message}`)
+      if (gen === undefined) conn.refuse(code, message)
+      else { conn.send({ t: MsgType.REFUSE, code, message, gen }); conn.end(message) }
+    }
+    const conn: FramedSocket = new FramedSocket(sock, (m: Message) => {
+      if (phase === 'hello') {
+        if (m.t !== MsgType.HELLO) { refuse('PRIMARY', 'this host is a Primary: it does not follow another Primary'); return }
+        if (m.v !== PROTOCOL_VERSION) { refuse('VERSION', `protocol version ${String(m.v)} is not supported: this host speaks RLINK protocol version ${PROTOCOL_VERSION}`); return }
+        if (m.rds !== cfg.rds) { refuse('RDS', `RDS name "${String(m.rds)}" does not match this host's RDS name "${cfg.rds}"`); return }
+        const gen = checkGeneration(m.gen)
+        if (!(m.nonce instanceof Uint8Array) || m.nonce.length !== 32 || gen === null) { refuse('PROTOCOL', 'malformed HELLO'); return }
+        hello = { nonce: m.nonce, gen }
+        const last = cfg.lastSeq()
+        conn.send({
+          t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: cfg.rds, nonce: ourNonce, proof: proof(cfg.secret, 'secondary', m.nonce, ourNonce, cfg.rds),
+          next: last + 1, last: null, applied: last, fresh: false, empty: false, syncing: null, adopt: false
+        })
+        phase = 'auth'
+        return
+      }
+      if (m.t === MsgType.REFUSE) { clearTimeout(timer); conn.end('refused by the peer'); return }
+      if (m.t !== MsgType.AUTH || !(m.proof instanceof Uint8Array)) { refuse('PROTOCOL', `expected AUTH, got message type ${m.t}`); return }
+      if (!proofOk(m.proof, proof(cfg.secret, 'primary', ourNonce, hello!.nonce, cfg.rds))) {
+        refuse('AUTH', 'authentication failed: the peer does not know the shared secret (check --secret-file on both hosts)')
+        return
+      }
+      const ours = cfg.generation()
+      const at = takenOverAt(ours, hello!.gen)
+      if (at !== null) {
+        refuse('TAKEN_OVER', `generation ${shortGeneration(ours)} took over from its generation ${shortGeneration(hello!.gen)} after sequence number ${at}; its writes are refused until replicafs failback`, ours)
+      } else if (hello!.gen.id === ours.id) {
+        refuse('PRIMARY', `both hosts are Primaries of generation ${shortGeneration(ours)} (split-brain): neither replicates until one of them is failed back`)
+      } else {
+        refuse('PRIMARY', `this host is a Primary (generation ${shortGeneration(ours)}) and the peer's generation ${shortGeneration(hello!.gen)} is not one it took over from`)
+      }
+    }, () => { clearTimeout(timer); this.all.delete(conn) })
+    const timer = setTimeout(() => refuse('PROTOCOL', `handshake not completed within ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s`), RLINK_HANDSHAKE_TIMEOUT_MS)
+    timer.unref()
+    this.all.add(conn)
+  }
+
+  async close (): Promise<void> {
+    for (const c of this.all) c.end('the Primary is stopping')
+    this.all.clear()
+    const server = this.server
+    this.server = null
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()))
+  }
+}
