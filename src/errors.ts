@@ -30,6 +30,9 @@ export type ReplErrorCode =
   | 'UNSUPPORTED'      // the filesystem lacks what the feature needs (file handles)
   | 'SNAPSHOT_INVALID' // a snapshot whose store was damaged: it can be deleted, not used
   | 'VERIFY_FAILED'    // an online verify could not run to its end (the Secondary could not, or it was interrupted)
+  | 'PRIMARY_CONNECTED' // takeover while the Primary is connected (a takeover is for a lost Primary)
+  | 'NOT_REPLICATED'   // takeover on a Secondary that never replicated from a Primary
+  | 'INCONSISTENT'     // takeover on a Secondary whose tree is not a consistent copy (synchronizing, diverged)
 
 /** IBC errors, named after VVR's (the CLI prints the name first; the control socket carries it). */
 export type IbcErrorCode =

@@ -13,6 +13,7 @@ import { pauseCommand } from './pause'
 import { ibcCommand, ibcSendCommand } from './ibc'
 import { snapshotCommand } from './snapshot'
 import { verifyCommand } from './verify'
+import { takeoverCommand } from './takeover'
 import { ReplError } from '../errors'
 import { RemoteError } from '../control'
 
@@ -31,6 +32,7 @@ commands:
   stop          unmount cleanly and end a daemon
   sync          make every change so far durable in the SRL (syncfs on a FUSE mount cannot)
   verify        compare the Primary's tree with a Secondary's, online (--repair resends what differs)
+  takeover      make a Secondary the Primary when its Primary is lost
   status        role, mount, SRL and RLINK figures of a running daemon
   srl-dump      print the records retained in a stopped daemon's SRL
   demo          a local Primary, a workload, a crash and its recovery, step by step
@@ -62,6 +64,7 @@ export async function main (argv: string[]): Promise<number> {
     case 'demo': return demoCommand(rest)
     case 'sync': return syncCommand(rest)
     case 'verify': return verifyCommand(rest)
+    case 'takeover': return takeoverCommand(rest)
     default:
       throw new ReplError('USAGE', `replicafs: unknown command ${command} (see replicafs --help)`)
   }

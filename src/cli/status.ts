@@ -16,7 +16,11 @@ export const STATUS_HELP = helpText('replicafs status --state DIR [--json | --wa
 
 interface Status {
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
-  rds?: string, synchronous?: string, listen?: string
+  rds?: string, synchronous?: string, listen?: string | null
+  generation?: { id: string, since: number } | null
+  takenOver?: { by: string, at: number, peer: string, seen: string, orphaned: number } | null
+  tookOver?: { at: number, applied: number, from: string | null, generation: string, time: string } | null
+  refusing?: string | null
   rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null }>
   receivedSeq?: number, appliedSeq?: number, consistent?: boolean, syncing?: string | null, connected?: boolean, primary?: { address: string | null, srlId: string | null }
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
@@ -48,8 +52,14 @@ export async function statusCommand (argv: string[]): Promise<number> {
       `SRL sequence:  oldest ${s.srl.oldestSeq ?? '-'}, newest ${s.srl.newestSeq ?? '-'}`,
       `applied:       ${s.srl.appliedSeq}`)
   }
+  if (s.generation != null) lines.push(`generation:    ${s.generation.id}${s.generation.since > 0 ? ` (since sequence number ${s.generation.since})` : ''}`)
+  if (s.tookOver != null) lines.push(`took over:     ${s.tookOver.time}, after sequence number ${s.tookOver.at} (${s.tookOver.applied} logged updates applied first)${s.tookOver.from !== null ? ` from generation ${s.tookOver.from}` : ''}`)
+  if (s.takenOver != null) {
+    lines.push(`TAKEN OVER:    by generation ${s.takenOver.by} (at ${s.takenOver.peer}, seen ${s.takenOver.seen}) after sequence number ${s.takenOver.at}; ` +
+      `${s.takenOver.orphaned} updates logged here since never reached it; every change through the mount is refused (EROFS) until replicafs failback`)
+  }
   if (s.role === 'primary' && s.rlinks !== undefined) {
-    lines.push(`RDS:           ${s.rds ?? ''}, synchronous=${s.synchronous ?? 'off'}`)
+    lines.push(`RDS:           ${s.rds ?? ''}, synchronous=${s.synchronous ?? 'off'}${s.listen != null ? `, listening on ${s.listen}` : ''}`)
     if (s.rlinks.length === 0) lines.push('RLINKs:        none (no --secondary)')
     for (const l of s.rlinks) {
       lines.push(`RLINK ${l.secondary}: ${l.state}; sent ${l.sentSeq}, network-acked ${l.networkAckedSeq}, data-acked ${l.dataAckedSeq}; ` +

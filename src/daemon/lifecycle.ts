@@ -7,6 +7,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type net from 'node:net'
+import type { FuseAdapter } from '../fuse/adapter'
+import type { ControlRequest } from '../control'
 
 export type Logger = (line: string) => void
 
@@ -16,6 +18,51 @@ export interface RunningDaemon {
 }
 
 export type Step = [string, () => Promise<void> | void]
+
+/** Answers one control request (src/control). */
+export type ControlHandler = (req: ControlRequest, signal: AbortSignal) => Promise<unknown>
+
+/** The control socket, served by whichever role this daemon has now. */
+export interface ControlRoute { server: net.Server | null, route: ControlHandler }
+
+/** What a role transfer hands from the role that ends to the one that begins, in one process. */
+export interface Handover {
+  /** The data directory and the mount point, resolved: never stat()ed again (the mount is this process's own, served by the thread that would wait). */
+  data: string
+  mount: string
+  adapter: FuseAdapter
+  unlockData: () => void
+  watch: MountWatch
+  control: ControlRoute
+}
+
+/**
+ * The running daemon as its owner (the CLI) sees it across role transfers: stop() stops the role
+ * running now, `stopped` resolves when that one has stopped.
+ */
+export class RoleDaemon implements RunningDaemon {
+  readonly stopped: Promise<number>
+  private resolve!: (code: number) => void
+  private current: RunningDaemon
+
+  constructor (first: RunningDaemon) {
+    this.stopped = new Promise<number>((resolve) => { this.resolve = resolve })
+    this.current = first
+    this.follow(first)
+  }
+
+  /** The role `next` runs from now on. */
+  set (next: RunningDaemon): void {
+    this.current = next
+    this.follow(next)
+  }
+
+  stop (code?: number): Promise<void> { return this.current.stop(code) }
+
+  private follow (d: RunningDaemon): void {
+    d.stopped.then((code) => { if (d === this.current) this.resolve(code) }, () => {})
+  }
+}
 
 /** Runs shutdown steps in order; a failing or slow step is logged and the next one still runs. */
 export async function runSteps (steps: Step[], log: Logger): Promise<void> {
@@ -61,7 +108,9 @@ export function stopper (release: () => Promise<void>, log: Logger, what: string
  * `replicafs stop` would (finish the SRL work, checkpoint, release the locks, exit 0). `onGone`
  * goes to the adapter before the daemon can stop; `arm` connects it once it can.
  */
-export function mountWatch (mount: string, log: Logger): { onGone: () => void, arm: (stop: RunningDaemon['stop']) => void } {
+export interface MountWatch { onGone: () => void, arm: (stop: RunningDaemon['stop']) => void }
+
+export function mountWatch (mount: string, log: Logger): MountWatch {
   let stopNow: (() => void) | null = null
   let gone = false
   return {

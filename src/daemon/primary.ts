@@ -21,7 +21,10 @@ import { PrimaryRvg } from '../rvg/primary'
 import { FuseAdapter } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkSet, type SynchronousMode, type SrlProt } from '../rlink/sender'
-import { readSecret } from '../rlink/common'
+import { readSecret, type Address } from '../rlink/common'
+import { PrimaryGate } from '../rlink/gate'
+import { State, type Generation, type TakenOver, type TookOver } from '../format/state'
+import { firstGeneration, shortGeneration } from '../format/generation'
 import { IbcPrimary } from '../ibc/primary'
 import { handleIbc, type IbcRequest } from '../ibc/control'
 import { runTask, type TaskEnv } from '../ibc/task'
@@ -31,7 +34,7 @@ import { sys } from '../native'
 import { ReplError, IbcError } from '../errors'
 import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
-import { runSteps, closeControl, stopper, mountWatch, stopCommand, type Logger, type RunningDaemon } from './lifecycle'
+import { runSteps, closeControl, stopper, mountWatch, stopCommand, type Logger, type RunningDaemon, type Handover } from './lifecycle'
 import { snapshotSource, PrimarySnapshots, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 import { PrimaryVerifier } from './verify'
 
@@ -56,6 +59,8 @@ export interface PrimaryConfig {
   taskDir?: string
   /** `-o` mount options, checked (src/fuse/mount-options.ts). */
   mountOptions?: MountOptions
+  /** Where peers reach this Primary (one that was a Secondary keeps its --listen address; src/rlink/gate.ts). */
+  listen?: Address
 }
 
 /** What a started Primary is made of: what its control commands work on. */
@@ -71,30 +76,45 @@ interface Primary {
   snapshots: PrimarySnapshots | null
   verifier: PrimaryVerifier
   adapter: FuseAdapter
+  gate: PrimaryGate | null
+  generation: Generation | null
+  /** Another host took over from this generation (state `takenOver`): every change is refused. */
+  takenOver: () => TakenOver | null
+  /** This Primary was a Secondary until a takeover (state `tookOver`). */
+  tookOver: TookOver | null
   stop: RunningDaemon['stop']
   log: Logger
 }
 
-export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<RunningDaemon> {
-  const { data, mount } = checkDirs(cfg)
+/**
+ * `handover`: a Secondary of this host becomes this Primary in the same process (a takeover,
+ * src/daemon/secondary.ts): its data-directory lock, mount, mount watch and control socket are
+ * handed over, and only the Primary's own parts are started here.
+ */
+export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Handover): Promise<RunningDaemon> {
+  const { data, mount } = handover ?? checkDirs(cfg)
   const state = prepareState(cfg.state)
 
   // Acquired in order; on a failed start, released in reverse.
   let srl: Srl | null = null
-  let unlockData: (() => void) | null = null
+  let unlockData: (() => void) | null = handover?.unlockData ?? null
   let rvg: PrimaryRvg | null = null
-  let adapter: FuseAdapter | null = null
-  let server: net.Server | null = null
+  let adapter: FuseAdapter | null = handover?.adapter ?? null
+  let server: net.Server | null = handover?.control.server ?? null
   let rlinks: RlinkSet | null = null
+  let gate: PrimaryGate | null = null
   let ibc: IbcPrimary | null = null
   let snaps: SnapshotSet | null = null
-  const secret = cfg.secondaries.length > 0 ? readSecret(cfg.secretFile!) : null
-  const watch = mountWatch(mount, log)
+  let generation: Generation | null = null
+  let takenOver: TakenOver | null = null
+  let tookOver: TookOver | null = null
+  const secret = cfg.secondaries.length > 0 || cfg.listen !== undefined ? readSecret(cfg.secretFile!) : null
+  const watch = handover?.watch ?? mountWatch(mount, log)
 
   /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
   const release = (): Promise<void> => runSteps([
     ['unmount', async () => { await adapter?.unmount() }],
-    ['RLINKs', () => { rlinks?.close() }],
+    ['RLINKs', async () => { rlinks?.close(); await gate?.close() }],
     closeControl(state, () => server),
     ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
     ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
@@ -106,9 +126,18 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
       srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'primary', dataDir: data })
       if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
     }
-    unlockData = lockDataDir(data)
+    if (handover === undefined) unlockData = lockDataDir(data)
     if (cfg.journal) writeDaemonInfo(state, { role: 'primary', data, mount })
-    await prepareMountPoint(mount, log)
+    if (handover === undefined) await prepareMountPoint(mount, log)
+    if (srl !== null) {
+      generation = (await srl.store.get(State.generation)) ?? null
+      if (generation === null) {
+        generation = firstGeneration()
+        await srl.store.put(State.generation, generation)
+      }
+      takenOver = (await srl.store.get(State.takenOver)) ?? null
+      tookOver = (await srl.store.get(State.tookOver)) ?? null
+    }
 
     // Full synchronizations of Secondaries the SRL cannot bring up to date (src/sync/): each is
     // told of every record the RVG applies, after the snapshots' copy-on-write.
@@ -124,10 +153,15 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
         secret,
         log,
         sync: (address, mode) => syncs.start(address, mode),
-        maps: async (dcm) => await ChangeMaps.open(theSrl.store, theSrl, dcm, log)
+        maps: async (dcm) => await ChangeMaps.open(theSrl.store, theSrl, dcm, log),
+        generation: generation!
       })
     }
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
+    if (takenOver !== null) {
+      rvg.refusing = takenOverReason(takenOver, generation!)
+      log(`${rvg.refusing} (${FAILBACK_HINT})`)
+    }
     if (srl !== null) {
       const s = snaps = SnapshotSet.open(state, data, { log })
       dropVerifySnapshots(s, log)
@@ -137,12 +171,37 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
     const replayed = await rvg.recover()
     if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
+    if (rlinks !== null && srl !== null && generation !== null) {
+      // Armed before the RLINKs connect: the first refusal may come at once.
+      const ours = generation
+      const theSrl = srl
+      const theRvg = rvg
+      rlinks.onTakenOver = (by, at, peer) => {
+        if (takenOver !== null) return
+        const t: TakenOver = takenOver = { by, at, peer, seen: new Date().toISOString() }
+        theRvg.refusing = takenOverReason(t, ours)
+        log(`${theRvg.refusing}; ${Math.max(0, theSrl.lastSeq - at)} updates logged here after it never reached it (${FAILBACK_HINT})`)
+        theSrl.store.put(State.takenOver, t).catch((err: Error) => log(`cannot record the takeover in the SRL state: ${err.message}`))
+      }
+    }
     rlinks?.start()
     if (srl !== null) ibc = await openIbc(srl, rvg, log)
 
-    adapter = new FuseAdapter(rvg, mount, { mountOptions: cfg.mountOptions, onGone: watch.onGone })
-    if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
-    await adapter.mount()
+    if (handover !== undefined) {
+      if (snaps !== null) handover.adapter.snapshots = snapshotSource(snaps)
+      handover.adapter.serve(rvg, false)
+    } else {
+      adapter = new FuseAdapter(rvg, mount, { mountOptions: cfg.mountOptions, onGone: watch.onGone })
+      if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
+      await adapter.mount()
+    }
+    if (cfg.listen !== undefined && srl !== null) {
+      const theRvg = rvg
+      const gen = generation!
+      gate = new PrimaryGate({ listen: cfg.listen, secret: secret!, rds: cfg.rds, generation: () => gen, lastSeq: () => theRvg.appliedSeq, log })
+      await gate.start()
+      log(`listening for peers on ${gate.address} (RDS ${cfg.rds})`)
+    }
     // Children (ibc run scripts, sync -f) must not inherit /dev/fuse: a script outliving a killed
     // daemon would keep its dead mount busy.
     sys.cloexecFrom(3)
@@ -164,12 +223,17 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger): Promise<Runn
   live.onFatal = (err) => log(`fatal: ${err.message}; the mount refuses changes (EIO) until the daemon is stopped (replicafs stop --state ${state}); reads and status go on, and the next start replays the SRL`)
   if (rlinks !== null) rlinks.onFatal = (err: Error): void => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
   const primary: Primary = {
-    cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop, adapter: adapter!,
+    cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop, adapter: adapter!, gate, generation, takenOver: () => takenOver, tookOver,
     snapshots: snaps === null ? null : new PrimarySnapshots(snaps, live, log),
     verifier: new PrimaryVerifier(live, rlinks, snaps, log)
   }
+  const handler = async (req: ControlRequest, signal: AbortSignal): Promise<unknown> => await primaryCommand(primary, req, signal)
+  if (handover !== undefined) {
+    handover.control.route = handler
+    return { stopped, stop }
+  }
   try {
-    server = await serve(state, async (req, signal) => await primaryCommand(primary, req, signal))
+    server = await serve(state, async (req, signal) => await handler(req, signal))
   } catch (err) {
     await stop(1)
     throw err
@@ -213,6 +277,12 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
     case 'sync':
       await p.rvg.sync()
       return { synced: p.srl ? p.srl.lastSeq : null }
+    case 'takeover': {
+      const t = p.takenOver()
+      throw new ReplError('WRONG_ROLE', t !== null
+        ? `takeover runs on a Secondary; this daemon is a Primary that generation ${shortGeneration(t.by)} (at ${t.peer}) took over from`
+        : 'takeover runs on a Secondary whose Primary is lost; this daemon is the Primary')
+    }
     case 'stop':
       return stopCommand(p.stop)
     default:
@@ -220,9 +290,27 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
   }
 }
 
+/** What a taken-over Primary's operator does next (logs). */
+const FAILBACK_HINT = 'replicafs failback, which will make this host the new Primary\'s Secondary, is not built yet: see docs/ARCHITECTURE.md "Roles and generations" for rejoining it by hand'
+
+/** Why a Primary another host took over from refuses every change (logs, status, the EROFS error's text). */
+function takenOverReason (t: TakenOver, ours: Generation): string {
+  return `taken over: generation ${shortGeneration(t.by)} (at ${t.peer}) took over from this Primary's generation ${shortGeneration(ours)} after sequence number ${t.at}; every change through the mount is refused (EROFS)`
+}
+
+function takenOverStatus (p: Primary): unknown {
+  const t = p.takenOver()
+  return t === null ? null : { by: t.by.id, at: t.at, peer: t.peer, seen: t.seen, orphaned: Math.max(0, (p.srl?.lastSeq ?? 0) - t.at) }
+}
+
 function primaryStatus (p: Primary): unknown {
   return {
     role: p.cfg.journal ? 'primary' : 'passthrough',
+    generation: p.generation === null ? null : { id: p.generation.id, since: p.generation.since },
+    takenOver: takenOverStatus(p),
+    tookOver: p.tookOver,
+    refusing: p.rvg.refusing,
+    listen: p.gate?.address ?? null,
     pid: process.pid,
     data: p.data,
     mount: p.mount,

@@ -7,27 +7,37 @@
  * what is logged -> mount -> listen -> control.
  * Stop: stop listening -> IBC timers -> unmount -> control socket -> finish applying, checkpoint,
  * close the SRL -> snapshots -> unlock.
+ *
+ * Takeover (`replicafs takeover`, the Primary lost): stop listening -> apply every logged update
+ * (IBC messages among them are not delivered) -> checkpoint, close the SRL -> state: role primary,
+ * a new generation (one LevelDB batch) -> the Primary starts in this process over the same mount,
+ * data-directory lock and control socket (runPrimary's handover), its mount read-write, listening
+ * where this Secondary listened. A state directory taken over starts as the Primary from then on,
+ * also from its usual `replicafs secondary` command.
  */
+import fs from 'node:fs'
 import path from 'node:path'
-import type net from 'node:net'
 import { Srl, isEmptyTree } from '../srl'
+import { LogStore } from '../srl/state'
 import { SyncReceiver, VerifyResponder } from '../sync'
 import { SecondaryRvg } from '../rvg/secondary'
 import { FuseAdapter, type AdapterRvg } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkReceiver } from '../rlink/receiver'
-import { readSecret, type Address } from '../rlink/common'
+import { readSecret, parseAddress, type Address } from '../rlink/common'
 import { ibcId } from '../ibc/primary'
 import { IbcSecondary } from '../ibc/secondary'
 import { handleIbc, type IbcRequest } from '../ibc/control'
 import { secondaryStep, type TaskEnv } from '../ibc/task'
 import { SnapshotSet } from '../snapshot'
 import { serve, type ControlRequest } from '../control'
-import { State, type Follow } from '../format/state'
+import { State, type Follow, type TookOver } from '../format/state'
+import { takeoverGeneration, shortGeneration } from '../format/generation'
 import { sys } from '../native'
 import { ReplError, IbcError, errnoError } from '../errors'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
-import { runSteps, closeControl, stopper, mountWatch, stopCommand, type Logger, type RunningDaemon } from './lifecycle'
+import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, RoleDaemon, type Logger, type RunningDaemon, type ControlRoute } from './lifecycle'
+import { runPrimary, type PrimaryConfig } from './primary'
 import { snapshotSource, secondarySnapshotCommand, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 
 export interface SecondaryConfig {
@@ -64,6 +74,8 @@ interface Secondary {
   verify: VerifyResponder
   stop: RunningDaemon['stop']
   log: Logger
+  /** `replicafs takeover`: this Secondary becomes the Primary (see the top of this file). */
+  takeover: () => Promise<unknown>
 }
 
 /** What the read-only mount serves from: the data directory, every change refused. */
@@ -72,17 +84,55 @@ function readOnlyView (data: string): AdapterRvg {
   return { root: data, barrier: () => Promise.resolve(), writesPending: () => false, write: refuse, mutate: refuse, sync: () => Promise.resolve() }
 }
 
+/** The Primary a Secondary becomes by takeover: the same directories, secret and RDS, listening where it listened, no Secondaries yet. */
+export function primaryConfigOf (cfg: SecondaryConfig, listen: Address): PrimaryConfig {
+  return {
+    data: cfg.data,
+    mount: cfg.mount,
+    state: cfg.state,
+    srlBytes: cfg.srlBytes,
+    journal: true,
+    retain: false,
+    secondaries: [],
+    secretFile: cfg.secretFile,
+    synchronous: 'off',
+    rds: cfg.rds,
+    taskDir: cfg.taskDir,
+    mountOptions: cfg.mountOptions,
+    listen
+  }
+}
+
+/** A state directory that became a Primary's by takeover: its TookOver record; else null (also when there is no state yet). */
+async function tookOverState (state: string): Promise<TookOver | null> {
+  const dir = path.join(state, 'srl', 'state')
+  if (!fs.existsSync(dir)) return null
+  const store = await LogStore.open(dir, state)
+  try {
+    const format = await store.get(State.format)
+    if (format?.role !== 'primary') return null
+    return (await store.get(State.tookOver)) ?? null
+  } finally {
+    await store.close()
+  }
+}
+
 export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<RunningDaemon> {
   const { data, mount } = checkDirs(cfg)
   const secret = readSecret(cfg.secretFile)
   const state = prepareState(cfg.state)
+  const took = await tookOverState(state)
+  if (took !== null) {
+    log(`this state directory became a Primary by takeover (${took.time}: generation ${shortGeneration(took.generation)} after sequence number ${took.at}); starting it as the Primary`)
+    return await runPrimary(primaryConfigOf(cfg, cfg.listen), log)
+  }
   const taskEnv: TaskEnv = { role: 'secondary', state, data, mount, taskDir: cfg.taskDir ?? path.join(state, 'tasks') }
 
   let srl: Srl | null = null
   let unlockData: (() => void) | null = null
   let rvg: SecondaryRvg | null = null
   let adapter: FuseAdapter | null = null
-  let server: net.Server | null = null
+  const control: ControlRoute = { server: null, route: () => Promise.reject(new ReplError('BUSY', 'the daemon is starting')) }
   let receiver: RlinkReceiver | null = null
   let sync: SyncReceiver | null = null
   let verify: VerifyResponder | null = null
@@ -90,13 +140,17 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   let snaps: SnapshotSet | null = null
   const watch = mountWatch(mount, log)
 
+  const stopListening: Step = ['RLINK listener', async () => { await receiver?.close() }]
+  const stopIbc: Step = ['IBC', () => { ibc?.close() }]
+  const closeSrl: Step = ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }]
+  const closeSnapshots: Step = ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }]
   const release = (): Promise<void> => runSteps([
-    ['RLINK listener', async () => { await receiver?.close() }],
-    ['IBC', () => { ibc?.close() }],
+    stopListening,
+    stopIbc,
     ['unmount', async () => { await adapter?.unmount() }],
-    closeControl(state, () => server),
-    ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
-    ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
+    closeControl(state, () => control.server),
+    closeSrl,
+    closeSnapshots,
     ['data directory lock', () => { unlockData?.() }]
   ], log)
 
@@ -176,17 +230,77 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     throw err
   }
 
-  const { stopped, stop } = stopper(release, log, 'closing the RLINK, unmounting, applying and checkpointing the SRL')
+  const self = stopper(release, log, 'closing the RLINK, unmounting, applying and checkpointing the SRL')
+  const { stop } = self
+  const daemon = new RoleDaemon(self)
   watch.arm(stop)
   rvg.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
-  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log }
+
+  let taking = false
+  const theSrl = srl
+  const theRvg = rvg
+  const theReceiver = receiver
+  const theIbc = ibc
+  const theSync = sync
+  const theAdapter = adapter
+  const theUnlock = unlockData!
+  const takeover = async (): Promise<unknown> => {
+    if (taking) throw new ReplError('BUSY', 'a takeover is already under way')
+    if (theReceiver.connected) {
+      throw new ReplError('PRIMARY_CONNECTED', `the Primary at ${theReceiver.primaryAddress ?? '?'} is connected: takeover is for a Primary that is lost (stop it first, on its host, to move the Primary role here)`)
+    }
+    if (theReceiver.follow === null && theSrl.lastSeq === 0) throw new ReplError('NOT_REPLICATED', 'this Secondary has never replicated from a Primary: there is nothing to take over')
+    if (theSync?.syncing != null) throw new ReplError('INCONSISTENT', `this Secondary is being synchronized (${theSync.syncing}): its tree is not a consistent copy of the Primary's, so it cannot take over`)
+    if (!theRvg.consistent) throw new ReplError('INCONSISTENT', `this Secondary is inconsistent (${theRvg.fatalError?.message ?? theRvg.stalledOn ?? 'its tree diverged from the Primary\'s'}), so it cannot take over`)
+    taking = true
+    const appliedBefore = theRvg.appliedSeq
+    const prev = theReceiver.generation
+    try {
+      // Nothing more arrives; everything logged is applied, IBC messages among it passed over.
+      await theReceiver.close()
+      try {
+        await theIbc.passThrough('a takeover applies every logged update')
+        await theRvg.at(theSrl.lastSeq, async () => {})
+      } catch (err) {
+        await theIbc.passThrough(null)
+        await theReceiver.start()
+        throw new ReplError('APPLY_FAILED', `takeover: cannot apply the logged updates (${(err as Error).message}); this host stays a Secondary`)
+      }
+    } finally {
+      taking = false
+    }
+    const at = theSrl.lastSeq
+    const applied = at - appliedBefore
+    log(`takeover: applied every logged update, up to sequence number ${at} (${applied} of them were not applied yet)`)
+    // The Secondary's parts stop (the apply loop checkpoints: a crash from here on replays nothing
+    // it applied); the mount, the data-directory lock and the control socket stay.
+    await runSteps([stopIbc, closeSrl, closeSnapshots], log)
+    const gen = takeoverGeneration(prev, at)
+    const record: TookOver = { at, applied, from: prev?.id ?? null, generation: gen.id, time: new Date().toISOString() }
+    const store = await LogStore.open(path.join(state, 'srl', 'state'), state)
+    try {
+      const format = await store.get(State.format)
+      if (format === undefined) throw new ReplError('LOG_CORRUPT', `the SRL state in ${state} has no format record`)
+      // One batch: a crash leaves this state a Secondary's (re-run takeover) or the new Primary's.
+      await store.batch([[State.format, { ...format, role: 'primary' }], [State.generation, gen], [State.tookOver, record], [State.baseline, 'data']], [State.follow, State.sync])
+    } finally {
+      await store.close()
+    }
+    log(`takeover: this host is now the Primary, generation ${shortGeneration(gen)}${prev === null ? '' : ` (continuing generation ${shortGeneration(prev)} after sequence number ${at})`}`)
+    const primary = await runPrimary(primaryConfigOf(cfg, parseAddress(theReceiver.address, 'listen', true)), log, { data, mount, adapter: theAdapter, unlockData: theUnlock, watch, control })
+    daemon.set(primary)
+    return { role: 'primary', generation: gen.id, previous: prev?.id ?? null, seq: at, applied, discarded: 0 }
+  }
+
+  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log, takeover }
+  control.route = async (req, signal) => await secondaryCommand(secondary, req, signal)
   try {
-    server = await serve(state, async (req, signal) => await secondaryCommand(secondary, req, signal))
+    control.server = await serve(state, async (req, signal) => await control.route(req, signal))
   } catch (err) {
     await stop(1)
     throw err
   }
-  return { stopped, stop }
+  return daemon
 }
 
 /**
@@ -232,10 +346,13 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         ibc: s.ibc.status(),
         connected: s.receiver.connected,
         primary: { address: s.receiver.primaryAddress, srlId: s.receiver.follow?.srlId ?? null },
+        generation: s.receiver.generation === null ? null : { id: s.receiver.generation.id, since: s.receiver.generation.since },
         stalled: s.rvg.stalledOn,
         checkpointError: s.rvg.checkpointError,
         fatal: s.rvg.fatalError?.message ?? null
       }
+    case 'takeover':
+      return await s.takeover()
     case 'sync':
       await s.srl.sync()
       return { synced: s.srl.lastSeq }

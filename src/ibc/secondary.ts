@@ -82,6 +82,10 @@ export class IbcSecondary {
    * may be consumed now; false holds the apply loop until onRelease(seq).
    */
   async arrive (seq: number, app: string, id: string, message: Buffer, flags: number, freezeTimeoutS: number): Promise<boolean> {
+    if (this.bypass !== null) {
+      this.log(`IBC message ${id} for ${app} (sequence number ${seq}) not delivered: ${this.bypass}`)
+      return true
+    }
     if (this.held !== null) {
       if (this.held.seq === seq) {
         // The same record again (a restart): keep its state; its deadlines run from now on.
@@ -113,6 +117,18 @@ export class IbcSecondary {
     this.deliver()
     return false
   }
+
+  /**
+   * A takeover applies every logged update (VVR): IBC messages still in the log are not delivered
+   * (their receivers were on the lost Primary's side of the flow), and a held one is released.
+   * null: a takeover that could not complete, messages are delivered again.
+   */
+  async passThrough (why: string | null): Promise<void> {
+    this.bypass = why
+    if (why !== null) await this.release(why)
+  }
+
+  private bypass: string | null = null
 
   /** After a restart: a held record the apply loop had already consumed (the cursor is past it) is stale. */
   async dropStale (appliedSeq: number): Promise<void> {
