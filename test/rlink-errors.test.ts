@@ -174,7 +174,7 @@ async function fakeSecondary (onConn: (peer: FakePeer) => void): Promise<{ addre
 }
 
 function hello (over: Partial<Record<string, unknown>> = {}): Message {
-  return { t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'replicafs', srlId: 'fake-primary-srl', nonce: nonce(), rf: RECORD_FORMAT_VERSION, ...over } as unknown as Message
+  return { t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'replicafs', srlId: 'fake-primary-srl', nonce: nonce(), rf: RECORD_FORMAT_VERSION, gen: { id: 'fake-generation', since: 0, history: [] }, ...over } as unknown as Message
 }
 
 /** Non-zero exit, exactly one line on stderr naming every `names` and matching `what`, no stack. */
@@ -245,6 +245,16 @@ t('a Primary speaking protocol version 99 gets REFUSE naming the version; the Se
       assert.is(peer.decodeError, undefined, 'the Secondary\'s frames decode')
       await peer.waitClosed(`the Secondary to close the connection after refusing ${c.what}`, 5000)
       await waitLogLine(s.state, smark, [/version/i, c.names], `a line in the Secondary's daemon.log about ${c.what}`)
+    }
+    // A malformed data generation (wire 6) is a protocol error, named.
+    for (const gen of [undefined, 'not-a-generation', { id: '', since: 0, history: [] }, { id: 'g', since: -1, history: [] }, { id: 'g', since: 0, history: [{ id: 'h' }] }]) {
+      const peer = await connectFake(s.address)
+      peer.send(hello({ gen }))
+      const r = await peer.waitMsg(MsgType.REFUSE, `a REFUSE for a HELLO with gen ${JSON.stringify(gen)}`)
+      if (r.t !== MsgType.REFUSE) throw new Error('unreachable')
+      assert.is(r.code, 'PROTOCOL', `REFUSE code for gen ${JSON.stringify(gen)}: ${JSON.stringify(r)}`)
+      assert.match(r.message, /generation/, r.message)
+      await peer.waitClosed('the Secondary to close the connection after a malformed generation', 5000)
     }
     const ss = await s.status()
     assert.ok(processAlive(s.pid), 'the Secondary is still running')

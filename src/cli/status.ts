@@ -56,7 +56,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
   if (s.tookOver != null) lines.push(`took over:     ${s.tookOver.time}, after sequence number ${s.tookOver.at} (${s.tookOver.applied} logged updates applied first)${s.tookOver.from !== null ? ` from generation ${s.tookOver.from}` : ''}`)
   if (s.takenOver != null) {
     lines.push(`TAKEN OVER:    by generation ${s.takenOver.by} (at ${s.takenOver.peer}, seen ${s.takenOver.seen}) after sequence number ${s.takenOver.at}; ` +
-      `${s.takenOver.orphaned} updates logged here since never reached it; every change through the mount is refused (EROFS) until replicafs failback`)
+      `${s.takenOver.orphaned} updates logged here since never reached it; every change through the mount is refused (EROFS) until it is failed back`)
   }
   if (s.role === 'primary' && s.rlinks !== undefined) {
     lines.push(`RDS:           ${s.rds ?? ''}, synchronous=${s.synchronous ?? 'off'}${s.listen != null ? `, listening on ${s.listen}` : ''}`)
