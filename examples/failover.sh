@@ -66,7 +66,8 @@ rfs secondary --data "$P/data" --mount "$P/mnt" --state "$P/state" --listen 127.
   --secret-file "$WORK/secret" --sync-existing --daemon >/dev/null
 ADDR2=$(json_field "$P/state" listen)
 rfs stop --state "$S/state" >/dev/null
-rfs primary --data "$S/data" --mount "$S/mnt" --state "$S/state" --secondary "$ADDR2" --secret-file "$WORK/secret" --daemon >/dev/null
+# The new Primary, restarted to add its Secondary, keeps answering at its old address (--listen).
+rfs primary --data "$S/data" --mount "$S/mnt" --state "$S/state" --secondary "$ADDR2" --listen "$ADDR" --secret-file "$WORK/secret" --daemon >/dev/null
 # From here the pair is reversed: stop_pair and caught_up work on these.
 OLD_P=$P; P=$S; S=$OLD_P
 wait_for "the old Primary to be synchronized by difference" caught_up "$P/state"

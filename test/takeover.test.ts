@@ -15,7 +15,7 @@ import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
   startPair, startPrimary, cli, secondaryArgs, status, waitFor, timed, cleanupAll, assertCleanSlate, assertOneLineError,
-  describeFailure, daemonLog, processAlive, processGone, registerMount, registerState, fuseMountAt, exec,
+  describeFailure, daemonLog, processAlive, processGone, registerMount, registerState, fuseMountAt, exec, tmpdirs, secretFile,
   type Pair, type Primary, type Status
 } from './helpers'
 import { register, send, secStatus } from './helpers/ibc'
@@ -213,6 +213,67 @@ t('the taken-over state directory starts as the Primary from its usual `replicaf
     await waitFor(() => !processAlive(st.pid), { timeoutMs: 30_000, what: `pid ${st.pid} to exit` })
   }
   pair = null
+  await assertCleanSlate()
+}))
+
+/**
+ * kill -9 at each step of a takeover (REPLICAFS_CRASH_AT, src/daemon/lifecycle.ts crashPoint): the
+ * daemon dies mid-request; started again with its usual command it is the Secondary (before the
+ * state batch) or the Primary (after it), and the same `takeover`, re-run, completes.
+ */
+async function crashDuringTakeover (point: 'takeover-applied' | 'takeover-recorded'): Promise<void> {
+  const dirs = await tmpdirs('sec')
+  registerMount(dirs.mount)
+  registerState(dirs.state)
+  const secret = await secretFile(dirs.root)
+  const started = await cli(secondaryArgs(dirs, secret), { env: { ...process.env, REPLICAFS_CRASH_AT: point }, timeoutMs: 90_000 })
+  assert.is(started.code, 0, describeFailure(started))
+  const first = await roleStatus(dirs.state)
+  const address = first.listen!
+  const primary = await startPrimary({ extraArgs: ['--secondary', address, '--secret-file', secret] })
+  for (let i = 0; i < 10; i++) await fsp.writeFile(path.join(primary.mount, `f${i}`), `file ${i}\n`)
+  await fsp.rename(path.join(primary.mount, 'f0'), path.join(primary.mount, 'renamed'))
+  const last = (await primary.status()).srl!.newestSeq!
+  await waitFor(async () => (await roleStatus(dirs.state)).srl!.appliedSeq >= last, { timeoutMs: 30_000, what: `the Secondary to apply ${last}` })
+  await primary.kill9()
+  await exec('umount', ['-l', primary.mount])
+  await waitFor(async () => (await roleStatus(dirs.state)).connected === false, { timeoutMs: 60_000, what: 'the Secondary to see its Primary gone' })
+
+  const crashed = await cli(['takeover', '--state', dirs.state], { timeoutMs: 60_000 })
+  assert.ok(crashed.code !== 0, `the takeover did not complete (the daemon was killed at ${point}): ${describeFailure(crashed)}`)
+  await waitFor(() => processGone(first.pid), { timeoutMs: 30_000, what: `the daemon to die at ${point}` })
+  assert.match(await daemonLog(dirs.state), /takeover: applied every logged update/)
+
+  // Its usual command: a stale mount to clean, then a Secondary or the Primary.
+  const again = await cli(secondaryArgs(dirs, secret, { listen: address }), { timeoutMs: 90_000 })
+  assert.is(again.code, 0, `${describeFailure(again)}\n${await daemonLog(dirs.state)}`)
+  const s = await roleStatus(dirs.state)
+  assert.is(s.role, point === 'takeover-applied' ? 'secondary' : 'primary', `after a kill -9 at ${point}`)
+  const r = await cli(['takeover', '--state', dirs.state, '--json'], { timeoutMs: 60_000 })
+  assert.is(r.code, 0, `${describeFailure(r)}\n${await daemonLog(dirs.state)}`)
+  const res = JSON.parse(r.stdout) as TakeoverResult & { already?: string }
+  assert.is(res.seq, last, 'the data is as of the last logged update')
+  assert.is(point === 'takeover-recorded', res.already !== undefined, `re-run after ${point}: ${r.stdout}`)
+  const done = await roleStatus(dirs.state)
+  assert.is(done.role, 'primary')
+  assert.is(done.generation!.id, res.generation)
+  assert.is(await mountedReadOnly(dirs.mount), false)
+  assert.is(await fsp.readFile(path.join(dirs.mount, 'renamed'), 'utf8'), 'file 0\n')
+  assert.is(await fsp.readFile(path.join(dirs.mount, 'f9'), 'utf8'), 'file 9\n')
+  const w = await sh(dirs.mount, 'echo after > after.txt')
+  assert.is(w.code, 0, w.stderr)
+  const q = await cli(['stop', '--state', dirs.state], { timeoutMs: 60_000 })
+  assert.is(q.code, 0, describeFailure(q))
+  await waitFor(() => !processAlive(done.pid), { timeoutMs: 30_000, what: 'the new Primary to exit' })
+}
+
+t('kill -9 after the takeover applied the log, before the state changed: restarted, a Secondary; takeover re-run completes', timed(180_000, async () => {
+  await crashDuringTakeover('takeover-applied')
+  await assertCleanSlate()
+}))
+
+t('kill -9 after the state says Primary, before it serves: restarted, the Primary; takeover re-run reports it done', timed(180_000, async () => {
+  await crashDuringTakeover('takeover-recorded')
   await assertCleanSlate()
 }))
 

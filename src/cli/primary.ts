@@ -24,6 +24,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   retain: { type: 'boolean', help: 'keep every record in the SRL, never release (testing, debugging; a full SRL then fails writes with ENOSPC)' },
   secondary: { type: 'string', multiple: true, arg: 'HOST:PORT', help: 'replicate to the Secondary listening there (repeat for several; one RLINK each)' },
   'secret-file': { type: 'string', arg: 'FILE', help: 'the secret shared with the Secondaries (required with --secondary; never sent)' },
+  listen: { type: 'string', arg: 'HOST:PORT', help: 'a Primary that took over (replicafs takeover): go on answering at this address, its\n--listen as a Secondary, so that the old Primary, back, learns it was taken over' },
   synchronous: { type: 'string', arg: 'MODE', help: 'off (default): a write completes once in the SRL; override: also waits for the network ack of every connected Secondary; fail: as override, and fails writes with EIO while an RLINK is down' },
   srlprot: { type: 'string', arg: 'MODE', help: 'SRL overflow protection, as VVR\'s: when the SRL would overflow because a Secondary\nis behind or away: autodcm (default): that Secondary leaves the SRL for a change map of\nthe paths changed and is resynchronized from it when back; dcm: the same if it is down,\nwriters wait while it is connected; fail: writers wait while it is connected, writes fail\nwith ENOSPC while it is down; override: the same, but instead of failing the Secondary is\ndetached (STALE: back, it is synchronized by difference, its whole tree compared);\noff: it is always detached' },
   'max-lag': { type: 'string', arg: 'SECONDS', help: 'latency protection (VVR\'s latencyprot, in seconds): while a connected Secondary that is\napplying is more than SECONDS behind, writers wait for it before their reply (default 0: off)' },
@@ -43,7 +44,7 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]',
+export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT]',
   'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
@@ -99,13 +100,16 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   if (!Number.isFinite(maxLag) || maxLag < 0 || !/^\d+(\.\d+)?$/.test(String(values['max-lag'] ?? '0'))) throw new ReplError('USAGE', `replicafs ${command}: --max-lag must be a number of seconds, 0 or more (not ${String(values['max-lag'])})`)
   if (maxLag > 0 && secondaries.length === 0) throw new ReplError('USAGE', `replicafs ${command}: --max-lag needs at least one --secondary`)
   const rds = rdsOf(command, values)
+  const listen = typeof values.listen === 'string' ? parseAddress(values.listen, 'listen') : undefined
+  if (listen !== undefined && secretFile === null) throw new ReplError('USAGE', `replicafs ${command}: --listen needs --secret-file (peers are authenticated with it)`)
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
 
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => runPrimary({
     data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, srlprot, maxLag, rds,
     taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
-    mountOptions
+    mountOptions,
+    listen
   }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`)
 }
 

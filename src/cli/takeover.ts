@@ -14,10 +14,10 @@ export const TAKEOVER_FLAGS: FlagSpec = {
 }
 
 export const TAKEOVER_HELP = helpText('replicafs takeover --state DIR [--json]',
-  'Makes this Secondary the Primary when its Primary is lost. Every update logged in its SRL is\napplied first (IBC messages among them are not delivered); its data is then the Primary\'s as of\nthat update, whose sequence number is printed. A new data generation is recorded: the old Primary,\nwhen it comes back, learns it was taken over and refuses every write (EROFS) until\n`replicafs failback`. Refused while the Primary is connected, or while this Secondary is\ninconsistent (being synchronized). The daemon keeps running, now as the Primary; its usual\n`replicafs secondary` command starts it as the Primary from then on.',
+  'Makes this Secondary the Primary when its Primary is lost. Every update logged in its SRL is\napplied first (IBC messages among them are not delivered); its data is then the Primary\'s as of\nthat update, whose sequence number is printed. A new data generation is recorded: the old Primary,\nwhen it comes back, learns it was taken over and refuses every write (EROFS) until\n`replicafs failback`. Refused while the Primary is connected, or while this Secondary is\ninconsistent (being synchronized). The daemon keeps running, now as the Primary; its usual\n`replicafs secondary` command starts it as the Primary from then on. Re-running it is safe: after\na crash part-way it completes; once done it reports what it did.',
   TAKEOVER_FLAGS)
 
-interface TakeoverResult { generation: string, previous: string | null, seq: number, applied: number, discarded: number }
+interface TakeoverResult { generation: string, previous: string | null, seq: number, applied: number, discarded: number, already?: string }
 
 export async function takeoverCommand (argv: string[]): Promise<number> {
   const { values } = parse('takeover', argv, TAKEOVER_FLAGS)
@@ -26,6 +26,10 @@ export async function takeoverCommand (argv: string[]): Promise<number> {
   // Applying what is logged may take as long as the Secondary was behind.
   const r = await request(state, { cmd: 'takeover' }, 600_000) as TakeoverResult
   if (values.json === true) { process.stdout.write(JSON.stringify(r) + '\n'); return 0 }
+  if (r.already !== undefined) {
+    process.stdout.write(`already took over (${r.already}): this host is the Primary, generation ${r.generation}, with the data as of sequence number ${r.seq} (${r.applied} logged updates applied first, ${r.discarded} discarded)\n`)
+    return 0
+  }
   process.stdout.write(`took over: this host is the Primary, generation ${r.generation}, with the data as of sequence number ${r.seq} (${r.applied} logged updates applied first, ${r.discarded} discarded)\n`)
   return 0
 }

@@ -64,6 +64,15 @@ export class RoleDaemon implements RunningDaemon {
   }
 }
 
+/**
+ * A crash point for tests (kill -9 at an exact step of a multi-step change, as test/takeover.test.ts
+ * does): with REPLICAFS_CRASH_AT=<name> in its environment the daemon kills itself there. Every
+ * crash point is listed in docs/ARCHITECTURE.md with what a restart finds.
+ */
+export function crashPoint (name: string): void {
+  if (process.env.REPLICAFS_CRASH_AT === name) process.kill(process.pid, 'SIGKILL')
+}
+
 /** Runs shutdown steps in order; a failing or slow step is logged and the next one still runs. */
 export async function runSteps (steps: Step[], log: Logger): Promise<void> {
   for (const [what, step] of steps) {

@@ -279,6 +279,12 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
       return { synced: p.srl ? p.srl.lastSeq : null }
     case 'takeover': {
       const t = p.takenOver()
+      // A takeover re-run (after a kill -9 once the state said Primary, or twice by a script):
+      // it is done; say so, with what it reported.
+      if (p.tookOver !== null && t === null) {
+        const r = p.tookOver
+        return { role: 'primary', generation: r.generation, previous: r.from, seq: r.at, applied: r.applied, discarded: 0, already: r.time }
+      }
       throw new ReplError('WRONG_ROLE', t !== null
         ? `takeover runs on a Secondary; this daemon is a Primary that generation ${shortGeneration(t.by)} (at ${t.peer}) took over from`
         : 'takeover runs on a Secondary whose Primary is lost; this daemon is the Primary')

@@ -36,7 +36,7 @@ import { takeoverGeneration, shortGeneration } from '../format/generation'
 import { sys } from '../native'
 import { ReplError, IbcError, errnoError } from '../errors'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
-import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, RoleDaemon, type Logger, type RunningDaemon, type ControlRoute } from './lifecycle'
+import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type ControlRoute } from './lifecycle'
 import { runPrimary, type PrimaryConfig } from './primary'
 import { snapshotSource, secondarySnapshotCommand, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 
@@ -272,6 +272,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     const at = theSrl.lastSeq
     const applied = at - appliedBefore
     log(`takeover: applied every logged update, up to sequence number ${at} (${applied} of them were not applied yet)`)
+    crashPoint('takeover-applied')
     // The Secondary's parts stop (the apply loop checkpoints: a crash from here on replays nothing
     // it applied); the mount, the data-directory lock and the control socket stay.
     await runSteps([stopIbc, closeSrl, closeSnapshots], log)
@@ -286,6 +287,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     } finally {
       await store.close()
     }
+    crashPoint('takeover-recorded')
     log(`takeover: this host is now the Primary, generation ${shortGeneration(gen)}${prev === null ? '' : ` (continuing generation ${shortGeneration(prev)} after sequence number ${at})`}`)
     const primary = await runPrimary(primaryConfigOf(cfg, parseAddress(theReceiver.address, 'listen', true)), log, { data, mount, adapter: theAdapter, unlockData: theUnlock, watch, control })
     daemon.set(primary)
