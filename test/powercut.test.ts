@@ -28,7 +28,7 @@ t.after(async () => {
   if (forced.length > 0) console.error(`powercut.test: cleanup had to force: ${forced.join('; ')}`)
 })
 
-const ROUNDS = 8
+const ROUNDS = 5
 
 t(`${ROUNDS} power cuts at random instants: the Primary starts, its tree is a prefix of the steps, every fsynced step is there`, timed(240_000, async () => {
   await assertLoopAvailable()
@@ -41,7 +41,7 @@ t(`${ROUNDS} power cuts at random instants: the Primary starts, its tree is a pr
   assert.match(r.stdout, new RegExp(`powercut: exact ${ROUNDS} \\(of ${ROUNDS}\\)`), `every round exact: ${ctx}`)
 }))
 
-const SEC_ROUNDS = 4
+const SEC_ROUNDS = 3
 
 t(`${SEC_ROUNDS} power cuts of a Primary and its Secondary at random instants: both start, the Primary's tree is a prefix, the Secondary converges to it`, timed(240_000, async () => {
   await assertLoopAvailable()

@@ -95,8 +95,10 @@ t('kill -9 of the Primary mid-workload; restarted with the same arguments, the t
     // and the Secondary has applied more than the Primary has heard of (its acks are 300 ms away).
     let premise = ''
     await waitFor(async () => {
-      const s = await sec.status()
-      const l = (await pair.primaryStatus()).rlinks[0]
+      // Both sampled at once: one status command takes a good part of the 300 ms an ack travels,
+      // so read one after the other the Primary has heard what the Secondary said it applied.
+      const [s, p] = await Promise.all([sec.status(), pair.primaryStatus()])
+      const l = p.rlinks[0]
       premise = `Secondary received ${s.receivedSeq}, applied ${s.appliedSeq}; Primary sent ${l.sentSeq}, heard data-acked ${l.dataAckedSeq}`
       return l.sentSeq > s.receivedSeq && s.appliedSeq > l.dataAckedSeq
     }, { timeoutMs: 30_000, what: 'updates in flight and the Secondary ahead of what the Primary heard', intervalMs: 20 })

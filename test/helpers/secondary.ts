@@ -6,7 +6,7 @@ import * as fsp from 'fs/promises'
 import * as path from 'path'
 import { exec, describeFailure, waitFor, type ExecOptions, type ExecResult } from './util'
 import { registerMount, registerState, fuseMountAt, isMounted, pidsWithArg, processAlive, processGone } from './cleanup'
-import { tmpdirs, cli, daemonLog, startPrimary, assertFuseAvailable, type Dirs, type Primary, type Status } from './primary'
+import { tmpdirs, cli, daemonLog, startPrimary, assertFuseAvailable, statusFast, type Dirs, type Primary, type Status } from './primary'
 
 export interface RlinkStatus {
   secondary: string
@@ -163,7 +163,7 @@ export async function startPair (opts: PairOptions = {}): Promise<Pair> {
     primaryStatus: () => primaryStatus(primary.state),
     async caughtUp (timeoutMs = 60_000) {
       await waitFor(async () => {
-        const p = await primaryStatus(primary.state)
+        const p = await statusFast<PrimaryStatus>(primary.state)
         const newest = p.srl.newestSeq ?? p.srl.appliedSeq
         return p.rlinks.every((l) => l.dataAckedSeq >= newest && l.dataAckedSeq >= p.srl.appliedSeq)
       }, { timeoutMs, what: 'every RLINK to data-ack everything the Primary logged', intervalMs: 100 })
