@@ -252,22 +252,21 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     if (theReceiver.follow === null && theSrl.lastSeq === 0) throw new ReplError('NOT_REPLICATED', 'this Secondary has never replicated from a Primary: there is nothing to take over')
     if (theSync?.syncing != null) throw new ReplError('INCONSISTENT', `this Secondary is being synchronized (${theSync.syncing}): its tree is not a consistent copy of the Primary's, so it cannot take over`)
     if (!theRvg.consistent) throw new ReplError('INCONSISTENT', `this Secondary is inconsistent (${theRvg.fatalError?.message ?? theRvg.stalledOn ?? 'its tree diverged from the Primary\'s'}), so it cannot take over`)
+    // Once begun it goes on to the end (a second request is refused BUSY), unless applying fails:
+    // then this host stays a Secondary and listens again.
     taking = true
     const appliedBefore = theRvg.appliedSeq
     const prev = theReceiver.generation
+    // Nothing more arrives; everything logged is applied, IBC messages among it passed over.
+    await theReceiver.close()
     try {
-      // Nothing more arrives; everything logged is applied, IBC messages among it passed over.
-      await theReceiver.close()
-      try {
-        await theIbc.passThrough('a takeover applies every logged update')
-        await theRvg.at(theSrl.lastSeq, async () => {})
-      } catch (err) {
-        await theIbc.passThrough(null)
-        await theReceiver.start()
-        throw new ReplError('APPLY_FAILED', `takeover: cannot apply the logged updates (${(err as Error).message}); this host stays a Secondary`)
-      }
-    } finally {
+      await theIbc.passThrough('a takeover applies every logged update')
+      await theRvg.at(theSrl.lastSeq, async () => {})
+    } catch (err) {
+      await theIbc.passThrough(null)
+      await theReceiver.start()
       taking = false
+      throw new ReplError('APPLY_FAILED', `takeover: cannot apply the logged updates (${(err as Error).message}); this host stays a Secondary`)
     }
     const at = theSrl.lastSeq
     const applied = at - appliedBefore
@@ -289,7 +288,15 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     }
     crashPoint('takeover-recorded')
     log(`takeover: this host is now the Primary, generation ${shortGeneration(gen)}${prev === null ? '' : ` (continuing generation ${shortGeneration(prev)} after sequence number ${at})`}`)
-    const primary = await runPrimary(primaryConfigOf(cfg, parseAddress(theReceiver.address, 'listen', true)), log, { data, mount, adapter: theAdapter, unlockData: theUnlock, watch, control })
+    let primary: RunningDaemon
+    try {
+      primary = await runPrimary(primaryConfigOf(cfg, parseAddress(theReceiver.address, 'listen', true)), log, { data, mount, adapter: theAdapter, unlockData: theUnlock, watch, control })
+    } catch (err) {
+      // The state says Primary: the next start of this state directory starts it. This process ends.
+      log(`takeover: the Primary did not start: ${(err as Error).message}; stopping`)
+      stop(1).catch(() => {})
+      throw err
+    }
     daemon.set(primary)
     return { role: 'primary', generation: gen.id, previous: prev?.id ?? null, seq: at, applied, discarded: 0 }
   }
