@@ -7,7 +7,6 @@
 import { parse, required, helpText, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
-import { restoreOffline } from '../daemon'
 
 const STATE = { type: 'string', arg: 'DIR', help: 'the state directory of the daemon' } as const
 const FLAGS: FlagSpec = { state: STATE, json: { type: 'boolean', help: 'print JSON' }, help: { type: 'boolean', help: 'show this help' } }
@@ -54,6 +53,7 @@ export async function snapshotCommand (argv: string[]): Promise<number> {
       await request(state, { cmd: 'snapshot', op, name }, 120_000)
       return 0
     case 'restore': {
+      const { restoreOffline } = await import('../daemon/restore')
       const r = await restoreOffline(state, name)
       process.stdout.write(json ? JSON.stringify(r) + '\n' : `restored ${r.data} to snapshot ${name} (sequence number ${r.seq})${r.note ? `; ${r.note}` : ''}\n`)
       return 0

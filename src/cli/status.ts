@@ -2,7 +2,6 @@
 import { parse, required, helpText, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
-import { watchStatus } from './watch'
 import { syncLine, type SyncFigures } from './sync-figures'
 
 export const STATUS_FLAGS: FlagSpec = {
@@ -35,7 +34,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
     if (values.json === true) throw new ReplError('USAGE', 'replicafs status: --watch and --json do not go together (poll status --json instead)')
     const interval = values.interval === undefined ? 1 : Number(values.interval)
     if (!/^\d+(\.\d+)?$/.test(String(values.interval ?? '1')) || interval <= 0) throw new ReplError('USAGE', `replicafs status: --interval must be a number of seconds above 0 (not ${String(values.interval)})`)
-    return await watchStatus(state, interval)
+    return await (await import('./watch')).watchStatus(state, interval)
   }
   if (values.interval !== undefined) throw new ReplError('USAGE', 'replicafs status: --interval goes with --watch')
   const s = await request(state, { cmd: 'status' }) as Status

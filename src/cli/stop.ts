@@ -4,7 +4,7 @@ import { parse, required, helpText, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
 import { STOP_TIMEOUT_MS } from '../limits'
-import { alive } from '../daemon'
+import { alive } from '../daemon/host'
 
 export const STOP_FLAGS: FlagSpec = {
   state: { type: 'string', arg: 'DIR', help: 'the state directory of the daemon to stop' },

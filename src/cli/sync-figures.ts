@@ -1,5 +1,5 @@
 /** A synchronization's progress as `status` and `status --watch` print it. */
-import { syncKind } from '../rlink/sender'
+import { syncKind } from '../format/sync-kind'
 
 /** A synchronization's figures, as the Primary's status gives them (src/sync/source.ts SyncProgress). */
 export interface SyncFigures {

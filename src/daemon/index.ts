@@ -2,7 +2,8 @@
  * The daemons (one per role per host): src/daemon/primary.ts and src/daemon/secondary.ts, with
  * what they share in lifecycle.ts (start, stop, the mount watch) and host.ts (directories, locks,
  * the mount point), their snapshot commands (snapshots.ts) and the offline restore of a stopped
- * Secondary (restore.ts). The CLI starts them and reaches them only here.
+ * Secondary (restore.ts). The CLI starts them and reaches them here; its short commands (stop,
+ * snapshot) take host.ts and restore.ts directly, so that they do not load the daemons.
  */
 export { runPrimary, type PrimaryConfig } from './primary'
 export { runSecondary, type SecondaryConfig } from './secondary'

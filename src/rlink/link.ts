@@ -13,6 +13,7 @@ import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import { State, type Baseline, type Position, type RlinkPosition, type ChangeMark, type Generation } from '../format/state'
+import { syncKind } from '../format/sync-kind'
 import { checkGeneration, takenOverAt } from '../format/generation'
 import { ReplError } from '../errors'
 import {
@@ -99,10 +100,7 @@ export interface SyncStatus {
   startedAt: string, walked: number, totalEntries: number | null, totalBytes: number | null, rateBytes: number, rateEntries: number, etaSeconds: number | null
 }
 
-/** What a synchronization of `mode` ('full', 'diff', 'map': SyncProgress.mode) is called in logs and status. */
-export function syncKind (mode: string | undefined): string {
-  return mode === 'map' ? 'resynchronization from the change map' : mode === 'diff' ? 'synchronization by difference' : 'full synchronization'
-}
+export { syncKind }
 
 /** 'full synchronization ID' or 'synchronization by difference ID', for logs. */
 function syncName (s: SyncSession): string {
