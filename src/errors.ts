@@ -32,6 +32,7 @@ export type ReplErrorCode =
   | 'VERIFY_FAILED'    // an online verify could not run to its end (the Secondary could not, or it was interrupted)
   | 'PRIMARY_CONNECTED' // takeover while the Primary is connected (a takeover is for a lost Primary)
   | 'NOT_REPLICATED'   // takeover on a Secondary that never replicated from a Primary
+  | 'NOT_TAKEN_OVER'   // failback on a Primary no host took over from
   | 'INCONSISTENT'     // takeover on a Secondary whose tree is not a consistent copy (synchronizing, diverged)
 
 /** IBC errors, named after VVR's (the CLI prints the name first; the control socket carries it). */

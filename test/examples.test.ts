@@ -42,7 +42,7 @@ t('examples/offhost-report.sh: a report from a Secondary snapshot equals the led
   await runExample('offhost-report', /^offhost-report: OK/m)
 }))
 
-t('examples/failover.sh: takeover after kill -9 of the Primary; the old Primary refuses writes, then rejoins with identical data', timed(300_000, async () => {
+t('examples/failover.sh: takeover after kill -9 of the Primary; the old Primary refuses writes, then is failed back with identical data', timed(300_000, async () => {
   await runExample('failover', /^failover: OK/m)
 }))
 

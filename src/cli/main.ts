@@ -22,7 +22,9 @@ commands:
   stop          unmount cleanly and end a daemon
   sync          make every change so far durable in the SRL (syncfs on a FUSE mount cannot)
   verify        compare the Primary's tree with a Secondary's, online (--repair resends what differs)
+  migrate       move the Primary role to the Secondary, losing nothing (run on the Primary)
   takeover      make a Secondary the Primary when its Primary is lost
+  failback      make a Primary that was taken over a Secondary of the host that took over
   status        role, mount, SRL and RLINK figures of a running daemon
   srl-dump      print the records retained in a stopped daemon's SRL
   demo          a local Primary, a workload, a crash and its recovery, step by step
@@ -55,6 +57,8 @@ export async function main (argv: string[]): Promise<number> {
     case 'sync': return (await import('./sync')).syncCommand(rest)
     case 'verify': return (await import('./verify')).verifyCommand(rest)
     case 'takeover': return (await import('./takeover')).takeoverCommand(rest)
+    case 'failback': return (await import('./failback')).failbackCommand(rest)
+    case 'migrate': return (await import('./migrate')).migrateCommand(rest)
     default:
       throw new ReplError('USAGE', `replicafs: unknown command ${command} (see replicafs --help)`)
   }

@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
 import { parse, required, parseSize, helpText, type FlagSpec } from './args'
-import { runPrimary, type Logger, type RunningDaemon } from '../daemon'
+import { startPrimary, type Logger, type RunningDaemon } from '../daemon'
 import { parseAddress, formatAddress, readSecret } from '../rlink/common'
 import { SRLPROT_VALUES, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { ReplError } from '../errors'
@@ -105,7 +105,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
 
   if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
-  return runForeground(command, state, (log) => runPrimary({
+  return runForeground(command, state, (log) => startPrimary({
     data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, srlprot, maxLag, rds,
     taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
     mountOptions,

@@ -18,6 +18,8 @@ interface Status {
   rds?: string, synchronous?: string, listen?: string | null
   generation?: { id: string, since: number } | null
   takenOver?: { by: string, at: number, peer: string, seen: string, orphaned: number } | null
+  dial?: { address: string, name: string } | null
+  failback?: { from: string, by: string, at: number, peer: string, paths: number | null, snapshot: string, oldSrl: string, since: string } | null
   tookOver?: { at: number, applied: number, from: string | null, generation: string, time: string } | null
   refusing?: string | null
   rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null }>
@@ -63,15 +65,20 @@ export async function statusCommand (argv: string[]): Promise<number> {
     for (const l of s.rlinks) {
       lines.push(`RLINK ${l.secondary}: ${l.state}; sent ${l.sentSeq}, network-acked ${l.networkAckedSeq}, data-acked ${l.dataAckedSeq}; ` +
         `lag ${l.lagUpdates} updates, ${l.lagBytes} bytes, ${l.lagSeconds.toFixed(1)} s${l.lastError ? `; last error: ${l.lastError}` : ''}`)
-      if (l.dcm) lines.push(`  SRL overflow protection: off the SRL since ${l.dcm.since}; its change map names ${l.dcm.paths} paths, resent when it connects; the Secondary is NOT consistent until then`)
+      if (l.dcm && l.secondary.startsWith('join:') && !l.sync) lines.push(`  change map since the takeover: ${l.dcm.paths} paths (and the SRL's records not folded yet); the host taken over is resynchronized from it, and from what it changed, once replicafs failback makes it a Secondary and it dials in`)
+      else if (l.dcm) lines.push(`  SRL overflow protection: off the SRL since ${l.dcm.since}; its change map names ${l.dcm.paths} paths, resent when it connects; the Secondary is NOT consistent until then`)
       if (l.sync) lines.push(`  ${syncLine(l.sync)}; the Secondary is NOT consistent until it ends`)
     }
   }
   if (s.role === 'secondary') {
     lines.push(
-      `RDS:           ${s.rds ?? ''}, listening on ${s.listen ?? '?'}`,
+      `RDS:           ${s.rds ?? ''}, ${s.dial != null ? `dialling its Primary at ${s.dial.address}` : `listening on ${s.listen ?? '?'}`}`,
       `primary:       ${s.connected ? `connected from ${s.primary?.address ?? '?'}` : 'not connected'}; follows SRL ${s.primary?.srlId ?? '(none yet)'}`,
       `received:      ${s.receivedSeq ?? 0}, applied ${s.appliedSeq ?? 0}, ${s.consistent ? 'consistent' : 'NOT consistent'}${s.syncing ? ` (full synchronization ${s.syncing} in progress)` : ''}`)
+    if (s.failback != null) {
+      lines.push(`FAILED BACK:   ${s.failback.since}: was the Primary of generation ${s.failback.from}, taken over by ${s.failback.by} after sequence number ${s.failback.at}; ` +
+        `being resynchronized (${s.failback.paths ?? 'every'} paths changed here); its tree as it was is in snapshot ${s.failback.snapshot}, its old SRL in ${s.failback.oldSrl}`)
+    }
   }
   if (Array.isArray(s.verify)) {
     for (const v of s.verify) lines.push(`verify ${v.id} of ${v.secondary} at sequence number ${v.seq}: ${v.phase}; ${v.entries} entries (${v.bytes} bytes) walked here, ${v.theirEntries} there; ${v.differing} paths differ so far`)

@@ -6,7 +6,7 @@
  * snapshot) take host.ts and restore.ts directly, so that they do not load the daemons.
  */
 export { runPrimary, type PrimaryConfig } from './primary'
-export { runSecondary, type SecondaryConfig } from './secondary'
+export { runSecondary, startPrimary, type SecondaryConfig } from './secondary'
 export type { Logger, RunningDaemon } from './lifecycle'
 export { alive, readDaemonInfo, mountEntry, type DaemonInfo } from './host'
 export { restoreOffline, type OfflineRestoreResult } from './restore'

@@ -14,17 +14,16 @@
  * skipped update.
  */
 import path from 'node:path'
-import type net from 'node:net'
 import { Srl } from '../srl'
 import { SyncSources, ChangeMaps } from '../sync'
 import { PrimaryRvg } from '../rvg/primary'
 import { FuseAdapter } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
-import { RlinkSet, type SynchronousMode, type SrlProt } from '../rlink/sender'
-import { readSecret, type Address } from '../rlink/common'
+import { RlinkSet, type Rlink, type SynchronousMode, type SrlProt } from '../rlink/sender'
+import { readSecret, formatAddress, type Address } from '../rlink/common'
 import { PrimaryGate } from '../rlink/gate'
-import { State, type Generation, type TakenOver, type TookOver } from '../format/state'
-import { firstGeneration, shortGeneration } from '../format/generation'
+import { State, type Generation, type TakenOver, type TookOver, type Failback } from '../format/state'
+import { firstGeneration, shortGeneration, takeoverGeneration } from '../format/generation'
 import { IbcPrimary } from '../ibc/primary'
 import { handleIbc, type IbcRequest } from '../ibc/control'
 import { runTask, type TaskEnv } from '../ibc/task'
@@ -34,7 +33,9 @@ import { sys } from '../native'
 import { ReplError, IbcError } from '../errors'
 import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
-import { runSteps, closeControl, stopper, mountWatch, stopCommand, type Logger, type RunningDaemon, type Handover } from './lifecycle'
+import { runSteps, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type Handover, type ControlRoute } from './lifecycle'
+import { writeIntent, finishFailback } from './failback'
+import { pathsOf } from '../sync/map'
 import { snapshotSource, PrimarySnapshots, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 import { PrimaryVerifier } from './verify'
 
@@ -82,6 +83,10 @@ interface Primary {
   takenOver: () => TakenOver | null
   /** This Primary was a Secondary until a takeover (state `tookOver`). */
   tookOver: TookOver | null
+  /** `replicafs failback`: this Primary, taken over, becomes the Secondary of the host that took over. */
+  failback: () => Promise<unknown>
+  /** `replicafs migrate`: the Secondary becomes the Primary and this Primary its Secondary. */
+  migrate: () => Promise<unknown>
   stop: RunningDaemon['stop']
   log: Logger
 }
@@ -91,7 +96,7 @@ interface Primary {
  * src/daemon/secondary.ts): its data-directory lock, mount, mount watch and control socket are
  * handed over, and only the Primary's own parts are started here.
  */
-export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Handover): Promise<RunningDaemon> {
+export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Handover, becomeSecondary?: BecomeSecondary): Promise<RunningDaemon> {
   const { data, mount } = handover ?? checkDirs(cfg)
   const state = prepareState(cfg.state)
 
@@ -100,7 +105,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   let unlockData: (() => void) | null = handover?.unlockData ?? null
   let rvg: PrimaryRvg | null = null
   let adapter: FuseAdapter | null = handover?.adapter ?? null
-  let server: net.Server | null = handover?.control.server ?? null
+  const control: ControlRoute = handover?.control ?? { server: null, route: () => Promise.reject(new ReplError('BUSY', 'the daemon is starting')) }
   let rlinks: RlinkSet | null = null
   let gate: PrimaryGate | null = null
   let ibc: IbcPrimary | null = null
@@ -108,6 +113,8 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   let generation: Generation | null = null
   let takenOver: TakenOver | null = null
   let tookOver: TookOver | null = null
+  /** A peer that proved it knows the secret says `by` took over from this generation after record `at`. */
+  let learnTakenOver: (by: Generation, at: number, peer: string, listener: boolean) => void = () => {}
   const secret = cfg.secondaries.length > 0 || cfg.listen !== undefined ? readSecret(cfg.secretFile!) : null
   const watch = handover?.watch ?? mountWatch(mount, log)
 
@@ -115,7 +122,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   const release = (): Promise<void> => runSteps([
     ['unmount', async () => { await adapter?.unmount() }],
     ['RLINKs', async () => { rlinks?.close(); await gate?.close() }],
-    closeControl(state, () => server),
+    closeControl(state, () => control.server),
     ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
     ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
     ['data directory lock', () => { unlockData?.() }]
@@ -142,7 +149,8 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
     // Full synchronizations of Secondaries the SRL cannot bring up to date (src/sync/): each is
     // told of every record the RVG applies, after the snapshots' copy-on-write.
     const syncs = new SyncSources(data, () => rvg?.appliedSeq ?? 0, log)
-    if (srl !== null && cfg.secondaries.length > 0) {
+    // A Primary with a listener may be joined by a Secondary that dials it (a failed-back host).
+    if (srl !== null && (cfg.secondaries.length > 0 || cfg.listen !== undefined)) {
       const theSrl = srl
       rlinks = await RlinkSet.open(srl, {
         secondaries: cfg.secondaries,
@@ -171,17 +179,24 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
     const replayed = await rvg.recover()
     if (replayed > 0) log(`recovered: replayed ${replayed} SRL records up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
-    if (rlinks !== null && srl !== null && generation !== null) {
+    if (srl !== null && generation !== null) {
       // Armed before the RLINKs connect: the first refusal may come at once.
       const ours = generation
       const theSrl = srl
       const theRvg = rvg
-      rlinks.onTakenOver = (by, at, peer) => {
+      learnTakenOver = (by, at, peer, listener) => {
         if (takenOver !== null) return
-        const t: TakenOver = takenOver = { by, at, peer, seen: new Date().toISOString() }
+        const t: TakenOver = takenOver = { by, at, peer, seen: new Date().toISOString(), ...(listener ? { listener: true } : {}) }
         theRvg.refusing = takenOverReason(t, ours)
         log(`${theRvg.refusing}; ${Math.max(0, theSrl.lastSeq - at)} updates logged here after it never reached it (${FAILBACK_HINT})`)
         theSrl.store.put(State.takenOver, t).catch((err: Error) => log(`cannot record the takeover in the SRL state: ${err.message}`))
+      }
+      if (rlinks !== null) rlinks.onTakenOver = (by, at, peer) => learnTakenOver(by, at, peer, false)
+      // A migrate whose answer was lost: no change until the Secondary says which host is the Primary.
+      const doubt = await srl.store.get(State.migrating)
+      if (doubt !== undefined && takenOver === null) {
+        rvg.refusing = migrateDoubt(doubt.to)
+        log(rvg.refusing)
       }
     }
     rlinks?.start()
@@ -198,7 +213,17 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
     if (cfg.listen !== undefined && srl !== null) {
       const theRvg = rvg
       const gen = generation!
-      gate = new PrimaryGate({ listen: cfg.listen, secret: secret!, rds: cfg.rds, generation: () => gen, lastSeq: () => theRvg.appliedSeq, log })
+      const theRlinks = rlinks
+      gate = new PrimaryGate({
+        listen: cfg.listen,
+        secret: secret!,
+        rds: cfg.rds,
+        generation: () => gen,
+        lastSeq: () => theRvg.appliedSeq,
+        log,
+        join: (name) => theRlinks?.joining(name) ?? null,
+        takenOver: (by, at, peer) => learnTakenOver(by, at, peer, true)
+      })
       await gate.start()
       log(`listening for peers on ${gate.address} (RDS ${cfg.rds})`)
     }
@@ -215,6 +240,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   const stopped = stopper0.stopped
   // After a fatal error every stop exits 1: the service manager must see that it failed.
   const stop = (code = 0): Promise<void> => stopper0.stop(live.fatalError !== null ? 1 : code)
+  const daemon = new RoleDaemon({ stopped, stop })
   watch.arm(stop)
   // A record the data directory cannot take (a failing disk) or an SRL that cannot be synced: the
   // daemon stays up, so that status says what failed, reads go on, and the RLINKs still send what
@@ -222,24 +248,200 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   // start replays what was logged (src/rvg/primary.ts).
   live.onFatal = (err) => log(`fatal: ${err.message}; the mount refuses changes (EIO) until the daemon is stopped (replicafs stop --state ${state}); reads and status go on, and the next start replays the SRL`)
   if (rlinks !== null) rlinks.onFatal = (err: Error): void => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
+
+  // `replicafs failback` (this Primary was taken over): see the top of src/daemon/failback.ts.
+  let failing = false
+  const theSrl = srl
+  const theRlinks = rlinks
+  const theGate = gate
+  const theSnaps = snaps
+  const theAdapter = adapter!
+  const theUnlock = unlockData!
+  const failback = async (): Promise<unknown> => {
+    const t = takenOver
+    const gen = generation
+    if (theSrl === null || gen === null) throw new ReplError('WRONG_ROLE', 'a passthrough has no SRL, so no role to transfer')
+    if (t === null) {
+      throw new ReplError('NOT_TAKEN_OVER', tookOver !== null && tookOver.generation === gen.id
+        ? `failback runs on a Primary another host took over from; this one took over itself (generation ${shortGeneration(gen)}) and no host has taken over from it: nothing changed`
+        : `failback runs on a Primary another host took over from (its writes refused with EROFS); no host has taken over from this one (generation ${shortGeneration(gen)}): nothing changed`)
+    }
+    if (failing) throw new ReplError('BUSY', 'a failback is already under way')
+    if (becomeSecondary === undefined || theSnaps === null || theRlinks === null || cfg.secretFile === null) throw new ReplError('WRONG_ROLE', 'this daemon cannot become a Secondary')
+    failing = true
+    // Nothing new is applied here (every change is refused since the takeover was learned).
+    await live.sync()
+    const orphaned = Math.max(0, theSrl.lastSeq - t.at)
+    const changed = theRlinks.changedAfter(t.peer, t.at, pathsOf) ?? null
+    let paths = changed === null ? null : [...changed]
+    if (paths !== null && paths.reduce((n, [p]) => n + p.length + 8, 0) > FAILBACK_PATHS_BYTES_MAX) paths = null
+    const name = `failback-${shortGeneration(gen)}`
+    if (!theSnaps.names().includes(name)) theSnaps.create(name, live.appliedSeq)
+    await theSnaps.sync()
+    log(`failback: snapshot ${name} keeps this host's tree as it is, with its ${orphaned} updates after sequence number ${t.at} that never reached ${t.peer} (${paths === null ? 'too many paths to list: every file is compared' : `${paths.length} paths`})`)
+    crashPoint('failback-snapshot')
+    // It dials the new Primary where it reached it; one that heard of the takeover on its own
+    // listener (the new Primary dials it) listens there.
+    const peer = t.listener === true ? null : t.peer
+    const record: Failback = { from: gen.id, by: t.by, at: t.at, peer, paths, snapshot: name, old: `srl.failback-${shortGeneration(gen)}`, time: new Date().toISOString() }
+    await toSecondary(record, 'failback', `this host is now a Secondary of generation ${shortGeneration(t.by)}; it ${peer !== null ? `dials it at ${peer}` : `listens at ${cfg.listen !== undefined ? formatAddress(cfg.listen) : '?'} for it`}, and is resynchronized by difference of what either side changed after sequence number ${t.at}`)
+    return { role: 'secondary', primary: peer ?? t.peer, generation: t.by.id, previous: gen.id, seq: t.at, orphaned, paths: paths?.length ?? null, snapshot: name }
+  }
+
+  /**
+   * The Primary's parts stop (the SRL is checkpointed and closed; the mount, the data-directory
+   * lock and the control socket stay), the state directory becomes a Secondary's as `record` says
+   * (src/daemon/failback.ts), and the Secondary starts in this process.
+   */
+  const toSecondary = async (record: Failback, what: 'failback' | 'migrate', done: string): Promise<void> => {
+    await runSteps([
+      ['RLINKs', async () => { theRlinks?.close(); await theGate?.close() }],
+      ['SRL', async () => { await live.close() }],
+      ['snapshots', async () => { if (theSnaps !== null) { await theSnaps.sync(); theSnaps.close() } }]
+    ], log)
+    writeIntent(state, { record, ringBytes: theSrl!.format.ringBytes })
+    crashPoint(`${what}-recorded`)
+    await finishFailback(state, log)
+    crashPoint(`${what}-converted`)
+    log(`${what}: ${done}`)
+    let secondary: RunningDaemon
+    try {
+      secondary = await becomeSecondary!({ data, mount, adapter: theAdapter, unlockData: theUnlock, watch, control })
+    } catch (err) {
+      // The state says Secondary: the next start of this state directory starts it. This process ends.
+      log(`${what}: the Secondary did not start: ${(err as Error).message}; stopping`)
+      stop(1).catch(() => {})
+      throw err
+    }
+    daemon.set(secondary)
+  }
+
+  // `replicafs migrate` (VVR's vradmin migrate): see docs/ARCHITECTURE.md "Migrate".
+  let migrating = false
+  const migrate = async (): Promise<unknown> => {
+    const gen = generation
+    if (theSrl === null || gen === null) throw new ReplError('WRONG_ROLE', 'a passthrough has no SRL, so no role to transfer')
+    const t = takenOver
+    if (t !== null) {
+      // A migrate whose answer was lost, and the Secondary did become the Primary (this host
+      // learned it when its RLINK connected again): the re-run finishes it, as a failback.
+      const doubt = await theSrl.store.get(State.migrating)
+      if (doubt !== undefined && doubt.gen === t.by.id) return { ...(await failback() as object), migrated: true }
+      throw new ReplError('WRONG_ROLE', `migrate runs on the Primary; generation ${shortGeneration(t.by)} took over from this one: replicafs failback makes it its Secondary`)
+    }
+    if (migrating || failing) throw new ReplError('BUSY', 'a migrate or failback is already under way')
+    if (becomeSecondary === undefined) throw new ReplError('WRONG_ROLE', 'this daemon cannot become a Secondary')
+    const links = theRlinks?.links ?? []
+    if (links.length !== 1) {
+      throw new ReplError('USAGE', links.length === 0
+        ? 'migrate moves the Primary role to this Primary\'s Secondary, and it has none (no --secondary): nothing changed'
+        : `migrate moves the Primary role to one Secondary; this Primary has ${links.length} (${links.map((l) => l.address).join(', ')}): nothing changed`)
+    }
+    const l = links[0]
+    const lag = (): string => { const st = l.status(); return `${st.lagUpdates} updates (${st.lagBytes} bytes, ${st.lagSeconds.toFixed(1)} s) behind` }
+    if (!l.connected || !l.status().consistent) {
+      throw new ReplError('NOT_CONNECTED', `the Secondary at ${l.address} is ${l.connected ? 'connected but not consistent (being synchronized)' : l.state}, ${lag()}: migrate needs it connected and consistent (for a lost Primary, run takeover on the Secondary); nothing changed`)
+    }
+    migrating = true
+    live.refusing = `migrating the Primary role to ${l.address}: every change is refused (EROFS) from now on`
+    log(`migrate: ${live.refusing}`)
+    let at = 0
+    try {
+      await live.exclusive(async () => {})
+      // Drain: every update data-acked (the Secondary applied it), within the deadline.
+      const deadline = Date.now() + MIGRATE_DRAIN_MS
+      for (;;) {
+        at = theSrl.lastSeq
+        if (l.dackSeq >= at) break
+        if (!l.connected) throw new ReplError('NOT_CONNECTED', `the RLINK to ${l.address} went down while draining (${lag()}): nothing changed`)
+        if (Date.now() > deadline) throw new ReplError('NOT_CONNECTED', `the Secondary at ${l.address} is still ${lag()} after ${MIGRATE_DRAIN_MS / 1000} s of draining: nothing changed`)
+        await theRlinks!.progressOrSecond()
+      }
+    } catch (err) {
+      live.refusing = null
+      migrating = false
+      log(`migrate: ${(err as Error).message}; this host stays the Primary and takes changes again`)
+      throw err
+    }
+    const next = takeoverGeneration(gen, at)
+    await theSrl.store.put(State.migrating, { to: l.address, gen: next.id, at, time: new Date().toISOString() })
+    crashPoint('migrate-asked')
+    let answer: { ok: boolean, error?: string }
+    try {
+      answer = await l.migrate(next, at)
+    } catch (err) {
+      // Whether the Secondary became the Primary is known only when it is heard again: until
+      // then nothing changes here (the next connection says TAKEN_OVER, or that it is not).
+      live.refusing = migrateDoubt(l.address)
+      migrating = false
+      log(`migrate: ${(err as Error).message}; ${live.refusing}`)
+      watchDoubt(l)
+      throw new ReplError('NOT_CONNECTED', `${(err as Error).message}: whether it became the Primary is known when it connects again; until then this host refuses changes (re-run migrate then)`)
+    }
+    if (!answer.ok) {
+      await theSrl.store.del(State.migrating)
+      live.refusing = null
+      migrating = false
+      const msg = `the Secondary at ${l.address} refused to become the Primary: ${answer.error ?? '?'}; nothing changed`
+      log(`migrate: ${msg}; this host stays the Primary and takes changes again`)
+      throw new ReplError('REFUSED', msg)
+    }
+    crashPoint('migrate-answered')
+    const dial = l.addr !== null ? l.address : null
+    const record: Failback = { from: gen.id, by: next, at, peer: dial, paths: [], snapshot: null, old: `srl.migrated-${shortGeneration(gen)}`, time: new Date().toISOString(), migrated: true }
+    await toSecondary(record, 'migrate', `this host is now the Secondary of ${l.address} (generation ${shortGeneration(next)}, from sequence number ${at}); it ${dial !== null ? 'dials it' : `listens at ${cfg.listen !== undefined ? formatAddress(cfg.listen) : '?'} for it`}`)
+    return { role: 'secondary', primary: l.address, generation: next.id, previous: gen.id, seq: at }
+  }
+
+  /** After a migrate whose answer was lost: once the RLINK completes a handshake, the Secondary is still one (it did not become the Primary). */
+  const watchDoubt = (l: Rlink): void => {
+    const timer = setInterval(() => {
+      if (takenOver !== null || stopped0) { clearInterval(timer); return }
+      if (!l.connected) return
+      clearInterval(timer)
+      theSrl!.store.del(State.migrating).then(() => {
+        live.refusing = null
+        log(`migrate: ${l.address} connected again as a Secondary of this generation: it did not become the Primary; this host takes changes again`)
+      }, (err: Error) => log(`migrate: ${err.message}`))
+    }, 500)
+    timer.unref()
+  }
+  let stopped0 = false
+  stopped.then(() => { stopped0 = true }, () => { stopped0 = true })
+  if (live.refusing !== null && takenOver === null && theRlinks !== null && theRlinks.links.length === 1) {
+    // Restarted in doubt (a migrate's answer lost): the first handshake settles it.
+    theSrl?.store.get(State.migrating).then((d) => { if (d !== undefined) watchDoubt(theRlinks.links[0]) }, () => {})
+  }
+
   const primary: Primary = {
-    cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop, adapter: adapter!, gate, generation, takenOver: () => takenOver, tookOver,
+    cfg, data, mount, state, srl, rvg: live, rlinks, ibc, log, stop, adapter: adapter!, gate, generation, takenOver: () => takenOver, tookOver, failback, migrate,
     snapshots: snaps === null ? null : new PrimarySnapshots(snaps, live, log),
     verifier: new PrimaryVerifier(live, rlinks, snaps, log)
   }
-  const handler = async (req: ControlRequest, signal: AbortSignal): Promise<unknown> => await primaryCommand(primary, req, signal)
-  if (handover !== undefined) {
-    handover.control.route = handler
-    return { stopped, stop }
-  }
+  control.route = async (req: ControlRequest, signal: AbortSignal): Promise<unknown> => await primaryCommand(primary, req, signal)
+  if (handover !== undefined) return daemon
   try {
-    server = await serve(state, async (req, signal) => await handler(req, signal))
+    control.server = await serve(state, async (req, signal) => await control.route(req, signal))
   } catch (err) {
     await stop(1)
     throw err
   }
-  return { stopped, stop }
+  return daemon
 }
+
+/** A Primary another host took over from becomes that host's Secondary in this process (failback; src/daemon/secondary.ts). */
+export type BecomeSecondary = (handover: Handover) => Promise<RunningDaemon>
+
+/** How long migrate waits for the Secondary to data-ack every update. */
+const MIGRATE_DRAIN_MS = 120_000
+
+/** Why a Primary whose migrate lost its answer refuses every change (logs, status). */
+function migrateDoubt (to: string): string {
+  return `a migrate asked ${to} to become the Primary and its answer was lost: every change is refused (EROFS) until it is heard again (then it is either the Primary, and replicafs migrate re-run finishes, or still the Secondary)`
+}
+
+/** The paths a failed-back host changed, listed in its CHALLENGE, at most this many bytes of them (else: every file compared). */
+const FAILBACK_PATHS_BYTES_MAX = 4 * 1024 * 1024
 
 /** IBC on the Primary; an `ibc run` cut short by a stop or crash of this daemon is unregistered (its flow is gone). */
 async function openIbc (srl: Srl, rvg: PrimaryRvg, log: Logger): Promise<IbcPrimary> {
@@ -289,6 +491,10 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
         ? `takeover runs on a Secondary; this daemon is a Primary that generation ${shortGeneration(t.by)} (at ${t.peer}) took over from`
         : 'takeover runs on a Secondary whose Primary is lost; this daemon is the Primary')
     }
+    case 'failback':
+      return await p.failback()
+    case 'migrate':
+      return await p.migrate()
     case 'stop':
       return stopCommand(p.stop)
     default:
@@ -297,7 +503,7 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
 }
 
 /** What a taken-over Primary's operator does next (logs). */
-const FAILBACK_HINT = 'replicafs failback, which will make this host the new Primary\'s Secondary, is not built yet: see docs/ARCHITECTURE.md "Roles and generations" for rejoining it by hand'
+const FAILBACK_HINT = 'replicafs failback --state STATE makes this host the new Primary\'s Secondary, keeping its tree as it is in a snapshot'
 
 /** Why a Primary another host took over from refuses every change (logs, status, the EROFS error's text). */
 function takenOverReason (t: TakenOver, ours: Generation): string {

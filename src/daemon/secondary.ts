@@ -14,6 +14,11 @@
  * data-directory lock and control socket (runPrimary's handover), its mount read-write, listening
  * where this Secondary listened. A state directory taken over starts as the Primary from then on,
  * also from its usual `replicafs secondary` command.
+ *
+ * Failback runs the other way (src/daemon/primary.ts, failback.ts): a Primary taken over becomes
+ * a Secondary here, handed the mount (runSecondary's handover); it dials its Primary (state `dial`)
+ * instead of listening. startPrimary, what `replicafs primary` runs, starts such a state directory
+ * as that Secondary.
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -23,21 +28,23 @@ import { SyncReceiver, VerifyResponder } from '../sync'
 import { SecondaryRvg } from '../rvg/secondary'
 import { FuseAdapter, type AdapterRvg } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
-import { RlinkReceiver } from '../rlink/receiver'
-import { readSecret, parseAddress, type Address } from '../rlink/common'
+import { RlinkReceiver, type MigrateAnswer } from '../rlink/receiver'
+import { readSecret, parseAddress, formatAddress, type Address } from '../rlink/common'
 import { ibcId } from '../ibc/primary'
 import { IbcSecondary } from '../ibc/secondary'
 import { handleIbc, type IbcRequest } from '../ibc/control'
 import { secondaryStep, type TaskEnv } from '../ibc/task'
 import { SnapshotSet } from '../snapshot'
 import { serve, type ControlRequest } from '../control'
-import { State, type Follow, type TookOver } from '../format/state'
-import { takeoverGeneration, shortGeneration } from '../format/generation'
+import { JOIN_PREFIX } from '../rlink/link'
+import { State, type Key, type Generation, type Follow, type TookOver, type Failback, type Dial, type Demoted } from '../format/state'
+import { takeoverGeneration, shortGeneration, takenOverAt } from '../format/generation'
 import { sys } from '../native'
 import { ReplError, IbcError, errnoError } from '../errors'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
-import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type ControlRoute } from './lifecycle'
+import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type ControlRoute, type Handover } from './lifecycle'
 import { runPrimary, type PrimaryConfig } from './primary'
+import { finishFailback, dialState } from './failback'
 import { snapshotSource, secondarySnapshotCommand, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 
 export interface SecondaryConfig {
@@ -45,7 +52,8 @@ export interface SecondaryConfig {
   mount: string
   state: string
   srlBytes: number
-  listen: Address
+  /** Where the Primary dials this Secondary (absent: a failed-back host, which dials its Primary: state `dial`). */
+  listen?: Address
   secretFile: string
   rds: string
   /** How long an IBC message for a name not registered here holds replication before it is discarded. */
@@ -56,6 +64,8 @@ export interface SecondaryConfig {
   mountOptions?: MountOptions
   /** --sync-existing: data here that never replicated from the Primary is made its by difference. */
   syncExisting?: boolean
+  /** A Secondary that was a Primary (failback, migrate): its Primary options, should it become one again. */
+  asPrimary?: PrimaryConfig
 }
 
 /** What a started Secondary is made of: what its control commands work on. */
@@ -76,6 +86,12 @@ interface Secondary {
   log: Logger
   /** `replicafs takeover`: this Secondary becomes the Primary (see the top of this file). */
   takeover: () => Promise<unknown>
+  /** A failed-back host not yet resynchronized, or null. */
+  failback: () => Failback | null
+  /** Where it dials its Primary (a failed-back host), or null: it listens. */
+  dial: Dial | null
+  /** It was the Primary until failback or migrate made it this Secondary, or null. */
+  demoted: Demoted | null
 }
 
 /** What the read-only mount serves from: the data directory, every change refused. */
@@ -85,7 +101,7 @@ function readOnlyView (data: string): AdapterRvg {
 }
 
 /** The Primary a Secondary becomes by takeover: the same directories, secret and RDS, listening where it listened, no Secondaries yet. */
-export function primaryConfigOf (cfg: SecondaryConfig, listen: Address): PrimaryConfig {
+export function primaryConfigOf (cfg: SecondaryConfig, listen: Address | undefined, secondaries: string[] = []): PrimaryConfig {
   return {
     data: cfg.data,
     mount: cfg.mount,
@@ -93,7 +109,7 @@ export function primaryConfigOf (cfg: SecondaryConfig, listen: Address): Primary
     srlBytes: cfg.srlBytes,
     journal: true,
     retain: false,
-    secondaries: [],
+    secondaries,
     secretFile: cfg.secretFile,
     synchronous: 'off',
     rds: cfg.rds,
@@ -117,28 +133,71 @@ async function tookOverState (state: string): Promise<TookOver | null> {
   }
 }
 
-export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<RunningDaemon> {
-  const { data, mount } = checkDirs(cfg)
+/** The Secondary a Primary becomes by failback: the same directories, secret and RDS; it dials or listens as its state says. */
+function secondaryConfigOf (cfg: PrimaryConfig): SecondaryConfig {
+  return {
+    data: cfg.data,
+    mount: cfg.mount,
+    state: cfg.state,
+    srlBytes: cfg.srlBytes,
+    listen: cfg.listen,
+    secretFile: cfg.secretFile ?? '',
+    rds: cfg.rds,
+    taskDir: cfg.taskDir,
+    mountOptions: cfg.mountOptions,
+    asPrimary: cfg
+  }
+}
+
+/**
+ * `replicafs primary`: the Primary, unless its state directory was failed back (it starts as the
+ * Secondary it became, finishing a failback a crash cut short first: src/daemon/failback.ts).
+ */
+export async function startPrimary (cfg: PrimaryConfig, log: Logger): Promise<RunningDaemon> {
+  const state = prepareState(cfg.state)
+  if (cfg.journal) {
+    const done = await finishFailback(state, log)
+    if (done !== null) log(`failback: finished the change of this state directory begun ${done.time}`)
+    const dial = await dialState(state)
+    if (dial !== null) {
+      log(`this state directory became a Secondary by failback: starting it as the Secondary of ${dial.address}`)
+      return await runSecondary(secondaryConfigOf(cfg), log)
+    }
+  }
+  return await runPrimary(cfg, log, undefined, async (h) => await runSecondary(secondaryConfigOf(cfg), log, h))
+}
+
+export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?: Handover): Promise<RunningDaemon> {
+  const { data, mount } = handover ?? checkDirs(cfg)
   const secret = readSecret(cfg.secretFile)
   const state = prepareState(cfg.state)
+  if (handover === undefined) {
+    const done = await finishFailback(state, log)
+    if (done !== null) log(`failback: finished the change of this state directory begun ${done.time}`)
+  }
   const took = await tookOverState(state)
+  const dial = await dialState(state)
   if (took !== null) {
     log(`this state directory became a Primary by takeover (${took.time}: generation ${shortGeneration(took.generation)} after sequence number ${took.at}); starting it as the Primary`)
-    return await runPrimary(primaryConfigOf(cfg, cfg.listen), log)
+    return await runPrimary(primaryConfigOf(cfg, cfg.listen), log, undefined, async (h) => await runSecondary(cfg, log, h))
   }
+  if (dial === null && cfg.listen === undefined) throw new ReplError('USAGE', `the Secondary of state directory ${state} has no --listen address`)
+  if (dial !== null && cfg.listen !== undefined && handover === undefined) log(`this Secondary dials its Primary at ${dial.address} (it was made so by failback); --listen ${formatAddress(cfg.listen)} is not used`)
   const taskEnv: TaskEnv = { role: 'secondary', state, data, mount, taskDir: cfg.taskDir ?? path.join(state, 'tasks') }
 
   let srl: Srl | null = null
-  let unlockData: (() => void) | null = null
+  let unlockData: (() => void) | null = handover?.unlockData ?? null
   let rvg: SecondaryRvg | null = null
-  let adapter: FuseAdapter | null = null
-  const control: ControlRoute = { server: null, route: () => Promise.reject(new ReplError('BUSY', 'the daemon is starting')) }
+  let adapter: FuseAdapter | null = handover?.adapter ?? null
+  const control: ControlRoute = handover?.control ?? { server: null, route: () => Promise.reject(new ReplError('BUSY', 'the daemon is starting')) }
   let receiver: RlinkReceiver | null = null
   let sync: SyncReceiver | null = null
   let verify: VerifyResponder | null = null
   let ibc: IbcSecondary | null = null
   let snaps: SnapshotSet | null = null
-  const watch = mountWatch(mount, log)
+  /** A failed-back host not yet resynchronized (state `failback`). */
+  let failback: Failback | null = null
+  const watch = handover?.watch ?? mountWatch(mount, log)
 
   const stopListening: Step = ['RLINK listener', async () => { await receiver?.close() }]
   const stopIbc: Step = ['IBC', () => { ibc?.close() }]
@@ -157,13 +216,14 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   try {
     srl = await Srl.open(path.join(state, 'srl'), { ringBytes: cfg.srlBytes, role: 'secondary', dataDir: data })
     if (srl.format.ringBytes !== cfg.srlBytes) log(`SRL size stays ${srl.format.ringBytes} bytes (set when the state directory was created)`)
-    unlockData = lockDataDir(data)
+    if (handover === undefined) unlockData = lockDataDir(data)
     writeDaemonInfo(state, { role: 'secondary', data, mount })
     let followed: Follow | null = (await srl.store.get(State.follow)) ?? null
-    if (followed === null && srl.lastSeq === 0 && cfg.syncExisting !== true && !isEmptyTree(data) && (await srl.store.get(State.sync)) === undefined) {
+    failback = (await srl.store.get(State.failback)) ?? null
+    if (followed === null && srl.lastSeq === 0 && cfg.syncExisting !== true && failback === null && !isEmptyTree(data) && (await srl.store.get(State.sync)) === undefined) {
       throw new ReplError('DIR_NOT_EMPTY', `data directory ${data} is not empty, and this Secondary has never replicated: start it on an empty data directory, or with --sync-existing to have this data made the Primary's by difference`)
     }
-    await prepareMountPoint(mount, log)
+    if (handover === undefined) await prepareMountPoint(mount, log)
     ibc = await IbcSecondary.open(srl.store, { unregisteredTimeoutS: cfg.ibcUnregisteredTimeoutS })
     ibc.log = log
     rvg = new SecondaryRvg(data, srl, {
@@ -182,21 +242,36 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     await rvg.recover()
     if (rvg.appliedSeq > 0) log(`applied everything logged, up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
-    adapter = new FuseAdapter(readOnlyView(data), mount, { readOnly: true, mountOptions: cfg.mountOptions, onGone: watch.onGone })
-    adapter.snapshots = snapshotSource(snaps)
-    await adapter.mount()
+    if (handover !== undefined) {
+      handover.adapter.snapshots = snapshotSource(snaps)
+      handover.adapter.serve(readOnlyView(data), true)
+    } else {
+      adapter = new FuseAdapter(readOnlyView(data), mount, { readOnly: true, mountOptions: cfg.mountOptions, onGone: watch.onGone })
+      adapter.snapshots = snapshotSource(snaps)
+      await adapter.mount()
+    }
     sys.cloexecFrom(3)
     const tasksIbc = ibc
     const applier = rvg
     const theSrl = srl
     const theSnaps = snaps
-    sync = await SyncReceiver.open(data, srl.store, cfg.syncExisting === true, !srl.cacheKept, (seq) => applier.restartAt(seq), async () => {
+    sync = await SyncReceiver.open(data, srl.store, cfg.syncExisting === true, !srl.cacheKept, async (seq) => {
+      await applier.restartAt(seq)
+      // A failed-back host is resynchronized: what it changed is the new Primary's now.
+      if (failback !== null) {
+        const f = failback
+        await theSrl.store.del(State.failback)
+        failback = null
+        log(`failback: resynchronized from the Primary (generation ${shortGeneration(f.by)}); this host's tree as it was stays in snapshot ${f.snapshot}`)
+      }
+    }, async () => {
       if (applier.appliedSeq >= theSrl.lastSeq) return
       log(`applying the ${theSrl.lastSeq - applier.appliedSeq} logged updates before the synchronization`)
       // Resolves once they are applied; rejects if the apply loop stopped or is frozen at an IBC message before them.
       await applier.at(theSrl.lastSeq, async () => {})
     }, log, {
-      consistent: () => theSrl.lastSeq > 0,
+      // A failed-back host's tree holds its orphaned writes: already kept in its failback snapshot.
+      consistent: () => theSrl.lastSeq > 0 && failback === null,
       take: async (name) => { await applier.exclusive(async (seq) => theSnaps.create(name, seq)) },
       drop: (name) => theSnaps.delete(name),
       names: () => theSnaps.names(),
@@ -215,7 +290,10 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     receiver = new RlinkReceiver({
       sync,
       verify,
-      listen: cfg.listen,
+      listen: dial === null ? cfg.listen : undefined,
+      dial: dial === null ? undefined : { address: parseAddress(dial.address, 'secondary'), name: dial.name },
+      failback: () => failback === null ? null : { gen: failback.from, at: failback.at, paths: failback.paths },
+      migrate: async (gen, at) => await migrateHere(gen, at),
       secret,
       rds: cfg.rds,
       rvg,
@@ -224,7 +302,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
       task: (task, step, timeoutS) => secondaryStep(taskEnv, tasksIbc, task, step, timeoutS)
     })
     await receiver.start()
-    log(`listening for the Primary on ${receiver.address} (RDS ${cfg.rds})`)
+    log(dial === null ? `listening for the Primary on ${receiver.address} (RDS ${cfg.rds})` : `dialling the Primary at ${dial.address} (RDS ${cfg.rds}, joining as ${shortGeneration(dial.name)})`)
   } catch (err) {
     await release()
     throw err
@@ -237,12 +315,13 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
   rvg.onFatal = (err) => { log(`stopping after a fatal error: ${err.message}`); stop(1).catch(() => {}) }
 
   let taking = false
+  let migrateHere: (gen: Generation, at: number) => Promise<MigrateAnswer> = async () => ({ ok: false, error: 'this Secondary is starting' })
   const theSrl = srl
   const theRvg = rvg
   const theReceiver = receiver
   const theIbc = ibc
   const theSync = sync
-  const theAdapter = adapter
+  const theAdapter = adapter!
   const theUnlock = unlockData!
   const takeover = async (): Promise<unknown> => {
     if (taking) throw new ReplError('BUSY', 'a takeover is already under way')
@@ -251,6 +330,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     }
     if (theReceiver.follow === null && theSrl.lastSeq === 0) throw new ReplError('NOT_REPLICATED', 'this Secondary has never replicated from a Primary: there is nothing to take over')
     if (theSync?.syncing != null) throw new ReplError('INCONSISTENT', `this Secondary is being synchronized (${theSync.syncing}): its tree is not a consistent copy of the Primary's, so it cannot take over`)
+    if (failback !== null) throw new ReplError('INCONSISTENT', `this host was failed back and is not resynchronized yet (its tree holds its own writes after sequence number ${failback.at}), so it cannot take over`)
     if (!theRvg.consistent) throw new ReplError('INCONSISTENT', `this Secondary is inconsistent (${theRvg.fatalError?.message ?? theRvg.stalledOn ?? 'its tree diverged from the Primary\'s'}), so it cannot take over`)
     // Once begun it goes on to the end (a second request is refused BUSY), unless applying fails:
     // then this host stays a Secondary and listens again.
@@ -272,37 +352,95 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger): Promise<
     const applied = at - appliedBefore
     log(`takeover: applied every logged update, up to sequence number ${at} (${applied} of them were not applied yet)`)
     crashPoint('takeover-applied')
+    const head = { seq: at, offset: theSrl.headOffset }
     // The Secondary's parts stop (the apply loop checkpoints: a crash from here on replays nothing
     // it applied); the mount, the data-directory lock and the control socket stay.
     await runSteps([stopIbc, closeSrl, closeSnapshots], log)
     const gen = takeoverGeneration(prev, at)
     const record: TookOver = { at, applied, from: prev?.id ?? null, generation: gen.id, time: new Date().toISOString() }
+    // The host it took over from is this Primary's Secondary-to-be (failback): an RLINK in DCM
+    // mode from `at` on keeps the paths changed here meanwhile, so that its resynchronization is
+    // of those (and its own) alone. It dials this Primary's listener (`join:<its generation>`),
+    // or, if this host dialled it, this Primary goes on dialling it.
+    const rlink = dial !== null ? dial.address : prev !== null ? JOIN_PREFIX + prev.id : null
+    await recordPrimary(gen, record, rlink === null ? [] : [[State.rlink.key(rlink), { ...head, paused: false, dcm: true }]])
+    crashPoint('takeover-recorded')
+    log(`takeover: this host is now the Primary, generation ${shortGeneration(gen)}${prev === null ? '' : ` (continuing generation ${shortGeneration(prev)} after sequence number ${at})`}`)
+    await startPrimaryHere(gen)
+    return { role: 'primary', generation: gen.id, previous: prev?.id ?? null, seq: at, applied, discarded: 0 }
+  }
+
+  /** One batch: a crash leaves this state a Secondary's (re-run the command) or the new Primary's. */
+  const recordPrimary = async (gen: Generation, record: TookOver, puts: Array<[Key<unknown>, unknown]>): Promise<void> => {
     const store = await LogStore.open(path.join(state, 'srl', 'state'), state)
     try {
       const format = await store.get(State.format)
       if (format === undefined) throw new ReplError('LOG_CORRUPT', `the SRL state in ${state} has no format record`)
-      // One batch: a crash leaves this state a Secondary's (re-run takeover) or the new Primary's.
-      await store.batch([[State.format, { ...format, role: 'primary' }], [State.generation, gen], [State.tookOver, record], [State.baseline, 'data']], [State.follow, State.sync])
+      await store.batch([[State.format, { ...format, role: 'primary' }], [State.generation, gen], [State.tookOver, record], [State.baseline, 'data'], ...puts],
+        [State.follow, State.sync, State.dial, State.failback, State.demoted])
     } finally {
       await store.close()
     }
-    crashPoint('takeover-recorded')
-    log(`takeover: this host is now the Primary, generation ${shortGeneration(gen)}${prev === null ? '' : ` (continuing generation ${shortGeneration(prev)} after sequence number ${at})`}`)
+  }
+
+  /** The Primary starts in this process over the mount (runPrimary's handover), listening where this Secondary listened, or dialling where it dialled. */
+  const startPrimaryHere = async (gen: Generation): Promise<void> => {
     let primary: RunningDaemon
     try {
-      primary = await runPrimary(primaryConfigOf(cfg, parseAddress(theReceiver.address, 'listen', true)), log, { data, mount, adapter: theAdapter, unlockData: theUnlock, watch, control })
+      const listen = dial === null ? parseAddress(theReceiver.address, 'listen', true) : undefined
+      await theReceiver.close()
+      const pc = cfg.asPrimary !== undefined ? { ...cfg.asPrimary, listen: listen ?? cfg.asPrimary.listen } : primaryConfigOf(cfg, listen, dial === null ? [] : [dial.address])
+      primary = await runPrimary(pc, log, { data, mount, adapter: theAdapter, unlockData: theUnlock, watch, control }, async (h) => await runSecondary({ ...cfg, listen: listen ?? cfg.listen }, log, h))
     } catch (err) {
       // The state says Primary: the next start of this state directory starts it. This process ends.
-      log(`takeover: the Primary did not start: ${(err as Error).message}; stopping`)
+      log(`the Primary (generation ${shortGeneration(gen)}) did not start: ${(err as Error).message}; stopping`)
       stop(1).catch(() => {})
       throw err
     }
     daemon.set(primary)
-    return { role: 'primary', generation: gen.id, previous: prev?.id ?? null, seq: at, applied, discarded: 0 }
   }
 
-  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log, takeover }
+  /**
+   * MIGRATE from the Primary (`replicafs migrate` there): every update up to `at` is data-acked
+   * and the Primary takes no more. Everything is applied; one LevelDB batch makes this the Primary of
+   * `gen` (with the RLINK to the old Primary, positioned after `at`); MIGRATED goes back, and then
+   * the Primary starts in this process (the handover, as for a takeover).
+   */
+  migrateHere = async (gen, at) => {
+    if (taking) return { ok: false, error: 'a takeover is under way here' }
+    if (failback !== null) return { ok: false, error: 'this Secondary is being resynchronized after a failback' }
+    if (theSync?.syncing != null || !theRvg.consistent) return { ok: false, error: 'this Secondary is not consistent' }
+    if (theIbc.frozen) return { ok: false, error: 'this Secondary is frozen by an IBC message (ibc unfreeze it first)' }
+    if (theSrl.lastSeq !== at) return { ok: false, error: `this Secondary has logged up to sequence number ${theSrl.lastSeq}, not ${at}` }
+    const prev = theReceiver.generation
+    if (prev === null || takenOverAt(gen, prev) !== at) return { ok: false, error: 'the new generation does not continue the one this Secondary follows' }
+    taking = true
+    try {
+      await theRvg.at(at, async () => {})
+    } catch (err) {
+      taking = false
+      return { ok: false, error: `cannot apply up to sequence number ${at}: ${(err as Error).message}` }
+    }
+    const head = { seq: at, offset: theSrl.headOffset }
+    await runSteps([stopIbc, closeSrl, closeSnapshots], log)
+    const record: TookOver = { at, applied: 0, from: prev.id, generation: gen.id, time: new Date().toISOString(), migrated: true }
+    // The old Primary becomes this Primary's Secondary: it dials this host's listener as
+    // `join:<its generation>`, or, if this host dialled it, this Primary dials it.
+    const rlink = dial !== null ? dial.address : JOIN_PREFIX + prev.id
+    await recordPrimary(gen, record, [[State.rlink.key(rlink), { ...head, paused: false }]])
+    crashPoint('migrate-recorded-secondary')
+    log(`migrate: this host is the Primary now, generation ${shortGeneration(gen)} (continuing generation ${shortGeneration(prev)} after sequence number ${at}); the old Primary becomes its Secondary`)
+    return {
+      ok: true,
+      after: () => {
+        startPrimaryHere(gen).catch(() => {})
+      }
+    }
+  }
+
+  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log, takeover, failback: () => failback, dial, demoted: (await theSrl.store.get(State.demoted)) ?? null }
   control.route = async (req, signal) => await secondaryCommand(secondary, req, signal)
+  if (handover !== undefined) return daemon
   try {
     control.server = await serve(state, async (req, signal) => await control.route(req, signal))
   } catch (err) {
@@ -321,6 +459,11 @@ async function abortCutTasks (ibc: IbcSecondary, taskEnv: TaskEnv, log: Logger):
     log(`ibc run ${reg.name} did not finish before the last stop; unfreezing and unregistering it`)
     await secondaryStep(taskEnv, ibc, reg.name, 'abort', 0).catch((err: Error) => log(`ibc run ${reg.name}: ${err.message}`))
   }
+}
+
+/** A failed-back host not yet resynchronized (status): from which generation, after which record, how many paths, where its tree as it was is kept. */
+function failbackStatus (f: Failback | null): unknown {
+  return f === null ? null : { from: f.from, by: f.by.id, at: f.at, peer: f.peer, paths: f.paths?.length ?? null, snapshot: f.snapshot, oldSrl: f.old, since: f.time }
 }
 
 /** The Secondary's control commands (src/control; the CLI's clients). */
@@ -356,12 +499,29 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         connected: s.receiver.connected,
         primary: { address: s.receiver.primaryAddress, srlId: s.receiver.follow?.srlId ?? null },
         generation: s.receiver.generation === null ? null : { id: s.receiver.generation.id, since: s.receiver.generation.since },
+        dial: s.dial,
+        failback: failbackStatus(s.failback()),
         stalled: s.rvg.stalledOn,
         checkpointError: s.rvg.checkpointError,
         fatal: s.rvg.fatalError?.message ?? null
       }
     case 'takeover':
       return await s.takeover()
+    case 'failback':
+    case 'migrate': {
+      // Re-run after it was done (or the next start finished it): say so.
+      const d = s.demoted
+      if (d !== null) {
+        const f = s.failback()
+        return {
+          role: 'secondary', primary: s.dial?.address ?? s.receiver.primaryAddress ?? '(it dials this host)', generation: d.by, previous: d.from, seq: d.at,
+          orphaned: null, paths: f === null ? null : f.paths?.length ?? null, snapshot: d.snapshot, already: `${d.how} ${d.time}`, resynchronized: f === null
+        }
+      }
+      throw req.cmd === 'failback'
+        ? new ReplError('NOT_TAKEN_OVER', 'failback runs on a Primary another host took over from; this daemon is a Secondary: nothing changed')
+        : new ReplError('WRONG_ROLE', 'migrate runs on the Primary (it moves the Primary role to its Secondary); this daemon is a Secondary: nothing changed')
+    }
     case 'sync':
       await s.srl.sync()
       return { synced: s.srl.lastSeq }

@@ -15,6 +15,10 @@
  *   generation          Generation      the data generation this host writes (Primary) or follows (Secondary), with its ancestors (state format 8)
  *   takenOver           TakenOver       an old Primary that learned another host took over from its generation: it refuses writes (state format 8)
  *   tookOver            TookOver        a Primary that was a Secondary until `replicafs takeover` (state format 8)
+ *   dial                Dial            Secondary: it dials its Primary's listener, as JOIN `name` (made by `replicafs failback`; state format 9)
+ *   demoted             Demoted         Secondary: it was the Primary until failback or migrate made it a Secondary (state format 9)
+ *   migrating           Migrating       Primary: a migrate asked its Secondary to become the Primary and has not heard the answer (state format 9)
+ *   failback            Failback        a failed-back host: in the old SRL (moved aside) from the start of `failback`; in the new one until its resynchronization ends (state format 9)
  *   baseline            Baseline        Primary: whether its data directory held a tree when the SRL was created (state format 4)
  *   sync                SyncState       Secondary: a full synchronization begun and not finished (state format 4)
  *   syncDone            SyncDone        Secondary: the last synchronization that finished here (state format 6)
@@ -40,16 +44,17 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 8
+export const STATE_FORMAT_VERSION = 9
 /**
  * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
  * 2 -> 3: the `synced` key, written from the next checkpoint on; 3 -> 4: the `baseline` and `sync`
  * keys, written when they first apply: an SRL of format 3 or older counts as created over an empty
  * data directory, as it had to be; 4 -> 5: `sync.c`, absent in a synchronization begun by
  * format 4, which was full: false; 7 -> 8: `generation`, made when a Primary first starts or a
- * Secondary first hears its Primary's).
+ * Secondary first hears its Primary's; 8 -> 9: `dial`, `failback` and `rlink/join:<name>`, made
+ * by failback and takeover).
  */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6, 7, 8]
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 /**
  * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
@@ -113,7 +118,14 @@ export interface Generation { id: string, since: number, history: Array<{ id: st
  * generation after sequence number `at`: from then on it refuses every change (EROFS) until
  * `replicafs failback` makes it that Primary's Secondary. `peer`: where it heard it; `seen`: when.
  */
-export interface TakenOver { by: Generation, at: number, peer: string, seen: string }
+export interface TakenOver { by: Generation, at: number, peer: string, seen: string, listener?: boolean }
+
+/**
+ * `replicafs migrate` on a Primary, from the moment it asks its Secondary (`to`) to become the
+ * Primary of generation `gen` after record `at` until it knows the answer (state format 9): while
+ * it is there, every change is refused; a re-run of migrate finishes it.
+ */
+export interface Migrating { to: string, gen: string, at: number, time: string }
 
 /**
  * A Secondary that became a Primary by `replicafs takeover`: written with format.role 'primary' and
@@ -122,7 +134,24 @@ export interface TakenOver { by: Generation, at: number, peer: string, seen: str
  * it followed (null if it never heard one); `time`: when. Its usual `replicafs secondary` command
  * starts it as the Primary from then on.
  */
-export interface TookOver { at: number, applied: number, from: string | null, generation: string, time: string }
+export interface TookOver { at: number, applied: number, from: string | null, generation: string, time: string, migrated?: boolean }
+
+/** A Secondary that was the Primary of generation `from` until failback or migrate (`how`) made it the Secondary of `by` after record `at` (state format 9). */
+export interface Demoted { how: 'failback' | 'migrate', from: string, by: string, at: number, snapshot: string | null, time: string }
+
+/** A Secondary that dials its Primary (state format 9): `address` HOST:PORT, JOIN `name`. */
+export interface Dial { address: string, name: string }
+
+/**
+ * `replicafs failback` on a Primary another host took over from (state format 9): `from` its
+ * generation (also the JOIN name), `by` the one that took over after record `at`, at `peer` (which
+ * it dials; null: it listens, at its --listen address, for the new Primary to dial it);
+ * `paths` it changed after `at` (path -> everything below it too; null: too many to list);
+ * `snapshot` the snapshot keeping its tree as it was (its orphaned writes); `old`: where its old SRL
+ * was moved (STATE/<old>); `time`: when it began. `migrated`: made by `replicafs migrate` (nothing
+ * to resynchronize: no `failback` key in the new SRL, no snapshot).
+ */
+export interface Failback { from: string, by: Generation, at: number, peer: string | null, paths: Array<[string, boolean]> | null, snapshot: string | null, old: string, time: string, migrated?: boolean }
 
 /**
  * What the Primary's data directory held when its SRL was created: 'data' (a tree the SRL does not
@@ -191,6 +220,10 @@ export const State = {
   generation: key<Generation>('generation'),
   takenOver: key<TakenOver>('takenOver'),
   tookOver: key<TookOver>('tookOver'),
+  dial: key<Dial>('dial'),
+  failback: key<Failback>('failback'),
+  migrating: key<Migrating>('migrating'),
+  demoted: key<Demoted>('demoted'),
   baseline: key<Baseline>('baseline'),
   sync: key<SyncState>('sync'),
   syncDone: key<SyncDone>('syncDone'),

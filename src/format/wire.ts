@@ -1,5 +1,5 @@
 /**
- * RLINK wire protocol, version 6 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * RLINK wire protocol, version 7 (docs/FORMAT.md "Wire protocol" is the contract; change it only
  * with a version bump).
  *
  * A connection is a sequence of frames in each direction:
@@ -39,6 +39,19 @@
  * `since`) answers the Primary's AUTH with REFUSE {code: 'TAKEN_OVER', gen}: the Primary's own
  * proof was checked first, so only a peer that knows the secret can make a Primary stop writing.
  *
+ * A Secondary that dials (version 7): a Secondary made so by `replicafs failback` connects to its
+ * Primary's listener (src/rlink/gate.ts) and sends JOIN {v, rds, name} first; the Primary then
+ * speaks first as above (HELLO ...) over that connection, as the RLINK named `join:<name>`. The TCP
+ * direction is independent of the role. CHALLENGE.failback: the Secondary was the Primary of
+ * generation `gen` until another host took over after record `at`; `paths` (null: too many to
+ * list, compare everything) are the paths it changed after that: they are resynchronized, with
+ * the Primary's own changes since the takeover, by difference, every chunk compared.
+ *
+ * Migrate (version 7): once every update is data-acked and the Primary takes no more writes,
+ *   P -> S  MIGRATE {gen, at}     S -> P  MIGRATED {ok, error?}
+ * the Secondary becomes the Primary of `gen` and the Primary its Secondary, over the same TCP
+ * direction as before (the one that dialled dials; src/daemon/migrate.ts).
+ *
  * Online verify (version 4; src/sync/verify.ts): the Primary takes a snapshot of its tree after
  * record `seq` and asks the Secondary for its own at the same point,
  *   P -> S  VERIFY_BEGIN {id, seq}, VERIFY_ACK {id, n} (frames compared), VERIFY_END {id}
@@ -50,7 +63,7 @@ import { Packr } from 'msgpackr'
 import { ReplError } from '../errors'
 import { WIRE_FRAME_BYTES_MAX } from '../limits'
 
-export const PROTOCOL_VERSION = 6
+export const PROTOCOL_VERSION = 7
 
 /** One table of message types; numbers are on the wire: never reuse one. */
 export enum MsgType {
@@ -80,7 +93,12 @@ export enum MsgType {
   VERIFY_BEGIN = 21,
   VERIFY_ENTRIES = 22,
   VERIFY_ACK = 23,
-  VERIFY_END = 24
+  VERIFY_END = 24,
+  /** A dialling Secondary's first frame (version 7): the Primary speaks first from there. */
+  JOIN = 25,
+  /** `replicafs migrate` (version 7): the Primary asks its Secondary to become the Primary; the answer. */
+  MIGRATE = 26,
+  MIGRATED = 27
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
@@ -109,7 +127,27 @@ export interface Challenge {
   syncing: string | null
   /** Started with --sync-existing: its data (never replicated from this Primary) may be made the Primary's by difference. */
   adopt: boolean
+  /** A Secondary made so by `replicafs failback` and not yet resynchronized (version 7); absent: none. */
+  failback?: FailbackClaim | null
 }
+
+/**
+ * What a failed-back Secondary says of its tree (version 7): it was the Primary of generation
+ * `gen` until the Primary it now follows took over after record `at`, and changed `paths` (path ->
+ * everything below it too) after that; null: more than could be listed, compare every file.
+ */
+export interface FailbackClaim { gen: string, at: number, paths: Array<[string, boolean]> | null }
+
+/**
+ * `replicafs migrate` (version 7): every update up to `at` is data-acked and the Primary takes no
+ * more; the Secondary becomes the Primary of generation `gen` (which continues the Primary's after
+ * `at`) and answers MIGRATED before it serves as one. ok false: it refused (`error`), nothing changed.
+ */
+export interface Migrate { t: MsgType.MIGRATE, gen: WireGeneration, at: number }
+export interface Migrated { t: MsgType.MIGRATED, ok: boolean, error?: string }
+
+/** A dialling Secondary's first frame (version 7): `name` is the RLINK it is, `join:<name>` on the Primary. */
+export interface Join { t: MsgType.JOIN, v: number, rds: string, name: string }
 export interface Auth { t: MsgType.AUTH, proof: Uint8Array }
 export interface Ready { t: MsgType.READY }
 /** Consecutive records, each as its SRL bytes. */
@@ -230,7 +268,7 @@ export interface VerifyEnd { t: MsgType.VERIFY_END, id: string }
 
 export type SyncMessage = SyncBegin | SyncEntry | SyncData | SyncDir | SyncRemove | SyncDone
 
-export type Message = Hello | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums | VerifyBegin | VerifyEntries | VerifyAck | VerifyEnd
+export type Message = Hello | Join | Migrate | Migrated | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums | VerifyBegin | VerifyEntries | VerifyAck | VerifyEnd
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({

@@ -68,10 +68,20 @@ export class FramedSocket {
   private ended = false
   lastReceived = Date.now()
   lastSent = Date.now()
-  readonly peer: string
+  private knownPeer: string | null = null
 
-  constructor (readonly sock: net.Socket, private readonly onMessage: (m: Message) => void, private readonly onEnd: (reason: string) => void) {
-    this.peer = sock.remoteAddress !== undefined ? formatAddress({ host: sock.remoteAddress, port: sock.remotePort ?? 0 }) : '?'
+  /** The peer's address (known once connected; a dialled socket's only after that). */
+  get peer (): string {
+    if (this.knownPeer !== null) return this.knownPeer
+    const host = this.sock.remoteAddress
+    if (host === undefined) return '?'
+    this.knownPeer = formatAddress({ host, port: this.sock.remotePort ?? 0 })
+    return this.knownPeer
+  }
+
+  constructor (readonly sock: net.Socket, private onMessage: (m: Message) => void, private onEnd: (reason: string) => void) {
+    // Kept once known: a closed socket forgets it.
+    if (this.peer === '?') sock.once('connect', () => { this.knownPeer = null; void this.peer })
     sock.setNoDelay(true)
     sock.setKeepAlive(true, 5000)
     sock.on('data', (chunk: Buffer) => {
@@ -89,6 +99,15 @@ export class FramedSocket {
   }
 
   get isEnded (): boolean { return this.ended }
+
+  /**
+   * Another owner takes the connection from the next frame on (a Primary's listener hands a
+   * dialling Secondary's connection to its RLINK, src/rlink/gate.ts).
+   */
+  rebind (onMessage: (m: Message) => void, onEnd: (reason: string) => void): void {
+    this.onMessage = onMessage
+    this.onEnd = onEnd
+  }
 
   send (m: Message): boolean {
     if (this.ended) return false

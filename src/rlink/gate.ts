@@ -4,7 +4,11 @@
  * with its usual command, or another that thinks it is one. Each is authenticated as a Secondary
  * would (HELLO, CHALLENGE with our proof, AUTH with theirs), then refused, with the reason it must
  * act on: TAKEN_OVER (with our generation) when this host's generation continues the peer's, so the
- * peer stops taking writes (src/rlink/link.ts); PRIMARY otherwise. Nothing is replicated here.
+ * peer stops taking writes (src/rlink/link.ts); PRIMARY otherwise. Nothing is replicated on those.
+ *
+ * The other peers are Secondaries that dial (wire 7: the host taken over, made a Secondary by
+ * `replicafs failback`): their first frame is JOIN `name`, and the connection goes to the RLINK
+ * `join:<name>` (src/rlink/link.ts offer), which runs the handshake over it as the Primary.
  */
 import type net from 'node:net'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Message, type RefuseCode } from '../format/wire'
@@ -22,6 +26,10 @@ export interface GateConfig {
   /** Its last sequence number (what the CHALLENGE says it has). */
   lastSeq: () => number
   log: (line: string) => void
+  /** The RLINK of a Secondary that dials as `name` (JOIN, a failed-back host), or null. */
+  join?: (name: string) => { offer: (conn: FramedSocket) => void } | null
+  /** A Primary whose generation continues ours (it took over from this host, by takeover or migrate) dialled us: this host stops writing. */
+  takenOver?: (by: Generation, at: number, peer: string) => void
 }
 
 export class PrimaryGate {
@@ -49,6 +57,19 @@ export class PrimaryGate {
       else { conn.send({ t: MsgType.REFUSE, code, message, gen }); conn.end(message) }
     }
     const conn: FramedSocket = new FramedSocket(sock, (m: Message) => {
+      if (phase === 'hello' && m.t === MsgType.JOIN) {
+        // A Secondary that dials (src/rlink/receiver.ts): its RLINK takes the connection and
+        // runs the handshake, speaking first, as it would over one it dialled.
+        if (m.v !== PROTOCOL_VERSION) { refuse('VERSION', `protocol version ${String(m.v)} is not supported: this Primary speaks RLINK protocol version ${PROTOCOL_VERSION}`); return }
+        if (m.rds !== cfg.rds) { refuse('RDS', `RDS name "${String(m.rds)}" does not match this Primary's RDS name "${cfg.rds}"`); return }
+        if (typeof m.name !== 'string' || m.name.length === 0 || m.name.length > 128) { refuse('PROTOCOL', 'malformed JOIN'); return }
+        const link = cfg.join?.(m.name) ?? null
+        if (link === null) { refuse('PRIMARY', `this Primary has no RLINK for a Secondary that dials as ${m.name.slice(0, 8)} (only a host this Primary took over from joins it, by replicafs failback)`); return }
+        clearTimeout(timer)
+        this.all.delete(conn)
+        link.offer(conn)
+        return
+      }
       if (phase === 'hello') {
         if (m.t !== MsgType.HELLO) { refuse('PRIMARY', 'this host is a Primary: it does not follow another Primary'); return }
         if (m.v !== PROTOCOL_VERSION) { refuse('VERSION', `protocol version ${String(m.v)} is not supported: this host speaks RLINK protocol version ${PROTOCOL_VERSION}`); return }
@@ -71,6 +92,14 @@ export class PrimaryGate {
         return
       }
       const ours = cfg.generation()
+      // The peer's generation continues ours: it took over from this host (a failed-back host
+      // that then took over, a migrate back whose answer was lost). This host writes no more.
+      const over = takenOverAt(hello!.gen, ours)
+      if (over !== null) {
+        cfg.takenOver?.(hello!.gen, over, conn.peer)
+        refuse('PRIMARY', `this host was the Primary of generation ${shortGeneration(ours)}, which the peer's generation ${shortGeneration(hello!.gen)} took over after sequence number ${over}: it takes no more writes, and replicafs failback makes it the peer's Secondary`)
+        return
+      }
       const at = takenOverAt(ours, hello!.gen)
       if (at !== null) {
         refuse('TAKEN_OVER', `generation ${shortGeneration(ours)} took over from its generation ${shortGeneration(hello!.gen)} after sequence number ${at}; its writes are refused until replicafs failback`, ours)

@@ -43,6 +43,8 @@ export interface RlinkStatus {
    * its change map (`dcmPaths` paths) until it is resynchronized from it; null: not in DCM mode.
    */
   dcm: { paths: number, since: string } | null
+  /** The last synchronization this RLINK completed since the daemon started (its figures then), or null. */
+  lastSync: SyncStatus | null
 }
 
 export interface Context {
@@ -112,6 +114,10 @@ function syncFigures (s: SyncSession): string {
   const p = s.progress
   return `${p.entries} entries, ${p.bytes} bytes${p.mode !== 'full' ? `, ${p.differing} files differed` : ''}`
 }
+
+/** The RLINK of a Secondary that dials this Primary (JOIN `name`): its address, and its key in LevelDB. */
+export const JOIN_PREFIX = 'join:'
+export function isJoinName (address: string): boolean { return address.startsWith(JOIN_PREFIX) }
 
 /** Stored per RLINK in LevelDB. */
 export type RlinkRecord = RlinkPosition
@@ -186,14 +192,17 @@ export class Rlink {
   private syncDoneAt: number | null = null
   /** The online verify running over this connection, if any. */
   verifying: VerifyOver | null = null
+  /** The last synchronization completed (status). */
+  private lastSync: SyncStatus | null = null
 
   /** When the data-acked / network-acked positions last moved (or the link came up). */
   lastDackAt = 0
   private lastNackAt = 0
-  readonly addr: Address
+  /** Where this Primary dials its Secondary; null: the Secondary dials (`join:<name>`, offer()). */
+  readonly addr: Address | null
 
   constructor (readonly address: string, stored: RlinkRecord, private readonly ctx: Context) {
-    this.addr = parseAddress(address, 'secondary')
+    this.addr = isJoinName(address) ? null : parseAddress(address, 'secondary')
     this.dackSeq = stored.seq
     this.dackPos = { seq: stored.seq, offset: stored.offset }
     if (stored.paused) this.state = 'paused'
@@ -245,14 +254,49 @@ export class Rlink {
 
   private connect (): void {
     if (this.closed || this.state === 'paused') return
+    if (this.addr === null) {
+      // A Secondary that dials (a failed-back host): the listener hands its connection over (offer).
+      this.state = 'disconnected'
+      this.lastError ??= 'waiting for the Secondary to connect: it dials this Primary\'s listener'
+      this.ctx.changed()
+      return
+    }
     this.state = 'connecting'
     const sock = net.connect({ host: this.addr.host, port: this.addr.port })
-    const ourNonce = nonce()
+    const conn = this.attach((onMessage, onEnd) => new FramedSocket(sock, onMessage, onEnd))
+    sock.on('connect', () => this.hello(conn))
+  }
+
+  /**
+   * A dialling Secondary's connection (JOIN `name` of this RLINK, `join:<name>`), from this
+   * Primary's listener (src/rlink/gate.ts): the handshake runs over it as over one this Primary
+   * dialled. A newer connection replaces an older one.
+   */
+  offer (conn: FramedSocket): void {
+    if (this.closed) { conn.end('the Primary is stopping'); return }
+    if (this.state === 'paused') { conn.refuse('PROTOCOL', 'replication paused by the administrator on the Primary'); return }
+    if (this.conn !== null) this.conn.end(`replaced by a new connection from ${conn.peer}`)
+    if (this.reconnectTimer) { clearTimeout(this.reconnectTimer); this.reconnectTimer = null }
+    this.state = 'connecting'
+    const c = this.attach((onMessage, onEnd) => { conn.rebind(onMessage, onEnd); return conn })
+    this.hello(c)
+  }
+
+  private hello (conn: FramedSocket): void {
+    conn.send({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: this.ctx.rds, srlId: this.ctx.srl.srlId, nonce: this.ourNonce, rf: RECORD_FORMAT_VERSION, gen: this.ctx.generation })
+  }
+
+  /** This connection's nonce (HELLO), made by attach(). */
+  private ourNonce: Buffer = Buffer.alloc(0)
+
+  /** Runs the handshake, then replication, over the connection `make` returns with our handlers. */
+  private attach (make: (onMessage: (m: Message) => void, onEnd: (reason: string) => void) => FramedSocket): FramedSocket {
+    const ourNonce = this.ourNonce = nonce()
     let phase: 'hello' | 'auth' | 'ready' = 'hello'
     let challenge: Challenge | null = null
     const handshakeTimer = setTimeout(() => conn.end(`no handshake from the Secondary within ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s`), RLINK_HANDSHAKE_TIMEOUT_MS)
     handshakeTimer.unref()
-    const conn: FramedSocket = new FramedSocket(sock, (m: Message) => {
+    const conn: FramedSocket = make((m: Message) => {
       if (m.t === MsgType.REFUSE) {
         clearTimeout(handshakeTimer)
         // Believed only from a peer whose proof we checked (its CHALLENGE), and only if it names
@@ -288,7 +332,7 @@ export class Rlink {
         this.lastDackAt = this.lastNackAt = Date.now()
         this.backoff = RLINK_RECONNECT_MIN_MS
         this.ctx.log(this.syncing !== null
-          ? `RLINK to ${this.address} connected; ${syncName(this.syncing)} of the Secondary's data directory begins (the SRL cannot bring it up to date)`
+          ? `RLINK to ${this.address} connected; ${syncName(this.syncing)} of the Secondary's data directory begins (${challenge!.failback != null ? 'it was failed back: the paths either side changed since the takeover, every chunk compared' : 'the SRL cannot bring it up to date'})`
           : `RLINK to ${this.address} connected; sending from sequence number ${this.sentSeq + 1}`)
         this.heartbeat = setInterval(() => this.tick(), RLINK_PING_INTERVAL_MS / 2)
         this.heartbeat.unref()
@@ -302,10 +346,8 @@ export class Rlink {
       this.lost(conn, reason)
     })
     this.conn = conn
-    sock.on('connect', () => {
-      conn.send({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: this.ctx.rds, srlId: this.ctx.srl.srlId, nonce: ourNonce, rf: RECORD_FORMAT_VERSION, gen: this.ctx.generation })
-    })
-    sock.on('drain', () => { this.draining = false; this.pump() })
+    conn.sock.on('drain', () => { if (this.conn === conn) { this.draining = false; this.pump() } })
+    return conn
   }
 
   /** Null if the Secondary's CHALLENGE shows a peer of this RDS that knows the secret, else why not. */
@@ -320,8 +362,9 @@ export class Rlink {
   }
 
   /** Null if this SRL continues the Secondary's log as the CHALLENGE describes it (and sets where to send from), else why not. */
-  private checkPosition (m: Challenge): [ 'DIVERGED' | 'STALE' | 'NOT_EMPTY', string ] | null {
+  private checkPosition (m: Challenge): [ 'DIVERGED' | 'STALE' | 'NOT_EMPTY' | 'PROTOCOL', string ] | null {
     const srl = this.ctx.srl
+    if (m.failback != null) return this.failback(m.failback, m.empty)
     // In DCM mode a Secondary that has its data gets the paths of the map (and what changes
     // meanwhile), by difference; a new or emptied one goes on below (the map covers the tree it
     // had, not an empty one) and the map is dropped when that synchronization is done.
@@ -373,6 +416,41 @@ export class Rlink {
     } else {
       this.dackSeq = Math.max(this.dackSeq, Math.min(m.applied, last))
     }
+    return null
+  }
+
+  /**
+   * A failed-back Secondary (CHALLENGE.failback: it was the Primary of generation `gen`, taken over
+   * after record `at`, and changed `paths` since): resynchronized by difference, every chunk
+   * compared, of the paths either side changed since the takeover (this RLINK's change map, kept
+   * in DCM mode since the takeover, and its `paths`); of every path if it could not list them, or
+   * this RLINK keeps no map for it, or its data directory is empty.
+   */
+  private failback (claim: unknown, empty: boolean): [ 'PROTOCOL', string ] | null {
+    const c = claim as { gen?: unknown, at?: unknown, paths?: unknown }
+    const paths = c.paths
+    if (typeof c.gen !== 'string' || !Number.isSafeInteger(c.at) || (paths !== null && !Array.isArray(paths))) return ['PROTOCOL', 'malformed CHALLENGE (failback)']
+    if (this.ctx.sync === undefined) return ['PROTOCOL', 'this Primary cannot synchronize a Secondary']
+    const dcm = this.ctx.dcm
+    const at = c.at as number
+    const srl = this.ctx.srl
+    // What this Primary changed since: its change map (kept since the takeover), else the SRL's
+    // records after `at` if it still holds them all (a migrate whose answer was lost).
+    const since: Position | null = this.dcm ? this.dcmPos : srl.tailSeq <= at && at <= srl.lastSeq ? { seq: at, offset: srl.positionOf(at + 1, srl.tailPosition) } : null
+    if (paths === null || empty || since === null || dcm === undefined) {
+      this.ctx.log(`RLINK to ${this.address}: a failed-back Secondary (generation ${c.gen.slice(0, 8)}) ${paths === null ? 'changed too many paths to list' : empty ? 'has an empty data directory' : 'has no change map here'}: it is synchronized by difference, every file's chunks compared`)
+      this.startSync({ diff: true, checksum: true })
+      return null
+    }
+    const from = dcm.marks(this.address, since)
+    const ours = from.size
+    for (const p of paths as unknown[]) {
+      if (!Array.isArray(p) || typeof p[0] !== 'string' || typeof p[1] !== 'boolean') return ['PROTOCOL', 'malformed CHALLENGE (failback paths)']
+      const had = from.get(p[0])
+      from.set(p[0], { tree: p[1] || had?.tree === true, parts: null })
+    }
+    this.ctx.log(`RLINK to ${this.address}: the failed-back Secondary changed ${paths.length} paths after sequence number ${at}, this Primary ${ours} since: those are resynchronized by difference, every chunk compared`)
+    this.startSync({ diff: true, checksum: true, from })
     return null
   }
 
@@ -448,6 +526,7 @@ export class Rlink {
     this.syncCut = null
     c.send({ t: MsgType.SYNC_DONE, seq })
     this.ctx.log(`RLINK to ${this.address}: ${syncName(s)} sent (${syncFigures(s)}); the Secondary has the tree after sequence number ${seq}, ordered replication follows`)
+    this.lastSync = { ...s.progress }
     s.close()
     this.syncing = null
     // Acked only when the Secondary says so (it applies the frames before SYNC_DONE first).
@@ -525,6 +604,12 @@ export class Rlink {
       case MsgType.VERIFY_ENTRIES:
         if (this.verifying !== null && this.verifying.id === m.id) this.verifying.entries(m)
         return
+      case MsgType.MIGRATED: {
+        const w = this.migrating
+        this.migrating = null
+        w?.resolve({ ok: m.ok === true, error: typeof m.error === 'string' ? m.error : undefined })
+        return
+      }
       case MsgType.TASK_RESULT: {
         const w = this.tasks.get(m.id)
         if (w === undefined) return
@@ -543,6 +628,22 @@ export class Rlink {
     if (c === null || this.state !== 'connected') return false
     c.send(m)
     return true
+  }
+
+  /** `replicafs migrate`'s answer awaited (src/daemon/primary.ts). */
+  private migrating: { resolve: (r: { ok: boolean, error?: string }) => void, reject: (err: Error) => void } | null = null
+
+  /**
+   * `replicafs migrate`: asks the Secondary, which has data-acked everything up to `at`, to become
+   * the Primary of generation `gen`; its answer. Rejects if the link is or goes down before it.
+   */
+  migrate (gen: Generation, at: number): Promise<{ ok: boolean, error?: string }> {
+    const c = this.conn
+    if (c === null || this.state !== 'connected') return Promise.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} is ${this.state}`))
+    return new Promise((resolve, reject) => {
+      this.migrating = { resolve, reject }
+      c.send({ t: MsgType.MIGRATE, gen, at })
+    })
   }
 
   /** `ibc run`: asks the Secondary to run one step of a task; rejects if the link is or goes down. */
@@ -673,6 +774,8 @@ export class Rlink {
     const w = this.waiters.splice(0)
     for (const x of w) x.reject(this.notConnected())
     for (const t of this.tasks.values()) t.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} went down: ${reason}`))
+    this.migrating?.reject(new ReplError('NOT_CONNECTED', `RLINK to ${this.address} went down before the Secondary answered: ${reason}`))
+    this.migrating = null
     this.verifying?.lost(reason)
     this.tasks.clear()
     if (this.closed) return
@@ -681,6 +784,7 @@ export class Rlink {
       this.lastError = reason
       this.state = 'disconnected'
       if (this.takenOver) { this.ctx.changed(); return }
+      if (this.addr === null) { this.ctx.changed(); return } // it dials again
       // A refusal needs an operator; retry slowly. A lost link is retried at once, then backs off.
       if (reason.startsWith('refused')) this.backoff = RLINK_RECONNECT_MAX_MS
       this.reconnectTimer = setTimeout(() => { this.reconnectTimer = null; this.connect() }, this.backoff)
@@ -727,7 +831,8 @@ export class Rlink {
       lastError: this.lastError,
       consistent: this.syncing === null && this.syncDoneAt === null && !this.dcm,
       sync: this.syncing?.progress ?? null,
-      dcm: this.dcm ? { paths: this.ctx.dcm?.size(this.address) ?? 0, since: this.dcmSince } : null
+      dcm: this.dcm ? { paths: this.ctx.dcm?.size(this.address) ?? 0, since: this.dcmSince } : null,
+      lastSync: this.lastSync
     }
   }
 

@@ -1,6 +1,7 @@
 /**
  * The Secondary's end of the RLINK: a TCP listener that accepts one authenticated Primary at a
- * time, logs the updates it sends in the Secondary's SRL, and acknowledges them twice (network ack
+ * time (or, on a failed-back host, a dialler: it connects to its Primary's listener, says JOIN,
+ * and the same handshake follows, the Primary speaking first), logs the updates it sends in the Secondary's SRL, and acknowledges them twice (network ack
  * once logged and synced, data ack once applied; one ACK frame carries both positions).
  *
  * Handshake order (docs/FORMAT.md "Wire protocol"): version and RDS name are checked on HELLO,
@@ -14,13 +15,13 @@
  */
 import net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Message, type SyncMessage, type SyncSums, type VerifyBegin } from '../format/wire'
-import { FramedSocket, listen, type Address } from './common'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Join, type FailbackClaim, type Message, type SyncMessage, type SyncSums, type VerifyBegin } from '../format/wire'
+import { FramedSocket, listen, formatAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
 import { State, type Follow, type Generation } from '../format/state'
 import { checkGeneration, takenOverAt, shortGeneration } from '../format/generation'
-import { RLINK_DEAD_AFTER_MS, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_WINDOW_BYTES, IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
+import { RLINK_DEAD_AFTER_MS, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_RECONNECT_MIN_MS, RLINK_RECONNECT_MAX_MS, RLINK_WINDOW_BYTES, IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 
 export type { Follow }
 
@@ -67,6 +68,9 @@ export interface VerifyReceiving {
   end (id?: string): void
 }
 
+/** The answer to MIGRATE; `after` runs once it is sent (the role change itself). */
+export interface MigrateAnswer { ok: boolean, error?: string, after?: () => void }
+
 export interface ReceiverConfig {
   /** Online verify; without it VERIFY_BEGIN is answered with an error. */
   verify?: VerifyReceiving
@@ -74,7 +78,20 @@ export interface ReceiverConfig {
   sync?: SyncReceiving
   /** Runs one step of an `ibc run` task here. */
   task?: (task: string, step: string, timeoutS: number) => Promise<{ code: number | null, output: string, ibcId?: string }>
-  listen: Address
+  /** Where the Primary dials this Secondary; absent: this Secondary dials (`dial`). */
+  listen?: Address
+  /**
+   * A Secondary that dials its Primary's listener (made so by `replicafs failback`): it connects to
+   * `address` and says JOIN `name` first; the Primary then speaks first, as usual.
+   */
+  dial?: { address: Address, name: string }
+  /**
+   * MIGRATE (after every update received before it is logged): whether this Secondary becomes the
+   * Primary of `gen`; `after`, called once MIGRATED {ok: true} is sent, makes it so.
+   */
+  migrate?: (gen: Generation, at: number) => Promise<MigrateAnswer>
+  /** CHALLENGE.failback: a failed-back Secondary not yet resynchronized says what it changed. */
+  failback?: () => FailbackClaim | null
   secret: Buffer
   rds: string
   rvg: ReceivingRvg
@@ -105,7 +122,7 @@ class Connection {
   /** `ibc run` tasks registered over this connection and not yet unregistered. */
   private readonly openTasks = new Set<string>()
 
-  constructor (sock: net.Socket, private readonly rx: RlinkReceiver) {
+  constructor (sock: net.Socket, private readonly rx: RlinkReceiver, join?: Join) {
     this.fs = new FramedSocket(sock, (m) => this.onMessage(m), (reason) => {
       rx.ended(this, reason)
       if (this.verifying) rx.cfg.verify?.end()
@@ -122,9 +139,12 @@ class Connection {
     })
     this.timer = setTimeout(() => this.fs.refuse('PROTOCOL', `handshake not completed within ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s`), RLINK_HANDSHAKE_TIMEOUT_MS)
     this.timer.unref()
+    if (join !== undefined) this.fs.send(join)
   }
 
   get ready (): boolean { return this.phase === 'ready' && !this.fs.isEnded }
+  /** Whether the handshake completed (even if the connection has ended since). */
+  get wasReady (): boolean { return this.phase === 'ready' }
   get srlId (): string | null { return this.hello?.srlId ?? null }
 
   close (reason: string): void {
@@ -163,7 +183,8 @@ class Connection {
           fresh: srl.lastSeq === 0 && srl.tailSeq === 0 && cfg.sync?.finished !== true,
           empty: cfg.sync?.empty() ?? false,
           syncing: cfg.sync?.syncing ?? null,
-          adopt: cfg.sync?.adopt ?? false
+          adopt: cfg.sync?.adopt ?? false,
+          ...this.failbackClaim()
         })
         this.phase = 'auth'
         return
@@ -227,6 +248,18 @@ class Connection {
           case MsgType.PING:
             this.fs.send({ t: MsgType.PONG, ts: m.ts })
             return
+          case MsgType.MIGRATE: {
+            const gen = checkGeneration(m.gen)
+            if (gen === null || !Number.isSafeInteger(m.at)) { this.refuse('PROTOCOL', 'malformed MIGRATE'); return }
+            const migrate = cfg.migrate
+            this.chain = this.chain.then(async () => {
+              const r: MigrateAnswer = migrate === undefined ? { ok: false, error: 'this Secondary cannot become a Primary' } : await migrate(gen, m.at).catch((err: Error) => ({ ok: false, error: err.message }))
+              if (this.fs.isEnded) return
+              this.fs.send({ t: MsgType.MIGRATED, ok: r.ok, ...(r.error !== undefined ? { error: r.error } : {}) })
+              if (r.ok && r.after !== undefined) setImmediate(r.after)
+            })
+            return
+          }
           case MsgType.VERIFY_BEGIN: {
             // At once, not after the updates queued before it: its sequence number is reached by
             // applying them, and none after it can be applied before this frame is handled.
@@ -271,6 +304,12 @@ class Connection {
             this.refuse('PROTOCOL', `unexpected message type ${m.t}`)
         }
     }
+  }
+
+  /** CHALLENGE.failback, only when there is one (version 6's fields stay as they were). */
+  private failbackClaim (): { failback?: FailbackClaim } {
+    const f = this.rx.cfg.failback?.() ?? null
+    return f === null ? {} : { failback: f }
   }
 
   private async onUpdates (recs: Uint8Array[]): Promise<void> {
@@ -361,12 +400,46 @@ export class RlinkReceiver {
     this.nacked = this.cfg.rvg.srl.lastSeq // everything logged before a restart was synced (close) or is re-synced below
     await this.cfg.rvg.srl.sync()
     this.cfg.rvg.onApplied = () => this.ack()
-    const { server, address } = await listen(this.cfg.listen, (sock) => {
+    this.closing = false
+    if (this.cfg.dial !== undefined) {
+      this.address = `dialling ${formatAddress(this.cfg.dial.address)}`
+      this.dial()
+      return
+    }
+    const { server, address } = await listen(this.cfg.listen!, (sock) => {
       const c = new Connection(sock, this)
       this.all.add(c)
     }, this.cfg.log)
     this.server = server
     this.address = address
+  }
+
+  private closing = false
+  private dialling: Connection | null = null
+  private dialTimer: NodeJS.Timeout | null = null
+  private backoff = RLINK_RECONNECT_MIN_MS
+  private dialError = ''
+
+  /** A Secondary that dials: connects, says JOIN, and dials again (with backoff) whenever the connection ends. */
+  private dial (): void {
+    if (this.closing) return
+    const d = this.cfg.dial!
+    const sock = net.connect({ host: d.address.host, port: d.address.port })
+    const c = new Connection(sock, this, { t: MsgType.JOIN, v: PROTOCOL_VERSION, rds: this.cfg.rds, name: d.name })
+    this.dialling = c
+    this.all.add(c)
+  }
+
+  private redial (c: Connection, reason: string): void {
+    if (this.dialling !== c) return
+    this.dialling = null
+    if (this.closing) return
+    if (c.wasReady) this.backoff = RLINK_RECONNECT_MIN_MS
+    else if (reason !== this.dialError) this.cfg.log(`cannot reach the Primary at ${formatAddress(this.cfg.dial!.address)}: ${reason}; dialling again`)
+    this.dialError = reason
+    this.dialTimer = setTimeout(() => { this.dialTimer = null; this.dial() }, this.backoff)
+    this.dialTimer.unref()
+    this.backoff = Math.min(this.backoff * 2, RLINK_RECONNECT_MAX_MS)
   }
 
   get connected (): boolean { return this.active?.ready ?? false }
@@ -405,6 +478,7 @@ export class RlinkReceiver {
 
   ended (c: Connection, reason: string): void {
     this.all.delete(c)
+    this.redial(c, reason)
     if (this.active === c) {
       this.active = null
       this.cfg.log(`Primary ${c.fs.peer} disconnected: ${reason}`)
@@ -420,6 +494,8 @@ export class RlinkReceiver {
   }
 
   async close (): Promise<void> {
+    this.closing = true
+    if (this.dialTimer !== null) { clearTimeout(this.dialTimer); this.dialTimer = null }
     for (const c of this.all) c.close('the Secondary is stopping')
     this.all.clear()
     this.active = null

@@ -8,8 +8,9 @@ import type { Srl } from '../srl'
 import { LogStore } from '../srl/state'
 import { State, type Position, type RlinkPosition, type Generation } from '../format/state'
 import { ReplError } from '../errors'
+import type { Record } from '../format/record'
 import { RLINK_DEAD_AFTER_MS } from '../limits'
-import { Rlink, AppendClock, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode, type ChangeMapsView } from './link'
+import { Rlink, AppendClock, JOIN_PREFIX, isJoinName, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode, type ChangeMapsView } from './link'
 
 /**
  * SRL overflow protection, VVR's `srlprot`: what happens when the SRL would overflow because an
@@ -80,12 +81,15 @@ export class RlinkSet {
     const canDcm = cfg.sync !== undefined && cfg.maps !== undefined
     const srlprot = cfg.srlprot ?? (canDcm ? 'autodcm' : 'fail')
     if ((srlprot === 'autodcm' || srlprot === 'dcm') && !canDcm) throw new ReplError('USAGE', `--srlprot ${srlprot} needs the change map of full synchronization`)
-    const maps = canDcm ? await cfg.maps!(cfg.secondaries.filter((a) => stored.get(a)?.dcm === true)) : undefined
+    // Secondaries that dial this Primary (a failed-back host: `join:<name>`) are not configured by
+    // --secondary: their RLINKs are made by a takeover (src/daemon/secondary.ts) and kept.
+    const joins = [...stored.keys()].filter(isJoinName)
+    const maps = canDcm ? await cfg.maps!([...cfg.secondaries, ...joins].filter((a) => stored.get(a)?.dcm === true)) : undefined
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [], srlprot, maps, cfg.log, cfg.maxLagS ?? 0)
     // An SRL of state format 3 or older was created over an empty data directory (it had to be).
     const baseline = (await srl.store.get(State.baseline)) ?? 'empty'
     const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps, generation: cfg.generation, takenOver: (by, at, peer) => set.onTakenOver?.(by, at, peer) }
-    for (const a of cfg.secondaries) {
+    for (const a of [...cfg.secondaries, ...joins]) {
       let rec = stored.get(a)
       if (rec === undefined || (rec.seq < srl.tailSeq && rec.dcm !== true)) {
         if (rec !== undefined) cfg.log(`RLINK to ${a}: its stored position ${rec.seq} is older than the SRL's tail ${srl.tailSeq}; it is synchronized by difference when it connects (STALE)`)
@@ -104,6 +108,11 @@ export class RlinkSet {
 
   start (): void {
     for (const l of this.links) l.start()
+  }
+
+  /** The RLINK of a Secondary that dials this Primary as `name` (JOIN), or null. */
+  joining (name: string): Rlink | null {
+    return this.links.find((l) => l.address === JOIN_PREFIX + name) ?? null
   }
 
   find (address: string | undefined): Rlink[] {
@@ -311,6 +320,30 @@ export class RlinkSet {
       l.dcmPos = await this.maps!.fold(l.address, l.dcmPos, upto)
       await this.srl.store.put(State.rlink.key(l.address), stored(l))
     }
+  }
+
+  /**
+   * The paths this Primary changed after record `at` that the RLINK to `address` never had (a
+   * failback: what the host that took over from it lacks): its change map, if it has one, and the
+   * SRL's records after `at` (`pathsOf`: src/sync/map.ts). Null when the SRL no longer holds them all and no map does.
+   */
+  changedAfter (address: string, at: number, pathsOf: (rec: Record) => Array<[string, boolean]>): Map<string, boolean> | null {
+    const out = new Map<string, boolean>()
+    const l = this.links.find((x) => x.address === address)
+    const add = (p: string, tree: boolean): void => { out.set(p, tree || out.get(p) === true) }
+    let from: Position
+    if (l !== undefined && l.dcmPos !== null && this.maps !== undefined) {
+      for (const [p, m] of this.maps.marks(l.address, l.dcmPos)) add(p, m.tree)
+      return out
+    }
+    if (l !== undefined && l.dackPos.seq <= at && l.dackPos.seq >= this.srl.tailSeq) from = l.dackPos
+    else if (this.srl.tailSeq <= at) from = this.srl.tailPosition
+    else return null
+    for (const r of this.srl.recordsAfter(from)) {
+      if (r.record.seq <= at) continue
+      for (const [p, tree] of pathsOf(r.record)) add(p, tree)
+    }
+    return out
   }
 
   /** Persists every link's position (before the SRL releases anything). */

@@ -94,6 +94,8 @@ export interface StartOptions {
   extraArgs?: string[]
   /** How long `primary --daemon` may take to report ready. */
   timeoutMs?: number
+  /** The daemon's environment (crash points: REPLICAFS_CRASH_AT). */
+  env?: NodeJS.ProcessEnv
 }
 
 export interface Primary extends Dirs {
@@ -165,7 +167,7 @@ export async function startPrimary (opts: StartOptions = {}): Promise<Primary> {
   const dirs = opts.dirs ?? await tmpdirs()
   registerMount(dirs.mount)
   registerState(dirs.state)
-  const r = await cli(primaryArgs(dirs, opts), { timeoutMs: opts.timeoutMs ?? 90_000 })
+  const r = await cli(primaryArgs(dirs, opts), { timeoutMs: opts.timeoutMs ?? 90_000, ...(opts.env !== undefined ? { env: opts.env } : {}) })
   if (r.code !== 0) {
     throw new Error(`primary did not start: ${describeFailure(r)}\n--- daemon.log ---\n${await daemonLog(dirs.state)}`)
   }
