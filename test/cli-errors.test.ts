@@ -39,13 +39,15 @@ async function assertLeftNothing (dirs: Dirs, mountIsOurs = true): Promise<void>
 t('--help for the tool and every command', timed(60_000, async () => {
   const top = await cli(['--help'])
   assert.is(top.code, 0, top.stderr)
-  for (const c of ['primary', 'stop', 'status', 'srl-dump', 'takeover']) assert.ok(top.stdout.includes(c), `replicafs --help lists ${c}`)
+  for (const c of ['primary', 'stop', 'status', 'srl-dump', 'takeover', 'failback', 'migrate']) assert.ok(top.stdout.includes(c), `replicafs --help lists ${c}`)
   const want: Record<string, string[]> = {
     primary: ['--data', '--mount', '--state', '--srl-size', '--daemon', '--retain'],
     stop: ['--state'],
     status: ['--state', '--json'],
     'srl-dump': ['--state', '--json'],
-    takeover: ['--state', '--json']
+    takeover: ['--state', '--json'],
+    failback: ['--state', '--json'],
+    migrate: ['--state', '--json']
   }
   for (const [cmd, flags] of Object.entries(want)) {
     const r = await cli([cmd, '--help'])
@@ -74,6 +76,11 @@ t('missing required flag; stop and status with no daemon running', timed(60_000,
   assertOneLine(await cli(['status', '--state', dirs.state, '--interval', '2']), ['--interval'], /goes with --watch/)
   assertOneLine(await cli(['takeover']), ['--state'], /required|missing/i)
   assertOneLine(await cli(['takeover', '--state', dirs.state]), [dirs.state], /not running|no .*daemon/i)
+  for (const cmd of ['failback', 'migrate']) {
+    assertOneLine(await cli([cmd]), ['--state'], /required|missing/i)
+    assertOneLine(await cli([cmd, '--state', dirs.state]), [dirs.state], /not running|no .*daemon/i)
+    assertOneLine(await cli([cmd, '--state', dirs.state, '--discard']), ['--discard'], /unknown|flag|option/i)
+  }
   assertOneLine(await cli([...primaryArgs(dirs), '--listen', '127.0.0.1:7400']), ['--listen', '--secret-file'], /needs/)
   assertOneLine(await cli([...primaryArgs(dirs), '--listen', 'nowhere']), ['--listen', 'nowhere'], /HOST:PORT/)
   await assertLeftNothing(dirs)
