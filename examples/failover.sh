@@ -58,16 +58,21 @@ wait_for "the old Primary to learn it was taken over" field_is "$P/state" takenO
 if { echo "lost write" > "$P/mnt/app/config"; } 2>"$WORK/erofs"; then fail "the taken-over Primary accepted a write"; fi
 echo "   a write through its mount: $(sed 's/^.*: //' "$WORK/erofs")"
 grep -q 'Read-only file system' "$WORK/erofs" || fail "the refusal was not EROFS"
-rfs status --state "$P/state" | grep 'TAKEN OVER' | sed 's/^/   /'
+rfs status --state "$P/state" | grep -E 'TAKEN OVER|SPLIT-BRAIN' | sed 's/^/   /'
 
 echo "== 5. replicafs failback on the old Primary: it becomes the new Primary's Secondary"
-rfs failback --state "$P/state"
+# Both sides appended to app/orders.log since the takeover: a split-brain. Nothing is merged;
+# failback says so and wants --discard-local: this host gives up its changes (kept in a snapshot).
+if rfs failback --state "$P/state" 2>"$WORK/split"; then fail "failback went ahead in a split-brain"; fi
+echo "   $(cat "$WORK/split")"
+grep -q 'app/orders.log' "$WORK/split" || fail "the split-brain refusal does not name app/orders.log"
+rfs failback --state "$P/state" --discard-local
 SNAP=failback-${GEN_OLD:0:8}
 # From here the pair is reversed: stop_pair and caught_up work on these.
 OLD_P=$P; P=$S; S=$OLD_P
 wait_for "the old Primary to be resynchronized by difference" caught_up "$P/state"
 rfs status --state "$P/state" --json | node -pe 'const l=JSON.parse(require("fs").readFileSync(0)).rlinks[0]; `   ${l.secondary}: ${l.state}, data-acked ${l.dataAckedSeq}; resynchronized with ${l.lastSync.bytes} bytes (${l.lastSync.differing} files differed)`'
-echo "   its own tree as it was is in the snapshot $SNAP: $(ls "$S/mnt/.snapshots/$SNAP/app")"
+echo "   its own tree as it was is in the snapshot $SNAP: $(ls "$S/mnt/.snapshots/$SNAP/app" | tr "\n" " ")"
 echo "order 22 (replicated to the old Primary)" >> "$P/mnt/app/orders.log"
 wait_for "the new Secondary to catch up" caught_up "$P/state"
 if { echo "x" > "$S/mnt/app/config"; } 2>/dev/null; then fail "the failed-back host accepted a write"; fi

@@ -33,6 +33,7 @@ export type ReplErrorCode =
   | 'PRIMARY_CONNECTED' // takeover while the Primary is connected (a takeover is for a lost Primary)
   | 'NOT_REPLICATED'   // takeover on a Secondary that never replicated from a Primary
   | 'NOT_TAKEN_OVER'   // failback on a Primary no host took over from
+  | 'SPLIT_BRAIN'      // failback without --discard-local while both sides changed the same paths
   | 'INCONSISTENT'     // takeover on a Secondary whose tree is not a consistent copy (synchronizing, diverged)
 
 /** IBC errors, named after VVR's (the CLI prints the name first; the control socket carries it). */

@@ -28,10 +28,11 @@ t.after(async () => {
 })
 
 interface SyncFigures { bytes: number, entries: number, differing: number, mode: string }
-interface Link { secondary: string, state: string, consistent: boolean, dataAckedSeq: number, dcm: { paths: number } | null, sync: SyncFigures | null, lastSync: SyncFigures | null }
+interface Link { secondary: string, state: string, consistent: boolean, dataAckedSeq: number, dcm: { paths: number } | null, sync: SyncFigures | null, lastSync: SyncFigures | null, splitBrain: SplitBrain | null }
+interface SplitBrain { at: number, conflicting: string[], conflicts: number | null, ours: number | null, theirs: number | null }
 interface RoleStatus extends Status {
   generation: { id: string, since: number } | null
-  takenOver: { by: string, at: number, peer: string, orphaned: number } | null
+  takenOver: { by: string, at: number, peer: string, orphaned: number, splitBrain: SplitBrain | null } | null
   tookOver: { at: number, generation: string } | null
   refusing: string | null
   listen: string | null
@@ -144,7 +145,20 @@ t('failback: the old Primary becomes the new Primary\'s Secondary; orphans kept 
   const onNew = await cli(['failback', '--state', p.secondary.state])
   assertOneLineError(onNew, [/no host has taken over from it/])
 
-  const r = await cli(['failback', '--state', old.state, '--json'], { timeoutMs: 120_000 })
+  // Split-brain: shared.txt changed on both sides since the takeover. Both say so; failback needs
+  // the explicit --discard-local (nothing is merged).
+  const sb = (await roleStatus(old.state)).takenOver!.splitBrain
+  assert.ok(sb !== null && sb.conflicts === 1 && sb.conflicting.length === 1 && /shared\.txt$/.test(sb.conflicting[0]), `the old Primary lists the conflicts: ${JSON.stringify(sb)}`)
+  assert.ok(sb.ours !== null && sb.ours >= 6 && sb.theirs !== null && sb.theirs >= 3, JSON.stringify(sb))
+  const nsb = (await roleStatus(p.secondary.state)).rlinks!.find((x) => x.secondary.startsWith('join:'))!.splitBrain
+  assert.ok(nsb !== null && nsb.conflicts === 1 && /shared\.txt$/.test(nsb.conflicting[0]), `the new Primary lists them too: ${JSON.stringify(nsb)}`)
+  assert.match((await cli(['status', '--state', old.state])).stdout, /SPLIT-BRAIN: +1 paths changed on both sides/)
+  assert.match((await cli(['status', '--state', p.secondary.state])).stdout, /SPLIT-BRAIN with the host taken over/)
+  const plain = await cli(['failback', '--state', old.state])
+  assertOneLineError(plain, [/split-brain/, /shared\.txt/, /--discard-local/, /nothing changed/])
+  assert.is((await roleStatus(old.state)).role, 'primary', 'nothing changed')
+
+  const r = await cli(['failback', '--state', old.state, '--discard-local', '--json'], { timeoutMs: 120_000 })
   assert.is(r.code, 0, `${describeFailure(r)}\n${await daemonLog(old.state)}`)
   const res = JSON.parse(r.stdout) as FailbackResult
   assert.is(res.role, 'secondary')
@@ -169,6 +183,7 @@ t('failback: the old Primary becomes the new Primary\'s Secondary; orphans kept 
   const tree = FILES * FILE_BYTES
   assert.ok(l.lastSync !== null && l.lastSync.bytes < tree / 10, `bytes sent ${l.lastSync?.bytes ?? '?'} against a tree of ${tree}`)
   assert.match(await daemonLog(p.secondary.state), /failed-back Secondary changed \d+ paths/)
+  assert.is(l.splitBrain, null, 'resolved')
 
   // The orphans, kept and readable, in the snapshot named after the generation.
   const snap = path.join(old.mount, '.snapshots', res.snapshot)
@@ -213,7 +228,7 @@ async function crashDuringFailback (point: 'failback-snapshot' | 'failback-recor
   const p = await pairWithTree()
   pair = p
   const { old } = await takenOverPair(p, { ...process.env, REPLICAFS_CRASH_AT: point })
-  const crashed = await cli(['failback', '--state', old.state], { timeoutMs: 60_000 })
+  const crashed = await cli(['failback', '--state', old.state, '--discard-local'], { timeoutMs: 60_000 })
   assert.ok(crashed.code !== 0, `the failback did not complete (killed at ${point}): ${describeFailure(crashed)}`)
   await waitFor(() => processGone(old.pid), { timeoutMs: 30_000, what: `the daemon to die at ${point}` })
   await exec('umount', ['-l', old.mount])
@@ -221,7 +236,7 @@ async function crashDuringFailback (point: 'failback-snapshot' | 'failback-recor
   p.primary = again
   const s = await roleStatus(again.state)
   assert.is(s.role, point === 'failback-snapshot' ? 'primary' : 'secondary', `after a kill -9 at ${point}`)
-  const r = await cli(['failback', '--state', again.state, '--json'], { timeoutMs: 120_000 })
+  const r = await cli(['failback', '--state', again.state, '--discard-local', '--json'], { timeoutMs: 120_000 })
   assert.is(r.code, 0, `${describeFailure(r)}\n${await daemonLog(again.state)}`)
   assert.is((JSON.parse(r.stdout) as FailbackResult).already !== undefined, point !== 'failback-snapshot', r.stdout)
   await resynchronized(p)

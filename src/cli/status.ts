@@ -13,16 +13,24 @@ export const STATUS_FLAGS: FlagSpec = {
 }
 export const STATUS_HELP = helpText('replicafs status --state DIR [--json | --watch [--interval SECONDS]]', 'Shows the role, the mount, and the SRL: records and bytes retained, oldest and newest\nsequence number, last applied sequence number.', STATUS_FLAGS)
 
+/** A split-brain as status carries it (src/format/state.ts SplitBrain). */
+interface SplitLine { at: number, conflicting: string[], conflicts: number | null, ours: number | null, theirs: number | null, peer: string }
+
+function splitLine (sb: SplitLine): string {
+  if (sb.conflicts === null) return `both sides changed paths after sequence number ${sb.at}, too many to compare`
+  return `${sb.conflicts} paths changed on both sides after sequence number ${sb.at}: ${sb.conflicting.slice(0, 10).join(', ')}${sb.conflicts > 10 ? ', ...' : ''}`
+}
+
 interface Status {
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
   rds?: string, synchronous?: string, listen?: string | null
   generation?: { id: string, since: number } | null
-  takenOver?: { by: string, at: number, peer: string, seen: string, orphaned: number } | null
+  takenOver?: { by: string, at: number, peer: string, seen: string, orphaned: number, splitBrain?: SplitLine | null } | null
   dial?: { address: string, name: string } | null
   failback?: { from: string, by: string, at: number, peer: string, paths: number | null, snapshot: string, oldSrl: string, since: string } | null
   tookOver?: { at: number, applied: number, from: string | null, generation: string, time: string } | null
   refusing?: string | null
-  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null }>
+  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null, splitBrain?: SplitLine | null }>
   receivedSeq?: number, appliedSeq?: number, consistent?: boolean, syncing?: string | null, connected?: boolean, primary?: { address: string | null, srlId: string | null }
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
   verify?: Array<{ id: string, secondary: string, phase: string, seq: number, entries: number, bytes: number, theirEntries: number, differing: number }> | { id: string, entries: number, bytes: number } | null
@@ -58,6 +66,8 @@ export async function statusCommand (argv: string[]): Promise<number> {
   if (s.takenOver != null) {
     lines.push(`TAKEN OVER:    by generation ${s.takenOver.by} (at ${s.takenOver.peer}, seen ${s.takenOver.seen}) after sequence number ${s.takenOver.at}; ` +
       `${s.takenOver.orphaned} updates logged here since never reached it; every change through the mount is refused (EROFS) until it is failed back`)
+    const sb = s.takenOver.splitBrain
+    if (sb != null) lines.push(`SPLIT-BRAIN:   ${splitLine(sb)}; replicafs failback --discard-local here gives up this host's changes (kept in a snapshot)`)
   }
   if (s.role === 'primary' && s.rlinks !== undefined) {
     lines.push(`RDS:           ${s.rds ?? ''}, synchronous=${s.synchronous ?? 'off'}${s.listen != null ? `, listening on ${s.listen}` : ''}`)
@@ -68,6 +78,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
       if (l.dcm && l.secondary.startsWith('join:') && !l.sync) lines.push(`  change map since the takeover: ${l.dcm.paths} paths (and the SRL's records not folded yet); the host taken over is resynchronized from it, and from what it changed, once replicafs failback makes it a Secondary and it dials in`)
       else if (l.dcm) lines.push(`  SRL overflow protection: off the SRL since ${l.dcm.since}; its change map names ${l.dcm.paths} paths, resent when it connects; the Secondary is NOT consistent until then`)
       if (l.sync) lines.push(`  ${syncLine(l.sync)}; the Secondary is NOT consistent until it ends`)
+      if (l.splitBrain != null && l.splitBrain.conflicts !== 0) lines.push(`  SPLIT-BRAIN with the host taken over (at ${l.splitBrain.peer}): ${splitLine(l.splitBrain)}; replicafs failback --discard-local there resolves it`)
     }
   }
   if (s.role === 'secondary') {

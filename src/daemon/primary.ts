@@ -23,7 +23,7 @@ import { RlinkSet, type Rlink, type SynchronousMode, type SrlProt } from '../rli
 import { readSecret, formatAddress, type Address } from '../rlink/common'
 import { PrimaryGate } from '../rlink/gate'
 import { State, type Generation, type TakenOver, type TookOver, type Failback } from '../format/state'
-import { firstGeneration, shortGeneration, takeoverGeneration } from '../format/generation'
+import { firstGeneration, shortGeneration, takeoverGeneration, pathList, type SplitBrain } from '../format/generation'
 import { IbcPrimary } from '../ibc/primary'
 import { handleIbc, type IbcRequest } from '../ibc/control'
 import { runTask, type TaskEnv } from '../ibc/task'
@@ -35,7 +35,8 @@ import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
 import { runSteps, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type Handover, type ControlRoute } from './lifecycle'
 import { writeIntent, finishFailback } from './failback'
-import { pathsOf } from '../sync/map'
+import { pathsOf, ownPathsOf } from '../sync/map'
+import { JOIN_PREFIX } from '../rlink/link'
 import { snapshotSource, PrimarySnapshots, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 import { PrimaryVerifier } from './verify'
 
@@ -84,7 +85,7 @@ interface Primary {
   /** This Primary was a Secondary until a takeover (state `tookOver`). */
   tookOver: TookOver | null
   /** `replicafs failback`: this Primary, taken over, becomes the Secondary of the host that took over. */
-  failback: () => Promise<unknown>
+  failback: (discardLocal?: boolean) => Promise<unknown>
   /** `replicafs migrate`: the Secondary becomes the Primary and this Primary its Secondary. */
   migrate: () => Promise<unknown>
   stop: RunningDaemon['stop']
@@ -114,7 +115,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   let takenOver: TakenOver | null = null
   let tookOver: TookOver | null = null
   /** A peer that proved it knows the secret says `by` took over from this generation after record `at`. */
-  let learnTakenOver: (by: Generation, at: number, peer: string, listener: boolean) => void = () => {}
+  let learnTakenOver: (by: Generation, at: number, peer: string, listener: boolean, split: SplitBrain | null) => void = () => {}
   const secret = cfg.secondaries.length > 0 || cfg.listen !== undefined ? readSecret(cfg.secretFile!) : null
   const watch = handover?.watch ?? mountWatch(mount, log)
 
@@ -162,7 +163,8 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
         log,
         sync: (address, mode) => syncs.start(address, mode),
         maps: async (dcm) => await ChangeMaps.open(theSrl.store, theSrl, dcm, log),
-        generation: generation!
+        generation: generation!,
+        ownPathsOf
       })
     }
     rvg = new PrimaryRvg(data, srl, { retain: cfg.retain, log, replication: rlinks ?? undefined })
@@ -184,14 +186,15 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
       const ours = generation
       const theSrl = srl
       const theRvg = rvg
-      learnTakenOver = (by, at, peer, listener) => {
+      learnTakenOver = (by, at, peer, listener, split) => {
         if (takenOver !== null) return
-        const t: TakenOver = takenOver = { by, at, peer, seen: new Date().toISOString(), ...(listener ? { listener: true } : {}) }
+        const t: TakenOver = takenOver = { by, at, peer, seen: new Date().toISOString(), ...(listener ? { listener: true } : {}), ...(split !== null ? { split } : {}) }
         theRvg.refusing = takenOverReason(t, ours)
         log(`${theRvg.refusing}; ${Math.max(0, theSrl.lastSeq - at)} updates logged here after it never reached it (${FAILBACK_HINT})`)
+        if (split !== null && split.conflicts !== 0) log(`SPLIT-BRAIN: ${splitText(split)}; replicafs failback --discard-local on this host sets its changes aside (in a snapshot) and takes the new Primary's`)
         theSrl.store.put(State.takenOver, t).catch((err: Error) => log(`cannot record the takeover in the SRL state: ${err.message}`))
       }
-      if (rlinks !== null) rlinks.onTakenOver = (by, at, peer) => learnTakenOver(by, at, peer, false)
+      if (rlinks !== null) rlinks.onTakenOver = (by, at, peer, split) => learnTakenOver(by, at, peer, false, split)
       // A migrate whose answer was lost: no change until the Secondary says which host is the Primary.
       const doubt = await srl.store.get(State.migrating)
       if (doubt !== undefined && takenOver === null) {
@@ -222,7 +225,14 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
         lastSeq: () => theRvg.appliedSeq,
         log,
         join: (name) => theRlinks?.joining(name) ?? null,
-        takenOver: (by, at, peer) => learnTakenOver(by, at, peer, true)
+        takenOver: (by, at, peer) => learnTakenOver(by, at, peer, true, null),
+        changedSince: (from, at) => theRlinks === null ? null : pathList(theRlinks.changedAfter(JOIN_PREFIX + from, at, ownPathsOf)),
+        split: (from, sb) => {
+          const l = theRlinks?.joining(from) ?? null
+          if (l !== null) l.splitBrain = sb
+          if (sb.conflicts !== 0) log(`SPLIT-BRAIN with the Primary this host took over from (generation ${shortGeneration(from)}, at ${sb.peer}): ${splitText(sb)}; it refuses writes, and replicafs failback --discard-local there sets its changes aside`)
+          else log(`the Primary this host took over from (generation ${shortGeneration(from)}, at ${sb.peer}) is back: ${sb.theirs ?? 'many'} paths changed there after sequence number ${sb.at}, none that changed here too`)
+        }
       })
       await gate.start()
       log(`listening for peers on ${gate.address} (RDS ${cfg.rds})`)
@@ -257,7 +267,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   const theSnaps = snaps
   const theAdapter = adapter!
   const theUnlock = unlockData!
-  const failback = async (): Promise<unknown> => {
+  const failback = async (discardLocal = false): Promise<unknown> => {
     const t = takenOver
     const gen = generation
     if (theSrl === null || gen === null) throw new ReplError('WRONG_ROLE', 'a passthrough has no SRL, so no role to transfer')
@@ -267,6 +277,11 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
         : `failback runs on a Primary another host took over from (its writes refused with EROFS); no host has taken over from this one (generation ${shortGeneration(gen)}): nothing changed`)
     }
     if (failing) throw new ReplError('BUSY', 'a failback is already under way')
+    // Split-brain: both sides changed the same paths since the takeover. Never merged; which side
+    // gives up is the operator's explicit choice (DRBD's discard-my-data).
+    if (t.split !== undefined && t.split.conflicts !== 0 && !discardLocal) {
+      throw new ReplError('SPLIT_BRAIN', `split-brain: ${splitText(t.split)}; replicafs failback --discard-local sets this host's changes aside (kept in a snapshot) and takes the new Primary's: nothing changed`)
+    }
     if (becomeSecondary === undefined || theSnaps === null || theRlinks === null || cfg.secretFile === null) throw new ReplError('WRONG_ROLE', 'this daemon cannot become a Secondary')
     failing = true
     // Nothing new is applied here (every change is refused since the takeover was learned).
@@ -326,7 +341,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
       // A migrate whose answer was lost, and the Secondary did become the Primary (this host
       // learned it when its RLINK connected again): the re-run finishes it, as a failback.
       const doubt = await theSrl.store.get(State.migrating)
-      if (doubt !== undefined && doubt.gen === t.by.id) return { ...(await failback() as object), migrated: true }
+      if (doubt !== undefined && doubt.gen === t.by.id) return { ...(await failback(true) as object), migrated: true }
       throw new ReplError('WRONG_ROLE', `migrate runs on the Primary; generation ${shortGeneration(t.by)} took over from this one: replicafs failback makes it its Secondary`)
     }
     if (migrating || failing) throw new ReplError('BUSY', 'a migrate or failback is already under way')
@@ -492,7 +507,7 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
         : 'takeover runs on a Secondary whose Primary is lost; this daemon is the Primary')
     }
     case 'failback':
-      return await p.failback()
+      return await p.failback(req.discardLocal === true)
     case 'migrate':
       return await p.migrate()
     case 'stop':
@@ -512,7 +527,14 @@ function takenOverReason (t: TakenOver, ours: Generation): string {
 
 function takenOverStatus (p: Primary): unknown {
   const t = p.takenOver()
-  return t === null ? null : { by: t.by.id, at: t.at, peer: t.peer, seen: t.seen, orphaned: Math.max(0, (p.srl?.lastSeq ?? 0) - t.at) }
+  return t === null ? null : { by: t.by.id, at: t.at, peer: t.peer, seen: t.seen, orphaned: Math.max(0, (p.srl?.lastSeq ?? 0) - t.at), splitBrain: t.split !== undefined && t.split.conflicts !== 0 ? t.split : null }
+}
+
+/** A split-brain in one line: how many paths changed on both sides, the first of them. */
+function splitText (sb: SplitBrain): string {
+  if (sb.conflicts === null) return `both sides changed paths after sequence number ${sb.at}, too many to compare (${sb.ours ?? 'many'} here, ${sb.theirs ?? 'many'} there)`
+  const first = sb.conflicting.slice(0, 5).join(', ')
+  return `${sb.conflicts} paths changed on both sides after sequence number ${sb.at}: ${first}${sb.conflicts > 5 ? ', ...' : ''}`
 }
 
 function primaryStatus (p: Primary): unknown {

@@ -3,7 +3,7 @@
  * state.ts, HELLO.gen on the wire): made, checked when they arrive from a peer, and compared.
  */
 import crypto from 'node:crypto'
-import type { Generation } from './state'
+import type { Generation, SplitBrain } from './state'
 
 /** Generations kept in a history: older ones are dropped (a line of takeovers this long is not a history anyone compares against). */
 export const GENERATION_HISTORY_MAX = 64
@@ -48,4 +48,58 @@ export function takenOverAt (later: Generation, earlier: Generation): number | n
 /** A short name for logs: the first 8 characters of its id. */
 export function shortGeneration (g: Generation | string): string {
   return (typeof g === 'string' ? g : g.id).slice(0, 8)
+}
+
+/**
+ * The paths changed on both sides of a divergence: `a` and `b` map a path to whether everything
+ * below it changed too. A path conflicts when the other side changed it, or a directory above it
+ * whole (a rename, a removal of a tree). Sorted.
+ */
+export function conflictingPaths (a: Array<[string, boolean]>, b: Array<[string, boolean]>): string[] {
+  const out = new Set<string>()
+  const within = (p: string, trees: string[]): boolean => trees.some((t) => t === '/' || p === t || p.startsWith(t + '/'))
+  const bSet = new Set(b.map(([p]) => p))
+  const aTrees = a.filter(([, t]) => t).map(([p]) => p)
+  const bTrees = b.filter(([, t]) => t).map(([p]) => p)
+  for (const [p] of a) if (bSet.has(p) || within(p, bTrees)) out.add(p)
+  for (const [p] of b) if (within(p, aTrees)) out.add(p)
+  return [...out].sort()
+}
+
+/** A path list sent on the wire (SPLIT, CHALLENGE.failback): at most this many bytes of paths, else null (too many to list). */
+export const PATH_LIST_BYTES_MAX = 4 * 1024 * 1024
+
+/** `paths` as a wire list, or null when it is too long (or unknown). */
+export function pathList (paths: Map<string, boolean> | null): Array<[string, boolean]> | null {
+  if (paths === null) return null
+  let bytes = 0
+  for (const p of paths.keys()) { bytes += Buffer.byteLength(p) + 8; if (bytes > PATH_LIST_BYTES_MAX) return null }
+  return [...paths]
+}
+
+export type { SplitBrain }
+
+/** Conflicting paths kept in status and logs (the count is exact). */
+export const SPLIT_LISTED = 1000
+
+export function splitBrain (at: number, ours: Array<[string, boolean]> | null, theirs: Array<[string, boolean]> | null, peer: string): SplitBrain {
+  const both = ours !== null && theirs !== null ? conflictingPaths(ours, theirs) : null
+  const unknown = (ours === null && (theirs === null || theirs.length > 0)) || (theirs === null && (ours === null || ours.length > 0))
+  return {
+    at,
+    conflicting: both === null ? [] : both.slice(0, SPLIT_LISTED),
+    conflicts: both !== null ? both.length : unknown ? null : 0,
+    ours: ours?.length ?? null,
+    theirs: theirs?.length ?? null,
+    peer,
+    seen: new Date().toISOString()
+  }
+}
+
+/** A path list from a peer: [[path, tree], ...] or null; undefined if malformed. */
+export function checkPathList (v: unknown): Array<[string, boolean]> | null | undefined {
+  if (v === null) return null
+  if (!Array.isArray(v)) return undefined
+  for (const p of v) if (!Array.isArray(p) || typeof p[0] !== 'string' || typeof p[1] !== 'boolean') return undefined
+  return v as Array<[string, boolean]>
 }

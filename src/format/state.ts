@@ -118,7 +118,24 @@ export interface Generation { id: string, since: number, history: Array<{ id: st
  * generation after sequence number `at`: from then on it refuses every change (EROFS) until
  * `replicafs failback` makes it that Primary's Secondary. `peer`: where it heard it; `seen`: when.
  */
-export interface TakenOver { by: Generation, at: number, peer: string, seen: string, listener?: boolean }
+/**
+ * Both sides of a takeover changed paths after record `at`: `conflicting` (sorted, at most
+ * SPLIT_LISTED of them; `conflicts` in all; null: a side's list was too long to compare, so they
+ * may), and how many paths each side changed (null: too many to list). A split-brain when
+ * `conflicts` is not 0.
+ */
+export interface SplitBrain { at: number, conflicting: string[], conflicts: number | null, ours: number | null, theirs: number | null, peer: string, seen: string }
+
+export interface TakenOver {
+  by: Generation
+  at: number
+  peer: string
+  seen: string
+  /** Heard on its own listener (the new Primary dials it): failed back, it listens. */
+  listener?: boolean
+  /** What both sides changed after `at`, as the new Primary and this host told each other (SPLIT, wire 7). */
+  split?: SplitBrain
+}
 
 /**
  * `replicafs migrate` on a Primary, from the moment it asks its Secondary (`to`) to become the

@@ -35,6 +35,8 @@
  * s: -1, and the file comes whole).
  *
  * Data generations (version 6): HELLO carries the Primary's generation (`gen`, state format 8).
+ * Version 7: before that REFUSE, the listener sends SPLIT {gen, at, paths} (what it changed since)
+ * and the Primary answers SPLIT {paths} (what it changed after `at`): both list the conflicts.
  * A peer that knows a later generation of the same line (another host took over after record
  * `since`) answers the Primary's AUTH with REFUSE {code: 'TAKEN_OVER', gen}: the Primary's own
  * proof was checked first, so only a peer that knows the secret can make a Primary stop writing.
@@ -98,7 +100,9 @@ export enum MsgType {
   JOIN = 25,
   /** `replicafs migrate` (version 7): the Primary asks its Secondary to become the Primary; the answer. */
   MIGRATE = 26,
-  MIGRATED = 27
+  MIGRATED = 27,
+  /** Before TAKEN_OVER (version 7): each side's paths changed since the takeover, to list a split-brain's conflicts. */
+  SPLIT = 28
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
@@ -145,6 +149,14 @@ export interface FailbackClaim { gen: string, at: number, paths: Array<[string, 
  */
 export interface Migrate { t: MsgType.MIGRATE, gen: WireGeneration, at: number }
 export interface Migrated { t: MsgType.MIGRATED, ok: boolean, error?: string }
+
+/**
+ * A Primary's listener about to refuse a Primary it took over from (TAKEN_OVER) first sends its
+ * generation, `at` (the peer's last record it has) and the paths it changed since (`paths`, null:
+ * too many to list); the peer answers with the paths it changed after `at` (no gen, no at). Each
+ * side then knows the paths changed on both: a split-brain's conflicts (version 7).
+ */
+export interface Split { t: MsgType.SPLIT, gen?: WireGeneration, at?: number, paths: Array<[string, boolean]> | null }
 
 /** A dialling Secondary's first frame (version 7): `name` is the RLINK it is, `join:<name>` on the Primary. */
 export interface Join { t: MsgType.JOIN, v: number, rds: string, name: string }
@@ -268,7 +280,7 @@ export interface VerifyEnd { t: MsgType.VERIFY_END, id: string }
 
 export type SyncMessage = SyncBegin | SyncEntry | SyncData | SyncDir | SyncRemove | SyncDone
 
-export type Message = Hello | Join | Migrate | Migrated | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums | VerifyBegin | VerifyEntries | VerifyAck | VerifyEnd
+export type Message = Hello | Join | Migrate | Migrated | Split | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums | VerifyBegin | VerifyEntries | VerifyAck | VerifyEnd
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({

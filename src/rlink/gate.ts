@@ -13,7 +13,7 @@
 import type net from 'node:net'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Message, type RefuseCode } from '../format/wire'
 import type { Generation } from '../format/state'
-import { checkGeneration, takenOverAt, shortGeneration } from '../format/generation'
+import { checkGeneration, takenOverAt, shortGeneration, splitBrain, checkPathList, type SplitBrain } from '../format/generation'
 import { FramedSocket, listen, type Address } from './common'
 import { RLINK_HANDSHAKE_TIMEOUT_MS } from '../limits'
 
@@ -28,6 +28,10 @@ export interface GateConfig {
   log: (line: string) => void
   /** The RLINK of a Secondary that dials as `name` (JOIN, a failed-back host), or null. */
   join?: (name: string) => { offer: (conn: FramedSocket) => void } | null
+  /** The paths this Primary changed since it took over from generation `from` after record `at` (its RLINK's change map), or null: unknown. */
+  changedSince?: (from: string, at: number) => Array<[string, boolean]> | null
+  /** The Primary taken over (generation `from`) told what it changed after `at`: the split-brain, if both sides changed paths. */
+  split?: (from: string, split: SplitBrain) => void
   /** A Primary whose generation continues ours (it took over from this host, by takeover or migrate) dialled us: this host stops writing. */
   takenOver?: (by: Generation, at: number, peer: string) => void
 }
@@ -48,7 +52,8 @@ export class PrimaryGate {
   private accept (sock: net.Socket): void {
     const cfg = this.cfg
     const ourNonce = nonce()
-    let phase: 'hello' | 'auth' = 'hello'
+    let phase: 'hello' | 'auth' | 'split' = 'hello'
+    let split: { at: number, ours: Array<[string, boolean]> | null } | null = null
     let hello: { nonce: Uint8Array, gen: Generation } | null = null
     const refuse = (code: RefuseCode, message: string, gen?: Generation): void => {
       clearTimeout(timer)
@@ -86,6 +91,17 @@ export class PrimaryGate {
         return
       }
       if (m.t === MsgType.REFUSE) { clearTimeout(timer); conn.end('refused by the peer'); return }
+      if (phase === 'split') {
+        // The taken-over Primary's paths changed after `at`: the conflicts, then the refusal.
+        if (m.t !== MsgType.SPLIT) { refuse('PROTOCOL', `expected SPLIT, got message type ${m.t}`); return }
+        const theirs = checkPathList(m.paths)
+        if (theirs === undefined) { refuse('PROTOCOL', 'malformed SPLIT'); return }
+        const s = split!
+        cfg.split?.(hello!.gen.id, splitBrain(s.at, s.ours, theirs, conn.peer))
+        const ours = cfg.generation()
+        refuse('TAKEN_OVER', `generation ${shortGeneration(ours)} took over from its generation ${shortGeneration(hello!.gen)} after sequence number ${s.at}; its writes are refused until replicafs failback`, ours)
+        return
+      }
       if (m.t !== MsgType.AUTH || !(m.proof instanceof Uint8Array)) { refuse('PROTOCOL', `expected AUTH, got message type ${m.t}`); return }
       if (!proofOk(m.proof, proof(cfg.secret, 'primary', ourNonce, hello!.nonce, cfg.rds))) {
         refuse('AUTH', 'authentication failed: the peer does not know the shared secret (check --secret-file on both hosts)')
@@ -102,7 +118,12 @@ export class PrimaryGate {
       }
       const at = takenOverAt(ours, hello!.gen)
       if (at !== null) {
-        refuse('TAKEN_OVER', `generation ${shortGeneration(ours)} took over from its generation ${shortGeneration(hello!.gen)} after sequence number ${at}; its writes are refused until replicafs failback`, ours)
+        // First each side's paths changed since (SPLIT, wire 7), so that both can list a
+        // split-brain's conflicts; the refusal follows the peer's answer.
+        const mine = cfg.changedSince?.(hello!.gen.id, at) ?? null
+        split = { at, ours: mine }
+        conn.send({ t: MsgType.SPLIT, gen: ours, at, paths: mine })
+        phase = 'split'
       } else if (hello!.gen.id === ours.id) {
         refuse('PRIMARY', `both hosts are Primaries of generation ${shortGeneration(ours)} (split-brain): neither replicates until one of them is failed back`)
       } else {

@@ -14,7 +14,7 @@ import { FramedSocket, parseAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import { State, type Baseline, type Position, type RlinkPosition, type ChangeMark, type Generation } from '../format/state'
 import { syncKind } from '../format/sync-kind'
-import { checkGeneration, takenOverAt } from '../format/generation'
+import { checkGeneration, takenOverAt, splitBrain, checkPathList, type SplitBrain } from '../format/generation'
 import { ReplError } from '../errors'
 import {
   RLINK_BATCH_BYTES_MAX, RLINK_WINDOW_BYTES, RLINK_WINDOW_UPDATES, RLINK_PING_INTERVAL_MS, RLINK_DEAD_AFTER_MS,
@@ -45,6 +45,8 @@ export interface RlinkStatus {
   dcm: { paths: number, since: string } | null
   /** The last synchronization this RLINK completed since the daemon started (its figures then), or null. */
   lastSync: SyncStatus | null
+  /** The host this Primary took over from came back and was told so: the paths both changed since (`conflicts` 0: none), until it is failed back. */
+  splitBrain: SplitBrain | null
 }
 
 export interface Context {
@@ -64,8 +66,10 @@ export interface Context {
   dcm?: ChangeMapsView
   /** This Primary's data generation, sent in HELLO. */
   generation: Generation
-  /** A peer that proved it knows the secret took over from this generation after record `at`. */
-  takenOver: (by: Generation, at: number, peer: string) => void
+  /** A peer that proved it knows the secret took over from this generation after record `at` (`split`: what both sides changed since, if it said). */
+  takenOver: (by: Generation, at: number, peer: string, split: SplitBrain | null) => void
+  /** The paths this Primary changed after record `at` that the Secondary at `address` never had (SPLIT), or null: too many, or unknown. */
+  changedAfter?: (address: string, at: number) => Array<[string, boolean]> | null
 }
 
 /** What an RLINK needs of the change maps (src/sync/map.ts ChangeMaps). */
@@ -194,6 +198,8 @@ export class Rlink {
   verifying: VerifyOver | null = null
   /** The last synchronization completed (status). */
   private lastSync: SyncStatus | null = null
+  /** The host this Primary took over from, back and told so: what both changed since (status; its failback clears it). */
+  splitBrain: SplitBrain | null = null
 
   /** When the data-acked / network-acked positions last moved (or the link came up). */
   lastDackAt = 0
@@ -294,6 +300,7 @@ export class Rlink {
     const ourNonce = this.ourNonce = nonce()
     let phase: 'hello' | 'auth' | 'ready' = 'hello'
     let challenge: Challenge | null = null
+    let split: SplitBrain | null = null
     const handshakeTimer = setTimeout(() => conn.end(`no handshake from the Secondary within ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s`), RLINK_HANDSHAKE_TIMEOUT_MS)
     handshakeTimer.unref()
     const conn: FramedSocket = make((m: Message) => {
@@ -306,7 +313,7 @@ export class Rlink {
         if (by !== null && at !== null) {
           this.takenOver = true
           conn.end(`refused: ${String(m.message)}`)
-          this.ctx.takenOver(by, at, this.address)
+          this.ctx.takenOver(by, at, this.address, split !== null && split.at === at ? split : null)
           return
         }
         conn.end(`refused by the Secondary: ${String(m.message)}`)
@@ -319,6 +326,16 @@ export class Rlink {
         challenge = m
         conn.send({ t: MsgType.AUTH, proof: proof(this.ctx.secret, 'primary', m.nonce, ourNonce, this.ctx.rds) })
         phase = 'auth'
+      } else if (phase === 'auth' && m.t === MsgType.SPLIT) {
+        // The peer took over from this generation and is about to say so (TAKEN_OVER): first
+        // what each side changed since, so that both can list a split-brain's conflicts.
+        const by = checkGeneration(m.gen)
+        const at = by === null ? null : takenOverAt(by, this.ctx.generation)
+        const theirs = checkPathList(m.paths)
+        if (by === null || at === null || at !== m.at || theirs === undefined) { clearTimeout(handshakeTimer); conn.refuse('PROTOCOL', 'malformed SPLIT'); return }
+        const mine = this.ctx.changedAfter?.(this.address, at) ?? null
+        split = splitBrain(at, mine, theirs, this.address)
+        conn.send({ t: MsgType.SPLIT, paths: mine })
       } else if (phase === 'auth') {
         if (m.t !== MsgType.READY) { conn.refuse('PROTOCOL', `expected READY, got message type ${m.t}`); return }
         clearTimeout(handshakeTimer)
@@ -364,7 +381,7 @@ export class Rlink {
   /** Null if this SRL continues the Secondary's log as the CHALLENGE describes it (and sets where to send from), else why not. */
   private checkPosition (m: Challenge): [ 'DIVERGED' | 'STALE' | 'NOT_EMPTY' | 'PROTOCOL', string ] | null {
     const srl = this.ctx.srl
-    if (m.failback != null) return this.failback(m.failback, m.empty)
+    if (m.failback != null) { this.splitBrain = null; return this.failback(m.failback, m.empty) }
     // In DCM mode a Secondary that has its data gets the paths of the map (and what changes
     // meanwhile), by difference; a new or emptied one goes on below (the map covers the tree it
     // had, not an empty one) and the map is dropped when that synchronization is done.
@@ -832,7 +849,8 @@ export class Rlink {
       consistent: this.syncing === null && this.syncDoneAt === null && !this.dcm,
       sync: this.syncing?.progress ?? null,
       dcm: this.dcm ? { paths: this.ctx.dcm?.size(this.address) ?? 0, since: this.dcmSince } : null,
-      lastSync: this.lastSync
+      lastSync: this.lastSync,
+      splitBrain: this.splitBrain
     }
   }
 

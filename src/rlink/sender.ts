@@ -9,6 +9,7 @@ import { LogStore } from '../srl/state'
 import { State, type Position, type RlinkPosition, type Generation } from '../format/state'
 import { ReplError } from '../errors'
 import type { Record } from '../format/record'
+import { pathList, type SplitBrain } from '../format/generation'
 import { RLINK_DEAD_AFTER_MS } from '../limits'
 import { Rlink, AppendClock, JOIN_PREFIX, isJoinName, type Context, type SynchronousMode, type RlinkStatus, type SyncSession, type SyncMode, type ChangeMapsView } from './link'
 
@@ -76,6 +77,8 @@ export class RlinkSet {
     maxLagS?: number
     /** This Primary's data generation (HELLO.gen). */
     generation: Generation
+    /** The paths a record changes itself (src/sync/map.ts ownPathsOf), for SPLIT; absent: none listed. */
+    ownPathsOf?: (rec: Record) => Array<[string, boolean]>
   }): Promise<RlinkSet> {
     const stored = new Map((await srl.store.entries(State.rlink)).map(([k, v]) => [LogStore.idOf(State.rlink, k), v]))
     const canDcm = cfg.sync !== undefined && cfg.maps !== undefined
@@ -88,7 +91,8 @@ export class RlinkSet {
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [], srlprot, maps, cfg.log, cfg.maxLagS ?? 0)
     // An SRL of state format 3 or older was created over an empty data directory (it had to be).
     const baseline = (await srl.store.get(State.baseline)) ?? 'empty'
-    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps, generation: cfg.generation, takenOver: (by, at, peer) => set.onTakenOver?.(by, at, peer) }
+    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps, generation: cfg.generation, takenOver: (by, at, peer, split) => set.onTakenOver?.(by, at, peer, split),
+      changedAfter: cfg.ownPathsOf === undefined ? undefined : (address, at) => pathList(set.changedAfter(address, at, cfg.ownPathsOf!)) }
     for (const a of [...cfg.secondaries, ...joins]) {
       let rec = stored.get(a)
       if (rec === undefined || (rec.seq < srl.tailSeq && rec.dcm !== true)) {
@@ -171,7 +175,7 @@ export class RlinkSet {
   onFatal?: (err: Error) => void
 
   /** A peer that knows the secret says another host took over from this Primary's generation after record `at` (src/daemon). */
-  onTakenOver?: (by: Generation, at: number, peer: string) => void
+  onTakenOver?: (by: Generation, at: number, peer: string, split: SplitBrain | null) => void
 
   /** Before an append: synchronous=fail refuses updates while an RLINK is not connected. */
   admit (): void {

@@ -109,6 +109,20 @@ export function pathsOf (rec: Pick<Record, 'type' | 'meta'>): Array<[string, boo
 }
 
 /**
+ * The paths record `rec` changes itself, without the parent directories whose names change with
+ * them (pathsOf): what a split-brain compares, so that two files made in one directory on both
+ * sides do not make the directory a conflict.
+ */
+export function ownPathsOf (rec: Pick<Record, 'type' | 'meta'>): Array<[string, boolean]> {
+  const m = rec.meta
+  switch (rec.type) {
+    case RecordType.RENAME: return [[m.p!, true], [m.d!, true]]
+    case RecordType.LINK: return [[m.p!, false], [m.d!, false]]
+    default: return pathsOf(rec).slice(0, 1)
+  }
+}
+
+/**
  * What record `rec` changes when that is only a file's bytes or attributes, not a name: its path,
  * the span of bytes it writes [o, e) (e = o: none), and the size it cuts the file to (a truncate;
  * else Infinity). null: it changes more (a name, a directory), or nothing.
