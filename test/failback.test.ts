@@ -15,14 +15,16 @@ import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
   startPair, startPrimary, cli, status, waitFor, timed, cleanupAll, assertCleanSlate, assertOneLineError,
-  describeFailure, daemonLog, processAlive, processGone, diffTrees, exec,
+  describeFailure, daemonLog, processAlive, processGone, diffTrees, exec, secondaryArgs, registerMount, registerState,
   type Pair, type Primary, type Status
 } from './helpers'
+import { startProxy, closeAllProxies, type Proxy } from './helpers/proxy'
 
 const t = suite('failback')
 
 t.before(async () => { await assertCleanSlate() })
 t.after(async () => {
+  await closeAllProxies()
   const forced = await cleanupAll()
   if (forced.length > 0) console.error(`failback.test: cleanup had to force: ${forced.join('; ')}`)
 })
@@ -55,9 +57,9 @@ async function sh (cwd: string, script: string): Promise<{ code: number | null, 
 const FILES = 60
 const FILE_BYTES = 256 * 1024
 
-/** A pair with a tree of FILES files (15 MiB), replicated. */
-async function pairWithTree (): Promise<Pair> {
-  const p = await startPair()
+/** A pair with a tree of FILES files (15 MiB), replicated (the Primary dialling through `via`, if given). */
+async function pairWithTree (via?: (address: string) => Promise<string>): Promise<Pair> {
+  const p = await startPair(via !== undefined ? { via } : {})
   await fsp.mkdir(path.join(p.primary.mount, 'tree'))
   for (let i = 0; i < FILES; i++) await fsp.writeFile(path.join(p.primary.mount, 'tree', `f${i}.bin`), Buffer.alloc(FILE_BYTES, i))
   await fsp.writeFile(path.join(p.primary.mount, 'shared.txt'), 'before the takeover\n')
@@ -246,6 +248,59 @@ async function crashDuringFailback (point: 'failback-snapshot' | 'failback-recor
   await stopBoth(p)
   pair = null
 }
+
+/**
+ * kill -9 of each side while the resynchronization runs: the pair dials through a proxy that
+ * stalls once 2 MiB of it went down (the new Primary changed 10 MiB since the takeover). The
+ * failed-back host is killed, started again with its usual command; the resynchronization goes on
+ * and stalls again; then the new Primary is killed and started again with its usual command. It
+ * goes on and ends identical.
+ */
+t('kill -9 of either side during the resynchronization: their usual commands go on with it', timed(300_000, async () => {
+  let proxy: Proxy | null = null
+  const p = await pairWithTree(async (addr) => { proxy = await startProxy(addr); return proxy.address })
+  pair = p
+  const px = proxy!
+  const { old } = await takenOverPair(p)
+  // 10 MiB changed on the new Primary since the takeover: what the resynchronization sends.
+  for (let i = 20; i < 60; i++) await fsp.writeFile(path.join(p.secondary.mount, 'tree', `f${i}.bin`), Buffer.alloc(FILE_BYTES, 200 + (i % 50)))
+  px.stallAfterDown(2 * 1024 * 1024)
+  const r = await cli(['failback', '--state', old.state, '--discard-local', '--json'], { timeoutMs: 120_000 })
+  assert.is(r.code, 0, `${describeFailure(r)}\n${await daemonLog(old.state)}`)
+  const stalled = async (): Promise<void> => {
+    await waitFor(() => px.stalled, { timeoutMs: 60_000, what: '2 MiB of the resynchronization to pass the proxy, and the proxy to stall', intervalMs: 5 })
+    const mid = (await roleStatus(p.secondary.state)).rlinks!.find((x) => x.secondary.startsWith('join:'))!
+    assert.ok(mid.sync !== null, `the resynchronization is running: ${JSON.stringify(mid)}`)
+  }
+  await stalled()
+  // The failed-back host dies mid-way; its usual `replicafs primary` starts the Secondary it became.
+  await old.kill9()
+  await exec('umount', ['-l', old.mount])
+  px.stallAfterDown(2 * 1024 * 1024)
+  px.unstall()
+  p.primary = await startPrimary({ dirs: p.primary, extraArgs: ['--secondary', p.target, '--secret-file', p.secondary.secretFile] })
+  assert.is((await roleStatus(p.primary.state)).role, 'secondary')
+  await stalled()
+  // Then the new Primary; its usual `replicafs secondary` starts the Primary it became.
+  const sec = p.secondary
+  const pid = (await roleStatus(sec.state)).pid
+  process.kill(pid, 'SIGKILL')
+  await waitFor(() => processGone(pid), { timeoutMs: 30_000, what: 'the new Primary to die' })
+  await exec('umount', ['-l', sec.mount])
+  px.unstall()
+  registerMount(sec.mount)
+  registerState(sec.state)
+  const st = await cli(secondaryArgs(sec, sec.secretFile, { listen: sec.address }), { timeoutMs: 90_000 })
+  assert.is(st.code, 0, `${describeFailure(st)}\n${await daemonLog(sec.state)}`)
+  assert.is((await roleStatus(sec.state)).role, 'primary')
+  await resynchronized(p)
+  assert.equal(await diffTrees(p.secondary.data, p.primary.data), [], 'identical after the resynchronization was cut twice by a kill -9')
+  const snap = (JSON.parse(r.stdout) as FailbackResult).snapshot
+  assert.is(await fsp.readFile(path.join(p.primary.mount, '.snapshots', snap, 'orphan.txt'), 'utf8'), 'orphan\n')
+  await stopBoth(p)
+  pair = null
+  await assertCleanSlate()
+}))
 
 t('kill -9 after the snapshot, before the intent: restarted, still taken over; failback re-run completes', timed(300_000, async () => {
   await crashDuringFailback('failback-snapshot')

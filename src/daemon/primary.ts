@@ -285,14 +285,17 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
     if (becomeSecondary === undefined || theSnaps === null || theRlinks === null || cfg.secretFile === null) throw new ReplError('WRONG_ROLE', 'this daemon cannot become a Secondary')
     failing = true
     // Nothing new is applied here (every change is refused since the takeover was learned).
-    await live.sync()
     const orphaned = Math.max(0, theSrl.lastSeq - t.at)
-    const changed = theRlinks.changedAfter(t.peer, t.at, pathsOf) ?? null
-    let paths = changed === null ? null : [...changed]
-    if (paths !== null && paths.reduce((n, [p]) => n + p.length + 8, 0) > FAILBACK_PATHS_BYTES_MAX) paths = null
+    const paths = pathList(theRlinks.changedAfter(t.peer, t.at, pathsOf))
     const name = `failback-${shortGeneration(gen)}`
-    if (!theSnaps.names().includes(name)) theSnaps.create(name, live.appliedSeq)
-    await theSnaps.sync()
+    try {
+      await live.sync()
+      if (!theSnaps.names().includes(name)) theSnaps.create(name, live.appliedSeq)
+      await theSnaps.sync()
+    } catch (err) {
+      failing = false
+      throw new ReplError('APPLY_FAILED', `failback: cannot take snapshot ${name} of this host's tree (${(err as Error).message}): nothing changed`)
+    }
     log(`failback: snapshot ${name} keeps this host's tree as it is, with its ${orphaned} updates after sequence number ${t.at} that never reached ${t.peer} (${paths === null ? 'too many paths to list: every file is compared' : `${paths.length} paths`})`)
     crashPoint('failback-snapshot')
     // It dials the new Primary where it reached it; one that heard of the takeover on its own
@@ -454,9 +457,6 @@ const MIGRATE_DRAIN_MS = 120_000
 function migrateDoubt (to: string): string {
   return `a migrate asked ${to} to become the Primary and its answer was lost: every change is refused (EROFS) until it is heard again (then it is either the Primary, and replicafs migrate re-run finishes, or still the Secondary)`
 }
-
-/** The paths a failed-back host changed, listed in its CHALLENGE, at most this many bytes of them (else: every file compared). */
-const FAILBACK_PATHS_BYTES_MAX = 4 * 1024 * 1024
 
 /** IBC on the Primary; an `ibc run` cut short by a stop or crash of this daemon is unregistered (its flow is gone). */
 async function openIbc (srl: Srl, rvg: PrimaryRvg, log: Logger): Promise<IbcPrimary> {

@@ -427,7 +427,14 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
     // The old Primary becomes this Primary's Secondary: it dials this host's listener as
     // `join:<its generation>`, or, if this host dialled it, this Primary dials it.
     const rlink = dial !== null ? dial.address : JOIN_PREFIX + prev.id
-    await recordPrimary(gen, record, [[State.rlink.key(rlink), { ...head, paused: false }]])
+    try {
+      await recordPrimary(gen, record, [[State.rlink.key(rlink), { ...head, paused: false }]])
+    } catch (err) {
+      // Its SRL is closed: this daemon cannot go on as a Secondary; its next start is one (the batch did not happen).
+      log(`migrate: cannot record the Primary role (${(err as Error).message}); stopping`)
+      stop(1).catch(() => {})
+      return { ok: false, error: `the Secondary could not record the Primary role: ${(err as Error).message}` }
+    }
     crashPoint('migrate-recorded-secondary')
     log(`migrate: this host is the Primary now, generation ${shortGeneration(gen)} (continuing generation ${shortGeneration(prev)} after sequence number ${at}); the old Primary becomes its Secondary`)
     return {

@@ -3,6 +3,7 @@
  * (startPair({ via })). It forwards bytes in both directions, in order, and lets the test:
  *  - delay(ms): hold every chunk `ms` before forwarding it (both directions, order preserved);
  *  - stall()/unstall(): stop forwarding in both directions (what arrives is buffered), then resume;
+ *    stallAfterUp/Down(bytes): stall by itself once that many more bytes went that way;
  *  - cut(): destroy every current connection abruptly; a connection with bytes pending is cut
  *    after forwarding only part of its next chunk, so the peer sees a torn frame;
  *  - refuse(true): close new connections at once;
@@ -44,6 +45,8 @@ export interface Proxy {
   stall(): void
   /** Stalls by itself once `bytes` more have been forwarded up (exactly there, between two chunks). */
   stallAfterUp(bytes: number): void
+  /** Stalls once `bytes` more have gone down (to the side that connected). */
+  stallAfterDown(bytes: number): void
   unstall(): void
   readonly stalled: boolean
   /** Destroys every current connection; returns how many there were. */
@@ -102,6 +105,8 @@ export async function startProxy (target: string): Promise<Proxy> {
   let stalled = false
   /** counters.up at which to stall (stallAfterUp), or null. */
   let stallAt: number | null = null
+  /** counters.down at which to stall (stallAfterDown), or null. */
+  let stallDownAt: number | null = null
   let refusing = false
   let closed = false
   let accepted = 0
@@ -144,6 +149,7 @@ export async function startProxy (target: string): Promise<Proxy> {
       else counters.down += head.chunk.length
       p.to.write(head.chunk)
       if (stallAt !== null && counters.up >= stallAt) { stallAt = null; stalled = true; ev(c.id, `stall after ${counters.up} bytes up`) }
+      if (stallDownAt !== null && counters.down >= stallDownAt) { stallDownAt = null; stalled = true; ev(c.id, `stall after ${counters.down} bytes down`) }
     }
   }
 
@@ -237,6 +243,7 @@ export async function startProxy (target: string): Promise<Proxy> {
     },
     stall () { stalled = true; ev(0, 'stall') },
     stallAfterUp (bytes: number) { stallAt = counters.up + bytes },
+    stallAfterDown (bytes: number) { stallDownAt = counters.down + bytes },
     unstall () {
       stalled = false
       ev(0, 'unstall')
