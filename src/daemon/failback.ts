@@ -17,7 +17,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Srl } from '../srl'
 import { LogStore } from '../srl/state'
-import { State, type Key, type Failback, type FormatState } from '../format/state'
+import { State, type Key, type Failback, type TookOver, type Dial } from '../format/state'
 import { ReplError } from '../errors'
 import type { Logger } from './lifecycle'
 
@@ -57,13 +57,6 @@ function readIntent (state: string): FailbackIntent | null {
   }
 }
 
-async function formatOf (srlDir: string, state: string): Promise<FormatState | null> {
-  const dir = path.join(srlDir, 'state')
-  if (!fs.existsSync(dir)) return null
-  const store = await LogStore.open(dir, state)
-  try { return (await store.get(State.format)) ?? null } finally { await store.close() }
-}
-
 /**
  * Finishes a failback begun in `state` (see the top of this file); nothing if none was. Returns
  * the failback record when it finished one now.
@@ -74,15 +67,15 @@ export async function finishFailback (state: string, log: Logger): Promise<Failb
   const { record } = intent
   const srlDir = path.join(state, 'srl')
   const fresh = path.join(state, 'srl.new')
-  const format = await formatOf(srlDir, state)
-  if (format?.role === 'primary') {
+  const role = (await roleState(state))?.role ?? null
+  if (role === 'primary') {
     fs.renameSync(srlDir, path.join(state, record.old))
     fsyncDir(state)
     log(record.migrated === true
       ? `migrate: the Primary's SRL is kept in ${path.join(state, record.old)}`
       : `failback: the old SRL (the Primary's, with its ${record.paths === null ? 'many' : record.paths.length} changed paths after sequence number ${record.at}) is kept in ${path.join(state, record.old)}`)
   }
-  if (format?.role !== 'secondary') {
+  if (role !== 'secondary') {
     fs.rmSync(fresh, { recursive: true, force: true })
     const srl = await Srl.open(fresh, { ringBytes: intent.ringBytes, role: 'secondary' })
     try {
@@ -124,15 +117,22 @@ async function copyRegistrations (oldSrl: string, srl: Srl, state: string): Prom
   }
 }
 
-/** A state directory whose Secondary dials its Primary (made by failback): where, and as what; else null. */
-export async function dialState (state: string): Promise<{ address: string, name: string } | null> {
+/**
+ * What a state directory is, read before a daemon starts (its role may have changed since its
+ * usual command was written): its role, the takeover that made it a Primary, where a failed-back
+ * Secondary dials. Null when there is no state yet.
+ */
+export async function roleState (state: string): Promise<{ role: 'primary' | 'secondary' | null, tookOver: TookOver | null, dial: Dial | null } | null> {
   const dir = path.join(state, 'srl', 'state')
   if (!fs.existsSync(dir)) return null
   const store = await LogStore.open(dir, state)
   try {
-    const format = await store.get(State.format)
-    if (format?.role !== 'secondary') return null
-    return (await store.get(State.dial)) ?? null
+    const role = (await store.get(State.format))?.role ?? null
+    return {
+      role,
+      tookOver: role === 'primary' ? (await store.get(State.tookOver)) ?? null : null,
+      dial: role === 'secondary' ? (await store.get(State.dial)) ?? null : null
+    }
   } finally {
     await store.close()
   }

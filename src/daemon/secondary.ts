@@ -20,7 +20,6 @@
  * instead of listening. startPrimary, what `replicafs primary` runs, starts such a state directory
  * as that Secondary.
  */
-import fs from 'node:fs'
 import path from 'node:path'
 import { Srl, isEmptyTree } from '../srl'
 import { LogStore } from '../srl/state'
@@ -44,7 +43,7 @@ import { ReplError, IbcError, errnoError } from '../errors'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
 import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type ControlRoute, type Handover } from './lifecycle'
 import { runPrimary, type PrimaryConfig } from './primary'
-import { finishFailback, dialState } from './failback'
+import { finishFailback, roleState } from './failback'
 import { snapshotSource, secondarySnapshotCommand, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
 
 export interface SecondaryConfig {
@@ -119,20 +118,6 @@ export function primaryConfigOf (cfg: SecondaryConfig, listen: Address | undefin
   }
 }
 
-/** A state directory that became a Primary's by takeover: its TookOver record; else null (also when there is no state yet). */
-async function tookOverState (state: string): Promise<TookOver | null> {
-  const dir = path.join(state, 'srl', 'state')
-  if (!fs.existsSync(dir)) return null
-  const store = await LogStore.open(dir, state)
-  try {
-    const format = await store.get(State.format)
-    if (format?.role !== 'primary') return null
-    return (await store.get(State.tookOver)) ?? null
-  } finally {
-    await store.close()
-  }
-}
-
 /** The Secondary a Primary becomes by failback: the same directories, secret and RDS; it dials or listens as its state says. */
 function secondaryConfigOf (cfg: PrimaryConfig): SecondaryConfig {
   return {
@@ -158,7 +143,7 @@ export async function startPrimary (cfg: PrimaryConfig, log: Logger): Promise<Ru
   if (cfg.journal) {
     const done = await finishFailback(state, log)
     if (done !== null) log(`failback: finished the change of this state directory begun ${done.time}`)
-    const dial = await dialState(state)
+    const dial = (await roleState(state))?.dial ?? null
     if (dial !== null) {
       log(`this state directory became a Secondary by failback: starting it as the Secondary of ${dial.address}`)
       return await runSecondary(secondaryConfigOf(cfg), log)
@@ -175,8 +160,9 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
     const done = await finishFailback(state, log)
     if (done !== null) log(`failback: finished the change of this state directory begun ${done.time}`)
   }
-  const took = await tookOverState(state)
-  const dial = await dialState(state)
+  const roles = await roleState(state)
+  const took = roles?.tookOver ?? null
+  const dial = roles?.dial ?? null
   if (took !== null) {
     log(`this state directory became a Primary by takeover (${took.time}: generation ${shortGeneration(took.generation)} after sequence number ${took.at}); starting it as the Primary`)
     return await runPrimary(primaryConfigOf(cfg, cfg.listen), log, undefined, async (h) => await runSecondary(cfg, log, h))
