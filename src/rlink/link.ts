@@ -276,11 +276,14 @@ export class Rlink {
   /**
    * A dialling Secondary's connection (JOIN `name` of this RLINK, `join:<name>`), from this
    * Primary's listener (src/rlink/gate.ts): the handshake runs over it as over one this Primary
-   * dialled. A newer connection replaces an older one.
+   * dialled. A newer connection replaces one still in its handshake, never a connected one.
    */
   offer (conn: FramedSocket): void {
     if (this.closed) { conn.end('the Primary is stopping'); return }
     if (this.state === 'paused') { conn.refuse('PROTOCOL', 'replication paused by the administrator on the Primary'); return }
+    // An authenticated connection stays: a JOIN is not authenticated yet, so it must not be able
+    // to push out the live one (a dead one is dropped by the heartbeat within RLINK_DEAD_AFTER_MS).
+    if (this.conn !== null && this.state === 'connected') { conn.refuse('BUSY', `the Secondary ${this.address} is connected already`); return }
     if (this.conn !== null) this.conn.end(`replaced by a new connection from ${conn.peer}`)
     if (this.reconnectTimer) { clearTimeout(this.reconnectTimer); this.reconnectTimer = null }
     this.state = 'connecting'

@@ -162,6 +162,8 @@ class Connection {
     const cfg = this.rx.cfg
     switch (this.phase) {
       case 'hello': {
+        // A dialling Secondary's JOIN refused by the Primary's listener (no RLINK for it, BUSY, VERSION).
+        if (m.t === MsgType.REFUSE) { cfg.log(`the Primary at ${this.fs.peer} refused this Secondary: ${String(m.message)}`); this.close('refused by the Primary'); return }
         if (m.t !== MsgType.HELLO) { this.refuse('PROTOCOL', `expected HELLO, got message type ${m.t}`); return }
         if (m.v !== PROTOCOL_VERSION) { this.refuse('VERSION', `protocol version ${String(m.v)} is not supported: this Secondary speaks RLINK protocol version ${PROTOCOL_VERSION}`); return }
         if (typeof m.rds !== 'string' || m.rds !== cfg.rds) { this.refuse('RDS', `RDS name "${String(m.rds)}" does not match this Secondary's RDS name "${cfg.rds}"`); return }
