@@ -17,7 +17,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Srl } from '../srl'
 import { LogStore } from '../srl/state'
-import { State, type Key, type Failback, type TookOver, type Dial } from '../format/state'
+import { State, type Key, type Failback, type TookOver, type Dial, type Demoted } from '../format/state'
 import { ReplError } from '../errors'
 import type { Logger } from './lifecycle'
 
@@ -119,10 +119,10 @@ async function copyRegistrations (oldSrl: string, srl: Srl, state: string): Prom
 
 /**
  * What a state directory is, read before a daemon starts (its role may have changed since its
- * usual command was written): its role, the takeover that made it a Primary, where a failed-back
- * Secondary dials. Null when there is no state yet.
+ * usual command was written): its role, the takeover that made it a Primary, the failback or
+ * migrate that made it a Secondary, and where such a Secondary dials. Null when there is no state yet.
  */
-export async function roleState (state: string): Promise<{ role: 'primary' | 'secondary' | null, tookOver: TookOver | null, dial: Dial | null } | null> {
+export async function roleState (state: string): Promise<{ role: 'primary' | 'secondary' | null, tookOver: TookOver | null, dial: Dial | null, demoted: Demoted | null } | null> {
   const dir = path.join(state, 'srl', 'state')
   if (!fs.existsSync(dir)) return null
   const store = await LogStore.open(dir, state)
@@ -131,7 +131,8 @@ export async function roleState (state: string): Promise<{ role: 'primary' | 'se
     return {
       role,
       tookOver: role === 'primary' ? (await store.get(State.tookOver)) ?? null : null,
-      dial: role === 'secondary' ? (await store.get(State.dial)) ?? null : null
+      dial: role === 'secondary' ? (await store.get(State.dial)) ?? null : null,
+      demoted: role === 'secondary' ? (await store.get(State.demoted)) ?? null : null
     }
   } finally {
     await store.close()

@@ -143,9 +143,11 @@ export async function startPrimary (cfg: PrimaryConfig, log: Logger): Promise<Ru
   if (cfg.journal) {
     const done = await finishFailback(state, log)
     if (done !== null) log(`failback: finished the change of this state directory begun ${done.time}`)
-    const dial = (await roleState(state))?.dial ?? null
-    if (dial !== null) {
-      log(`this state directory became a Secondary by failback: starting it as the Secondary of ${dial.address}`)
+    // A Primary that failback or migrate made a Secondary: its usual command starts that Secondary
+    // (it dials its Primary, or listens at this Primary's --listen address).
+    const rs = await roleState(state)
+    if (rs?.role === 'secondary' && rs.demoted !== null) {
+      log(`this state directory became a Secondary by ${rs.demoted.how}: starting it as the Secondary ${rs.dial !== null ? `of ${rs.dial.address}` : 'listening for its Primary'}`)
       return await runSecondary(secondaryConfigOf(cfg), log)
     }
   }

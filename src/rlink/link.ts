@@ -448,8 +448,8 @@ export class Rlink {
    */
   private failback (claim: unknown, empty: boolean): [ 'PROTOCOL', string ] | null {
     const c = claim as { gen?: unknown, at?: unknown, paths?: unknown }
-    const paths = c.paths
-    if (typeof c.gen !== 'string' || !Number.isSafeInteger(c.at) || (paths !== null && !Array.isArray(paths))) return ['PROTOCOL', 'malformed CHALLENGE (failback)']
+    const paths = checkPathList(c.paths)
+    if (typeof c.gen !== 'string' || !Number.isSafeInteger(c.at) || paths === undefined) return ['PROTOCOL', 'malformed CHALLENGE (failback)']
     if (this.ctx.sync === undefined) return ['PROTOCOL', 'this Primary cannot synchronize a Secondary']
     const dcm = this.ctx.dcm
     const at = c.at as number
@@ -464,11 +464,7 @@ export class Rlink {
     }
     const from = dcm.marks(this.address, since)
     const ours = from.size
-    for (const p of paths as unknown[]) {
-      if (!Array.isArray(p) || typeof p[0] !== 'string' || typeof p[1] !== 'boolean') return ['PROTOCOL', 'malformed CHALLENGE (failback paths)']
-      const had = from.get(p[0])
-      from.set(p[0], { tree: p[1] || had?.tree === true, parts: null })
-    }
+    for (const [p, tree] of paths) from.set(p, { tree: tree || from.get(p)?.tree === true, parts: null })
     this.ctx.log(`RLINK to ${this.address}: the failed-back Secondary changed ${paths.length} paths after sequence number ${at}, this Primary ${ours} since: those are resynchronized by difference, every chunk compared`)
     this.startSync({ diff: true, checksum: true, from })
     return null
