@@ -9,6 +9,7 @@
  */
 import * as fs from 'fs'
 import * as fsp from 'fs/promises'
+import * as os from 'os'
 import * as path from 'path'
 import { exec, repoRoot, timed } from './util'
 
@@ -16,8 +17,12 @@ const tmpRoots = new Set<string>()
 const mountPoints = new Set<string>()
 const stateDirs = new Set<string>()
 
-/** The prefix of every temporary root the suite makes (and so of every mount it makes). */
-const SUITE_PREFIX = '/tmp/replicafs-e2e-'
+/**
+ * The prefix of every temporary root this test process makes (and so of every mount it makes).
+ * Under os.tmpdir(): the runner (test/run.ts) gives each of its parallel workers its own TMPDIR,
+ * so this process's checks see its own mounts, not a neighbour's.
+ */
+const SUITE_PREFIX = path.join(os.tmpdir(), 'replicafs-e2e-')
 
 /**
  * Mounts under the suite's prefix that existed before this test process loaded this module: left
