@@ -13,6 +13,7 @@ export type ReplErrorCode =
   | 'STATE_LOCKED'     // another daemon owns the state directory
   | 'DATA_LOCKED'      // another daemon serves the data directory
   | 'NOT_RUNNING'      // no daemon answers on the state directory's control socket
+  | 'PERMISSION'       // the state directory or its control socket belongs to another user (the daemon's)
   | 'FORMAT_VERSION'   // an SRL or state written by another format version
   | 'LOG_CORRUPT'      // a record failed its checksum where no torn tail can be
   | 'SRL_FULL'         // the SRL cannot take a record even after releasing all it may

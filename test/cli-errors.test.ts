@@ -10,7 +10,7 @@ import { spawn } from 'child_process'
 import {
   assertOneLineError,
   startPrimary, assertCleanSlate, restartPrimary, cleanupAll, isolated, timed, waitFor, withDeadline, cli, tmpdirs, primaryArgs,
-  fuseMountAt, isMounted, pidsWithArg, processAlive, status, daemonLog, type ExecResult, type Dirs, type Primary
+  fuseMountAt, isMounted, pidsWithArg, processAlive, status, daemonLog, exec, repoRoot, type ExecResult, type Dirs, type Primary
 } from './helpers'
 
 const t = suite('cli-errors')
@@ -191,6 +191,61 @@ t('after kill -9, a restart on the same dirs cleans the stale mount and recovers
   assert.is((await fsp.readFile(path.join(p.data, 'new'))).toString(), 'after restart')
   const mounts = (await fsp.readFile('/proc/mounts', 'utf8')).split('\n').filter((l) => l.includes(p.mount))
   assert.equal(mounts, [], 'no stale mount entries remain')
+}))
+
+/** Every entry under `state` (outside snapshots/) whose mode gives the group or others anything. */
+async function openEntries (state: string): Promise<string[]> {
+  const open: string[] = []
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name)
+      if (e.isSymbolicLink() || p === path.join(state, 'snapshots')) continue
+      const st = await fsp.lstat(p)
+      if ((st.mode & 0o077) !== 0) open.push(`${path.relative(state, p)} ${(st.mode & 0o7777).toString(8)}`)
+      if (e.isDirectory()) await walk(p)
+    }
+  }
+  const st = await fsp.stat(state)
+  if ((st.mode & 0o077) !== 0) open.push(`. ${(st.mode & 0o7777).toString(8)}`)
+  await walk(state)
+  return open
+}
+
+t('the state directory is owner-only, an older one is tightened at start; another user is told whose it is; a secret others can read is refused', isolated(120_000, async () => {
+  const p = await startPrimary()
+  const names = (await fsp.readdir(p.state)).join(' ')
+  for (const f of ['daemon.pid', 'daemon.log', 'control.sock', 'srl']) assert.ok(names.includes(f), `${f} in the state directory: ${names}`)
+  assert.equal(await openEntries(p.state), [], 'nothing in the state directory is open to the group or others')
+
+  // Another user: one line naming the control socket and whose it is, not "unexpected error".
+  const other = await exec('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, path.join(repoRoot(), 'bin', 'replicafs'), 'status', '--state', p.state], { cwd: '/' })
+  assertOneLine(other, [path.join(p.state, 'control.sock')], /permission denied: .* \(run as the daemon's user\)/)
+
+  // A state directory as an older replicafs left it (daemon.pid 0666, srl/state 0777, files 0644).
+  await p.stop()
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
+      const q = path.join(dir, e.name)
+      if (e.isDirectory()) { await fsp.chmod(q, 0o777); await walk(q) } else if (e.isFile()) await fsp.chmod(q, 0o666)
+    }
+  }
+  await walk(path.join(p.state, 'srl'))
+  await fsp.writeFile(path.join(p.state, 'daemon.pid'), 'old\n', { mode: 0o666 })
+  await fsp.chmod(path.join(p.state, 'daemon.pid'), 0o666)
+  assert.ok((await openEntries(p.state)).length > 2, 'the old modes are in place before the restart')
+  const p2 = await restartPrimary(p)
+  assert.equal(await openEntries(p2.state), [], 'tightened at start')
+  await fsp.writeFile(path.join(p2.mount, 'after'), 'x')
+  await p2.stop()
+
+  // A secret file the group or others can read: refused before anything starts, as ssh refuses a key.
+  const sec = await tmpdirs('secret-mode')
+  const secret = path.join(sec.root, 'secret')
+  await fsp.writeFile(secret, 'a shared secret\n', { mode: 0o644 })
+  await fsp.chmod(secret, 0o644)
+  assertOneLine(await cli(['secondary', '--data', sec.data, '--mount', sec.mount, '--state', sec.state, '--listen', '127.0.0.1:0', '--secret-file', secret, '--daemon']),
+    [secret, '0644', `chmod 600 ${secret}`], /secret file .* group or others/)
+  await assertLeftNothing(sec)
 }))
 
 t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))

@@ -74,6 +74,9 @@ export function run (argv: string[] = process.argv.slice(2)): void {
       process.stderr.write(`replicafs: ${err.code.startsWith('EIBC_') ? `${err.code}: ` : ''}${err.message}\n`)
       if (err.detail !== undefined) process.stderr.write(`--- output ---\n${err.detail.replace(/\n?$/, '\n')}`)
       if (err.exitCode !== undefined && err.exitCode > 0 && err.exitCode < 256) { process.exitCode = err.exitCode; return }
+    } else if (isPermissionError(err)) {
+      // A user running a command against another user's (root's) daemon or state: say so, in one line.
+      process.stderr.write(`replicafs: permission denied: ${err.path ?? err.message}${err.path?.includes('/control.sock') === true ? ' (run as the daemon\'s user)' : ''}\n`)
     } else {
       process.stderr.write(`replicafs: unexpected error: ${err.message}\n`)
       if (process.env.REPLICAFS_DEBUG) process.stderr.write(String(err.stack) + '\n')
@@ -82,3 +85,7 @@ export function run (argv: string[] = process.argv.slice(2)): void {
   })
 }
 
+function isPermissionError (err: Error): err is NodeJS.ErrnoException {
+  const code = (err as NodeJS.ErrnoException).code
+  return code === 'EACCES' || code === 'EPERM'
+}

@@ -127,7 +127,7 @@ export async function runForeground (command: string, state: string, start: (log
   log(`${command} ready: ${what}`)
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { daemon.stop(0).catch(() => {}) })
   process.on('SIGHUP', () => {})
-  fs.writeFileSync(path.join(state, 'daemon.pid'), `${process.pid}\n`)
+  fs.writeFileSync(path.join(state, 'daemon.pid'), `${process.pid}\n`, { mode: 0o600 })
   if (notify) { process.send!({ ready: true, pid: process.pid }); process.disconnect?.() }
   const code = await daemon.stopped
   try { fs.unlinkSync(path.join(state, 'daemon.pid')) } catch {}
@@ -138,7 +138,7 @@ export async function runForeground (command: string, state: string, start: (log
 export async function detach (command: string, argv: string[], state: string): Promise<number> {
   fs.mkdirSync(state, { recursive: true, mode: 0o700 })
   const logFile = path.join(state, 'daemon.log')
-  const out = fs.openSync(logFile, 'a')
+  const out = fs.openSync(logFile, 'a', 0o600)
   const child = spawn(process.execPath, [...process.execArgv, require.main!.filename, command, ...argv], {
     detached: true,
     stdio: ['ignore', out, out, 'ipc'],

@@ -96,6 +96,7 @@ export function request (stateDir: string, req: { cmd: string, [k: string]: unkn
     sock.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer)
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new ReplError('NOT_RUNNING', `no replicafs daemon is running for state directory ${stateDir}`))
+      else if (err.code === 'EACCES' || err.code === 'EPERM') reject(new ReplError('PERMISSION', `permission denied: ${file} (run as the daemon's user)`))
       else reject(err)
     })
     sock.on('end', () => {

@@ -90,7 +90,7 @@ export function lockDataDir (data: string): () => void {
   // The pid is written to a private file that link() then puts in place atomically, so no other
   // daemon ever reads a half-written lock.
   const tmp = `${file}.${process.pid}`
-  fs.writeFileSync(tmp, `${process.pid}\n${data}\n`)
+  fs.writeFileSync(tmp, `${process.pid}\n${data}\n`, { mode: 0o600 })
   try {
     for (let tries = 0; tries < 3; tries++) {
       try {
@@ -133,13 +133,62 @@ export function checkDirs (cfg: { data: string, mount: string }): { data: string
 }
 
 /**
- * Creates the state directory, the daemon's alone: 0700, because the data path runs with umask 0
- * (set here: modes arrive already masked by the caller's umask, and are applied exactly).
+ * Creates the state directory, the daemon's alone: it and everything in it owner-only. The data
+ * path runs with umask 0 (set here: modes arrive already masked by the caller's umask, and are
+ * applied exactly), so what the daemon writes under STATE carries an explicit 0600/0700, and what
+ * it does not create itself (LevelDB's files, 0644 whatever we ask) is masked by a default ACL
+ * of owner-only on STATE and every directory in it: a default ACL replaces the umask for what is
+ * created below it (acl(5)). Where the filesystem has no ACLs the 0700 directories still close it.
+ * A state directory an older replicafs left (daemon.pid 0666, srl/state 0777) is tightened once
+ * here: every entry outside snapshots/ (whose store writes 0600/0700 itself, and whose keep/
+ * entries are hard links of data files, whose modes are not ours to change).
  */
 export function prepareState (dir: string): string {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
   const state = fs.realpathSync(dir)
   fs.chmodSync(state, 0o700)
   process.umask(0)
+  const acl = setOwnerOnlyDefaultAcl(state)
+  for (const e of fs.readdirSync(state, { withFileTypes: true })) {
+    if (e.name !== 'snapshots') tighten(path.join(state, e.name), e, acl)
+  }
   return state
+}
+
+/**
+ * system.posix_acl_default with owner rwx and nothing for the group and others (the xattr's
+ * layout: version 2, then {tag u16, perm u16, id u32} little-endian; acl(5), linux/posix_acl_xattr.h).
+ */
+const OWNER_ONLY_DEFAULT_ACL = (() => {
+  const entries: Array<[number, number]> = [[0x01 /* USER_OBJ */, 7], [0x04 /* GROUP_OBJ */, 0], [0x20 /* OTHER */, 0]]
+  const b = Buffer.alloc(4 + entries.length * 8)
+  b.writeUInt32LE(2, 0)
+  entries.forEach(([tag, perm], i) => {
+    b.writeUInt16LE(tag, 4 + i * 8)
+    b.writeUInt16LE(perm, 6 + i * 8)
+    b.writeUInt32LE(0xffffffff, 8 + i * 8)
+  })
+  return b
+})()
+
+/** Gives `dir` the owner-only default ACL; false where the filesystem has no ACLs. */
+function setOwnerOnlyDefaultAcl (dir: string): boolean {
+  try {
+    sys.lsetxattr(dir, 'system.posix_acl_default', OWNER_ONLY_DEFAULT_ACL, 0)
+    return true
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') return false
+    throw err
+  }
+}
+
+/** Drops the group and other bits of `p` and below (directories also get the default ACL). */
+function tighten (p: string, e: fs.Dirent, acl: boolean): void {
+  if (e.isSymbolicLink()) return
+  const st = fs.lstatSync(p)
+  if ((st.mode & 0o077) !== 0 && (e.isDirectory() || st.nlink === 1)) fs.chmodSync(p, st.mode & 0o7700)
+  if (!e.isDirectory()) return
+  if (acl) setOwnerOnlyDefaultAcl(p)
+  for (const c of fs.readdirSync(p, { withFileTypes: true })) tighten(path.join(p, c.name), c, acl)
 }

@@ -47,6 +47,8 @@ export function readSecret (file: string): Buffer {
     const st = fs.statSync(file)
     if (!st.isFile()) throw new ReplError('SECRET', `secret file ${file} is not a regular file`)
     if (st.size > SECRET_BYTES_MAX) throw new ReplError('SECRET', `secret file ${file} is larger than ${SECRET_BYTES_MAX} bytes`)
+    // As ssh does with a private key: a secret others can read is no secret.
+    if ((st.mode & 0o077) !== 0) throw new ReplError('SECRET', `secret file ${file} is accessible by group or others (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}): chmod 600 ${file}`)
     raw = fs.readFileSync(file)
   } catch (err) {
     if (err instanceof ReplError) throw err

@@ -444,7 +444,7 @@ export class SnapshotSet implements ViewHost {
 
   private markInvalid (s: Snap, reason: string): void {
     s.invalid = reason
-    try { fs.writeFileSync(`${s.dir}/invalid`, reason + '\n') } catch { /* the flag in memory still holds */ }
+    try { fs.writeFileSync(`${s.dir}/invalid`, reason + '\n', { mode: 0o600 }) } catch { /* the flag in memory still holds */ }
   }
 
 }
