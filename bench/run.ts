@@ -20,7 +20,7 @@ import { checkCli, Daemon, startDaemon } from './daemon'
 import { runOk } from './proc'
 import { fmt, fmtRatio, machineInfo, median, ratio, table } from './report'
 import { replicationSectionForMainDoc, spliceSection, spliceNamed } from './replication-doc'
-import { SYNC_HEADING } from './sync-doc'
+import { SYNC_HEADING, CLI_HEADING } from './sync-doc'
 import { buildHash, snapshotPackage } from './snapshot'
 import { buildTarball, Ctx, Metric, Sample, Sizes, Tarball, Workload, WORKLOADS } from './workloads'
 import { SRL_BYTES_DEFAULT } from '../src/limits'
@@ -588,6 +588,9 @@ async function main(): Promise<number> {
     // The same for the synchronization bench (bench/sync.ts leaves its section in bench/results/).
     const syncSection = path.join(repo, 'bench', 'results', 'sync.md')
     if (fs.existsSync(syncSection)) doc = spliceNamed(doc, SYNC_HEADING, fs.readFileSync(syncSection, 'utf8'))
+    // And for the CLI start-up bench (bench/cli-startup.ts).
+    const cliSection = path.join(repo, 'bench', 'results', 'cli-startup.md')
+    if (fs.existsSync(cliSection)) doc = spliceNamed(doc, CLI_HEADING, fs.readFileSync(cliSection, 'utf8'))
     fs.mkdirSync(path.dirname(opts.docPath), { recursive: true })
     fs.writeFileSync(opts.docPath, doc)
     process.stdout.write(`\nwrote ${path.relative(process.cwd(), opts.docPath) || opts.docPath}\n`)

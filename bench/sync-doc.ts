@@ -1,2 +1,4 @@
 /** The heading of docs/PERFORMANCE.md's section written by bench/sync.ts (bench/results/sync.md). */
 export const SYNC_HEADING = '## Synchronization and verify'
+/** The heading of the CLI start-up bench's section (bench/cli-startup.ts, bench/results/cli-startup.md). */
+export const CLI_HEADING = '## CLI start-up'

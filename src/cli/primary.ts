@@ -32,6 +32,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready' },
+  config: { type: 'string', arg: 'FILE', help: 'read flags from this TOML file first, one key per flag, named as the flag\n(srl-size = "256M", secondary = ["b:7400"], daemon = true); flags given here\noverride it; relative paths are from the file\'s directory (examples/primary.toml)' },
   help: { type: 'boolean', help: 'show this help' }
 }
 
@@ -44,7 +45,7 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT]',
+export const PRIMARY_HELP = helpText('replicafs primary [--config FILE] --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT]',
   'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
@@ -104,7 +105,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   if (listen !== undefined && secretFile === null) throw new ReplError('USAGE', `replicafs ${command}: --listen needs --secret-file (peers are authenticated with it)`)
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
 
-  if (values.daemon) return detach(command, argv.filter((a) => a !== '--daemon'), state)
+  if (values.daemon === true && !isDaemonChild()) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => startPrimary({
     data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, srlprot, maxLag, rds,
     taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
@@ -113,9 +114,17 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`)
 }
 
+/**
+ * Whether this process is the daemon `--daemon` started (it runs in the foreground, whatever
+ * `daemon = true` its --config file says). Its own children (task scripts) do not inherit that.
+ */
+const daemonChild = process.env.REPLICAFS_DAEMON_CHILD === '1' && typeof process.send === 'function'
+delete process.env.REPLICAFS_DAEMON_CHILD
+export function isDaemonChild (): boolean { return daemonChild }
+
 /** Runs a daemon in this process until it stops; reports ready to a detaching parent. */
 export async function runForeground (command: string, state: string, start: (log: Logger) => Promise<RunningDaemon>, what: string): Promise<number> {
-  const notify = typeof process.send === 'function' && process.env.REPLICAFS_DAEMON_CHILD === '1'
+  const notify = daemonChild
   const log = makeLogger()
   let daemon: RunningDaemon
   try {

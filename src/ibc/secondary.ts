@@ -204,7 +204,9 @@ export class IbcSecondary {
       frozen: this.frozen,
       registrations: this.registry.list().map((r) => ({ name: r.name, deliverTimeoutS: r.deliverTimeoutS, registeredAt: r.registeredAt })),
       held: h === null ? null : { app: h.app, id: h.id, seq: h.seq, phase: h.phase, noFreeze: h.noFreeze, freezeTimeoutS: h.freezeTimeoutS, deadline: h.deadline === 0 ? null : new Date(h.deadline).toISOString() },
-      queued: this.queue.map((q) => ({ app: q.msg.app, id: q.msg.id, seq: q.msg.seq }))
+      queued: this.queue.map((q) => ({ app: q.msg.app, id: q.msg.id, seq: q.msg.seq })),
+      /** Applications with an `ibc receive` waiting (one entry per receiver). */
+      receiving: this.waiters.map((w) => w.app)
     }
   }
 
