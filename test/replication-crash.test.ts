@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert'
 import * as fsp from 'fs/promises'
 import * as path from 'path'
 import {
-  startPair, startPrimary, startSecondary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, withDeadline, fuseMountAt,
+  startPair, startPrimary, startSecondary, assertCleanSlate, cleanupAll, isolated, timed, waitFor, withDeadline, fuseMountAt, tmpdirs, pidsWithArg,
   type Pair, type Primary, type Secondary, type PrimaryStatus, type Dirs
 } from './helpers'
 import {
@@ -226,6 +226,34 @@ t('stop both cleanly, restart both: nothing re-applied, nothing lost, sequence n
   await assertConverged(p2, sec2, 'after a clean restart of both and more updates')
   await p2.stop()
   await sec2.stop()
+}))
+
+t('kill -9 between a queued write\'s reservation (which moves the file\'s mtime) and its append: the restart logs that mtime; the trees converge, mtimes too', isolated(120_000, async () => {
+  const sec = await startSecondary({ srlSize: SRL })
+  const pdirs = await tmpdirs('pri')
+  const extra = ['--secondary', sec.address, '--secret-file', sec.secretFile]
+  const p = await startPrimary({ dirs: pdirs, srlSize: SRL, extraArgs: extra, env: { ...process.env, REPLICAFS_CRASH_AT: 'write-reserved' } })
+  await fsp.mkdir(path.join(p.mount, 'w'))
+  for (let i = 0; i < 25; i++) await fsp.writeFile(path.join(p.mount, 'w', `f${i}`), `small ${i}\n`) // applied before the reply: no reservation
+  await caughtUp(p, sec)
+  // A 64 KiB write is queued: named in the data cursor's tail, reserved (fallocate: the mtime
+  // moves), and the daemon dies before the append.
+  const fh = await fsp.open(path.join(p.mount, 'w', 'f0'), 'r+')
+  const failed = await fh.write(Buffer.alloc(64 * 1024, 7), 0, 64 * 1024, 0).then(() => null, (err: Error) => err)
+  await fh.close().catch(() => {})
+  assert.ok(failed !== null, 'the write failed: its daemon died before the reply')
+  await waitFor(() => pidsWithArg(p.state).length === 0, { timeoutMs: 20_000, what: 'the Primary to be gone (REPLICAFS_CRASH_AT=write-reserved)' })
+  const [pm, sm] = await Promise.all([fsp.stat(path.join(p.data, 'w', 'f0'), { bigint: true }), fsp.stat(path.join(sec.data, 'w', 'f0'), { bigint: true })])
+  assert.is((await fsp.readFile(path.join(p.data, 'w', 'f0'))).toString(), 'small 0\n', 'the write\'s bytes never reached the file')
+  assert.ok(pm.mtimeNs !== sm.mtimeNs, `the premise: the reservation moved the Primary's mtime (${pm.mtimeNs} vs the Secondary's ${sm.mtimeNs})`)
+
+  const p2 = await startPrimary({ dirs: pdirs, srlSize: SRL, extraArgs: extra })
+  await caughtUp(p2, sec)
+  const [a, b] = await Promise.all([snapshotTree(p2.data), snapshotTree(sec.data)])
+  assertNoDiffs(diffSnapshots(a, b, { a: 'primary data', b: 'secondary data', mtime: 'ns' }), 'after the restart')
+  assert.match(await p2.log(), /stopped between its reservation and its append: logged the mtime/)
+  await p2.stop()
+  await sec.stop()
 }))
 
 t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))

@@ -120,8 +120,14 @@ export class DataCursor {
     if (this.name === null || this.failed) return
     let s = this.slots[this.cur]
     this.trim(s)
-    const top = s.entries[s.entries.length - 1]
-    if (type === WRITE && top !== undefined && top[1] === WRITE && last(top) === seq - 1 && top[2].p === meta.p &&
+    let top = s.entries[s.entries.length - 1]
+    if (top !== undefined && top[0] === seq && top[2].h === 1 && meta.h !== 1) {
+      // This record's own entry from before its reservation (h: 1): the ordinary one replaces it.
+      s.entries.pop()
+      s.bytes -= s.lens.pop()!
+      top = s.entries[s.entries.length - 1]
+    }
+    if (type === WRITE && meta.h !== 1 && top !== undefined && top[1] === WRITE && top[2].h !== 1 && last(top) === seq - 1 && top[2].p === meta.p &&
         meta.o! >= top[2].o! && meta.o! <= top[2].o! + top[2].l!) {
       // The next write of a run (sequential, or over what the run wrote): one entry for the run,
       // records top[0]..seq, so a streaming writer does not fill the tail.

@@ -3,9 +3,10 @@
  * directory's root (and, where the SRL's directory is on the same filesystem, of the files in
  * `SRL/cursor-tail/`, its overflow slots), written before each record is applied, by the thread
  * that applies it. Its value is a msgpack array (format/record.ts's options):
- * `[1, c, g, ...entries]`:
+ * `[2, c, g, ...entries]`:
  *
- * - `1`: this format's version; a value with another is ignored (as no cursor);
+ * - `2`: this format's version (1 is read too: it has no `h` entries); a value with another is
+ *   ignored (as no cursor);
  * - `c`: the sequence number of the last record other than a WRITE whose changes are all made
  *   (every earlier record's too), as of when this slot was written;
  * - `g`: the slot's generation: the slot written last has the highest (its `c` is the one to use);
@@ -14,7 +15,10 @@
  *   offset, length: its bytes stay in the data file), and a run of WRITEs to one file, each
  *   starting within or right after what the run covers, is one entry `{p, o, l, k}` for records
  *   seq..k. The last entry written may or may not be applied. Slots other than the newest hold
- *   older entries;
+ *   older entries. A queued WRITE is first named `{p, o, l, h: 1}` (version 2), before its range
+ *   is reserved (fallocate, which sets the file's mtime) and before it is appended; once appended,
+ *   its ordinary entry replaces that one. An `h` entry left past the SRL's end is a write that
+ *   never reached the SRL or the file's bytes, only possibly its mtime;
  * - last, padding: a bin of zeros that keeps every value of a slot the same size, so the filesystem
  *   allocates the slot's xattr block once and rewrites it in place (a value that shrank into the
  *   inode and grew again would need a new block, which a full disk refuses).
@@ -31,7 +35,9 @@
 import { packValue, unpackValue, type RecordType, type RecordMeta } from './record'
 
 export const DATA_CURSOR_XATTRS = ['trusted.replicafs.applied', 'user.replicafs.applied'] as const
-export const DATA_CURSOR_VERSION = 1
+export const DATA_CURSOR_VERSION = 2
+/** Versions read: 1 (before `h` entries) and 2. */
+export const DATA_CURSOR_VERSIONS_READ: readonly number[] = [1, 2]
 
 export type TailEntry = [seq: number, type: RecordType, meta: RecordMeta]
 
@@ -109,7 +115,7 @@ export function encodeDataCursor (c: number, g: number, entries: Buffer[], size:
 export function decodeDataCursor (buf: Buffer): DataCursorValue | null {
   let v: unknown
   try { v = unpackValue(buf) } catch { return null }
-  if (!Array.isArray(v) || v.length < 3 || v[0] !== DATA_CURSOR_VERSION || typeof v[1] !== 'number' || typeof v[2] !== 'number') return null
+  if (!Array.isArray(v) || v.length < 3 || !DATA_CURSOR_VERSIONS_READ.includes(v[0] as number) || typeof v[1] !== 'number' || typeof v[2] !== 'number') return null
   // the padding, last (a value without one is read too)
   const t = v.length > 3 && v[v.length - 1] instanceof Uint8Array ? v.slice(3, -1) : v.slice(3)
   for (const e of t) {

@@ -88,6 +88,7 @@ export interface RecordMeta {
   a?: Timespec | null // atime (null: leave as is)
   t?: Timespec | null // time resulting from the operation (null: leave as is); see docs/FORMAT.md for each type
   k?: number       // (the data cursor's tail only, format/data-cursor.ts: a run of WRITEs ends at record k)
+  h?: number       // (the data cursor's tail only: 1 = a queued WRITE named before its reservation and its append)
   v?: number       // VOID: the sequence number that failed
   e?: number       // VOID: its negative errno
   // (IBC uses n, x, f, t, and s as its freeze timeout in seconds)

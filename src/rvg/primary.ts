@@ -197,10 +197,20 @@ export class PrimaryRvg {
     // touch since the newest snapshot is untouched by the writes still queued ahead of it), then
     // its blocks are reserved, before it is logged. Again after each wait for room: a snapshot may
     // have been taken meanwhile. (Nothing awaits between this and the append.)
+    //
+    // The data cursor's tail names the write first (h: 1), before anything touches its file: the
+    // reservation sets the file's mtime (ext4 does, even over blocks already allocated), and a
+    // kill -9 between it and the append left an mtime no record carries (the Secondaries kept an
+    // older one). With the entry there, the next start logs the file's mtime as it is
+    // (src/rvg/replay.ts, restoreTail). After the append, the ordinary entry replaces it.
+    let intended = -1
     const prepare = (): void => {
       if (this.appliesNow(buf.length)) return
-      this.snapshots?.beforeApply({ type: RecordType.WRITE, seq: srl.lastSeq + 1, meta, data: buf })
+      intended = srl.lastSeq + 1
+      this.intendReservation(intended, p, offset, buf.length)
+      this.snapshots?.beforeApply({ type: RecordType.WRITE, seq: intended, meta, data: buf })
       this.space.reserve(this.fds.get(p), offset, buf.length)
+      if (CRASH_AFTER_RESERVE) process.kill(process.pid, 'SIGKILL')
     }
     // The reservation sets the file's mtime, so it is made only when the append follows at once,
     // never before a wait for room (a kill -9 then would leave an mtime no record carries): the
@@ -210,6 +220,9 @@ export class PrimaryRvg {
     if (srl.fits(bound)) {
       prepare()
       appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+      // bound >= the record's size: what fits(bound) has room for, tryAppend takes (an h entry for
+      // a sequence number another record then took would mislead the next start).
+      assert(appended !== null, `a write of ${buf.length} bytes that fit its bound did not fit`)
     }
     while (appended === null) {
       await this.makeRoom()
@@ -220,6 +233,7 @@ export class PrimaryRvg {
       if (srl.fits(bound)) {
         prepare()
         appended = srl.tryAppend(RecordType.WRITE, meta, buf)
+        assert(appended !== null, `a write of ${buf.length} bytes that fit its bound did not fit`)
       }
     }
     const { seq, end, dataAt } = appended
@@ -245,6 +259,7 @@ export class PrimaryRvg {
       throw this.fatal
     }
     // The record is in the SRL: answer now, and apply it from the ring (src/rvg/primary.ts top).
+    assert(intended === seq, `write ${seq} was named in the data cursor's tail as ${intended}`)
     try {
       this.intend(seq, RecordType.WRITE, meta, buf.length)
     } catch (err) { // the SRL's fdatasync failed (the data cursor's tail was full)
@@ -265,6 +280,19 @@ export class PrimaryRvg {
    */
   private intend (seq: number, type: RecordType, meta: RecordMeta, length: number, packed?: Buffer): void {
     this.cursor!.intend(this.lastChange, seq, type, type === RecordType.WRITE ? { p: meta.p, o: meta.o, l: length } : meta, type === RecordType.WRITE ? undefined : packed)
+  }
+
+  /**
+   * Names write `seq` in the data cursor's tail before its reservation and its append (h: 1; see
+   * write()). A failure (the SRL's fdatasync, when the tail was full) makes the RVG fatal.
+   */
+  private intendReservation (seq: number, p: string, offset: number, length: number): void {
+    try {
+      this.cursor!.intend(this.lastChange, seq, RecordType.WRITE, { p, o: offset, l: length, h: 1 })
+    } catch (err) {
+      this.fail(new ReplError('LOG_CORRUPT', `fdatasync of the SRL failed: ${(err as Error).message}`, { cause: err }))
+      throw this.fatal!
+    }
   }
 
   /** Whether a write of `n` bytes is applied before its reply (small, nothing queued ahead). */
@@ -311,7 +339,9 @@ export class PrimaryRvg {
       this.fds.trim()
       seq = srl.lastSeq + 1
       const record = { type: RecordType.WRITE, seq, meta, data: buf }
-      // Copy-on-write first (a snapshot may share this file's inode), then the reservation.
+      // The data cursor's tail first (h: 1: the reservation sets the file's mtime; see write()),
+      // then copy-on-write (a snapshot may share this file's inode), then the reservation.
+      this.intendReservation(seq, p, offset, buf.length)
       this.snapshots?.beforeApply(record)
       this.space.reserve(this.fds.get(p), offset, buf.length)
       const repl = this.opts.replication
@@ -530,6 +560,14 @@ export class PrimaryRvg {
 }
 
 const EMPTY = Buffer.alloc(0)
+
+/**
+ * A crash point for tests (docs/ARCHITECTURE.md lists them; src/daemon/lifecycle.ts's crashPoint,
+ * which this layer cannot import): REPLICAFS_CRASH_AT=write-reserved kills the daemon right after
+ * a queued write's reservation, before its append.
+ */
+const CRASH_AFTER_RESERVE = process.env.REPLICAFS_CRASH_AT === 'write-reserved'
+
 /** Room kept for a VOID record after any change (the largest VOID there can be), aligned. */
 const VOID_ROOM = recordBytes(RecordType.VOID, { v: Number.MAX_SAFE_INTEGER, e: -4095 }, 0) + 2 * RECORD_ALIGN_BYTES
 

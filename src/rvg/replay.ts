@@ -49,6 +49,25 @@ export function restoreTail (srl: Srl, root: string, value: DataCursorValue | nu
   // (a run of WRITEs, seq..k, is lost if k is)
   const lost = value.t.filter(([s, , m]) => (m.k ?? s) > end).sort((a, b) => a[0] - b[0])
   if (lost.length === 0) return { restored: [], c: value.c }
+  // Only a queued write named before its reservation and never appended (h: 1; a kill -9 between
+  // the two, when the SRL lost nothing): its bytes never reached the file, but the reservation may
+  // have set the file's mtime. Log that mtime (a UTIMENS, after every record replay applies), so
+  // the SRL describes the data directory exactly; the rest replays as planned from the cursor.
+  if (lost.every(([, type, m]) => type === RecordType.WRITE && m.h === 1)) {
+    const restored: PlanRecord[] = []
+    for (const p of new Set(lost.map(([, , m]) => m.p!))) {
+      const st = fs.lstatSync(root + p, { throwIfNoEntry: false, bigint: true })
+      if (st === undefined || !st.isFile()) continue
+      const meta: RecordMeta = { p, a: null, t: [Number(st.mtimeNs / 1_000_000_000n), Number(st.mtimeNs % 1_000_000_000n)] }
+      const r = srl.append(RecordType.UTIMENS, meta)
+      restored.push({ record: { type: RecordType.UTIMENS, seq: r.seq, meta, data: EMPTY }, end: r.end })
+    }
+    if (restored.length > 0) {
+      srl.syncNow()
+      log?.(`a write (record ${lost[0][0]}) was stopped between its reservation and its append: logged the mtime the reservation may have given ${lost[0][2].p!} (record ${restored[0].record.seq})`)
+    }
+    return { restored, c: value.c }
+  }
   if (lost[0][0] > end + 1) {
     log?.(`the data directory's data cursor lists SRL records from sequence number ${lost[0][0]}, but the SRL ends at ${end}: records ${end + 1}..${lost[0][0] - 1} are lost and cannot be put back; the data directory may hold changes no Secondary will receive`)
     return { restored: [], c: value.c }
