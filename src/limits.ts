@@ -114,6 +114,16 @@ export const RLINK_DEAD_AFTER_MS = 10_000
 /** Handshake deadline: a peer that does not complete it in time is dropped. */
 export const RLINK_HANDSHAKE_TIMEOUT_MS = 10_000
 
+/**
+ * Connections a listener holds in their handshake at once (not yet authenticated); another is
+ * closed at once, so a port scanner or a slow-loris client cannot pile up sockets. Each holds its
+ * place at most RLINK_HANDSHAKE_TIMEOUT_MS. A Secondary has one Primary, a Primary's listener a
+ * few returning hosts: 8 is room for retries.
+ */
+export const RLINK_HANDSHAKES_MAX = 8
+/** How often a listener says how many connections it closed for RLINK_HANDSHAKES_MAX. */
+export const RLINK_LIMIT_LOG_INTERVAL_MS = 10_000
+
 /** Reconnect backoff after a failed or lost RLINK: doubles from MIN up to MAX. */
 export const RLINK_RECONNECT_MIN_MS = 100
 export const RLINK_RECONNECT_MAX_MS = 2000

@@ -19,7 +19,7 @@ import {
 } from './helpers'
 import { encodeFrame, FrameDecoder, MsgType, PROTOCOL_VERSION, nonce, proof, type Message } from '../src/format/wire'
 import { RECORD_FORMAT_VERSION } from '../src/format/record'
-import { WIRE_FRAME_BYTES_MAX } from '../src/limits'
+import { WIRE_FRAME_BYTES_MAX, RLINK_HANDSHAKES_MAX } from '../src/limits'
 
 const t = suite('rlink-errors')
 
@@ -331,7 +331,7 @@ t('a Secondary speaking protocol version 99 (CHALLENGE, then REFUSE) makes the P
 // ---------------------------------------------------------------------------------------------
 // garbage on the wire
 
-t('a peer sending garbage is disconnected; the Secondary keeps serving and a real Primary then replicates', isolated(150_000, async () => {
+t('a peer sending garbage is disconnected; connections beyond RLINK_HANDSHAKES_MAX in their handshake are closed at once; the Secondary keeps serving and a real Primary then replicates', isolated(150_000, async () => {
   try {
     const s = await startSecondary()
     const smark = logMark(s.state)
@@ -401,6 +401,18 @@ t('a peer sending garbage is disconnected; the Secondary keeps serving and a rea
     assert.equal(await fsp.readdir(s.data), [], 'nothing applied from garbage')
     await waitLogLine(s.state, smark, [/protocol|frame|unexpected|invalid|malformed/i], 'a line in the Secondary\'s daemon.log about a protocol violation')
     assert.not.match(await logSince(s.state, smark), /^\s+at .*\(/m, 'no stack trace in the Secondary\'s daemon.log')
+
+    // Per-peer limits: RLINK_HANDSHAKES_MAX silent connections hold their places (each until its
+    // handshake deadline); one more is closed at once, and the log says so.
+    const silent: FakePeer[] = []
+    for (let i = 0; i < RLINK_HANDSHAKES_MAX; i++) silent.push(await connectFake(s.address))
+    const extra = await connectFake(s.address)
+    await extra.waitClosed(`the Secondary to close at once a connection beyond ${RLINK_HANDSHAKES_MAX} in their handshake`, 5000)
+    assert.is(extra.raw, 0, 'nothing was sent to it')
+    assert.ok(silent.every((x) => !x.closed), 'the silent connections still hold their places (their handshake deadline has not passed)')
+    await waitLogLine(s.state, smark, [new RegExp(`closed a connection at once .*: ${RLINK_HANDSHAKES_MAX} connections are in their handshake already`)], 'the Secondary saying it closed one')
+    for (const x of silent) x.sock.destroy()
+    await Promise.all(silent.map(async (x) => await x.waitClosed('our silent connections to close')))
 
     // and a real Primary is accepted and replicates
     const p = await startPrimary({ extraArgs: ['--secondary', s.address, '--secret-file', s.secretFile] })

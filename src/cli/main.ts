@@ -26,6 +26,7 @@ commands:
   takeover      make a Secondary the Primary when its Primary is lost
   failback      make a Primary that was taken over a Secondary of the host that took over
   status        role, mount, SRL and RLINK figures of a running daemon
+  stats         live rates and lag every interval, as VVR's vrstat
   srl-dump      print the records retained in a stopped daemon's SRL
   demo          a local Primary, a workload, a crash and its recovery, step by step
   passthrough   a bare FUSE passthrough with no SRL (the benchmark baseline)
@@ -52,6 +53,7 @@ export async function main (argv: string[]): Promise<number> {
     case 'resume': return (await import('./pause')).pauseCommand('resume', rest)
     case 'stop': return (await import('./stop')).stopCommand(rest)
     case 'status': return (await import('./status')).statusCommand(rest)
+    case 'stats': return (await import('./stats')).statsCommand(rest)
     case 'srl-dump': return (await import('./srl-dump')).dumpCommand(rest)
     case 'demo': return (await import('./demo')).demoCommand(rest)
     case 'sync': return (await import('./sync')).syncCommand(rest)

@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import { ReplError } from '../errors'
 import { encodeFrame, FrameDecoder, MsgType, type Message, type RefuseCode } from '../format/wire'
-import { SECRET_BYTES_MAX } from '../limits'
+import { SECRET_BYTES_MAX, RLINK_HANDSHAKES_MAX, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_LIMIT_LOG_INTERVAL_MS } from '../limits'
 
 export interface Address { host: string, port: number }
 
@@ -38,6 +38,32 @@ export async function listen (at: Address, onSocket: (sock: net.Socket) => void,
   server.on('error', (err) => log(`listener: ${err.message}`))
   const a = server.address() as net.AddressInfo
   return { server, address: formatAddress({ host: a.address, port: a.port }) }
+}
+
+/**
+ * A listener's per-peer limit: at most RLINK_HANDSHAKES_MAX connections in their handshake at once
+ * (each ends at its deadline); another is closed at once, and the log says so at most once per
+ * RLINK_LIMIT_LOG_INTERVAL_MS, with how many, so that a flood fills neither the sockets nor the log.
+ */
+export class HandshakeLimit {
+  private closed = 0
+  private lastLog = 0
+  constructor (private readonly log: (line: string) => void) {}
+
+  /** Whether `sock` may begin its handshake, with `inHandshake` others in theirs; if not, it is closed. */
+  admit (sock: net.Socket, inHandshake: number): boolean {
+    if (inHandshake < RLINK_HANDSHAKES_MAX) return true
+    sock.destroy()
+    this.closed++
+    const now = Date.now()
+    if (now - this.lastLog >= RLINK_LIMIT_LOG_INTERVAL_MS) {
+      this.log(`closed ${this.closed === 1 ? 'a connection' : `${this.closed} connections`} at once (the last from ${String(sock.remoteAddress)}:${String(sock.remotePort)}): ` +
+        `${RLINK_HANDSHAKES_MAX} connections are in their handshake already (each for at most ${RLINK_HANDSHAKE_TIMEOUT_MS / 1000} s)`)
+      this.lastLog = now
+      this.closed = 0
+    }
+    return false
+  }
 }
 
 /** Reads the shared secret: the file's bytes without trailing whitespace. Never logged. */

@@ -14,7 +14,7 @@ import type net from 'node:net'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Message, type RefuseCode } from '../format/wire'
 import type { Generation } from '../format/state'
 import { checkGeneration, takenOverAt, shortGeneration, splitBrain, checkPathList, type SplitBrain } from '../format/generation'
-import { FramedSocket, listen, type Address } from './common'
+import { FramedSocket, HandshakeLimit, listen, type Address } from './common'
 import { RLINK_HANDSHAKE_TIMEOUT_MS } from '../limits'
 
 export interface GateConfig {
@@ -41,7 +41,9 @@ export class PrimaryGate {
   private readonly all = new Set<FramedSocket>()
   address = ''
 
-  constructor (private readonly cfg: GateConfig) {}
+  constructor (private readonly cfg: GateConfig) {
+    this.limit = new HandshakeLimit(cfg.log)
+  }
 
   async start (): Promise<void> {
     const { server, address } = await listen(this.cfg.listen, (sock) => this.accept(sock), this.cfg.log)
@@ -49,7 +51,11 @@ export class PrimaryGate {
     this.address = address
   }
 
+  private readonly limit: HandshakeLimit
+
   private accept (sock: net.Socket): void {
+    // Every connection here is in its handshake (each is refused, or handed to an RLINK, at its end).
+    if (!this.limit.admit(sock, this.all.size)) return
     const cfg = this.cfg
     const ourNonce = nonce()
     let phase: 'hello' | 'auth' | 'split' = 'hello'

@@ -16,7 +16,7 @@
 import net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Join, type FailbackClaim, type Message, type SyncMessage, type SyncSums, type VerifyBegin } from '../format/wire'
-import { FramedSocket, listen, formatAddress, type Address } from './common'
+import { FramedSocket, HandshakeLimit, listen, formatAddress, type Address } from './common'
 import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
 import { State, type Follow, type Generation } from '../format/state'
@@ -408,7 +408,11 @@ export class RlinkReceiver {
       this.dial()
       return
     }
+    const limit = new HandshakeLimit(this.cfg.log)
     const { server, address } = await listen(this.cfg.listen!, (sock) => {
+      let inHandshake = 0
+      for (const c of this.all) if (!c.wasReady) inHandshake++
+      if (!limit.admit(sock, inHandshake)) return
       const c = new Connection(sock, this)
       this.all.add(c)
     }, this.cfg.log)

@@ -1,0 +1,71 @@
+/**
+ * `replicafs stats` (VVR's vrstat): the rates between two looks (a unit test of statsLine), and a
+ * pair on loopback: while a writer writes, the Primary's lines show updates logged and sent per
+ * second and each RLINK's lag; the Secondary's, received and applied per second; bad flags are
+ * one line.
+ */
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import * as fsp from 'fs/promises'
+import * as path from 'path'
+import { startPair, assertCleanSlate, cleanupAll, isolated, timed, cli, assertOneLineError, describeFailure } from './helpers'
+import { statsLine, tableLines, type StatsLine } from '../src/cli/stats'
+
+const t = suite('stats')
+
+t.after(async () => {
+  const forced = await cleanupAll()
+  if (forced.length > 0) console.error(`stats.test: cleanup had to force: ${forced.join('; ')}`)
+})
+
+t('statsLine: rates per second between two looks, the lag as the second look says, the SRL fill', () => {
+  const srl = (newestSeq: number, bytes: number): { bytes: number, capacityBytes: number, newestSeq: number, appliedSeq: number } => ({ bytes, capacityBytes: 1000, newestSeq, appliedSeq: newestSeq })
+  const l = statsLine(
+    { role: 'primary', srl: srl(100, 100), rlinks: [{ secondary: 'b:7400', state: 'connected', sentSeq: 90, dataAckedSeq: 80, lagUpdates: 20, lagBytes: 2000, lagSeconds: 0.5 }] },
+    { role: 'primary', srl: srl(300, 250), rlinks: [{ secondary: 'b:7400', state: 'connected', sentSeq: 290, dataAckedSeq: 240, lagUpdates: 60, lagBytes: 6000, lagSeconds: 1.5 }] },
+    2, new Date('2026-12-06T01:02:03Z'))
+  assert.is(l.loggedPerS, 100)
+  assert.is(l.srlFillPercent, 25)
+  assert.equal(l.rlinks, [{ secondary: 'b:7400', state: 'connected', sentPerS: 100, appliedPerS: 80, lagUpdates: 60, lagBytes: 6000, lagSeconds: 1.5 }])
+  assert.match(tableLines(l)[0], /^01:02:03 +25\.0 +100 +b:7400 +connected +100 +80 +60 +5\.9K +1\.5$/)
+  const s = statsLine({ role: 'secondary', srl: null, receivedSeq: 10, appliedSeq: 5 }, { role: 'secondary', srl: null, receivedSeq: 20, appliedSeq: 20, connected: true }, 0.5, new Date())
+  assert.equal([s.receivedPerS, s.appliedPerS, s.lagUpdates, s.connected], [20, 30, 0, true])
+})
+
+t('stats on a replicating pair: NDJSON from the Primary, the table from the Secondary; bad flags are one line', isolated(120_000, async () => {
+  const pair = await startPair({ srlSize: '16M' })
+  const dir = path.join(pair.primary.mount, 'w')
+  await fsp.mkdir(dir)
+  let writing = true
+  const writer = (async () => { for (let i = 0; writing; i++) await fsp.writeFile(path.join(dir, `f${i % 50}`), `update ${i}\n`) })()
+  try {
+    const r = await cli(['stats', '--state', pair.primary.state, '--interval', '0.3', '--count', '3', '--json'])
+    assert.is(r.code, 0, describeFailure(r))
+    const lines = r.stdout.trim().split('\n').map((x) => JSON.parse(x) as StatsLine)
+    assert.is(lines.length, 3, r.stdout)
+    for (const l of lines) {
+      assert.is(l.role, 'primary')
+      assert.is(l.rlinks?.length, 1)
+      assert.is(l.rlinks![0].secondary, pair.target)
+      assert.ok(typeof l.rlinks![0].lagUpdates === 'number' && typeof l.rlinks![0].lagSeconds === 'number', JSON.stringify(l))
+      assert.ok(l.srlFillPercent !== null && l.srlFillPercent >= 0 && l.srlFillPercent <= 100, JSON.stringify(l))
+    }
+    assert.ok(lines.some((l) => (l.loggedPerS ?? 0) > 0) && lines.some((l) => l.rlinks![0].sentPerS > 0), `updates were logged and sent while the writer wrote: ${r.stdout}`)
+    const s = await cli(['stats', '--state', pair.secondary.state, '--interval', '0.3', '--count', '2'])
+    assert.is(s.code, 0, describeFailure(s))
+    const rows = s.stdout.trim().split('\n')
+    assert.is(rows.length, 3, `a header and two lines: ${s.stdout}`)
+    assert.match(rows[0], /received\/s +applied\/s +lag upd +connected/)
+    assert.ok(rows.slice(1).every((x) => /^\d\d:\d\d:\d\d +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +yes$/.test(x)), s.stdout)
+  } finally {
+    writing = false
+    await writer.catch(() => {})
+  }
+  assertOneLineError(await cli(['stats', '--state', pair.primary.state, '--interval', '0']), ['--interval'])
+  assertOneLineError(await cli(['stats', '--state', pair.primary.state, '--count', 'x']), ['--count'])
+  await pair.stop()
+}))
+
+t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))
+
+t.run()
