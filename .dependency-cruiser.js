@@ -8,7 +8,7 @@
 const LAYERS = [
   ['cli'],
   ['daemon'],
-  ['fuse', 'rlink', 'control', 'ibc', 'rvg', 'snapshot', 'sync'],
+  ['fuse', 'rlink', 'control', 'ibc', 'rvg', 'snapshot', 'sync', 'metrics'],
   ['apply'],
   ['srl'],
   ['format'],

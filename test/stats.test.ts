@@ -2,11 +2,13 @@
  * `replicafs stats` (VVR's vrstat): the rates between two looks (a unit test of statsLine), and a
  * pair on loopback: while a writer writes, the Primary's lines show updates logged and sent per
  * second and each RLINK's lag; the Secondary's, received and applied per second; bad flags are
- * one line.
+ * one line. `--metrics` on both: Prometheus text at /metrics with the replicafs_* figures of each
+ * role, 404 elsewhere.
  */
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import * as fsp from 'fs/promises'
+import * as http from 'http'
 import * as path from 'path'
 import { startPair, assertCleanSlate, cleanupAll, isolated, timed, cli, assertOneLineError, describeFailure } from './helpers'
 import { statsLine, tableLines, type StatsLine } from '../src/cli/stats'
@@ -32,8 +34,26 @@ t('statsLine: rates per second between two looks, the lag as the second look say
   assert.equal([s.receivedPerS, s.appliedPerS, s.lagUpdates, s.connected], [20, 30, 0, true])
 })
 
-t('stats on a replicating pair: NDJSON from the Primary, the table from the Secondary; bad flags are one line', isolated(120_000, async () => {
-  const pair = await startPair({ srlSize: '16M' })
+/** GET http://ADDRESS/PATH: status code and body. */
+async function get (address: string, p: string): Promise<{ code: number, body: string }> {
+  return await new Promise((resolve, reject) => {
+    http.get(`http://${address}${p}`, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { body += c })
+      res.on('end', () => resolve({ code: res.statusCode ?? 0, body }))
+    }).on('error', reject)
+  })
+}
+
+/** The value of one sample line (`name{labels} value`) in Prometheus text, or undefined. */
+function sample (text: string, line: string): number | undefined {
+  const l = text.split('\n').find((x) => x.startsWith(line + ' '))
+  return l === undefined ? undefined : Number(l.slice(line.length + 1))
+}
+
+t('stats on a replicating pair: NDJSON from the Primary, the table from the Secondary; bad flags are one line; --metrics serves each role\'s figures', isolated(120_000, async () => {
+  const pair = await startPair({ srlSize: '16M', primaryExtraArgs: ['--metrics', '127.0.0.1:0'], secondaryExtraArgs: ['--metrics', '127.0.0.1:0'] })
   const dir = path.join(pair.primary.mount, 'w')
   await fsp.mkdir(dir)
   let writing = true
@@ -61,6 +81,29 @@ t('stats on a replicating pair: NDJSON from the Primary, the table from the Seco
     writing = false
     await writer.catch(() => {})
   }
+  // --metrics, on both roles: where status says.
+  await pair.caughtUp()
+  const pm = (await pair.primaryStatus() as unknown as { metrics: string | null }).metrics
+  const sm = (await pair.secondary.status() as unknown as { metrics: string | null }).metrics
+  assert.ok(pm !== null && sm !== null, `status shows where the metrics are: ${String(pm)}, ${String(sm)}`)
+  const pt = await get(pm, '/metrics')
+  assert.is(pt.code, 200)
+  const ps = await pair.primaryStatus()
+  const newest = ps.srl.newestSeq ?? ps.srl.appliedSeq
+  assert.is(sample(pt.body, 'replicafs_up{role="primary"}'), 1, pt.body)
+  assert.is(sample(pt.body, 'replicafs_srl_capacity_bytes'), 16 * 1024 * 1024, pt.body)
+  assert.ok((sample(pt.body, 'replicafs_srl_newest_seq') ?? -1) >= newest && newest > 0, pt.body)
+  assert.is(sample(pt.body, `replicafs_rlink_state{secondary="${pair.target}",state="connected"}`), 1, pt.body)
+  assert.is(sample(pt.body, `replicafs_rlink_lag_updates{secondary="${pair.target}"}`), 0, pt.body)
+  assert.ok((sample(pt.body, `replicafs_rlink_data_acked_seq{secondary="${pair.target}"}`) ?? -1) >= newest, pt.body)
+  assert.match(pt.body, /# HELP replicafs_rlink_lag_seconds /)
+  const st = await get(sm, '/metrics')
+  assert.is(st.code, 200)
+  assert.is(sample(st.body, 'replicafs_up{role="secondary"}'), 1, st.body)
+  assert.is(sample(st.body, 'replicafs_secondary_connected'), 1, st.body)
+  assert.ok((sample(st.body, 'replicafs_secondary_applied_seq') ?? -1) >= newest, st.body)
+  assert.is((await get(pm, '/')).code, 404)
+
   assertOneLineError(await cli(['stats', '--state', pair.primary.state, '--interval', '0']), ['--interval'])
   assertOneLineError(await cli(['stats', '--state', pair.primary.state, '--count', 'x']), ['--count'])
   await pair.stop()

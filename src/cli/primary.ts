@@ -31,6 +31,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
+  metrics: { type: 'string', arg: 'HOST:PORT', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (replicafs_* names: see the README;\nport 0: any free port, status shows it)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready' },
   config: { type: 'string', arg: 'FILE', help: 'read flags from this TOML file first, one key per flag, named as the flag\n(srl-size = "256M", secondary = ["b:7400"], daemon = true); flags given here\noverride it; relative paths are from the file\'s directory (examples/primary.toml)' },
   help: { type: 'boolean', help: 'show this help' }
@@ -104,13 +105,15 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   const listen = typeof values.listen === 'string' ? parseAddress(values.listen, 'listen') : undefined
   if (listen !== undefined && secretFile === null) throw new ReplError('USAGE', `replicafs ${command}: --listen needs --secret-file (peers are authenticated with it)`)
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
+  const metrics = typeof values.metrics === 'string' ? parseAddress(values.metrics, 'metrics', true) : undefined
 
   if (values.daemon === true && !isDaemonChild()) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => startPrimary({
     data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, srlprot, maxLag, rds,
     taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
     mountOptions,
-    listen
+    listen,
+    metrics
   }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`)
 }
 

@@ -7,8 +7,12 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type net from 'node:net'
+import type http from 'node:http'
 import type { FuseAdapter } from '../fuse/adapter'
 import type { ControlRequest } from '../control'
+import { Metrics, serveMetrics } from '../metrics'
+import { formatAddress, type Address } from '../rlink/common'
+import { ReplError } from '../errors'
 
 export type Logger = (line: string) => void
 
@@ -22,8 +26,33 @@ export type Step = [string, () => Promise<void> | void]
 /** Answers one control request (src/control). */
 export type ControlHandler = (req: ControlRequest, signal: AbortSignal) => Promise<unknown>
 
-/** The control socket, served by whichever role this daemon has now. */
-export interface ControlRoute { server: net.Server | null, route: ControlHandler }
+/** The control socket (and `--metrics`' HTTP server), served by whichever role this daemon has now. */
+export interface ControlRoute { server: net.Server | null, route: ControlHandler, metrics?: { server: http.Server, address: string } | null }
+
+/** A role's control handler, with `metrics` (where `--metrics` serves, or null) in its status. */
+export function routed (control: ControlRoute, handler: ControlHandler): ControlHandler {
+  return async (req, signal) => {
+    const result = await handler(req, signal)
+    if (req.cmd !== 'status' || typeof result !== 'object' || result === null) return result
+    return { ...result, metrics: control.metrics?.address ?? null }
+  }
+}
+
+/**
+ * Starts `--metrics` once per process (a role transfer keeps it: each scrape reads the status of
+ * the role the daemon has then, through `control.route`).
+ */
+export async function serveMetricsOnce (control: ControlRoute, at: Address | undefined, log: Logger): Promise<void> {
+  if (at === undefined || (control.metrics ?? null) !== null) return
+  const metrics = new Metrics(async () => await control.route({ cmd: 'status' }, new AbortController().signal))
+  try {
+    control.metrics = await serveMetrics(at.host, at.port, metrics, log)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new ReplError(code === 'EADDRINUSE' ? 'ADDRESS_IN_USE' : 'USAGE', `cannot serve metrics on ${formatAddress(at)}: ${code === 'EADDRINUSE' ? 'the address is already in use' : (err as Error).message}`)
+  }
+  log(`metrics at http://${control.metrics.address}/metrics`)
+}
 
 /** What a role transfer hands from the role that ends to the one that begins, in one process. */
 export interface Handover {
@@ -83,12 +112,18 @@ export async function runSteps (steps: Step[], log: Logger): Promise<void> {
 }
 
 /** The control socket's shutdown step: only ours to remove if we served it (a refused start must not delete a running daemon's socket). */
-export function closeControl (state: string, server: () => net.Server | null): Step {
+export function closeControl (state: string, control: ControlRoute): Step {
   return ['control socket', async () => {
-    const s = server()
+    const s = control.server
     if (s) {
       await new Promise<void>((resolve) => s.close(() => resolve()))
       try { fs.unlinkSync(path.join(state, 'control.sock')) } catch {}
+    }
+    const m = control.metrics ?? null
+    if (m !== null) {
+      control.metrics = null
+      m.server.closeAllConnections()
+      await new Promise<void>((resolve) => m.server.close(() => resolve()))
     }
   }]
 }

@@ -33,7 +33,7 @@ import { sys } from '../native'
 import { ReplError, IbcError } from '../errors'
 import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
-import { runSteps, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type Handover, type ControlRoute } from './lifecycle'
+import { runSteps, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, routed, serveMetricsOnce, type Logger, type RunningDaemon, type Handover, type ControlRoute } from './lifecycle'
 import { writeIntent, finishFailback } from './failback'
 import { pathsOf, ownPathsOf } from '../sync/map'
 import { JOIN_PREFIX } from '../rlink/link'
@@ -57,6 +57,8 @@ export interface PrimaryConfig {
   /** Latency protection: writers wait while a connected Secondary is more than this many seconds behind (0, absent: off). */
   maxLag?: number
   rds: string
+  /** --metrics: where to serve Prometheus text at /metrics (src/metrics). */
+  metrics?: Address
   /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
   taskDir?: string
   /** `-o` mount options, checked (src/fuse/mount-options.ts). */
@@ -123,7 +125,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   const release = (): Promise<void> => runSteps([
     ['unmount', async () => { await adapter?.unmount() }],
     ['RLINKs', async () => { rlinks?.close(); await gate?.close() }],
-    closeControl(state, () => control.server),
+    closeControl(state, control),
     ['SRL', async () => { if (rvg) await rvg.close(); else if (srl) await srl.close() }],
     ['snapshots', async () => { if (snaps) { await snaps.sync(); snaps.close() } }],
     ['data directory lock', () => { unlockData?.() }]
@@ -436,10 +438,11 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
     snapshots: snaps === null ? null : new PrimarySnapshots(snaps, live, log),
     verifier: new PrimaryVerifier(live, rlinks, snaps, log)
   }
-  control.route = async (req: ControlRequest, signal: AbortSignal): Promise<unknown> => await primaryCommand(primary, req, signal)
+  control.route = routed(control, async (req: ControlRequest, signal: AbortSignal): Promise<unknown> => await primaryCommand(primary, req, signal))
   if (handover !== undefined) return daemon
   try {
     control.server = await serve(state, async (req, signal) => await control.route(req, signal))
+    await serveMetricsOnce(control, cfg.metrics, log)
   } catch (err) {
     await stop(1)
     throw err

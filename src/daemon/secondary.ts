@@ -41,7 +41,7 @@ import { takeoverGeneration, shortGeneration, takenOverAt } from '../format/gene
 import { sys } from '../native'
 import { ReplError, IbcError, errnoError } from '../errors'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
-import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, type Logger, type RunningDaemon, type ControlRoute, type Handover } from './lifecycle'
+import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, routed, serveMetricsOnce, type Logger, type RunningDaemon, type ControlRoute, type Handover } from './lifecycle'
 import { runPrimary, type PrimaryConfig } from './primary'
 import { finishFailback, roleState } from './failback'
 import { snapshotSource, secondarySnapshotCommand, dropVerifySnapshots, type SnapshotRequest } from './snapshots'
@@ -55,6 +55,8 @@ export interface SecondaryConfig {
   listen?: Address
   secretFile: string
   rds: string
+  /** --metrics: where to serve Prometheus text at /metrics (src/metrics). */
+  metrics?: Address
   /** How long an IBC message for a name not registered here holds replication before it is discarded. */
   ibcUnregisteredTimeoutS?: number
   /** Where `ibc run` finds this host's scripts (default STATE/tasks). */
@@ -114,7 +116,8 @@ export function primaryConfigOf (cfg: SecondaryConfig, listen: Address | undefin
     rds: cfg.rds,
     taskDir: cfg.taskDir,
     mountOptions: cfg.mountOptions,
-    listen
+    listen,
+    metrics: cfg.metrics
   }
 }
 
@@ -130,6 +133,7 @@ function secondaryConfigOf (cfg: PrimaryConfig): SecondaryConfig {
     rds: cfg.rds,
     taskDir: cfg.taskDir,
     mountOptions: cfg.mountOptions,
+    metrics: cfg.metrics,
     asPrimary: cfg
   }
 }
@@ -195,7 +199,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
     stopListening,
     stopIbc,
     ['unmount', async () => { await adapter?.unmount() }],
-    closeControl(state, () => control.server),
+    closeControl(state, control),
     closeSrl,
     closeSnapshots,
     ['data directory lock', () => { unlockData?.() }]
@@ -434,10 +438,11 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
   }
 
   const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log, takeover, failback: () => failback, dial, demoted: (await theSrl.store.get(State.demoted)) ?? null }
-  control.route = async (req, signal) => await secondaryCommand(secondary, req, signal)
+  control.route = routed(control, async (req, signal) => await secondaryCommand(secondary, req, signal))
   if (handover !== undefined) return daemon
   try {
     control.server = await serve(state, async (req, signal) => await control.route(req, signal))
+    await serveMetricsOnce(control, cfg.metrics, log)
   } catch (err) {
     await stop(1)
     throw err

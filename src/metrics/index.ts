@@ -1,0 +1,143 @@
+/**
+ * `--metrics HOST:PORT`: Prometheus text at `/metrics` (prom-client), on a Primary and on a
+ * Secondary. Every scrape reads the daemon's `status` (the same object the control socket answers,
+ * so whichever role the daemon has now, across a migrate or failback) and sets the gauges from it:
+ * nothing in the write path counts for the metrics. Names are in the `replicafs_` namespace and
+ * listed in the README ("Metrics").
+ *
+ * Sequence numbers only grow, so `rate(replicafs_srl_newest_seq[1m])` is updates logged per second
+ * and `rate(replicafs_rlink_data_acked_seq[1m])` updates applied per second on each Secondary.
+ */
+import http from 'node:http'
+import type { Registry, Gauge } from 'prom-client'
+
+/** What a scrape reads: the daemon's status (src/daemon: primaryStatus, secondaryStatus). */
+export type StatusSource = () => Promise<unknown>
+
+interface Srl { records: number, bytes: number, capacityBytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number }
+interface Rlink {
+  secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number,
+  lagUpdates: number, lagBytes: number, lagSeconds: number, consistent?: boolean,
+  sync?: { entries: number, bytes: number, totalEntries?: number | null, totalBytes?: number | null } | null
+}
+interface Status {
+  role: string
+  srl: Srl | null
+  rlinks?: Rlink[]
+  receivedSeq?: number
+  appliedSeq?: number
+  connected?: boolean
+  consistent?: boolean
+  ibc?: { frozen?: boolean | string | null, registrations?: unknown[] } | null
+  fatal?: string | null
+}
+
+export const RLINK_STATES = ['connecting', 'connected', 'disconnected', 'paused'] as const
+
+export class Metrics {
+  private readonly registry: Registry
+  private readonly g: Record<string, Gauge>
+
+  constructor (private readonly status: StatusSource) {
+    // Loaded here, not at the top: only a daemon started with --metrics pays for it.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const prom = require('prom-client') as typeof import('prom-client')
+    this.registry = new prom.Registry()
+    const gauge = (name: string, help: string, labelNames: string[] = []): Gauge => new prom.Gauge({ name: `replicafs_${name}`, help, labelNames, registers: [this.registry] })
+    this.g = {
+      up: gauge('up', '1 while the daemon answers; role: primary, secondary or passthrough', ['role']),
+      fatal: gauge('fatal', '1 when the daemon refuses changes after a fatal error (status.fatal)'),
+      srlRecords: gauge('srl_records', 'records retained in the SRL'),
+      srlBytes: gauge('srl_bytes', 'bytes of the SRL\'s ring the retained records take'),
+      srlCapacity: gauge('srl_capacity_bytes', 'the SRL ring\'s size'),
+      srlOldest: gauge('srl_oldest_seq', 'sequence number of the oldest retained record'),
+      srlNewest: gauge('srl_newest_seq', 'sequence number of the newest record logged (rate(): updates logged per second)'),
+      srlApplied: gauge('srl_applied_seq', 'last sequence number applied to the data directory'),
+      rlinkState: gauge('rlink_state', '1 for the RLINK\'s state now, 0 for the others', ['secondary', 'state']),
+      rlinkSent: gauge('rlink_sent_seq', 'last sequence number sent on the RLINK', ['secondary']),
+      rlinkNetAcked: gauge('rlink_network_acked_seq', 'last sequence number the Secondary logged (network ack)', ['secondary']),
+      rlinkDataAcked: gauge('rlink_data_acked_seq', 'last sequence number the Secondary applied (data ack)', ['secondary']),
+      rlinkLagUpdates: gauge('rlink_lag_updates', 'SRL records not yet data-acked by the Secondary', ['secondary']),
+      rlinkLagBytes: gauge('rlink_lag_bytes', 'SRL bytes not yet data-acked by the Secondary', ['secondary']),
+      rlinkLagSeconds: gauge('rlink_lag_seconds', 'age of the oldest record the Secondary has not data-acked (0 when caught up)', ['secondary']),
+      rlinkConsistent: gauge('rlink_consistent', '0 while the Secondary is synchronizing or on a change map (DCM), else 1', ['secondary']),
+      syncEntries: gauge('sync_entries', 'entries sent by the synchronization running on the RLINK', ['secondary']),
+      syncBytes: gauge('sync_bytes', 'bytes sent by the synchronization running on the RLINK', ['secondary']),
+      syncTotalBytes: gauge('sync_total_bytes', 'the tree\'s bytes, once the Primary counted them, for the synchronization running', ['secondary']),
+      received: gauge('secondary_received_seq', 'a Secondary: last sequence number logged in its SRL'),
+      applied: gauge('secondary_applied_seq', 'a Secondary: last sequence number applied to its data directory'),
+      connected: gauge('secondary_connected', 'a Secondary: 1 while its Primary is connected'),
+      consistent: gauge('secondary_consistent', 'a Secondary: 1 when its tree is a consistent copy (not synchronizing)'),
+      ibcFrozen: gauge('ibc_frozen', 'a Secondary: 1 while an IBC message holds it frozen'),
+      ibcRegistrations: gauge('ibc_registrations', 'IBC applications registered on this host')
+    }
+  }
+
+  /** The Prometheus text of the daemon as it is now. */
+  async text (): Promise<string> {
+    this.registry.resetMetrics()
+    const s = await this.status() as Status
+    const g = this.g
+    g.up.set({ role: s.role }, 1)
+    g.fatal.set(s.fatal !== null && s.fatal !== undefined ? 1 : 0)
+    if (s.srl !== null) {
+      g.srlRecords.set(s.srl.records)
+      g.srlBytes.set(s.srl.bytes)
+      g.srlCapacity.set(s.srl.capacityBytes)
+      if (s.srl.oldestSeq !== null) g.srlOldest.set(s.srl.oldestSeq)
+      g.srlNewest.set(s.srl.newestSeq ?? s.srl.appliedSeq)
+      g.srlApplied.set(s.srl.appliedSeq)
+    }
+    for (const l of s.rlinks ?? []) {
+      const secondary = l.secondary
+      for (const st of RLINK_STATES) g.rlinkState.set({ secondary, state: st }, l.state === st ? 1 : 0)
+      g.rlinkSent.set({ secondary }, l.sentSeq)
+      g.rlinkNetAcked.set({ secondary }, l.networkAckedSeq)
+      g.rlinkDataAcked.set({ secondary }, l.dataAckedSeq)
+      g.rlinkLagUpdates.set({ secondary }, l.lagUpdates)
+      g.rlinkLagBytes.set({ secondary }, l.lagBytes)
+      g.rlinkLagSeconds.set({ secondary }, l.lagSeconds)
+      g.rlinkConsistent.set({ secondary }, l.consistent === false ? 0 : 1)
+      if (l.sync !== null && l.sync !== undefined) {
+        g.syncEntries.set({ secondary }, l.sync.entries)
+        g.syncBytes.set({ secondary }, l.sync.bytes)
+        if (typeof l.sync.totalBytes === 'number') g.syncTotalBytes.set({ secondary }, l.sync.totalBytes)
+      }
+    }
+    if (s.rlinks === undefined && s.role === 'secondary') {
+      g.received.set(s.receivedSeq ?? 0)
+      g.applied.set(s.appliedSeq ?? 0)
+      g.connected.set(s.connected === true ? 1 : 0)
+      g.consistent.set(s.consistent === false ? 0 : 1)
+      g.ibcFrozen.set(s.ibc?.frozen !== undefined && s.ibc.frozen !== null && s.ibc.frozen !== false ? 1 : 0)
+    }
+    if (s.ibc !== null && s.ibc !== undefined && Array.isArray(s.ibc.registrations)) g.ibcRegistrations.set(s.ibc.registrations.length)
+    return await this.registry.metrics()
+  }
+
+  get contentType (): string { return this.registry.contentType }
+}
+
+/** Serves `metrics` at http://HOST:PORT/metrics; resolves to the server and the address it listens on. */
+export async function serveMetrics (host: string, port: number, metrics: Metrics, log: (line: string) => void): Promise<{ server: http.Server, address: string }> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('replicafs serves /metrics only\n')
+      return
+    }
+    metrics.text().then((body) => {
+      res.writeHead(200, { 'content-type': metrics.contentType }).end(body)
+    }, (err: Error) => {
+      res.writeHead(503, { 'content-type': 'text/plain' }).end(`replicafs: ${err.message}\n`)
+    })
+  })
+  server.headersTimeout = 10_000
+  server.requestTimeout = 10_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => { server.off('error', reject); resolve() })
+  })
+  server.on('error', (err) => log(`metrics: ${err.message}`))
+  const a = server.address() as { address: string, port: number }
+  return { server, address: `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` }
+}
