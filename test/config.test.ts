@@ -48,7 +48,7 @@ t('a Primary and a Secondary from config files replicate; a flag on the command 
   // Relative paths: from the file's directory, whatever the working directory.
   await fsp.writeFile(path.join(root, 's.toml'), [
     'data = "s/data"', 'mount = "s/mnt"', 'state = "s/state"', 'listen = "127.0.0.1:0"', 'secret-file = "secret"',
-    'srl-size = "16M"', 'rds = "from-file"', 'daemon = true', ''
+    'srl-size = "16M"', 'rds = "from-file"', 'daemon = true', 'log-format = "json"', ''
   ].join('\n'))
   const s = await cli(['secondary', '--config', path.join(root, 's.toml'), '--rds', 'cfgtest'], { cwd: '/' })
   assert.is(s.code, 0, describeFailure(s))
@@ -64,6 +64,12 @@ t('a Primary and a Secondary from config files replicate; a flag on the command 
   await fsp.writeFile(path.join(root, 'p', 'mnt', 'hello'), 'from a configured Primary\n')
   await waitFor(() => fs.existsSync(path.join(root, 's', 'data', 'hello')) && fs.readFileSync(path.join(root, 's', 'data', 'hello'), 'utf8') === 'from a configured Primary\n',
     { timeoutMs: 30_000, what: 'the write to reach the Secondary' })
+  // log-format = "json": every line of the Secondary's daemon.log is one object.
+  const logLines = fs.readFileSync(path.join(root, 's', 'state', 'daemon.log'), 'utf8').split('\n').filter((l) => l !== '')
+  const objects = logLines.map((l) => JSON.parse(l) as { time: string, level: string, pid: number, command: string, msg: string })
+  assert.ok(objects.length > 0 && objects.every((o) => typeof o.time === 'string' && typeof o.msg === 'string' && o.command === 'secondary' && ['info', 'warn', 'error'].includes(o.level)), logLines.join('\n'))
+  assert.ok(objects.some((o) => o.msg.startsWith('secondary ready:')), logLines.join('\n'))
+  assert.match(fs.readFileSync(path.join(root, 'p', 'state', 'daemon.log'), 'utf8'), /^\d{4}-\d\d-\d\dT[^ ]+ replicafs\[\d+\]: /m, 'the Primary, without it, logs text')
   for (const side of ['p', 's']) {
     const r = await cli(['stop', '--state', path.join(root, side, 'state')])
     assert.is(r.code, 0, describeFailure(r))

@@ -31,6 +31,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
+  'log-format': { type: 'string', arg: 'FORMAT', help: 'text (default): TIME replicafs[PID]: LINE; json: one object per line,\n{time, level, pid, command, msg}' },
   metrics: { type: 'string', arg: 'HOST:PORT', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (replicafs_* names: see the README;\nport 0: any free port, status shows it)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready' },
   config: { type: 'string', arg: 'FILE', help: 'read flags from this TOML file first, one key per flag, named as the flag\n(srl-size = "256M", secondary = ["b:7400"], daemon = true); flags given here\noverride it; relative paths are from the file\'s directory (examples/primary.toml)' },
@@ -54,7 +55,30 @@ export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mou
   'A bare FUSE passthrough with no SRL: the same adapter as the Primary without the journal.\nIt exists as the benchmark baseline (bench/).',
   PASSTHROUGH_FLAGS)
 
-function makeLogger (): Logger {
+export const LOG_FORMATS = ['text', 'json'] as const
+export type LogFormat = (typeof LOG_FORMATS)[number]
+
+/** The --log-format flag's value, checked. */
+export function logFormatOf (command: string, values: Record<string, unknown>): LogFormat {
+  const f = values['log-format'] ?? 'text'
+  if (!LOG_FORMATS.includes(f as LogFormat)) throw new ReplError('USAGE', `replicafs ${command}: --log-format must be text or json (not ${String(f)})`)
+  return f as LogFormat
+}
+
+/**
+ * The daemon's log, on stderr (STATE/daemon.log under --daemon): `TIME replicafs[PID]: LINE`, or
+ * with --log-format json one object per line, {time, level, pid, command, msg}, as pino writes them
+ * (a level is inferred from the line: "fatal: ..." is error, a line naming a warning is warn).
+ * JSON.stringify does it in one line each; a logging library would add a dependency and a
+ * worker for nothing the daemon's lines need.
+ */
+function makeLogger (format: LogFormat, command: string): Logger {
+  if (format === 'json') {
+    return (line: string) => {
+      const level = /^fatal\b/.test(line) ? 'error' : /\bwarning\b/i.test(line) ? 'warn' : 'info'
+      process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level, pid: process.pid, command, msg: line }) + '\n')
+    }
+  }
   return (line: string) => {
     process.stderr.write(`${new Date().toISOString()} replicafs[${process.pid}]: ${line}\n`)
   }
@@ -106,6 +130,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   if (listen !== undefined && secretFile === null) throw new ReplError('USAGE', `replicafs ${command}: --listen needs --secret-file (peers are authenticated with it)`)
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
   const metrics = typeof values.metrics === 'string' ? parseAddress(values.metrics, 'metrics', true) : undefined
+  const logFormat = logFormatOf(command, values)
 
   if (values.daemon === true && !isDaemonChild()) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => startPrimary({
@@ -114,7 +139,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
     mountOptions,
     listen,
     metrics
-  }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`)
+  }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`, logFormat)
 }
 
 /**
@@ -126,9 +151,9 @@ delete process.env.REPLICAFS_DAEMON_CHILD
 export function isDaemonChild (): boolean { return daemonChild }
 
 /** Runs a daemon in this process until it stops; reports ready to a detaching parent. */
-export async function runForeground (command: string, state: string, start: (log: Logger) => Promise<RunningDaemon>, what: string): Promise<number> {
+export async function runForeground (command: string, state: string, start: (log: Logger) => Promise<RunningDaemon>, what: string, logFormat: LogFormat = 'text'): Promise<number> {
   const notify = daemonChild
-  const log = makeLogger()
+  const log = makeLogger(logFormat, command)
   let daemon: RunningDaemon
   try {
     daemon = await start(log)

@@ -4,7 +4,7 @@
  */
 import path from 'node:path'
 import { parse, required, helpText, type FlagSpec } from './args'
-import { detach, runForeground, srlSizeOf, rdsOf, isDaemonChild, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
+import { detach, runForeground, srlSizeOf, rdsOf, isDaemonChild, logFormatOf, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
 import { runSecondary } from '../daemon'
 import { parseAddress, readSecret } from '../rlink/common'
 import { ReplError } from '../errors'
@@ -22,6 +22,7 @@ export const SECONDARY_FLAGS: FlagSpec = {
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (always ro; default nosuid,nodev,relatime)' },
   'ibc-hold': { type: 'string', arg: 'SECONDS', help: 'how long an IBC message for an application not registered here holds replication before it is discarded (default 600, as VVR)' },
   'sync-existing': { type: 'boolean', help: 'the data directory holds data that never replicated from this Primary (an old\nreplica, a restored backup): have it made the Primary\'s by difference, every file\'s\nchunks compared and only those that differ sent; what the Primary lacks is deleted.\nWithout it such a Secondary is refused' },
+  'log-format': PRIMARY_FLAGS['log-format'],
   metrics: PRIMARY_FLAGS.metrics,
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready and listening' },
   config: { type: 'string', arg: 'FILE', help: 'read flags from this TOML file first, one key per flag, named as the flag\n(listen = "0.0.0.0:7400", daemon = true); flags given here override it;\nrelative paths are from the file\'s directory (examples/secondary.toml)' },
@@ -52,7 +53,8 @@ export async function secondaryCommand (argv: string[]): Promise<number> {
   const taskDir = typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], true)
   const metrics = typeof values.metrics === 'string' ? parseAddress(values.metrics, 'metrics', true) : undefined
+  const logFormat = logFormatOf(command, values)
   if (values.daemon === true && !isDaemonChild()) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir, mountOptions, syncExisting: values['sync-existing'] === true, metrics }, log),
-    `${path.resolve(data)} mounted read-only at ${path.resolve(mount)}`)
+    `${path.resolve(data)} mounted read-only at ${path.resolve(mount)}`, logFormat)
 }
