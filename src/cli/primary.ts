@@ -69,8 +69,8 @@ export function logFormatOf (command: string, values: Record<string, unknown>): 
  * The daemon's log, on stderr (STATE/daemon.log under --daemon): `TIME replicafs[PID]: LINE`, or
  * with --log-format json one object per line, {time, level, pid, command, msg}, as pino writes them
  * (a level is inferred from the line: "fatal: ..." is error, a line naming a warning is warn).
- * JSON.stringify does it in one line each; a logging library would add a dependency and a
- * worker for nothing the daemon's lines need.
+ * JSON.stringify does it in one line each; a logging library (pino) would add a dependency for
+ * nothing the daemon's lines need: they are sentences, with no fields of their own yet.
  */
 function makeLogger (format: LogFormat, command: string): Logger {
   if (format === 'json') {
