@@ -39,7 +39,7 @@ export function parse (command: string, argv: string[], flags: FlagSpec, positio
 }
 
 /** Flags that name files or directories: relative paths in a config file are taken from its directory. */
-const PATH_FLAGS = new Set(['data', 'mount', 'state', 'secret-file', 'task-dir', 'tls-cert', 'tls-key', 'tls-ca'])
+const PATH_FLAGS = new Set(['data', 'mount', 'state', 'secret-file', 'task-dir'])
 
 /**
  * Reads a `--config` file: TOML (smol-toml; TOML because a daemon's settings are a flat table of
@@ -88,6 +88,14 @@ export function loadConfig (command: string, file: string, flags: FlagSpec): Fla
     }
   }
   return values
+}
+
+/** `--interval SECONDS` (default 1): a number of seconds above 0. */
+export function intervalOf (command: string, values: Record<string, unknown>): number {
+  const text = String(values.interval ?? '1')
+  const interval = Number(text)
+  if (!/^\d+(\.\d+)?$/.test(text) || interval <= 0) throw new ReplError('USAGE', `replicafs ${command}: --interval must be a number of seconds above 0 (not ${text})`)
+  return interval
 }
 
 export function required (command: string, values: Record<string, unknown>, name: string): string {

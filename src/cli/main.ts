@@ -77,8 +77,9 @@ export function run (argv: string[] = process.argv.slice(2)): void {
       if (err.detail !== undefined) process.stderr.write(`--- output ---\n${err.detail.replace(/\n?$/, '\n')}`)
       if (err.exitCode !== undefined && err.exitCode > 0 && err.exitCode < 256) { process.exitCode = err.exitCode; return }
     } else if (isPermissionError(err)) {
-      // A user running a command against another user's (root's) daemon or state: say so, in one line.
-      process.stderr.write(`replicafs: permission denied: ${err.path ?? err.message}${err.path?.includes('/control.sock') === true ? ' (run as the daemon\'s user)' : ''}\n`)
+      // A file of another user's (root's) state, read before any control request (the control
+      // socket's own refusal is PERMISSION, from src/control): one line naming it.
+      process.stderr.write(`replicafs: permission denied: ${err.path ?? err.message}\n`)
     } else {
       process.stderr.write(`replicafs: unexpected error: ${err.message}\n`)
       if (process.env.REPLICAFS_DEBUG) process.stderr.write(String(err.stack) + '\n')

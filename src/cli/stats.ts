@@ -5,7 +5,7 @@
  * interval, a header every 20 intervals (as vmstat); --json: one JSON object per interval (NDJSON).
  * It reads `status` from the control socket: nothing here loads the daemon.
  */
-import { parse, required, helpText, type FlagSpec } from './args'
+import { parse, required, helpText, intervalOf, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
 
@@ -90,8 +90,7 @@ export async function statsCommand (argv: string[]): Promise<number> {
   const { values } = parse('stats', argv, STATS_FLAGS)
   if (values.help) { process.stdout.write(STATS_HELP); return 0 }
   const state = required('stats', values, 'state')
-  const interval = values.interval === undefined ? 1 : Number(values.interval)
-  if (!/^\d+(\.\d+)?$/.test(String(values.interval ?? '1')) || interval <= 0) throw new ReplError('USAGE', `replicafs stats: --interval must be a number of seconds above 0 (not ${String(values.interval)})`)
+  const interval = intervalOf('stats', values)
   const count = values.count === undefined ? Infinity : Number(values.count)
   if (values.count !== undefined && (!/^\d+$/.test(String(values.count)) || count < 1)) throw new ReplError('USAGE', `replicafs stats: --count must be a whole number above 0 (not ${String(values.count)})`)
   let stopped = false

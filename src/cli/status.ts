@@ -1,5 +1,5 @@
 /** `replicafs status`: the daemon's role, mount and SRL figures. Field names are documented in the README. */
-import { parse, required, helpText, type FlagSpec } from './args'
+import { parse, required, helpText, intervalOf, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
 import { syncLine, type SyncFigures } from './sync-figures'
@@ -42,8 +42,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
   const state = required('status', values, 'state')
   if (values.watch === true) {
     if (values.json === true) throw new ReplError('USAGE', 'replicafs status: --watch and --json do not go together (poll status --json instead)')
-    const interval = values.interval === undefined ? 1 : Number(values.interval)
-    if (!/^\d+(\.\d+)?$/.test(String(values.interval ?? '1')) || interval <= 0) throw new ReplError('USAGE', `replicafs status: --interval must be a number of seconds above 0 (not ${String(values.interval)})`)
+    const interval = intervalOf('status', values)
     return await (await import('./watch')).watchStatus(state, interval)
   }
   if (values.interval !== undefined) throw new ReplError('USAGE', 'replicafs status: --interval goes with --watch')

@@ -39,6 +39,7 @@ export interface GateConfig {
 export class PrimaryGate {
   private server: net.Server | null = null
   private readonly all = new Set<FramedSocket>()
+  private readonly limit: HandshakeLimit
   address = ''
 
   constructor (private readonly cfg: GateConfig) {
@@ -50,8 +51,6 @@ export class PrimaryGate {
     this.server = server
     this.address = address
   }
-
-  private readonly limit: HandshakeLimit
 
   private accept (sock: net.Socket): void {
     // Every connection here is in its handshake (each is refused, or handed to an RLINK, at its end).
