@@ -22,6 +22,7 @@ export type ReplErrorCode =
   | 'PROTOCOL'         // a peer sent something the RLINK protocol does not allow
   | 'REFUSED'          // a peer refused the RLINK (version, RDS name, secret, divergence)
   | 'SECRET'           // the secret file is missing, unreadable or empty
+  | 'TLS'              // a --tls-* file is missing, unreadable, mismatched or expired
   | 'NOT_CONNECTED'    // synchronous=fail and an RLINK is not connected
   | 'WRONG_ROLE'       // a command for another role (or a passthrough, which has no SRL)
   | 'NOT_FOUND'        // no snapshot or RLINK of that name

@@ -69,6 +69,12 @@ export const WIRE_FRAME_BYTES_MAX = 8 * 1024 * 1024
 /** A batch of updates is cut at this many bytes of records, so acks and pings are never stuck behind a huge frame. */
 export const RLINK_BATCH_BYTES_MAX = 1024 * 1024
 
+/**
+ * Frames an RLINK queues in its own outbox (being compressed, or held by --bandwidth-limit)
+ * before `send` says wait: enough for the thread pool to compress several batches at once.
+ */
+export const RLINK_OUTBOX_BYTES = 4 * 1024 * 1024
+
 /** Full synchronization (src/sync/): bytes of a file per SYNC_DATA frame. */
 export const SYNC_CHUNK_BYTES = 256 * 1024
 

@@ -149,7 +149,7 @@ async function fakePrimaryHandshake (address: string, secret: Buffer, srlId: str
     sock.write(encodeFrame({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: 'replicafs', srlId, nonce: ours, rf: RECORD_FORMAT_VERSION, gen: { id: 'fake-generation', since: 0, history: [] } } as unknown as Message))
     const ch = await waitFor(() => msgs.find((m) => m.t === MsgType.CHALLENGE) ?? (closed ? 'closed' : undefined), { timeoutMs: 10_000, what: 'a CHALLENGE for the fake HELLO', intervalMs: 10 })
     if (ch === 'closed' || ch.t !== MsgType.CHALLENGE) throw new Error(`the Secondary closed before a CHALLENGE: ${JSON.stringify(msgs.map((m) => MsgType[m.t]))}`)
-    sock.write(encodeFrame({ t: MsgType.AUTH, proof: proof(secret, 'primary', Buffer.from(ch.nonce), ours, 'replicafs') }))
+    sock.write(encodeFrame({ t: MsgType.AUTH, proof: proof(secret, 'primary', Buffer.from(ch.nonce), ours, 'replicafs', Buffer.alloc(0)) }))
     return await waitFor(() => msgs.find((m) => m.t === MsgType.REFUSE || m.t === MsgType.READY), { timeoutMs: 10_000, what: `READY or REFUSE after the AUTH of a fake Primary with srlId ${srlId}`, intervalMs: 10 })
   } finally {
     sock.destroy()

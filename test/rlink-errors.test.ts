@@ -282,7 +282,7 @@ t('a Secondary speaking protocol version 99 (CHALLENGE, then REFUSE) makes the P
         if (mode === 'challenge') {
           // a well-formed challenge with a valid proof: only the version is wrong
           const ours = nonce()
-          peer.send({ t: MsgType.CHALLENGE, v: 99, rds: h.rds, nonce: ours, proof: proof(secretBytes, 'secondary', h.nonce, ours, h.rds), next: 1, last: null, applied: 0, fresh: true, empty: true, syncing: null, adopt: false })
+          peer.send({ t: MsgType.CHALLENGE, v: 99, rds: h.rds, nonce: ours, proof: proof(secretBytes, 'secondary', h.nonce, ours, h.rds, Buffer.alloc(0)), next: 1, last: null, applied: 0, fresh: true, empty: true, syncing: null, adopt: false })
         } else {
           peer.send({ t: MsgType.REFUSE, code: 'VERSION', message: 'fake-secondary: this secondary speaks protocol version 99 only' })
           peer.sock.end()

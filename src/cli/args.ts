@@ -39,7 +39,7 @@ export function parse (command: string, argv: string[], flags: FlagSpec, positio
 }
 
 /** Flags that name files or directories: relative paths in a config file are taken from its directory. */
-const PATH_FLAGS = new Set(['data', 'mount', 'state', 'secret-file', 'task-dir'])
+const PATH_FLAGS = new Set(['data', 'mount', 'state', 'secret-file', 'task-dir', 'tls-cert', 'tls-key', 'tls-ca'])
 
 /**
  * Reads a `--config` file: TOML (smol-toml; TOML because a daemon's settings are a flat table of

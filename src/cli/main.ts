@@ -16,6 +16,7 @@ commands:
   secondary     run a Secondary: receive the Primary's updates, apply them in order, mount read-only
   pause         pause replication to a Secondary (run on the Primary)
   resume        resume paused replication
+  set           change an RLINK attribute of the running Primary: bandwidth-limit
   ibc           In-Band Control messages: register, send, receive, unfreeze, unregister, status, run
   ibc-send      flush the Primary and send an IBC message (also bin/ibc-send)
   snapshot      copy-on-write snapshots: create, list, delete, restore (MOUNT/.snapshots/NAME)
@@ -51,6 +52,7 @@ export async function main (argv: string[]): Promise<number> {
     case 'ibc-send': return (await import('./ibc')).ibcSendCommand(rest)
     case 'pause': return (await import('./pause')).pauseCommand('pause', rest)
     case 'resume': return (await import('./pause')).pauseCommand('resume', rest)
+    case 'set': return (await import('./set')).setCommand(rest)
     case 'stop': return (await import('./stop')).stopCommand(rest)
     case 'status': return (await import('./status')).statusCommand(rest)
     case 'stats': return (await import('./stats')).statsCommand(rest)

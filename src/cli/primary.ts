@@ -6,9 +6,12 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { spawn } from 'node:child_process'
-import { parse, required, parseSize, helpText, type FlagSpec } from './args'
+import { parse, required, parseSize, helpText, type FlagSpec, type FlagValues } from './args'
 import { startPrimary, type Logger, type RunningDaemon } from '../daemon'
 import { parseAddress, formatAddress, readSecret } from '../rlink/common'
+import { loadTls, parseFingerprint, type TlsFiles } from '../rlink/tls'
+import { COMPRESSIONS, type Compression } from '../rlink/compress'
+import { parseRate } from '../rlink/rate'
 import { SRLPROT_VALUES, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { ReplError } from '../errors'
 import { parseMountOptions } from '../fuse/mount-options'
@@ -31,6 +34,12 @@ export const PRIMARY_FLAGS: FlagSpec = {
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
+  'tls-cert': { type: 'string', arg: 'FILE', help: 'TLS on the RLINK (TLS 1.3, mutual): this host\'s certificate (PEM), signed by --tls-ca;\nwith --tls-key and --tls-ca, on both ends (the secret stays a second factor)' },
+  'tls-key': { type: 'string', arg: 'FILE', help: 'the private key of --tls-cert (PEM, unencrypted, mode 0600)' },
+  'tls-ca': { type: 'string', arg: 'FILE', help: 'the CA certificate(s) (PEM) the peer\'s certificate must be signed by' },
+  'tls-peer-fingerprint': { type: 'string', arg: 'SHA256', help: 'also require the peer\'s certificate to be this one (its SHA-256 fingerprint,\nas openssl x509 -noout -fingerprint -sha256 prints it)' },
+  compress: { type: 'string', arg: 'zstd|off', help: 'compress the updates and synchronization data sent to the Secondaries with zstd\n(negotiated: a Secondary that has it agrees); default off (docs/PERFORMANCE.md)' },
+  'bandwidth-limit': { type: 'string', arg: 'RATE', help: 'at most RATE bytes per second on each RLINK (VVR\'s bandwidth_limit): 512K, 10M, 1G,\nor bits: 100mbit; none (default): no limit. `replicafs set` changes it at run time' },
   'log-format': { type: 'string', arg: 'FORMAT', help: 'text (default): TIME replicafs[PID]: LINE; json: one object per line,\n{time, level, pid, command, msg}' },
   metrics: { type: 'string', arg: 'HOST:PORT', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (replicafs_* names: see the README;\nport 0: any free port, status shows it)' },
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready' },
@@ -47,7 +56,7 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary [--config FILE] --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT]',
+export const PRIMARY_HELP = helpText('replicafs primary [--config FILE] --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--compress zstd|off] [--bandwidth-limit RATE]',
   'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
@@ -131,6 +140,12 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
   const metrics = typeof values.metrics === 'string' ? parseAddress(values.metrics, 'metrics', true) : undefined
   const logFormat = logFormatOf(command, values)
+  const tls = journal ? tlsOf(command, values) : null
+  if (tls !== null && secretFile === null) throw new ReplError('USAGE', `replicafs ${command}: --tls-cert is for the RLINK: it needs --secondary or --listen (and --secret-file)`)
+  const compress = (values.compress ?? 'off') as Compression
+  if (!COMPRESSIONS.includes(compress)) throw new ReplError('USAGE', `replicafs ${command}: --compress must be zstd or off (not ${String(values.compress)})`)
+  const bandwidthLimit = typeof values['bandwidth-limit'] === 'string' ? parseRate(values['bandwidth-limit'], `replicafs ${command}: --bandwidth-limit`) : null
+  if ((bandwidthLimit !== null || compress !== 'off') && secondaries.length === 0 && listen === undefined) throw new ReplError('USAGE', `replicafs ${command}: --${bandwidthLimit !== null ? 'bandwidth-limit' : 'compress'} needs at least one --secondary`)
 
   if (values.daemon === true && !isDaemonChild()) return detach(command, argv.filter((a) => a !== '--daemon'), state)
   return runForeground(command, state, (log) => startPrimary({
@@ -138,8 +153,30 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
     taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
     mountOptions,
     listen,
-    metrics
+    metrics,
+    tls,
+    compress,
+    bandwidthLimit
   }, log), `${path.resolve(data)} mounted at ${path.resolve(mount)} (${mountOptions.text})`, logFormat)
+}
+
+/**
+ * --tls-cert, --tls-key, --tls-ca (all three or none) and --tls-peer-fingerprint, checked now
+ * (a missing file, a key that is not the certificate's, an expired certificate) so that the
+ * command, not the daemon's log, says what is wrong.
+ */
+export function tlsOf (command: string, values: FlagValues): TlsFiles | null {
+  const [cert, key, ca] = (['tls-cert', 'tls-key', 'tls-ca'] as const).map((f) => typeof values[f] === 'string' ? values[f] : undefined)
+  const pin = typeof values['tls-peer-fingerprint'] === 'string' ? values['tls-peer-fingerprint'] : null
+  if (cert === undefined && key === undefined && ca === undefined) {
+    if (pin !== null) throw new ReplError('USAGE', `replicafs ${command}: --tls-peer-fingerprint needs --tls-cert, --tls-key and --tls-ca`)
+    return null
+  }
+  const missing = (['tls-cert', 'tls-key', 'tls-ca'] as const).filter((f, i) => [cert, key, ca][i] === undefined)
+  if (missing.length > 0) throw new ReplError('USAGE', `replicafs ${command}: TLS needs --tls-cert, --tls-key and --tls-ca together (missing ${missing.map((f) => `--${f}`).join(', ')})`)
+  const files: TlsFiles = { cert: path.resolve(cert!), key: path.resolve(key!), ca: path.resolve(ca!), peerFingerprint: pin === null ? null : parseFingerprint(pin) }
+  loadTls(files)
+  return files
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import path from 'node:path'
 import { parse, required, helpText, type FlagSpec } from './args'
-import { detach, runForeground, srlSizeOf, rdsOf, isDaemonChild, logFormatOf, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
+import { detach, runForeground, srlSizeOf, rdsOf, isDaemonChild, logFormatOf, tlsOf, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
 import { runSecondary } from '../daemon'
 import { parseAddress, readSecret } from '../rlink/common'
 import { ReplError } from '../errors'
@@ -22,6 +22,10 @@ export const SECONDARY_FLAGS: FlagSpec = {
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (always ro; default nosuid,nodev,relatime)' },
   'ibc-hold': { type: 'string', arg: 'SECONDS', help: 'how long an IBC message for an application not registered here holds replication before it is discarded (default 600, as VVR)' },
   'sync-existing': { type: 'boolean', help: 'the data directory holds data that never replicated from this Primary (an old\nreplica, a restored backup): have it made the Primary\'s by difference, every file\'s\nchunks compared and only those that differ sent; what the Primary lacks is deleted.\nWithout it such a Secondary is refused' },
+  'tls-cert': PRIMARY_FLAGS['tls-cert'],
+  'tls-key': PRIMARY_FLAGS['tls-key'],
+  'tls-ca': PRIMARY_FLAGS['tls-ca'],
+  'tls-peer-fingerprint': PRIMARY_FLAGS['tls-peer-fingerprint'],
   'log-format': PRIMARY_FLAGS['log-format'],
   metrics: PRIMARY_FLAGS.metrics,
   daemon: { type: 'boolean', help: 'run in the background; return once the mount is ready and listening' },
@@ -29,7 +33,7 @@ export const SECONDARY_FLAGS: FlagSpec = {
   help: { type: 'boolean', help: 'show this help' }
 }
 
-export const SECONDARY_HELP = helpText('replicafs secondary [--config FILE] --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--sync-existing] [--daemon] [-o OPT,...]',
+export const SECONDARY_HELP = helpText('replicafs secondary [--config FILE] --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--sync-existing] [--daemon] [-o OPT,...]\n         [--tls-cert FILE --tls-key FILE --tls-ca FILE [--tls-peer-fingerprint SHA256]]',
   'Receives the Primary\'s updates over the RLINK, logs them in its own SRL (network ack), applies\nthem strictly in order to --data (data ack) and shows the tree read-only at --mount.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   SECONDARY_FLAGS)
 
@@ -54,7 +58,8 @@ export async function secondaryCommand (argv: string[]): Promise<number> {
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], true)
   const metrics = typeof values.metrics === 'string' ? parseAddress(values.metrics, 'metrics', true) : undefined
   const logFormat = logFormatOf(command, values)
+  const tls = tlsOf(command, values)
   if (values.daemon === true && !isDaemonChild()) return detach(command, argv.filter((a) => a !== '--daemon'), state)
-  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir, mountOptions, syncExisting: values['sync-existing'] === true, metrics }, log),
+  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir, mountOptions, syncExisting: values['sync-existing'] === true, metrics, tls }, log),
     `${path.resolve(data)} mounted read-only at ${path.resolve(mount)}`, logFormat)
 }

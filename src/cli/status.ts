@@ -1,4 +1,5 @@
 /** `replicafs status`: the daemon's role, mount and SRL figures. Field names are documented in the README. */
+import { formatRate } from '../rlink/rate'
 import { parse, required, helpText, intervalOf, type FlagSpec } from './args'
 import { request } from '../control'
 import { ReplError } from '../errors'
@@ -30,10 +31,24 @@ interface Status {
   failback?: { from: string, by: string, at: number, peer: string, paths: number | null, snapshot: string, oldSrl: string, since: string } | null
   tookOver?: { at: number, applied: number, from: string | null, generation: string, time: string } | null
   refusing?: string | null
-  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null, splitBrain?: SplitLine | null }>
+  rlinks?: Array<{ secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number, lagUpdates: number, lagBytes: number, lagSeconds: number, lastError: string | null, sync?: SyncFigures | null, dcm?: { paths: number, since: string } | null, splitBrain?: SplitLine | null, transport?: Transport | null, bandwidthLimit?: number | null }>
   receivedSeq?: number, appliedSeq?: number, consistent?: boolean, syncing?: string | null, connected?: boolean, primary?: { address: string | null, srlId: string | null }
+  lastError?: string | null, transport?: Transport | null
   srl: { records: number, bytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number, capacityBytes: number } | null
   verify?: Array<{ id: string, secondary: string, phase: string, seq: number, entries: number, bytes: number, theirEntries: number, differing: number }> | { id: string, entries: number, bytes: number } | null
+}
+
+/** An RLINK connection's transport, as both daemons report it. */
+interface Transport { tls: boolean, compress: 'zstd' | 'off', bytesOut?: number, bytesRaw?: number, bytesIn?: number }
+
+function transportText (t: Transport | null | undefined, limit?: number | null): string {
+  const parts: string[] = []
+  if (t != null) {
+    parts.push(t.tls ? 'TLS 1.3' : 'plain TCP')
+    if (t.compress !== 'off') parts.push(`${t.compress}${t.bytesOut !== undefined && t.bytesRaw !== undefined && t.bytesOut > 0 ? ` (${(t.bytesRaw / t.bytesOut).toFixed(2)}:1)` : ''}`)
+  }
+  if (limit != null) parts.push(`bandwidth limit ${formatRate(limit)}`)
+  return parts.length === 0 ? '' : `; ${parts.join(', ')}`
 }
 
 export async function statusCommand (argv: string[]): Promise<number> {
@@ -73,7 +88,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
     if (s.rlinks.length === 0) lines.push('RLINKs:        none (no --secondary)')
     for (const l of s.rlinks) {
       lines.push(`RLINK ${l.secondary}: ${l.state}; sent ${l.sentSeq}, network-acked ${l.networkAckedSeq}, data-acked ${l.dataAckedSeq}; ` +
-        `lag ${l.lagUpdates} updates, ${l.lagBytes} bytes, ${l.lagSeconds.toFixed(1)} s${l.lastError ? `; last error: ${l.lastError}` : ''}`)
+        `lag ${l.lagUpdates} updates, ${l.lagBytes} bytes, ${l.lagSeconds.toFixed(1)} s${transportText(l.transport, l.bandwidthLimit)}${l.lastError ? `; last error: ${l.lastError}` : ''}`)
       if (l.dcm && l.secondary.startsWith('join:') && !l.sync) lines.push(`  change map since the takeover: ${l.dcm.paths} paths (and the SRL's records not folded yet); the host taken over is resynchronized from it, and from what it changed, once replicafs failback makes it a Secondary and it dials in`)
       else if (l.dcm) lines.push(`  SRL overflow protection: off the SRL since ${l.dcm.since}; its change map names ${l.dcm.paths} paths, resent when it connects; the Secondary is NOT consistent until then`)
       if (l.sync) lines.push(`  ${syncLine(l.sync)}; the Secondary is NOT consistent until it ends`)
@@ -83,7 +98,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
   if (s.role === 'secondary') {
     lines.push(
       `RDS:           ${s.rds ?? ''}, ${s.dial != null ? `dialling its Primary at ${s.dial.address}` : `listening on ${s.listen ?? '?'}`}`,
-      `primary:       ${s.connected ? `connected from ${s.primary?.address ?? '?'}` : 'not connected'}; follows SRL ${s.primary?.srlId ?? '(none yet)'}`,
+      `primary:       ${s.connected ? `connected from ${s.primary?.address ?? '?'}${transportText(s.transport)}` : 'not connected'}; follows SRL ${s.primary?.srlId ?? '(none yet)'}${!s.connected && s.lastError != null ? `; last error: ${s.lastError}` : ''}`,
       `received:      ${s.receivedSeq ?? 0}, applied ${s.appliedSeq ?? 0}, ${s.consistent ? 'consistent' : 'NOT consistent'}${s.syncing ? ` (full synchronization ${s.syncing} in progress)` : ''}`)
     if (s.failback != null) {
       lines.push(`FAILED BACK:   ${s.failback.since}: was the Primary of generation ${s.failback.from}, taken over by ${s.failback.by} after sequence number ${s.failback.at}; ` +

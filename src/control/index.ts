@@ -34,6 +34,57 @@ export function socketPath (stateDir: string): string {
   return path.join(stateDir, 'control.sock')
 }
 
+/**
+ * Reads one request from the bytes a client sends: a line of at most CONTROL_REQUEST_BYTES_MAX
+ * bytes (UTF-8) holding a JSON object with a string `cmd`. push() returns null until the line is
+ * complete, then the request; a line too long, not JSON or not such an object throws USAGE. Once
+ * it has returned a request or thrown, later bytes are ignored (null). It keeps at most
+ * CONTROL_REQUEST_BYTES_MAX bytes: an oversized request is read to its end and discarded, then
+ * refused, since closing on a client still writing would reset the connection before it could
+ * read why.
+ */
+export class RequestReader {
+  private parts: Buffer[] = []
+  private bytes = 0
+  private tooLarge = false
+  private done = false
+
+  /** Bytes held of an unfinished line. */
+  get buffered (): number { return this.bytes }
+
+  push (chunk: Buffer): ControlRequest | null {
+    if (this.done) return null
+    const nl = chunk.indexOf(0x0a)
+    const take = nl < 0 ? chunk.length : nl
+    if (!this.tooLarge && this.bytes + take > CONTROL_REQUEST_BYTES_MAX) {
+      this.tooLarge = true
+      this.parts = []
+      this.bytes = 0
+    }
+    if (!this.tooLarge && take > 0) {
+      this.parts.push(chunk.subarray(0, take))
+      this.bytes += take
+    }
+    if (nl < 0) return null
+    this.done = true
+    const line = Buffer.concat(this.parts, this.bytes)
+    this.parts = []
+    this.bytes = 0
+    if (this.tooLarge) throw new ReplError('USAGE', `the request is larger than ${CONTROL_REQUEST_BYTES_MAX} bytes`)
+    return parseRequest(line.toString('utf8'))
+  }
+}
+
+/** One request line as a ControlRequest: a JSON object whose `cmd` is a string; USAGE if it is not. */
+export function parseRequest (line: string): ControlRequest {
+  let req: unknown
+  try { req = JSON.parse(line) } catch { throw new ReplError('USAGE', 'malformed request') }
+  if (typeof req !== 'object' || req === null || Array.isArray(req) || typeof (req as { cmd?: unknown }).cmd !== 'string') {
+    throw new ReplError('USAGE', 'malformed request: not a JSON object with a string "cmd"')
+  }
+  return req as ControlRequest
+}
+
 export async function serve (stateDir: string, handler: Handler): Promise<net.Server> {
   const file = socketPath(stateDir)
   // We hold the state directory's lock, so a socket file here is a dead daemon's leftover.
@@ -42,26 +93,24 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
   const server = net.createServer((sock) => {
     conns.add(sock)
     sock.on('close', () => conns.delete(sock))
-    let buf = ''
+    const reader = new RequestReader()
     let handled = false
-    let tooLarge = false
     const gone = new AbortController()
     sock.on('close', () => gone.abort())
-    sock.setEncoding('utf8')
     sock.on('error', () => {})
-    sock.on('data', (chunk: string) => {
+    sock.on('data', (chunk: Buffer) => {
       if (handled) return
-      // An oversized request is read to its end and discarded, then answered: closing on a
-      // client still writing would reset the connection before it could read why.
-      if (tooLarge) buf = ''
-      buf += chunk
-      const nl = buf.indexOf('\n')
-      if (nl < 0 ? buf.length > CONTROL_REQUEST_BYTES_MAX : nl > CONTROL_REQUEST_BYTES_MAX) tooLarge = true
-      if (nl < 0) return
+      let req: ControlRequest | null
+      try {
+        req = reader.push(chunk)
+      } catch (err) {
+        handled = true
+        const e = err as ReplError
+        sock.end(JSON.stringify({ ok: false, error: e.message, code: e.code }) + '\n')
+        return
+      }
+      if (req === null) return
       handled = true
-      if (tooLarge) { sock.end(JSON.stringify({ ok: false, error: `the request is larger than ${CONTROL_REQUEST_BYTES_MAX} bytes`, code: 'USAGE' }) + '\n'); return }
-      let req: { cmd: string }
-      try { req = JSON.parse(buf.slice(0, nl)) } catch { sock.end(JSON.stringify({ ok: false, error: 'malformed request' }) + '\n'); return }
       handler(req, gone.signal).then(
         (result) => sock.end(JSON.stringify({ ok: true, result }) + '\n'),
         (err: Error & { code?: string, exitCode?: number, detail?: string }) => sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code, exitCode: err.exitCode, detail: err.detail }) + '\n'))

@@ -21,6 +21,8 @@ import { FuseAdapter } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkSet, type Rlink, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { readSecret, formatAddress, type Address } from '../rlink/common'
+import { loadTls, type TlsFiles } from '../rlink/tls'
+import type { Compression } from '../rlink/compress'
 import { PrimaryGate } from '../rlink/gate'
 import { State, type Generation, type TakenOver, type TookOver, type Failback } from '../format/state'
 import { firstGeneration, shortGeneration, takeoverGeneration, pathList, type SplitBrain } from '../format/generation'
@@ -65,6 +67,12 @@ export interface PrimaryConfig {
   mountOptions?: MountOptions
   /** Where peers reach this Primary (one that was a Secondary keeps its --listen address; src/rlink/gate.ts). */
   listen?: Address
+  /** --tls-cert, --tls-key, --tls-ca (and a pinned fingerprint): TLS on every RLINK; absent: plain TCP. */
+  tls?: TlsFiles | null
+  /** --compress: offer zstd for bulk frames to every Secondary (default off). */
+  compress?: Compression
+  /** --bandwidth-limit per RLINK, bytes per second (absent, null: none; `replicafs set` changes it). */
+  bandwidthLimit?: number | null
 }
 
 /** What a started Primary is made of: what its control commands work on. */
@@ -119,6 +127,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   /** A peer that proved it knows the secret says `by` took over from this generation after record `at`. */
   let learnTakenOver: (by: Generation, at: number, peer: string, listener: boolean, split: SplitBrain | null) => void = () => {}
   const secret = cfg.secondaries.length > 0 || cfg.listen !== undefined ? readSecret(cfg.secretFile!) : null
+  const tls = cfg.tls != null && secret !== null ? loadTls(cfg.tls) : null
   const watch = handover?.watch ?? mountWatch(mount, log)
 
   /** Shutdown order: unmount (no new ops), stop control, drain + checkpoint + close the SRL, unlock. */
@@ -162,6 +171,9 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
         maxLagS: cfg.maxLag,
         rds: cfg.rds,
         secret,
+        tls,
+        compress: cfg.compress === 'zstd',
+        bandwidthLimit: cfg.bandwidthLimit ?? null,
         log,
         sync: (address, mode) => syncs.start(address, mode),
         maps: async (dcm) => await ChangeMaps.open(theSrl.store, theSrl, dcm, log),
@@ -222,6 +234,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
       gate = new PrimaryGate({
         listen: cfg.listen,
         secret: secret!,
+        tls,
         rds: cfg.rds,
         generation: () => gen,
         lastSeq: () => theRvg.appliedSeq,
@@ -491,6 +504,12 @@ async function primaryCommand (p: Primary, req: ControlRequest, signal: AbortSig
       if (p.rlinks === null) throw new ReplError('NOT_FOUND', 'this Primary has no RLINK (start it with --secondary HOST:PORT)')
       const which = typeof req.secondary === 'string' ? req.secondary : undefined
       return { [req.cmd === 'pause' ? 'paused' : 'resumed']: await p.rlinks.setPaused(which, req.cmd === 'pause') }
+    }
+    case 'set': {
+      if (p.rlinks === null) throw new ReplError('NOT_FOUND', 'this Primary has no RLINK (start it with --secondary HOST:PORT)')
+      if (req.attr !== 'bandwidth-limit' || !(req.value === null || (typeof req.value === 'number' && Number.isFinite(req.value) && req.value >= 1024))) throw new ReplError('USAGE', 'set: bandwidth-limit takes a rate of at least 1024 bytes per second, or none')
+      const which = typeof req.secondary === 'string' ? req.secondary : undefined
+      return { set: p.rlinks.setBandwidthLimit(which, req.value) }
     }
     case 'verify':
       return await p.verifier.command(req as { secondary?: unknown, repair?: unknown }, signal)

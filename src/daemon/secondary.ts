@@ -29,6 +29,7 @@ import { FuseAdapter, type AdapterRvg } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkReceiver, type MigrateAnswer } from '../rlink/receiver'
 import { readSecret, parseAddress, formatAddress, type Address } from '../rlink/common'
+import { loadTls, type TlsFiles } from '../rlink/tls'
 import { ibcId } from '../ibc/primary'
 import { IbcSecondary } from '../ibc/secondary'
 import { handleIbc, type IbcRequest } from '../ibc/control'
@@ -67,6 +68,8 @@ export interface SecondaryConfig {
   syncExisting?: boolean
   /** A Secondary that was a Primary (failback, migrate): its Primary options, should it become one again. */
   asPrimary?: PrimaryConfig
+  /** --tls-cert, --tls-key, --tls-ca (and a pinned fingerprint): TLS on the RLINK; absent: plain TCP. */
+  tls?: TlsFiles | null
 }
 
 /** What a started Secondary is made of: what its control commands work on. */
@@ -117,7 +120,10 @@ export function primaryConfigOf (cfg: SecondaryConfig, listen: Address | undefin
     taskDir: cfg.taskDir,
     mountOptions: cfg.mountOptions,
     listen,
-    metrics: cfg.metrics
+    metrics: cfg.metrics,
+    tls: cfg.tls ?? null,
+    compress: cfg.asPrimary?.compress,
+    bandwidthLimit: cfg.asPrimary?.bandwidthLimit
   }
 }
 
@@ -134,7 +140,8 @@ function secondaryConfigOf (cfg: PrimaryConfig): SecondaryConfig {
     taskDir: cfg.taskDir,
     mountOptions: cfg.mountOptions,
     metrics: cfg.metrics,
-    asPrimary: cfg
+    asPrimary: cfg,
+    tls: cfg.tls ?? null
   }
 }
 
@@ -161,6 +168,7 @@ export async function startPrimary (cfg: PrimaryConfig, log: Logger): Promise<Ru
 export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?: Handover): Promise<RunningDaemon> {
   const { data, mount } = handover ?? checkDirs(cfg)
   const secret = readSecret(cfg.secretFile)
+  const tls = cfg.tls != null ? loadTls(cfg.tls) : null
   const state = prepareState(cfg.state)
   if (handover === undefined) {
     const done = await finishFailback(state, log)
@@ -287,6 +295,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
       failback: () => failback === null ? null : { gen: failback.from, at: failback.at, paths: failback.paths },
       migrate: async (gen, at) => await migrateHere(gen, at),
       secret,
+      tls,
       rds: cfg.rds,
       rvg,
       store: srl.store,
@@ -498,6 +507,8 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         ibc: s.ibc.status(),
         connected: s.receiver.connected,
         primary: { address: s.receiver.primaryAddress, srlId: s.receiver.follow?.srlId ?? null },
+        lastError: s.receiver.lastError,
+        transport: s.receiver.transport,
         generation: s.receiver.generation === null ? null : { id: s.receiver.generation.id, since: s.receiver.generation.since },
         dial: s.dial,
         failback: failbackStatus(s.failback()),

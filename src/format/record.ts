@@ -23,7 +23,6 @@
  * always was: it simply lacks `t` on those types, and applies without setting those times.
  */
 import assert from 'node:assert'
-import { Packr } from 'msgpackr'
 import { crc32c } from './crc'
 import { sys } from '../native'
 import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX } from '../limits'
@@ -101,6 +100,13 @@ export interface Record {
   /** WRITE payload; a view into the record's buffer. */
   data: Buffer
 }
+
+// msgpackr's build that decodes strings in JavaScript: its default one hands them to
+// msgpackr-extract's native scanner, which misreads a str32, bin32 or ext32 length near 2^32 (an
+// out-of-bounds read that can crash the process, or a loop that never ends: docs/FUZZING.md). Its
+// encoder is the same code, so the bytes are the same.
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const { Packr } = require('msgpackr/index-no-eval') as typeof import('msgpackr')
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({
@@ -195,7 +201,11 @@ export function readHeader (buf: Buffer): HeaderView | null {
   const metaLength = buf.readUInt32LE(16)
   const dataLength = buf.readUInt32LE(20)
   if (metaLength > RECORD_META_BYTES_MAX || dataLength > FUSE_WRITE_BYTES_MAX) return null
-  const seq = Number(buf.readBigUInt64LE(8))
+  // A sequence number is at least 1 and a safe integer (the encoder asserts both): another one is
+  // not a record, rather than a number rounded to a neighbour's (2^53 + 1 would read as 2^53).
+  const seqHigh = buf.readUInt32LE(12)
+  const seq = seqHigh * 0x1_0000_0000 + buf.readUInt32LE(8)
+  if (seq < 1 || seqHigh > 0x1f_ffff) return null
   return { version, type: buf.readUInt16LE(6), seq, metaLength, dataLength, totalLength: RECORD_HEADER_BYTES + metaLength + dataLength }
 }
 
@@ -214,13 +224,54 @@ export function headerCrc (buf: Buffer): number {
   return buf.readUInt32LE(24)
 }
 
-/** Decodes a verified record buffer. The data is a view into `buf`. */
+/**
+ * Decodes a verified record buffer. The data is a view into `buf`. Metadata that is not a map of
+ * the types RecordMeta declares (or whose paths could leave the data directory) throws LOG_CORRUPT:
+ * its checksum held, so the writer wrote it so, and nothing may apply it.
+ */
 export function decodeRecord (buf: Buffer): Record {
   const h = readHeader(buf)
   assert(h !== null && buf.length === h.totalLength)
-  const meta = packr.unpack(buf.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.metaLength)) as RecordMeta
+  // WRAP has no metadata and must not be unpacked (docs/FORMAT.md).
+  let meta: unknown = {}
+  if (h.type !== RecordType.WRAP) {
+    try {
+      meta = packr.unpack(buf.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.metaLength))
+    } catch (err) {
+      throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${h.seq} has undecodable metadata: ${(err as Error).message}`)
+    }
+  }
+  const bad = metaProblem(h.type, meta)
+  if (bad !== null) throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${h.seq} has malformed metadata: ${bad}`)
   const data = buf.subarray(RECORD_HEADER_BYTES + h.metaLength)
-  return { type: h.type, seq: h.seq, meta, data }
+  return { type: h.type, seq: h.seq, meta: meta as RecordMeta, data }
+}
+
+const META_STRINGS = ['p', 'd', 'n'] as const
+const META_NUMBERS = ['o', 's', 'l', 'm', 'u', 'g', 'r', 'f', 'k', 'h', 'v', 'e'] as const
+/** A path component '.' or '..', or a NUL: libfuse never passes one, and it could name something outside the data directory. */
+const UNSAFE_PATH = /(^|\/)\.\.?(\/|$)|\0/
+
+function isPath (p: string): boolean {
+  return p.startsWith('/') && !UNSAFE_PATH.test(p)
+}
+
+function isTimespec (t: unknown): boolean {
+  return t === null || (Array.isArray(t) && t.length === 2 && typeof t[0] === 'number' && typeof t[1] === 'number')
+}
+
+/** Why decoded metadata is not a RecordMeta (keys of the wrong type, unsafe paths), or null. Other keys are left alone. */
+function metaProblem (type: RecordType, meta: unknown): string | null {
+  if (typeof meta !== 'object' || meta === null || Object.getPrototypeOf(meta) !== Object.prototype) return 'not a map'
+  const m = meta as { [k: string]: unknown }
+  for (const k of META_STRINGS) if (m[k] !== undefined && typeof m[k] !== 'string') return `${k} is not a string`
+  for (const k of META_NUMBERS) if (m[k] !== undefined && typeof m[k] !== 'number') return `${k} is not a number`
+  if (m.x !== undefined && !(m.x instanceof Uint8Array)) return 'x is not bytes'
+  if ((m.a !== undefined && !isTimespec(m.a)) || (m.t !== undefined && !isTimespec(m.t))) return 'a time is not [seconds, nanoseconds]'
+  if (m.p !== undefined && !isPath(m.p as string)) return `path ${JSON.stringify(m.p).slice(0, 200)} is not a path below the data directory`
+  // d is a second path for these; a symlink's target is text, verbatim.
+  if (m.d !== undefined && (type === RecordType.RENAME || type === RecordType.LINK) && !isPath(m.d as string)) return `path ${JSON.stringify(m.d).slice(0, 200)} is not a path below the data directory`
+  return null
 }
 
 /**

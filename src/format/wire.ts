@@ -1,5 +1,5 @@
 /**
- * RLINK wire protocol, version 7 (docs/FORMAT.md "Wire protocol" is the contract; change it only
+ * RLINK wire protocol, version 8 (docs/FORMAT.md "Wire protocol" is the contract; change it only
  * with a version bump).
  *
  * A connection is a sequence of frames in each direction:
@@ -49,6 +49,11 @@
  * list, compare everything) are the paths it changed after that: they are resynchronized, with
  * the Primary's own changes since the takeover, by difference, every chunk compared.
  *
+ * Version 8: the proofs carry the connection's TLS channel binding (empty on plain TCP; TLS
+ * itself is a transport below the frames: src/rlink/tls.ts), and HELLO.z / CHALLENGE.z negotiate
+ * compression: the Primary may then send a bulk frame (UPDATES, SYNC_DATA) as
+ * ZSTD {n, z}, the zstd of that frame's body, decompressed by the Secondary before it is decoded.
+ *
  * Migrate (version 7): once every update is data-acked and the Primary takes no more writes,
  *   P -> S  MIGRATE {gen, at}     S -> P  MIGRATED {ok, error?}
  * the Secondary becomes the Primary of `gen` and the Primary its Secondary, over the same TCP
@@ -61,11 +66,15 @@
  * while UPDATES go on both ways as usual.
  */
 import crypto from 'node:crypto'
-import { Packr } from 'msgpackr'
+// msgpackr's build without its native extractor and without eval: msgpackr-extract 3.0.3 reads
+// out of bounds on a str32 length near 2^32 and never returns on such a bin32 or ext32 length
+// (found by test/fuzz; a peer could send it before the handshake). The bytes are the same.
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const { Packr } = require('msgpackr/index-no-eval') as typeof import('msgpackr')
 import { ReplError } from '../errors'
 import { WIRE_FRAME_BYTES_MAX } from '../limits'
 
-export const PROTOCOL_VERSION = 7
+export const PROTOCOL_VERSION = 8
 
 /** One table of message types; numbers are on the wire: never reuse one. */
 export enum MsgType {
@@ -102,7 +111,9 @@ export enum MsgType {
   MIGRATE = 26,
   MIGRATED = 27,
   /** Before TAKEN_OVER (version 7): each side's paths changed since the takeover, to list a split-brain's conflicts. */
-  SPLIT = 28
+  SPLIT = 28,
+  /** A compressed frame (version 8, negotiated): `z` the zstd of another frame's body, `n` its length. */
+  ZSTD = 29
 }
 
 /** Why a peer was refused; `REFUSE.code`. */
@@ -110,7 +121,8 @@ export type RefuseCode = 'VERSION' | 'RDS' | 'AUTH' | 'PRIMARY' | 'BUSY' | 'DIVE
 
 /** A data generation on the wire (version 6): state.ts Generation. */
 export interface WireGeneration { id: string, since: number, history: Array<{ id: string, end: number }> }
-export interface Hello { t: MsgType.HELLO, v: number, rds: string, srlId: string, nonce: Uint8Array, rf: number, gen: WireGeneration }
+/** `z` (version 8): the compression the Primary would use for its bulk frames (`["zstd"]`), absent: none. */
+export interface Hello { t: MsgType.HELLO, v: number, rds: string, srlId: string, nonce: Uint8Array, rf: number, gen: WireGeneration, z?: string[] }
 export interface Challenge {
   t: MsgType.CHALLENGE
   v: number
@@ -133,6 +145,8 @@ export interface Challenge {
   adopt: boolean
   /** A Secondary made so by `replicafs failback` and not yet resynchronized (version 7); absent: none. */
   failback?: FailbackClaim | null
+  /** The compression of HELLO.z it accepts (version 8), absent: none (frames go uncompressed). */
+  z?: string
 }
 
 /**
@@ -280,7 +294,10 @@ export interface VerifyEnd { t: MsgType.VERIFY_END, id: string }
 
 export type SyncMessage = SyncBegin | SyncEntry | SyncData | SyncDir | SyncRemove | SyncDone
 
-export type Message = Hello | Join | Migrate | Migrated | Split | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums | VerifyBegin | VerifyEntries | VerifyAck | VerifyEnd
+/** A compressed frame (version 8): `z` zstd of the body of one other frame (never itself ZSTD), `n` that body's length. */
+export interface Zstd { t: MsgType.ZSTD, n: number, z: Uint8Array }
+
+export type Message = Hello | Join | Migrate | Migrated | Split | Challenge | Auth | Ready | Updates | Ack | Resend | Ping | Pong | Refuse | Task | TaskResult | SyncMessage | SyncAck | SyncSums | VerifyBegin | VerifyEntries | VerifyAck | VerifyEnd | Zstd
 
 // Every option spelled out: these bytes are a contract.
 const packr = new Packr({
@@ -293,7 +310,8 @@ const packr = new Packr({
   variableMapSize: true,
   copyBuffers: false,
   useFloat32: 0,
-  encodeUndefinedAsNil: false
+  encodeUndefinedAsNil: false,
+  structuredClone: false
 } as ConstructorParameters<typeof Packr>[0])
 
 /** Encodes one frame: length prefix and msgpack body. */
@@ -304,6 +322,41 @@ export function encodeFrame (msg: Message): Buffer {
   out.writeUInt32LE(body.length, 0)
   body.copy(out, 4)
   return out
+}
+
+/** One frame's body (msgpack) as a message; PROTOCOL if it is not one. */
+export function decodeBody (body: Buffer): Message {
+  let msg: unknown
+  try { msg = packr.unpack(body) } catch (err) { throw new ReplError('PROTOCOL', `peer sent an undecodable frame: ${(err as Error).message}`) }
+  if (msg === null || typeof msg !== 'object' || typeof (msg as { t?: unknown }).t !== 'number') throw new ReplError('PROTOCOL', 'peer sent a frame that is not a message')
+  if (!plainValue(msg, 0)) throw new ReplError('PROTOCOL', 'peer sent a frame holding values no message carries (an extension type, or nesting deeper than 64)')
+  return msg as Message
+}
+
+/** An UPDATES frame's records, each its bytes; null if `recs` is not a list of byte strings (PROTOCOL). */
+export function updatesRecords (m: { recs?: unknown }): Uint8Array[] | null {
+  const recs = m.recs
+  if (!Array.isArray(recs)) return null
+  for (const r of recs) if (!(r instanceof Uint8Array)) return null
+  return recs as Uint8Array[]
+}
+
+/**
+ * Whether a decoded value is what messages are made of: null, booleans, numbers, strings, bytes,
+ * arrays and plain maps, at most 64 deep. msgpackr decodes its extension types (Error, Date, Set,
+ * typed arrays, references) too; none of them is part of this protocol (found by test/fuzz).
+ */
+function plainValue (v: unknown, depth: number): boolean {
+  if (v === null || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return true
+  if (typeof v !== 'object' || depth > 64) return false
+  if (v instanceof Uint8Array) return Object.getPrototypeOf(v) === Buffer.prototype || Object.getPrototypeOf(v) === Uint8Array.prototype
+  if (Array.isArray(v)) {
+    for (const x of v) if (!plainValue(x, depth + 1)) return false
+    return true
+  }
+  if (Object.getPrototypeOf(v) !== Object.prototype) return false
+  for (const k in v) if (!plainValue((v as Record<string, unknown>)[k], depth + 1)) return false
+  return true
 }
 
 /**
@@ -326,10 +379,7 @@ export class FrameDecoder {
       if (n > WIRE_FRAME_BYTES_MAX) throw new ReplError('PROTOCOL', `peer sent a frame of ${n} bytes (the limit is ${WIRE_FRAME_BYTES_MAX})`)
       if (this.length < 4 + n) break
       const frame = this.take(4 + n)
-      let msg: unknown
-      try { msg = packr.unpack(frame.subarray(4)) } catch (err) { throw new ReplError('PROTOCOL', `peer sent an undecodable frame: ${(err as Error).message}`) }
-      if (msg === null || typeof msg !== 'object' || typeof (msg as { t?: unknown }).t !== 'number') throw new ReplError('PROTOCOL', 'peer sent a frame that is not a message')
-      out.push(msg as Message)
+      out.push(decodeBody(frame.subarray(4)))
     }
     return out
   }
@@ -365,15 +415,19 @@ export function nonce (): Buffer {
 
 /**
  * The proof one side gives that it knows the secret: HMAC-SHA256 keyed by the secret over a
- * direction label, both nonces (own peer's first) and the RDS name. The secret never crosses the
- * wire, and a proof is useless in the other direction or on another connection.
+ * direction label, both nonces (own peer's first), the RDS name and (version 8) the connection's
+ * channel binding: over TLS, 32 bytes of the session's exporter (label EXPORTER-replicafs-rlink,
+ * an empty context; src/rlink/tls.ts), else nothing. The secret never crosses the wire, a proof is
+ * useless in the other direction or on another connection, and one made over a TLS session
+ * cannot be relayed into another (a party with a certificate of the CA but not the secret).
  */
-export function proof (secret: Buffer, role: 'primary' | 'secondary', theirNonce: Uint8Array, ourNonce: Uint8Array, rds: string): Buffer {
+export function proof (secret: Buffer, role: 'primary' | 'secondary', theirNonce: Uint8Array, ourNonce: Uint8Array, rds: string, binding: Uint8Array): Buffer {
   return crypto.createHmac('sha256', secret)
     .update(`replicafs-rlink-v${PROTOCOL_VERSION}-${role}\0`)
     .update(theirNonce)
     .update(ourNonce)
     .update(rds)
+    .update(binding)
     .digest()
 }
 

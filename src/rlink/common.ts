@@ -2,8 +2,11 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import { ReplError } from '../errors'
-import { encodeFrame, FrameDecoder, MsgType, type Message, type RefuseCode } from '../format/wire'
-import { SECRET_BYTES_MAX, RLINK_HANDSHAKES_MAX, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_LIMIT_LOG_INTERVAL_MS } from '../limits'
+import { decodeBody, encodeFrame, FrameDecoder, MsgType, type Message, type RefuseCode } from '../format/wire'
+import { SECRET_BYTES_MAX, RLINK_HANDSHAKES_MAX, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_LIMIT_LOG_INTERVAL_MS, RLINK_OUTBOX_BYTES } from '../limits'
+import { acceptor, channelBinding, describeTlsError, type RlinkTls } from './tls'
+import { COMPRESS_MIN_BYTES, compressBody, inflateBody } from './compress'
+import type { RateLimiter } from './rate'
 
 export interface Address { host: string, port: number }
 
@@ -23,9 +26,20 @@ export function formatAddress (a: Address): string {
 /**
  * Listens on `at` for RLINK peers (a Secondary for its Primary, a Primary for peers that dial it);
  * a clear error if the address is taken or not local. Resolves with the real address (port 0 resolved).
+ * With `tls`, a connection reaches `onSocket` once its TLS handshake is done and the peer's
+ * certificate checked; a plaintext peer is told why in a plaintext REFUSE. `failed` hears why a
+ * connection did not get that far (logged, and the status's last error). `admit` sees each new
+ * connection first, with how many others are still before `onSocket` (their first bytes, their
+ * TLS handshake): false closes it (HandshakeLimit).
  */
-export async function listen (at: Address, onSocket: (sock: net.Socket) => void, log: (line: string) => void): Promise<{ server: net.Server, address: string }> {
-  const server = net.createServer(onSocket)
+export async function listen (at: Address, onSocket: (sock: net.Socket) => void, log: (line: string) => void,
+  tls: RlinkTls | null = null, failed: (why: string) => void = log,
+  admit?: (raw: net.Socket, pending: number) => boolean): Promise<{ server: net.Server, address: string }> {
+  const server = net.createServer(acceptor(tls, onSocket, (sock, message) => {
+    // A refused peer speaks frames (in plaintext, or inside TLS): it is told why in one.
+    try { sock.end(encodeFrame({ t: MsgType.REFUSE, code: 'AUTH', message })) } catch {}
+    setTimeout(() => sock.destroy(), 1000).unref()
+  }, failed, RLINK_HANDSHAKE_TIMEOUT_MS, admit))
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const where = formatAddress(at)
@@ -87,9 +101,18 @@ export function readSecret (file: string): Buffer {
   return raw.subarray(0, end)
 }
 
+/** One frame on its way out: its bytes, or the compression that makes them. */
+interface Outgoing { frame: Buffer | null, bytes: number }
+
 /**
  * A socket speaking frames. Decoding errors and socket errors end it once, with a reason;
- * `send` reports whether the kernel buffer has room (false: wait for 'drain').
+ * `send` reports whether to go on sending (false: wait for `onDrain`).
+ *
+ * Outgoing frames go straight to the socket unless compression (`compressing`) or a bandwidth
+ * limit (`limiter`) is on: then they queue here, in order, each compressed in the thread pool
+ * and released by the limiter, and `send` says false once RLINK_OUTBOX_BYTES are queued.
+ * Incoming ZSTD frames (accepted only once `inflating` is set, after the handshake) are
+ * decompressed in the thread pool and delivered in the order the frames came.
  */
 export class FramedSocket {
   private readonly decoder = new FrameDecoder()
@@ -97,6 +120,37 @@ export class FramedSocket {
   lastReceived = Date.now()
   lastSent = Date.now()
   private knownPeer: string | null = null
+  /** Compress bulk frames (UPDATES, SYNC_DATA): the peer accepted zstd in the handshake. */
+  compressing = false
+  /** Accept ZSTD frames: this end agreed to zstd in the handshake. */
+  inflating = false
+  /** The bandwidth limit of the RLINK this connection carries, or null. */
+  limiter: RateLimiter | null = null
+  /** Called once the queue and the socket can take more after `send` said false. */
+  onDrain: () => void = () => {}
+  /** Bytes written to the socket (frames, after compression) and the frames' bytes before it. */
+  bytesOut = 0
+  bytesRaw = 0
+  /** Bytes read from the socket. */
+  bytesIn = 0
+  private readonly outbox: Outgoing[] = []
+  private queued = 0
+  private socketFull = false
+  private wantDrain = false
+  private waitTimer: NodeJS.Timeout | null = null
+  /** The tail of incoming frames being decompressed, to deliver in order; null: none. */
+  private inflight: Promise<void> | null = null
+  private backlog = 0
+  private cachedBinding: Buffer | null = null
+
+  /** This connection's channel binding for the handshake's proofs (src/rlink/tls.ts). */
+  get binding (): Buffer {
+    this.cachedBinding ??= channelBinding(this.sock)
+    return this.cachedBinding
+  }
+
+  /** Whether the connection is TLS. */
+  get secure (): boolean { return this.binding.length > 0 }
 
   /** The peer's address (known once connected; a dialled socket's only after that). */
   get peer (): string {
@@ -115,15 +169,51 @@ export class FramedSocket {
     sock.on('data', (chunk: Buffer) => {
       if (this.ended) return
       this.lastReceived = Date.now()
+      this.bytesIn += chunk.length
       let msgs: Message[]
       try { msgs = this.decoder.push(chunk) } catch (err) { this.refuse('PROTOCOL', (err as Error).message); return }
       for (const m of msgs) {
         if (this.ended) return
-        try { this.onMessage(m) } catch (err) { this.end(`internal error handling a ${MsgType[m.t] ?? m.t} frame: ${(err as Error).message}`); return }
+        if (m.t === MsgType.ZSTD || this.inflight !== null) { this.deliverLater(m); continue }
+        this.deliver(m)
       }
     })
-    sock.on('error', (err) => this.end(err.message))
-    sock.on('close', () => this.end('connection closed'))
+    sock.on('error', (err: NodeJS.ErrnoException) => this.end(isTlsSocket(sock) ? describeTlsError(err) : err.message))
+    sock.on('close', () => this.end(isTlsSocket(sock) && this.bytesIn === 0
+      // A TLS 1.3 server checks the client's certificate after the client's side of the
+      // handshake is done, and node closes without an alert: so a refusal looks like this.
+      ? 'the peer closed the connection after the TLS handshake, before any frame: it refused this end\'s certificate? (signed by the peer\'s --tls-ca? expired? see the peer\'s log)'
+      : 'connection closed'))
+    sock.on('drain', () => { this.socketFull = false; this.flush() })
+  }
+
+  private deliver (m: Message): void {
+    try { this.onMessage(m) } catch (err) { this.end(`internal error handling a ${MsgType[m.t] ?? m.t} frame: ${(err as Error).message}`) }
+  }
+
+  /** A compressed frame, or any frame behind one: decompressed (in parallel) and delivered in order. */
+  private deliverLater (m: Message): void {
+    let got: Promise<Message>
+    if (m.t !== MsgType.ZSTD) got = Promise.resolve(m)
+    else if (!this.inflating) { this.refuse('PROTOCOL', 'peer sent a compressed frame, and compression was not agreed'); return } else {
+      got = inflateBody(m.n, m.z).then((body) => {
+        const inner = decodeBody(body)
+        if (inner.t === MsgType.ZSTD) throw new ReplError('PROTOCOL', 'peer sent a compressed frame inside a compressed frame')
+        return inner
+      })
+      got.catch(() => {})
+    }
+    if (++this.backlog > 32) this.sock.pause()
+    const p: Promise<void> = (this.inflight ?? Promise.resolve()).then(async () => {
+      let msg: Message
+      try { msg = await got } catch (err) { this.refuse('PROTOCOL', (err as Error).message); return }
+      if (!this.ended) this.deliver(msg)
+    }).finally(() => {
+      this.backlog--
+      if (this.inflight === p) this.inflight = null
+      if (this.backlog <= 8 && !this.ended) this.sock.resume()
+    })
+    this.inflight = p
   }
 
   get isEnded (): boolean { return this.ended }
@@ -140,7 +230,55 @@ export class FramedSocket {
   send (m: Message): boolean {
     if (this.ended) return false
     this.lastSent = Date.now()
-    return this.sock.write(encodeFrame(m))
+    const frame = encodeFrame(m)
+    this.bytesRaw += frame.length
+    if (!this.compressing && this.limiter === null && this.outbox.length === 0 && !this.socketFull) {
+      this.bytesOut += frame.length
+      if (this.sock.write(frame)) return true
+      this.socketFull = this.wantDrain = true
+      return false
+    }
+    const out: Outgoing = { frame, bytes: frame.length }
+    if (this.compressing && (m.t === MsgType.UPDATES || m.t === MsgType.SYNC_DATA) && frame.length - 4 >= COMPRESS_MIN_BYTES) {
+      out.frame = null
+      const body = frame.subarray(4)
+      compressBody(body).then((z) => {
+        // Kept only where it pays: random data goes as it is.
+        out.frame = z.length + 16 < body.length ? encodeFrame({ t: MsgType.ZSTD, n: body.length, z }) : frame
+      }, () => { out.frame = frame }).finally(() => this.flush())
+    }
+    this.outbox.push(out)
+    this.queued += out.bytes
+    this.flush()
+    if (this.queued < RLINK_OUTBOX_BYTES && !this.socketFull) return true
+    this.wantDrain = true
+    return false
+  }
+
+  /** Frames not yet written to the socket (queued for compression or the bandwidth limit). */
+  get pendingBytes (): number { return this.queued }
+
+  /** Writes what is ready, in order, as the limit and the socket allow; then `onDrain` if owed. */
+  private flush (): void {
+    while (this.outbox.length > 0 && !this.ended && !this.socketFull && this.waitTimer === null) {
+      const head = this.outbox[0]
+      if (head.frame === null) return // its compression calls flush when done
+      if (this.limiter !== null) {
+        const wait = this.limiter.take(head.frame.length)
+        if (wait > 0) {
+          this.waitTimer = setTimeout(() => { this.waitTimer = null; this.flush() }, wait)
+          return
+        }
+      }
+      this.outbox.shift()
+      this.queued -= head.bytes
+      this.bytesOut += head.frame.length
+      if (!this.sock.write(head.frame)) this.socketFull = true
+    }
+    if (this.wantDrain && !this.ended && !this.socketFull && this.queued < RLINK_OUTBOX_BYTES / 2) {
+      this.wantDrain = false
+      this.onDrain()
+    }
   }
 
   /** Tells the peer why, then closes. */
@@ -153,6 +291,9 @@ export class FramedSocket {
   end (reason: string): void {
     if (this.ended) return
     this.ended = true
+    if (this.waitTimer !== null) { clearTimeout(this.waitTimer); this.waitTimer = null }
+    this.outbox.length = 0
+    this.queued = 0
     if (!this.sock.destroyed) {
       // Let a REFUSE frame written just before go out, then make sure the socket is gone.
       this.sock.end()
@@ -160,4 +301,8 @@ export class FramedSocket {
     }
     this.onEnd(reason)
   }
+}
+
+function isTlsSocket (sock: net.Socket): boolean {
+  return (sock as { encrypted?: boolean }).encrypted === true
 }

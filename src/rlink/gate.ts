@@ -10,6 +10,7 @@
  * `replicafs failback`): their first frame is JOIN `name`, and the connection goes to the RLINK
  * `join:<name>` (src/rlink/link.ts offer), which runs the handshake over it as the Primary.
  */
+import type { RlinkTls } from './tls'
 import type net from 'node:net'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Message, type RefuseCode } from '../format/wire'
 import type { Generation } from '../format/state'
@@ -20,6 +21,8 @@ import { RLINK_HANDSHAKE_TIMEOUT_MS } from '../limits'
 export interface GateConfig {
   listen: Address
   secret: Buffer
+  /** TLS on the RLINK (src/rlink/tls.ts), or null: plain TCP. */
+  tls?: RlinkTls | null
   rds: string
   /** This Primary's generation now. */
   generation: () => Generation
@@ -47,14 +50,15 @@ export class PrimaryGate {
   }
 
   async start (): Promise<void> {
-    const { server, address } = await listen(this.cfg.listen, (sock) => this.accept(sock), this.cfg.log)
+    const { server, address } = await listen(this.cfg.listen, (sock) => this.accept(sock), this.cfg.log, this.cfg.tls ?? null, this.cfg.log,
+      (raw, pending) => this.limit.admit(raw, this.all.size + pending))
     this.server = server
     this.address = address
   }
 
   private accept (sock: net.Socket): void {
-    // Every connection here is in its handshake (each is refused, or handed to an RLINK, at its end).
-    if (!this.limit.admit(sock, this.all.size)) return
+    // Every connection here is in its handshake (each is refused, or handed to an RLINK, at its
+    // end); admitted by listen (HandshakeLimit), counted in `all` from here.
     const cfg = this.cfg
     const ourNonce = nonce()
     let phase: 'hello' | 'auth' | 'split' = 'hello'
@@ -89,7 +93,7 @@ export class PrimaryGate {
         hello = { nonce: m.nonce, gen }
         const last = cfg.lastSeq()
         conn.send({
-          t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: cfg.rds, nonce: ourNonce, proof: proof(cfg.secret, 'secondary', m.nonce, ourNonce, cfg.rds),
+          t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: cfg.rds, nonce: ourNonce, proof: proof(cfg.secret, 'secondary', m.nonce, ourNonce, cfg.rds, conn.binding),
           next: last + 1, last: null, applied: last, fresh: false, empty: false, syncing: null, adopt: false
         })
         phase = 'auth'
@@ -108,7 +112,7 @@ export class PrimaryGate {
         return
       }
       if (m.t !== MsgType.AUTH || !(m.proof instanceof Uint8Array)) { refuse('PROTOCOL', `expected AUTH, got message type ${m.t}`); return }
-      if (!proofOk(m.proof, proof(cfg.secret, 'primary', ourNonce, hello!.nonce, cfg.rds))) {
+      if (!proofOk(m.proof, proof(cfg.secret, 'primary', ourNonce, hello!.nonce, cfg.rds, conn.binding))) {
         refuse('AUTH', 'authentication failed: the peer does not know the shared secret (check --secret-file on both hosts)')
         return
       }

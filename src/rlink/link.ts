@@ -7,10 +7,11 @@
  * network-acked (the pipeline). ACK frames move the network-acked and data-acked positions; the
  * data-acked position is what the SRL keeps records for.
  */
-import net from 'node:net'
 import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Challenge, type Message, type TaskResult, type SyncSums, type VerifyEntries } from '../format/wire'
 import { RECORD_FORMAT_VERSION, RecordType } from '../format/record'
 import { FramedSocket, parseAddress, type Address } from './common'
+import { dial, type RlinkTls } from './tls'
+import { RateLimiter } from './rate'
 import type { Srl } from '../srl'
 import { State, type Baseline, type Position, type RlinkPosition, type ChangeMark, type Generation } from '../format/state'
 import { syncKind } from '../format/sync-kind'
@@ -47,12 +48,22 @@ export interface RlinkStatus {
   lastSync: SyncStatus | null
   /** The host this Primary took over from came back and was told so: the paths both changed since (`conflicts` 0: none), until it is failed back. */
   splitBrain: SplitBrain | null
+  /** The connection's transport: TLS or not, compression agreed, and the bytes it wrote (`raw`: before compression). */
+  transport: { tls: boolean, compress: 'zstd' | 'off', bytesOut: number, bytesRaw: number } | null
+  /** --bandwidth-limit in bytes per second, or null: none. */
+  bandwidthLimit: number | null
 }
 
 export interface Context {
   srl: Srl
   rds: string
   secret: Buffer
+  /** TLS on the RLINK (src/rlink/tls.ts), or null: plain TCP. */
+  tls: RlinkTls | null
+  /** Offer zstd for bulk frames (--compress zstd). */
+  compress: boolean
+  /** --bandwidth-limit, bytes per second, or null: none. */
+  bandwidthLimit: number | null
   log: (line: string) => void
   clock: AppendClock
   changed: () => void
@@ -173,6 +184,8 @@ export class Rlink {
   private batches: Array<{ seq: number, end: number, bytes: number }> = []
   private conn: FramedSocket | null = null
   private draining = false
+  /** --bandwidth-limit (src/rlink/rate.ts), or null. */
+  private limiter: RateLimiter | null = null
   private waiters: Waiter[] = []
   private tasks = new Map<number, TaskWaiter>()
   private nextTaskId = 1
@@ -213,6 +226,7 @@ export class Rlink {
     this.dackPos = { seq: stored.seq, offset: stored.offset }
     if (stored.paused) this.state = 'paused'
     if (stored.dcm === true) { this.dcmPos = { seq: stored.seq, offset: stored.offset }; this.dcmSince = 'before this start' }
+    if (ctx.bandwidthLimit !== null) this.limiter = new RateLimiter(ctx.bandwidthLimit)
   }
 
   /**
@@ -268,9 +282,8 @@ export class Rlink {
       return
     }
     this.state = 'connecting'
-    const sock = net.connect({ host: this.addr.host, port: this.addr.port })
+    const sock = dial(this.addr, this.ctx.tls, () => this.hello(conn))
     const conn = this.attach((onMessage, onEnd) => new FramedSocket(sock, onMessage, onEnd))
-    sock.on('connect', () => this.hello(conn))
   }
 
   /**
@@ -292,7 +305,7 @@ export class Rlink {
   }
 
   private hello (conn: FramedSocket): void {
-    conn.send({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: this.ctx.rds, srlId: this.ctx.srl.srlId, nonce: this.ourNonce, rf: RECORD_FORMAT_VERSION, gen: this.ctx.generation })
+    conn.send({ t: MsgType.HELLO, v: PROTOCOL_VERSION, rds: this.ctx.rds, srlId: this.ctx.srl.srlId, nonce: this.ourNonce, rf: RECORD_FORMAT_VERSION, gen: this.ctx.generation, ...(this.ctx.compress ? { z: ['zstd'] } : {}) })
   }
 
   /** This connection's nonce (HELLO), made by attach(). */
@@ -324,10 +337,10 @@ export class Rlink {
       }
       if (phase === 'hello') {
         if (m.t !== MsgType.CHALLENGE) { conn.refuse('PROTOCOL', `expected CHALLENGE, got message type ${m.t}`); return }
-        const why = this.checkPeer(m, ourNonce)
+        const why = this.checkPeer(m, ourNonce, conn.binding)
         if (why !== null) { clearTimeout(handshakeTimer); conn.refuse(why[0], why[1]); return }
         challenge = m
-        conn.send({ t: MsgType.AUTH, proof: proof(this.ctx.secret, 'primary', m.nonce, ourNonce, this.ctx.rds) })
+        conn.send({ t: MsgType.AUTH, proof: proof(this.ctx.secret, 'primary', m.nonce, ourNonce, this.ctx.rds, conn.binding) })
         phase = 'auth'
       } else if (phase === 'auth' && m.t === MsgType.SPLIT) {
         // The peer took over from this generation and is about to say so (TAKEN_OVER): first
@@ -349,6 +362,8 @@ export class Rlink {
         if (why !== null) { conn.refuse(why[0], why[1]); return }
         phase = 'ready'
         this.state = 'connected'
+        conn.compressing = this.ctx.compress && challenge!.z === 'zstd'
+        conn.limiter = this.limiter
         this.lastDackAt = this.lastNackAt = Date.now()
         this.backoff = RLINK_RECONNECT_MIN_MS
         this.ctx.log(this.syncing !== null
@@ -366,15 +381,15 @@ export class Rlink {
       this.lost(conn, reason)
     })
     this.conn = conn
-    conn.sock.on('drain', () => { if (this.conn === conn) { this.draining = false; this.pump() } })
+    conn.onDrain = () => { if (this.conn === conn) { this.draining = false; this.pump() } }
     return conn
   }
 
   /** Null if the Secondary's CHALLENGE shows a peer of this RDS that knows the secret, else why not. */
-  private checkPeer (m: Challenge, ourNonce: Buffer): [ 'VERSION' | 'RDS' | 'AUTH' | 'PROTOCOL', string ] | null {
+  private checkPeer (m: Challenge, ourNonce: Buffer, binding: Buffer): [ 'VERSION' | 'RDS' | 'AUTH' | 'PROTOCOL', string ] | null {
     if (m.v !== PROTOCOL_VERSION) return ['VERSION', `the Secondary speaks RLINK protocol version ${String(m.v)}; this Primary speaks version ${PROTOCOL_VERSION}`]
     if (m.rds !== this.ctx.rds) return ['RDS', `the Secondary's RDS name "${String(m.rds)}" does not match this Primary's "${this.ctx.rds}"`]
-    if (!proofOk(m.proof, proof(this.ctx.secret, 'secondary', ourNonce, m.nonce, this.ctx.rds))) {
+    if (!proofOk(m.proof, proof(this.ctx.secret, 'secondary', ourNonce, m.nonce, this.ctx.rds, binding))) {
       return ['AUTH', 'authentication failed: the Secondary does not know the shared secret (check --secret-file on both hosts)']
     }
     if (!Number.isSafeInteger(m.next) || m.next < 1 || !Number.isSafeInteger(m.applied)) return ['PROTOCOL', 'malformed CHALLENGE']
@@ -715,7 +730,8 @@ export class Rlink {
       const starts: number[] = [] // each record's offset
       let bytes = 0
       let { seq, offset } = this.sendPos
-      while (seq < limit && bytes < RLINK_BATCH_BYTES_MAX && unacked + recs.length < RLINK_WINDOW_UPDATES) {
+      const batchMax = this.limiter === null ? RLINK_BATCH_BYTES_MAX : Math.min(RLINK_BATCH_BYTES_MAX, Math.max(16 * 1024, this.limiter.rate / 20))
+      while (seq < limit && bytes < batchMax && unacked + recs.length < RLINK_WINDOW_UPDATES) {
         const r = srl.readRaw(offset, seq + 1)
         if (r === null) break
         recs.push(r.buf)
@@ -849,8 +865,18 @@ export class Rlink {
       sync: this.syncing?.progress ?? null,
       dcm: this.dcm ? { paths: this.ctx.dcm?.size(this.address) ?? 0, since: this.dcmSince } : null,
       lastSync: this.lastSync,
-      splitBrain: this.splitBrain
+      splitBrain: this.splitBrain,
+      transport: this.conn === null || this.state !== 'connected' ? null : { tls: this.conn.secure, compress: this.conn.compressing ? 'zstd' : 'off', bytesOut: this.conn.bytesOut, bytesRaw: this.conn.bytesRaw },
+      bandwidthLimit: this.limiter?.rate ?? null
     }
+  }
+
+  /** --bandwidth-limit at run time (`replicafs set`): bytes per second, or null for none. */
+  setBandwidthLimit (rate: number | null): void {
+    if (rate === null) this.limiter = null
+    else if (this.limiter !== null) this.limiter.rate = rate
+    else this.limiter = new RateLimiter(rate)
+    if (this.conn !== null && this.state === 'connected') this.conn.limiter = this.limiter
   }
 
   close (): void {

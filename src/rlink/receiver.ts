@@ -13,10 +13,11 @@
  * from the first record missing (RESEND) and drops what follows until that record arrives;
  * records already logged (a resend overlap) are skipped.
  */
-import net from 'node:net'
+import type net from 'node:net'
 import { readHeader, checksumOk, RECORD_FORMAT_VERSION } from '../format/record'
-import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, type Hello, type Join, type FailbackClaim, type Message, type SyncMessage, type SyncSums, type VerifyBegin } from '../format/wire'
+import { MsgType, PROTOCOL_VERSION, nonce, proof, proofOk, updatesRecords, type Hello, type Join, type FailbackClaim, type Message, type SyncMessage, type SyncSums, type VerifyBegin } from '../format/wire'
 import { FramedSocket, HandshakeLimit, listen, formatAddress, type Address } from './common'
+import { dial, type RlinkTls } from './tls'
 import type { Srl } from '../srl'
 import type { LogStore } from '../srl/state'
 import { State, type Follow, type Generation } from '../format/state'
@@ -93,6 +94,8 @@ export interface ReceiverConfig {
   /** CHALLENGE.failback: a failed-back Secondary not yet resynchronized says what it changed. */
   failback?: () => FailbackClaim | null
   secret: Buffer
+  /** TLS on the RLINK (src/rlink/tls.ts), or null: plain TCP. */
+  tls?: RlinkTls | null
   rds: string
   rvg: ReceivingRvg
   store: LogStore
@@ -154,6 +157,7 @@ class Connection {
 
   private refuse (code: Parameters<FramedSocket['refuse']>[0], message: string): void {
     this.rx.cfg.log(`refused the connection from ${this.fs.peer}: ${message}`)
+    this.rx.lastError = `refused ${this.fs.peer}: ${message}`
     clearTimeout(this.timer)
     this.fs.refuse(code, message)
   }
@@ -172,13 +176,16 @@ class Connection {
         const gen = checkGeneration(m.gen)
         if (gen === null) { this.refuse('PROTOCOL', 'malformed HELLO (its data generation)'); return }
         this.hello = { ...m, gen }
+        // Compression (version 8): whatever the Primary offers that this end has, it takes.
+        const z = Array.isArray(m.z) && m.z.includes('zstd') ? 'zstd' : undefined
+        this.fs.inflating = z !== undefined
         const srl = cfg.rvg.srl
         this.fs.send({
           t: MsgType.CHALLENGE,
           v: PROTOCOL_VERSION,
           rds: cfg.rds,
           nonce: this.ourNonce,
-          proof: proof(cfg.secret, 'secondary', m.nonce, this.ourNonce, cfg.rds),
+          proof: proof(cfg.secret, 'secondary', m.nonce, this.ourNonce, cfg.rds, this.fs.binding),
           next: srl.lastSeq + 1,
           last: srl.lastRecord(),
           applied: cfg.rvg.appliedSeq,
@@ -186,7 +193,8 @@ class Connection {
           empty: cfg.sync?.empty() ?? false,
           syncing: cfg.sync?.syncing ?? null,
           adopt: cfg.sync?.adopt ?? false,
-          ...this.failbackClaim()
+          ...this.failbackClaim(),
+          ...(z !== undefined ? { z } : {})
         })
         this.phase = 'auth'
         return
@@ -195,7 +203,7 @@ class Connection {
         if (m.t === MsgType.REFUSE) { this.rx.cfg.log(`the Primary at ${this.fs.peer} refused this Secondary: ${String(m.message)}`); this.close('refused by the Primary'); return }
         if (m.t !== MsgType.AUTH) { this.refuse('PROTOCOL', `expected AUTH, got message type ${m.t}`); return }
         const hello = this.hello!
-        if (!proofOk(m.proof, proof(cfg.secret, 'primary', this.ourNonce, hello.nonce, cfg.rds))) {
+        if (!proofOk(m.proof, proof(cfg.secret, 'primary', this.ourNonce, hello.nonce, cfg.rds, this.fs.binding))) {
           this.refuse('AUTH', 'authentication failed: the Primary does not know the shared secret (check --secret-file on both hosts)')
           return
         }
@@ -233,7 +241,7 @@ class Connection {
         if (m.t !== MsgType.REFUSE) this.heard = true
         switch (m.t) {
           case MsgType.UPDATES: {
-            if (!Array.isArray(m.recs)) { this.refuse('PROTOCOL', 'malformed UPDATES'); return }
+            if (updatesRecords(m) === null) { this.refuse('PROTOCOL', 'malformed UPDATES (recs must be a list of records\' bytes)'); return }
             const bytes = m.recs.reduce((n, r) => n + (r as Uint8Array).length, 0)
             this.queuedBytes += bytes
             if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.sock.pause()
@@ -410,17 +418,20 @@ export class RlinkReceiver {
     }
     const limit = new HandshakeLimit(this.cfg.log)
     const { server, address } = await listen(this.cfg.listen!, (sock) => {
-      let inHandshake = 0
-      for (const c of this.all) if (!c.wasReady) inHandshake++
-      if (!limit.admit(sock, inHandshake)) return
       const c = new Connection(sock, this)
       this.all.add(c)
-    }, this.cfg.log)
+    }, this.cfg.log, this.cfg.tls ?? null, (why) => { this.cfg.log(why); this.lastError = why }, (raw, pending) => {
+      let inHandshake = pending
+      for (const c of this.all) if (!c.wasReady) inHandshake++
+      return limit.admit(raw, inHandshake)
+    })
     this.server = server
     this.address = address
   }
 
   private closing = false
+  /** Why the last connection that did not become the active one failed (status); cleared by the next that does. */
+  lastError: string | null = null
   private dialling: Connection | null = null
   private dialTimer: NodeJS.Timeout | null = null
   private backoff = RLINK_RECONNECT_MIN_MS
@@ -430,7 +441,7 @@ export class RlinkReceiver {
   private dial (): void {
     if (this.closing) return
     const d = this.cfg.dial!
-    const sock = net.connect({ host: d.address.host, port: d.address.port })
+    const sock = dial(d.address, this.cfg.tls ?? null, () => {})
     const c = new Connection(sock, this, { t: MsgType.JOIN, v: PROTOCOL_VERSION, rds: this.cfg.rds, name: d.name })
     this.dialling = c
     this.all.add(c)
@@ -442,6 +453,7 @@ export class RlinkReceiver {
     if (this.closing) return
     if (c.wasReady) this.backoff = RLINK_RECONNECT_MIN_MS
     else if (reason !== this.dialError) this.cfg.log(`cannot reach the Primary at ${formatAddress(this.cfg.dial!.address)}: ${reason}; dialling again`)
+    if (!c.wasReady) this.lastError = `cannot reach the Primary at ${formatAddress(this.cfg.dial!.address)}: ${reason}`
     this.dialError = reason
     this.dialTimer = setTimeout(() => { this.dialTimer = null; this.dial() }, this.backoff)
     this.dialTimer.unref()
@@ -479,7 +491,15 @@ export class RlinkReceiver {
     const old = this.active
     this.active = c
     if (old !== null && old !== c) old.close(`replaced by a new connection from ${c.fs.peer}`)
-    this.cfg.log(`Primary ${c.fs.peer} connected; next sequence number wanted ${this.cfg.rvg.srl.lastSeq + 1}`)
+    this.lastError = null
+    this.cfg.log(`Primary ${c.fs.peer} connected${c.fs.secure ? ' (TLS)' : ''}${c.fs.inflating ? ' (zstd)' : ''}; next sequence number wanted ${this.cfg.rvg.srl.lastSeq + 1}`)
+  }
+
+  /** The connection to the active Primary: TLS or not, compression (status). */
+  get transport (): { tls: boolean, compress: 'zstd' | 'off', bytesIn: number } | null {
+    const c = this.active
+    if (c === null || c.fs.isEnded) return null
+    return { tls: c.fs.secure, compress: c.fs.inflating ? 'zstd' : 'off', bytesIn: c.fs.bytesIn }
   }
 
   ended (c: Connection, reason: string): void {

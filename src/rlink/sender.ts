@@ -4,6 +4,7 @@
  * Each RLINK's data-acked position is persisted under `rlink/<address>` at every checkpoint
  * before a release.
  */
+import type { RlinkTls } from './tls'
 import type { Srl } from '../srl'
 import { LogStore } from '../srl/state'
 import { State, type Position, type RlinkPosition, type Generation } from '../format/state'
@@ -67,6 +68,12 @@ export class RlinkSet {
     mode: SynchronousMode
     rds: string
     secret: Buffer | null
+    /** TLS on every RLINK, or null (plain TCP). */
+    tls?: RlinkTls | null
+    /** --compress zstd: offer it to every Secondary. */
+    compress?: boolean
+    /** --bandwidth-limit per RLINK, bytes per second (null: none). */
+    bandwidthLimit?: number | null
     log: (l: string) => void
     sync?: (address: string, mode: SyncMode) => SyncSession
     /** Default autodcm (with `sync` and `maps`), else fail. */
@@ -91,7 +98,7 @@ export class RlinkSet {
     const set: RlinkSet = new RlinkSet(srl, cfg.mode, [], srlprot, maps, cfg.log, cfg.maxLagS ?? 0)
     // An SRL of state format 3 or older was created over an empty data directory (it had to be).
     const baseline = (await srl.store.get(State.baseline)) ?? 'empty'
-    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps, generation: cfg.generation, takenOver: (by, at, peer, split) => set.onTakenOver?.(by, at, peer, split),
+    const ctx: Context = { srl, rds: cfg.rds, secret: cfg.secret ?? Buffer.alloc(0), tls: cfg.tls ?? null, compress: cfg.compress === true, bandwidthLimit: cfg.bandwidthLimit ?? null, log: cfg.log, clock: set.clock, changed: () => set.changed(), fatal: (err) => set.onFatal?.(err), baseline, sync: cfg.sync, dcm: maps, generation: cfg.generation, takenOver: (by, at, peer, split) => set.onTakenOver?.(by, at, peer, split),
       changedAfter: cfg.ownPathsOf === undefined ? undefined : (address, at) => pathList(set.changedAfter(address, at, cfg.ownPathsOf!)) }
     for (const a of [...cfg.secondaries, ...joins]) {
       let rec = stored.get(a)
@@ -124,6 +131,16 @@ export class RlinkSet {
     const l = this.links.find((x) => x.address === address)
     if (l === undefined) throw new ReplError('NOT_FOUND', `no RLINK to ${address} (this Primary replicates to ${this.links.map((x) => x.address).join(', ') || 'no Secondary'})`)
     return [l]
+  }
+
+  /** `replicafs set bandwidth-limit` (until the daemon stops); returns the RLINKs changed. */
+  setBandwidthLimit (address: string | undefined, rate: number | null): string[] {
+    const links = this.find(address)
+    for (const l of links) {
+      l.setBandwidthLimit(rate)
+      this.log(`RLINK to ${l.address}: bandwidth limit ${rate === null ? 'none' : `${rate} bytes per second`} (replicafs set)`)
+    }
+    return links.map((l) => l.address)
   }
 
   async setPaused (address: string | undefined, paused: boolean): Promise<string[]> {

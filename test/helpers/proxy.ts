@@ -41,6 +41,8 @@ export interface Proxy {
   readonly cuts: { total: number, torn: number }
   /** What happened to each connection (accepted, which side ended it, cuts), with times: for failure messages. */
   readonly events: string[]
+  /** The first 64 MiB that went up (Primary to Secondary), over all connections: what a wiretap sees. */
+  upBytes(): Buffer
   delay(ms: number): void
   stall(): void
   /** Stalls by itself once `bytes` more have been forwarded up (exactly there, between two chunks). */
@@ -112,6 +114,8 @@ export async function startProxy (target: string): Promise<Proxy> {
   let accepted = 0
   let forwarded = 0
   const events: string[] = []
+  const upSeen: Buffer[] = []
+  let upSeenBytes = 0
   const t0 = Date.now()
   const ev = (id: number, what: string): void => {
     events.push(`${new Date().toISOString()} +${Date.now() - t0}ms conn ${id}: ${what}`)
@@ -178,6 +182,7 @@ export async function startProxy (target: string): Promise<Proxy> {
     const onData = (p: Pipe) => (chunk: Buffer): void => {
       if (c.dead) return
       if (p.dir === 'up') counters.upReceived += chunk.length
+      if (p.dir === 'up' && upSeenBytes < 64 * 1024 * 1024) { upSeen.push(Buffer.from(chunk)); upSeenBytes += chunk.length }
       else counters.downReceived += chunk.length
       const last = p.queue.length > 0 ? p.queue[p.queue.length - 1].due : 0
       p.queue.push({ chunk: Buffer.from(chunk), due: Math.max(Date.now() + delayMs, last) })
@@ -237,6 +242,7 @@ export async function startProxy (target: string): Promise<Proxy> {
     get cuts () { return { ...cuts } },
     get stalled () { return stalled },
     get events () { return [...events] },
+    upBytes () { return Buffer.concat(upSeen) },
     delay (ms: number) {
       if (!(ms >= 0)) throw new Error(`proxy delay ${ms} is not a non-negative number`)
       delayMs = ms
