@@ -96,8 +96,25 @@ const ERRNO_FOR_CODE: Partial<Record<ErrorCode, number>> = {
 }
 
 /** The negative errno a FUSE reply carries for an error thrown by the RVG or by Node's fs. */
+/**
+ * Errors by code since the daemon started (`replicafs_errors_total{code}`): operating errors
+ * answered through the mount or the control socket, RLINK refusals sent, and the filesystem's
+ * own failures of the kind an administrator acts on (EIO, ENOSPC, EDQUOT, EROFS). The ordinary
+ * answers of POSIX (ENOENT, EEXIST, ENOTEMPTY, ...) are not errors of the daemon and are not counted.
+ */
+export const errorCounts = new Map<string, number>()
+const COUNTED_ERRNOS = new Set(['EIO', 'ENOSPC', 'EDQUOT', 'EROFS'])
+export function countError (code: string): void {
+  errorCounts.set(code, (errorCounts.get(code) ?? 0) + 1)
+}
+
 export function errnoFor (err: unknown): number {
-  if (err instanceof ReplError) return -(ERRNO_FOR_CODE[err.code] ?? os.errno.EIO)
+  if (err instanceof ReplError) {
+    countError(err.code)
+    return -(ERRNO_FOR_CODE[err.code] ?? os.errno.EIO)
+  }
+  const code = (err as NodeJS.ErrnoException | null)?.code
+  if (typeof code === 'string' && COUNTED_ERRNOS.has(code)) countError(code)
   const e = err as NodeJS.ErrnoException
   if (e && typeof e.errno === 'number' && e.errno < 0) return e.errno
   if (e && typeof e.code === 'string' && e.code in os.errno) {

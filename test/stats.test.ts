@@ -103,6 +103,18 @@ t('stats on a replicating pair: NDJSON from the Primary, the table from the Seco
   assert.is(sample(st.body, 'replicafs_secondary_connected'), 1, st.body)
   assert.ok((sample(st.body, 'replicafs_secondary_applied_seq') ?? -1) >= newest, st.body)
   assert.is((await get(pm, '/')).code, 404)
+  // Transport, snapshots and errors by code.
+  assert.ok((sample(pt.body, `replicafs_rlink_bytes_sent{secondary="${pair.target}"}`) ?? 0) > 0, pt.body)
+  assert.is(sample(pt.body, `replicafs_rlink_tls{secondary="${pair.target}"}`), 0, pt.body)
+  assert.ok((sample(st.body, 'replicafs_secondary_bytes_received') ?? 0) > 0, st.body)
+  assert.is((await cli(['snapshot', 'create', '--state', pair.primary.state, 'm1'])).code, 0)
+  await fsp.writeFile(path.join(pair.primary.mount, 'after-snapshot'), Buffer.alloc(64 * 1024, 7))
+  await fsp.writeFile(path.join(pair.primary.mount, 'after-snapshot'), Buffer.alloc(64 * 1024, 8))
+  assertOneLineError(await cli(['snapshot', 'delete', '--state', pair.primary.state, 'no-such-snapshot']), ['no-such-snapshot'])
+  const pt2 = await get(pm, '/metrics')
+  assert.is(sample(pt2.body, 'replicafs_snapshots'), 1, pt2.body)
+  assert.ok(sample(pt2.body, 'replicafs_snapshot_bytes{snapshot="m1"}') !== undefined, pt2.body)
+  assert.ok((sample(pt2.body, 'replicafs_errors_total{code="NOT_FOUND"}') ?? 0) >= 1, `the failed delete counts as NOT_FOUND: ${pt2.body}`)
 
   assertOneLineError(await cli(['stats', '--state', pair.primary.state, '--interval', '0']), ['--interval'])
   assertOneLineError(await cli(['stats', '--state', pair.primary.state, '--count', 'x']), ['--count'])

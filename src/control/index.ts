@@ -10,7 +10,7 @@ import net from 'node:net'
 import fs from 'node:fs'
 import path from 'node:path'
 import { CONTROL_REQUEST_BYTES_MAX } from '../limits'
-import { ReplError } from '../errors'
+import { ReplError, countError } from '../errors'
 
 /** `signal` aborts when the client goes away before the answer (a long `ibc receive`, say). */
 /** A request on the control socket: a command name and its arguments (docs/FORMAT.md, "Control-socket protocol"). */
@@ -113,7 +113,10 @@ export async function serve (stateDir: string, handler: Handler): Promise<net.Se
       handled = true
       handler(req, gone.signal).then(
         (result) => sock.end(JSON.stringify({ ok: true, result }) + '\n'),
-        (err: Error & { code?: string, exitCode?: number, detail?: string }) => sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code, exitCode: err.exitCode, detail: err.detail }) + '\n'))
+        (err: Error & { code?: string, exitCode?: number, detail?: string }) => {
+          countError(err.code ?? 'UNEXPECTED')
+          sock.end(JSON.stringify({ ok: false, error: err.message, code: err.code, exitCode: err.exitCode, detail: err.detail }) + '\n')
+        })
     })
   })
   await new Promise<void>((resolve, reject) => {

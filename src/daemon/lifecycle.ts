@@ -44,7 +44,8 @@ export function routed (control: ControlRoute, handler: ControlHandler): Control
  */
 export async function serveMetricsOnce (control: ControlRoute, at: Address | undefined, log: Logger): Promise<void> {
   if (at === undefined || (control.metrics ?? null) !== null) return
-  const metrics = new Metrics(async () => await control.route({ cmd: 'status' }, new AbortController().signal))
+  const metrics = new Metrics(async () => await control.route({ cmd: 'status' }, new AbortController().signal),
+    async () => await control.route({ cmd: 'snapshot', op: 'list' }, new AbortController().signal) as Array<{ name: string, bytes: number, valid: boolean }>)
   try {
     control.metrics = await serveMetrics(at.host, at.port, metrics, log)
   } catch (err) {

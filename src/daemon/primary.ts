@@ -32,7 +32,7 @@ import { runTask, type TaskEnv } from '../ibc/task'
 import { SnapshotSet } from '../snapshot'
 import { serve, type ControlRequest } from '../control'
 import { sys } from '../native'
-import { ReplError, IbcError } from '../errors'
+import { ReplError, IbcError, errorCounts } from '../errors'
 import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
 import { runSteps, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, routed, serveMetricsOnce, type Logger, type RunningDaemon, type Handover, type ControlRoute } from './lifecycle'
@@ -583,7 +583,8 @@ function primaryStatus (p: Primary): unknown {
     ibc: p.ibc?.status() ?? null,
     openFiles: p.adapter.openHandles,
     checkpointError: p.rvg.checkpointError,
-    fatal: p.rvg.fatalError?.message ?? null
+    fatal: p.rvg.fatalError?.message ?? null,
+    errors: Object.fromEntries(errorCounts)
   }
 }
 

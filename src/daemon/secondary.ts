@@ -40,7 +40,7 @@ import { JOIN_PREFIX } from '../rlink/link'
 import { State, type Key, type Generation, type Follow, type TookOver, type Failback, type Dial, type Demoted } from '../format/state'
 import { takeoverGeneration, shortGeneration, takenOverAt } from '../format/generation'
 import { sys } from '../native'
-import { ReplError, IbcError, errnoError } from '../errors'
+import { ReplError, IbcError, errnoError, errorCounts } from '../errors'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
 import { runSteps, type Step, closeControl, stopper, mountWatch, stopCommand, crashPoint, RoleDaemon, routed, serveMetricsOnce, type Logger, type RunningDaemon, type ControlRoute, type Handover } from './lifecycle'
 import { runPrimary, type PrimaryConfig } from './primary'
@@ -508,6 +508,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         connected: s.receiver.connected,
         primary: { address: s.receiver.primaryAddress, srlId: s.receiver.follow?.srlId ?? null },
         lastError: s.receiver.lastError,
+        errors: Object.fromEntries(errorCounts),
         transport: s.receiver.transport,
         generation: s.receiver.generation === null ? null : { id: s.receiver.generation.id, since: s.receiver.generation.since },
         dial: s.dial,

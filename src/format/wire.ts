@@ -342,12 +342,13 @@ export function updatesRecords (m: { recs?: unknown }): Uint8Array[] | null {
 }
 
 /**
- * Whether a decoded value is what messages are made of: null, booleans, numbers, strings, bytes,
- * arrays and plain maps, at most 64 deep. msgpackr decodes its extension types (Error, Date, Set,
+ * Whether a decoded value is what messages are made of: null (and undefined), booleans, numbers,
+ * strings, bytes, arrays and plain maps, at most 64 deep. msgpackr decodes its extension types (Error, Date, Set,
  * typed arrays, references) too; none of them is part of this protocol (found by test/fuzz).
  */
 function plainValue (v: unknown, depth: number): boolean {
-  if (v === null || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return true
+  // undefined: msgpackr's encoding of a field left undefined (a field absent, to the validators).
+  if (v === null || v === undefined || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return true
   if (typeof v !== 'object' || depth > 64) return false
   if (v instanceof Uint8Array) return Object.getPrototypeOf(v) === Buffer.prototype || Object.getPrototypeOf(v) === Uint8Array.prototype
   if (Array.isArray(v)) {

@@ -13,11 +13,15 @@ import type { Registry, Gauge } from 'prom-client'
 
 /** What a scrape reads: the daemon's status (src/daemon: primaryStatus, secondaryStatus). */
 export type StatusSource = () => Promise<unknown>
+/** The snapshots and the space each takes (`snapshot list`); read only by a scrape (it walks them). */
+export type SnapshotSource = () => Promise<Array<{ name: string, bytes: number, valid: boolean }>>
 
 interface Srl { records: number, bytes: number, capacityBytes: number, oldestSeq: number | null, newestSeq: number | null, appliedSeq: number }
 interface Rlink {
   secondary: string, state: string, sentSeq: number, networkAckedSeq: number, dataAckedSeq: number,
   lagUpdates: number, lagBytes: number, lagSeconds: number, consistent?: boolean,
+  transport?: { tls: boolean, compress: string, bytesOut: number, bytesRaw: number } | null
+  bandwidthLimit?: number | null
   sync?: { entries: number, bytes: number, totalEntries?: number | null, totalBytes?: number | null } | null
 }
 interface Status {
@@ -30,6 +34,8 @@ interface Status {
   consistent?: boolean
   ibc?: { frozen?: boolean | string | null, registrations?: unknown[] } | null
   fatal?: string | null
+  errors?: Record<string, number>
+  transport?: { tls: boolean, compress: string, bytesIn: number } | null
 }
 
 export const RLINK_STATES = ['connecting', 'connected', 'disconnected', 'paused'] as const
@@ -38,7 +44,7 @@ export class Metrics {
   private readonly registry: Registry
   private readonly g: Record<string, Gauge>
 
-  constructor (private readonly status: StatusSource) {
+  constructor (private readonly status: StatusSource, private readonly snapshots: SnapshotSource | null = null) {
     // Loaded here, not at the top: only a daemon started with --metrics pays for it.
     // eslint-disable-next-line @typescript-eslint/no-var-requires
     const prom = require('prom-client') as typeof import('prom-client')
@@ -69,7 +75,16 @@ export class Metrics {
       connected: gauge('secondary_connected', 'a Secondary: 1 while its Primary is connected'),
       consistent: gauge('secondary_consistent', 'a Secondary: 1 when its tree is a consistent copy (not synchronizing)'),
       ibcFrozen: gauge('ibc_frozen', 'a Secondary: 1 while an IBC message holds it frozen'),
-      ibcRegistrations: gauge('ibc_registrations', 'IBC applications registered on this host')
+      ibcRegistrations: gauge('ibc_registrations', 'IBC applications registered on this host'),
+      rlinkBytesSent: gauge('rlink_bytes_sent', 'bytes the connection now up wrote to the socket, after compression (rate(): the RLINK\'s throughput)', ['secondary']),
+      rlinkBytesFrames: gauge('rlink_bytes_frames', 'bytes of frames the connection now up sent, before compression', ['secondary']),
+      rlinkTls: gauge('rlink_tls', '1 while the RLINK\'s connection is TLS', ['secondary']),
+      rlinkLimit: gauge('rlink_bandwidth_limit_bytes', '--bandwidth-limit of the RLINK, bytes per second (absent: none)', ['secondary']),
+      bytesIn: gauge('secondary_bytes_received', 'a Secondary: bytes read from its Primary\'s connection now up (after compression)'),
+      tls: gauge('secondary_tls', 'a Secondary: 1 while its Primary\'s connection is TLS'),
+      snapshots: gauge('snapshots', 'snapshots on this host (valid ones)'),
+      snapshotBytes: gauge('snapshot_bytes', 'space the snapshots\' own items take, bytes', ['snapshot']),
+      errors: gauge('errors_total', 'errors by code since the daemon started: operating errors answered through the mount or the control socket, RLINK refusals sent (REFUSED_<code>), and EIO, ENOSPC, EDQUOT, EROFS from the data directory\'s filesystem', ['code'])
     }
   }
 
@@ -98,6 +113,12 @@ export class Metrics {
       g.rlinkLagBytes.set({ secondary }, l.lagBytes)
       g.rlinkLagSeconds.set({ secondary }, l.lagSeconds)
       g.rlinkConsistent.set({ secondary }, l.consistent === false ? 0 : 1)
+      if (l.transport != null) {
+        g.rlinkBytesSent.set({ secondary }, l.transport.bytesOut)
+        g.rlinkBytesFrames.set({ secondary }, l.transport.bytesRaw)
+        g.rlinkTls.set({ secondary }, l.transport.tls ? 1 : 0)
+      }
+      if (typeof l.bandwidthLimit === 'number') g.rlinkLimit.set({ secondary }, l.bandwidthLimit)
       if (l.sync !== null && l.sync !== undefined) {
         g.syncEntries.set({ secondary }, l.sync.entries)
         g.syncBytes.set({ secondary }, l.sync.bytes)
@@ -110,6 +131,18 @@ export class Metrics {
       g.connected.set(s.connected === true ? 1 : 0)
       g.consistent.set(s.consistent === false ? 0 : 1)
       g.ibcFrozen.set(s.ibc?.frozen !== undefined && s.ibc.frozen !== null && s.ibc.frozen !== false ? 1 : 0)
+      if (s.transport != null) {
+        g.bytesIn.set(s.transport.bytesIn)
+        g.tls.set(s.transport.tls ? 1 : 0)
+      }
+    }
+    for (const [code, n] of Object.entries(s.errors ?? {})) g.errors.set({ code }, n)
+    if (this.snapshots !== null && s.role !== 'passthrough') {
+      try {
+        const list = await this.snapshots()
+        g.snapshots.set(list.filter((x) => x.valid).length)
+        for (const x of list) g.snapshotBytes.set({ snapshot: x.name }, x.bytes)
+      } catch {} // a daemon between roles, or without snapshots: no figures this time
     }
     if (s.ibc !== null && s.ibc !== undefined && Array.isArray(s.ibc.registrations)) g.ibcRegistrations.set(s.ibc.registrations.length)
     return await this.registry.metrics()

@@ -1,7 +1,7 @@
 /** What both ends of an RLINK share: addresses, the secret file, and a framed socket. */
 import fs from 'node:fs'
 import net from 'node:net'
-import { ReplError } from '../errors'
+import { ReplError, countError } from '../errors'
 import { decodeBody, encodeFrame, FrameDecoder, MsgType, type Message, type RefuseCode } from '../format/wire'
 import { SECRET_BYTES_MAX, RLINK_HANDSHAKES_MAX, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_LIMIT_LOG_INTERVAL_MS, RLINK_OUTBOX_BYTES } from '../limits'
 import { acceptor, channelBinding, describeTlsError, type RlinkTls } from './tls'
@@ -284,6 +284,7 @@ export class FramedSocket {
   /** Tells the peer why, then closes. */
   refuse (code: RefuseCode, message: string): void {
     if (this.ended) return
+    countError(`REFUSED_${code}`)
     try { this.sock.end(encodeFrame({ t: MsgType.REFUSE, code, message })) } catch {}
     this.end(message)
   }

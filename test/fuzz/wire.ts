@@ -145,7 +145,7 @@ function decode (stream: Buffer, sizes: number[]): Decoded {
 
 /** Whether `v` holds only what msgpack itself carries, as plain data (no extension objects, no shared references). */
 export function plainValue (v: unknown, seen = new Set<object>(), depth = 0): boolean {
-  if (v === null || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return true
+  if (v === null || v === undefined || typeof v === 'boolean' || typeof v === 'number' || typeof v === 'string') return true
   if (typeof v !== 'object' || depth > 64) return false
   if (seen.has(v)) return false
   seen.add(v)
