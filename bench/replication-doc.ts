@@ -16,10 +16,10 @@ import * as os from 'os'
 import * as path from 'path'
 import { fmt, fmtRatio, median, ratio, table } from './report'
 
-export const REPL_COLUMNS = ['raw', 'primary', 'off', 'override'] as const
+export const REPL_COLUMNS = ['raw', 'primary', 'off', 'override', 'tls', 'zstd'] as const
 export type ReplColumn = (typeof REPL_COLUMNS)[number]
-export const COLUMN_TITLES: Record<ReplColumn, string> = { raw: 'raw', primary: 'primary', off: 'sync=off', override: 'sync=override' }
-export const REPLICATED: readonly ReplColumn[] = ['off', 'override']
+export const COLUMN_TITLES: Record<ReplColumn, string> = { raw: 'raw', primary: 'primary', off: 'sync=off', override: 'sync=override', tls: 'sync=off+TLS', zstd: 'sync=off+zstd' }
+export const REPLICATED: readonly ReplColumn[] = ['off', 'override', 'tls', 'zstd']
 
 export const REPL_WORKLOADS = ['seq', 'randsync', 'create'] as const
 export type ReplWorkload = (typeof REPL_WORKLOADS)[number]
@@ -287,7 +287,11 @@ export function renderReplicationSection(r: ReplResult, opts: { from?: 'replicat
   L.push('- **sync=off**: `replicafs primary --secondary HOST:PORT --synchronous off` (the default: a write completes once it is in the Primary\'s SRL)')
   L.push('  and a `replicafs secondary` listening on 127.0.0.1.')
   L.push('- **sync=override**: the same with `--synchronous override`: every write also waits for the Secondary\'s network ack (logged')
-  L.push('  and fdatasynced in the Secondary\'s SRL), so each `fdatasync` costs a round trip and a Secondary fdatasync more.', '')
+  L.push('  and fdatasynced in the Secondary\'s SRL), so each `fdatasync` costs a round trip and a Secondary fdatasync more.')
+  L.push('- **sync=off+TLS**: sync=off with TLS 1.3 on the RLINK (`--tls-cert`, `--tls-key`, `--tls-ca` on both ends; P-256 certificates).')
+  L.push('- **sync=off+zstd**: sync=off with `--compress zstd`. The sequential write writes zeros (zstd\'s best case: the wire carries')
+  L.push('  almost nothing) and the random writes random bytes (its worst: everything is compressed for nothing and sent as it is);')
+  L.push('  the CPU rows say what it costs.', '')
   L.push(`Throughputs are medians of ${r.reps} run${r.reps > 1 ? 's' : ''} (higher is better); drain times are medians too (lower is better). **Drain** is the time from`)
   L.push('the writer\'s exit until the Primary\'s status shows `lagUpdates` 0, i.e. the Secondary has applied (data-acked) every update;')
   L.push('**end-to-end** is the amount written divided by (write time + drain): the rate at which data reaches the Secondary\'s data')

@@ -7,6 +7,10 @@
  *   primary   `replicafs primary` with no Secondary
  *   off       Primary --secondary 127.0.0.1:PORT --synchronous off, and a Secondary
  *   override  the same with --synchronous override
+ *   tls       sync=off with TLS 1.3 on the RLINK (--tls-cert/--tls-key/--tls-ca; certificates made
+ *             by openssl at start)
+ *   zstd      sync=off with --compress zstd (seq writes zeros: zstd's best case; randsync random
+ *             bytes: its worst)
  * Three workloads: a sustained sequential write (1 MiB writes, final fsync),
  * 4 KiB random write + fdatasync, and small-file creation. For the replicated
  * columns it also measures the drain (writer exit until the Primary shows
@@ -66,7 +70,7 @@ const HELP = `usage: npm run bench:replication -- [options]
 
   --quick            smoke run: small sizes, 1 repetition; writes neither the doc nor bench/results/replication.json
   --only NAME[,NAME] run only these workloads: ${REPL_WORKLOADS.join(', ')}
-  --columns LIST     subset of ${REPL_COLUMNS.join(',')} (default all four)
+  --columns LIST     subset of ${REPL_COLUMNS.join(',')} (default all six)
   --reps N           repetitions per measurement (default 3; --quick 1)
   --seq-mib N        size of the sequential write (default 1024; --quick 128)
   --files N          files for the create workload (default 10000; --quick 1000)
@@ -292,6 +296,20 @@ function parseJson<T>(stdout: string, who: string): T {
   }
 }
 
+/** A throwaway CA and a certificate for each end (openssl, P-256), as the flags of each daemon. */
+async function makeCerts(dir: string): Promise<{ primary: string[]; secondary: string[] }> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const o = async (args: string[]): Promise<void> => { await runOk(['openssl', ...args], { timeoutMs: 60_000, cwd: dir }) }
+  await o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=bench-ca', '-days', '2'])
+  const host = async (n: string): Promise<string[]> => {
+    await o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${n}.key`, '-out', `${n}.csr`, '-subj', `/CN=${n}`])
+    await o(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', `${n}.pem`])
+    fs.chmodSync(path.join(dir, `${n}.key`), 0o600)
+    return ['--tls-cert', path.join(dir, `${n}.pem`), '--tls-key', path.join(dir, `${n}.key`), '--tls-ca', path.join(dir, 'ca.pem')]
+  }
+  return { primary: await host('primary'), secondary: await host('secondary') }
+}
+
 // ---------------------------------------------------------------------------
 
 /** One (workload, repetition, column): where to write and what runs. */
@@ -473,6 +491,7 @@ async function main(): Promise<number> {
     }
     const secret = path.join(img.work, 'secret')
     fs.writeFileSync(secret, crypto.randomBytes(32).toString('hex') + '\n', { mode: 0o600 })
+    const tlsFor = opts.columns.includes('tls') ? await makeCerts(path.join(img.work, 'pki')) : null
 
     log(`warm-up: ${opts.warmupPasses} × ${opts.warmupMiB} MiB`)
     for (let i = 0; i < opts.warmupPasses; i++) {
@@ -525,7 +544,7 @@ async function main(): Promise<number> {
               if (REPLICATED.includes(col)) {
                 const sdirs = { data: path.join(dir, 's', 'data'), mount: path.join(dir, 's', 'mnt'), state: path.join(dir, 's', 'state') }
                 const sd = await startDaemon(pkg, 'secondary', sdirs, {
-                  srlSizeBytes: opts.srlSizeBytes, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret], nodeArgs, log, warn: (x) => warnings.push(x),
+                  srlSizeBytes: opts.srlSizeBytes, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret, ...(col === 'tls' ? tlsFor!.secondary : [])], nodeArgs, log, warn: (x) => warnings.push(x),
                 })
                 daemons.push(sd)
                 startSeconds.secondary.push(sd.startSeconds)
@@ -533,7 +552,9 @@ async function main(): Promise<number> {
                 if (!ss.listen) throw new Error('the Secondary\'s status has no listen address')
                 secondaryData = sdirs.data
                 secondaryPid = ss.pid
-                extra.push('--secondary', ss.listen, '--secret-file', secret, '--synchronous', col)
+                extra.push('--secondary', ss.listen, '--secret-file', secret, '--synchronous', col === 'override' ? 'override' : 'off')
+                if (col === 'tls') extra.push(...tlsFor!.primary)
+                if (col === 'zstd') extra.push('--compress', 'zstd')
               }
               const pdirs = { data: path.join(dir, 'p', 'data'), mount: path.join(dir, 'p', 'mnt'), state: path.join(dir, 'p', 'state') }
               const pd = await startDaemon(pkg, 'primary', pdirs, { srlSizeBytes: opts.srlSizeBytes, extraArgs: extra, nodeArgs, log, warn: (x) => warnings.push(x) })

@@ -229,6 +229,7 @@ t('a Primary speaking protocol version 99 gets REFUSE naming the version; the Se
     const s = await startSecondary()
     const cases: Array<{ over: Record<string, unknown>, names: string, what: string }> = [
       { over: { v: 99 }, names: 'protocol version 99 ', what: 'protocol version 99' },
+      { over: { v: 7 }, names: 'protocol version 7 ', what: 'protocol version 7 (the version before TLS binding and compression)' },
       { over: { v: 0 }, names: 'protocol version 0 ', what: 'protocol version 0' },
       { over: { rf: 99 }, names: 'record format version 99 ', what: 'SRL record format version 99' }
     ]
