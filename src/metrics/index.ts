@@ -35,6 +35,7 @@ interface Status {
   ibc?: { frozen?: boolean | string | null, registrations?: unknown[] } | null
   fatal?: string | null
   errors?: Record<string, number>
+  verify?: Array<{ secondary: string, entries: number, bytes: number, theirEntries: number, differing: number }> | { entries: number, bytes: number } | null
   transport?: { tls: boolean, compress: string, bytesIn: number } | null
 }
 
@@ -82,6 +83,9 @@ export class Metrics {
       rlinkLimit: gauge('rlink_bandwidth_limit_bytes', '--bandwidth-limit of the RLINK, bytes per second (absent: none)', ['secondary']),
       bytesIn: gauge('secondary_bytes_received', 'a Secondary: bytes read from its Primary\'s connection now up (after compression)'),
       tls: gauge('secondary_tls', 'a Secondary: 1 while its Primary\'s connection is TLS'),
+      verifyEntries: gauge('verify_entries', 'entries the online verify running has walked on this host', ['secondary']),
+      verifyBytes: gauge('verify_bytes', 'bytes the online verify running has hashed on this host', ['secondary']),
+      verifyDiffering: gauge('verify_differing_paths', 'paths the online verify running found different so far', ['secondary']),
       snapshots: gauge('snapshots', 'snapshots on this host (valid ones)'),
       snapshotBytes: gauge('snapshot_bytes', 'space the snapshots\' own items take, bytes', ['snapshot']),
       errors: gauge('errors_total', 'errors by code since the daemon started: operating errors answered through the mount or the control socket, RLINK refusals sent (REFUSED_<code>), and EIO, ENOSPC, EDQUOT, EROFS from the data directory\'s filesystem', ['code'])
@@ -137,6 +141,13 @@ export class Metrics {
       }
     }
     for (const [code, n] of Object.entries(s.errors ?? {})) g.errors.set({ code }, n)
+    // A Primary's verifies (one per RLINK), or the one a Secondary is walking for its Primary.
+    const verifies = Array.isArray(s.verify) ? s.verify : s.verify != null ? [{ secondary: '', ...s.verify, differing: undefined }] : []
+    for (const v of verifies) {
+      g.verifyEntries.set({ secondary: v.secondary }, v.entries)
+      g.verifyBytes.set({ secondary: v.secondary }, v.bytes)
+      if (typeof v.differing === 'number') g.verifyDiffering.set({ secondary: v.secondary }, v.differing)
+    }
     if (this.snapshots !== null && s.role !== 'passthrough') {
       try {
         const list = await this.snapshots()

@@ -149,6 +149,20 @@ export class FramedSocket {
     return this.cachedBinding
   }
 
+  /** Who holds reading paused (the receiver's window, the decompression backlog): read while none does. */
+  private readonly holds = new Set<string>()
+
+  /** Stops reading from the socket until every `hold` is released (flow control of each owner). */
+  hold (who: string): void {
+    this.holds.add(who)
+    this.sock.pause()
+  }
+
+  release (who: string): void {
+    if (!this.holds.delete(who) || this.holds.size > 0 || this.ended) return
+    this.sock.resume()
+  }
+
   /** Whether the connection is TLS. */
   get secure (): boolean { return this.binding.length > 0 }
 
@@ -203,7 +217,7 @@ export class FramedSocket {
       })
       got.catch(() => {})
     }
-    if (++this.backlog > 32) this.sock.pause()
+    if (++this.backlog > 32) this.hold('inflate')
     const p: Promise<void> = (this.inflight ?? Promise.resolve()).then(async () => {
       let msg: Message
       try { msg = await got } catch (err) { this.refuse('PROTOCOL', (err as Error).message); return }
@@ -211,7 +225,7 @@ export class FramedSocket {
     }).finally(() => {
       this.backlog--
       if (this.inflight === p) this.inflight = null
-      if (this.backlog <= 8 && !this.ended) this.sock.resume()
+      if (this.backlog <= 8) this.release('inflate')
     })
     this.inflight = p
   }

@@ -244,10 +244,10 @@ class Connection {
             if (updatesRecords(m) === null) { this.refuse('PROTOCOL', 'malformed UPDATES (recs must be a list of records\' bytes)'); return }
             const bytes = m.recs.reduce((n, r) => n + (r as Uint8Array).length, 0)
             this.queuedBytes += bytes
-            if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.sock.pause()
+            if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.hold('window')
             this.chain = this.chain.then(() => this.onUpdates(m.recs as Uint8Array[])).finally(() => {
               this.queuedBytes -= bytes
-              if (this.queuedBytes <= RLINK_WINDOW_BYTES && !this.fs.isEnded) this.fs.sock.resume()
+              if (this.queuedBytes <= RLINK_WINDOW_BYTES) this.fs.release('window')
             }).catch((err: Error) => { this.close(`cannot log updates: ${err.message}`) })
             return
           }
@@ -360,7 +360,7 @@ class Connection {
     const bytes = m.t === MsgType.SYNC_DATA && m.d instanceof Uint8Array ? m.d.length : 0
     if (this.syncOpen && this.rx.isActive(this)) sync.received(m)
     this.queuedBytes += bytes
-    if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.sock.pause()
+    if (this.queuedBytes > RLINK_WINDOW_BYTES) this.fs.hold('window')
     this.chain = this.chain.then(async () => {
       if (!this.rx.isActive(this)) return
       if (m.t === MsgType.SYNC_BEGIN) {
@@ -379,7 +379,7 @@ class Connection {
       this.fs.send({ t: MsgType.SYNC_ACK, n: ++this.syncFrames })
     }).finally(() => {
       this.queuedBytes -= bytes
-      if (this.queuedBytes <= RLINK_WINDOW_BYTES && !this.fs.isEnded) this.fs.sock.resume()
+      if (this.queuedBytes <= RLINK_WINDOW_BYTES) this.fs.release('window')
     }).catch((err: Error) => { this.close(`full synchronization failed: ${err.message}`) })
   }
 
