@@ -14,7 +14,7 @@ import * as os from 'os'
 import * as path from 'path'
 import * as crypto from 'crypto'
 import { startDaemon, type Daemon } from './daemon'
-import { runOk } from './proc'
+import { makeCerts, cpuSecondsOf } from './certs'
 import { request } from '../src/control'
 
 const MiB = 1024 * 1024
@@ -22,11 +22,6 @@ const MiB = 1024 * 1024
 function arg (name: string, dflt: string): string {
   const i = process.argv.indexOf(name)
   return i >= 0 ? process.argv[i + 1] : dflt
-}
-
-function cpuSecondsOf (pid: number): number {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return (Number(f[11]) + Number(f[12])) / 100
 }
 
 function logText (bytes: number): Buffer {
@@ -40,19 +35,6 @@ function logText (bytes: number): Buffer {
   return Buffer.from(parts.join('')).subarray(0, bytes)
 }
 
-async function certs (dir: string): Promise<{ p: string[], s: string[] }> {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-  const o = async (a: string[]): Promise<void> => { await runOk(['openssl', ...a], { cwd: dir, timeoutMs: 60_000 }) }
-  await o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=ca', '-days', '2'])
-  const host = async (n: string): Promise<string[]> => {
-    await o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${n}.key`, '-out', `${n}.csr`, '-subj', `/CN=${n}`])
-    await o(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', `${n}.pem`])
-    fs.chmodSync(path.join(dir, `${n}.key`), 0o600)
-    return ['--tls-cert', path.join(dir, `${n}.pem`), '--tls-key', path.join(dir, `${n}.key`), '--tls-ca', path.join(dir, 'ca.pem')]
-  }
-  return { p: await host('p'), s: await host('s') }
-}
-
 interface Row { data: string, mode: string, seconds: number, wire: number, cpuP: number, cpuS: number }
 
 async function main (): Promise<void> {
@@ -63,7 +45,7 @@ async function main (): Promise<void> {
   const log = (s: string): void => { process.stderr.write(s + '\n') }
   const secret = path.join(work, 'secret')
   fs.writeFileSync(secret, crypto.randomBytes(32).toString('hex') + '\n', { mode: 0o600 })
-  const tls = await certs(path.join(work, 'pki'))
+  const tls = await makeCerts(path.join(work, 'pki'))
   const payload = { text: logText(mib * MiB), random: crypto.randomBytes(mib * MiB) }
   const rows: Row[] = []
   const daemons: Daemon[] = []
@@ -74,12 +56,12 @@ async function main (): Promise<void> {
         const S = { data: path.join(dir, 's', 'data'), mount: path.join(dir, 's', 'mnt'), state: path.join(dir, 's', 'state') }
         const P = { data: path.join(dir, 'p', 'data'), mount: path.join(dir, 'p', 'mnt'), state: path.join(dir, 'p', 'state') }
         const useTls = mode.startsWith('TLS')
-        const sd = await startDaemon(repo, 'secondary', S, { srlSizeBytes: 2 * mib * MiB + 64 * MiB, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret, ...(useTls ? tls.s : [])], log })
+        const sd = await startDaemon(repo, 'secondary', S, { srlSizeBytes: 2 * mib * MiB + 64 * MiB, extraArgs: ['--listen', '127.0.0.1:0', '--secret-file', secret, ...(useTls ? tls.secondary : [])], log })
         daemons.push(sd)
         const ss = await request(S.state, { cmd: 'status' }) as { listen: string, pid: number }
         const pd = await startDaemon(repo, 'primary', P, {
           srlSizeBytes: 2 * mib * MiB + 64 * MiB,
-          extraArgs: ['--secondary', ss.listen, '--secret-file', secret, '--bandwidth-limit', rate, ...(useTls ? tls.p : []), ...(mode.endsWith('zstd') ? ['--compress', 'zstd'] : [])],
+          extraArgs: ['--secondary', ss.listen, '--secret-file', secret, '--bandwidth-limit', rate, ...(useTls ? tls.primary : []), ...(mode.endsWith('zstd') ? ['--compress', 'zstd'] : [])],
           log
         })
         daemons.push(pd)

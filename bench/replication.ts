@@ -28,6 +28,7 @@ import * as crypto from 'crypto'
 import { createImage, Image, syncfs } from './image'
 import { checkCli, Daemon, startDaemon } from './daemon'
 import { runOk } from './proc'
+import { makeCerts, cpuSecondsOf } from './certs'
 import { buildHash, snapshotPackage } from './snapshot'
 import { fmt, machineInfo, table } from './report'
 import {
@@ -251,14 +252,6 @@ function lagSampler(state: string): { stop(): LagPoint[] } {
   return { stop: () => { stopped = true; clearInterval(timer); return pts } }
 }
 
-/** utime + stime of a process, in seconds. */
-function cpuSecondsOf(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // Fields 14 and 15 of stat(5); f[0] is field 3.
-  return (Number(f[11]) + Number(f[12])) / 100
-}
-
 function sha256File(file: string): string {
   const h = crypto.createHash('sha256')
   const fd = fs.openSync(file, 'r')
@@ -294,20 +287,6 @@ function parseJson<T>(stdout: string, who: string): T {
   } catch {
     throw new Error(`${who} printed no JSON result: ${stdout.slice(0, 200)}`)
   }
-}
-
-/** A throwaway CA and a certificate for each end (openssl, P-256), as the flags of each daemon. */
-async function makeCerts(dir: string): Promise<{ primary: string[]; secondary: string[] }> {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-  const o = async (args: string[]): Promise<void> => { await runOk(['openssl', ...args], { timeoutMs: 60_000, cwd: dir }) }
-  await o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-subj', '/CN=bench-ca', '-days', '2'])
-  const host = async (n: string): Promise<string[]> => {
-    await o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${n}.key`, '-out', `${n}.csr`, '-subj', `/CN=${n}`])
-    await o(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', `${n}.pem`])
-    fs.chmodSync(path.join(dir, `${n}.key`), 0o600)
-    return ['--tls-cert', path.join(dir, `${n}.pem`), '--tls-key', path.join(dir, `${n}.key`), '--tls-ca', path.join(dir, 'ca.pem')]
-  }
-  return { primary: await host('primary'), secondary: await host('secondary') }
 }
 
 // ---------------------------------------------------------------------------

@@ -595,6 +595,8 @@ export class Rlink {
         this.pump()
         return
       case MsgType.ACK: {
+        // (A string or NaN would poison the positions the SRL's release is computed from.)
+        if (!Number.isSafeInteger(m.n) || !Number.isSafeInteger(m.d)) { this.conn?.refuse('PROTOCOL', 'malformed ACK (n and d must be sequence numbers)'); return }
         if (this.syncDoneAt !== null && m.d >= this.syncDoneAt) {
           this.syncDoneAt = null
           if (this.dcm) this.leaveDcm()
