@@ -329,6 +329,44 @@ t('a Secondary speaking protocol version 99 (CHALLENGE, then REFUSE) makes the P
   }
 }))
 
+t('an authenticated Secondary whose ACK is not sequence numbers is refused PROTOCOL; nothing it acked counts', isolated(120_000, async () => {
+  try {
+    const dirs = await tmpdirs('pri')
+    const secret = await secretFile(dirs.root)
+    const secretBytes = Buffer.from('correct horse battery staple')
+    const fake = await fakeSecondary((peer) => {
+      let phase = 'hello'
+      let ours = nonce()
+      const poll = setInterval(() => {
+        if (peer.closed) { clearInterval(poll); return }
+        const h = peer.msgs.find((m) => m.t === MsgType.HELLO)
+        if (phase === 'hello' && h !== undefined && h.t === MsgType.HELLO) {
+          ours = nonce()
+          peer.send({ t: MsgType.CHALLENGE, v: PROTOCOL_VERSION, rds: h.rds, nonce: ours, proof: proof(secretBytes, 'secondary', h.nonce, ours, h.rds, Buffer.alloc(0)), next: 1, last: null, applied: 0, fresh: true, empty: true, syncing: null, adopt: false })
+          phase = 'auth'
+        } else if (phase === 'auth' && peer.msgs.some((m) => m.t === MsgType.AUTH)) {
+          peer.send({ t: MsgType.READY })
+          phase = 'ready'
+        } else if (phase === 'ready' && peer.msgs.some((m) => m.t === MsgType.UPDATES)) {
+          peer.send({ t: MsgType.ACK, n: 'all of them', d: Number.NaN } as unknown as Message)
+          phase = 'acked'
+        }
+      }, 5)
+      peer.sock.on('close', () => clearInterval(poll))
+    })
+    const p = await startPrimary({ dirs, extraArgs: ['--secondary', fake.address, '--secret-file', secret] })
+    await writeSome(p)
+    await waitLastError(p, [/malformed ACK/], 'rlinks[0].lastError to say the ACK was malformed')
+    const l = await rlink(p)
+    assert.is(l.networkAckedSeq, 0, `a malformed ACK acks nothing: ${JSON.stringify(l)}`)
+    assert.is(l.dataAckedSeq, 0)
+    assert.ok(fake.peers.some((peer) => peer.msgs.some((m) => m.t === MsgType.REFUSE && m.code === 'PROTOCOL')), 'the Primary told the peer why (REFUSE PROTOCOL)')
+    await p.stop()
+  } finally {
+    await closeFakes()
+  }
+}))
+
 // ---------------------------------------------------------------------------------------------
 // garbage on the wire
 
