@@ -6,7 +6,7 @@ import { suite } from 'uvu'
 import crypto from 'node:crypto'
 import * as assert from 'uvu/assert'
 import {
-  encodeFrame, FrameDecoder, MsgType, PROTOCOL_VERSION, proof, proofOk, nonce, type Message
+  encodeFrame, encodeFrameParts, FrameDecoder, MsgType, PROTOCOL_VERSION, proof, proofOk, nonce, type Message
 } from '../src/format/wire'
 import { isReplError } from '../src/errors'
 import { WIRE_FRAME_BYTES_MAX } from '../src/limits'
@@ -330,6 +330,49 @@ t('encodeFrame refuses a body over the limit with PROTOCOL', () => {
   assert.is(got.length, 1)
   if (got[0].t !== MsgType.UPDATES) throw new Error('expected UPDATES')
   assert.is(got[0].recs[0].length, WIRE_FRAME_BYTES_MAX - 64)
+})
+
+t('encodeFrameParts: a SYNC_DATA frame in two parts, the data not copied, the same bytes as encodeFrame at every bin-header size', () => {
+  // lengths around each msgpack bin header (bin 8 / 16 / 32) and the largest chunk a sync sends
+  const lengths = [1, 2, 0xff, 0x100, 0x101, 0xffff, 0x10000, 0x10001, 256 * 1024]
+  const paths = ['/a', '/dïr/' + 'x'.repeat(300)]
+  const offsets = [0, 127, 2 ** 40 - 4096]
+  for (const n of lengths) {
+    for (const p of paths) {
+      for (const o of offsets) {
+        // data that is a view into a larger buffer, as a read into a chunk buffer is
+        const backing = Buffer.alloc(n + 16, n & 0xff)
+        backing[8] = 0x5a
+        backing[7 + n] = 0xa5
+        const d = backing.subarray(8, 8 + n)
+        const m: Message = { t: MsgType.SYNC_DATA, p, o, d }
+        const parts = encodeFrameParts(m)
+        assert.is(parts.length, 2, `${n} bytes: two parts`)
+        assert.ok(parts[1].buffer === backing.buffer && parts[1].byteOffset === d.byteOffset && parts[1].length === n, `${n} bytes: the second part is the data itself, not a copy`)
+        const joined = Buffer.concat(parts)
+        assert.ok(joined.equals(encodeFrame(m)), `${n} bytes at ${o}, path of ${p.length}: the same bytes as encodeFrame`)
+        const got = new FrameDecoder().push(joined)
+        assert.is(got.length, 1)
+        const back = got[0]
+        if (back.t !== MsgType.SYNC_DATA) throw new Error('expected SYNC_DATA')
+        assert.is(back.p, p)
+        assert.is(back.o, o)
+        assert.ok(Buffer.from(back.d).equals(d), `${n} bytes: the data round trips`)
+      }
+    }
+  }
+  // other frames, and a SYNC_DATA with no data: one part, encodeFrame's
+  for (const m of samples()) {
+    const parts = encodeFrameParts(m)
+    if (m.t === MsgType.SYNC_DATA) continue
+    assert.is(parts.length, 1, `${MsgType[m.t]}: one part`)
+    assert.ok(parts[0].equals(encodeFrame(m)), `${MsgType[m.t]}: encodeFrame's bytes`)
+  }
+  const empty: Message = { t: MsgType.SYNC_DATA, p: '/e', o: 5, d: Buffer.alloc(0) }
+  assert.is(encodeFrameParts(empty).length, 1)
+  assert.ok(encodeFrameParts(empty)[0].equals(encodeFrame(empty)))
+  // over the limit: PROTOCOL, as encodeFrame
+  expectProtocolError(() => encodeFrameParts({ t: MsgType.SYNC_DATA, p: '/big', o: 0, d: Buffer.alloc(WIRE_FRAME_BYTES_MAX) }), 'SYNC_DATA over WIRE_FRAME_BYTES_MAX', /exceeds/)
 })
 
 t('bodies that are not messages are rejected with PROTOCOL', () => {

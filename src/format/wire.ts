@@ -324,6 +324,32 @@ export function encodeFrame (msg: Message): Buffer {
   return out
 }
 
+const EMPTY_BYTES = new Uint8Array(0)
+
+/**
+ * The same bytes as encodeFrame(msg), in two parts for a SYNC_DATA frame: everything up to its
+ * data, and the data itself (not copied; the caller writes both, cork()ed, as one writev). A
+ * SYNC_DATA is packed with its fields in the order t, p, o, d, so `d`, a msgpack bin, ends the
+ * body: packed with no data, the body ends in bin 8 of length 0 (c4 00), which is replaced by
+ * the bin header of the data's length (c4/c5/c6, msgpack's shortest, as msgpackr writes it).
+ * Other frames: one part, encodeFrame's.
+ */
+export function encodeFrameParts (msg: Message): Buffer[] {
+  if (msg.t !== MsgType.SYNC_DATA || !(msg.d instanceof Uint8Array) || msg.d.length === 0) return [encodeFrame(msg)]
+  const d = msg.d
+  const empty = packr.pack({ t: msg.t, p: msg.p, o: msg.o, d: EMPTY_BYTES })
+  const keep = empty.length - 2
+  const binHead = d.length < 0x100 ? 2 : d.length < 0x10000 ? 3 : 5
+  const bodyLength = keep + binHead + d.length
+  if (bodyLength > WIRE_FRAME_BYTES_MAX) throw new ReplError('PROTOCOL', `frame of ${bodyLength} bytes exceeds ${WIRE_FRAME_BYTES_MAX}`)
+  const head = Buffer.allocUnsafe(4 + keep + binHead)
+  head.writeUInt32LE(bodyLength, 0)
+  empty.copy(head, 4, 0, keep)
+  const at = 4 + keep
+  if (binHead === 2) { head[at] = 0xc4; head[at + 1] = d.length } else if (binHead === 3) { head[at] = 0xc5; head.writeUInt16BE(d.length, at + 1) } else { head[at] = 0xc6; head.writeUInt32BE(d.length, at + 1) }
+  return [head, Buffer.from(d.buffer, d.byteOffset, d.length)]
+}
+
 /** One frame's body (msgpack) as a message; PROTOCOL if it is not one. */
 export function decodeBody (body: Buffer): Message {
   let msg: unknown

@@ -2,7 +2,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import { ReplError, countError } from '../errors'
-import { decodeBody, encodeFrame, FrameDecoder, MsgType, type Message, type RefuseCode } from '../format/wire'
+import { decodeBody, encodeFrame, encodeFrameParts, FrameDecoder, MsgType, type Message, type RefuseCode } from '../format/wire'
 import { SECRET_BYTES_MAX, RLINK_HANDSHAKES_MAX, RLINK_HANDSHAKE_TIMEOUT_MS, RLINK_LIMIT_LOG_INTERVAL_MS, RLINK_OUTBOX_BYTES } from '../limits'
 import { acceptor, channelBinding, describeTlsError, type RlinkTls } from './tls'
 import { COMPRESS_MIN_BYTES, compressBody, inflateBody } from './compress'
@@ -244,14 +244,25 @@ export class FramedSocket {
   send (m: Message): boolean {
     if (this.ended) return false
     this.lastSent = Date.now()
-    const frame = encodeFrame(m)
-    this.bytesRaw += frame.length
+    // A SYNC_DATA frame's data is written as it is, after its header (one writev, no copy).
+    const parts = encodeFrameParts(m)
+    const length = parts.length === 1 ? parts[0].length : parts[0].length + parts[1].length
+    this.bytesRaw += length
     if (!this.compressing && this.limiter === null && this.outbox.length === 0 && !this.socketFull) {
-      this.bytesOut += frame.length
-      if (this.sock.write(frame)) return true
+      this.bytesOut += length
+      let room: boolean
+      if (parts.length === 1) room = this.sock.write(parts[0])
+      else {
+        this.sock.cork()
+        this.sock.write(parts[0])
+        room = this.sock.write(parts[1])
+        this.sock.uncork()
+      }
+      if (room) return true
       this.socketFull = this.wantDrain = true
       return false
     }
+    const frame = parts.length === 1 ? parts[0] : Buffer.concat(parts, length)
     const out: Outgoing = { frame, bytes: frame.length }
     if (this.compressing && (m.t === MsgType.UPDATES || m.t === MsgType.SYNC_DATA) && frame.length - 4 >= COMPRESS_MIN_BYTES) {
       out.frame = null
