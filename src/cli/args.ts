@@ -116,8 +116,10 @@ export function parseSize (command: string, flag: string, text: string): number 
 export function helpText (usage: string, summary: string, flags: FlagSpec): string {
   const rows = Object.entries(flags).map(([name, f]) => {
     const left = `  ${f.short !== undefined ? `-${f.short}, ` : ''}--${name}${f.type === 'string' ? ' ' + (f.arg ?? 'VALUE') : ''}`
-    // A help text's own line breaks continue under its first line.
-    return left.padEnd(30) + f.help.split('\n').join('\n' + ' '.repeat(30))
+    // A help text's own line breaks continue under its first line; a flag too long for the
+    // column has its help start on the next line.
+    const head = left.length < 30 ? left.padEnd(30) : left + '\n' + ' '.repeat(30)
+    return head + f.help.split('\n').join('\n' + ' '.repeat(30))
   })
   return `usage: ${usage}\n\n${summary}\n\nflags:\n${rows.join('\n')}\n`
 }
