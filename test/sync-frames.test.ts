@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { execFileSync } from 'node:child_process'
 import { SyncSource, SyncTarget, type SyncMode } from '../src/sync'
 import { encodeFrame, FrameDecoder, MsgType, type Message, type SyncMessage } from '../src/format/wire'
 import { RecordType } from '../src/format/record'
@@ -166,6 +167,37 @@ function drift (a: string, b: string): void {
   fs.utimesSync(path.join(a, 'a'), new Date(1e12), new Date(1e12))
   fs.utimesSync(path.join(b, 'a'), new Date(2e12), new Date(2e12))
 }
+
+test('a full walk\'s SYNC_DATA frames each keep their own bytes until written (no shared read buffer), across read-ahead batches and a FIFO', async () => {
+  await withPair(() => 0, async (a, b, src, dst) => {
+    // More files than one read-ahead batch (sys.willNeed), and a FIFO among them that its
+    // non-blocking open passes over.
+    fs.mkdirSync(path.join(a, 'many'))
+    for (let i = 0; i < 300; i++) fs.writeFileSync(path.join(a, `many/m${String(i).padStart(3, '0')}`), Buffer.alloc(100 + i * 3, i))
+    execFileSync('mkfifo', [path.join(a, 'many/m150-fifo')])
+    // Every frame taken before any is applied or encoded, as frames wait in a socket's queue.
+    const frames: Message[] = []
+    for (let m = src.next(); m !== null; m = src.next()) frames.push(m)
+    assert.is(src.complete, true)
+    let data = 0
+    for (const m of frames) {
+      if (m.t !== MsgType.SYNC_DATA) continue
+      data++
+      const want = Buffer.alloc(m.d.length)
+      const fd = fs.openSync(path.join(a, m.p), 'r')
+      try { fs.readSync(fd, want, 0, want.length, m.o) } finally { fs.closeSync(fd) }
+      assert.ok(Buffer.from(m.d).equals(want), `${m.p} at ${m.o}: the frame holds the file's bytes, not a later read's`)
+    }
+    assert.ok(data >= 300 + 4, `data frames: ${data}`)
+    for (const m of frames) {
+      const back = wire(m) as SyncMessage
+      if (back.t === MsgType.SYNC_BEGIN) dst.checksum = back.c === 1
+      else await dst.apply(back)
+    }
+    dst.closeFile()
+    await assertSame(a, b)
+  })
+})
 
 test('by difference, every chunk compared: an old replica ends as the source, with only the differing chunks sent', async () => {
   await withPair(() => 0, async (a, b, src, dst) => {

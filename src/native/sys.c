@@ -1084,6 +1084,50 @@ static napi_value m_readdirEntries(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/*
+ * willNeed(dir, names, bytes): starts the kernel's read-ahead of the first `bytes` of each
+ * regular file `names` of directory `dir` (posix_fadvise WILLNEED: the reads are issued, not
+ * waited for), so that a walk reading them one by one later finds them in the page cache. Names
+ * that are gone or not regular files are passed over; nothing is thrown for them. The opens are
+ * O_NONBLOCK|O_NOFOLLOW (a FIFO put there meanwhile does not block; a symlink is not followed).
+ * Returns how many files it started.
+ */
+static napi_value m_willNeed(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 3) < 0) return NULL;
+  int64_t bytes;
+  if (get_i64(env, a.argv[2], "bytes", &bytes) < 0) return NULL;
+  bool is_arr = false;
+  napi_is_array(env, a.argv[1], &is_arr);
+  if (!is_arr) return throw_type(env, "names must be an array");
+  char *path = get_str(env, a.argv[0], "dir");
+  if (path == NULL) return NULL;
+  int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free(path);
+  int started = 0;
+  if (dfd >= 0) {
+    uint32_t n = 0;
+    napi_get_array_length(env, a.argv[1], &n);
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value v;
+      char name[NAME_MAX + 1];
+      size_t len = 0;
+      if (napi_get_element(env, a.argv[1], i, &v) != napi_ok) continue;
+      if (napi_get_value_string_utf8(env, v, name, sizeof(name), &len) != napi_ok || len == 0 || len >= NAME_MAX + 1 || strlen(name) != len) continue;
+      int fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NOATIME);
+      if (fd < 0 && errno == EPERM) fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+      if (fd < 0) continue;
+      struct stat st;
+      if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && posix_fadvise(fd, 0, (off_t) bytes, POSIX_FADV_WILLNEED) == 0) started++;
+      close(fd);
+    }
+    close(dfd);
+  }
+  napi_value r;
+  napi_create_int32(env, started, &r);
+  return r;
+}
+
 /* readlinkFd(fd): the target of the symlink an O_PATH|O_NOFOLLOW fd (e.g. from openByHandle) names. */
 static napi_value m_readlinkFd(napi_env env, napi_callback_info info) {
   args_t a;
@@ -1175,6 +1219,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "nameToHandle", m_nameToHandle);
   export_fn(env, exports, "openByHandle", m_openByHandle);
   export_fn(env, exports, "readdirEntries", m_readdirEntries);
+  export_fn(env, exports, "willNeed", m_willNeed);
   export_fn(env, exports, "readlinkFd", m_readlinkFd);
   export_fn(env, exports, "cloexecFrom", m_cloexecFrom);
 

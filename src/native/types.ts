@@ -79,6 +79,8 @@ export interface SysAddon {
    * [name, ino, d_type, handle | null, ...], without . and ..; handles only with `withHandles`.
    */
   readdirEntries(path: string, withHandles?: boolean): Array<string | number | Buffer | null>;
+  /** Starts the kernel's read-ahead of the first `bytes` of each regular file `names` of `dir`; returns how many it started. */
+  willNeed(dir: string, names: string[], bytes: number): number;
   /** readlinkat(fd, ""): the target of the symlink an O_PATH | O_NOFOLLOW fd names. */
   readlinkFd(fd: number): string;
   /** Sets FD_CLOEXEC on every descriptor >= fd (close_range, or fcntl over /proc/self/fd). */

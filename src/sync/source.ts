@@ -49,7 +49,21 @@ interface Mark { seq: number, tree: boolean, parts: Parts | null }
 interface Sending { p: string, fd: number, size: number, o: number, theirs: Want | null, spans: Array<[number, number]> | null, si: number, z: number }
 
 /** A directory being walked: its path, its names (sorted), the next one to send. */
-interface Level { p: string, names: string[], i: number }
+interface Level {
+  p: string, names: string[], i: number
+  /** A full synchronization: which names are regular files (d_type), and up to where their read-ahead was started. */
+  regular: boolean[] | null
+  ahead: number
+}
+
+/** A full synchronization starts the kernel's read-ahead of the next files of a directory (sys.willNeed) this many names at a time, */
+const WILL_NEED_NAMES = 64
+/** when fewer than this many are ahead of the walk, */
+const WILL_NEED_LOW = 32
+/** for the first bytes of each. */
+const WILL_NEED_BYTES = 2 * SYNC_CHUNK_BYTES
+/** DT_REG (readdir's type of a regular file). */
+const DT_REG = 8
 
 export type SyncPhase = 'walk' | 'drain'
 
@@ -120,7 +134,16 @@ export class SyncSource {
   private readonly linked = new Map<number, string>()
   private begun = false
   private walking = true
-  private readonly chunk = Buffer.allocUnsafe(SYNC_CHUNK_BYTES)
+  /**
+   * The buffer the last read went to if no frame took it (a chunk skipped), for the next read.
+   * A chunk sent is its frame's own buffer, written to the socket as it is (encodeFrameParts).
+   */
+  private spare: Buffer | null = null
+
+  private buffer (n: number): Buffer {
+    if (this.spare === null || this.spare.length < n) this.spare = Buffer.allocUnsafe(Math.max(n, 1))
+    return this.spare
+  }
   entries = 0
   bytes = 0
   differing = 0
@@ -255,7 +278,11 @@ export class SyncSource {
     if (w !== undefined) { this.sendInPlace(w); return true }
     const top = this.stack[this.stack.length - 1]
     if (top !== undefined) {
-      if (top.i < top.names.length) { this.walked++; this.visitLive(child(top.p, top.names[top.i++]), true) }
+      if (top.i < top.names.length) {
+        if (top.regular !== null && top.ahead - top.i < WILL_NEED_LOW) this.willNeed(top)
+        this.walked++
+        this.visitLive(child(top.p, top.names[top.i++]), true)
+      }
       else { this.stack.pop(); this.closeDir(top.p, top.names) }
       return true
     }
@@ -369,9 +396,29 @@ export class SyncSource {
     if (e.k === 'n') e.r = st.rdev
     this.out.push(e)
     if (e.k !== 'd') return
+    if (deep && !this.mode.diff) {
+      // A full synchronization reads every file: the kernel is asked to read the next ones
+      // ahead of the walk (small files are otherwise one cold read, waited for, after another).
+      const list = sys.readdirEntries(full)
+      const pairs: Array<[string, boolean]> = []
+      for (let i = 0; i < list.length; i += 4) pairs.push([list[i] as string, list[i + 2] === DT_REG])
+      pairs.sort((x, y) => x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0)
+      this.stack.push({ p, names: pairs.map((x) => x[0]), i: 0, regular: pairs.map((x) => x[1]), ahead: 0 })
+      return
+    }
     const names = fs.readdirSync(full).sort()
-    if (deep) this.stack.push({ p, names, i: 0 })
+    if (deep) this.stack.push({ p, names, i: 0, regular: null, ahead: 0 })
     else this.closeDir(p, names)
+  }
+
+  /** Starts the read-ahead of the next WILL_NEED_NAMES regular files of `l` (a hint: nothing fails). */
+  private willNeed (l: Level): void {
+    const from = Math.max(l.ahead, l.i)
+    const to = Math.min(l.names.length, from + WILL_NEED_NAMES)
+    const names: string[] = []
+    for (let i = from; i < to; i++) if (l.regular![i]) names.push(l.names[i])
+    l.ahead = to
+    if (names.length > 0) sys.willNeed(l.p === '/' ? this.root : this.root + l.p, names, WILL_NEED_BYTES)
   }
 
   /** After a directory's entries: its names (the Secondary removes others) and its times now. */
@@ -426,9 +473,11 @@ export class SyncSource {
   private sendChunk (f: Sending): void {
     if (f.spans !== null) { this.sendSpan(f, f.spans); return }
     for (let skipped = 0; f.o < f.size && skipped < 64; skipped++) {
-      const n = fs.readSync(f.fd, this.chunk, 0, Math.min(this.chunk.length, f.size - f.o), f.o)
+      const want = Math.min(SYNC_CHUNK_BYTES, f.size - f.o)
+      const buf = this.buffer(want)
+      const n = fs.readSync(f.fd, buf, 0, want, f.o)
       if (n === 0) { f.o = f.size; break } // shorter now: a truncate, which marked the path
-      const b = this.chunk.subarray(0, n)
+      const b = buf.subarray(0, n)
       const o = f.o
       f.o += n
       const theirs = f.theirs
@@ -439,7 +488,8 @@ export class SyncSource {
         same = Math.min(SYNC_CHUNK_BYTES, theirs.s - o) === n && chunkHash(b).equals(theirs.h.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES))
       }
       if (!same) {
-        this.out.push({ t: MsgType.SYNC_DATA, p: f.p, o, d: Buffer.from(b) })
+        this.spare = null // the frame owns it now
+        this.out.push({ t: MsgType.SYNC_DATA, p: f.p, o, d: b })
         this.bytes += n
         break
       }
@@ -455,11 +505,14 @@ export class SyncSource {
     for (let skipped = 0; f.si < spans.length && skipped < 64; skipped++) {
       const [lo, hi] = spans[f.si++]
       if (lo >= f.size) { f.si = spans.length; break } // in order: the rest is past the end too
-      const n = fs.readSync(f.fd, this.chunk, 0, Math.min(hi, f.size) - lo, lo)
+      const want = Math.min(hi, f.size) - lo
+      const buf = this.buffer(want)
+      const n = fs.readSync(f.fd, buf, 0, want, lo)
       if (n === 0) { f.si = spans.length; break } // shorter now: a truncate, which marked it again
-      const b = this.chunk.subarray(0, n)
+      const b = buf.subarray(0, n)
       if (lo >= f.z && isZero(b)) continue
-      this.out.push({ t: MsgType.SYNC_DATA, p: f.p, o: lo, d: Buffer.from(b) })
+      this.spare = null // the frame owns it now
+      this.out.push({ t: MsgType.SYNC_DATA, p: f.p, o: lo, d: b })
       this.bytes += n
       break
     }
