@@ -1,19 +1,23 @@
 /**
  * Full synchronization and synchronization by difference against rsync:
- * `node dist/bench/sync.js [--files N] [--big-mib M] [--reps R]`.
+ * `node dist/bench/sync.js [--files N] [--big-mib M] [--reps R] [--only full]`.
  *
  * One fresh journaled ext4 image (bench/image.ts). A tree of N files of 64 KiB in 100 directories
  * and four files of M MiB. Measured, each repetition, page cache dropped before each:
- *   full   rsync -a SRC/ DST/ (local: rsync's copy without a network, its best case), against a
- *          Secondary on an empty directory, then a Primary over SRC replicating to it on
- *          loopback: from the Primary's start to its RLINK reporting the Secondary consistent
+ *   full   rsync -a SRC/ DST/ (local: rsync's copy without a network, its best case) and
+ *          rsync -a SRC/ rsync://127.0.0.1/... (an rsync daemon on loopback TCP: the issue's
+ *          anchor, "over loopback", with no ssh cipher in the way), against a Secondary on an
+ *          empty directory, then a Primary over SRC replicating to it on loopback: from the
+ *          Primary's start to its RLINK reporting the Secondary consistent. `--only full`: these
+ *          rows alone, printed, no document rewritten (to iterate on the full synchronization)
  *   verify after the full synchronization, the identical trees compared: rsync -a -n --checksum
  *          (a dry run reading both trees) against `replicafs verify` with replication running
  *   DCM    then, the RLINK paused, 1% of the small files rewritten through the Primary's mount
  *          (new bytes, new mtime) and the 4 MiB SRL overflowed: timed from resume to the Secondary
  *          consistent again (resynchronized from the change map); the rsync copies brought up to
- *          date with rsync -a --checksum (every file's bytes compared) and rsync -a (size and mtime)
- *   1%     another 1% rewritten in SRC behind replicafs's back, rsync -a --checksum, and a new
+ *          date with rsync -a --checksum (every file's bytes compared, locally and over the
+ *          loopback daemon) and rsync -a (size and mtime)
+ *   1%     another 1% rewritten in SRC behind replicafs's back, rsync -a --checksum (both ways), and a new
  *          Primary over SRC with a Secondary started --sync-existing over its old copy (every
  *          chunk compared: it knows nothing of its copy)
  * Reports seconds, MiB/s of the tree and CPU seconds (user + system, from /proc/stat's
@@ -23,7 +27,9 @@
  * (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to see where their time goes).
  */
 import * as fs from 'fs'
+import * as net from 'net'
 import * as path from 'path'
+import { spawn } from 'child_process'
 import { createImage } from './image'
 import { startDaemon } from './daemon'
 import { runOk } from './proc'
@@ -88,6 +94,29 @@ function forgetSrl (dir: string): void {
   for (const n of sys.llistxattr(dir)) if (isInternalXattr(n)) sys.lremovexattr(dir, n)
 }
 
+/**
+ * An rsync daemon on loopback, serving `root` as module `tree`: rsync's own protocol over TCP,
+ * unencrypted and unauthenticated (no ssh), the way the issue's anchor runs it ("rsync over
+ * loopback") and the way replicafs's RLINK runs here (plain TCP).
+ */
+async function rsyncDaemon (root: string): Promise<{ url: (rel: string) => string, stop: () => Promise<void> }> {
+  const conf = path.join(root, 'rsyncd.conf')
+  fs.writeFileSync(conf, `uid = root\ngid = root\nuse chroot = no\npid file = ${path.join(root, 'rsyncd.pid')}\n[tree]\npath = ${root}\nread only = false\n`)
+  const port = await new Promise<number>((resolve, reject) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => { const a = srv.address() as net.AddressInfo; srv.close(() => resolve(a.port)) }).on('error', reject)
+  })
+  const child = spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`, `--port=${port}`, '--address=127.0.0.1'], { stdio: 'ignore' })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => { const c = net.connect(port, '127.0.0.1', () => { c.destroy(); resolve(true) }).on('error', () => resolve(false)) })
+    if (up) break
+    if (Date.now() > deadline || child.exitCode !== null) { child.kill(); throw new Error(`rsync --daemon did not listen on 127.0.0.1:${port}`) }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return { url: (rel) => `rsync://127.0.0.1:${port}/tree/${rel}`, stop: async () => { child.kill(); await exited } }
+}
+
 /** Seconds and machine CPU seconds of `fn`, the page cache dropped first. */
 async function timed (root: string, fn: () => Promise<void>): Promise<{ s: number, cpu: number }> {
   await dropCaches(root)
@@ -126,9 +155,12 @@ async function main (): Promise<void> {
   const files = arg('--files', 4000)
   const bigMiB = arg('--big-mib', 128)
   const reps = arg('--reps', 3)
+  // --only full: the full synchronization rows alone (rsync -a and replicafs), to iterate on them.
+  const onlyFull = process.argv.includes('--only') && process.argv[process.argv.indexOf('--only') + 1] === 'full'
   const repo = path.resolve(__dirname, '..', '..')
   const log = (s: string): void => { process.stderr.write(`[sync-bench] ${s}\n`) }
   const img = await createImage(8 * 1024 * MiB, log)
+  let rsyncd: Awaited<ReturnType<typeof rsyncDaemon>> | null = null
   try {
     const src = path.join(img.mountpoint, 'src')
     fs.mkdirSync(src)
@@ -141,6 +173,7 @@ async function main (): Promise<void> {
       rows.push(`| ${r} | ${what} | ${t.s.toFixed(2)} | ${(bytes / MiB / t.s).toFixed(0)} | ${t.cpu.toFixed(2)} | ${(t.cpu / (bytes / (1024 * MiB))).toFixed(2)} |`)
       log(rows[rows.length - 1])
     }
+    const daemon = rsyncd = await rsyncDaemon(img.mountpoint)
     for (let r = 1; r <= reps; r++) {
       const work = path.join(img.mountpoint, `rep-${r}`)
       fs.mkdirSync(work)
@@ -149,6 +182,9 @@ async function main (): Promise<void> {
       // Full: rsync, then replicafs onto an empty Secondary (a Primary with a 4 MiB SRL, for the DCM step).
       const copyA = path.join(work, 'rsync-a')
       row(r, 'full: rsync -a', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
+      // The same over loopback TCP (an rsync daemon), into its own copy kept up to date below.
+      const copyC = `rep-${r}/rsync-c/`
+      row(r, 'full: rsync -a over loopback (rsync daemon, TCP)', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', daemon.url(copyC)], { timeoutMs: 3_600_000 }) }))
       const copyB = path.join(work, 'rsync-b')
       await runOk(['cp', '-a', copyA, copyB], { timeoutMs: 3_600_000 })
       const sd = dirs('sec')
@@ -159,7 +195,7 @@ async function main (): Promise<void> {
       let changed = 0
       const cmd = async (...a: string[]): Promise<void> => { await runOk([process.execPath, path.join(repo, 'bin', 'replicafs'), ...a], { timeoutMs: 3_600_000 }) }
       const rlink = async (): Promise<{ consistent: boolean, state: string, dcm: unknown }> => ((await request(pd.state, { cmd: 'status' })) as { rlinks: Array<{ consistent: boolean, state: string, dcm: unknown }> }).rlinks[0]
-      const full = await replicate(repo, img.mountpoint, pd, sd, secret, [], log, async () => {
+      const full = await replicate(repo, img.mountpoint, pd, sd, secret, [], log, onlyFull ? undefined : async () => {
         verify = await timed(img.mountpoint, async () => { await cmd('verify', '--state', pd.state) })
         // The Secondary away (paused) while 1% of the files change through the mount and the SRL
         // overflows (an 8 MiB file written and removed): the RLINK goes to its change map. Timed:
@@ -179,16 +215,19 @@ async function main (): Promise<void> {
         })
       }, ['--srl-size', '4M'])
       row(r, `full: replicafs (of which the Primary's start ${full.start.toFixed(2)} s)`, full)
+      if (onlyFull) { fs.rmSync(work, { recursive: true }); continue }
       // Verify of identical trees: rsync's dry run comparing every file's checksum, and replicafs verify (online, both snapshots).
       row(r, 'verify: rsync -a -n --checksum (dry run, identical trees)', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '-n', '--checksum', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
       row(r, 'verify: replicafs verify (identical trees, replication running)', verify!)
       // 1% of the files changed (through the Primary's mount, above): each copy brought up to date.
       row(r, `${changed} files changed: rsync -a --checksum`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
+      row(r, `${changed} files changed: rsync -a --checksum over loopback (rsync daemon, TCP)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', daemon.url(copyC)], { timeoutMs: 3_600_000 }) }))
       row(r, `${changed} files changed: rsync -a (size and mtime)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
       row(r, `${changed} files changed while the Secondary was away and the SRL overflowed: replicafs resync from the change map (DCM)`, dcm!)
       // Another 1%, behind replicafs's back, onto a Secondary that knows nothing of its copy.
       changeOnePercent(src, files, r + 1000)
       row(r, `${changed} more files changed: rsync -a --checksum`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
+      row(r, `${changed} more files changed: rsync -a --checksum over loopback (rsync daemon, TCP)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', daemon.url(copyC)], { timeoutMs: 3_600_000 }) }))
       forgetSrl(src)
       forgetSrl(sd.data)
       const diff = await replicate(repo, img.mountpoint, { ...dirs('pri2'), data: src }, { ...sd, state: path.join(work, 'sec', 'state2') }, secret, ['--sync-existing'], log)
@@ -197,6 +236,7 @@ async function main (): Promise<void> {
     }
     const table = `tree: ${files} files of 64 KiB + 4 of ${bigMiB} MiB (${(bytes / MiB).toFixed(0)} MiB), page cache dropped before each\n\n| rep | what | seconds | MiB/s of the tree | CPU s (machine) | CPU s per GiB of the tree |\n|---|---|---|---|---|---|\n${rows.join('\n')}\n`
     process.stdout.write(table)
+    if (onlyFull) return // a partial table: docs/PERFORMANCE.md keeps the whole one
     // The latest table goes into docs/PERFORMANCE.md (and bench/results/sync.md, which a full
     // `npm run bench` splices back when it rewrites that file).
     const section = `${SYNC_HEADING}\n\nGenerated by \`node dist/bench/sync.js ${process.argv.slice(2).join(' ')}\` (bench/sync.ts) on ${new Date().toISOString().replace('T', ' ').slice(0, 19)} UTC, ` +
@@ -208,6 +248,7 @@ async function main (): Promise<void> {
     const docPath = path.join(repo, 'docs', 'PERFORMANCE.md')
     fs.writeFileSync(docPath, spliceNamed(fs.readFileSync(docPath, 'utf8'), SYNC_HEADING, section))
   } finally {
+    await rsyncd?.stop()
     await img.destroy()
   }
 }
