@@ -1,6 +1,6 @@
 /**
  * Full synchronization and synchronization by difference against rsync:
- * `node dist/bench/sync.js [--files N] [--big-mib M] [--reps R] [--only full]`.
+ * `node dist/bench/sync.js [--files N] [--big-mib M] [--reps R] [--only full|existing]`.
  *
  * One fresh journaled ext4 image (bench/image.ts). A tree of N files of 64 KiB in 100 directories
  * and four files of M MiB. Measured, each repetition, page cache dropped before each:
@@ -155,8 +155,11 @@ async function main (): Promise<void> {
   const files = arg('--files', 4000)
   const bigMiB = arg('--big-mib', 128)
   const reps = arg('--reps', 3)
-  // --only full: the full synchronization rows alone (rsync -a and replicafs), to iterate on them.
-  const onlyFull = process.argv.includes('--only') && process.argv[process.argv.indexOf('--only') + 1] === 'full'
+  // --only full: the full synchronization rows alone (rsync -a and replicafs); --only existing:
+  // those and the last step's (1% changed, --sync-existing), without verify and DCM: to iterate.
+  const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null
+  if (only !== null && only !== 'full' && only !== 'existing') throw new Error(`--only ${only}: expected full or existing`)
+  const onlyFull = only === 'full'
   const repo = path.resolve(__dirname, '..', '..')
   const log = (s: string): void => { process.stderr.write(`[sync-bench] ${s}\n`) }
   const img = await createImage(8 * 1024 * MiB, log)
@@ -195,7 +198,7 @@ async function main (): Promise<void> {
       let changed = 0
       const cmd = async (...a: string[]): Promise<void> => { await runOk([process.execPath, path.join(repo, 'bin', 'replicafs'), ...a], { timeoutMs: 3_600_000 }) }
       const rlink = async (): Promise<{ consistent: boolean, state: string, dcm: unknown }> => ((await request(pd.state, { cmd: 'status' })) as { rlinks: Array<{ consistent: boolean, state: string, dcm: unknown }> }).rlinks[0]
-      const full = await replicate(repo, img.mountpoint, pd, sd, secret, [], log, onlyFull ? undefined : async () => {
+      const full = await replicate(repo, img.mountpoint, pd, sd, secret, [], log, only !== null ? undefined : async () => {
         verify = await timed(img.mountpoint, async () => { await cmd('verify', '--state', pd.state) })
         // The Secondary away (paused) while 1% of the files change through the mount and the SRL
         // overflows (an 8 MiB file written and removed): the RLINK goes to its change map. Timed:
@@ -216,16 +219,18 @@ async function main (): Promise<void> {
       }, ['--srl-size', '4M'])
       row(r, `full: replicafs (of which the Primary's start ${full.start.toFixed(2)} s)`, full)
       if (onlyFull) { fs.rmSync(work, { recursive: true }); continue }
-      // Verify of identical trees: rsync's dry run comparing every file's checksum, and replicafs verify (online, both snapshots).
-      row(r, 'verify: rsync -a -n --checksum (dry run, identical trees)', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '-n', '--checksum', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
-      row(r, 'verify: replicafs verify (identical trees, replication running)', verify!)
-      // 1% of the files changed (through the Primary's mount, above): each copy brought up to date.
-      row(r, `${changed} files changed: rsync -a --checksum`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
-      row(r, `${changed} files changed: rsync -a --checksum over loopback (rsync daemon, TCP)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', daemon.url(copyC)], { timeoutMs: 3_600_000 }) }))
-      row(r, `${changed} files changed: rsync -a (size and mtime)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
-      row(r, `${changed} files changed while the Secondary was away and the SRL overflowed: replicafs resync from the change map (DCM)`, dcm!)
+      if (only === null) {
+        // Verify of identical trees: rsync's dry run comparing every file's checksum, and replicafs verify (online, both snapshots).
+        row(r, 'verify: rsync -a -n --checksum (dry run, identical trees)', await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '-n', '--checksum', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
+        row(r, 'verify: replicafs verify (identical trees, replication running)', verify!)
+        // 1% of the files changed (through the Primary's mount, above): each copy brought up to date.
+        row(r, `${changed} files changed: rsync -a --checksum`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
+        row(r, `${changed} files changed: rsync -a --checksum over loopback (rsync daemon, TCP)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', daemon.url(copyC)], { timeoutMs: 3_600_000 }) }))
+        row(r, `${changed} files changed: rsync -a (size and mtime)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', src + '/', copyB + '/'], { timeoutMs: 3_600_000 }) }))
+        row(r, `${changed} files changed while the Secondary was away and the SRL overflowed: replicafs resync from the change map (DCM)`, dcm!)
+      }
       // Another 1%, behind replicafs's back, onto a Secondary that knows nothing of its copy.
-      changeOnePercent(src, files, r + 1000)
+      changed = changeOnePercent(src, files, r + 1000)
       row(r, `${changed} more files changed: rsync -a --checksum`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', copyA + '/'], { timeoutMs: 3_600_000 }) }))
       row(r, `${changed} more files changed: rsync -a --checksum over loopback (rsync daemon, TCP)`, await timed(img.mountpoint, async () => { await runOk(['rsync', '-a', '--checksum', src + '/', daemon.url(copyC)], { timeoutMs: 3_600_000 }) }))
       forgetSrl(src)
@@ -236,7 +241,7 @@ async function main (): Promise<void> {
     }
     const table = `tree: ${files} files of 64 KiB + 4 of ${bigMiB} MiB (${(bytes / MiB).toFixed(0)} MiB), page cache dropped before each\n\n| rep | what | seconds | MiB/s of the tree | CPU s (machine) | CPU s per GiB of the tree |\n|---|---|---|---|---|---|\n${rows.join('\n')}\n`
     process.stdout.write(table)
-    if (onlyFull) return // a partial table: docs/PERFORMANCE.md keeps the whole one
+    if (only !== null) return // a partial table: docs/PERFORMANCE.md keeps the whole one
     // The latest table goes into docs/PERFORMANCE.md (and bench/results/sync.md, which a full
     // `npm run bench` splices back when it rewrites that file).
     const section = `${SYNC_HEADING}\n\nGenerated by \`node dist/bench/sync.js ${process.argv.slice(2).join(' ')}\` (bench/sync.ts) on ${new Date().toISOString().replace('T', ' ').slice(0, 19)} UTC, ` +
