@@ -41,6 +41,9 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 
+#define XXH_INLINE_ALL
+#include "xxhash/xxhash.h"
+
 #ifndef FICLONE
 #define FICLONE _IOW(0x94, 9, int)
 #endif
@@ -77,8 +80,8 @@ static const char *errno_name(int e) {
   }
 }
 
-/* Throws a Node-fs-shaped error. path may be NULL. Always returns NULL. */
-static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+/* A Node-fs-shaped error. path may be NULL. */
+static napi_value errno_error(napi_env env, int e, const char *syscall, const char *path) {
   const char *code = errno_name(e);
   char msg[PATH_MAX + 256];
   if (path != NULL)
@@ -103,7 +106,12 @@ static napi_value throw_errno(napi_env env, int e, const char *syscall, const ch
     napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v);
     napi_set_named_property(env, err, "path", v);
   }
-  napi_throw(env, err);
+  return err;
+}
+
+/* Throws a Node-fs-shaped error. path may be NULL. Always returns NULL. */
+static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+  napi_throw(env, errno_error(env, e, syscall, path));
   return NULL;
 }
 
@@ -1085,6 +1093,133 @@ static napi_value m_readdirEntries(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * hashFile(path, chunkBytes, callback(err, hashes, identity)): on a libuv threadpool thread, the
+ * XXH3-128 hash (seed 0; low 64 bits little-endian, then high 64 bits, as src/sync/hash.ts
+ * chunkHash) of each `chunkBytes` of the regular file at `path` (the last one of what is left),
+ * as one Buffer of 16 bytes per chunk, and the file's identity [ino, size, mtimeNs, ctimeNs]
+ * (BigInts) when the read began: ctimeNs -1n if the file changed while it was read (those hashes
+ * describe no one state of it). A file shorter than its size when read has its last chunk's hash
+ * over what was there. Opened O_NOFOLLOW|O_NONBLOCK (a FIFO put there does not block: EINVAL for
+ * anything but a regular file). The reads, the hashing and the stats cost the event loop nothing.
+ */
+typedef struct {
+  napi_async_work work;
+  napi_ref cb;
+  char *path;
+  size_t chunk;
+  int err;
+  const char *syscall;
+  unsigned char *hashes;
+  size_t n;
+  struct stat st;
+  int changed;
+} hash_work_t;
+
+static void hash_execute(napi_env env, void *data) {
+  (void) env;
+  hash_work_t *w = data;
+  int fd = open(w->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = open(w->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd < 0) { w->err = errno; w->syscall = "open"; return; }
+  unsigned char *buf = NULL;
+  if (fstat(fd, &w->st) < 0) { w->err = errno; w->syscall = "fstat"; goto out; }
+  if (!S_ISREG(w->st.st_mode)) { w->err = EINVAL; w->syscall = "open"; goto out; }
+  size_t size = (size_t) w->st.st_size;
+  w->n = (size + w->chunk - 1) / w->chunk;
+  w->hashes = malloc(w->n ? w->n * 16 : 1);
+  buf = malloc(size < w->chunk ? (size ? size : 1) : w->chunk);
+  if (w->hashes == NULL || buf == NULL) { w->err = ENOMEM; w->syscall = "malloc"; goto out; }
+  posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  for (size_t i = 0; i < w->n; i++) {
+    off_t off = (off_t) (i * w->chunk);
+    size_t len = size - (size_t) off < w->chunk ? size - (size_t) off : w->chunk;
+    size_t got = 0;
+    while (got < len) {
+      ssize_t r = pread(fd, buf + got, len - got, off + (off_t) got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) { w->err = errno; w->syscall = "read"; goto out; }
+      if (r == 0) break;
+      got += (size_t) r;
+    }
+    XXH128_hash_t h = XXH3_128bits(buf, got);
+    unsigned char *o = w->hashes + i * 16;
+    for (int b = 0; b < 8; b++) { o[b] = (unsigned char) (h.low64 >> (8 * b)); o[8 + b] = (unsigned char) (h.high64 >> (8 * b)); }
+  }
+  struct stat after;
+  if (fstat(fd, &after) < 0) { w->err = errno; w->syscall = "fstat"; goto out; }
+  w->changed = after.st_ino != w->st.st_ino || after.st_size != w->st.st_size ||
+    after.st_mtim.tv_sec != w->st.st_mtim.tv_sec || after.st_mtim.tv_nsec != w->st.st_mtim.tv_nsec ||
+    after.st_ctim.tv_sec != w->st.st_ctim.tv_sec || after.st_ctim.tv_nsec != w->st.st_ctim.tv_nsec;
+out:
+  free(buf);
+  close(fd);
+}
+
+static void hash_complete(napi_env env, napi_status status, void *data) {
+  hash_work_t *w = data;
+  napi_value cb, global, argv[3];
+  napi_get_reference_value(env, w->cb, &cb);
+  napi_get_global(env, &global);
+  if (status != napi_ok && w->err == 0) { w->err = ECANCELED; w->syscall = "hashFile"; }
+  if (w->err != 0) {
+    argv[0] = errno_error(env, w->err, w->syscall, w->path);
+    napi_get_null(env, &argv[1]);
+    napi_get_null(env, &argv[2]);
+  } else {
+    napi_get_null(env, &argv[0]);
+    void *copy;
+    napi_create_buffer_copy(env, w->n * 16, w->hashes, &copy, &argv[1]);
+    napi_create_array_with_length(env, 4, &argv[2]);
+    int64_t id[4] = {
+      (int64_t) w->st.st_ino, (int64_t) w->st.st_size,
+      (int64_t) w->st.st_mtim.tv_sec * 1000000000 + w->st.st_mtim.tv_nsec,
+      w->changed ? -1 : (int64_t) w->st.st_ctim.tv_sec * 1000000000 + w->st.st_ctim.tv_nsec
+    };
+    for (uint32_t i = 0; i < 4; i++) {
+      napi_value v;
+      napi_create_bigint_int64(env, id[i], &v);
+      napi_set_element(env, argv[2], i, v);
+    }
+  }
+  napi_delete_reference(env, w->cb);
+  napi_delete_async_work(env, w->work);
+  free(w->hashes);
+  free(w->path);
+  free(w);
+  napi_call_function(env, global, cb, 3, argv, NULL);
+}
+
+static napi_value m_hashFile(napi_env env, napi_callback_info info) {
+  args_t a;
+  if (get_args(env, info, &a, 3) < 0) return NULL;
+  int64_t chunk;
+  if (get_i64(env, a.argv[1], "chunkBytes", &chunk) < 0) return NULL;
+  if (chunk <= 0 || chunk > (1 << 30)) return throw_type(env, "chunkBytes must be between 1 and 2^30");
+  napi_valuetype t = napi_undefined;
+  napi_typeof(env, a.argv[2], &t);
+  if (t != napi_function) return throw_type(env, "callback must be a function");
+  hash_work_t *w = calloc(1, sizeof(*w));
+  if (w == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  w->path = get_str(env, a.argv[0], "path");
+  if (w->path == NULL) { free(w); return NULL; }
+  w->chunk = (size_t) chunk;
+  napi_value name;
+  napi_create_string_utf8(env, "replicafs:hashFile", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, a.argv[2], 1, &w->cb) != napi_ok) { free(w->path); free(w); napi_throw_error(env, "EIO", "hashFile: cannot reference the callback"); return NULL; }
+  if (napi_create_async_work(env, NULL, name, hash_execute, hash_complete, w, &w->work) != napi_ok) {
+    napi_delete_reference(env, w->cb); free(w->path); free(w);
+    napi_throw_error(env, "EIO", "hashFile: cannot create the async work");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_delete_async_work(env, w->work); napi_delete_reference(env, w->cb); free(w->path); free(w);
+    napi_throw_error(env, "EIO", "hashFile: cannot queue the async work");
+    return NULL;
+  }
+  return undef(env);
+}
+
+/*
  * willNeed(dir, names, bytes): starts the kernel's read-ahead of the first `bytes` of each
  * regular file `names` of directory `dir` (posix_fadvise WILLNEED: the reads are issued, not
  * waited for), so that a walk reading them one by one later finds them in the page cache. Names
@@ -1220,6 +1355,7 @@ static napi_value init(napi_env env, napi_value exports) {
   export_fn(env, exports, "openByHandle", m_openByHandle);
   export_fn(env, exports, "readdirEntries", m_readdirEntries);
   export_fn(env, exports, "willNeed", m_willNeed);
+  export_fn(env, exports, "hashFile", m_hashFile);
   export_fn(env, exports, "readlinkFd", m_readlinkFd);
   export_fn(env, exports, "cloexecFrom", m_cloexecFrom);
 

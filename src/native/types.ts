@@ -81,6 +81,12 @@ export interface SysAddon {
   readdirEntries(path: string, withHandles?: boolean): Array<string | number | Buffer | null>;
   /** Starts the kernel's read-ahead of the first `bytes` of each regular file `names` of `dir`; returns how many it started. */
   willNeed(dir: string, names: string[], bytes: number): number;
+  /**
+   * On libuv's pool: the XXH3-128 hash of each `chunkBytes` of the regular file at `path` (16 bytes
+   * each, as src/sync/hash.ts chunkHash), and [ino, size, mtimeNs, ctimeNs] when the read began
+   * (ctimeNs -1n: it changed while read). err: a Node-fs-shaped error (ENOENT, EINVAL: not a regular file).
+   */
+  hashFile(path: string, chunkBytes: number, callback: (err: NodeJS.ErrnoException | null, hashes: Buffer | null, identity: [bigint, bigint, bigint, bigint] | null) => void): void;
   /** readlinkat(fd, ""): the target of the symlink an O_PATH | O_NOFOLLOW fd names. */
   readlinkFd(fd: number): string;
   /** Sets FD_CLOEXEC on every descriptor >= fd (close_range, or fcntl over /proc/self/fd). */
