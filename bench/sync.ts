@@ -21,7 +21,8 @@
  *          Primary over SRC with a Secondary started --sync-existing over its old copy (every
  *          chunk compared: it knows nothing of its copy)
  * Reports seconds, MiB/s of the tree and CPU seconds (user + system, from /proc/stat's
- * whole-machine counters: the machine runs nothing else), in all and per GiB of the tree. Not part of `npm run bench`; the issue's
+ * whole-machine counters: the machine runs nothing else), in all and per GiB of the tree. SYNC_BENCH_TRACE=1
+ * logs each synchronization's progress every half second. Not part of `npm run bench`; the issue's
  * targets: full synchronization at least as fast as rsync, resync of 1% changed in at most half
  * rsync's time. Must run as root; needs rsync. SYNC_BENCH_NODE_ARGS: node flags for both daemons
  * (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to see where their time goes).
@@ -135,10 +136,19 @@ async function replicate (repo: string, root: string, pd: { data: string, mount:
   let pri: Awaited<ReturnType<typeof startDaemon>> | null = null
   try {
     const listen = ((await request(sd.state, { cmd: 'status' })) as { listen: string }).listen
+    // SYNC_BENCH_TRACE=1: the synchronization's progress every half second, to see where its time goes.
+    const trace = process.env.SYNC_BENCH_TRACE !== undefined
+    let traced = 0
+    const t0 = Date.now()
     const t = await timed(root, async () => {
       pri = await startDaemon(repo, 'primary', pd, { log, nodeArgs, extraArgs: ['--secondary', listen, '--secret-file', secret, ...priArgs] })
       for (;;) {
-        const st = await request(pd.state, { cmd: 'status' }) as { rlinks: Array<{ consistent: boolean, state: string }> }
+        const st = await request(pd.state, { cmd: 'status' }) as { rlinks: Array<{ consistent: boolean, state: string, sync: { walked: number, entries: number, bytes: number, differing: number, phase: string } | null }> }
+        const y = st.rlinks[0].sync
+        if (trace && y != null && Date.now() - traced >= 500) {
+          traced = Date.now()
+          log(`${((traced - t0) / 1000).toFixed(2)} s: ${y.phase}, walked ${y.walked}, entries sent ${y.entries}, differing ${y.differing}, bytes ${y.bytes}`)
+        }
         if (st.rlinks[0].state === 'connected' && st.rlinks[0].consistent) break
         await new Promise((resolve) => setTimeout(resolve, 20))
       }
