@@ -84,6 +84,13 @@ export const SYNC_CHUNK_BYTES = 256 * 1024
  */
 export const SYNC_HASH_AHEAD = 8
 
+/**
+ * The Primary of such a synchronization hashes its own copy of the files whose entries went, this
+ * many at once on libuv's pool (while the Secondary hashes its copy; the pool's other threads stay
+ * for the SRL's fdatasync): a file that matches is then never read on the event loop.
+ */
+export const SYNC_PRIMARY_HASHING = 2
+
 /** Synchronization by difference: chunk hashes per SYNC_SUMS frame (1 MiB of hashes, 16 GiB of file). */
 export const SYNC_SUMS_PER_FRAME = 65536
 

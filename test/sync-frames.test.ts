@@ -10,9 +10,11 @@ import os from 'node:os'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { SyncSource, SyncTarget, type SyncMode } from '../src/sync'
+import { differing } from '../src/sync/source'
+import { HASH_BYTES } from '../src/sync/hash'
 import { encodeFrame, FrameDecoder, MsgType, type Message, type SyncMessage } from '../src/format/wire'
 import { RecordType } from '../src/format/record'
-import { SYNC_DIR_NAMES_MAX } from '../src/limits'
+import { SYNC_DIR_NAMES_MAX, SYNC_CHUNK_BYTES } from '../src/limits'
 import { snapshotTree, diffSnapshots, assertNoDiffs } from './helpers/replica-tree'
 
 function tmp (): string {
@@ -32,7 +34,7 @@ function wire<T extends Message> (m: T): T {
 async function pump (src: SyncSource, dst: SyncTarget, max = 100_000): Promise<{ frames: number, bytes: number }> {
   let frames = 0
   let bytes = 0
-  for (let m = src.next(); m !== null; m = src.next()) {
+  for (let m = await nextOf(src); m !== null; m = await nextOf(src)) {
     const back = wire(m) as SyncMessage
     if (back.t === MsgType.SYNC_BEGIN) dst.checksum = back.c === 1
     else for (const r of await dst.apply(back)) src.want(wire(r))
@@ -43,10 +45,30 @@ async function pump (src: SyncSource, dst: SyncTarget, max = 100_000): Promise<{
   return { frames, bytes }
 }
 
+/**
+ * src.next(), and while it has SYNC_SUMS to answer and nothing to send (every chunk compared: it
+ * waits for its own hashes of those files, read on libuv's pool), again when it wakes, as the
+ * RLINK does. Fails after a deadline instead of hanging.
+ */
+async function nextOf (src: SyncSource): Promise<SyncMessage | null> {
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined
+    const woken = new Promise<void>((resolve, reject) => {
+      src.wake = resolve
+      timer = setTimeout(() => reject(new Error('the source waited 10 s for its hashes and never woke')), Math.max(0, deadline - Date.now()))
+    })
+    woken.catch(() => {})
+    const m = src.next()
+    if (m !== null || !src.answering) { clearTimeout(timer); src.wake = null; return m }
+    try { await woken } finally { clearTimeout(timer); src.wake = null }
+  }
+}
+
 /** The first `n` frames of `src` applied (their answers given back). */
 async function some (src: SyncSource, dst: SyncTarget, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
-    const m = src.next()
+    const m = await nextOf(src)
     if (m === null) return
     if (m.t === MsgType.SYNC_BEGIN) dst.checksum = m.c === 1
     else for (const r of await dst.apply(wire(m))) src.want(wire(r))
@@ -261,6 +283,54 @@ test('by difference: hashes taken of a file that a later frame made anew are not
     fs.writeSync(fd, Buffer.alloc(1000, 8), 0, 1000, 900_000) // chunk 3 differs, the rest matches
     fs.closeSync(fd)
   })
+})
+
+test('every chunk compared: the Primary\'s own hashes, read ahead, are used only for the file they were taken of', async () => {
+  await withPair(() => 0, async (a, b, src, dst) => {
+    let m: SyncMessage | null
+    for (m = await nextOf(src); m !== null; m = await nextOf(src)) {
+      const back = wire(m) as SyncMessage
+      if (back.t === MsgType.SYNC_BEGIN) { dst.checksum = back.c === 1; continue }
+      const answers = await dst.apply(back)
+      if (back.t === MsgType.SYNC_ENTRY && back.p === '/a/b/big') {
+        // The source's hashes of its big file, read on the pool (white box: until they are in),
+        const ours = (src as unknown as { ours: Map<string, { done: boolean }> }).ours
+        while (ours.get('/a/b/big')?.done === false) await new Promise<void>((resolve) => { src.wake = resolve })
+        // then its first chunk changes behind its back (no record marks it): those hashes say
+        // chunk 0 matches the target's; the file they were taken of is gone, so they are not used.
+        const fd = fs.openSync(path.join(a, 'a/b/big'), 'r+')
+        fs.writeSync(fd, Buffer.alloc(1000, 5), 0, 1000, 10)
+        fs.closeSync(fd)
+        for (const r of answers) src.want(wire(r))
+        break
+      }
+      for (const r of answers) src.want(wire(r))
+    }
+    assert.ok(m !== null, 'the big file was compared')
+    await pump(src, dst)
+    assert.is(src.complete, true)
+    await assertSame(a, b)
+  }, { diff: true, checksum: true }, (a, b) => {
+    const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
+    fs.writeSync(fd, Buffer.alloc(1000, 8), 0, 1000, 900_000) // chunk 3 differs, the rest matches
+    fs.closeSync(fd)
+  })
+})
+
+test('differing: the chunks whose hash or length differ, and every chunk past the end of theirs', () => {
+  const C = SYNC_CHUNK_BYTES
+  const h = (...xs: number[]): Buffer => Buffer.concat(xs.map((x) => Buffer.alloc(HASH_BYTES, x)))
+  // Equal: nothing.
+  assert.equal(differing(h(1, 2, 3), { s: 3 * C, h: h(1, 2, 3) }, 3 * C), [])
+  // One chunk differs.
+  assert.equal(differing(h(1, 2, 3), { s: 3 * C, h: h(1, 9, 3) }, 3 * C), [[C, 2 * C]])
+  // Theirs shorter by a chunk and a half: their partial chunk (another length) and ours past it.
+  assert.equal(differing(h(1, 2, 3, 4), { s: 2 * C - 10, h: h(1, 2) }, 3 * C + 7), [[C, 2 * C], [2 * C, 3 * C], [3 * C, 3 * C + 7]])
+  // Theirs longer: our last chunk is shorter than theirs, so it goes even if hashes matched (the target cuts to our size first).
+  assert.equal(differing(h(1, 2), { s: 2 * C, h: h(1, 2) }, C + 5), [[C, C + 5]])
+  // Theirs empty, or none (s -1): all of ours.
+  assert.equal(differing(h(1, 2), { s: 0, h: h() }, 2 * C), [[0, C], [C, 2 * C]])
+  assert.equal(differing(h(1), { s: -1, h: h() }, 100), [[0, 100]])
 })
 
 test('a directory with more names than one SYNC_DIR carries is closed by several; only the last removes what none listed and sets its times', async () => {

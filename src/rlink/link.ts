@@ -109,6 +109,8 @@ export interface SyncSession {
   /** SYNC_SUMS received and not yet answered: a file still to send. */
   readonly answering: boolean
   readonly progress: SyncStatus
+  /** Set by the RLINK: called when next() has something again that it had to wait for (not a record, not an ack). */
+  wake: (() => void) | null
   close (): void
 }
 
@@ -489,6 +491,7 @@ export class Rlink {
   private startSync (mode: SyncMode): void {
     this.syncing?.close()
     this.syncing = this.ctx.sync!(this.address, mode)
+    this.syncing.wake = () => this.pump()
     this.syncSent = this.syncAcked = 0
     this.syncCut = null
     this.syncDoneAt = null

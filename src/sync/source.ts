@@ -28,9 +28,9 @@ import type { Record } from '../format/record'
 import type { ChangeMark } from '../format/state'
 import { isInternalXattr } from '../format/data-cursor'
 import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums } from '../format/wire'
-import { SYNC_CHUNK_BYTES, SYNC_DIR_NAMES_MAX } from '../limits'
+import { SYNC_CHUNK_BYTES, SYNC_DIR_NAMES_MAX, SYNC_PRIMARY_HASHING } from '../limits'
 import { ReplError } from '../errors'
-import { chunkHash, HASH_BYTES } from './hash'
+import { chunkHash, fileHashes, sameFile, HASH_BYTES, type FileIdentity } from './hash'
 import { pathsOf, partOf, newParts, addPart, spansOf, partsFrom, type Parts } from './map'
 import { child } from './paths'
 import { countTree, type TreeSize } from './count'
@@ -114,8 +114,31 @@ export interface SyncProgress {
 /** A Secondary's file to bring to the Primary's in place: its size (-1: none) and chunk hashes. */
 interface Want { p: string, s: number, h: Buffer }
 
+/**
+ * Every chunk compared: the Primary's own hashes of a file whose entry went (w: 'c'), read on
+ * libuv's pool while the Secondary reads its copy (r null: not read, or it could not be).
+ */
+interface Ours { r: { id: FileIdentity, h: Buffer } | null, done: boolean }
+
 
 const ZEROS = Buffer.alloc(SYNC_CHUNK_BYTES)
+
+/**
+ * The chunks of our file of `size` bytes, whose hashes are `ours`, that the Secondary's (`theirs`)
+ * lacks: each chunk whose hash or length differs, and every chunk past the end of theirs (sendSpan
+ * leaves out those all zero: its cut and extension made them so), as spans.
+ */
+export function differing (ours: Buffer, theirs: { s: number, h: Buffer }, size: number): Array<[number, number]> {
+  const spans: Array<[number, number]> = []
+  for (let i = 0, o = 0; o < size; i++, o += SYNC_CHUNK_BYTES) {
+    const len = Math.min(SYNC_CHUNK_BYTES, size - o)
+    const a = i * HASH_BYTES
+    const same = o < theirs.s && Math.min(SYNC_CHUNK_BYTES, theirs.s - o) === len && theirs.h.length >= a + HASH_BYTES &&
+      ours.compare(theirs.h, a, a + HASH_BYTES, a, a + HASH_BYTES) === 0
+    if (!same) spans.push([o, o + len])
+  }
+  return spans
+}
 
 /** An all-zero chunk (a hole, or zeros: the Secondary's file reads the same either way). */
 const isZero = (b: Buffer): boolean => b.equals(ZEROS.subarray(0, b.length))
@@ -130,6 +153,12 @@ export class SyncSource {
   /** SYNC_SUMS answered, to send in place (before the walk goes on), and those still in parts. */
   private readonly wants: Want[] = []
   private readonly parts = new Map<string, { s: number, h: Buffer[], n: number }>()
+  /** Our hashes of files sent to compare (every chunk compared), by path, and those not begun yet. */
+  private readonly ours = new Map<string, Ours>()
+  private readonly toHash: Array<[string, Ours]> = []
+  private hashing = 0
+  /** Set by the RLINK: called when what next() waited for is ready (our hashes of a file). */
+  wake: (() => void) | null = null
   /** Files with more than one link, by inode: the name sent (the Secondary links later names to it). */
   private readonly linked = new Map<number, string>()
   private begun = false
@@ -274,7 +303,7 @@ export class SyncSource {
   /** One unit of work: a chunk of a file, an entry, a directory closed, or a marked path. */
   private step (): boolean {
     if (this.file !== null) { this.sendChunk(this.file); return true }
-    const w = this.wants.shift()
+    const w = this.takeWant()
     if (w !== undefined) { this.sendInPlace(w); return true }
     const top = this.stack[this.stack.length - 1]
     if (top !== undefined) {
@@ -287,6 +316,8 @@ export class SyncSource {
       return true
     }
     this.walking = false
+    // Answers still waiting for our hashes go before any marked path (which may be one of them).
+    if (this.wants.length > 0) return false
     const p = this.takeMarked()
     if (p === null) return false
     const m = this.marks.get(p)!
@@ -306,6 +337,35 @@ export class SyncSource {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err
+    }
+  }
+
+  /** The first SYNC_SUMS to answer that does not wait for our hashes of its file. */
+  private takeWant (): Want | undefined {
+    const i = this.wants.findIndex((w) => w.s < 0 || this.ours.get(w.p)?.done !== false)
+    return i < 0 ? undefined : this.wants.splice(i, 1)[0]
+  }
+
+  /** Reads our hashes of file `p` (its entry just went to be compared) when the pool has room. */
+  private hashAhead (p: string): void {
+    const o: Ours = { r: null, done: false }
+    this.ours.set(p, o)
+    this.toHash.push([p, o])
+    this.startHashing()
+  }
+
+  private startHashing (): void {
+    while (this.hashing < SYNC_PRIMARY_HASHING && this.toHash.length > 0) {
+      const [p, o] = this.toHash.shift()!
+      if (this.closed || this.ours.get(p) !== o) continue // answered already, or sent again since
+      this.hashing++
+      fileHashes(this.root + p).then((r) => { o.r = r }, () => { /* gone or unreadable: read as it is sent */ }).finally(() => {
+        o.done = true
+        this.hashing--
+        if (this.closed) return
+        this.startHashing()
+        this.wake?.()
+      }).catch(() => {})
     }
   }
 
@@ -387,7 +447,12 @@ export class SyncSource {
       }
       e.s = st.size
       e.c = st.nlink
-      if (this.mode.diff && st.size > 0) { e.w = 'c'; this.out.push(e); return } // its bytes if the Secondary asks
+      if (this.mode.diff && st.size > 0) { // its bytes if the Secondary asks
+        e.w = 'c'
+        this.out.push(e)
+        if (this.mode.checksum) this.hashAhead(p) // the Secondary answers for every file
+        return
+      }
       this.out.push(e)
       if (st.size > 0) this.file = { p, fd: fs.openSync(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW), size: st.size, o: 0, theirs: null, spans: null, si: 0, z: 0 }
       return
@@ -396,7 +461,7 @@ export class SyncSource {
     if (e.k === 'n') e.r = st.rdev
     this.out.push(e)
     if (e.k !== 'd') return
-    if (deep && !this.mode.diff) {
+    if (deep && (!this.mode.diff || this.mode.checksum)) {
       // A full synchronization reads every file: the kernel is asked to read the next ones
       // ahead of the walk (small files are otherwise one cold read, waited for, after another).
       const list = sys.readdirEntries(full)
@@ -452,8 +517,18 @@ export class SyncSource {
     this.differing++
     this.entries++
     this.out.push(e)
-    if (st.size > 0) this.file = { p: w.p, fd, size: st.size, o: 0, theirs: w.s >= 0 ? w : null, spans: null, si: 0, z: 0 }
-    else fs.closeSync(fd)
+    const ours = this.ours.get(w.p)
+    this.ours.delete(w.p)
+    if (st.size === 0) { fs.closeSync(fd); return }
+    if (w.s >= 0 && ours?.r != null && sameFile(ours.r.id, fs.fstatSync(fd, { bigint: true })) && Number(ours.r.id.size) === st.size) {
+      // Our hashes read ahead are of this very file: only the chunks that differ are read (a
+      // write since is marked, and its spans go again from the map).
+      const spans = differing(ours.r.h, w, st.size)
+      if (spans.length > 0) this.file = { p: w.p, fd, size: st.size, o: 0, theirs: null, spans, si: 0, z: w.s }
+      else fs.closeSync(fd)
+      return
+    }
+    this.file = { p: w.p, fd, size: st.size, o: 0, theirs: w.s >= 0 ? w : null, spans: null, si: 0, z: 0 }
   }
 
   private xattrs (full: string): Array<[string, Uint8Array]> {

@@ -16,7 +16,7 @@ import { MsgType, type SyncMessage, type SyncEntry, type SyncTime, type SyncSums
 import { ReplError } from '../errors'
 import { SYNC_CHUNK_BYTES, SYNC_SUMS_PER_FRAME, SYNC_HASH_AHEAD } from '../limits'
 import { RecordType, type Record, type RecordMeta } from '../format/record'
-import { chunkHash, HASH_BYTES } from './hash'
+import { fileHashes, sameFile, HASH_BYTES, type FileIdentity } from './hash'
 import { child } from './paths'
 
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fs.constants
@@ -40,7 +40,7 @@ export interface SyncPreserver {
 const NO_DATA = Buffer.alloc(0)
 
 /** What a file was when its SYNC_SUMS were taken: an in-place entry applies to exactly that. */
-interface Identity { ino: bigint, size: bigint, mtimeNs: bigint, ctimeNs: bigint }
+type Identity = FileIdentity
 
 export class SyncTarget {
   /**
@@ -122,9 +122,11 @@ export class SyncTarget {
    * is hashed now, up to SYNC_HASH_AHEAD files at once.
    */
   received (m: SyncMessage): void {
-    if (!this.checksum || m.t !== MsgType.SYNC_ENTRY || m.w !== 'c' || this.ahead.size >= SYNC_HASH_AHEAD || this.ahead.has(m.p)) return
+    if (!this.checksum || m.t !== MsgType.SYNC_ENTRY || m.w !== 'c') return
     let full: string
     try { full = this.full(m.p) } catch { return } // refused when it is applied
+    sys.willNeed(path.dirname(full), [path.basename(full)], 2 * SYNC_CHUNK_BYTES)
+    if (this.ahead.size >= SYNC_HASH_AHEAD || this.ahead.has(m.p)) return
     this.ahead.set(m.p, this.hash(m.p, full).catch(() => null))
   }
 
@@ -193,42 +195,19 @@ export class SyncTarget {
     return r.sums
   }
 
-  /** The hashes of the file at `full`, as SYNC_SUMS frames, and what it was when they were taken. */
+  /**
+   * The hashes of the file at `full`, as SYNC_SUMS frames, and what it was when they were taken
+   * (ctime -1 if it changed while read: a frame applied meanwhile; those hashes describe no one state).
+   */
   private async hash (p: string, full: string): Promise<{ id: Identity, sums: SyncSums[] }> {
-    const fh = await fs.promises.open(full, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
-    try {
-      const st = await fh.stat({ bigint: true })
-      const id: Identity = { ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs }
-      const size = Number(st.size)
-      const buf = Buffer.allocUnsafe(SYNC_CHUNK_BYTES)
-      const out: SyncSums[] = []
-      let part = Buffer.allocUnsafe(Math.min(SYNC_SUMS_PER_FRAME, Math.ceil(size / SYNC_CHUNK_BYTES)) * HASH_BYTES)
-      let n = 0
-      let first = 0
-      for (let o = 0; o < size; o += SYNC_CHUNK_BYTES) {
-        const len = Math.min(SYNC_CHUNK_BYTES, size - o)
-        let got = 0
-        while (got < len) {
-          const r = await fh.read(buf, got, len - got, o + got)
-          if (r.bytesRead === 0) break
-          got += r.bytesRead
-        }
-        chunkHash(buf.subarray(0, got)).copy(part, n * HASH_BYTES)
-        if (++n === SYNC_SUMS_PER_FRAME && o + len < size) {
-          out.push({ t: MsgType.SYNC_SUMS, p, s: size, i: first, h: part })
-          first += n
-          n = 0
-          part = Buffer.allocUnsafe(Math.min(SYNC_SUMS_PER_FRAME, Math.ceil((size - o - len) / SYNC_CHUNK_BYTES)) * HASH_BYTES)
-        }
-      }
-      out.push({ t: MsgType.SYNC_SUMS, p, s: size, i: first, h: part.subarray(0, n * HASH_BYTES), e: 1 })
-      // Changed while it was read (a frame applied meanwhile): these hashes describe no one state.
-      const after = await fh.stat({ bigint: true })
-      if (!sameFile(id, after)) id.ctimeNs = -1n
-      return { id, sums: out }
-    } finally {
-      await fh.close()
-    }
+    const { id, h } = await fileHashes(full)
+    const size = Number(id.size)
+    const out: SyncSums[] = []
+    const per = SYNC_SUMS_PER_FRAME * HASH_BYTES
+    for (let o = 0; o + per < h.length; o += per) out.push({ t: MsgType.SYNC_SUMS, p, s: size, i: o / HASH_BYTES, h: h.subarray(o, o + per) })
+    const last = Math.max(0, Math.ceil(h.length / per) - 1) * per
+    out.push({ t: MsgType.SYNC_SUMS, p, s: size, i: last / HASH_BYTES, h: h.subarray(last), e: 1 })
+    return { id, sums: out }
   }
 
   /**
@@ -418,10 +397,6 @@ export class SyncTarget {
 }
 
 
-/** Whether `st` is still the file `id` describes. */
-function sameFile (id: Identity, st: fs.BigIntStats): boolean {
-  return st.ino === id.ino && st.size === id.size && st.mtimeNs === id.mtimeNs && st.ctimeNs === id.ctimeNs
-}
 
 /**
  * Runs `fn`, which makes or removes `full`, and gives its directory back the times it had: a
