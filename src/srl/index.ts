@@ -123,6 +123,8 @@ export class Srl {
     let ring: Ring | null = null
     try {
       let format = await store.get(State.format)
+      // A ring made by this open is zero-fill, synced: no record anywhere, nothing to search for.
+      const created = format === undefined
       if (format === undefined) {
         if (opts.role === 'any') throw new ReplError('DIR_MISSING', `no SRL in ${dir}`)
         format = { version: STATE_FORMAT_VERSION, ringBytes: opts.ringBytes, role: opts.role, createdAt: new Date().toISOString(), srlId: crypto.randomUUID() }
@@ -192,11 +194,11 @@ export class Srl {
         // lost update. (On the same boot the page cache holds every appended record in order.)
         // They are erased, or a later scan could accept one where a new record of the same length
         // and sequence number ends up.
-        if (ring.laterRecordExists(off, seq - 1)) {
+        if (!created && ring.laterRecordExists(off, seq - 1)) {
           ring.erase(off, durable.offset + ring.size)
           warnings.push(`after a reboot or a remount, discarded and erased unsynced SRL records after sequence number ${seq - 1}`)
         }
-      } else if (ring.laterRecordExists(off, seq - 1)) {
+      } else if (!created && ring.laterRecordExists(off, seq - 1)) {
         throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
       }
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
