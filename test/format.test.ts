@@ -551,6 +551,38 @@ test('srl: a torn tail is cut; a damaged header with later records is LOG_CORRUP
   await rejectsCode(Srl.open(dir, { ringBytes: 0, role: 'any' }), 'LOG_CORRUPT', /sequence number 2\b/)
 })
 
+test('srl: a clean stop spares the next open the search of the whole ring; a kill -9, or a stop whose end is not the log\'s, does not', async () => {
+  const { dir, ends } = await srlWith(3) // closed cleanly: `clean` says where the log ended
+  const search = Ring.prototype.laterRecordExists
+  let searches = 0
+  Ring.prototype.laterRecordExists = function (this: Ring, from: number, seq: number): boolean { searches++; return search.call(this, from, seq) }
+  try {
+    const before = await LogStore.open(path.join(dir, 'state'))
+    assert.equal(await before.get(raw<{ seq: number, offset: number }>('clean')), { seq: 3, offset: ends[2] }, 'written at the clean stop')
+    await before.close()
+    let srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+    assert.is(searches, 0, 'after a clean stop: no search')
+    assert.is(await srl.store.get(raw('clean')), undefined, 'deleted by the open, before anything is appended')
+    srl.append(RecordType.WRITE, { p: '/f', o: 0, t: [1, 4] }, Buffer.from('four'))
+    // A kill -9: the process ends without close().
+    srl.ring.close()
+    await srl.store.close()
+    srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+    assert.is(searches, 1, 'after a kill -9: the search')
+    assert.is(srl.lastSeq, 4)
+    await srl.close()
+    // A `clean` that is not where the scan ends (another process appended since): the search.
+    const store = await LogStore.open(path.join(dir, 'state'))
+    await store.put(raw<{ seq: number, offset: number }>('clean'), { seq: 3, offset: ends[2] })
+    await store.close()
+    srl = await Srl.open(dir, { ringBytes: 0, role: 'any' })
+    assert.is(searches, 2, 'a stale clean mark: the search')
+    await srl.close()
+  } finally {
+    Ring.prototype.laterRecordExists = search
+  }
+})
+
 test('srl: LevelDB state keys and JSON values', async () => {
   const { dir } = await srlWith(1)
   const store = await LogStore.open(path.join(dir, 'state'))

@@ -44,7 +44,7 @@ function family<T> (prefix: string, idOf: (id: string) => string = (id) => id): 
   return { prefix, key: (id) => ({ name: prefix + idOf(id) }) }
 }
 
-export const STATE_FORMAT_VERSION = 9
+export const STATE_FORMAT_VERSION = 10
 /**
  * Older state versions this build opens, upgrading them in place (1 -> 2: adds format.srlId;
  * 2 -> 3: the `synced` key, written from the next checkpoint on; 3 -> 4: the `baseline` and `sync`
@@ -52,9 +52,9 @@ export const STATE_FORMAT_VERSION = 9
  * data directory, as it had to be; 4 -> 5: `sync.c`, absent in a synchronization begun by
  * format 4, which was full: false; 7 -> 8: `generation`, made when a Primary first starts or a
  * Secondary first hears its Primary's; 8 -> 9: `dial`, `failback` and `rlink/join:<name>`, made
- * by failback and takeover).
+ * by failback and takeover; 9 -> 10: `clean`, written at the next clean stop).
  */
-export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+export const STATE_FORMAT_VERSIONS_READ = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 /**
  * The unique mount ids (statx STATX_MNT_ID_UNIQUE; null before Linux 6.8) of the filesystems of the
@@ -230,6 +230,8 @@ export const State = {
   durable: key<Position>('durable'),
   synced: key<Position>('synced'),
   last: key<LastRecord>('last'),
+  /** Where the log ended at the last clean stop (state format 10); deleted by the next open. */
+  clean: key<Position>('clean'),
   rlink: family<RlinkPosition>('rlink/'),
   /** One RLINK's change map (DCM), by path. */
   dcm: (address: string) => family<DcmMark>(`dcm|${address}|`),

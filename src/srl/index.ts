@@ -154,6 +154,9 @@ export class Srl {
       const lastMounts = await store.get(State.mounts)
       const sameBoot = lastBoot === undefined || (lastBoot === bootId() && sameMounts(lastMounts, mounts))
       const warnings: string[] = []
+      // Where the log ended at the last clean stop (every record appended then synced, nothing
+      // appended since: each open deletes it before anything can be appended).
+      const clean = created ? undefined : await store.get(State.clean)
 
       // Scan from the tail (everything retained) to the end of the log, keeping only where the
       // last non-WRITE record is: the records themselves may add up to the ring's size.
@@ -188,7 +191,12 @@ export class Srl {
         : afterReboot
       const pending: ScannedRecord[] = format.role === 'primary' ? [...ring.scan(checkpoint, seq - 1)] : []
       assert(format.role !== 'primary' || pending.length === seq - 1 - checkpoint.seq)
-      if (!sameBoot) {
+      // The scan ended where the last clean stop left the log: nothing was appended after it, so
+      // there is nothing past it to search for (the search reads the whole ring).
+      const cleanEnd = clean !== undefined && clean.seq === seq - 1 && clean.offset === off
+      if (cleanEnd) {
+        // (nothing to search)
+      } else if (!sameBoot) {
         // After a reboot, records appended after the last fdatasync may have reached the disk in
         // any order: an intact later record behind a torn one was never synced, so it is not a
         // lost update. (On the same boot the page cache holds every appended record in order.)
@@ -201,6 +209,7 @@ export class Srl {
       } else if (!created && ring.laterRecordExists(off, seq - 1)) {
         throw new ReplError('LOG_CORRUPT', `SRL record with sequence number ${seq} at offset ${off} is damaged and later records exist; refusing to skip it`)
       }
+      if (clean !== undefined) await store.del(State.clean)
       const srl = new Srl(dir, store, ring, format, durable, pending, checkpoint, off, seq)
       srl.mounts = mounts
       srl.cacheKept = sameBoot
@@ -464,7 +473,10 @@ export class Srl {
   }
 
   async close (): Promise<void> {
-    await this.sync().catch(() => {})
+    // Every record appended is synced: the next open need not search the ring past the log's
+    // end for stray ones (Recovery, step 3). Not if the sync failed.
+    const synced = await this.sync().then(() => true, () => false)
+    if (synced && this.syncedSeq === this.lastSeq) await this.store.put(State.clean, { seq: this.lastSeq, offset: this.head }).catch(() => {})
     this.ring.close()
     await this.store.close()
   }
