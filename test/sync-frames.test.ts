@@ -14,6 +14,7 @@ import { differing } from '../src/sync/source'
 import { HASH_BYTES } from '../src/sync/hash'
 import { encodeFrame, FrameDecoder, MsgType, type Message, type SyncMessage } from '../src/format/wire'
 import { RecordType } from '../src/format/record'
+import { sys } from '../src/native'
 import { SYNC_DIR_NAMES_MAX, SYNC_CHUNK_BYTES } from '../src/limits'
 import { snapshotTree, diffSnapshots, assertNoDiffs } from './helpers/replica-tree'
 
@@ -183,6 +184,13 @@ function drift (a: string, b: string): void {
   fs.rmSync(path.join(b, 'a/b'), { recursive: true })
   fs.writeFileSync(path.join(b, 'a/b'), 'a file where a directory is')
   fs.chmodSync(path.join(b, 'a/f13'), 0o600)
+  // Same bytes, other attributes: an owner, an extra xattr, an xattr with another value, and one
+  // the same on both (left alone).
+  fs.chownSync(path.join(b, 'a/f15'), 1234, 5678)
+  sys.lsetxattr(path.join(b, 'a/f16'), 'user.only-here', Buffer.from('x'), 0)
+  sys.lsetxattr(path.join(a, 'a/f17'), 'user.v', Buffer.from('source'), 0)
+  sys.lsetxattr(path.join(b, 'a/f17'), 'user.v', Buffer.from('target'), 0)
+  for (const r of [a, b]) sys.lsetxattr(path.join(r, 'a/f18'), 'user.same', Buffer.from('same'), 0)
   fs.writeFileSync(path.join(a, 'a/f14'), Buffer.alloc(14000, 1))
   fs.writeFileSync(path.join(b, 'a/f14'), Buffer.alloc(14000, 2))
   for (const r of [a, b]) fs.utimesSync(path.join(r, 'a/f14'), new Date(1.5e12), new Date(1.5e12))

@@ -165,8 +165,7 @@ export class SyncTarget {
     const st = fs.lstatSync(full, { bigint: true, throwIfNoEntry: false })
     if (st?.isFile() === true && !(st.nlink > 1n && (e.c ?? 1) <= 1)) {
       this.preserve(RecordType.CHOWN, { p: e.p })
-      fs.lchownSync(full, e.u, e.g)
-      fs.chmodSync(full, e.m & 0o7777)
+      this.owner(full, st, e)
       this.xattrs(full, e.x)
       const mt = BigInt(e.mt[0]) * 1_000_000_000n + BigInt(e.mt[1])
       if (!this.checksum && st.size === BigInt(e.s ?? -1) && st.mtimeNs === mt) {
@@ -230,15 +229,31 @@ export class SyncTarget {
       }
       return await this.sums(e.p, full)
     }
-    this.preserve(RecordType.TRUNCATE, { p: e.p, s: e.s ?? 0 })
-    this.preserve(RecordType.CHOWN, { p: e.p })
     const fd = fs.openSync(full, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
     this.file = { p: e.p, fd, a: e.a, mt: e.mt }
-    fs.ftruncateSync(fd, e.s ?? 0)
-    fs.fchownSync(fd, e.u, e.g)
-    fs.fchmodSync(fd, e.m & 0o7777)
+    // Only what differs is changed (compare() set the owner and mode already: a file that matches,
+    // the common case, is not written to at all but for its times at the end).
+    if (st.size !== BigInt(e.s ?? 0)) {
+      this.preserve(RecordType.TRUNCATE, { p: e.p, s: e.s ?? 0 })
+      fs.ftruncateSync(fd, e.s ?? 0)
+    }
+    this.preserve(RecordType.CHOWN, { p: e.p })
+    this.owner(full, st, e, fd)
     this.xattrs(full, e.x)
     return []
+  }
+
+  /**
+   * Sets the owner and mode of `full` (through `fd` if given) to the entry's, where they differ
+   * from `st`'s. (The caller preserves the attributes first: CHOWN.)
+   */
+  private owner (full: string, st: fs.BigIntStats, e: SyncEntry, fd: number | null = null): void {
+    const ownerDiffers = st.uid !== BigInt(e.u) || st.gid !== BigInt(e.g)
+    const modeDiffers = (st.mode & 0o7777n) !== BigInt(e.m & 0o7777)
+    if (!ownerDiffers && !modeDiffers) return
+    // chown clears setuid and setgid bits: the mode goes after it.
+    if (ownerDiffers) { if (fd !== null) fs.fchownSync(fd, e.u, e.g); else fs.lchownSync(full, e.u, e.g) }
+    if (fd !== null) fs.fchmodSync(fd, e.m & 0o7777); else fs.chmodSync(full, e.m & 0o7777)
   }
 
   /**
@@ -363,8 +378,15 @@ export class SyncTarget {
   /** Extended attributes: exactly `x` (replicafs's own aside). */
   private xattrs (full: string, x: Array<[string, Uint8Array]>): void {
     const want = new Set(x.map(([n]) => n))
-    for (const n of sys.llistxattr(full)) if (!want.has(n) && !isInternalXattr(n)) sys.lremovexattr(full, n)
-    for (const [n, v] of x) if (!isInternalXattr(n)) sys.lsetxattr(full, n, Buffer.from(v), 0)
+    const have = sys.llistxattr(full)
+    for (const n of have) if (!want.has(n) && !isInternalXattr(n)) sys.lremovexattr(full, n)
+    const had = new Set(have)
+    for (const [n, v] of x) {
+      if (isInternalXattr(n)) continue
+      // Set only where it differs (a set changes the ctime and goes through the journal).
+      if (had.has(n)) { try { if (sys.lgetxattr(full, n).equals(Buffer.from(v))) continue } catch { /* removed meanwhile: set it */ } }
+      sys.lsetxattr(full, n, Buffer.from(v), 0)
+    }
   }
 
   private data (p: string, o: number, d: Uint8Array): void {
