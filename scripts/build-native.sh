@@ -4,6 +4,7 @@
 #   native-prebuilds/sys/prebuilds/<platform>-<arch>/node.napi.node   replicafs_sys
 #   native-prebuilds/fuse/prebuilds/<platform>-<arch>/node.napi.node  replicafs_fuse
 #   native-prebuilds/fuse/prebuilds/<platform>-<arch>/libfuse.so      libfuse 2.9.9 (LGPL-2.1)
+#   native-prebuilds/ll/prebuilds/<platform>-<arch>/node.napi.node   replicafs_ll (libfuse 3.18.2 compiled in, LGPL-2.1)
 #
 # prebuildify only picks up the first .node in build/Release, so each addon is
 # built in its own run; src/native/binding.gyp selects the target from
@@ -32,7 +33,7 @@ if [ -z "${npm_config_nodedir:-}" ]; then
 fi
 
 TUPLE=$(node -p 'process.platform + "-" + process.arch')
-for t in sys fuse; do
+for t in sys fuse ll; do
   rm -rf src/native/build "native-prebuilds/$t/prebuilds/$TUPLE"
   REPLICAFS_NATIVE_TARGET=$t "$ROOT/node_modules/.bin/prebuildify" --napi --strip \
     --cwd src/native --out "native-prebuilds/$t" --node-gyp "$NODE_GYP"

@@ -1,11 +1,11 @@
 /**
- * Loading the project's native addons (replicafs_sys, replicafs_fuse) and finding libfuse; see the
+ * Loading the project's native addons (replicafs_sys, replicafs_fuse, replicafs_ll) and finding libfuse; see the
  * loading order in src/native/fuse.ts.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
-import type { SysAddon, SysError } from './types';
+import type { SysAddon, SysError, LlAddon } from './types';
 
 
 let rootCache: string | undefined;
@@ -31,8 +31,8 @@ export function repoRoot(): string {
   }
 }
 
-type AddonKind = 'sys' | 'fuse';
-const ADDON_FILE: Record<AddonKind, string> = { sys: 'replicafs_sys.node', fuse: 'replicafs_fuse.node' };
+type AddonKind = 'sys' | 'fuse' | 'll';
+const ADDON_FILE: Record<AddonKind, string> = { sys: 'replicafs_sys.node', fuse: 'replicafs_fuse.node', ll: 'replicafs_ll.node' };
 
 export function firstLine(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
@@ -159,6 +159,14 @@ export function loadAddon(kind: AddonKind): unknown {
 
 
 export const sys: SysAddon = loadAddon('sys') as SysAddon;
+
+let llAddon: LlAddon | undefined;
+
+/** The libfuse 3 low-level transport (src/native/ll.c), loaded when first asked for. */
+export function loadLl(): LlAddon {
+  llAddon ??= loadAddon('ll') as LlAddon;
+  return llAddon;
+}
 
 /** True when `e` is an Error carrying a string `code` (Node fs / sys errors). */
 export function isErrnoError(e: unknown): e is SysError {

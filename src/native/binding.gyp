@@ -1,12 +1,14 @@
 # replicafs native addons.
 #
-# Two targets:
+# Three targets:
 #   replicafs_sys  - syscall wrappers (no libfuse dependency)      sys.c
 #   replicafs_fuse - patched fuse-native bridge (links libfuse 2.9) fuse_bridge.c
+#   replicafs_ll   - libfuse 3's low-level API (issue 14), with     ll.c + libfuse/lib/*.c
+#                    libfuse 3.18.2 compiled in (src/native/libfuse/README.md)
 #
 # prebuildify only copies the first .node it finds in build/Release, so
 # scripts/build-native.sh selects one target per run with the environment
-# variable REPLICAFS_NATIVE_TARGET=sys|fuse (unset or "all" builds both, which
+# variable REPLICAFS_NATIVE_TARGET=sys|fuse|ll (unset or "all" builds all, which
 # is what the build-from-source fallback in index.ts does).
 {
   "variables": {
@@ -26,6 +28,23 @@
         "defines": ["_GNU_SOURCE", "_FILE_OFFSET_BITS=64"],
         "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         "libraries": ["-ldl"]
+      }]
+    }],
+    ["rfs_target=='all' or rfs_target=='ll'", {
+      "targets": [{
+        "target_name": "replicafs_ll",
+        "sources": ["ll.c", "libfuse/lib/buffer.c", "libfuse/lib/fuse_log.c", "libfuse/lib/fuse_loop.c",
+                    "libfuse/lib/fuse_loop_mt.c", "libfuse/lib/fuse_lowlevel.c", "libfuse/lib/fuse_opt.c",
+                    "libfuse/lib/fuse_signals.c", "libfuse/lib/mount.c", "libfuse/lib/mount_util.c",
+                    "libfuse/lib/util.c"],
+        "include_dirs": ["libfuse/include", "libfuse/lib"],
+        # As libfuse's meson build: gnu11, its private config header, FUSE_USE_VERSION 317.
+        # FUSERMOUNT_DIR: where libfuse would look for fusermount3 when mount(2) is refused; the
+        # daemon runs as root and mounts directly, so none is shipped.
+        "defines": ["_FILE_OFFSET_BITS=64", "FUSE_USE_VERSION=317", "HAVE_LIBFUSE_PRIVATE_CONFIG_H",
+                    "FUSERMOUNT_DIR=\"/usr/bin\""],
+        "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wno-unused-parameter", "-Wno-sign-compare", "-fvisibility=hidden"],
+        "libraries": ["-lpthread"]
       }]
     }],
     ["rfs_target=='all' or rfs_target=='fuse'", {

@@ -27,5 +27,5 @@
  * node-gyp's own cache.
  */
 export * from './types';
-export { sys, isErrnoError, repoRoot, findNodeGyp, libfuseCandidates } from './addons';
+export { sys, loadLl, isErrnoError, repoRoot, findNodeGyp, libfuseCandidates } from './addons';
 export { loadFuse, callerContext, unmountFuse, UTIME_NOW_US, UTIME_OMIT_US, FUSE_OP_FALLOCATE, FUSE_OP_GETATTR_NODE, FUSE_OP_SESSION_END, statArray } from './fuse';

@@ -11,6 +11,24 @@ export interface SysError extends Error {
   path?: string;
 }
 
+/** A mount served by replicafs_ll (opaque). */
+export type LlSession = object & { readonly __llSession: unique symbol };
+
+/**
+ * replicafs_ll (src/native/ll.c): a FUSE file system on libfuse 3's low-level API, compiled in.
+ * For now it serves a directory read-only, every request answered in C on libfuse's threads.
+ */
+export interface LlAddon {
+  /**
+   * Mounts `root` read-only at `mountpoint` (mount(2): root only) with libfuse `options` (-o, comma
+   * separated) and entry/attribute timeouts of `timeoutSeconds`, and starts its multi-threaded loop.
+   * Throws a Node-fs-shaped error (ENOENT: no root; EPERM; ENODEV: no /dev/fuse).
+   */
+  mount(root: string, mountpoint: string, options: string, timeoutSeconds: number): LlSession;
+  /** Unmounts (lazily: a busy mount goes with its last user), waits for the loop to end, frees its inodes. Returns the loop's result (0). */
+  unmount(session: LlSession): number;
+}
+
 export interface SysAddon {
   lgetxattr(path: string, name: string): Buffer;
   lsetxattr(path: string, name: string, value: Buffer, flags: number): void;

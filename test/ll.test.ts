@@ -1,0 +1,130 @@
+/**
+ * The libfuse 3 low-level transport (src/native/ll.c, issue 14), as far as it goes: a directory
+ * served read-only on libfuse's own threads, by inode. A real mount (mount(2) as root), real
+ * programs on it (ls, tar, python's os.getxattr), and what the path-based fuse-native layer gets
+ * wrong: one node per inode (hard links), paths as long as the mount allows whatever the data
+ * directory's own path, getxattr with a small buffer answered ERANGE.
+ */
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import crypto from 'node:crypto'
+import { execFileSync } from 'node:child_process'
+import { loadLl, sys, type LlSession } from '../src/native'
+
+const ll = loadLl()
+
+const mounted = (dir: string): boolean => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir)
+
+/** A source tree under a long directory name (the data directory's own path counts for nothing now), a mount point, and the session, all gone after `fn`. */
+async function withMount (fill: (src: string) => void, fn: (src: string, mnt: string) => Promise<void> | void): Promise<void> {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-ll-'))
+  const src = path.join(base, 'd'.repeat(200), 'e'.repeat(200))
+  const mnt = path.join(base, 'm')
+  fs.mkdirSync(src, { recursive: true })
+  fs.mkdirSync(mnt)
+  let s: LlSession | null = null
+  try {
+    fill(src)
+    try {
+      s = ll.mount(src, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll,subtype=replicafs', 1)
+    } catch (err) {
+      throw new Error(`cannot mount a FUSE file system with replicafs_ll at ${mnt} (needs root and /dev/fuse): ${(err as Error).message}`)
+    }
+    assert.ok(mounted(mnt), 'mounted')
+    await fn(src, mnt)
+  } finally {
+    if (s !== null) ll.unmount(s)
+    if (mounted(mnt)) { try { execFileSync('umount', ['-l', mnt]) } catch { /* reported below */ } }
+    const left = mounted(mnt)
+    execFileSync('rm', ['-rf', base]) // (a tree deeper than PATH_MAX: fs.rmSync cannot)
+    assert.not.ok(left, `no mount left at ${mnt}`)
+  }
+}
+
+test('a directory served read-only by inode: contents, attributes, links, xattrs and tar through the mount', async () => {
+  const big = crypto.randomBytes(3 * 1024 * 1024 + 17)
+  await withMount((src) => {
+    fs.writeFileSync(path.join(src, 'a'), 'hello\n')
+    fs.writeFileSync(path.join(src, 'big'), big)
+    fs.mkdirSync(path.join(src, 'sub'))
+    fs.linkSync(path.join(src, 'a'), path.join(src, 'sub', 'hard'))
+    fs.symlinkSync('a', path.join(src, 'sym'))
+    fs.mkdirSync(path.join(src, 'many'))
+    for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(src, 'many', `file-${String(i).padStart(5, '0')}`), String(i))
+    fs.chmodSync(path.join(src, 'sub'), 0o750)
+    fs.utimesSync(path.join(src, 'a'), new Date(-86_400_000), new Date(-86_400_000)) // before 1970
+    sys.lsetxattr(path.join(src, 'big'), 'user.long', Buffer.alloc(300, 'x'), 0)
+    execFileSync('mkfifo', [path.join(src, 'fifo')])
+  }, (src, mnt) => {
+    assert.is(fs.readFileSync(path.join(mnt, 'a'), 'utf8'), 'hello\n')
+    assert.ok(fs.readFileSync(path.join(mnt, 'big')).equals(big), 'a 3 MiB file reads back whole')
+    assert.is(fs.readlinkSync(path.join(mnt, 'sym')), 'a')
+    // One node per inode: both names, one inode, two links, the same bytes.
+    const a = fs.statSync(path.join(mnt, 'a'))
+    const h = fs.statSync(path.join(mnt, 'sub', 'hard'))
+    assert.is(a.ino, h.ino)
+    assert.is(a.nlink, 2)
+    assert.is(a.mtimeMs, -86_400_000, 'a time before 1970 as it is')
+    assert.is(fs.statSync(path.join(mnt, 'sub')).mode & 0o7777, 0o750)
+    assert.ok(fs.statSync(path.join(mnt, 'fifo')).isFIFO())
+    // READDIRPLUS over several requests: every name, once.
+    const names = fs.readdirSync(path.join(mnt, 'many'))
+    assert.is(names.length, 3000)
+    assert.is(new Set(names).size, 3000)
+    assert.is(fs.readFileSync(path.join(mnt, 'many', 'file-02999'), 'utf8'), '2999')
+    // xattrs: python reads a 300-byte value (it first asks with a small buffer: ERANGE, not EIO).
+    const py = execFileSync('python3', ['-c', `import os; print(len(os.getxattr(${JSON.stringify(path.join(mnt, 'big'))}, 'user.long')))`], { encoding: 'utf8' }).trim()
+    assert.is(py, '300')
+    // Read-only: writes are refused with EROFS, and the source is untouched.
+    assert.throws(() => fs.writeFileSync(path.join(mnt, 'new'), 'x'), (e: NodeJS.ErrnoException) => e.code === 'EROFS')
+    assert.throws(() => fs.appendFileSync(path.join(mnt, 'a'), 'x'), (e: NodeJS.ErrnoException) => e.code === 'EROFS')
+    assert.is(fs.readFileSync(path.join(src, 'a'), 'utf8'), 'hello\n')
+    // Real programs: ls -lR and tar of the mount list the same as of the source.
+    const listing = (dir: string): string => execFileSync('sh', ['-c', `cd ${JSON.stringify(dir)} && ls -lRn --time-style=+%s . | sed 's/^total .*//'`], { encoding: 'utf8' })
+    assert.is(listing(mnt), listing(src))
+    const tarOf = (dir: string): string => execFileSync('sh', ['-c', `tar cf - -C ${JSON.stringify(dir)} --sort=name . | tar tvf - --numeric-owner`], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+    assert.is(tarOf(mnt), tarOf(src))
+  })
+})
+
+test('a path as long as the mount allows, whatever the length of the source directory\'s own path', async () => {
+  // 15 levels of 250-byte names: 3,765 bytes below the root, under a source directory of 400+
+  // bytes (fuse-native's DATA + path would pass PATH_MAX; here each lookup is relative).
+  const levels = Array.from({ length: 15 }, (_, i) => String.fromCharCode(97 + i).repeat(250))
+  await withMount((src) => {
+    const cwd = process.cwd()
+    try {
+      process.chdir(src)
+      for (const l of levels) { fs.mkdirSync(l); process.chdir(l) }
+      fs.writeFileSync('deep', 'at the bottom')
+    } finally {
+      process.chdir(cwd)
+    }
+  }, (src, mnt) => {
+    const rel = levels.join('/') + '/deep'
+    assert.ok(src.length + 1 + rel.length >= 4096, `the source's path is over PATH_MAX (${src.length + 1 + rel.length})`)
+    assert.ok(mnt.length + 1 + rel.length < 4096, 'the mount\'s is not')
+    assert.is(fs.readFileSync(path.join(mnt, rel), 'utf8'), 'at the bottom')
+  })
+})
+
+test('mount refuses a missing source or mount point with its errno; unmount twice is refused', () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-ll-'))
+  try {
+    fs.mkdirSync(path.join(base, 'mnt'))
+    assert.throws(() => ll.mount(path.join(base, 'missing'), path.join(base, 'mnt'), 'ro', 1), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.syscall === 'open')
+    assert.throws(() => ll.mount(base, path.join(base, 'no-mount-point'), 'ro', 1), (e: NodeJS.ErrnoException) => e.syscall === 'mount' && /no-mount-point/.test(e.message))
+    assert.not.ok(mounted(path.join(base, 'no-mount-point')))
+    const s = ll.mount(base, path.join(base, 'mnt'), 'ro', 1)
+    assert.is(ll.unmount(s), 0)
+    assert.throws(() => ll.unmount(s), /unmounted already/)
+    assert.not.ok(mounted(path.join(base, 'mnt')))
+  } finally {
+    fs.rmSync(base, { recursive: true, force: true })
+  }
+})
+
+test.run()
