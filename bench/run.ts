@@ -20,7 +20,7 @@ import { checkCli, Daemon, startDaemon } from './daemon'
 import { runOk } from './proc'
 import { fmt, fmtRatio, machineInfo, median, ratio, table } from './report'
 import { replicationSectionForMainDoc, spliceSection, spliceNamed } from './replication-doc'
-import { SYNC_HEADING, CLI_HEADING } from './sync-doc'
+import { SYNC_HEADING, CLI_HEADING, LL_HEADING } from './sync-doc'
 import { buildHash, snapshotPackage } from './snapshot'
 import { buildTarball, Ctx, Metric, Sample, Sizes, Tarball, Workload, WORKLOADS } from './workloads'
 import { SRL_BYTES_DEFAULT } from '../src/limits'
@@ -591,6 +591,9 @@ async function main(): Promise<number> {
     // And for the CLI start-up bench (bench/cli-startup.ts).
     const cliSection = path.join(repo, 'bench', 'results', 'cli-startup.md')
     if (fs.existsSync(cliSection)) doc = spliceNamed(doc, CLI_HEADING, fs.readFileSync(cliSection, 'utf8'))
+    // And for the libfuse 3 low-level transport's (bench/ll.ts).
+    const llSection = path.join(repo, 'bench', 'results', 'll.md')
+    if (fs.existsSync(llSection)) doc = spliceNamed(doc, LL_HEADING, fs.readFileSync(llSection, 'utf8'))
     fs.mkdirSync(path.dirname(opts.docPath), { recursive: true })
     fs.writeFileSync(opts.docPath, doc)
     process.stdout.write(`\nwrote ${path.relative(process.cwd(), opts.docPath) || opts.docPath}\n`)

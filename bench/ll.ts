@@ -1,0 +1,122 @@
+/**
+ * The libfuse 3 low-level transport (src/native/ll.c, issue 14) against the raw directory and the
+ * fuse-native passthrough, on what it serves so far (a directory, read-only):
+ * `node dist/bench/ll.js [--reps N] [--big-mib M]` (as root; run alone).
+ *
+ * One fresh journaled ext4 image (bench/image.ts) holding 10 directories of 1,100 files of 1 KiB
+ * and one file of M MiB (default 1024). Columns, each repetition in a rotated order:
+ *   raw   the directory itself
+ *   bare  `replicafs passthrough` (fuse-native, libfuse 2's path-based API, one JavaScript
+ *         callback per request), as the main bench's bare column
+ *   ll    replicafs_ll mounted read-only over it (every request answered in C, by inode,
+ *         READDIRPLUS, splice reads, keep_cache, 1 s entry and attribute timeouts)
+ * Workloads: `ls -lR` (entries per second), `cat` of the big file with the page cache dropped
+ * (MiB/s), and again without dropping it (a re-read: the mount's page cache). Medians; ratios
+ * against raw. Writes bench/results/ll.md and its section of docs/PERFORMANCE.md.
+ */
+import * as fs from 'fs'
+import * as path from 'path'
+import { execFileSync } from 'child_process'
+import { createImage } from './image'
+import { startDaemon } from './daemon'
+import { loadLl, type LlSession } from '../src/native'
+import { spliceNamed } from './replication-doc'
+import { LL_HEADING } from './sync-doc'
+
+const MiB = 1024 * 1024
+
+function arg (name: string, dflt: number): number {
+  const i = process.argv.indexOf(name)
+  return i >= 0 ? Number(process.argv[i + 1]) : dflt
+}
+
+function dropCaches (dir: string): void {
+  execFileSync('sync', ['-f', dir])
+  fs.writeFileSync('/proc/sys/vm/drop_caches', '3')
+}
+
+function seconds (fn: () => void): number {
+  const t = process.hrtime.bigint()
+  fn()
+  return Number(process.hrtime.bigint() - t) / 1e9
+}
+
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2 }
+
+async function main (): Promise<void> {
+  const reps = arg('--reps', 5)
+  const bigMiB = arg('--big-mib', 1024)
+  const repo = path.resolve(__dirname, '..', '..')
+  const log = (s: string): void => { process.stderr.write(`[ll-bench] ${s}\n`) }
+  const img = await createImage(8 * 1024 * MiB, log)
+  const ll = loadLl()
+  const columns = ['raw', 'bare', 'll'] as const
+  const results: Record<string, Record<string, number[]>> = {}
+  const add = (w: string, c: string, v: number): void => { ((results[w] ??= {})[c] ??= []).push(v) }
+  try {
+    const data = path.join(img.mountpoint, 'data')
+    fs.mkdirSync(data)
+    const small = Buffer.alloc(1024, 7)
+    for (let d = 0; d < 10; d++) {
+      fs.mkdirSync(path.join(data, `d${d}`))
+      for (let f = 0; f < 1100; f++) fs.writeFileSync(path.join(data, `d${d}`, `f${f}`), small)
+    }
+    const fd = fs.openSync(path.join(data, 'big'), 'w')
+    const chunk = Buffer.alloc(MiB)
+    for (let m = 0; m < bigMiB; m++) { chunk.fill(m & 0xff); fs.writeSync(fd, chunk) }
+    fs.closeSync(fd)
+    const entries = 10 * 1100 + 10 + 1
+    for (let r = 0; r < reps; r++) {
+      const order = [...columns.slice(r % 3), ...columns.slice(0, r % 3)]
+      for (const col of order) {
+        const mnt = path.join(img.mountpoint, `mnt-${col}-${r}`)
+        let dir = data
+        let session: LlSession | null = null
+        let daemon: Awaited<ReturnType<typeof startDaemon>> | null = null
+        if (col === 'bare') {
+          fs.mkdirSync(mnt)
+          daemon = await startDaemon(repo, 'passthrough', { data, mount: mnt, state: path.join(img.mountpoint, `state-${r}`) }, { log })
+          dir = mnt
+        } else if (col === 'll') {
+          fs.mkdirSync(mnt)
+          session = ll.mount(data, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll', 1)
+          dir = mnt
+        }
+        try {
+          dropCaches(img.mountpoint)
+          add('ls', col, entries / seconds(() => execFileSync('sh', ['-c', `ls -lR ${dir} > /dev/null`])))
+          dropCaches(img.mountpoint)
+          add('cold', col, bigMiB / seconds(() => execFileSync('sh', ['-c', `cat ${dir}/big > /dev/null`])))
+          add('warm', col, bigMiB / seconds(() => execFileSync('sh', ['-c', `cat ${dir}/big > /dev/null`])))
+        } finally {
+          if (session !== null) ll.unmount(session)
+          await daemon?.stop()
+        }
+        log(`rep ${r + 1} ${col}: ls ${results.ls[col].at(-1)!.toFixed(0)} entries/s, cold ${results.cold[col].at(-1)!.toFixed(0)} MiB/s, re-read ${results.warm[col].at(-1)!.toFixed(0)} MiB/s`)
+      }
+    }
+    const titles: Record<string, string> = {
+      ls: `\`ls -lR\` of ${entries.toLocaleString('en-US')} entries, cold, entries/s`,
+      cold: `read ${bigMiB} MiB cold (\`cat\`), MiB/s`,
+      warm: `read it again (page cache kept), MiB/s`
+    }
+    const fmt = (n: number): string => n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(1)
+    const rows = Object.keys(titles).map((w) => {
+      const m = Object.fromEntries(columns.map((c) => [c, median(results[w][c])]))
+      return `| ${titles[w]} | ${fmt(m.raw)} | ${fmt(m.bare)} (${(m.bare / m.raw).toFixed(2)}×) | ${fmt(m.ll)} (${(m.ll / m.raw).toFixed(2)}×) |`
+    })
+    const table = `| workload (median of ${reps}) | raw | bare fuse-native | replicafs_ll (read-only) |\n|---|---|---|---|\n${rows.join('\n')}\n`
+    process.stdout.write(table)
+    const doc = `${LL_HEADING}\n\nGenerated by \`node dist/bench/ll.js ${process.argv.slice(2).join(' ')}\` (bench/ll.ts) on ` +
+      `${new Date().toISOString().replace('T', ' ').slice(0, 19)} UTC, run alone. What each column and row is: the header of bench/ll.ts.\n\n${table}`
+    fs.mkdirSync(path.join(repo, 'bench', 'results'), { recursive: true })
+    fs.writeFileSync(path.join(repo, 'bench', 'results', 'll.md'), doc)
+    // docs/PERFORMANCE.md keeps the latest (a full `npm run bench` splices it back from bench/results/).
+    const docPath = path.join(repo, 'docs', 'PERFORMANCE.md')
+    fs.writeFileSync(docPath, spliceNamed(fs.readFileSync(docPath, 'utf8'), LL_HEADING, doc))
+  } finally {
+    await img.destroy()
+  }
+}
+
+main().catch((err) => { process.stderr.write(`${(err as Error).stack ?? String(err)}\n`); process.exit(1) })
