@@ -12,14 +12,14 @@ import os from 'node:os'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { loadLl, sys, type LlSession } from '../src/native'
+import { loadLl, sys, LL_PASSTHROUGH, type LlSession } from '../src/native'
 
 const ll = loadLl()
 
 const mounted = (dir: string): boolean => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir)
 
 /** A source tree under a long directory name (the data directory's own path counts for nothing now), a mount point, and the session, all gone after `fn`. */
-async function withMount (fill: (src: string) => void, fn: (src: string, mnt: string) => Promise<void> | void): Promise<void> {
+async function withMount (fill: (src: string) => void, fn: (src: string, mnt: string, s: LlSession) => Promise<void> | void, flags = 0): Promise<void> {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-ll-'))
   const src = path.join(base, 'd'.repeat(200), 'e'.repeat(200))
   const mnt = path.join(base, 'm')
@@ -29,12 +29,12 @@ async function withMount (fill: (src: string) => void, fn: (src: string, mnt: st
   try {
     fill(src)
     try {
-      s = ll.mount(src, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll,subtype=replicafs', 1)
+      s = ll.mount(src, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll,subtype=replicafs', 1, flags)
     } catch (err) {
       throw new Error(`cannot mount a FUSE file system with replicafs_ll at ${mnt} (needs root and /dev/fuse): ${(err as Error).message}`)
     }
     assert.ok(mounted(mnt), 'mounted')
-    await fn(src, mnt)
+    await fn(src, mnt, s)
   } finally {
     if (s !== null) ll.unmount(s)
     if (mounted(mnt)) { try { execFileSync('umount', ['-l', mnt]) } catch { /* reported below */ } }
@@ -111,14 +111,43 @@ test('a path as long as the mount allows, whatever the length of the source dire
   })
 })
 
+test('FUSE passthrough: the kernel reads open files from their backing files, no READ reaches the daemon; without it, every read does', async () => {
+  const big = crypto.randomBytes(4 * 1024 * 1024 + 3)
+  const fill = (src: string): void => { fs.writeFileSync(path.join(src, 'big'), big); fs.linkSync(path.join(src, 'big'), path.join(src, 'also')) }
+  await withMount(fill, (src, mnt, s) => {
+    assert.is(ll.stats(s).passthrough, true, 'granted (Linux 6.9+, as root)')
+    // Two opens of one inode at once, through two names: one backing file, shared.
+    const a = fs.openSync(path.join(mnt, 'big'), 'r')
+    const b = fs.openSync(path.join(mnt, 'also'), 'r')
+    try {
+      const buf = Buffer.alloc(big.length)
+      assert.is(fs.readSync(a, buf, 0, buf.length, 0), big.length)
+      assert.ok(buf.equals(big), 'the bytes, through the backing file')
+      assert.is(fs.readSync(b, buf, 0, 100, big.length - 100), 100)
+      assert.ok(buf.subarray(0, 100).equals(big.subarray(big.length - 100)))
+    } finally {
+      fs.closeSync(a)
+      fs.closeSync(b)
+    }
+    assert.ok(fs.readFileSync(path.join(mnt, 'big')).equals(big), 'opened again after the last release')
+    assert.is(ll.stats(s).reads, 0, 'no READ request reached the daemon')
+  }, LL_PASSTHROUGH)
+  await withMount(fill, (src, mnt, s) => {
+    assert.is(ll.stats(s).passthrough, false, 'not asked for')
+    assert.ok(fs.readFileSync(path.join(mnt, 'big')).equals(big))
+    assert.ok(ll.stats(s).reads > 0, 'reads served by the daemon')
+  })
+})
+
 test('mount refuses a missing source or mount point with its errno; unmount twice is refused', () => {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-ll-'))
   try {
     fs.mkdirSync(path.join(base, 'mnt'))
-    assert.throws(() => ll.mount(path.join(base, 'missing'), path.join(base, 'mnt'), 'ro', 1), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.syscall === 'open')
-    assert.throws(() => ll.mount(base, path.join(base, 'no-mount-point'), 'ro', 1), (e: NodeJS.ErrnoException) => e.syscall === 'mount' && /no-mount-point/.test(e.message))
+    assert.throws(() => ll.mount(path.join(base, 'missing'), path.join(base, 'mnt'), 'ro', 1, 0), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.syscall === 'open')
+    assert.throws(() => ll.mount(base, path.join(base, 'no-mount-point'), 'ro', 1, 0), (e: NodeJS.ErrnoException) => e.syscall === 'mount' && /no-mount-point/.test(e.message))
     assert.not.ok(mounted(path.join(base, 'no-mount-point')))
-    const s = ll.mount(base, path.join(base, 'mnt'), 'ro', 1)
+    assert.throws(() => ll.mount(base, path.join(base, 'mnt'), 'ro', 1, 2), /flags/)
+    const s = ll.mount(base, path.join(base, 'mnt'), 'ro', 1, 0)
     assert.is(ll.unmount(s), 0)
     assert.throws(() => ll.unmount(s), /unmounted already/)
     assert.not.ok(mounted(path.join(base, 'mnt')))

@@ -11,6 +11,7 @@
  *   mount(root, mountpoint, options) -> handle   mounts (mount(2) as root: no fusermount) and
  *                                                starts the multi-threaded loop
  *   unmount(handle)                              unmounts, waits for the loop, frees everything
+ *   stats(handle)                                whether FUSE passthrough was granted; READs served
  *
  * Errors are thrown as Node-fs-shaped errors (code, errno, syscall, path).
  */
@@ -39,6 +40,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fuse_lowlevel.h"
@@ -52,6 +54,8 @@ typedef struct inode {
   ino_t ino;
   uint64_t nlookup;       /* the kernel's references (LOOKUP, READDIRPLUS), less FORGET */
   struct inode *next;     /* hash chain */
+  int backing_id;         /* FUSE passthrough: the kernel's id of the backing file, while open */
+  uint32_t opens;         /* opens that use it */
 } inode_t;
 
 #define BUCKETS 65536
@@ -61,6 +65,11 @@ typedef struct {
   inode_t *table[BUCKETS];
   pthread_mutex_t lock;
   double timeout;         /* entry and attribute timeout, seconds */
+  bool want_passthrough;  /* asked for (mount flag 1) */
+  bool passthrough;       /* and granted by the kernel (INIT) */
+  uint64_t reads;         /* READ requests answered here (not by the kernel from a backing file) */
+  bool inited;            /* INIT answered: the mount serves (mount() waits for it) */
+  pthread_cond_t init_cond;
 } fs_t;
 
 static size_t bucket_of(dev_t dev, ino_t ino) {
@@ -127,7 +136,14 @@ static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
 /* ---------- operations ---------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn) {
-  (void) userdata;
+  fs_t *fs = userdata;
+  /* FUSE passthrough (Linux 6.9+, CAP_SYS_ADMIN): the kernel reads an open file's backing file
+     itself, no request reaches us. Refused: every read is served here, as without it. */
+  if (fs->want_passthrough) fs->passthrough = fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH);
+  pthread_mutex_lock(&fs->lock);
+  fs->inited = true;
+  pthread_cond_broadcast(&fs->init_cond);
+  pthread_mutex_unlock(&fs->lock);
   /* Read-only, no locks to forward; directory listings with attributes in one request. */
   fuse_set_feature_flag(conn, FUSE_CAP_READDIRPLUS);
   fuse_unset_feature_flag(conn, FUSE_CAP_READDIRPLUS_AUTO);
@@ -234,27 +250,53 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
   fuse_reply_err(req, 0);
 }
 
+/* An open file: its descriptor, and the inode whose backing file it reads through (passthrough) or NULL. */
+typedef struct { int fd; inode_t *pt; } open_t;
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) { fuse_reply_err(req, EROFS); return; }
-  int fd = reopen(req, ino, fi->flags & ~(O_CREAT | O_TRUNC | O_APPEND));
-  if (fd < 0) { fuse_reply_err(req, errno); return; }
-  fi->fh = (uint64_t) fd;
-  fi->keep_cache = 1; /* read-only: what the page cache holds stays true until the daemon invalidates it */
+  open_t *o = calloc(1, sizeof(*o));
+  if (o == NULL) { fuse_reply_err(req, ENOMEM); return; }
+  o->fd = reopen(req, ino, fi->flags & ~(O_CREAT | O_TRUNC | O_APPEND));
+  if (o->fd < 0) { int err = errno; free(o); fuse_reply_err(req, err); return; }
+  fs_t *fs = fs_of(req);
+  inode_t *in = inode_of(req, ino);
+  if (fs->passthrough && in != &fs->root) {
+    /* One backing id per inode (the kernel's rule), shared by its opens, closed by the last release. */
+    pthread_mutex_lock(&fs->lock);
+    if (in->opens == 0) in->backing_id = fuse_passthrough_open(req, o->fd);
+    if (in->backing_id > 0) { in->opens++; fi->backing_id = in->backing_id; o->pt = in; }
+    pthread_mutex_unlock(&fs->lock);
+  }
+  fi->fh = (uint64_t) (uintptr_t) o;
+  /* Read-only: what the page cache holds stays true until the daemon invalidates it. (Not with
+     passthrough: the kernel takes only FOPEN_PASSTHROUGH_MASK flags with it, else EIO; its pages
+     are the backing file's anyway.) */
+  if (o->pt == NULL) fi->keep_cache = 1;
   fuse_reply_open(req, fi);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   (void) ino;
+  __atomic_add_fetch(&fs_of(req)->reads, 1, __ATOMIC_RELAXED);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-  buf.buf[0].fd = (int) fi->fh;
+  buf.buf[0].fd = ((open_t *) (uintptr_t) fi->fh)->fd;
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void) ino;
-  close((int) fi->fh);
+  open_t *o = (open_t *) (uintptr_t) fi->fh;
+  if (o->pt != NULL) {
+    fs_t *fs = fs_of(req);
+    pthread_mutex_lock(&fs->lock);
+    if (--o->pt->opens == 0) { fuse_passthrough_close(req, o->pt->backing_id); o->pt->backing_id = 0; }
+    pthread_mutex_unlock(&fs->lock);
+  }
+  close(o->fd);
+  free(o);
   fuse_reply_err(req, 0);
 }
 
@@ -371,7 +413,7 @@ static napi_value throw_errno(napi_env env, int e, const char *syscall, const ch
   last_log[0] = '\0';
   napi_value jmsg, jcode, err, v;
   const char *code = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EPERM ? "EPERM" : e == ENOTDIR ? "ENOTDIR" : e == EBUSY ? "EBUSY"
-    : e == ENODEV ? "ENODEV" : e == EINVAL ? "EINVAL" : e == ENAMETOOLONG ? "ENAMETOOLONG" : e == ELOOP ? "ELOOP" : e == ENOMEM ? "ENOMEM" : "EIO";
+    : e == ENODEV ? "ENODEV" : e == EINVAL ? "EINVAL" : e == ENAMETOOLONG ? "ENAMETOOLONG" : e == ELOOP ? "ELOOP" : e == ENOMEM ? "ENOMEM" : e == ETIMEDOUT ? "ETIMEDOUT" : "EIO";
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
   napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode);
   napi_create_error(env, jcode, jmsg, &err);
@@ -399,17 +441,19 @@ static char *get_str(napi_env env, napi_value v) {
 static void finalize(napi_env env, void *data, void *hint) {
   (void) env; (void) hint;
   session_t *s = data;
-  if (!s->running) { pthread_mutex_destroy(&s->fs.lock); free(s); }
+  if (!s->running) { pthread_mutex_destroy(&s->fs.lock); pthread_cond_destroy(&s->fs.init_cond); free(s); }
 }
 
-/* mount(root, mountpoint, options: string, timeoutSeconds: number) -> session (external) */
+/* mount(root, mountpoint, options: string, timeoutSeconds: number, flags: number) -> session (external); flags: 1 passthrough */
 static napi_value m_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) { napi_throw_type_error(env, NULL, "mount(root, mountpoint, options, timeoutSeconds)"); return NULL; }
+  if (argc < 5) { napi_throw_type_error(env, NULL, "mount(root, mountpoint, options, timeoutSeconds, flags)"); return NULL; }
   double timeout;
   if (napi_get_value_double(env, argv[3], &timeout) != napi_ok || !(timeout >= 0)) { napi_throw_type_error(env, NULL, "timeoutSeconds must be a number >= 0"); return NULL; }
+  uint32_t flags;
+  if (napi_get_value_uint32(env, argv[4], &flags) != napi_ok || (flags & ~1u) != 0) { napi_throw_type_error(env, NULL, "flags must be 0 or 1 (passthrough)"); return NULL; }
   char *root = get_str(env, argv[0]);
   if (root == NULL) return NULL;
   char *mnt = get_str(env, argv[1]);
@@ -420,8 +464,10 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   if (s == NULL) { free(root); free(mnt); free(opts); napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
   last_log[0] = '\0';
   s->fs.timeout = timeout;
+  s->fs.want_passthrough = (flags & 1) != 0;
   s->fs.root.fd = -1;
   pthread_mutex_init(&s->fs.lock, NULL);
+  pthread_cond_init(&s->fs.init_cond, NULL);
   napi_value result = NULL;
   s->fs.root.fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
   struct stat st;
@@ -443,12 +489,32 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
     goto fail;
   }
   s->running = true;
+  /* Ready when the kernel's INIT is answered (what was granted is known then), 10 s at most. */
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  pthread_mutex_lock(&s->fs.lock);
+  while (!s->fs.inited && pthread_cond_timedwait(&s->fs.init_cond, &s->fs.lock, &until) == 0) {}
+  bool inited = s->fs.inited;
+  pthread_mutex_unlock(&s->fs.lock);
+  if (!inited) {
+    s->running = false;
+    fuse_session_exit(s->se);
+    fuse_session_unmount(s->se);
+    pthread_join(s->thread, NULL);
+    fuse_session_destroy(s->se);
+    s->se = NULL;
+    throw_errno(env, ETIMEDOUT, "mount (no INIT from the kernel within 10 s)", s->mountpoint);
+    free(s->mountpoint); s->mountpoint = NULL;
+    goto fail;
+  }
   napi_create_external(env, s, finalize, NULL, &result);
   free(root); free(opts);
   return result;
 fail:
   free_table(&s->fs);
   pthread_mutex_destroy(&s->fs.lock);
+  pthread_cond_destroy(&s->fs.init_cond);
   free(s); free(root); free(mnt); free(opts);
   return NULL;
 }
@@ -475,6 +541,22 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* stats(session) -> { passthrough: boolean, reads: number }: whether the kernel granted passthrough, READ requests served here. */
+static napi_value m_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session_t *s = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, "stats(session)"); return NULL; }
+  napi_value r, v;
+  napi_create_object(env, &r);
+  napi_get_boolean(env, s->fs.passthrough, &v);
+  napi_set_named_property(env, r, "passthrough", v);
+  napi_create_double(env, (double) __atomic_load_n(&s->fs.reads, __ATOMIC_RELAXED), &v);
+  napi_set_named_property(env, r, "reads", v);
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   fuse_set_log_func(ll_log);
   napi_value f;
@@ -482,6 +564,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "mount", f);
   napi_create_function(env, "unmount", NAPI_AUTO_LENGTH, m_unmount, NULL, &f);
   napi_set_named_property(env, exports, "unmount", f);
+  napi_create_function(env, "stats", NAPI_AUTO_LENGTH, m_stats, NULL, &f);
+  napi_set_named_property(env, exports, "stats", f);
   return exports;
 }
 

@@ -22,12 +22,19 @@ export interface LlAddon {
   /**
    * Mounts `root` read-only at `mountpoint` (mount(2): root only) with libfuse `options` (-o, comma
    * separated) and entry/attribute timeouts of `timeoutSeconds`, and starts its multi-threaded loop.
-   * Throws a Node-fs-shaped error (ENOENT: no root; EPERM; ENODEV: no /dev/fuse).
+   * `flags`: LL_PASSTHROUGH asks for FUSE passthrough (Linux 6.9+: the kernel reads open files from
+   * their backing files itself; refused, reads are served as without it). Throws a Node-fs-shaped
+   * error (ENOENT: no root; EPERM; ENODEV: no /dev/fuse).
    */
-  mount(root: string, mountpoint: string, options: string, timeoutSeconds: number): LlSession;
+  mount(root: string, mountpoint: string, options: string, timeoutSeconds: number, flags: number): LlSession;
   /** Unmounts (lazily: a busy mount goes with its last user), waits for the loop to end, frees its inodes. Returns the loop's result (0). */
   unmount(session: LlSession): number;
+  /** Whether the kernel granted FUSE passthrough, and how many READ requests were served (not read by the kernel from a backing file). */
+  stats(session: LlSession): { passthrough: boolean, reads: number };
 }
+
+/** replicafs_ll mount flag: FUSE passthrough for opens. */
+export const LL_PASSTHROUGH = 1
 
 export interface SysAddon {
   lgetxattr(path: string, name: string): Buffer;
