@@ -462,8 +462,9 @@ export class SyncSource {
     this.out.push(e)
     if (e.k !== 'd') return
     if (deep && (!this.mode.diff || this.mode.checksum)) {
-      // A full synchronization reads every file: the kernel is asked to read the next ones
-      // ahead of the walk (small files are otherwise one cold read, waited for, after another).
+      // A full synchronization reads every file, and so does one comparing every chunk (both
+      // sides hash every file): the kernel is asked to read the next ones ahead of the walk
+      // (small files are otherwise one cold read, waited for, after another).
       const list = sys.readdirEntries(full)
       const pairs: Array<[string, boolean]> = []
       for (let i = 0; i < list.length; i += 4) pairs.push([list[i] as string, list[i + 2] === DT_REG])
@@ -505,6 +506,8 @@ export class SyncSource {
    */
   private sendInPlace (w: Want): void {
     const full = this.root + w.p
+    const ours = this.ours.get(w.p)
+    this.ours.delete(w.p)
     const st = fs.lstatSync(full, { throwIfNoEntry: false })
     if (st === undefined || !st.isFile()) return
     let fd: number
@@ -514,20 +517,20 @@ export class SyncSource {
       t: MsgType.SYNC_ENTRY, p: w.p, k: 'f', m: st.mode, u: st.uid, g: st.gid, a: [t[0], t[1]], mt: [t[2], t[3]], x: this.xattrs(full), s: st.size, c: st.nlink
     }
     if (w.s >= 0) e.w = 'i'
-    this.differing++
     this.entries++
     this.out.push(e)
-    const ours = this.ours.get(w.p)
-    this.ours.delete(w.p)
-    if (st.size === 0) { fs.closeSync(fd); return }
+    if (st.size === 0) { this.differing++; fs.closeSync(fd); return }
     if (w.s >= 0 && ours?.r != null && sameFile(ours.r.id, fs.fstatSync(fd, { bigint: true })) && Number(ours.r.id.size) === st.size) {
       // Our hashes read ahead are of this very file: only the chunks that differ are read (a
-      // write since is marked, and its spans go again from the map).
+      // write since is marked, and its spans go again from the map). The entry goes anyway: its
+      // times (the Secondary set only its owner, mode and xattrs when it compared).
       const spans = differing(ours.r.h, w, st.size)
+      if (spans.length > 0 || w.s !== st.size) this.differing++
       if (spans.length > 0) this.file = { p: w.p, fd, size: st.size, o: 0, theirs: null, spans, si: 0, z: w.s }
       else fs.closeSync(fd)
       return
     }
+    this.differing++
     this.file = { p: w.p, fd, size: st.size, o: 0, theirs: w.s >= 0 ? w : null, spans: null, si: 0, z: 0 }
   }
 
