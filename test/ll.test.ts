@@ -11,7 +11,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import crypto from 'node:crypto'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { loadLl, sys, LL_PASSTHROUGH, type LlSession } from '../src/native'
 
 const ll = loadLl()
@@ -136,6 +136,39 @@ test('FUSE passthrough: the kernel reads open files from their backing files, no
     assert.is(ll.stats(s).passthrough, false, 'not asked for')
     assert.ok(fs.readFileSync(path.join(mnt, 'big')).equals(big))
     assert.ok(ll.stats(s).reads > 0, 'reads served by the daemon')
+  })
+})
+
+test('hold: a request that reads the tree waits until release, and sees the tree as the change left it, never half made', async () => {
+  await withMount((src) => { fs.writeFileSync(path.join(src, 'f'), 'before') }, async (src, mnt, s) => {
+    ll.hold(s)
+    let out: Promise<string>
+    try {
+      assert.throws(() => ll.hold(s), /held already/)
+      // Another process reads f through the mount: its LOOKUP waits for the hold.
+      const cat = spawn('cat', [path.join(mnt, 'f')], { stdio: ['ignore', 'pipe', 'inherit'] })
+      out = new Promise((resolve, reject) => {
+        let text = ''
+        cat.stdout.on('data', (d: Buffer) => { text += d.toString() })
+        cat.once('error', reject)
+        cat.once('close', (code) => code === 0 ? resolve(text) : reject(new Error(`cat exited ${String(code)}`)))
+      })
+      const deadline = Date.now() + 10_000
+      while (ll.stats(s).waiting === 0) {
+        if (Date.now() > deadline) throw new Error('the reader never reached the mount')
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      // The daemon's change, in two steps, as an apply slice of two records would make it.
+      fs.writeFileSync(path.join(src, 'f.new'), 'after')
+      fs.renameSync(path.join(src, 'f.new'), path.join(src, 'f'))
+    } finally {
+      ll.release(s)
+    }
+    assert.is(await out, 'after')
+    assert.is(ll.stats(s).waiting, 0)
+    assert.throws(() => ll.release(s), /not held/)
+    // Unmounting a held session does not hang: the hold ends with it.
+    ll.hold(s)
   })
 })
 

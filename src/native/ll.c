@@ -12,6 +12,8 @@
  *                                                starts the multi-threaded loop
  *   unmount(handle)                              unmounts, waits for the loop, frees everything
  *   stats(handle)                                whether FUSE passthrough was granted; READs served
+ *   hold(handle), release(handle)                requests that read the tree wait in between
+ *                                                (the daemon changes it: write-order fidelity)
  *
  * Errors are thrown as Node-fs-shaped errors (code, errno, syscall, path).
  */
@@ -70,6 +72,15 @@ typedef struct {
   uint64_t reads;         /* READ requests answered here (not by the kernel from a backing file) */
   bool inited;            /* INIT answered: the mount serves (mount() waits for it) */
   pthread_cond_t init_cond;
+  /*
+   * Requests that read the tree hold this shared; hold() takes it exclusive (writers first), so
+   * that a change the daemon makes to the tree between hold() and release() (a Secondary's apply
+   * slice) is never seen half made: every request sees the tree between two of them, as the
+   * fuse-native mount's handlers do by sharing the event loop with the apply.
+   */
+  pthread_rwlock_t apply;
+  bool held;
+  uint64_t waiting;       /* requests waiting for it now */
 } fs_t;
 
 static size_t bucket_of(dev_t dev, ino_t ino) {
@@ -331,22 +342,43 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   free(value);
 }
 
+/* Every request that reads the tree holds the apply lock shared (see fs_t.apply). */
+static void reader_enter(fs_t *fs) {
+  if (pthread_rwlock_tryrdlock(&fs->apply) == 0) return;
+  __atomic_add_fetch(&fs->waiting, 1, __ATOMIC_RELAXED);
+  pthread_rwlock_rdlock(&fs->apply);
+  __atomic_sub_fetch(&fs->waiting, 1, __ATOMIC_RELAXED);
+}
+
+#define READER(op, params, args) \
+  static void locked_##op params { fs_t *fs = fs_of(req); reader_enter(fs); op_##op args; pthread_rwlock_unlock(&fs->apply); }
+READER(lookup, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+READER(getattr, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+READER(readlink, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+READER(opendir, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+READER(readdirplus, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi), (req, ino, size, offset, fi))
+READER(open, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+READER(read, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi), (req, ino, size, off, fi))
+READER(statfs, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+READER(getxattr, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size), (req, ino, name, size))
+READER(listxattr, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
+
 static const struct fuse_lowlevel_ops ops = {
   .init = op_init,
-  .lookup = op_lookup,
+  .lookup = locked_lookup,
   .forget = op_forget,
   .forget_multi = op_forget_multi,
-  .getattr = op_getattr,
-  .readlink = op_readlink,
-  .opendir = op_opendir,
-  .readdirplus = op_readdirplus,
+  .getattr = locked_getattr,
+  .readlink = locked_readlink,
+  .opendir = locked_opendir,
+  .readdirplus = locked_readdirplus,
   .releasedir = op_releasedir,
-  .open = op_open,
-  .read = op_read,
+  .open = locked_open,
+  .read = locked_read,
   .release = op_release,
-  .statfs = op_statfs,
-  .getxattr = op_getxattr,
-  .listxattr = op_listxattr,
+  .statfs = locked_statfs,
+  .getxattr = locked_getxattr,
+  .listxattr = locked_listxattr,
 };
 
 /* libfuse's CUSE entry points, referenced by its opcode tables; CUSE is not built (cuse_lowlevel.c). */
@@ -441,7 +473,7 @@ static char *get_str(napi_env env, napi_value v) {
 static void finalize(napi_env env, void *data, void *hint) {
   (void) env; (void) hint;
   session_t *s = data;
-  if (!s->running) { pthread_mutex_destroy(&s->fs.lock); pthread_cond_destroy(&s->fs.init_cond); free(s); }
+  if (!s->running) { pthread_mutex_destroy(&s->fs.lock); pthread_cond_destroy(&s->fs.init_cond); pthread_rwlock_destroy(&s->fs.apply); free(s); }
 }
 
 /* mount(root, mountpoint, options: string, timeoutSeconds: number, flags: number) -> session (external); flags: 1 passthrough */
@@ -468,6 +500,11 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   s->fs.root.fd = -1;
   pthread_mutex_init(&s->fs.lock, NULL);
   pthread_cond_init(&s->fs.init_cond, NULL);
+  pthread_rwlockattr_t rwa;
+  pthread_rwlockattr_init(&rwa);
+  pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&s->fs.apply, &rwa);
+  pthread_rwlockattr_destroy(&rwa);
   napi_value result = NULL;
   s->fs.root.fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
   struct stat st;
@@ -515,6 +552,7 @@ fail:
   free_table(&s->fs);
   pthread_mutex_destroy(&s->fs.lock);
   pthread_cond_destroy(&s->fs.init_cond);
+  pthread_rwlock_destroy(&s->fs.apply);
   free(s); free(root); free(mnt); free(opts);
   return NULL;
 }
@@ -527,6 +565,7 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   session_t *s = NULL;
   if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, "unmount(session)"); return NULL; }
   if (!s->running) { napi_throw_error(env, "EINVAL", "this session is unmounted already"); return NULL; }
+  if (s->fs.held) { s->fs.held = false; pthread_rwlock_unlock(&s->fs.apply); } /* requests in the loop finish, the loop ends */
   s->running = false;
   fuse_session_exit(s->se);
   fuse_session_unmount(s->se);
@@ -541,7 +580,40 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   return r;
 }
 
-/* stats(session) -> { passthrough: boolean, reads: number }: whether the kernel granted passthrough, READ requests served here. */
+static session_t *session_arg(napi_env env, napi_callback_info info, const char *usage) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session_t *s = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, usage); return NULL; }
+  if (!s->running) { napi_throw_error(env, "EINVAL", "this session is unmounted already"); return NULL; }
+  return s;
+}
+
+/*
+ * hold(session): waits for the requests reading the tree to finish and keeps new ones waiting,
+ * until release(session). The caller must not touch the mount in between (its own request would
+ * wait for itself).
+ */
+static napi_value m_hold(napi_env env, napi_callback_info info) {
+  session_t *s = session_arg(env, info, "hold(session)");
+  if (s == NULL) return NULL;
+  if (s->fs.held) { napi_throw_error(env, "EINVAL", "this session is held already"); return NULL; }
+  pthread_rwlock_wrlock(&s->fs.apply);
+  s->fs.held = true;
+  return NULL;
+}
+
+static napi_value m_release(napi_env env, napi_callback_info info) {
+  session_t *s = session_arg(env, info, "release(session)");
+  if (s == NULL) return NULL;
+  if (!s->fs.held) { napi_throw_error(env, "EINVAL", "this session is not held"); return NULL; }
+  s->fs.held = false;
+  pthread_rwlock_unlock(&s->fs.apply);
+  return NULL;
+}
+
+/* stats(session) -> { passthrough, reads, waiting }: whether the kernel granted passthrough, READ requests served here, requests waiting for hold() to end. */
 static napi_value m_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -554,6 +626,8 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "passthrough", v);
   napi_create_double(env, (double) __atomic_load_n(&s->fs.reads, __ATOMIC_RELAXED), &v);
   napi_set_named_property(env, r, "reads", v);
+  napi_create_double(env, (double) __atomic_load_n(&s->fs.waiting, __ATOMIC_RELAXED), &v);
+  napi_set_named_property(env, r, "waiting", v);
   return r;
 }
 
@@ -566,6 +640,10 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "unmount", f);
   napi_create_function(env, "stats", NAPI_AUTO_LENGTH, m_stats, NULL, &f);
   napi_set_named_property(env, exports, "stats", f);
+  napi_create_function(env, "hold", NAPI_AUTO_LENGTH, m_hold, NULL, &f);
+  napi_set_named_property(env, exports, "hold", f);
+  napi_create_function(env, "release", NAPI_AUTO_LENGTH, m_release, NULL, &f);
+  napi_set_named_property(env, exports, "release", f);
   return exports;
 }
 

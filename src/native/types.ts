@@ -30,7 +30,15 @@ export interface LlAddon {
   /** Unmounts (lazily: a busy mount goes with its last user), waits for the loop to end, frees its inodes. Returns the loop's result (0). */
   unmount(session: LlSession): number;
   /** Whether the kernel granted FUSE passthrough, and how many READ requests were served (not read by the kernel from a backing file). */
-  stats(session: LlSession): { passthrough: boolean, reads: number };
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number };
+  /**
+   * Waits for the requests reading the tree to finish and keeps new ones waiting (`waiting` in
+   * stats) until release(): a change made in between (a Secondary's apply slice) is never seen half
+   * made. Reads through FUSE passthrough do not wait (the kernel serves them). Never touch the
+   * mount from this process in between: its request would wait for itself.
+   */
+  hold(session: LlSession): void;
+  release(session: LlSession): void;
 }
 
 /** replicafs_ll mount flag: FUSE passthrough for opens. */
