@@ -43,7 +43,7 @@ t('npm pack carries what runs and not the tests; installed locally and with -g, 
   const files = new Set(list.stdout.split('\n').filter((l) => l !== ''))
   for (const f of ['bin/replicafs', 'bin/ibc-send', 'dist/src/cli/main.js', 'dist/src/daemon/primary.js', 'native-prebuilds/sys/prebuilds/linux-x64/node.node',
     'native-prebuilds/fuse/prebuilds/linux-x64/node.node', 'native-prebuilds/ll/prebuilds/linux-x64/node.node', 'src/native/sys.c',
-    'src/native/ll.c', 'src/native/xxhash/xxhash.h', 'src/native/libfuse/lib/fuse_lowlevel.c', 'src/native/libfuse/LGPL2.txt', 'src/native/binding.gyp', 'docs/FORMAT.md', 'README.md', 'LICENSE']) {
+    'src/native/ll.c', 'src/native/napi_errors.h', 'src/native/xxhash/xxhash.h', 'src/native/libfuse/lib/fuse_lowlevel.c', 'src/native/libfuse/LGPL2.txt', 'src/native/binding.gyp', 'docs/FORMAT.md', 'README.md', 'LICENSE']) {
     assert.ok(files.has(`package/${f}`), `the tarball carries ${f}`)
   }
   const stray = [...files].filter((f) => /^package\/(test|bench|dist\/test|dist\/bench|scripts)\//.test(f) || f.endsWith('.map') || f.endsWith('.ts'))

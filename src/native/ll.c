@@ -47,6 +47,7 @@
 
 #include "fuse_lowlevel.h"
 #include "fuse_log.h"
+#include "napi_errors.h"
 
 /* ---------- the inode table ---------- */
 
@@ -439,22 +440,19 @@ static void ll_log(enum fuse_log_level level, const char *fmt, va_list ap) {
 }
 
 static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
-  char msg[PATH_MAX + 1024];
-  if (last_log[0] != '\0') snprintf(msg, sizeof(msg), "%s, %s '%s' (%s)", strerror(e), syscall, path != NULL ? path : "", last_log);
-  else snprintf(msg, sizeof(msg), "%s, %s '%s'", strerror(e), syscall, path != NULL ? path : "");
+  napi_value err = errno_error(env, e, syscall, path);
+  if (last_log[0] != '\0') {
+    /* libfuse said why: its words after the message. */
+    napi_value m;
+    char msg[PATH_MAX + 1024];
+    size_t len = 0;
+    napi_get_named_property(env, err, "message", &m);
+    napi_get_value_string_utf8(env, m, msg, sizeof(msg) - sizeof(last_log) - 4, &len);
+    snprintf(msg + len, sizeof(msg) - len, " (%s)", last_log);
+    napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+    napi_set_named_property(env, err, "message", m);
+  }
   last_log[0] = '\0';
-  napi_value jmsg, jcode, err, v;
-  const char *code = e == ENOENT ? "ENOENT" : e == EACCES ? "EACCES" : e == EPERM ? "EPERM" : e == ENOTDIR ? "ENOTDIR" : e == EBUSY ? "EBUSY"
-    : e == ENODEV ? "ENODEV" : e == EINVAL ? "EINVAL" : e == ENAMETOOLONG ? "ENAMETOOLONG" : e == ELOOP ? "ELOOP" : e == ENOMEM ? "ENOMEM" : e == ETIMEDOUT ? "ETIMEDOUT" : "EIO";
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg);
-  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode);
-  napi_create_error(env, jcode, jmsg, &err);
-  napi_set_named_property(env, err, "code", jcode);
-  napi_create_int32(env, -e, &v);
-  napi_set_named_property(env, err, "errno", v);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, err, "syscall", v);
-  if (path != NULL) { napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, err, "path", v); }
   napi_throw(env, err);
   return NULL;
 }
