@@ -91,6 +91,30 @@ function walkAll (tree: TreeReader): { entries: VerifyEntry[], root: Buffer } {
   return { entries, root: w.root! }
 }
 
+t('walk: the tree is told which names of a directory are read next, 64 at a time, each name once, before it is read; the same entries either way', () => {
+  const files: Record<string, string | null> = { '/d': null }
+  for (let i = 0; i < 150; i++) files[`/d/f${String(i).padStart(3, '0')}`] = `file ${i}`
+  const hints: Array<{ p: string, names: string[] }> = []
+  const plain = memTree(files)
+  const hinted: TreeReader = { ...plain, willNeed: (p, names) => { hints.push({ p, names: [...names] }) } }
+  const read: string[] = []
+  const open = hinted.open
+  hinted.open = (p) => {
+    const name = p.slice(p.lastIndexOf('/') + 1)
+    assert.ok(hints.some((h) => h.p === '/d' && h.names.includes(name)), `${p} was hinted before it was read`)
+    read.push(p)
+    return open(p)
+  }
+  const a = walkAll(hinted)
+  assert.is(read.length, 150)
+  const inD = hints.filter((h) => h.p === '/d')
+  assert.ok(inD.every((h) => h.names.length <= 64), 'at most 64 names a time')
+  const all = inD.flatMap((h) => h.names)
+  assert.is(all.length, 150, 'each name once')
+  assert.is(new Set(all).size, 150)
+  assert.ok(walkAll(plain).root.equals(a.root), 'the hint changes nothing walked')
+})
+
 t('walk: entries in order, hard links as the first name, equal trees give equal Merkle roots and a byte changes the root', () => {
   const a = walkAll(memTree({ '/d': null, '/d/x': 'hello', '/e': 'world' }, { '/d/y': '/e' }))
   assert.equal(a.entries.map((x) => x.p), ['/', '/d', '/d/x', '/d/y', '/e'])

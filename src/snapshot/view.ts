@@ -258,6 +258,22 @@ export class View {
     })
   }
 
+  /**
+   * A hint, as sys.willNeed: starts the kernel's read-ahead of the first `bytes` of these names of
+   * directory `p`, where that directory is live (a walk of an unchanged tree reads its files from
+   * the data directory). Nothing fails.
+   */
+  willNeed (p: string, names: string[], bytes: number): void {
+    try {
+      this.op((scope, chain) => {
+        const node = this.resolve(p, scope, chain)
+        if (node.type !== S_IFDIR) return
+        const ref = this.liveOf(node, scope)
+        if (ref !== null && ref.fd === null) sys.willNeed(ref.path, names, bytes)
+      })
+    } catch { /* a hint */ }
+  }
+
   readlink (p: string): string {
     return this.op((scope, chain) => {
       const node = this.resolve(p, scope, chain)
