@@ -555,14 +555,20 @@ fail:
   return NULL;
 }
 
-/* unmount(session): unmounts (lazily: a busy mount goes once its last user does), ends the loop, frees. */
-static napi_value m_unmount(napi_env env, napi_callback_info info) {
+static session_t *session_arg(napi_env env, napi_callback_info info, const char *usage) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   session_t *s = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, "unmount(session)"); return NULL; }
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, usage); return NULL; }
   if (!s->running) { napi_throw_error(env, "EINVAL", "this session is unmounted already"); return NULL; }
+  return s;
+}
+
+/* unmount(session): unmounts (lazily: a busy mount goes once its last user does), ends the loop, frees. */
+static napi_value m_unmount(napi_env env, napi_callback_info info) {
+  session_t *s = session_arg(env, info, "unmount(session)");
+  if (s == NULL) return NULL;
   if (s->fs.held) { s->fs.held = false; pthread_rwlock_unlock(&s->fs.apply); } /* requests in the loop finish, the loop ends */
   s->running = false;
   fuse_session_exit(s->se);
@@ -578,15 +584,6 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   return r;
 }
 
-static session_t *session_arg(napi_env env, napi_callback_info info, const char *usage) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session_t *s = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, usage); return NULL; }
-  if (!s->running) { napi_throw_error(env, "EINVAL", "this session is unmounted already"); return NULL; }
-  return s;
-}
 
 /*
  * hold(session): waits for the requests reading the tree to finish and keeps new ones waiting,
@@ -613,11 +610,8 @@ static napi_value m_release(napi_env env, napi_callback_info info) {
 
 /* stats(session) -> { passthrough, reads, waiting }: whether the kernel granted passthrough, READ requests served here, requests waiting for hold() to end. */
 static napi_value m_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session_t *s = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, "stats(session)"); return NULL; }
+  session_t *s = session_arg(env, info, "stats(session)");
+  if (s == NULL) return NULL;
   napi_value r, v;
   napi_create_object(env, &r);
   napi_get_boolean(env, s->fs.passthrough, &v);
