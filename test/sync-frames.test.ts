@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process'
 import { SyncSource, SyncTarget, type SyncMode } from '../src/sync'
 import { differing } from '../src/sync/source'
 import { HASH_BYTES } from '../src/sync/hash'
-import { encodeFrame, FrameDecoder, MsgType, type Message, type SyncMessage } from '../src/format/wire'
+import { encodeFrame, FrameDecoder, MsgType, type Message, type SyncMessage, type SyncSums } from '../src/format/wire'
 import { RecordType } from '../src/format/record'
 import { sys } from '../src/native'
 import { SYNC_DIR_NAMES_MAX, SYNC_CHUNK_BYTES } from '../src/limits'
@@ -64,6 +64,21 @@ async function nextOf (src: SyncSource): Promise<SyncMessage | null> {
     if (m !== null || !src.answering) { clearTimeout(timer); src.wake = null; return m }
     try { await woken } finally { clearTimeout(timer); src.wake = null }
   }
+}
+
+/**
+ * The frames of `src` applied, their answers given back, up to the entry of `p`: its answers are
+ * returned, not given back yet. Fails if the source ends first.
+ */
+async function untilEntry (src: SyncSource, dst: SyncTarget, p: string): Promise<SyncSums[]> {
+  for (let m = await nextOf(src); m !== null; m = await nextOf(src)) {
+    const back = wire(m) as SyncMessage
+    if (back.t === MsgType.SYNC_BEGIN) { dst.checksum = back.c === 1; continue }
+    const answers = await dst.apply(back)
+    if (back.t === MsgType.SYNC_ENTRY && back.p === p) return answers
+    for (const r of answers) src.want(wire(r))
+  }
+  throw new Error(`the source ended before the entry of ${p}`)
 }
 
 /** The first `n` frames of `src` applied (their answers given back). */
@@ -268,23 +283,14 @@ test('by difference: hashes taken of a file that a later frame made anew are not
   let applied = 0
   await withPair(() => applied, async (a, b, src, dst) => {
     // The walk up to the big file's compare entry, answered with its hashes (kept by the source).
-    let m: ReturnType<SyncSource['next']>
-    for (m = src.next(); m !== null; m = src.next()) {
-      const back = wire(m) as SyncMessage
-      if (back.t === MsgType.SYNC_BEGIN) { dst.checksum = true; continue }
-      const answers = await dst.apply(back)
-      if (back.t === MsgType.SYNC_ENTRY && back.p === '/a/b/big') {
-        assert.is(answers.length, 1, 'the big file differs: its hashes go back')
-        // Before the source answers, the target's file changes (as a full entry of it would make
-        // it): its first chunk, which matched when hashed, no longer does.
-        const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
-        fs.writeSync(fd, Buffer.alloc(1000, 9), 0, 1000, 0)
-        fs.closeSync(fd)
-        for (const r of answers) src.want(wire(r))
-        break
-      }
-      for (const r of answers) src.want(wire(r))
-    }
+    const answers = await untilEntry(src, dst, '/a/b/big')
+    assert.is(answers.length, 1, 'the big file differs: its hashes go back')
+    // Before the source answers, the target's file changes (as a full entry of it would make
+    // it): its first chunk, which matched when hashed, no longer does.
+    const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
+    fs.writeSync(fd, Buffer.alloc(1000, 9), 0, 1000, 0)
+    fs.closeSync(fd)
+    for (const r of answers) src.want(wire(r))
     await pump(src, dst)
     assert.is(src.complete, true)
     await assertSame(a, b)
@@ -297,26 +303,16 @@ test('by difference: hashes taken of a file that a later frame made anew are not
 
 test('every chunk compared: the Primary\'s own hashes, read ahead, are used only for the file they were taken of', async () => {
   await withPair(() => 0, async (a, b, src, dst) => {
-    let m: SyncMessage | null
-    for (m = await nextOf(src); m !== null; m = await nextOf(src)) {
-      const back = wire(m) as SyncMessage
-      if (back.t === MsgType.SYNC_BEGIN) { dst.checksum = back.c === 1; continue }
-      const answers = await dst.apply(back)
-      if (back.t === MsgType.SYNC_ENTRY && back.p === '/a/b/big') {
-        // The source's hashes of its big file, read on the pool (white box: until they are in),
-        const ours = (src as unknown as { ours: Map<string, { done: boolean }> }).ours
-        while (ours.get('/a/b/big')?.done === false) await new Promise<void>((resolve) => { src.wake = resolve })
-        // then its first chunk changes behind its back (no record marks it): those hashes say
-        // chunk 0 matches the target's; the file they were taken of is gone, so they are not used.
-        const fd = fs.openSync(path.join(a, 'a/b/big'), 'r+')
-        fs.writeSync(fd, Buffer.alloc(1000, 5), 0, 1000, 10)
-        fs.closeSync(fd)
-        for (const r of answers) src.want(wire(r))
-        break
-      }
-      for (const r of answers) src.want(wire(r))
-    }
-    assert.ok(m !== null, 'the big file was compared')
+    const answers = await untilEntry(src, dst, '/a/b/big')
+    // The source's hashes of its big file, read on the pool (white box: until they are in),
+    const ours = (src as unknown as { ours: Map<string, { done: boolean }> }).ours
+    while (ours.get('/a/b/big')?.done === false) await new Promise<void>((resolve) => { src.wake = resolve })
+    // then its first chunk changes behind its back (no record marks it): those hashes say
+    // chunk 0 matches the target's; the file they were taken of is gone, so they are not used.
+    const fd = fs.openSync(path.join(a, 'a/b/big'), 'r+')
+    fs.writeSync(fd, Buffer.alloc(1000, 5), 0, 1000, 10)
+    fs.closeSync(fd)
+    for (const r of answers) src.want(wire(r))
     await pump(src, dst)
     assert.is(src.complete, true)
     await assertSame(a, b)

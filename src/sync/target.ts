@@ -39,9 +39,6 @@ export interface SyncPreserver {
 
 const NO_DATA = Buffer.alloc(0)
 
-/** What a file was when its SYNC_SUMS were taken: an in-place entry applies to exactly that. */
-type Identity = FileIdentity
-
 export class SyncTarget {
   /**
    * The file SYNC_DATA frames write to: the last SYNC_ENTRY of a file (fd -1: the bytes are
@@ -49,7 +46,7 @@ export class SyncTarget {
    */
   private file: { p: string, fd: number, a: SyncTime, mt: SyncTime } | null = null
   /** Files whose SYNC_SUMS were sent, as they were then (by path). */
-  private readonly summed = new Map<string, Identity>()
+  private readonly summed = new Map<string, FileIdentity>()
   /** With a synchronization by difference: compare every file's chunks (SYNC_BEGIN c: 1). */
   checksum = false
   /** Files compared, and those found to differ (status). */
@@ -64,7 +61,7 @@ export class SyncTarget {
    * frames before it are still being applied, so that several files are read at once; used only if
    * the file is still the one read (inode, size, mtime, ctime) when the entry is applied.
    */
-  private readonly ahead = new Map<string, Promise<{ id: Identity, sums: SyncSums[] } | null>>()
+  private readonly ahead = new Map<string, Promise<{ id: FileIdentity, sums: SyncSums[] } | null>>()
 
   /** Snapshots to preserve into before each change (null: none). */
   preserver: SyncPreserver | null = null
@@ -198,7 +195,7 @@ export class SyncTarget {
    * The hashes of the file at `full`, as SYNC_SUMS frames, and what it was when they were taken
    * (ctime -1 if it changed while read: a frame applied meanwhile; those hashes describe no one state).
    */
-  private async hash (p: string, full: string): Promise<{ id: Identity, sums: SyncSums[] }> {
+  private async hash (p: string, full: string): Promise<{ id: FileIdentity, sums: SyncSums[] }> {
     const { id, h } = await fileHashes(full)
     const size = Number(id.size)
     const out: SyncSums[] = []
@@ -247,9 +244,9 @@ export class SyncTarget {
    * Sets the owner and mode of `full` (through `fd` if given) to the entry's, where they differ
    * from `st`'s. (The caller preserves the attributes first: CHOWN.)
    */
-  private owner (full: string, st: fs.BigIntStats, e: SyncEntry, fd: number | null = null): void {
-    const ownerDiffers = st.uid !== BigInt(e.u) || st.gid !== BigInt(e.g)
-    const modeDiffers = (st.mode & 0o7777n) !== BigInt(e.m & 0o7777)
+  private owner (full: string, st: { uid: number | bigint, gid: number | bigint, mode: number | bigint }, e: SyncEntry, fd: number | null = null): void {
+    const ownerDiffers = Number(st.uid) !== e.u || Number(st.gid) !== e.g
+    const modeDiffers = (Number(st.mode) & 0o7777) !== (e.m & 0o7777)
     if (!ownerDiffers && !modeDiffers) return
     // chown clears setuid and setgid bits: the mode goes after it.
     if (ownerDiffers) { if (fd !== null) fs.fchownSync(fd, e.u, e.g); else fs.lchownSync(full, e.u, e.g) }
@@ -283,8 +280,7 @@ export class SyncTarget {
     this.file = { p: e.p, fd, a: e.a, mt: e.mt }
     if (cut !== st.size) fs.ftruncateSync(fd, cut)
     if (size !== cut) fs.ftruncateSync(fd, size)
-    fs.fchownSync(fd, e.u, e.g)
-    fs.fchmodSync(fd, e.m & 0o7777)
+    this.owner(full, st, e, fd)
     this.xattrs(full, e.x)
     return []
   }
@@ -417,8 +413,6 @@ export class SyncTarget {
     sys.utimensat(full, a[0], a[1], mt[0], mt[1], true)
   }
 }
-
-
 
 /**
  * Runs `fn`, which makes or removes `full`, and gives its directory back the times it had: a
