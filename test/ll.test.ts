@@ -179,7 +179,7 @@ test('mount refuses a missing source or mount point with its errno; unmount twic
     assert.throws(() => ll.mount(path.join(base, 'missing'), path.join(base, 'mnt'), 'ro', 1, 0), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && e.syscall === 'open')
     assert.throws(() => ll.mount(base, path.join(base, 'no-mount-point'), 'ro', 1, 0), (e: NodeJS.ErrnoException) => e.syscall === 'mount' && /no-mount-point/.test(e.message))
     assert.not.ok(mounted(path.join(base, 'no-mount-point')))
-    assert.throws(() => ll.mount(base, path.join(base, 'mnt'), 'ro', 1, 2), /flags/)
+    assert.throws(() => ll.mount(base, path.join(base, 'mnt'), 'ro', 1, 4), /flags/)
     const s = ll.mount(base, path.join(base, 'mnt'), 'ro', 1, 0)
     assert.is(ll.unmount(s), 0)
     assert.throws(() => ll.unmount(s), /unmounted already/)

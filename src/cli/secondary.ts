@@ -9,6 +9,7 @@ import { runSecondary } from '../daemon'
 import { parseAddress, readSecret } from '../rlink/common'
 import { ReplError } from '../errors'
 import { parseMountOptions } from '../fuse/mount-options'
+import { FUSE_TRANSPORTS, type FuseTransport } from '../fuse/adapter'
 
 export const SECONDARY_FLAGS: FlagSpec = {
   data: { type: 'string', arg: 'DIR', help: 'the replicated data directory (empty for a new Secondary; written only by replication)' },
@@ -20,6 +21,7 @@ export const SECONDARY_FLAGS: FlagSpec = {
   'srl-size': PRIMARY_FLAGS['srl-size'],
   'task-dir': PRIMARY_FLAGS['task-dir'],
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (always ro; default nosuid,nodev,relatime)' },
+  fuse: { type: 'string', arg: 'TRANSPORT', help: 'the mount\'s FUSE transport: ll (libfuse 3\'s low-level API in replicafs\'s addon, FUSE\npassthrough where the kernel has it; the default) or compat (fuse-native, libfuse 2)' },
   'ibc-hold': { type: 'string', arg: 'SECONDS', help: 'how long an IBC message for an application not registered here holds replication before it is discarded (default 600, as VVR)' },
   'sync-existing': { type: 'boolean', help: 'the data directory holds data that never replicated from this Primary (an old\nreplica, a restored backup): have it made the Primary\'s by difference, every file\'s\nchunks compared and only those that differ sent; what the Primary lacks is deleted.\nWithout it such a Secondary is refused' },
   'tls-cert': PRIMARY_FLAGS['tls-cert'],
@@ -33,9 +35,16 @@ export const SECONDARY_FLAGS: FlagSpec = {
   help: { type: 'boolean', help: 'show this help' }
 }
 
-export const SECONDARY_HELP = helpText('replicafs secondary [--config FILE] --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--sync-existing] [--daemon] [-o OPT,...]\n         [--tls-cert FILE --tls-key FILE --tls-ca FILE [--tls-peer-fingerprint SHA256]]',
+export const SECONDARY_HELP = helpText('replicafs secondary [--config FILE] --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--sync-existing] [--fuse ll|compat] [--daemon] [-o OPT,...]\n         [--tls-cert FILE --tls-key FILE --tls-ca FILE [--tls-peer-fingerprint SHA256]]',
   'Receives the Primary\'s updates over the RLINK, logs them in its own SRL (network ack), applies\nthem strictly in order to --data (data ack) and shows the tree read-only at --mount.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   SECONDARY_FLAGS)
+
+/** --fuse TRANSPORT, checked (undefined: the default). */
+export function fuseTransportOf (command: string, value: unknown): FuseTransport | undefined {
+  if (value === undefined) return undefined
+  if (typeof value === 'string' && (FUSE_TRANSPORTS as readonly string[]).includes(value)) return value as FuseTransport
+  throw new ReplError('USAGE', `replicafs ${command}: --fuse ${String(value)} is not a transport (${FUSE_TRANSPORTS.join(' or ')})`)
+}
 
 export async function secondaryCommand (argv: string[]): Promise<number> {
   const command = 'secondary'
@@ -46,6 +55,7 @@ export async function secondaryCommand (argv: string[]): Promise<number> {
   const state = required(command, values, 'state')
   const listen = parseAddress(required(command, values, 'listen'), 'listen', true)
   const secretFile = required(command, values, 'secret-file')
+  const fuse = fuseTransportOf(command, values.fuse)
   readSecret(secretFile)
   const srlBytes = srlSizeOf(command, values)
   const rds = rdsOf(command, values)
@@ -60,6 +70,6 @@ export async function secondaryCommand (argv: string[]): Promise<number> {
   const logFormat = logFormatOf(command, values)
   const tls = tlsOf(command, values)
   if (values.daemon === true && !isDaemonChild()) return detach(command, argv.filter((a) => a !== '--daemon'), state)
-  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir, mountOptions, syncExisting: values['sync-existing'] === true, metrics, tls }, log),
+  return runForeground(command, state, (log) => runSecondary({ data, mount, state, srlBytes, listen, secretFile, rds, ibcUnregisteredTimeoutS, taskDir, mountOptions, fuse, syncExisting: values['sync-existing'] === true, metrics, tls }, log),
     `${path.resolve(data)} mounted read-only at ${path.resolve(mount)}`, logFormat)
 }

@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import type net from 'node:net'
 import type http from 'node:http'
-import type { FuseAdapter } from '../fuse/adapter'
+import type { MountAdapter } from '../fuse/adapter'
 import type { ControlRequest } from '../control'
 import { Metrics, serveMetrics } from '../metrics'
 import { formatAddress, type Address } from '../rlink/common'
@@ -60,7 +60,7 @@ export interface Handover {
   /** The data directory and the mount point, resolved: never stat()ed again (the mount is this process's own, served by the thread that would wait). */
   data: string
   mount: string
-  adapter: FuseAdapter
+  adapter: MountAdapter
   unlockData: () => void
   watch: MountWatch
   control: ControlRoute

@@ -17,7 +17,7 @@ import path from 'node:path'
 import { Srl } from '../srl'
 import { SyncSources, ChangeMaps } from '../sync'
 import { PrimaryRvg } from '../rvg/primary'
-import { FuseAdapter } from '../fuse/adapter'
+import { FuseAdapter, type MountAdapter } from '../fuse/adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkSet, type Rlink, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { readSecret, formatAddress, type Address } from '../rlink/common'
@@ -87,7 +87,7 @@ interface Primary {
   ibc: IbcPrimary | null
   snapshots: PrimarySnapshots | null
   verifier: PrimaryVerifier
-  adapter: FuseAdapter
+  adapter: MountAdapter
   gate: PrimaryGate | null
   generation: Generation | null
   /** Another host took over from this generation (state `takenOver`): every change is refused. */
@@ -115,7 +115,7 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
   let srl: Srl | null = null
   let unlockData: (() => void) | null = handover?.unlockData ?? null
   let rvg: PrimaryRvg | null = null
-  let adapter: FuseAdapter | null = handover?.adapter ?? null
+  let adapter: MountAdapter | null = handover?.adapter ?? null
   const control: ControlRoute = handover?.control ?? { server: null, route: () => Promise.reject(new ReplError('BUSY', 'the daemon is starting')) }
   let rlinks: RlinkSet | null = null
   let gate: PrimaryGate | null = null
@@ -219,10 +219,16 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
     rlinks?.start()
     if (srl !== null) ibc = await openIbc(srl, rvg, log)
 
-    if (handover !== undefined) {
+    if (handover !== undefined && handover.adapter.writable) {
       if (snaps !== null) handover.adapter.snapshots = snapshotSource(snaps)
       handover.adapter.serve(rvg, false)
     } else {
+      if (handover !== undefined) {
+        // A Secondary's mount on a transport that serves read-only only (replicafs_ll): its open
+        // files end (ENOTCONN) and the Primary's mount takes the mount point.
+        log(`remounting ${mount} read-write (the Secondary's ${handover.adapter.openHandles} open files through it are closed)`)
+        await handover.adapter.unmount()
+      }
       adapter = new FuseAdapter(rvg, mount, { mountOptions: cfg.mountOptions, onGone: watch.onGone })
       if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
       await adapter.mount()

@@ -25,7 +25,8 @@ import { Srl, isEmptyTree } from '../srl'
 import { LogStore } from '../srl/state'
 import { SyncReceiver, VerifyResponder } from '../sync'
 import { SecondaryRvg } from '../rvg/secondary'
-import { FuseAdapter, type AdapterRvg } from '../fuse/adapter'
+import { FuseAdapter, DEFAULT_SECONDARY_TRANSPORT, type AdapterRvg, type MountAdapter, type FuseTransport } from '../fuse/adapter'
+import { LlAdapter } from '../fuse/ll-adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkReceiver, type MigrateAnswer } from '../rlink/receiver'
 import { readSecret, parseAddress, formatAddress, type Address } from '../rlink/common'
@@ -64,6 +65,8 @@ export interface SecondaryConfig {
   taskDir?: string
   /** `-o` mount options, checked (src/fuse/mount-options.ts). */
   mountOptions?: MountOptions
+  /** --fuse: the mount's transport (default `ll`: libfuse 3's low-level API in replicafs_ll; `compat`: fuse-native). */
+  fuse?: FuseTransport
   /** --sync-existing: data here that never replicated from the Primary is made its by difference. */
   syncExisting?: boolean
   /** A Secondary that was a Primary (failback, migrate): its Primary options, should it become one again. */
@@ -96,6 +99,7 @@ interface Secondary {
   dial: Dial | null
   /** It was the Primary until failback or migrate made it this Secondary, or null. */
   demoted: Demoted | null
+  adapter: MountAdapter
 }
 
 /** What the read-only mount serves from: the data directory, every change refused. */
@@ -188,7 +192,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
   let srl: Srl | null = null
   let unlockData: (() => void) | null = handover?.unlockData ?? null
   let rvg: SecondaryRvg | null = null
-  let adapter: FuseAdapter | null = handover?.adapter ?? null
+  let adapter: MountAdapter | null = handover?.adapter ?? null
   const control: ControlRoute = handover?.control ?? { server: null, route: () => Promise.reject(new ReplError('BUSY', 'the daemon is starting')) }
   let receiver: RlinkReceiver | null = null
   let sync: SyncReceiver | null = null
@@ -246,10 +250,13 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
       handover.adapter.snapshots = snapshotSource(snaps)
       handover.adapter.serve(readOnlyView(data), true)
     } else {
-      adapter = new FuseAdapter(readOnlyView(data), mount, { readOnly: true, mountOptions: cfg.mountOptions, onGone: watch.onGone })
+      const options = { readOnly: true, mountOptions: cfg.mountOptions, onGone: watch.onGone }
+      adapter = (cfg.fuse ?? DEFAULT_SECONDARY_TRANSPORT) === 'll' ? new LlAdapter(data, mount, options) : new FuseAdapter(readOnlyView(data), mount, options)
       adapter.snapshots = snapshotSource(snaps)
       await adapter.mount()
     }
+    const a = adapter ?? handover?.adapter
+    if (a?.hold !== undefined && a.release !== undefined) rvg.readers = { hold: () => a.hold!(), release: () => a.release!() }
     sys.cloexecFrom(3)
     const tasksIbc = ibc
     const applier = rvg
@@ -446,7 +453,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
     }
   }
 
-  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log, takeover, failback: () => failback, dial, demoted: (await theSrl.store.get(State.demoted)) ?? null }
+  const secondary: Secondary = { cfg, data, mount, state, srl, rvg, receiver, ibc, snaps, sync, verify: verify!, stop, log, takeover, failback: () => failback, dial, demoted: (await theSrl.store.get(State.demoted)) ?? null, adapter: theAdapter }
   control.route = routed(control, async (req, signal) => await secondaryCommand(secondary, req, signal))
   if (handover !== undefined) return daemon
   try {
@@ -510,6 +517,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         lastError: s.receiver.lastError,
         errors: Object.fromEntries(errorCounts),
         transport: s.receiver.transport,
+        fuse: { transport: s.adapter.transport, passthrough: s.adapter.passthrough, openFiles: s.adapter.openHandles },
         generation: s.receiver.generation === null ? null : { id: s.receiver.generation.id, since: s.receiver.generation.since },
         dial: s.dial,
         failback: failbackStatus(s.failback()),

@@ -48,7 +48,35 @@ function perMountFlags (text: string): number {
   return text.split(',').reduce((flags, opt) => flags | (bits[opt] ?? 0), 0)
 }
 
-export class FuseAdapter {
+/** The FUSE transports: `ll` (libfuse 3's low-level API, src/native/ll.c) and `compat` (fuse-native, libfuse 2). */
+export type FuseTransport = 'll' | 'compat'
+export const FUSE_TRANSPORTS: readonly FuseTransport[] = ['ll', 'compat']
+/** A Secondary's mount without --fuse. */
+export const DEFAULT_SECONDARY_TRANSPORT: FuseTransport = 'll'
+
+/** A transport's mount as the daemons use it (this fuse-native one, replicafs_ll's in ll-adapter.ts). */
+export interface MountAdapter {
+  /** This host's snapshots, shown read-only under MOUNT/.snapshots/ (set by the daemon). */
+  snapshots: SnapshotSource | null
+  /** Files and directories open through the mount now (status `openFiles`). */
+  readonly openHandles: number
+  /** Whether serve() can make it writable (else a role transfer to the Primary remounts). */
+  readonly writable: boolean
+  readonly transport: FuseTransport
+  /** Whether the kernel reads files opened through it from their backing files itself (FUSE passthrough). */
+  readonly passthrough: boolean
+  mount (): Promise<void>
+  unmount (): Promise<void>
+  serve (rvg: AdapterRvg, readOnly: boolean): void
+  /** Readers of the tree wait from hold() to release() (a Secondary's apply slice); absent: they share the event loop with it. */
+  hold?: () => void
+  release?: () => void
+}
+
+export class FuseAdapter implements MountAdapter {
+  readonly writable = true
+  readonly transport = 'compat'
+  readonly passthrough = false
   private fuse: FuseInstance | null = null
   private readonly handlers: FuseHandlers
   private readOnly: boolean

@@ -65,26 +65,99 @@ function statOfView (st: ReturnType<SnapshotView['lstat']>): FuseStat {
 
 function enoent (): Error { return errnoError('ENOENT', 'no such snapshot') }
 
+/** A view's attributes, or the snapshot directory's own. */
+export type SnapshotStat = ReturnType<SnapshotView['lstat']>
+
 /**
- * Wraps `live`. `source()` gives the current snapshots (null: none on this host). Handles opened
- * in snapshots are numbered above 0x80000000 so they never collide with the live handles.
+ * The tree under /.snapshots by mount path (`/.snapshots`, `/.snapshots/NAME/...`), read-only and
+ * synchronous: what both transports serve there (fuse-native's op table below, replicafs_ll's
+ * forwarded requests in src/fuse/ll-adapter.ts). Errors are fs-style (errnoFor). Handles of open
+ * files are numbered above 0x80000000, so fuse-native's table can tell them from the live ones.
  */
-export function withSnapshots (live: Record<string, Op>, source: () => SnapshotSource | null): Record<string, Op> {
-  const handles = new Map<number, { view: SnapshotView, h: number }>()
-  let next = 0x80000000
-  const split = (p: string): { view: SnapshotView | null, rest: string } | null => {
+export class SnapshotTree {
+  private readonly handles = new Map<number, { view: SnapshotView, h: number }>()
+  private next = 0x80000000
+
+  constructor (private readonly source: () => SnapshotSource | null) {}
+
+  private split (p: string): { view: SnapshotView, rest: string } | null {
     if (p === SNAPDIR) return null
     const tail = p.slice(SNAPDIR.length + 1)
     const slash = tail.indexOf('/')
     const name = slash < 0 ? tail : tail.slice(0, slash)
-    const view = source()?.view(name) ?? null
+    const view = this.source()?.view(name) ?? null
     if (view === null) throw enoent()
     return { view, rest: slash < 0 ? '/' : tail.slice(slash) }
   }
-  const rootStat = (): FuseStat => {
-    const now = Date.now() * 1000
-    return { mode: 0o40555, uid: 0, gid: 0, size: 0, dev: 0, nlink: 2, ino: 0, rdev: 0, blksize: 4096, blocks: 0, atime: now, mtime: now, ctime: now }
+
+  lstat (p: string): SnapshotStat {
+    const s = this.split(p)
+    if (s !== null) return s.view.lstat(s.rest)
+    const now = BigInt(Date.now()) * 1_000_000n
+    return { mode: 0o40555, uid: 0, gid: 0, size: 0, nlink: 2, ino: 1, rdev: 0, blocks: 0, atimeNs: now, mtimeNs: now, ctimeNs: now }
   }
+
+  /** Checks that `p` can be listed (ENOTDIR). */
+  opendir (p: string): void {
+    const s = this.split(p)
+    if (s !== null && !S_ISDIR(s.view.lstat(s.rest).mode)) throw errnoError('ENOTDIR', 'not a directory')
+  }
+
+  /** The names in `p`, without '.' and '..'. */
+  readdir (p: string): string[] {
+    const s = this.split(p)
+    return s === null ? this.source()?.names() ?? [] : s.view.readdir(s.rest)
+  }
+
+  readlink (p: string): string {
+    const s = this.split(p)
+    if (s === null) throw errnoError('EINVAL', 'not a symlink')
+    return s.view.readlink(s.rest)
+  }
+
+  getxattr (p: string, name: string): Buffer {
+    const s = this.split(p)
+    if (s === null) throw errnoError('ENODATA', 'no such attribute')
+    return s.view.getxattr(s.rest, name)
+  }
+
+  listxattr (p: string): string[] {
+    const s = this.split(p)
+    return s === null ? [] : s.view.listxattr(s.rest)
+  }
+
+  /** Opens a file for reading (EROFS for writing); returns its handle. */
+  open (p: string, flags: number): number {
+    if ((flags & 3) !== 0) throw errnoError('EROFS', 'snapshots are read-only')
+    const s = this.split(p)
+    if (s === null) throw errnoError('EISDIR', 'is a directory')
+    const h = s.view.open(s.rest)
+    do { this.next = this.next >= 0xfffffff0 ? 0x80000000 : this.next + 1 } while (this.handles.has(this.next))
+    this.handles.set(this.next, { view: s.view, h })
+    return this.next
+  }
+
+  has (fh: number): boolean { return this.handles.has(fh) }
+
+  read (fh: number, buf: Buffer, len: number, pos: number): number {
+    const sh = this.handles.get(fh)
+    if (sh === undefined) throw errnoError('EBADF', 'no such snapshot handle')
+    return sh.view.read(sh.h, buf, len, pos)
+  }
+
+  close (fh: number): void {
+    const sh = this.handles.get(fh)
+    if (sh === undefined) return
+    this.handles.delete(fh)
+    try { sh.view.close(sh.h) } catch {}
+  }
+}
+
+/**
+ * Wraps `live`. `source()` gives the current snapshots (null: none on this host).
+ */
+export function withSnapshots (live: Record<string, Op>, source: () => SnapshotSource | null): Record<string, Op> {
+  const tree = new SnapshotTree(source)
   const answer = (cb: Cb, fn: () => unknown[]): void => {
     let res: unknown[]
     try { res = fn() } catch (err) { cb(errnoFor(err)); return }
@@ -104,65 +177,32 @@ export function withSnapshots (live: Record<string, Op>, source: () => SnapshotS
     const op = live[name]
     out[name] = (...args: unknown[]) => { if (isSnap(args[0])) snap(...args); else op(...args) }
   }
-  route('getattr', (p: string, cb: Cb) => answer(cb, () => {
-    const s = split(p)
-    return [s === null ? rootStat() : statOfView(s.view!.lstat(s.rest))]
-  }))
+  route('getattr', (p: string, cb: Cb) => answer(cb, () => [statOfView(tree.lstat(p))]))
   route('fgetattr', (p: string, _fd: number, cb: Cb) => out.getattr(p, cb))
   route('access', (p: string, mode: number, cb: Cb) => answer(cb, () => {
     if ((mode & 2) !== 0) throw errnoError('EROFS', 'snapshots are read-only')
-    const s = split(p)
-    if (s !== null) s.view!.lstat(s.rest)
+    tree.lstat(p)
     return []
   }))
   // Views need no directory handle: they are read by path, between records.
-  route('opendir', (p: string, _flags: number, cb: Cb) => answer(cb, () => {
-    const s = split(p)
-    if (s !== null && !S_ISDIR(s.view!.lstat(s.rest).mode)) throw errnoError('ENOTDIR', 'not a directory')
-    return [0]
-  }))
-  route('readdir', (p: string, cb: Cb) => answer(cb, () => {
-    const s = split(p)
-    return [['.', '..', ...(s === null ? source()?.names() ?? [] : s.view!.readdir(s.rest))]]
-  }))
-  route('readlink', (p: string, cb: Cb) => answer(cb, () => {
-    const s = split(p)
-    if (s === null) throw errnoError('EINVAL', 'not a symlink')
-    return [s.view!.readlink(s.rest)]
-  }))
-  route('open', (p: string, flags: number, cb: Cb) => answer(cb, () => {
-    if ((flags & 3) !== 0) throw errnoError('EROFS', 'snapshots are read-only')
-    const s = split(p)
-    if (s === null) throw errnoError('EISDIR', 'is a directory')
-    const h = s.view!.open(s.rest)
-    do { next = next >= 0xfffffff0 ? 0x80000000 : next + 1 } while (handles.has(next))
-    handles.set(next, { view: s.view!, h })
-    return [next]
-  }))
+  route('opendir', (p: string, _flags: number, cb: Cb) => answer(cb, () => { tree.opendir(p); return [0] }))
+  route('readdir', (p: string, cb: Cb) => answer(cb, () => [['.', '..', ...tree.readdir(p)]]))
+  route('readlink', (p: string, cb: Cb) => answer(cb, () => [tree.readlink(p)]))
+  route('open', (p: string, flags: number, cb: Cb) => answer(cb, () => [tree.open(p, flags)]))
   const liveRead = live.read
   out.read = (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
-    const sh = handles.get(fd)
-    if (sh === undefined) { liveRead(p, fd, buf, len, pos, cb); return }
-    try { cb(sh.view.read(sh.h, buf, len, pos)) } catch (err) { cb(errnoFor(err)) }
+    if (!tree.has(fd)) { liveRead(p, fd, buf, len, pos, cb); return }
+    try { cb(tree.read(fd, buf, len, pos)) } catch (err) { cb(errnoFor(err)) }
   }
   const liveRelease = live.release
   out.release = (p: string, fd: number, cb: Cb) => {
-    const sh = handles.get(fd)
-    if (sh === undefined) { liveRelease(p, fd, cb); return }
-    handles.delete(fd)
-    try { sh.view.close(sh.h) } catch {}
+    if (!tree.has(fd)) { liveRelease(p, fd, cb); return }
+    tree.close(fd)
     cb(0)
   }
   const liveFsync = live.fsync
-  out.fsync = (p: string, datasync: number, fd: number, cb: Cb) => { if (handles.has(fd)) cb(0); else liveFsync(p, datasync, fd, cb) }
-  route('getxattr', (p: string, name: string, _position: number, cb: Cb) => answer(cb, () => {
-    const s = split(p)
-    if (s === null) throw errnoError('ENODATA', 'no such attribute')
-    return [s.view!.getxattr(s.rest, name)]
-  }))
-  route('listxattr', (p: string, cb: Cb) => answer(cb, () => {
-    const s = split(p)
-    return [s === null ? [] : s.view!.listxattr(s.rest)]
-  }))
+  out.fsync = (p: string, datasync: number, fd: number, cb: Cb) => { if (tree.has(fd)) cb(0); else liveFsync(p, datasync, fd, cb) }
+  route('getxattr', (p: string, name: string, _position: number, cb: Cb) => answer(cb, () => [tree.getxattr(p, name)]))
+  route('listxattr', (p: string, cb: Cb) => answer(cb, () => [tree.listxattr(p)]))
   return out
 }

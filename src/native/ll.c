@@ -70,6 +70,7 @@ typedef struct {
   double timeout;         /* entry and attribute timeout, seconds */
   bool want_passthrough;  /* asked for (mount flag 1) */
   bool passthrough;       /* and granted by the kernel (INIT) */
+  bool volatile_tree;     /* the tree changes under the mount (mount flag 2): nothing cached across opens */
   uint64_t reads;         /* READ requests answered here (not by the kernel from a backing file) */
   bool inited;            /* INIT answered: the mount serves (mount() waits for it) */
   pthread_cond_t init_cond;
@@ -82,7 +83,23 @@ typedef struct {
   pthread_rwlock_t apply;
   bool held;
   uint64_t waiting;       /* requests waiting for it now */
+  uint64_t opens;         /* files and directories open through the mount now */
+  /*
+   * The forwarded subtree: the root's entry `fwd_name` and everything under it are served by
+   * JavaScript (a Secondary's /.snapshots: views the daemon keeps in memory). Its nodes have odd
+   * node ids (2 * the JavaScript id + 1, ids from 1: never the root's 1; the table's nodes are
+   * pointers, even). Requests on them are queued to the handler through `tsfn` and answered by the
+   * reply functions, from the JavaScript thread, by request id; `fwds` holds those not answered yet.
+   */
+  char *fwd_name;
+  napi_threadsafe_function tsfn;
+  pthread_mutex_t fwd_lock;
+  struct fwd *fwds;
+  uint32_t fwd_next;
 } fs_t;
+
+#define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
+#define JS_ID(ino) ((double) ((ino) >> 1))
 
 static size_t bucket_of(dev_t dev, ino_t ino) {
   uint64_t h = (uint64_t) ino * 0x9E3779B97F4A7C15ull ^ (uint64_t) dev;
@@ -131,6 +148,7 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct
 
 static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
   fs_t *fs = fs_of(req);
+  if (IS_JS(ino)) return; /* the handler keeps its nodes */
   inode_t *in = inode_of(req, ino);
   if (in == &fs->root) return;
   pthread_mutex_lock(&fs->lock);
@@ -143,6 +161,109 @@ static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
     free(in);
   }
   pthread_mutex_unlock(&fs->lock);
+}
+
+
+/* ---------- requests forwarded to JavaScript ---------- */
+
+enum { F_LOOKUP, F_GETATTR, F_READLINK, F_OPENDIR, F_READDIR, F_RELEASEDIR, F_OPEN, F_READ, F_RELEASE, F_GETXATTR, F_LISTXATTR, F_GONE };
+static const char *const fwd_ops[] = { "lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "open", "read", "release", "getxattr", "listxattr", "gone" };
+enum { QUEUED, DELIVERED, ABANDONED };
+
+typedef struct fwd {
+  uint32_t id;
+  int op;
+  int state;              /* QUEUED until the handler has it; ABANDONED: the mount ended first */
+  fuse_req_t req;
+  double node;            /* the JavaScript id (0: the root, for the lookup of fwd_name) */
+  char *name;
+  uint64_t size;
+  int64_t off;
+  uint64_t fh;
+  int flags;
+  struct fwd *next;
+} fwd_t;
+
+static void free_fwd(fwd_t *f) { free(f->name); free(f); }
+
+/* Queues a request to the handler; it answers by id (reply*), or it is answered EIO here if it cannot be queued. */
+static void forward(fuse_req_t req, int op, fuse_ino_t ino, const char *name, uint64_t size, int64_t off, uint64_t fh, int flags) {
+  fs_t *fs = fs_of(req);
+  fwd_t *f = calloc(1, sizeof(*f));
+  if (f == NULL || (name != NULL && (f->name = strdup(name)) == NULL)) { free(f); fuse_reply_err(req, ENOMEM); return; }
+  f->op = op; f->req = req; f->node = ino == FUSE_ROOT_ID ? 0 : JS_ID(ino);
+  f->size = size; f->off = off; f->fh = fh; f->flags = flags;
+  pthread_mutex_lock(&fs->fwd_lock);
+  do f->id = ++fs->fwd_next; while (f->id == 0);
+  f->next = fs->fwds;
+  fs->fwds = f;
+  pthread_mutex_unlock(&fs->fwd_lock);
+  if (napi_call_threadsafe_function(fs->tsfn, f, napi_tsfn_nonblocking) != napi_ok) {
+    pthread_mutex_lock(&fs->fwd_lock);
+    fwd_t **p = &fs->fwds;
+    while (*p != NULL && *p != f) p = &(*p)->next;
+    if (*p == f) *p = f->next;
+    pthread_mutex_unlock(&fs->fwd_lock);
+    free_fwd(f);
+    fuse_reply_err(req, EIO);
+  }
+}
+
+/* Takes request `id` out of the unanswered ones (NULL: answered already, or the mount ended). */
+static fwd_t *take_fwd(fs_t *fs, uint32_t id) {
+  pthread_mutex_lock(&fs->fwd_lock);
+  fwd_t **p = &fs->fwds;
+  while (*p != NULL && (*p)->id != id) p = &(*p)->next;
+  fwd_t *f = *p;
+  if (f != NULL) *p = f->next;
+  pthread_mutex_unlock(&fs->fwd_lock);
+  return f;
+}
+
+static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value x;
+  napi_create_double(env, v, &x);
+  napi_set_named_property(env, obj, key, x);
+}
+
+/* On the JavaScript thread: hands a queued request to the handler as { op, id, node, name?, size?, offset?, fh?, flags? }. */
+static void call_js(napi_env env, napi_value handler, void *context, void *data) {
+  fs_t *fs = context;
+  fwd_t *f = data;
+  if (f->op != F_GONE) {
+    pthread_mutex_lock(&fs->fwd_lock);
+    bool abandoned = f->state == ABANDONED;
+    if (!abandoned) f->state = DELIVERED;
+    pthread_mutex_unlock(&fs->fwd_lock);
+    if (abandoned) { free_fwd(f); return; }
+  }
+  if (env == NULL) { if (f->op == F_GONE) free_fwd(f); return; } /* torn down: unmount answered it */
+  napi_value obj, v, undef;
+  napi_create_object(env, &obj);
+  napi_create_string_utf8(env, fwd_ops[f->op], NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, obj, "op", v);
+  set_num(env, obj, "id", f->id);
+  set_num(env, obj, "node", f->node);
+  if (f->name != NULL) { napi_create_string_utf8(env, f->name, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, obj, "name", v); }
+  set_num(env, obj, "size", (double) f->size);
+  set_num(env, obj, "offset", (double) f->off);
+  set_num(env, obj, "fh", (double) f->fh);
+  set_num(env, obj, "flags", f->flags);
+  if (f->op == F_GONE) free_fwd(f);
+  napi_get_undefined(env, &undef);
+  napi_call_function(env, undef, handler, 1, &obj, NULL);
+}
+
+/* The attributes a handler gives: a Float64Array of 14 (mode, uid, gid, size, nlink, ino, rdev, blocks, atime s, ns, mtime s, ns, ctime s, ns). */
+#define STAT_FIELDS 14
+static void stat_from(const double *a, struct stat *st) {
+  memset(st, 0, sizeof(*st));
+  st->st_mode = (mode_t) a[0]; st->st_uid = (uid_t) a[1]; st->st_gid = (gid_t) a[2]; st->st_size = (off_t) a[3];
+  st->st_nlink = (nlink_t) a[4]; st->st_ino = (ino_t) a[5]; st->st_rdev = (dev_t) a[6]; st->st_blocks = (blkcnt_t) a[7];
+  st->st_blksize = 4096;
+  st->st_atim.tv_sec = (time_t) a[8]; st->st_atim.tv_nsec = (long) a[9];
+  st->st_mtim.tv_sec = (time_t) a[10]; st->st_mtim.tv_nsec = (long) a[11];
+  st->st_ctim.tv_sec = (time_t) a[12]; st->st_ctim.tv_nsec = (long) a[13];
 }
 
 /* ---------- operations ---------- */
@@ -161,7 +282,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
   fuse_unset_feature_flag(conn, FUSE_CAP_READDIRPLUS_AUTO);
 }
 
+static bool forwarded_name(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  fs_t *fs = fs_of(req);
+  return IS_JS(parent) || (parent == FUSE_ROOT_ID && fs->fwd_name != NULL && strcmp(name, fs->fwd_name) == 0);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  if (forwarded_name(req, parent, name)) { forward(req, F_LOOKUP, parent, name, 0, 0, 0, 0); return; }
   struct fuse_entry_param e;
   int err = do_lookup(req, parent, name, &e);
   if (err != 0) fuse_reply_err(req, err);
@@ -180,12 +307,14 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void) fi;
+  if (IS_JS(ino)) { forward(req, F_GETATTR, ino, NULL, 0, 0, 0, 0); return; }
   struct stat st;
   if (fstatat(inode_of(req, ino)->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { fuse_reply_err(req, errno); return; }
   fuse_reply_attr(req, &st, fs_of(req)->timeout);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  if (IS_JS(ino)) { forward(req, F_READLINK, ino, NULL, 0, 0, 0, 0); return; }
   char buf[PATH_MAX + 1];
   ssize_t n = readlinkat(inode_of(req, ino)->fd, "", buf, sizeof(buf));
   if (n < 0) { fuse_reply_err(req, errno); return; }
@@ -204,17 +333,20 @@ static int reopen(fuse_req_t req, fuse_ino_t ino, int flags) {
 typedef struct { DIR *dp; off_t offset; struct dirent *entry; } dir_t;
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if (IS_JS(ino)) { forward(req, F_OPENDIR, ino, NULL, 0, 0, 0, fi->flags); return; }
   dir_t *d = calloc(1, sizeof(*d));
   if (d == NULL) { fuse_reply_err(req, ENOMEM); return; }
   int fd = reopen(req, ino, O_RDONLY | O_DIRECTORY);
   if (fd < 0 || (d->dp = fdopendir(fd)) == NULL) { int err = errno; if (fd >= 0) close(fd); free(d); fuse_reply_err(req, err); return; }
   fi->fh = (uint64_t) (uintptr_t) d;
-  fi->keep_cache = 1;
-  fi->cache_readdir = 1;
+  if (!fs_of(req)->volatile_tree) { fi->keep_cache = 1; fi->cache_readdir = 1; }
+  __atomic_add_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
   fuse_reply_open(req, fi);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
+  if (IS_JS(ino)) { forward(req, F_READDIR, ino, NULL, size, offset, fi->fh, 0); return; }
+  fs_t *fs = fs_of(req);
   dir_t *d = (dir_t *) (uintptr_t) fi->fh;
   char *buf = malloc(size);
   if (buf == NULL) { fuse_reply_err(req, ENOMEM); return; }
@@ -238,6 +370,8 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
       e.attr.st_mode = (mode_t) d->entry->d_type << 12;
       n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, next);
       if (n > size - used) break;
+    } else if (ino == FUSE_ROOT_ID && fs->fwd_name != NULL && strcmp(name, fs->fwd_name) == 0) {
+      d->entry = NULL; d->offset = next; continue; /* the forwarded name is not listed (snapdir=hidden) */
     } else {
       int lerr = do_lookup(req, ino, name, &e);
       if (lerr == ENOENT) { d->entry = NULL; d->offset = next; continue; } /* gone meanwhile */
@@ -255,7 +389,8 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  (void) ino;
+  __atomic_sub_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
+  if (IS_JS(ino)) { forward(req, F_RELEASEDIR, ino, NULL, 0, 0, fi->fh, 0); return; }
   dir_t *d = (dir_t *) (uintptr_t) fi->fh;
   closedir(d->dp);
   free(d);
@@ -267,6 +402,7 @@ typedef struct { int fd; inode_t *pt; } open_t;
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY) { fuse_reply_err(req, EROFS); return; }
+  if (IS_JS(ino)) { forward(req, F_OPEN, ino, NULL, 0, 0, 0, fi->flags); return; }
   open_t *o = calloc(1, sizeof(*o));
   if (o == NULL) { fuse_reply_err(req, ENOMEM); return; }
   o->fd = reopen(req, ino, fi->flags & ~(O_CREAT | O_TRUNC | O_APPEND));
@@ -284,12 +420,16 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   /* Read-only: what the page cache holds stays true until the daemon invalidates it. (Not with
      passthrough: the kernel takes only FOPEN_PASSTHROUGH_MASK flags with it, else EIO; its pages
      are the backing file's anyway.) */
-  if (o->pt == NULL) fi->keep_cache = 1;
+  if (o->pt == NULL && !fs->volatile_tree) fi->keep_cache = 1;
+  /* A changing tree without a backing file: no page cache at all, so a file kept open reads what is
+     applied now (as the compat transport's direct_io). */
+  if (o->pt == NULL && fs->volatile_tree) fi->direct_io = 1;
+  __atomic_add_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
   fuse_reply_open(req, fi);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  (void) ino;
+  if (IS_JS(ino)) { forward(req, F_READ, ino, NULL, size, off, fi->fh, 0); return; }
   __atomic_add_fetch(&fs_of(req)->reads, 1, __ATOMIC_RELAXED);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -299,7 +439,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  (void) ino;
+  __atomic_sub_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
+  if (IS_JS(ino)) { forward(req, F_RELEASE, ino, NULL, 0, 0, fi->fh, 0); return; }
   open_t *o = (open_t *) (uintptr_t) fi->fh;
   if (o->pt != NULL) {
     fs_t *fs = fs_of(req);
@@ -314,12 +455,13 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   struct statvfs sv;
-  if (fstatvfs(inode_of(req, ino)->fd, &sv) < 0) fuse_reply_err(req, errno);
+  if (fstatvfs(IS_JS(ino) ? fs_of(req)->root.fd : inode_of(req, ino)->fd, &sv) < 0) fuse_reply_err(req, errno);
   else fuse_reply_statfs(req, &sv);
 }
 
 /* xattrs through the O_PATH descriptor's magic link (f*xattr do not take O_PATH descriptors): it resolves to that very inode, a symlink included. */
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  if (IS_JS(ino)) { forward(req, F_GETXATTR, ino, name, size, 0, 0, 0); return; }
   char path[64];
   snprintf(path, sizeof(path), "/proc/self/fd/%d", inode_of(req, ino)->fd);
   char *value = size > 0 ? malloc(size) : NULL;
@@ -332,6 +474,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  if (IS_JS(ino)) { forward(req, F_LISTXATTR, ino, NULL, size, 0, 0, 0); return; }
   char path[64];
   snprintf(path, sizeof(path), "/proc/self/fd/%d", inode_of(req, ino)->fd);
   char *value = size > 0 ? malloc(size) : NULL;
@@ -403,6 +546,7 @@ typedef struct {
   int loop_result;
   char *mountpoint;
   bool running;
+  int refs;               /* the JavaScript object, and the handler's thread-safe function if any */
 } session_t;
 
 static void *loop_thread(void *arg) {
@@ -413,7 +557,34 @@ static void *loop_thread(void *arg) {
   fuse_loop_cfg_set_idle_threads(cfg, 4);
   s->loop_result = fuse_session_loop_mt(s->se, cfg);
   fuse_loop_cfg_destroy(cfg);
+  /* Ended by the kernel (a plain umount), not by unmount(): the handler hears { op: 'gone' }. */
+  if (__atomic_load_n(&s->running, __ATOMIC_ACQUIRE) && s->fs.tsfn != NULL) {
+    fwd_t *f = calloc(1, sizeof(*f));
+    if (f != NULL) {
+      f->op = F_GONE;
+      if (napi_call_threadsafe_function(s->fs.tsfn, f, napi_tsfn_nonblocking) != napi_ok) free(f);
+    }
+  }
   return NULL;
+}
+
+static void free_session(session_t *s) {
+  pthread_mutex_destroy(&s->fs.lock);
+  pthread_cond_destroy(&s->fs.init_cond);
+  pthread_rwlock_destroy(&s->fs.apply);
+  pthread_mutex_destroy(&s->fs.fwd_lock);
+  free(s->fs.fwd_name);
+  free(s);
+}
+
+/* One of the session's owners lets go (on the JavaScript thread); the last frees it once unmounted. */
+static void unref_session(session_t *s) {
+  if (--s->refs == 0 && !s->running) free_session(s);
+}
+
+static void tsfn_finalize(napi_env env, void *data, void *hint) {
+  (void) env; (void) hint;
+  unref_session(data);
 }
 
 static void free_table(fs_t *fs) {
@@ -470,31 +641,45 @@ static char *get_str(napi_env env, napi_value v) {
 /* The session object is collected: its memory goes if it was unmounted (a mounted one stays up). */
 static void finalize(napi_env env, void *data, void *hint) {
   (void) env; (void) hint;
-  session_t *s = data;
-  if (!s->running) { pthread_mutex_destroy(&s->fs.lock); pthread_cond_destroy(&s->fs.init_cond); pthread_rwlock_destroy(&s->fs.apply); free(s); }
+  unref_session(data);
 }
 
-/* mount(root, mountpoint, options: string, timeoutSeconds: number, flags: number) -> session (external); flags: 1 passthrough */
+/*
+ * mount(root, mountpoint, options: string, timeoutSeconds: number, flags: number[, forwardName: string,
+ * handler: function]) -> session (external); flags: 1 passthrough. With a handler, the root's entry
+ * `forwardName` and all under it are served by the handler (see fs_t.fwd_name), which also hears
+ * { op: 'gone' } when the kernel ends the mount by itself.
+ */
 static napi_value m_mount(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) { napi_throw_type_error(env, NULL, "mount(root, mountpoint, options, timeoutSeconds, flags)"); return NULL; }
+  if (argc < 5) { napi_throw_type_error(env, NULL, "mount(root, mountpoint, options, timeoutSeconds, flags[, forwardName, handler])"); return NULL; }
+  napi_valuetype ht = napi_undefined;
+  if (argc >= 7) napi_typeof(env, argv[6], &ht);
+  if (argc >= 7 && ht != napi_function && ht != napi_undefined) { napi_throw_type_error(env, NULL, "handler must be a function"); return NULL; }
+  char *fwd_name = NULL;
+  if (ht == napi_function && (fwd_name = get_str(env, argv[5])) == NULL) return NULL;
+  if (fwd_name != NULL && (fwd_name[0] == '\0' || strchr(fwd_name, '/') != NULL)) { free(fwd_name); napi_throw_type_error(env, NULL, "forwardName must be one name"); return NULL; }
   double timeout;
-  if (napi_get_value_double(env, argv[3], &timeout) != napi_ok || !(timeout >= 0)) { napi_throw_type_error(env, NULL, "timeoutSeconds must be a number >= 0"); return NULL; }
+  if (napi_get_value_double(env, argv[3], &timeout) != napi_ok || !(timeout >= 0)) { free(fwd_name); napi_throw_type_error(env, NULL, "timeoutSeconds must be a number >= 0"); return NULL; }
   uint32_t flags;
-  if (napi_get_value_uint32(env, argv[4], &flags) != napi_ok || (flags & ~1u) != 0) { napi_throw_type_error(env, NULL, "flags must be 0 or 1 (passthrough)"); return NULL; }
+  if (napi_get_value_uint32(env, argv[4], &flags) != napi_ok || (flags & ~3u) != 0) { free(fwd_name); napi_throw_type_error(env, NULL, "flags: 1 passthrough, 2 volatile"); return NULL; }
   char *root = get_str(env, argv[0]);
-  if (root == NULL) return NULL;
+  if (root == NULL) { free(fwd_name); return NULL; }
   char *mnt = get_str(env, argv[1]);
-  if (mnt == NULL) { free(root); return NULL; }
+  if (mnt == NULL) { free(fwd_name); free(root); return NULL; }
   char *opts = get_str(env, argv[2]);
-  if (opts == NULL) { free(root); free(mnt); return NULL; }
+  if (opts == NULL) { free(fwd_name); free(root); free(mnt); return NULL; }
   session_t *s = calloc(1, sizeof(*s));
-  if (s == NULL) { free(root); free(mnt); free(opts); napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  if (s == NULL) { free(fwd_name); free(root); free(mnt); free(opts); napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
   last_log[0] = '\0';
+  s->refs = 1;
+  s->fs.fwd_name = fwd_name;
+  pthread_mutex_init(&s->fs.fwd_lock, NULL);
   s->fs.timeout = timeout;
   s->fs.want_passthrough = (flags & 1) != 0;
+  s->fs.volatile_tree = (flags & 2) != 0;
   s->fs.root.fd = -1;
   pthread_mutex_init(&s->fs.lock, NULL);
   pthread_cond_init(&s->fs.init_cond, NULL);
@@ -510,6 +695,15 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   s->fs.root.dev = st.st_dev;
   s->fs.root.ino = st.st_ino;
   s->fs.root.nlookup = 2;
+  if (fwd_name != NULL) {
+    napi_value rname;
+    napi_create_string_utf8(env, "replicafs_ll forwarded request", NAPI_AUTO_LENGTH, &rname);
+    if (napi_create_threadsafe_function(env, argv[6], NULL, rname, 0, 1, s, tsfn_finalize, &s->fs, call_js, &s->fs.tsfn) != napi_ok) {
+      s->fs.tsfn = NULL; napi_throw_error(env, "EINVAL", "cannot create the handler's thread-safe function"); goto fail;
+    }
+    s->refs++;
+    napi_unref_threadsafe_function(env, s->fs.tsfn); /* a mount does not keep the process alive by itself */
+  }
   char *args_v[] = { "replicafs", "-o", opts, NULL };
   struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
   s->se = fuse_session_new(&args, &ops, sizeof(ops), &s->fs);
@@ -548,10 +742,9 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   return result;
 fail:
   free_table(&s->fs);
-  pthread_mutex_destroy(&s->fs.lock);
-  pthread_cond_destroy(&s->fs.init_cond);
-  pthread_rwlock_destroy(&s->fs.apply);
-  free(s); free(root); free(mnt); free(opts);
+  free(root); free(mnt); free(opts);
+  if (s->fs.tsfn != NULL) { napi_release_threadsafe_function(s->fs.tsfn, napi_tsfn_abort); s->refs--; } /* its finalizer frees the session */
+  else free_session(s);
   return NULL;
 }
 
@@ -570,15 +763,31 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   session_t *s = session_arg(env, info, "unmount(session)");
   if (s == NULL) return NULL;
   if (s->fs.held) { s->fs.held = false; pthread_rwlock_unlock(&s->fs.apply); } /* requests in the loop finish, the loop ends */
-  s->running = false;
+  __atomic_store_n(&s->running, false, __ATOMIC_RELEASE);
   fuse_session_exit(s->se);
   fuse_session_unmount(s->se);
   pthread_join(s->thread, NULL);
+  /* Forwarded requests not answered yet are answered now (the kernel has gone; a late reply finds nothing). */
+  pthread_mutex_lock(&s->fs.fwd_lock);
+  fwd_t *f = s->fs.fwds;
+  s->fs.fwds = NULL;
+  pthread_mutex_unlock(&s->fs.fwd_lock);
+  while (f != NULL) {
+    fwd_t *next = f->next;
+    fuse_reply_err(f->req, ENOTCONN);
+    pthread_mutex_lock(&s->fs.fwd_lock);
+    bool queued = f->state == QUEUED;
+    if (queued) f->state = ABANDONED; /* call_js frees it */
+    pthread_mutex_unlock(&s->fs.fwd_lock);
+    if (!queued) free_fwd(f);
+    f = next;
+  }
   fuse_session_destroy(s->se);
   s->se = NULL;
   free_table(&s->fs);
   free(s->mountpoint);
   s->mountpoint = NULL;
+  if (s->fs.tsfn != NULL) { napi_release_threadsafe_function(s->fs.tsfn, napi_tsfn_release); s->fs.tsfn = NULL; }
   napi_value r;
   napi_create_int32(env, s->loop_result, &r);
   return r;
@@ -620,7 +829,181 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "reads", v);
   napi_create_double(env, (double) __atomic_load_n(&s->fs.waiting, __ATOMIC_RELAXED), &v);
   napi_set_named_property(env, r, "waiting", v);
+  napi_create_double(env, (double) __atomic_load_n(&s->fs.opens, __ATOMIC_RELAXED), &v);
+  napi_set_named_property(env, r, "opens", v);
   return r;
+}
+
+/* ---------- the handler's answers (reply*(session, id, ...)): false when the request is answered already or the mount ended ---------- */
+
+/* Reads (session, id) and takes the request; NULL with *ok false when there is nothing to answer, NULL and an exception on a usage error. */
+static fwd_t *reply_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, fs_t **fsp, const char *usage) {
+  size_t argc = want;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session_t *s = NULL;
+  uint32_t id;
+  if (argc < want || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL || napi_get_value_uint32(env, argv[1], &id) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  *fsp = &s->fs;
+  return s->running ? take_fwd(&s->fs, id) : NULL;
+}
+
+static napi_value answered(napi_env env, bool yes) {
+  napi_value v;
+  napi_get_boolean(env, yes, &v);
+  return v;
+}
+
+static bool get_stat(napi_env env, napi_value v, struct stat *st) {
+  napi_typedarray_type t;
+  size_t n;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &t, &n, &data, NULL, NULL) != napi_ok || t != napi_float64_array || n < STAT_FIELDS) {
+    napi_throw_type_error(env, NULL, "attributes must be a Float64Array of 14");
+    return false;
+  }
+  stat_from(data, st);
+  return true;
+}
+
+/* replyErr(session, id, errno) */
+static napi_value m_reply_err(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 3, argv, &fs, "replyErr(session, id, errno)");
+  if (f == NULL) return answered(env, false);
+  int32_t e = EIO;
+  napi_get_value_int32(env, argv[2], &e);
+  /* A release cannot fail (the kernel has forgotten the handle): 0 whatever the handler says. */
+  fuse_reply_err(f->req, f->op == F_RELEASE || f->op == F_RELEASEDIR ? 0 : e > 0 ? e : EIO);
+  free_fwd(f);
+  return answered(env, true);
+}
+
+/* replyEntry(session, id, node, attributes): a lookup's answer, `node` the handler's id (>= 1) for it. */
+static napi_value m_reply_entry(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 4, argv, &fs, "replyEntry(session, id, node, attributes)");
+  if (f == NULL) return answered(env, false);
+  double node = 0;
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof(e));
+  if (napi_get_value_double(env, argv[2], &node) != napi_ok || !(node >= 1 && node < 9007199254740992.0) || !get_stat(env, argv[3], &e.attr)) {
+    fuse_reply_err(f->req, EIO); free_fwd(f);
+    bool pending = false; napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_type_error(env, NULL, "node must be an integer >= 1");
+    return NULL;
+  }
+  e.ino = ((fuse_ino_t) node << 1) | 1;
+  e.attr_timeout = fs->timeout;
+  e.entry_timeout = fs->timeout;
+  fuse_reply_entry(f->req, &e);
+  free_fwd(f);
+  return answered(env, true);
+}
+
+/* replyAttr(session, id, attributes) */
+static napi_value m_reply_attr(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 3, argv, &fs, "replyAttr(session, id, attributes)");
+  if (f == NULL) return answered(env, false);
+  struct stat st;
+  if (!get_stat(env, argv[2], &st)) { fuse_reply_err(f->req, EIO); free_fwd(f); return NULL; }
+  fuse_reply_attr(f->req, &st, fs->timeout);
+  free_fwd(f);
+  return answered(env, true);
+}
+
+/* replyOpen(session, id, fh): an open's or opendir's answer; the handler's handle comes back with read, readdir and release. */
+static napi_value m_reply_open(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 3, argv, &fs, "replyOpen(session, id, fh)");
+  if (f == NULL) return answered(env, false);
+  double fh = 0;
+  napi_get_value_double(env, argv[2], &fh);
+  struct fuse_file_info fi;
+  memset(&fi, 0, sizeof(fi));
+  fi.fh = (uint64_t) fh;
+  fi.flags = f->flags;
+  __atomic_add_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
+  /* Nothing kept from an earlier open: a name may stand for another snapshot by now. */
+  if (fuse_reply_open(f->req, &fi) != 0) __atomic_sub_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
+  free_fwd(f);
+  return answered(env, true);
+}
+
+/* replyBuf(session, id, buffer): a read's, getxattr's or listxattr's bytes (the handler fits them to the size asked). */
+static napi_value m_reply_buf(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 3, argv, &fs, "replyBuf(session, id, buffer)");
+  if (f == NULL) return answered(env, false);
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) { fuse_reply_err(f->req, EIO); free_fwd(f); napi_throw_type_error(env, NULL, "expected a Buffer"); return NULL; }
+  if (f->op == F_READLINK) {
+    char *t = malloc(len + 1);
+    if (t == NULL) fuse_reply_err(f->req, ENOMEM);
+    else { memcpy(t, data, len); t[len] = '\0'; fuse_reply_readlink(f->req, t); free(t); }
+  } else if ((f->op == F_GETXATTR || f->op == F_LISTXATTR) && f->size == 0) {
+    fuse_reply_xattr(f->req, len); /* the size asked for */
+  } else if ((f->op == F_GETXATTR || f->op == F_LISTXATTR) && len > f->size) {
+    fuse_reply_err(f->req, ERANGE);
+  } else {
+    fuse_reply_buf(f->req, data, len > f->size && f->op == F_READ ? f->size : len);
+  }
+  free_fwd(f);
+  return answered(env, true);
+}
+
+/* replyDir(session, id, names: string[], nodes: number[], offsets: number[], attributes: Float64Array(14 * n)): entries from the offset asked, each with the offset after it, as many as fit. */
+static napi_value m_reply_dir(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 6, argv, &fs, "replyDir(session, id, names, nodes, offsets, attributes)");
+  if (f == NULL) return answered(env, false);
+  uint32_t n = 0, m = 0, k = 0;
+  napi_typedarray_type t;
+  size_t alen = 0;
+  double *attrs = NULL;
+  if (napi_get_array_length(env, argv[2], &n) != napi_ok || napi_get_array_length(env, argv[3], &m) != napi_ok || m != n ||
+      napi_get_array_length(env, argv[4], &k) != napi_ok || k != n ||
+      napi_get_typedarray_info(env, argv[5], &t, &alen, (void **) &attrs, NULL, NULL) != napi_ok || t != napi_float64_array || alen < (size_t) n * STAT_FIELDS) {
+    fuse_reply_err(f->req, EIO); free_fwd(f);
+    napi_throw_type_error(env, NULL, "replyDir(session, id, names: string[], nodes: number[], offsets: number[], attributes: Float64Array(14 * n))");
+    return NULL;
+  }
+  char *buf = malloc(f->size);
+  if (buf == NULL) { fuse_reply_err(f->req, ENOMEM); free_fwd(f); return answered(env, true); }
+  size_t used = 0;
+  char name[NAME_MAX + 1];
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value nv, iv, ov;
+    double node = 0, next = 0;
+    size_t nl = 0;
+    napi_get_element(env, argv[2], i, &nv);
+    napi_get_element(env, argv[3], i, &iv);
+    napi_get_element(env, argv[4], i, &ov);
+    if (napi_get_value_string_utf8(env, nv, name, sizeof(name), &nl) != napi_ok || napi_get_value_double(env, iv, &node) != napi_ok ||
+        napi_get_value_double(env, ov, &next) != napi_ok) break;
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    stat_from(attrs + (size_t) i * STAT_FIELDS, &e.attr);
+    bool dot = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+    if (!dot) { e.ino = ((fuse_ino_t) node << 1) | 1; e.attr_timeout = fs->timeout; e.entry_timeout = fs->timeout; }
+    size_t need = fuse_add_direntry_plus(f->req, buf + used, f->size - used, name, &e, (off_t) next);
+    if (need > f->size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(f->req, buf, used);
+  free(buf);
+  free_fwd(f);
+  return answered(env, true);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -636,6 +1019,14 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "hold", f);
   napi_create_function(env, "release", NAPI_AUTO_LENGTH, m_release, NULL, &f);
   napi_set_named_property(env, exports, "release", f);
+  static const struct { const char *name; napi_callback fn; } more[] = {
+    { "replyErr", m_reply_err }, { "replyEntry", m_reply_entry }, { "replyAttr", m_reply_attr },
+    { "replyOpen", m_reply_open }, { "replyBuf", m_reply_buf }, { "replyDir", m_reply_dir },
+  };
+  for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+    napi_create_function(env, more[i].name, NAPI_AUTO_LENGTH, more[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, more[i].name, f);
+  }
   return exports;
 }
 

@@ -27,10 +27,17 @@ export interface LlAddon {
    * error (ENOENT: no root; EPERM; ENODEV: no /dev/fuse).
    */
   mount(root: string, mountpoint: string, options: string, timeoutSeconds: number, flags: number): LlSession;
+  /**
+   * The same, with the root's entry `forwardName` and everything under it served by `handler` on
+   * the JavaScript thread (a Secondary's `/.snapshots`): each request comes as an LlRequest and is
+   * answered by one reply*() call with its id (a late answer, after unmount, returns false). The
+   * handler also hears `{ op: 'gone' }` when the kernel ends the mount by itself (a plain umount).
+   */
+  mount(root: string, mountpoint: string, options: string, timeoutSeconds: number, flags: number, forwardName: string, handler: (req: LlRequest) => void): LlSession;
   /** Unmounts (lazily: a busy mount goes with its last user), waits for the loop to end, frees its inodes. Returns the loop's result (0). */
   unmount(session: LlSession): number;
   /** Whether the kernel granted FUSE passthrough, and how many READ requests were served (not read by the kernel from a backing file). */
-  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number };
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number };
   /**
    * Waits for the requests reading the tree to finish and keeps new ones waiting (`waiting` in
    * stats) until release(): a change made in between (a Secondary's apply slice) is never seen half
@@ -39,10 +46,41 @@ export interface LlAddon {
    */
   hold(session: LlSession): void;
   release(session: LlSession): void;
+  /** Answers a forwarded request with an errno (release and releasedir: always 0). */
+  replyErr(session: LlSession, id: number, errno: number): boolean;
+  /** Answers a lookup: `node` is the handler's id for the entry (an integer >= 1), `attributes` as LL_STAT_FIELDS. */
+  replyEntry(session: LlSession, id: number, node: number, attributes: Float64Array): boolean;
+  /** Answers a getattr. */
+  replyAttr(session: LlSession, id: number, attributes: Float64Array): boolean;
+  /** Answers an open or opendir with the handler's handle (`fh` of the later requests). */
+  replyOpen(session: LlSession, id: number, fh: number): boolean;
+  /** Answers a read, readlink, getxattr or listxattr with bytes (an xattr request of size 0 gets their length; more than its size: ERANGE). */
+  replyBuf(session: LlSession, id: number, data: Buffer): boolean;
+  /** Answers a readdir with entries from its offset, each with the offset that follows it (the next readdir's), as many as fit; '.' and '..' with node 0. */
+  replyDir(session: LlSession, id: number, names: string[], nodes: number[], offsets: number[], attributes: Float64Array): boolean;
+}
+
+/**
+ * A request on the forwarded subtree (replicafs_ll). `node`: the handler's id of the inode it is
+ * about (0: the mount's root, for the lookup of the forwarded name); `name` for lookup and
+ * getxattr; `size` for read, readdir and the xattr calls (0: the length is asked); `offset` for
+ * read and readdir; `fh` the handle replyOpen gave; `flags` the open flags.
+ */
+export interface LlRequest {
+  op: 'lookup' | 'getattr' | 'readlink' | 'opendir' | 'readdir' | 'releasedir' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr' | 'gone'
+  id: number
+  node: number
+  name?: string
+  size: number
+  offset: number
+  fh: number
+  flags: number
 }
 
 /** replicafs_ll mount flag: FUSE passthrough for opens. */
 export const LL_PASSTHROUGH = 1
+/** replicafs_ll mount flag: the tree changes under the mount (a Secondary's apply): no page cache kept across opens, direct I/O without passthrough, no cached listings. */
+export const LL_VOLATILE = 2
 
 export interface SysAddon {
   lgetxattr(path: string, name: string): Buffer;

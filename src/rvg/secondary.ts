@@ -94,6 +94,12 @@ export class SecondaryRvg {
   private roomWaiters: Array<() => void> = []
   /** The IBC record the apply loop is stopped at, and the offset after it. */
   private ibcHeld: { seq: number, end: number } | null = null
+  /**
+   * The mount's readers, when they do not share the event loop with the apply (replicafs_ll serves
+   * requests on its own threads): each slice holds them off while it changes the data directory,
+   * so a reader sees the tree between two records (write-order fidelity), never inside one.
+   */
+  readers: { hold: () => void, release: () => void } | null = null
   /** Called after each apply slice that moved the applied position (the data ack). */
   onApplied?: (seq: number) => void
   onFatal?: (err: Error) => void
@@ -289,6 +295,8 @@ export class SecondaryRvg {
     if (this.stalled !== null && !this.stalled.due) return
     const before = this.applied.seq
     const deadline = Date.now() + SECONDARY_APPLY_SLICE_MS
+    const readers = this.applied.seq < this.srl.lastSeq ? this.readers : null
+    readers?.hold()
     try {
       while (this.applied.seq < this.srl.lastSeq && Date.now() < deadline) {
         if (this.stops.length > 0 && this.applied.seq >= this.stops[0].seq) break
@@ -299,6 +307,8 @@ export class SecondaryRvg {
     } catch (err) {
       this.fail(err as Error)
       return
+    } finally {
+      readers?.release()
     }
     if (this.applied.seq !== before) {
       this.onApplied?.(this.applied.seq)
