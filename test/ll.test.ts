@@ -12,7 +12,7 @@ import os from 'node:os'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import { execFileSync, spawn } from 'node:child_process'
-import { loadLl, sys, LL_PASSTHROUGH, type LlSession } from '../src/native'
+import { loadLl, sys, LL_PASSTHROUGH, type LlSession, type LlRequest } from '../src/native'
 
 const ll = loadLl()
 
@@ -170,6 +170,99 @@ test('hold: a request that reads the tree waits until release, and sees the tree
     // Unmounting a held session does not hang: the hold ends with it.
     ll.hold(s)
   })
+})
+
+/** Runs `cmd` in a child process (the handler answers on this process's event loop, so the mount is not touched from here). */
+function inChild (cmd: string): Promise<{ code: number | null, out: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn('sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    c.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    c.stderr.on('data', (d: Buffer) => { out += d.toString() })
+    c.once('error', reject)
+    c.once('close', (code) => resolve({ code, out }))
+  })
+}
+
+test('a forwarded subtree: answered by the handler, late or at once, with errors; not listed; unanswered requests end with the mount; a plain umount is heard', async () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-ll-'))
+  const src = path.join(base, 'src')
+  const mnt = path.join(base, 'mnt')
+  fs.mkdirSync(src)
+  fs.mkdirSync(mnt)
+  fs.writeFileSync(path.join(src, 'live'), 'live\n')
+  fs.mkdirSync(path.join(src, 'fwd')) // shadowed by the forwarded name
+  const now = Math.floor(Date.now() / 1000)
+  const attrs = (mode: number, size: number, ino: number): Float64Array => Float64Array.from([mode, 0, 0, size, 1, ino, 0, 0, now, 0, now, 0, now, 0])
+  const seen: string[] = []
+  let s: LlSession | null = null
+  let parked: number | null = null
+  let gone = 0
+  const handler = (req: LlRequest): void => {
+    seen.push(req.op)
+    if (req.op === 'gone') { gone++; return }
+    const sess = s!
+    if (req.op === 'lookup' && req.node === 0) { ll.replyEntry(sess, req.id, 1, attrs(0o40555, 0, 1001)); return }
+    if (req.op === 'lookup' && req.name === 'late') { setTimeout(() => ll.replyEntry(sess, req.id, 2, attrs(0o100444, 5, 1002)), 50); return }
+    if (req.op === 'lookup' && req.name === 'never') { parked = req.id; return }
+    if (req.op === 'lookup') { ll.replyErr(sess, req.id, os.constants.errno.ENOENT); return }
+    if (req.op === 'getattr') { ll.replyAttr(sess, req.id, req.node === 1 ? attrs(0o40555, 0, 1001) : attrs(0o100444, 5, 1002)); return }
+    if (req.op === 'open') { ll.replyOpen(sess, req.id, 77); return }
+    if (req.op === 'read') { assert.is(req.fh, 77); ll.replyBuf(sess, req.id, Buffer.from('late\n').subarray(req.offset, req.offset + req.size)); return }
+    if (req.op === 'opendir') { ll.replyOpen(sess, req.id, 0); return }
+    if (req.op === 'readdir') {
+      const all = ['.', '..', 'late']
+      const names = all.slice(req.offset)
+      const a = new Float64Array(names.length * 14)
+      names.forEach((n, i) => a.set(n === 'late' ? attrs(0o100444, 5, 1002) : attrs(0o40555, 0, 1001), i * 14))
+      ll.replyDir(sess, req.id, names, names.map((n) => n === 'late' ? 2 : 0), names.map((_, i) => req.offset + i + 1), a)
+      return
+    }
+    if (req.op === 'release' || req.op === 'releasedir') { ll.replyErr(sess, req.id, 0); return }
+    ll.replyErr(sess, req.id, os.constants.errno.ENOTSUP)
+  }
+  try {
+    s = ll.mount(src, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll', 0, 0, 'fwd', handler)
+    assert.equal((await inChild(`ls -a ${mnt}`)).out.split('\n').filter(Boolean).sort(), ['.', '..', 'live'])
+    assert.is((await inChild(`cat ${mnt}/live`)).out, 'live\n', 'the rest is served in C')
+    const late = await inChild(`cat ${mnt}/fwd/late`)
+    assert.is(late.out, 'late\n', 'answered 50 ms later, from a timer')
+    assert.equal((await inChild(`ls -a ${mnt}/fwd`)).out.split('\n').filter(Boolean), ['.', '..', 'late'])
+    const missing = await inChild(`stat ${mnt}/fwd/nope`)
+    assert.is(missing.code, 1)
+    assert.match(missing.out, /No such file or directory/)
+    const ro = await inChild(`echo x > ${mnt}/fwd/late`)
+    assert.match(ro.out, /Read-only file system/)
+    assert.ok(seen.includes('read') && seen.includes('readdir') && seen.includes('release'))
+    // A request left unanswered: the reader waits; unmount answers it, and a late answer finds nothing.
+    const waiting = inChild(`stat ${mnt}/fwd/never`)
+    const deadline = Date.now() + 10_000
+    while (parked === null) {
+      if (Date.now() > deadline) throw new Error('the lookup of "never" did not reach the handler')
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    assert.is(ll.unmount(s), 0)
+    const r = await waiting
+    assert.is(r.code, 1, r.out)
+    assert.is(ll.replyErr(s, parked, os.constants.errno.ENOENT), false, 'answered already (by unmount)')
+    assert.is(gone, 0, 'unmount() is not "gone"')
+    // A plain umount ends the loop: the handler hears it.
+    s = ll.mount(src, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll', 0, 0, 'fwd', handler)
+    execFileSync('umount', [mnt])
+    const until = Date.now() + 10_000
+    while (gone === 0) {
+      if (Date.now() > until) throw new Error('the handler never heard "gone"')
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    ll.unmount(s)
+    s = null
+  } finally {
+    if (s !== null) { try { ll.unmount(s) } catch {} }
+    if (mounted(mnt)) { try { execFileSync('umount', ['-l', mnt]) } catch {} }
+    const left = mounted(mnt)
+    fs.rmSync(base, { recursive: true, force: true })
+    assert.not.ok(left, `no mount left at ${mnt}`)
+  }
 })
 
 test('mount refuses a missing source or mount point with its errno; unmount twice is refused', () => {

@@ -26,7 +26,7 @@ import { LogStore } from '../srl/state'
 import { SyncReceiver, VerifyResponder } from '../sync'
 import { SecondaryRvg } from '../rvg/secondary'
 import { FuseAdapter, DEFAULT_SECONDARY_TRANSPORT, type AdapterRvg, type MountAdapter, type FuseTransport } from '../fuse/adapter'
-import { LlAdapter } from '../fuse/ll-adapter'
+import { LlAdapter, llUnavailable } from '../fuse/ll-adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkReceiver, type MigrateAnswer } from '../rlink/receiver'
 import { readSecret, parseAddress, formatAddress, type Address } from '../rlink/common'
@@ -251,7 +251,13 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
       handover.adapter.serve(readOnlyView(data), true)
     } else {
       const options = { readOnly: true, mountOptions: cfg.mountOptions, onGone: watch.onGone }
-      adapter = (cfg.fuse ?? DEFAULT_SECONDARY_TRANSPORT) === 'll' ? new LlAdapter(data, mount, options) : new FuseAdapter(readOnlyView(data), mount, options)
+      let transport = cfg.fuse ?? DEFAULT_SECONDARY_TRANSPORT
+      const why = cfg.fuse === undefined && transport === 'll' ? llUnavailable() : null
+      if (why !== null) {
+        log(`the low-level FUSE transport cannot serve here (${why}); mounting with --fuse compat`)
+        transport = 'compat'
+      }
+      adapter = transport === 'll' ? new LlAdapter(data, mount, options) : new FuseAdapter(readOnlyView(data), mount, options)
       adapter.snapshots = snapshotSource(snaps)
       await adapter.mount()
     }

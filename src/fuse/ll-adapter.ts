@@ -21,6 +21,19 @@ import { SnapshotTree, SNAPDIR, type SnapshotSource, type SnapshotStat } from '.
 import type { AdapterOptions, AdapterRvg, MountAdapter } from './adapter'
 import { errnoFor, ReplError } from '../errors'
 
+/**
+ * Why replicafs_ll cannot serve on this machine (its addon neither prebuilt for it nor buildable
+ * here), or null when it can. A daemon told no --fuse then serves with the compat transport.
+ */
+export function llUnavailable (): string | null {
+  try {
+    loadLl()
+    return null
+  } catch (err) {
+    return (err as Error).message
+  }
+}
+
 const STAT_FIELDS = 14
 const NS = 1_000_000_000n
 
