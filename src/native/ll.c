@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -46,6 +47,7 @@
 #include <unistd.h>
 
 #include "fuse_lowlevel.h"
+#include "fuse_kernel.h"
 #include "fuse_log.h"
 #include "napi_errors.h"
 
@@ -91,6 +93,7 @@ typedef struct {
    * pointers, even). Requests on them are queued to the handler through `tsfn` and answered by the
    * reply functions, from the JavaScript thread, by request id; `fwds` holds those not answered yet.
    */
+  struct fuse_session *se; /* for what outlives a request (closing a backing id after a failed reply) */
   char *fwd_name;
   napi_threadsafe_function tsfn;
   pthread_mutex_t fwd_lock;
@@ -341,7 +344,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   fi->fh = (uint64_t) (uintptr_t) d;
   if (!fs_of(req)->volatile_tree) { fi->keep_cache = 1; fi->cache_readdir = 1; }
   __atomic_add_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
-  fuse_reply_open(req, fi);
+  if (fuse_reply_open(req, fi) != 0) { /* interrupted: no RELEASEDIR will come */
+    __atomic_sub_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
+    closedir(d->dp);
+    free(d);
+  }
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
@@ -425,7 +432,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
      applied now (as the compat transport's direct_io). */
   if (o->pt == NULL && fs->volatile_tree) fi->direct_io = 1;
   __atomic_add_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
-  fuse_reply_open(req, fi);
+  if (fuse_reply_open(req, fi) != 0) { /* interrupted: no RELEASE will come */
+    __atomic_sub_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
+    if (o->pt != NULL) {
+      pthread_mutex_lock(&fs->lock);
+      /* (req is gone with its reply: the backing id is closed on the session's device.) */
+      if (--o->pt->opens == 0) { int id = o->pt->backing_id; ioctl(fuse_session_fd(fs->se), FUSE_DEV_IOC_BACKING_CLOSE, &id); o->pt->backing_id = 0; }
+      pthread_mutex_unlock(&fs->lock);
+    }
+    close(o->fd);
+    free(o);
+  }
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
@@ -708,6 +725,7 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   struct fuse_args args = FUSE_ARGS_INIT(3, args_v);
   s->se = fuse_session_new(&args, &ops, sizeof(ops), &s->fs);
   if (s->se == NULL) { napi_throw_error(env, "EINVAL", "libfuse refused the session (see the options in the daemon log)"); goto fail; }
+  s->fs.se = s->se;
   if (fuse_session_mount(s->se, mnt) != 0) { throw_errno(env, errno != 0 ? errno : EIO, "mount", mnt); fuse_session_destroy(s->se); s->se = NULL; goto fail; }
   s->mountpoint = mnt;
   mnt = NULL;
