@@ -588,6 +588,7 @@ function primaryStatus (p: Primary): unknown {
     verify: p.verifier.progress,
     ibc: p.ibc?.status() ?? null,
     openFiles: p.adapter.openHandles,
+    fuse: { transport: p.adapter.transport, passthrough: p.adapter.passthrough, openFiles: p.adapter.openHandles },
     checkpointError: p.rvg.checkpointError,
     fatal: p.rvg.fatalError?.message ?? null,
     errors: Object.fromEntries(errorCounts)

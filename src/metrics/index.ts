@@ -37,6 +37,7 @@ interface Status {
   errors?: Record<string, number>
   verify?: Array<{ secondary: string, entries: number, bytes: number, theirEntries: number, differing: number }> | { entries: number, bytes: number } | null
   transport?: { tls: boolean, compress: string, bytesIn: number } | null
+  fuse?: { transport: string, passthrough: boolean, openFiles: number } | null
 }
 
 export const RLINK_STATES = ['connecting', 'connected', 'disconnected', 'paused'] as const
@@ -88,6 +89,8 @@ export class Metrics {
       verifyDiffering: gauge('verify_differing_paths', 'paths the online verify running found different so far', ['secondary']),
       snapshots: gauge('snapshots', 'snapshots on this host (valid ones)'),
       snapshotBytes: gauge('snapshot_bytes', 'space the snapshots\' own items take, bytes', ['snapshot']),
+      mountOpen: gauge('mount_open_files', 'files and directories open through the mount now', ['transport']),
+      mountPassthrough: gauge('mount_passthrough', '1 when the kernel reads files opened through the mount from the data directory itself (FUSE passthrough)', ['transport']),
       errors: gauge('errors_total', 'errors by code since the daemon started: operating errors answered through the mount or the control socket, RLINK refusals sent (REFUSED_<code>), and EIO, ENOSPC, EDQUOT, EROFS from the data directory\'s filesystem', ['code'])
     }
   }
@@ -139,6 +142,10 @@ export class Metrics {
         g.bytesIn.set(s.transport.bytesIn)
         g.tls.set(s.transport.tls ? 1 : 0)
       }
+    }
+    if (s.fuse != null) {
+      g.mountOpen.set({ transport: s.fuse.transport }, s.fuse.openFiles)
+      g.mountPassthrough.set({ transport: s.fuse.transport }, s.fuse.passthrough ? 1 : 0)
     }
     for (const [code, n] of Object.entries(s.errors ?? {})) g.errors.set({ code }, n)
     // A Primary's verifies (one per RLINK), or the one a Secondary is walking for its Primary.
