@@ -119,6 +119,8 @@ t('--fuse ll: a takeover remounts the mount point read-write; --fuse compat stil
     assert.is(await fsp.readFile(path.join(pair.secondary.mount, 'f'), 'utf8'), 'one\n')
     assert.is(await fsp.readFile(path.join(pair.secondary.data, 'g'), 'utf8'), 'two\n')
     assert.match(await pair.secondary.log(), /remounting .* read-write/)
+    const now = JSON.parse((await cli(['status', '--state', pair.secondary.state, '--json'], { timeoutMs: 20_000 })).stdout) as FuseStatus
+    assert.is(now.fuse.transport, 'compat', 'the Primary\'s mount')
   } finally {
     await pair.secondary.stop()
   }

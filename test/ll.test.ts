@@ -173,14 +173,15 @@ test('hold: a request that reads the tree waits until release, and sees the tree
 })
 
 /** Runs `cmd` in a child process (the handler answers on this process's event loop, so the mount is not touched from here). */
-function inChild (cmd: string): Promise<{ code: number | null, out: string }> {
+function inChild (cmd: string, timeoutMs = 20_000): Promise<{ code: number | null, out: string }> {
   return new Promise((resolve, reject) => {
     const c = spawn('sh', ['-c', cmd], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
+    const timer = setTimeout(() => { c.kill('SIGKILL'); reject(new Error(`\`${cmd}\` did not end within ${timeoutMs} ms (a request left unanswered?): ${out}`)) }, timeoutMs)
     c.stdout.on('data', (d: Buffer) => { out += d.toString() })
     c.stderr.on('data', (d: Buffer) => { out += d.toString() })
-    c.once('error', reject)
-    c.once('close', (code) => resolve({ code, out }))
+    c.once('error', (err) => { clearTimeout(timer); reject(err) })
+    c.once('close', (code) => { clearTimeout(timer); resolve({ code, out }) })
   })
 }
 
@@ -195,27 +196,33 @@ test('a forwarded subtree: answered by the handler, late or at once, with errors
   const now = Math.floor(Date.now() / 1000)
   const attrs = (mode: number, size: number, ino: number): Float64Array => Float64Array.from([mode, 0, 0, size, 1, ino, 0, 0, now, 0, now, 0, now, 0])
   const seen: string[] = []
+  const many = Array.from({ length: 600 }, (_, i) => `entry-with-a-longish-name-${String(i).padStart(4, '0')}`)
+  let forgotten = 0
   let s: LlSession | null = null
   let parked: number | null = null
   let gone = 0
   const handler = (req: LlRequest): void => {
     seen.push(req.op)
     if (req.op === 'gone') { gone++; return }
+    if (req.op === 'forget') { forgotten += req.size; return }
     const sess = s!
+    if (req.op === 'lookup' && req.name === 'boom') throw new Error('the handler fails')
     if (req.op === 'lookup' && req.node === 0) { ll.replyEntry(sess, req.id, 1, attrs(0o40555, 0, 1001)); return }
     if (req.op === 'lookup' && req.name === 'late') { setTimeout(() => ll.replyEntry(sess, req.id, 2, attrs(0o100444, 5, 1002)), 50); return }
     if (req.op === 'lookup' && req.name === 'never') { parked = req.id; return }
+    if (req.op === 'lookup' && req.node === 1 && many.includes(req.name ?? '')) { ll.replyEntry(sess, req.id, 10 + many.indexOf(req.name ?? ''), attrs(0o100444, 0, 2000)); return }
     if (req.op === 'lookup') { ll.replyErr(sess, req.id, os.constants.errno.ENOENT); return }
-    if (req.op === 'getattr') { ll.replyAttr(sess, req.id, req.node === 1 ? attrs(0o40555, 0, 1001) : attrs(0o100444, 5, 1002)); return }
+    if (req.op === 'getattr') { ll.replyAttr(sess, req.id, req.node === 1 ? attrs(0o40555, 0, 1001) : attrs(0o100444, req.node >= 10 ? 0 : 5, req.node >= 10 ? 2000 + req.node : 1002)); return }
     if (req.op === 'open') { ll.replyOpen(sess, req.id, 77); return }
     if (req.op === 'read') { assert.is(req.fh, 77); ll.replyBuf(sess, req.id, Buffer.from('late\n').subarray(req.offset, req.offset + req.size)); return }
     if (req.op === 'opendir') { ll.replyOpen(sess, req.id, 0); return }
     if (req.op === 'readdir') {
-      const all = ['.', '..', 'late']
+      const all = ['.', '..', 'late', ...many]
       const names = all.slice(req.offset)
       const a = new Float64Array(names.length * 14)
-      names.forEach((n, i) => a.set(n === 'late' ? attrs(0o100444, 5, 1002) : attrs(0o40555, 0, 1001), i * 14))
-      ll.replyDir(sess, req.id, names, names.map((n) => n === 'late' ? 2 : 0), names.map((_, i) => req.offset + i + 1), a)
+      names.forEach((n, i) => a.set(n === '.' || n === '..' ? attrs(0o40555, 0, 1001) : n === 'late' ? attrs(0o100444, 5, 1002) : attrs(0o100444, 0, 2010 + many.indexOf(n)), i * 14))
+      const sent = ll.replyDir(sess, req.id, names, names.map((n) => n === '.' || n === '..' ? 0 : n === 'late' ? 2 : 10 + many.indexOf(n)), names.map((_, i) => req.offset + i + 1), a)
+      if (sent === false || sent < Math.min(1, names.length) || sent > names.length) throw new Error(`replyDir sent ${String(sent)} of ${names.length}`)
       return
     }
     if (req.op === 'release' || req.op === 'releasedir') { ll.replyErr(sess, req.id, 0); return }
@@ -227,7 +234,31 @@ test('a forwarded subtree: answered by the handler, late or at once, with errors
     assert.is((await inChild(`cat ${mnt}/live`)).out, 'live\n', 'the rest is served in C')
     const late = await inChild(`cat ${mnt}/fwd/late`)
     assert.is(late.out, 'late\n', 'answered 50 ms later, from a timer')
-    assert.equal((await inChild(`ls -a ${mnt}/fwd`)).out.split('\n').filter(Boolean), ['.', '..', 'late'])
+    const listed = (await inChild(`ls -f ${mnt}/fwd`)).out.split('\n').filter(Boolean)
+    assert.equal(listed, ['.', '..', 'late', ...many], 'a listing over many READDIRPLUS requests, each entry once, in order')
+    assert.ok(seen.filter((o) => o === 'readdir').length >= 3, 'it took several requests')
+    // The kernel forgets what it no longer caches: the handler hears it (its node ids can go).
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '2')
+    const forgetBy = Date.now() + 10_000
+    while (forgotten === 0) {
+      if (Date.now() > forgetBy) throw new Error('no forget of a forwarded node after drop_caches')
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      fs.writeFileSync('/proc/sys/vm/drop_caches', '2')
+    }
+    // A handler that throws: the request is answered EIO (never left waiting) and the error reaches the process.
+    let uncaught: Error | null = null
+    const onUncaught = (err: Error): void => { uncaught = err }
+    process.on('uncaughtException', onUncaught)
+    try {
+      const boom = await inChild(`stat ${mnt}/fwd/boom`)
+      assert.is(boom.code, 1)
+      assert.match(boom.out, /Input\/output error/)
+      const until = Date.now() + 5000
+      while (uncaught === null && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5))
+    } finally {
+      process.off('uncaughtException', onUncaught)
+    }
+    assert.match(String(uncaught), /the handler fails/)
     const missing = await inChild(`stat ${mnt}/fwd/nope`)
     assert.is(missing.code, 1)
     assert.match(missing.out, /No such file or directory/)

@@ -31,7 +31,7 @@ import { handleIbc, type IbcRequest } from '../ibc/control'
 import { runTask, type TaskEnv } from '../ibc/task'
 import { SnapshotSet } from '../snapshot'
 import { serve, type ControlRequest } from '../control'
-import { sys } from '../native'
+import { sys, loadFuse } from '../native'
 import { ReplError, IbcError, errorCounts } from '../errors'
 import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
@@ -225,7 +225,9 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
     } else {
       if (handover !== undefined) {
         // A Secondary's mount on a transport that serves read-only only (replicafs_ll): its open
-        // files end (ENOTCONN) and the Primary's mount takes the mount point.
+        // files end (ENOTCONN) and the Primary's mount takes the mount point. fuse-native is
+        // loaded first: if it cannot be, the Secondary's mount stays and the takeover fails here.
+        loadFuse()
         log(`remounting ${mount} read-write (the Secondary's ${handover.adapter.openHandles} open files through it are closed)`)
         await handover.adapter.unmount()
       }

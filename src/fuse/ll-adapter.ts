@@ -57,16 +57,24 @@ function statArray (st: SnapshotStat): Float64Array {
   return a
 }
 
-/** Entries a readdir answer offers at most (the kernel's buffer takes what fits; it asks again from there). */
-const DIR_BATCH = 256
+/** Bytes a READDIRPLUS entry takes in the kernel's buffer (fuse_entry_out 128 + fuse_dirent 24 + the name, 8-aligned). */
+const direntBytes = (name: string): number => (152 + Buffer.byteLength(name) + 7) & ~7
 
 export class LlAdapter implements MountAdapter {
   snapshots: SnapshotSource | null = null
   private session: LlSession | null = null
   private readonly tree = new SnapshotTree(() => this.snapshots)
-  /** The forwarded nodes: id -> mount path (id 0: the mount's root), and back. Kept for the mount's life. */
-  private readonly paths: string[] = ['']
+  /**
+   * The forwarded nodes the kernel knows: id -> mount path and lookups it holds (the mount's root
+   * is 0, never counted), and path -> id. A node goes when the kernel forgets its last lookup.
+   */
+  private readonly nodes = new Map<number, { path: string, lookups: number }>([[0, { path: '', lookups: 1 }]])
   private readonly ids = new Map<string, number>()
+  private nextId = 1
+  /** Listings of open forwarded directories, taken at opendir (offsets index them). */
+  private readonly listings = new Map<number, string[]>()
+  private nextDir = 1
+  private readonly handlesOpen = new Set<number>()
   private unmounting = false
 
   constructor (private readonly data: string, private readonly mnt: string, private readonly options: AdapterOptions = {}) {}
@@ -78,6 +86,9 @@ export class LlAdapter implements MountAdapter {
 
   /** Whether the kernel granted FUSE passthrough (status, bench). */
   get passthrough (): boolean { return this.session !== null && loadLl().stats(this.session).passthrough }
+
+  /** Forwarded nodes the kernel holds now (a test's view of the bookkeeping). */
+  get forwardedNodes (): number { return this.nodes.size - 1 }
 
   async mount (): Promise<void> {
     const ll = loadLl()
@@ -111,20 +122,30 @@ export class LlAdapter implements MountAdapter {
     this.session = null
     this.unmounting = true
     if (s !== null) loadLl().unmount(s)
-    for (const [fh] of this.handlesOpen) this.tree.close(fh)
+    for (const fh of this.handlesOpen) this.tree.close(fh)
     this.handlesOpen.clear()
+    this.listings.clear()
   }
 
-  private readonly handlesOpen = new Map<number, true>()
-
-  private idOf (p: string): number {
+  /** The id of `p`, with one more lookup the kernel holds (`n` 0: an id only, for '.'-like uses). */
+  private looked (p: string, n = 1): number {
     let id = this.ids.get(p)
     if (id === undefined) {
-      id = this.paths.length
-      this.paths.push(p)
+      id = this.nextId++
       this.ids.set(p, id)
+      this.nodes.set(id, { path: p, lookups: 0 })
     }
+    this.nodes.get(id)!.lookups += n
     return id
+  }
+
+  private forget (id: number, n: number): void {
+    const node = this.nodes.get(id)
+    if (node === undefined || id === 0) return
+    node.lookups -= n
+    if (node.lookups > 0) return
+    this.nodes.delete(id)
+    if (this.ids.get(node.path) === id) this.ids.delete(node.path)
   }
 
   /** A forwarded request, answered before it returns (the views are synchronous). */
@@ -135,27 +156,37 @@ export class LlAdapter implements MountAdapter {
       if (!this.unmounting) this.options.onGone?.()
       return
     }
+    if (req.op === 'forget') { this.forget(req.node, req.size); return }
     if (s === null) return // unmounted: the transport answered it
-    const p = this.paths[req.node]
+    const p = this.nodes.get(req.node)?.path
     try {
       if (p === undefined) throw Object.assign(new Error('no such node'), { code: 'ESTALE' })
       switch (req.op) {
         case 'lookup': {
           const q = `${p}/${req.name ?? ''}`
-          const st = this.tree.lstat(q)
-          ll.replyEntry(s, req.id, this.idOf(q), statArray(st))
+          const st = statArray(this.tree.lstat(q))
+          const id = this.looked(q, 0)
+          if (ll.replyEntry(s, req.id, id, st)) this.looked(q)
+          else this.forget(id, 0)
           return
         }
         case 'getattr': ll.replyAttr(s, req.id, statArray(this.tree.lstat(p))); return
         case 'readlink': ll.replyBuf(s, req.id, Buffer.from(this.tree.readlink(p))); return
-        case 'opendir': this.tree.opendir(p); ll.replyOpen(s, req.id, 0); return
+        case 'opendir': {
+          this.tree.opendir(p)
+          const fh = this.nextDir++
+          this.listings.set(fh, ['.', '..', ...this.tree.readdir(p)])
+          if (!ll.replyOpen(s, req.id, fh)) this.listings.delete(fh)
+          return
+        }
         case 'readdir': {
-          const all = ['.', '..', ...this.tree.readdir(p)]
+          const all = this.listings.get(req.fh) ?? []
           const names: string[] = []
           const nodes: number[] = []
           const offsets: number[] = []
-          const attrs = new Float64Array(Math.min(DIR_BATCH, Math.max(0, all.length - req.offset)) * STAT_FIELDS)
-          for (let i = req.offset; i < all.length && names.length < DIR_BATCH; i++) {
+          const stats: SnapshotStat[] = []
+          let bytes = 0
+          for (let i = req.offset; i < all.length && bytes < req.size; i++) {
             const name = all[i]
             let st: SnapshotStat
             let node = 0
@@ -164,20 +195,25 @@ export class LlAdapter implements MountAdapter {
             } else {
               const q = `${p}/${name}`
               try { st = this.tree.lstat(q) } catch { continue } // gone meanwhile (a snapshot deleted)
-              node = this.idOf(q)
+              node = this.looked(q, 0)
             }
-            putStat(attrs, names.length * STAT_FIELDS, st)
+            bytes += direntBytes(name)
             names.push(name)
             nodes.push(node)
             offsets.push(i + 1)
+            stats.push(st)
           }
-          ll.replyDir(s, req.id, names, nodes, offsets, attrs)
+          const attrs = new Float64Array(names.length * STAT_FIELDS)
+          stats.forEach((st, i) => putStat(attrs, i * STAT_FIELDS, st))
+          const sent = ll.replyDir(s, req.id, names, nodes, offsets, attrs)
+          // Each entry sent is a lookup the kernel holds; the ids of those not sent go if nothing else holds them.
+          nodes.forEach((id, i) => { if (id !== 0) { if (sent !== false && i < sent) this.looked(this.nodes.get(id)!.path); else this.forget(id, 0) } })
           return
         }
-        case 'releasedir': ll.replyErr(s, req.id, 0); return
+        case 'releasedir': this.listings.delete(req.fh); ll.replyErr(s, req.id, 0); return
         case 'open': {
           const fh = this.tree.open(p, req.flags)
-          this.handlesOpen.set(fh, true)
+          this.handlesOpen.add(fh)
           if (!ll.replyOpen(s, req.id, fh)) { this.tree.close(fh); this.handlesOpen.delete(fh) }
           return
         }

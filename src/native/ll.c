@@ -96,6 +96,7 @@ typedef struct {
   struct fuse_session *se; /* for what outlives a request (closing a backing id after a failed reply) */
   char *fwd_name;
   napi_threadsafe_function tsfn;
+  bool tsfn_dead;         /* finalized by Node (the environment torn down while mounted): queue nothing more */
   pthread_mutex_t fwd_lock;
   struct fwd *fwds;
   uint32_t fwd_next;
@@ -115,6 +116,137 @@ static inode_t *inode_of(fuse_req_t req, fuse_ino_t ino) {
   fs_t *fs = fs_of(req);
   return ino == FUSE_ROOT_ID ? &fs->root : (inode_t *) (uintptr_t) ino;
 }
+
+/* ---------- requests forwarded to JavaScript ---------- */
+
+enum { F_LOOKUP, F_GETATTR, F_READLINK, F_OPENDIR, F_READDIR, F_RELEASEDIR, F_OPEN, F_READ, F_RELEASE, F_GETXATTR, F_LISTXATTR, F_GONE, F_FORGET };
+static const char *const fwd_ops[] = { "lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "open", "read", "release", "getxattr", "listxattr", "gone", "forget" };
+/* Notices: no request to answer (not kept in fs_t.fwds), freed by their delivery. */
+#define IS_NOTICE(op) ((op) == F_GONE || (op) == F_FORGET)
+enum { QUEUED, DELIVERED, ABANDONED };
+
+typedef struct fwd {
+  uint32_t id;
+  int op;
+  int state;              /* QUEUED until the handler has it; ABANDONED: the mount ended first */
+  fuse_req_t req;
+  double node;            /* the JavaScript id (0: the root, for the lookup of fwd_name) */
+  char *name;
+  uint64_t size;
+  int64_t off;
+  uint64_t fh;
+  int flags;
+  struct fwd *next;
+} fwd_t;
+
+static void free_fwd(fwd_t *f) { free(f->name); free(f); }
+
+/*
+ * Queues `f` to the handler (fwd_lock held: the thread-safe function is not finalized meanwhile;
+ * Node takes an item off its queue before call_js runs, without this lock, so the order of the
+ * two locks never inverts). False: nothing queued.
+ */
+static bool queue_locked(fs_t *fs, fwd_t *f) {
+  return !fs->tsfn_dead && napi_call_threadsafe_function(fs->tsfn, f, napi_tsfn_nonblocking) == napi_ok;
+}
+
+/* Queues a request to the handler; it answers by id (reply*), or it is answered EIO here if it cannot be queued. */
+static void forward(fuse_req_t req, int op, fuse_ino_t ino, const char *name, uint64_t size, int64_t off, uint64_t fh, int flags) {
+  fs_t *fs = fs_of(req);
+  fwd_t *f = calloc(1, sizeof(*f));
+  if (f == NULL || (name != NULL && (f->name = strdup(name)) == NULL)) { free(f); fuse_reply_err(req, ENOMEM); return; }
+  f->op = op; f->req = req; f->node = ino == FUSE_ROOT_ID ? 0 : JS_ID(ino);
+  f->size = size; f->off = off; f->fh = fh; f->flags = flags;
+  pthread_mutex_lock(&fs->fwd_lock);
+  do f->id = ++fs->fwd_next; while (f->id == 0);
+  bool queued = queue_locked(fs, f);
+  if (queued) { f->next = fs->fwds; fs->fwds = f; }
+  pthread_mutex_unlock(&fs->fwd_lock);
+  if (!queued) { free_fwd(f); fuse_reply_err(req, EIO); }
+}
+
+/* Queues a notice (F_GONE, F_FORGET): nothing to answer; dropped if it cannot be queued. */
+static void notice(fs_t *fs, int op, double node, uint64_t n) {
+  fwd_t *f = calloc(1, sizeof(*f));
+  if (f == NULL) return;
+  f->op = op; f->node = node; f->size = n;
+  pthread_mutex_lock(&fs->fwd_lock);
+  bool queued = queue_locked(fs, f);
+  pthread_mutex_unlock(&fs->fwd_lock);
+  if (!queued) free(f);
+}
+
+/* Takes request `id`, delivered to the handler and not answered yet (NULL: answered already, not delivered yet, or the mount ended). */
+static fwd_t *take_fwd(fs_t *fs, uint32_t id) {
+  pthread_mutex_lock(&fs->fwd_lock);
+  fwd_t **p = &fs->fwds;
+  while (*p != NULL && (*p)->id != id) p = &(*p)->next;
+  fwd_t *f = *p;
+  if (f != NULL && f->state == DELIVERED) *p = f->next;
+  else f = NULL;
+  pthread_mutex_unlock(&fs->fwd_lock);
+  return f;
+}
+
+static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value x;
+  napi_create_double(env, v, &x);
+  napi_set_named_property(env, obj, key, x);
+}
+
+/* On the JavaScript thread: hands a queued request to the handler as { op, id, node, name?, size?, offset?, fh?, flags? }. */
+static void call_js(napi_env env, napi_value handler, void *context, void *data) {
+  fs_t *fs = context;
+  fwd_t *f = data;
+  if (!IS_NOTICE(f->op)) {
+    pthread_mutex_lock(&fs->fwd_lock);
+    bool abandoned = f->state == ABANDONED;
+    if (!abandoned) f->state = DELIVERED;
+    pthread_mutex_unlock(&fs->fwd_lock);
+    if (abandoned) { free_fwd(f); return; }
+  }
+  if (env == NULL) { if (IS_NOTICE(f->op)) free_fwd(f); return; } /* torn down: unmount answered it */
+  napi_value obj, v, undef;
+  napi_create_object(env, &obj);
+  napi_create_string_utf8(env, fwd_ops[f->op], NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, obj, "op", v);
+  set_num(env, obj, "id", f->id);
+  set_num(env, obj, "node", f->node);
+  if (f->name != NULL) { napi_create_string_utf8(env, f->name, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, obj, "name", v); }
+  set_num(env, obj, "size", (double) f->size);
+  set_num(env, obj, "offset", (double) f->off);
+  set_num(env, obj, "fh", (double) f->fh);
+  set_num(env, obj, "flags", f->flags);
+  uint32_t id = f->id;
+  bool request = !IS_NOTICE(f->op);
+  if (!request) free_fwd(f);
+  napi_get_undefined(env, &undef);
+  napi_call_function(env, undef, handler, 1, &obj, NULL);
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending && request) {
+    /* The handler threw before answering: the request is answered EIO (never left hanging, holding
+       the kernel's directory lock), and the exception goes on, uncaught, to the process. */
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    fwd_t *g = take_fwd(fs, id);
+    if (g != NULL) { fuse_reply_err(g->req, EIO); free_fwd(g); }
+    napi_fatal_exception(env, err);
+  }
+}
+
+/* The attributes a handler gives: a Float64Array of 14 (mode, uid, gid, size, nlink, ino, rdev, blocks, atime s, ns, mtime s, ns, ctime s, ns). */
+#define STAT_FIELDS 14
+static void stat_from(const double *a, struct stat *st) {
+  memset(st, 0, sizeof(*st));
+  st->st_mode = (mode_t) a[0]; st->st_uid = (uid_t) a[1]; st->st_gid = (gid_t) a[2]; st->st_size = (off_t) a[3];
+  st->st_nlink = (nlink_t) a[4]; st->st_ino = (ino_t) a[5]; st->st_rdev = (dev_t) a[6]; st->st_blocks = (blkcnt_t) a[7];
+  st->st_blksize = 4096;
+  st->st_atim.tv_sec = (time_t) a[8]; st->st_atim.tv_nsec = (long) a[9];
+  st->st_mtim.tv_sec = (time_t) a[10]; st->st_mtim.tv_nsec = (long) a[11];
+  st->st_ctim.tv_sec = (time_t) a[12]; st->st_ctim.tv_nsec = (long) a[13];
+}
+
 
 /* Looks `name` up in `parent`: fills `e`, takes a lookup reference. Returns 0 or an errno. */
 static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *e) {
@@ -151,7 +283,7 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct
 
 static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
   fs_t *fs = fs_of(req);
-  if (IS_JS(ino)) return; /* the handler keeps its nodes */
+  if (IS_JS(ino)) { notice(fs, F_FORGET, JS_ID(ino), n); return; } /* the handler counts its nodes' lookups */
   inode_t *in = inode_of(req, ino);
   if (in == &fs->root) return;
   pthread_mutex_lock(&fs->lock);
@@ -166,108 +298,6 @@ static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
   pthread_mutex_unlock(&fs->lock);
 }
 
-
-/* ---------- requests forwarded to JavaScript ---------- */
-
-enum { F_LOOKUP, F_GETATTR, F_READLINK, F_OPENDIR, F_READDIR, F_RELEASEDIR, F_OPEN, F_READ, F_RELEASE, F_GETXATTR, F_LISTXATTR, F_GONE };
-static const char *const fwd_ops[] = { "lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "open", "read", "release", "getxattr", "listxattr", "gone" };
-enum { QUEUED, DELIVERED, ABANDONED };
-
-typedef struct fwd {
-  uint32_t id;
-  int op;
-  int state;              /* QUEUED until the handler has it; ABANDONED: the mount ended first */
-  fuse_req_t req;
-  double node;            /* the JavaScript id (0: the root, for the lookup of fwd_name) */
-  char *name;
-  uint64_t size;
-  int64_t off;
-  uint64_t fh;
-  int flags;
-  struct fwd *next;
-} fwd_t;
-
-static void free_fwd(fwd_t *f) { free(f->name); free(f); }
-
-/* Queues a request to the handler; it answers by id (reply*), or it is answered EIO here if it cannot be queued. */
-static void forward(fuse_req_t req, int op, fuse_ino_t ino, const char *name, uint64_t size, int64_t off, uint64_t fh, int flags) {
-  fs_t *fs = fs_of(req);
-  fwd_t *f = calloc(1, sizeof(*f));
-  if (f == NULL || (name != NULL && (f->name = strdup(name)) == NULL)) { free(f); fuse_reply_err(req, ENOMEM); return; }
-  f->op = op; f->req = req; f->node = ino == FUSE_ROOT_ID ? 0 : JS_ID(ino);
-  f->size = size; f->off = off; f->fh = fh; f->flags = flags;
-  pthread_mutex_lock(&fs->fwd_lock);
-  do f->id = ++fs->fwd_next; while (f->id == 0);
-  f->next = fs->fwds;
-  fs->fwds = f;
-  pthread_mutex_unlock(&fs->fwd_lock);
-  if (napi_call_threadsafe_function(fs->tsfn, f, napi_tsfn_nonblocking) != napi_ok) {
-    pthread_mutex_lock(&fs->fwd_lock);
-    fwd_t **p = &fs->fwds;
-    while (*p != NULL && *p != f) p = &(*p)->next;
-    if (*p == f) *p = f->next;
-    pthread_mutex_unlock(&fs->fwd_lock);
-    free_fwd(f);
-    fuse_reply_err(req, EIO);
-  }
-}
-
-/* Takes request `id` out of the unanswered ones (NULL: answered already, or the mount ended). */
-static fwd_t *take_fwd(fs_t *fs, uint32_t id) {
-  pthread_mutex_lock(&fs->fwd_lock);
-  fwd_t **p = &fs->fwds;
-  while (*p != NULL && (*p)->id != id) p = &(*p)->next;
-  fwd_t *f = *p;
-  if (f != NULL) *p = f->next;
-  pthread_mutex_unlock(&fs->fwd_lock);
-  return f;
-}
-
-static void set_num(napi_env env, napi_value obj, const char *key, double v) {
-  napi_value x;
-  napi_create_double(env, v, &x);
-  napi_set_named_property(env, obj, key, x);
-}
-
-/* On the JavaScript thread: hands a queued request to the handler as { op, id, node, name?, size?, offset?, fh?, flags? }. */
-static void call_js(napi_env env, napi_value handler, void *context, void *data) {
-  fs_t *fs = context;
-  fwd_t *f = data;
-  if (f->op != F_GONE) {
-    pthread_mutex_lock(&fs->fwd_lock);
-    bool abandoned = f->state == ABANDONED;
-    if (!abandoned) f->state = DELIVERED;
-    pthread_mutex_unlock(&fs->fwd_lock);
-    if (abandoned) { free_fwd(f); return; }
-  }
-  if (env == NULL) { if (f->op == F_GONE) free_fwd(f); return; } /* torn down: unmount answered it */
-  napi_value obj, v, undef;
-  napi_create_object(env, &obj);
-  napi_create_string_utf8(env, fwd_ops[f->op], NAPI_AUTO_LENGTH, &v);
-  napi_set_named_property(env, obj, "op", v);
-  set_num(env, obj, "id", f->id);
-  set_num(env, obj, "node", f->node);
-  if (f->name != NULL) { napi_create_string_utf8(env, f->name, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, obj, "name", v); }
-  set_num(env, obj, "size", (double) f->size);
-  set_num(env, obj, "offset", (double) f->off);
-  set_num(env, obj, "fh", (double) f->fh);
-  set_num(env, obj, "flags", f->flags);
-  if (f->op == F_GONE) free_fwd(f);
-  napi_get_undefined(env, &undef);
-  napi_call_function(env, undef, handler, 1, &obj, NULL);
-}
-
-/* The attributes a handler gives: a Float64Array of 14 (mode, uid, gid, size, nlink, ino, rdev, blocks, atime s, ns, mtime s, ns, ctime s, ns). */
-#define STAT_FIELDS 14
-static void stat_from(const double *a, struct stat *st) {
-  memset(st, 0, sizeof(*st));
-  st->st_mode = (mode_t) a[0]; st->st_uid = (uid_t) a[1]; st->st_gid = (gid_t) a[2]; st->st_size = (off_t) a[3];
-  st->st_nlink = (nlink_t) a[4]; st->st_ino = (ino_t) a[5]; st->st_rdev = (dev_t) a[6]; st->st_blocks = (blkcnt_t) a[7];
-  st->st_blksize = 4096;
-  st->st_atim.tv_sec = (time_t) a[8]; st->st_atim.tv_nsec = (long) a[9];
-  st->st_mtim.tv_sec = (time_t) a[10]; st->st_mtim.tv_nsec = (long) a[11];
-  st->st_ctim.tv_sec = (time_t) a[12]; st->st_ctim.tv_nsec = (long) a[13];
-}
 
 /* ---------- operations ---------- */
 
@@ -575,13 +605,7 @@ static void *loop_thread(void *arg) {
   s->loop_result = fuse_session_loop_mt(s->se, cfg);
   fuse_loop_cfg_destroy(cfg);
   /* Ended by the kernel (a plain umount), not by unmount(): the handler hears { op: 'gone' }. */
-  if (__atomic_load_n(&s->running, __ATOMIC_ACQUIRE) && s->fs.tsfn != NULL) {
-    fwd_t *f = calloc(1, sizeof(*f));
-    if (f != NULL) {
-      f->op = F_GONE;
-      if (napi_call_threadsafe_function(s->fs.tsfn, f, napi_tsfn_nonblocking) != napi_ok) free(f);
-    }
-  }
+  if (__atomic_load_n(&s->running, __ATOMIC_ACQUIRE) && s->fs.tsfn != NULL) notice(&s->fs, F_GONE, 0, 0);
   return NULL;
 }
 
@@ -601,7 +625,11 @@ static void unref_session(session_t *s) {
 
 static void tsfn_finalize(napi_env env, void *data, void *hint) {
   (void) env; (void) hint;
-  unref_session(data);
+  session_t *s = data;
+  pthread_mutex_lock(&s->fs.fwd_lock);
+  s->fs.tsfn_dead = true;
+  pthread_mutex_unlock(&s->fs.fwd_lock);
+  unref_session(s);
 }
 
 static void free_table(fs_t *fs) {
@@ -735,7 +763,7 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
     throw_errno(env, e, "pthread_create", s->mountpoint); free(s->mountpoint); s->mountpoint = NULL;
     goto fail;
   }
-  s->running = true;
+  __atomic_store_n(&s->running, true, __ATOMIC_RELEASE);
   /* Ready when the kernel's INIT is answered (what was granted is known then), 10 s at most. */
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
@@ -745,10 +773,10 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   bool inited = s->fs.inited;
   pthread_mutex_unlock(&s->fs.lock);
   if (!inited) {
-    s->running = false;
+    __atomic_store_n(&s->running, false, __ATOMIC_RELEASE);
     fuse_session_exit(s->se);
-    fuse_session_unmount(s->se);
     pthread_join(s->thread, NULL);
+    fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
     s->se = NULL;
     throw_errno(env, ETIMEDOUT, "mount (no INIT from the kernel within 10 s)", s->mountpoint);
@@ -782,10 +810,11 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   if (s == NULL) return NULL;
   if (s->fs.held) { s->fs.held = false; pthread_rwlock_unlock(&s->fs.apply); } /* requests in the loop finish, the loop ends */
   __atomic_store_n(&s->running, false, __ATOMIC_RELEASE);
+  /* The workers end first (libfuse cancels those waiting for a request; one serving finishes), with
+     the device still open: nothing is ever written to a closed (maybe reused) descriptor number. */
   fuse_session_exit(s->se);
-  fuse_session_unmount(s->se);
   pthread_join(s->thread, NULL);
-  /* Forwarded requests not answered yet are answered now (the kernel has gone; a late reply finds nothing). */
+  /* Forwarded requests not answered yet are answered now, on the live device; a late reply finds nothing. */
   pthread_mutex_lock(&s->fs.fwd_lock);
   fwd_t *f = s->fs.fwds;
   s->fs.fwds = NULL;
@@ -800,6 +829,7 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
     if (!queued) free_fwd(f);
     f = next;
   }
+  fuse_session_unmount(s->se); /* detaches the mount, closes the device: what the kernel still has in flight ends */
   fuse_session_destroy(s->se);
   s->se = NULL;
   free_table(&s->fs);
@@ -950,9 +980,10 @@ static napi_value m_reply_open(napi_env env, napi_callback_info info) {
   fi.flags = f->flags;
   __atomic_add_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
   /* Nothing kept from an earlier open: a name may stand for another snapshot by now. */
-  if (fuse_reply_open(f->req, &fi) != 0) __atomic_sub_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
+  bool ok = fuse_reply_open(f->req, &fi) == 0;
+  if (!ok) __atomic_sub_fetch(&fs->opens, 1, __ATOMIC_RELAXED); /* interrupted: no release will come, the handler frees its handle */
   free_fwd(f);
-  return answered(env, true);
+  return answered(env, ok);
 }
 
 /* replyBuf(session, id, buffer): a read's, getxattr's or listxattr's bytes (the handler fits them to the size asked). */
@@ -979,7 +1010,12 @@ static napi_value m_reply_buf(napi_env env, napi_callback_info info) {
   return answered(env, true);
 }
 
-/* replyDir(session, id, names: string[], nodes: number[], offsets: number[], attributes: Float64Array(14 * n)): entries from the offset asked, each with the offset after it, as many as fit. */
+/*
+ * replyDir(session, id, names: string[], nodes: number[], offsets: number[], attributes: Float64Array(14 * n)):
+ * entries from the offset asked, each with the offset after it (increasing, above the one asked),
+ * as many as fit; returns how many were sent (each but '.' and '..' is a lookup of its node), or
+ * false when there was nothing to answer.
+ */
 static napi_value m_reply_dir(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   fs_t *fs;
@@ -999,6 +1035,9 @@ static napi_value m_reply_dir(napi_env env, napi_callback_info info) {
   char *buf = malloc(f->size);
   if (buf == NULL) { fuse_reply_err(f->req, ENOMEM); free_fwd(f); return answered(env, true); }
   size_t used = 0;
+  uint32_t sent = 0;
+  double last = (double) f->off;
+  const char *bad = NULL;
   char name[NAME_MAX + 1];
   for (uint32_t i = 0; i < n; i++) {
     napi_value nv, iv, ov;
@@ -1007,21 +1046,33 @@ static napi_value m_reply_dir(napi_env env, napi_callback_info info) {
     napi_get_element(env, argv[2], i, &nv);
     napi_get_element(env, argv[3], i, &iv);
     napi_get_element(env, argv[4], i, &ov);
-    if (napi_get_value_string_utf8(env, nv, name, sizeof(name), &nl) != napi_ok || napi_get_value_double(env, iv, &node) != napi_ok ||
-        napi_get_value_double(env, ov, &next) != napi_ok) break;
+    if (napi_get_value_string_utf8(env, nv, name, sizeof(name), &nl) != napi_ok || nl == 0 || nl >= NAME_MAX || strlen(name) != nl || strchr(name, '/') != NULL) { bad = "a name"; break; }
+    bool dot = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+    if (napi_get_value_double(env, iv, &node) != napi_ok || !(dot || (node >= 1 && node < 9007199254740992.0 && node == (double) (uint64_t) node))) { bad = "a node (an integer >= 1; 0 for . and ..)"; break; }
+    if (napi_get_value_double(env, ov, &next) != napi_ok || !(next > last && next < 9007199254740992.0)) { bad = "an offset (increasing, above the one asked)"; break; }
     struct fuse_entry_param e;
     memset(&e, 0, sizeof(e));
     stat_from(attrs + (size_t) i * STAT_FIELDS, &e.attr);
-    bool dot = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
     if (!dot) { e.ino = ((fuse_ino_t) node << 1) | 1; e.attr_timeout = fs->timeout; e.entry_timeout = fs->timeout; }
     size_t need = fuse_add_direntry_plus(f->req, buf + used, f->size - used, name, &e, (off_t) next);
     if (need > f->size - used) break;
     used += need;
+    last = next;
+    sent++;
+  }
+  if (bad != NULL) {
+    fuse_reply_err(f->req, EIO); free(buf); free_fwd(f);
+    char msg[128];
+    snprintf(msg, sizeof(msg), "replyDir: entry %u is not %s", sent, bad);
+    napi_throw_type_error(env, NULL, msg);
+    return NULL;
   }
   fuse_reply_buf(f->req, buf, used);
   free(buf);
   free_fwd(f);
-  return answered(env, true);
+  napi_value v;
+  napi_create_uint32(env, sent, &v);
+  return v;
 }
 
 static napi_value init(napi_env env, napi_value exports) {

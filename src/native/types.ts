@@ -56,18 +56,24 @@ export interface LlAddon {
   replyOpen(session: LlSession, id: number, fh: number): boolean;
   /** Answers a read, readlink, getxattr or listxattr with bytes (an xattr request of size 0 gets their length; more than its size: ERANGE). */
   replyBuf(session: LlSession, id: number, data: Buffer): boolean;
-  /** Answers a readdir with entries from its offset, each with the offset that follows it (the next readdir's), as many as fit; '.' and '..' with node 0. */
-  replyDir(session: LlSession, id: number, names: string[], nodes: number[], offsets: number[], attributes: Float64Array): boolean;
+  /**
+   * Answers a readdir with entries from its offset, each with the offset that follows it (the next
+   * readdir's; increasing), as many as fit; '.' and '..' with node 0. Returns how many were sent:
+   * each sent entry but '.' and '..' is a lookup of its node (the kernel forgets it later).
+   */
+  replyDir(session: LlSession, id: number, names: string[], nodes: number[], offsets: number[], attributes: Float64Array): number | false;
 }
 
 /**
  * A request on the forwarded subtree (replicafs_ll). `node`: the handler's id of the inode it is
  * about (0: the mount's root, for the lookup of the forwarded name); `name` for lookup and
  * getxattr; `size` for read, readdir and the xattr calls (0: the length is asked); `offset` for
- * read and readdir; `fh` the handle replyOpen gave; `flags` the open flags.
+ * read and readdir; `fh` the handle replyOpen gave; `flags` the open flags. Notices, answered by
+ * nothing: 'forget' (the kernel drops `size` lookups of `node`: a successful replyEntry counts
+ * one, replyDir one per entry sent) and 'gone'.
  */
 export interface LlRequest {
-  op: 'lookup' | 'getattr' | 'readlink' | 'opendir' | 'readdir' | 'releasedir' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr' | 'gone'
+  op: 'lookup' | 'getattr' | 'readlink' | 'opendir' | 'readdir' | 'releasedir' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr' | 'gone' | 'forget'
   id: number
   node: number
   name?: string

@@ -296,8 +296,10 @@ export class SecondaryRvg {
     const before = this.applied.seq
     const deadline = Date.now() + SECONDARY_APPLY_SLICE_MS
     const readers = this.applied.seq < this.srl.lastSeq ? this.readers : null
-    readers?.hold()
+    let held = false
     try {
+      readers?.hold()
+      held = readers !== null
       while (this.applied.seq < this.srl.lastSeq && Date.now() < deadline) {
         if (this.stops.length > 0 && this.applied.seq >= this.stops[0].seq) break
         if (!this.step()) break
@@ -308,7 +310,7 @@ export class SecondaryRvg {
       this.fail(err as Error)
       return
     } finally {
-      readers?.release()
+      if (held) readers!.release()
     }
     if (this.applied.seq !== before) {
       this.onApplied?.(this.applied.seq)
