@@ -12,14 +12,14 @@ import os from 'node:os'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import { execFileSync, spawn } from 'node:child_process'
-import { loadLl, sys, LL_PASSTHROUGH, type LlSession, type LlRequest } from '../src/native'
+import { loadLl, sys, LL_PASSTHROUGH, LL_VOLATILE, type LlSession, type LlRequest } from '../src/native'
 
 const ll = loadLl()
 
 const mounted = (dir: string): boolean => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir)
 
 /** A source tree under a long directory name (the data directory's own path counts for nothing now), a mount point, and the session, all gone after `fn`. */
-async function withMount (fill: (src: string) => void, fn: (src: string, mnt: string, s: LlSession) => Promise<void> | void, flags = 0): Promise<void> {
+async function withMount (fill: (src: string) => void, fn: (src: string, mnt: string, s: LlSession) => Promise<void> | void, flags = 0, timeoutS = 1): Promise<void> {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-ll-'))
   const src = path.join(base, 'd'.repeat(200), 'e'.repeat(200))
   const mnt = path.join(base, 'm')
@@ -29,7 +29,7 @@ async function withMount (fill: (src: string) => void, fn: (src: string, mnt: st
   try {
     fill(src)
     try {
-      s = ll.mount(src, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll,subtype=replicafs', 1, flags)
+      s = ll.mount(src, mnt, 'ro,default_permissions,allow_other,fsname=replicafs-ll,subtype=replicafs', timeoutS, flags)
     } catch (err) {
       throw new Error(`cannot mount a FUSE file system with replicafs_ll at ${mnt} (needs root and /dev/fuse): ${(err as Error).message}`)
     }
@@ -294,6 +294,36 @@ test('a forwarded subtree: answered by the handler, late or at once, with errors
     fs.rmSync(base, { recursive: true, force: true })
     assert.not.ok(left, `no mount left at ${mnt}`)
   }
+})
+
+test('a volatile mount: attributes always fresh, names kept only until changed() (the kernel\'s epoch), nothing of a listing kept', async () => {
+  await withMount((src) => {
+    fs.mkdirSync(path.join(src, 'd'))
+    fs.writeFileSync(path.join(src, 'd', 'old'), 'x')
+  }, async (src, mnt, s) => {
+    assert.ok(ll.stats(s).epoch, 'Linux 6.18 has FUSE epochs (7.44)')
+    const old = path.join(mnt, 'd', 'old')
+    assert.is(fs.statSync(old).size, 1)
+    // An attribute changed behind the mount is seen at once (none is kept).
+    fs.writeFileSync(path.join(src, 'd', 'old'), 'xyz')
+    assert.is(fs.statSync(old).size, 3)
+    // A name removed behind the mount without changed(): the kernel still has it (kept 60 s) ...
+    ll.hold(s)
+    fs.renameSync(path.join(src, 'd', 'old'), path.join(src, 'd', 'new'))
+    ll.release(s)
+    assert.ok(fs.existsSync(old), 'the kernel kept the name: this is what changed() is for')
+    // ... and after changed(), made under hold() as an apply slice does, it is gone.
+    ll.hold(s)
+    fs.renameSync(path.join(src, 'd', 'new'), path.join(src, 'd', 'newer'))
+    assert.ok(ll.changed(s))
+    ll.release(s)
+    assert.not.ok(fs.existsSync(old), 'the renamed name is gone')
+    assert.not.ok(fs.existsSync(path.join(mnt, 'd', 'new')))
+    assert.is(fs.readFileSync(path.join(mnt, 'd', 'newer'), 'utf8'), 'xyz')
+    // A listing is never kept: a name added behind the mount shows at the next readdir.
+    fs.writeFileSync(path.join(src, 'd', 'added'), '')
+    assert.equal(fs.readdirSync(path.join(mnt, 'd')).sort(), ['added', 'newer'])
+  }, LL_PASSTHROUGH | LL_VOLATILE, 60)
 })
 
 test('mount refuses a missing source or mount point with its errno; unmount twice is refused', () => {

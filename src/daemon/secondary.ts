@@ -262,7 +262,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
       await adapter.mount()
     }
     const a = adapter ?? handover?.adapter
-    if (a?.hold !== undefined && a.release !== undefined) rvg.readers = { hold: () => a.hold!(), release: () => a.release!() }
+    if (a?.hold !== undefined && a.release !== undefined) rvg.readers = { hold: () => a.hold!(), release: () => a.release!(), changed: () => a.changed?.() }
     sys.cloexecFrom(3)
     const tasksIbc = ibc
     const applier = rvg
@@ -290,6 +290,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
       names: () => theSnaps.names(),
       preserver: { get active () { return theSnaps.latest !== null }, beforeApply: (rec) => theSnaps.beforeApply(rec) }
     })
+    sync.onChanged = () => adapter?.changed?.()
     // Online verify: its snapshot is taken between the records it names (SecondaryRvg.at).
     verify = new VerifyResponder({
       takeAt: async (seq, name) => {

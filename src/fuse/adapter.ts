@@ -71,6 +71,8 @@ export interface MountAdapter {
   /** Readers of the tree wait from hold() to release() (a Secondary's apply slice); absent: they share the event loop with it. */
   hold?: () => void
   release?: () => void
+  /** The daemon changed names in the tree (before release()): names the kernel keeps are dropped. */
+  changed?: () => void
 }
 
 export class FuseAdapter implements MountAdapter {

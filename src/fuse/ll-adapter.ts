@@ -35,6 +35,12 @@ export function llUnavailable (): string | null {
 }
 
 const STAT_FIELDS = 14
+/**
+ * How long the kernel keeps a name it looked up (where it has epochs: changed() drops them all
+ * whenever the daemon changes names). Short on purpose: were a change of names ever made without
+ * changed(), a stale name would last this long at most.
+ */
+const NAME_TIMEOUT_S = 1
 const NS = 1_000_000_000n
 
 function putTime (a: Float64Array, i: number, ns: bigint): void {
@@ -95,7 +101,7 @@ export class LlAdapter implements MountAdapter {
     const user = this.options.mountOptions
     const opts = ['ro', 'default_permissions', 'allow_other', 'fsname=replicafs', 'subtype=replicafs', ...(user?.libfuse ?? [])].join(',')
     try {
-      this.session = ll.mount(this.data, this.mnt, opts, 0, LL_PASSTHROUGH | LL_VOLATILE, SNAPDIR.slice(1), (req) => this.handle(req))
+      this.session = ll.mount(this.data, this.mnt, opts, NAME_TIMEOUT_S, LL_PASSTHROUGH | LL_VOLATILE, SNAPDIR.slice(1), (req) => this.handle(req))
     } catch (err) {
       throw new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${(err as Error).message}`, { cause: err })
     }
@@ -111,6 +117,8 @@ export class LlAdapter implements MountAdapter {
 
   /** Requests that read the tree wait from here to release(): the apply slice runs in between. */
   hold (): void { if (this.session !== null) loadLl().hold(this.session) }
+  /** Names changed (an apply slice with other records than writes, a synchronization's batch): the kernel drops every name it keeps. */
+  changed (): void { if (this.session !== null) loadLl().changed(this.session) }
   release (): void { if (this.session !== null) loadLl().release(this.session) }
 
   serve (_rvg: AdapterRvg, readOnly: boolean): void {

@@ -73,6 +73,7 @@ typedef struct {
   bool want_passthrough;  /* asked for (mount flag 1) */
   bool passthrough;       /* and granted by the kernel (INIT) */
   bool volatile_tree;     /* the tree changes under the mount (mount flag 2): nothing cached across opens */
+  bool epoch;             /* the kernel has FUSE_NOTIFY_INC_EPOCH (7.44, Linux 6.16): changed() invalidates every name */
   uint64_t reads;         /* READ requests answered here (not by the kernel from a backing file) */
   bool inited;            /* INIT answered: the mount serves (mount() waits for it) */
   pthread_cond_t init_cond;
@@ -103,6 +104,18 @@ typedef struct {
 } fs_t;
 
 #define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
+
+/*
+ * Timeouts. A volatile tree (a Secondary's) caches no attributes (every stat asks: the apply
+ * changes them), and names only where the kernel can be told to drop them all at once: a LOOKUP's
+ * entry is kept `timeout` seconds when the kernel has epochs (changed() bumps the epoch after
+ * every apply slice that changed names; a lookup that began before the bump is invalid after it),
+ * else not at all. Entries from READDIRPLUS, which the kernel stamps with the epoch when it links
+ * them (after the reply, maybe after a bump), and the forwarded nodes, are never kept.
+ */
+#define ATTR_TIMEOUT(fs) ((fs)->volatile_tree ? 0.0 : (fs)->timeout)
+#define LOOKUP_TIMEOUT(fs) (!(fs)->volatile_tree ? (fs)->timeout : (fs)->epoch ? (fs)->timeout : 0.0)
+#define LISTED_TIMEOUT(fs) ((fs)->volatile_tree ? 0.0 : (fs)->timeout)
 #define JS_ID(ino) ((double) ((ino) >> 1))
 
 static size_t bucket_of(dev_t dev, ino_t ino) {
@@ -252,8 +265,8 @@ static void stat_from(const double *a, struct stat *st) {
 static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *e) {
   fs_t *fs = fs_of(req);
   memset(e, 0, sizeof(*e));
-  e->attr_timeout = fs->timeout;
-  e->entry_timeout = fs->timeout;
+  e->attr_timeout = ATTR_TIMEOUT(fs);
+  e->entry_timeout = LOOKUP_TIMEOUT(fs);
   int fd = openat(inode_of(req, parent)->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno;
   if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { int err = errno; close(fd); return err; }
@@ -306,6 +319,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
   /* FUSE passthrough (Linux 6.9+, CAP_SYS_ADMIN): the kernel reads an open file's backing file
      itself, no request reaches us. Refused: every read is served here, as without it. */
   if (fs->want_passthrough) fs->passthrough = fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH);
+  fs->epoch = conn->proto_major > 7 || (conn->proto_major == 7 && conn->proto_minor >= 44);
   pthread_mutex_lock(&fs->lock);
   fs->inited = true;
   pthread_cond_broadcast(&fs->init_cond);
@@ -343,7 +357,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   if (IS_JS(ino)) { forward(req, F_GETATTR, ino, NULL, 0, 0, 0, 0); return; }
   struct stat st;
   if (fstatat(inode_of(req, ino)->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { fuse_reply_err(req, errno); return; }
-  fuse_reply_attr(req, &st, fs_of(req)->timeout);
+  fuse_reply_attr(req, &st, ATTR_TIMEOUT(fs_of(req)));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -413,6 +427,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
       int lerr = do_lookup(req, ino, name, &e);
       if (lerr == ENOENT) { d->entry = NULL; d->offset = next; continue; } /* gone meanwhile */
       if (lerr != 0) { err = lerr; break; }
+      e.entry_timeout = LISTED_TIMEOUT(fs);
       n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, next);
       if (n > size - used) { forget_one(req, e.ino, 1); break; } /* did not fit: not passed, so not referenced */
     }
@@ -865,6 +880,26 @@ static napi_value m_release(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * changed(session) -> boolean: the daemon changed names in the tree (an apply slice, a
+ * synchronization's batch): every name the kernel keeps is dropped (the epoch goes up; a lookup
+ * that began before is invalid after). Call it before release(), so no reader sees a kept name in
+ * between. False: the kernel has no epochs (names were never kept), or the notice failed, after
+ * which no name is kept any more.
+ */
+static napi_value m_changed(napi_env env, napi_callback_info info) {
+  session_t *s = session_arg(env, info, "changed(session)");
+  if (s == NULL) return NULL;
+  bool ok = false;
+  if (s->fs.epoch) {
+    ok = fuse_lowlevel_notify_increment_epoch(s->se) == 0;
+    if (!ok) s->fs.epoch = false;
+  }
+  napi_value v;
+  napi_get_boolean(env, ok, &v);
+  return v;
+}
+
 /* stats(session) -> { passthrough, reads, waiting }: whether the kernel granted passthrough, READ requests served here, requests waiting for hold() to end. */
 static napi_value m_stats(napi_env env, napi_callback_info info) {
   session_t *s = session_arg(env, info, "stats(session)");
@@ -879,6 +914,8 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "waiting", v);
   napi_create_double(env, (double) __atomic_load_n(&s->fs.opens, __ATOMIC_RELAXED), &v);
   napi_set_named_property(env, r, "opens", v);
+  napi_get_boolean(env, s->fs.epoch, &v);
+  napi_set_named_property(env, r, "epoch", v);
   return r;
 }
 
@@ -946,8 +983,8 @@ static napi_value m_reply_entry(napi_env env, napi_callback_info info) {
     return NULL;
   }
   e.ino = ((fuse_ino_t) node << 1) | 1;
-  e.attr_timeout = fs->timeout;
-  e.entry_timeout = fs->timeout;
+  e.attr_timeout = ATTR_TIMEOUT(fs);
+  e.entry_timeout = LISTED_TIMEOUT(fs);
   fuse_reply_entry(f->req, &e);
   free_fwd(f);
   return answered(env, true);
@@ -961,7 +998,7 @@ static napi_value m_reply_attr(napi_env env, napi_callback_info info) {
   if (f == NULL) return answered(env, false);
   struct stat st;
   if (!get_stat(env, argv[2], &st)) { fuse_reply_err(f->req, EIO); free_fwd(f); return NULL; }
-  fuse_reply_attr(f->req, &st, fs->timeout);
+  fuse_reply_attr(f->req, &st, ATTR_TIMEOUT(fs));
   free_fwd(f);
   return answered(env, true);
 }
@@ -1053,7 +1090,7 @@ static napi_value m_reply_dir(napi_env env, napi_callback_info info) {
     struct fuse_entry_param e;
     memset(&e, 0, sizeof(e));
     stat_from(attrs + (size_t) i * STAT_FIELDS, &e.attr);
-    if (!dot) { e.ino = ((fuse_ino_t) node << 1) | 1; e.attr_timeout = fs->timeout; e.entry_timeout = fs->timeout; }
+    if (!dot) { e.ino = ((fuse_ino_t) node << 1) | 1; e.attr_timeout = ATTR_TIMEOUT(fs); e.entry_timeout = LISTED_TIMEOUT(fs); }
     size_t need = fuse_add_direntry_plus(f->req, buf + used, f->size - used, name, &e, (off_t) next);
     if (need > f->size - used) break;
     used += need;
@@ -1091,6 +1128,7 @@ static napi_value init(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } more[] = {
     { "replyErr", m_reply_err }, { "replyEntry", m_reply_entry }, { "replyAttr", m_reply_attr },
     { "replyOpen", m_reply_open }, { "replyBuf", m_reply_buf }, { "replyDir", m_reply_dir },
+    { "changed", m_changed },
   };
   for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
     napi_create_function(env, more[i].name, NAPI_AUTO_LENGTH, more[i].fn, NULL, &f);

@@ -37,7 +37,13 @@ export interface LlAddon {
   /** Unmounts (lazily: a busy mount goes with its last user), waits for the loop to end, frees its inodes. Returns the loop's result (0). */
   unmount(session: LlSession): number;
   /** Whether the kernel granted FUSE passthrough, and how many READ requests were served (not read by the kernel from a backing file). */
-  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number };
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean };
+  /**
+   * The daemon changed names in the tree: on a volatile mount every name the kernel keeps is
+   * dropped (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+; a lookup begun before is invalid after). Call it
+   * before release(). False: the kernel has no epochs (a volatile mount then keeps no name at all).
+   */
+  changed(session: LlSession): boolean;
   /**
    * Waits for the requests reading the tree to finish and keeps new ones waiting (`waiting` in
    * stats) until release(): a change made in between (a Secondary's apply slice) is never seen half
@@ -85,7 +91,12 @@ export interface LlRequest {
 
 /** replicafs_ll mount flag: FUSE passthrough for opens. */
 export const LL_PASSTHROUGH = 1
-/** replicafs_ll mount flag: the tree changes under the mount (a Secondary's apply): no page cache kept across opens, direct I/O without passthrough, no cached listings. */
+/**
+ * replicafs_ll mount flag: the tree changes under the mount (a Secondary's apply): no attributes
+ * cached, names from LOOKUP kept `timeoutSeconds` only where the kernel has epochs (changed()),
+ * none from READDIRPLUS, no page cache kept across opens, direct I/O without passthrough, no
+ * cached listings.
+ */
 export const LL_VOLATILE = 2
 
 export interface SysAddon {

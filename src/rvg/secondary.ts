@@ -99,7 +99,9 @@ export class SecondaryRvg {
    * requests on its own threads): each slice holds them off while it changes the data directory,
    * so a reader sees the tree between two records (write-order fidelity), never inside one.
    */
-  readers: { hold: () => void, release: () => void } | null = null
+  readers: { hold: () => void, release: () => void, changed: () => void } | null = null
+  /** The slice applied a record other than a write (names may have changed: readers.changed()). */
+  private namesChanged = false
   /** Called after each apply slice that moved the applied position (the data ack). */
   onApplied?: (seq: number) => void
   onFatal?: (err: Error) => void
@@ -310,7 +312,11 @@ export class SecondaryRvg {
       this.fail(err as Error)
       return
     } finally {
-      if (held) readers!.release()
+      if (held) {
+        if (this.namesChanged) readers!.changed()
+        readers!.release()
+      }
+      this.namesChanged = false
     }
     if (this.applied.seq !== before) {
       this.onApplied?.(this.applied.seq)
@@ -366,6 +372,7 @@ export class SecondaryRvg {
     // this record (idempotent on its own) and the writes after it, never at writes before it,
     // which a later rename or unlink would make unsafe to repeat.
     if (record.type !== RecordType.WRITE) {
+      this.namesChanged = true
       this.writeCursor()
       this.dataCursor.intend(this.lastChange, seq, record.type, record.meta)
     }

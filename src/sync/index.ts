@@ -166,8 +166,15 @@ export class SyncReceiver {
   /** A frame has arrived (it is applied after those before it): read ahead for it. */
   received (m: SyncMessage): void { this.target.received(m) }
 
+  /** The mount is told after each frame applied (names the kernel keeps are dropped: src/fuse/ll-adapter.ts). */
+  onChanged: (() => void) | null = null
+
   async apply (m: SyncMessage): Promise<SyncSums[]> {
-    return await this.target.apply(m)
+    try {
+      return await this.target.apply(m)
+    } finally {
+      this.onChanged?.()
+    }
   }
 
   async finish (seq: number): Promise<void> {
