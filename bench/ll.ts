@@ -13,8 +13,9 @@
  *   ll+pt the same with FUSE passthrough (the kernel reads open files from their backing files)
  *   sec compat  a Secondary daemon's mount over the directory, `--fuse compat` (fuse-native:
  *         direct_io, zero timeouts: what a Secondary mount was before issue 14)
- *   sec ll  a Secondary daemon's mount, `--fuse ll` (the default: volatile, so zero timeouts and
- *         nothing cached across opens, FUSE passthrough for opens)
+ *   sec ll  a Secondary daemon's mount, `--fuse ll` (the default: volatile, so no attributes kept,
+ *         looked-up names kept until the apply changes names, nothing cached across opens; FUSE
+ *         passthrough for opens)
  * (The Secondaries are started with `--sync-existing` over the directory and no Primary, so they
  * serve it as it is.)
  * Workloads: `ls -lR` (entries per second), `cat` of the big file with the page cache dropped
