@@ -261,8 +261,9 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
       adapter.snapshots = snapshotSource(snaps)
       await adapter.mount()
     }
-    const a = adapter ?? handover?.adapter
-    if (a?.hold !== undefined && a.release !== undefined) rvg.readers = { hold: () => a.hold!(), release: () => a.release!(), changed: () => a.changed?.() }
+    // A transport whose readers do not share the event loop with the apply (replicafs_ll) holds them off each slice.
+    const a = adapter!
+    if (a.hold !== undefined && a.release !== undefined) rvg.readers = { hold: () => a.hold!(), release: () => a.release!(), changed: () => a.changed?.() }
     sys.cloexecFrom(3)
     const tasksIbc = ibc
     const applier = rvg
