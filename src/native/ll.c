@@ -976,7 +976,7 @@ static napi_value m_reply_entry(napi_env env, napi_callback_info info) {
   double node = 0;
   struct fuse_entry_param e;
   memset(&e, 0, sizeof(e));
-  if (napi_get_value_double(env, argv[2], &node) != napi_ok || !(node >= 1 && node < 9007199254740992.0) || !get_stat(env, argv[3], &e.attr)) {
+  if (napi_get_value_double(env, argv[2], &node) != napi_ok || !(node >= 1 && node < 9007199254740992.0 && node == (double) (uint64_t) node) || !get_stat(env, argv[3], &e.attr)) {
     fuse_reply_err(f->req, EIO); free_fwd(f);
     bool pending = false; napi_is_exception_pending(env, &pending);
     if (!pending) napi_throw_type_error(env, NULL, "node must be an integer >= 1");
