@@ -84,19 +84,25 @@ t('--fuse ll: the tree, passthrough reads, hard links as one inode, snapshots un
     try { fs.writeFileSync(path.join(snap, 'a'), 'x'); assert.unreachable('a write into a snapshot') } catch (err) { assert.is((err as NodeJS.ErrnoException).code, 'EROFS') }
     try { fs.statSync(path.join(sm, '.snapshots', 'nope')); assert.unreachable('no such snapshot') } catch (err) { assert.is((err as NodeJS.ErrnoException).code, 'ENOENT') }
     // A name the kernel keeps (looked up just now) is dropped by the slice that renames it: the
-    // apply bumps the kernel's epoch. (Kept names last 1 s: the check is timed from the lookup, so
-    // a run slower than that says so rather than passing on an expired name.)
-    await fsp.writeFile(path.join(pm, 'moving'), 'm')
-    await pair.caughtUp()
-    const looked = Date.now()
-    assert.ok(fs.existsSync(path.join(sm, 'moving')))
-    await fsp.rename(path.join(pm, 'moving'), path.join(pm, 'moved'))
-    await pair.caughtUp()
-    const gone = !fs.existsSync(path.join(sm, 'moving'))
-    const elapsed = Date.now() - looked
-    assert.ok(elapsed < 1000, `the rename replicated within the 1 s a name is kept (took ${elapsed} ms): this check would prove nothing`)
-    assert.ok(gone, `the renamed name is gone from the Secondary's mount ${elapsed} ms after it was looked up`)
-    assert.ok(fs.existsSync(path.join(sm, 'moved')))
+    // apply bumps the kernel's epoch. Kept names last 1 s, so only a round (lookup, rename,
+    // replicated, check) done within that proves anything: a slower round is tried again.
+    let proved = false
+    for (let round = 0; round < 5 && !proved; round++) {
+      const [from, to] = [`moving-${round}`, `moved-${round}`]
+      await fsp.writeFile(path.join(pm, from), 'm')
+      await pair.caughtUp()
+      const looked = Date.now()
+      assert.ok(fs.existsSync(path.join(sm, from)))
+      await fsp.rename(path.join(pm, from), path.join(pm, to))
+      await pair.caughtUp()
+      const gone = !fs.existsSync(path.join(sm, from))
+      const elapsed = Date.now() - looked
+      if (elapsed >= 1000) continue
+      assert.ok(gone, `the renamed name is gone from the Secondary's mount ${elapsed} ms after it was looked up`)
+      assert.ok(fs.existsSync(path.join(sm, to)))
+      proved = true
+    }
+    assert.ok(proved, 'no round replicated a rename within the 1 s a name is kept: the check proved nothing')
 
     await waitFor(async () => ((await pair.secondary.status()) as SecondaryStatus & FuseStatus).fuse.openFiles === 0, { timeoutMs: 10_000, what: 'every handle released' })
   } finally {
