@@ -287,17 +287,13 @@ test('by difference: hashes taken of a file that a later frame made anew are not
     assert.is(answers.length, 1, 'the big file differs: its hashes go back')
     // Before the source answers, the target's file changes (as a full entry of it would make
     // it): its first chunk, which matched when hashed, no longer does.
-    const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
-    fs.writeSync(fd, Buffer.alloc(1000, 9), 0, 1000, 0)
-    fs.closeSync(fd)
+    pwrite(path.join(b, 'a/b/big'), Buffer.alloc(1000, 9), 0)
     for (const r of answers) src.want(wire(r))
     await pump(src, dst)
     assert.is(src.complete, true)
     await assertSame(a, b)
   }, { diff: true, checksum: true }, (a, b) => {
-    const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
-    fs.writeSync(fd, Buffer.alloc(1000, 8), 0, 1000, 900_000) // chunk 3 differs, the rest matches
-    fs.closeSync(fd)
+    pwrite(path.join(b, 'a/b/big'), Buffer.alloc(1000, 8), 900_000) // chunk 3 differs, the rest matches
   })
 })
 
@@ -309,17 +305,13 @@ test('every chunk compared: the Primary\'s own hashes, read ahead, are used only
     while (ours.get('/a/b/big')?.done === false) await new Promise<void>((resolve) => { src.wake = resolve })
     // then its first chunk changes behind its back (no record marks it): those hashes say
     // chunk 0 matches the target's; the file they were taken of is gone, so they are not used.
-    const fd = fs.openSync(path.join(a, 'a/b/big'), 'r+')
-    fs.writeSync(fd, Buffer.alloc(1000, 5), 0, 1000, 10)
-    fs.closeSync(fd)
+    pwrite(path.join(a, 'a/b/big'), Buffer.alloc(1000, 5), 10)
     for (const r of answers) src.want(wire(r))
     await pump(src, dst)
     assert.is(src.complete, true)
     await assertSame(a, b)
   }, { diff: true, checksum: true }, (a, b) => {
-    const fd = fs.openSync(path.join(b, 'a/b/big'), 'r+')
-    fs.writeSync(fd, Buffer.alloc(1000, 8), 0, 1000, 900_000) // chunk 3 differs, the rest matches
-    fs.closeSync(fd)
+    pwrite(path.join(b, 'a/b/big'), Buffer.alloc(1000, 8), 900_000) // chunk 3 differs, the rest matches
   })
 })
 
@@ -361,11 +353,15 @@ test('a directory with more names than one SYNC_DIR carries is closed by several
   })
 })
 
+/** Writes `data` at `o` of `file`, behind everyone's back. */
+function pwrite (file: string, data: Buffer, o: number): void {
+  const fd = fs.openSync(file, 'r+')
+  try { fs.writeSync(fd, data, 0, data.length, o) } finally { fs.closeSync(fd) }
+}
+
 /** Writes `data` at `o` of file `f` under `root`, and marks it on `src` as the WRITE record `seq` would. */
 function writeAt (root: string, src: SyncSource, seq: number, p: string, o: number, data: Buffer): void {
-  const fd = fs.openSync(path.join(root, p), 'r+')
-  fs.writeSync(fd, data, 0, data.length, o)
-  fs.closeSync(fd)
+  pwrite(path.join(root, p), data, o)
   src.mark({ type: RecordType.WRITE, seq, meta: { p, o }, data })
 }
 

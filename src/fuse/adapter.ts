@@ -75,6 +75,20 @@ export interface MountAdapter {
   changed?: () => void
 }
 
+/**
+ * Per-mount flags libfuse cannot set at mount (strictatime, nodiratime): all of them at once, on
+ * the mount just made; if the kernel refuses, the mount goes and the error says why.
+ */
+export async function applyRemountFlags (adapter: MountAdapter, mnt: string, user: MountOptions | undefined): Promise<void> {
+  if (user?.remountFlags === undefined) return
+  try {
+    sys.remountBind(mnt, user.remountFlags)
+  } catch (err) {
+    await adapter.unmount()
+    throw new ReplError('FUSE_UNAVAILABLE', `cannot set the mount options of ${mnt}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
 export class FuseAdapter implements MountAdapter {
   readonly writable = true
   readonly transport = 'compat'
@@ -126,15 +140,7 @@ export class FuseAdapter implements MountAdapter {
     }
     await new Promise<void>((resolve, reject) => fuse.mount((err) => err ? reject(new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${err.message}`, { cause: err })) : resolve()))
     this.fuse = fuse
-    // Per-mount flags libfuse 2 cannot set (strictatime, nodiratime): all of them at once, now.
-    if (user?.remountFlags !== undefined) {
-      try {
-        sys.remountBind(this.mnt, user.remountFlags)
-      } catch (err) {
-        await this.unmount()
-        throw new ReplError('FUSE_UNAVAILABLE', `cannot set the mount options of ${this.mnt}: ${(err as Error).message}`, { cause: err })
-      }
-    }
+    await applyRemountFlags(this, this.mnt, user)
   }
 
   /**

@@ -16,9 +16,9 @@
  * Serving read-write is not this transport's yet (the journaled Primary is the plan in
  * docs/ARCHITECTURE.md): a takeover unmounts it and mounts the compat transport (src/daemon/primary.ts).
  */
-import { loadLl, sys, LL_PASSTHROUGH, LL_VOLATILE, type LlSession, type LlRequest } from '../native'
+import { loadLl, LL_PASSTHROUGH, LL_VOLATILE, type LlSession, type LlRequest } from '../native'
 import { SnapshotTree, SNAPDIR, type SnapshotSource, type SnapshotStat } from './snapshots'
-import type { AdapterOptions, AdapterRvg, MountAdapter } from './adapter'
+import { applyRemountFlags, type AdapterOptions, type AdapterRvg, type MountAdapter } from './adapter'
 import { errnoFor, ReplError } from '../errors'
 
 /**
@@ -105,14 +105,7 @@ export class LlAdapter implements MountAdapter {
     } catch (err) {
       throw new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${(err as Error).message}`, { cause: err })
     }
-    if (user?.remountFlags !== undefined) {
-      try {
-        sys.remountBind(this.mnt, user.remountFlags)
-      } catch (err) {
-        await this.unmount()
-        throw new ReplError('FUSE_UNAVAILABLE', `cannot set the mount options of ${this.mnt}: ${(err as Error).message}`, { cause: err })
-      }
-    }
+    await applyRemountFlags(this, this.mnt, user)
   }
 
   /** Requests that read the tree wait from here to release(): the apply slice runs in between. */
