@@ -15,6 +15,7 @@ import { parseRate } from '../rlink/rate'
 import { SRLPROT_VALUES, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { ReplError } from '../errors'
 import { parseMountOptions } from '../fuse/mount-options'
+import { FUSE_TRANSPORTS, type FuseTransport } from '../fuse/adapter'
 import { SRL_BYTES_DEFAULT, SRL_BYTES_MIN, SRL_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES, DAEMON_READY_TIMEOUT_MS } from '../limits'
 
 export const RDS_DEFAULT = 'replicafs'
@@ -33,6 +34,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   'max-lag': { type: 'string', arg: 'SECONDS', help: 'latency protection (VVR\'s latencyprot, in seconds): while a connected Secondary that is\napplying is more than SECONDS behind, writers wait for it before their reply (default 0: off)' },
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
+  fuse: { type: 'string', arg: 'TRANSPORT', help: 'the mount\'s FUSE transport: compat (fuse-native, libfuse 2; the default for now) or ll\n(libfuse 3\'s low-level API in replicafs\'s addon: reads served in C, changes journaled\nas with compat)' },
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
   'tls-cert': { type: 'string', arg: 'FILE', help: 'TLS on the RLINK (TLS 1.3, mutual): this host\'s certificate (PEM), signed by --tls-ca;\nwith --tls-key and --tls-ca, on both ends (the secret stays a second factor)' },
   'tls-key': { type: 'string', arg: 'FILE', help: 'the private key of --tls-cert (PEM, unencrypted, mode 0600)' },
@@ -52,15 +54,16 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   mount: PRIMARY_FLAGS.mount,
   state: { type: 'string', arg: 'DIR', help: 'the state directory: control socket, daemon.log' },
   'mount-options': PRIMARY_FLAGS['mount-options'],
+  fuse: PRIMARY_FLAGS.fuse,
   daemon: PRIMARY_FLAGS.daemon,
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary [--config FILE] --data DIR --mount DIR --state DIR [--srl-size BYTES] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--compress zstd|off] [--bandwidth-limit RATE]',
+export const PRIMARY_HELP = helpText('replicafs primary [--config FILE] --data DIR --mount DIR --state DIR [--srl-size BYTES] [--fuse compat|ll] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--compress zstd|off] [--bandwidth-limit RATE]',
   'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
-export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mount DIR --state DIR [--daemon] [-o OPT,...]',
+export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mount DIR --state DIR [--fuse compat|ll] [--daemon] [-o OPT,...]',
   'A bare FUSE passthrough with no SRL: the same adapter as the Primary without the journal.\nIt exists as the benchmark baseline (bench/).',
   PASSTHROUGH_FLAGS)
 
@@ -111,6 +114,13 @@ export function rdsOf (command: string, values: Record<string, unknown>): string
   return rds
 }
 
+/** --fuse TRANSPORT, checked (undefined: the default). */
+export function fuseTransportOf (command: string, value: unknown): FuseTransport | undefined {
+  if (value === undefined) return undefined
+  if (typeof value === 'string' && (FUSE_TRANSPORTS as readonly string[]).includes(value)) return value as FuseTransport
+  throw new ReplError('USAGE', `replicafs ${command}: --fuse ${String(value)} is not a transport (${FUSE_TRANSPORTS.join(' or ')})`)
+}
+
 export async function primaryCommand (argv: string[], journal: boolean): Promise<number> {
   const command = journal ? 'primary' : 'passthrough'
   const flags = journal ? PRIMARY_FLAGS : PASSTHROUGH_FLAGS
@@ -138,6 +148,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
   const listen = typeof values.listen === 'string' ? parseAddress(values.listen, 'listen') : undefined
   if (listen !== undefined && secretFile === null) throw new ReplError('USAGE', `replicafs ${command}: --listen needs --secret-file (peers are authenticated with it)`)
   const mountOptions = parseMountOptions(command, (values['mount-options'] as string[] | undefined) ?? [], false)
+  const fuse = fuseTransportOf(command, values.fuse)
   const metrics = typeof values.metrics === 'string' ? parseAddress(values.metrics, 'metrics', true) : undefined
   const logFormat = logFormatOf(command, values)
   const tls = journal ? tlsOf(command, values) : null
@@ -152,6 +163,7 @@ export async function primaryCommand (argv: string[], journal: boolean): Promise
     data, mount, state, srlBytes, journal, retain: values.retain === true, secondaries, secretFile, synchronous, srlprot, maxLag, rds,
     taskDir: typeof values['task-dir'] === 'string' ? path.resolve(values['task-dir']) : undefined,
     mountOptions,
+    fuse,
     listen,
     metrics,
     tls,

@@ -4,12 +4,11 @@
  */
 import path from 'node:path'
 import { parse, required, helpText, type FlagSpec } from './args'
-import { detach, runForeground, srlSizeOf, rdsOf, isDaemonChild, logFormatOf, tlsOf, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
+import { detach, runForeground, srlSizeOf, rdsOf, isDaemonChild, logFormatOf, tlsOf, fuseTransportOf, RDS_DEFAULT, PRIMARY_FLAGS } from './primary'
 import { runSecondary } from '../daemon'
 import { parseAddress, readSecret } from '../rlink/common'
 import { ReplError } from '../errors'
 import { parseMountOptions } from '../fuse/mount-options'
-import { FUSE_TRANSPORTS, type FuseTransport } from '../fuse/adapter'
 
 export const SECONDARY_FLAGS: FlagSpec = {
   data: { type: 'string', arg: 'DIR', help: 'the replicated data directory (empty for a new Secondary; written only by replication)' },
@@ -38,13 +37,6 @@ export const SECONDARY_FLAGS: FlagSpec = {
 export const SECONDARY_HELP = helpText('replicafs secondary [--config FILE] --data DIR --mount DIR --state DIR --listen HOST:PORT --secret-file FILE [--rds NAME] [--srl-size BYTES] [--sync-existing] [--fuse ll|compat] [--daemon] [-o OPT,...]\n         [--tls-cert FILE --tls-key FILE --tls-ca FILE [--tls-peer-fingerprint SHA256]]',
   'Receives the Primary\'s updates over the RLINK, logs them in its own SRL (network ack), applies\nthem strictly in order to --data (data ack) and shows the tree read-only at --mount.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   SECONDARY_FLAGS)
-
-/** --fuse TRANSPORT, checked (undefined: the default). */
-export function fuseTransportOf (command: string, value: unknown): FuseTransport | undefined {
-  if (value === undefined) return undefined
-  if (typeof value === 'string' && (FUSE_TRANSPORTS as readonly string[]).includes(value)) return value as FuseTransport
-  throw new ReplError('USAGE', `replicafs ${command}: --fuse ${String(value)} is not a transport (${FUSE_TRANSPORTS.join(' or ')})`)
-}
 
 export async function secondaryCommand (argv: string[]): Promise<number> {
   const command = 'secondary'

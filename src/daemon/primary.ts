@@ -17,7 +17,8 @@ import path from 'node:path'
 import { Srl } from '../srl'
 import { SyncSources, ChangeMaps } from '../sync'
 import { PrimaryRvg } from '../rvg/primary'
-import { FuseAdapter, type MountAdapter } from '../fuse/adapter'
+import { FuseAdapter, type MountAdapter, type FuseTransport } from '../fuse/adapter'
+import { LlAdapter } from '../fuse/ll-adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkSet, type Rlink, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { readSecret, formatAddress, type Address } from '../rlink/common'
@@ -65,6 +66,8 @@ export interface PrimaryConfig {
   taskDir?: string
   /** `-o` mount options, checked (src/fuse/mount-options.ts). */
   mountOptions?: MountOptions
+  /** --fuse: the mount's transport (default compat; src/fuse/adapter.ts). */
+  fuse?: FuseTransport
   /** Where peers reach this Primary (one that was a Secondary keeps its --listen address; src/rlink/gate.ts). */
   listen?: Address
   /** --tls-cert, --tls-key, --tls-ca (and a pinned fingerprint): TLS on every RLINK; absent: plain TCP. */
@@ -231,7 +234,9 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
         log(`remounting ${mount} read-write (the Secondary's ${handover.adapter.openHandles} open files through it are closed)`)
         await handover.adapter.unmount()
       }
-      adapter = new FuseAdapter(rvg, mount, { mountOptions: cfg.mountOptions, onGone: watch.onGone })
+      // A takeover's mount is compat's (the Secondary's --fuse names its read-only mount's).
+      const options = { mountOptions: cfg.mountOptions, onGone: watch.onGone }
+      adapter = cfg.fuse === 'll' && handover === undefined ? new LlAdapter(data, mount, options, rvg) : new FuseAdapter(rvg, mount, options)
       if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
       await adapter.mount()
     }

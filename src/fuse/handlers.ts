@@ -46,6 +46,8 @@ export interface AdapterRvg {
   sync (fd?: number, datasync?: boolean): Promise<void>
   /** Why every change is refused (EROFS), if it is: a Primary another host took over from. */
   readonly refusing?: string | null
+  /** Hears which inodes have writes in flight (a transport whose reads wait in C: src/fuse/ll-adapter.ts). */
+  watchPending?: (fn: ((ino: number, busy: boolean) => void) | null) => void
 }
 
 export type Cb = (err: number, ...rest: unknown[]) => void
@@ -102,11 +104,10 @@ function entryStat (mode: number, ino: number): FuseStat {
 
 /**
  * The owner a new entry gets, as the kernel would give it: the caller's fsuid, and its fsgid unless
- * the parent directory is setgid (then the parent's group). Must be called synchronously at the
- * start of the op's handler: the caller context is only valid then (src/native/fuse.ts).
+ * the parent directory is setgid (then the parent's group). `who` is FuseHandlers.caller(), taken
+ * synchronously at the start of the op's handler (fuse-native's context is only valid then).
  */
-function newOwner (root: string, p: string): { u: number, g: number } | Record<string, never> {
-  const who = callerContext()
+function newOwner (root: string, p: string, who: { uid: number, gid: number } | null): { u: number, g: number } | Record<string, never> {
   if (who === null) return {}
   let g = who.gid
   try {
@@ -125,6 +126,17 @@ const ID_UNCHANGED = 0xffffffff
 export class FuseHandlers {
   private readonly handles = new Map<number, Handle>()
   private nextHandle = 1
+
+  /** The caller of the op being started, when the transport says it (replicafs_ll); else fuse-native's context. */
+  private asCaller: { uid: number, gid: number } | null = null
+
+  /** Runs `fn` (which starts an op) as the request of `who`: new entries get its owner. */
+  as (who: { uid: number, gid: number }, fn: () => void): void {
+    this.asCaller = who
+    try { fn() } finally { this.asCaller = null }
+  }
+
+  private caller (): { uid: number, gid: number } | null { return this.asCaller ?? callerContext() }
 
   /** `readOnly`: the Secondary's mount; every change answers EROFS. */
   constructor (private rvg: AdapterRvg, private readOnly: boolean) {}
@@ -150,6 +162,16 @@ export class FuseHandlers {
 
   /** Files and directories open through the mount now (released ones excluded). */
   get openHandles (): number { return this.handles.size }
+
+  /** The data-directory inode handle `fh` has open, or null (no such handle). */
+  inoOf (fh: number): number | null {
+    const h = this.handles.get(fh)
+    if (h === undefined) return null
+    try { return h.ino ??= fs.fstatSync(h.fd).ino } catch { return null }
+  }
+
+  /** Journals one record of `type` (applied before the answer) and calls back 0 or -errno (a transport that builds records itself). */
+  journalRecord (type: RecordType, meta: RecordMeta, cb: Cb): void { this.journal(cb, type, meta) }
 
   /** Closes every handle's descriptor (the mount is gone). */
   closeAll (): void {
@@ -257,7 +279,7 @@ export class FuseHandlers {
   /** CREATE, then a read handle (create gets no open flags from fuse-native). */
   create (p: string, mode: number, cb: Cb): void {
     if (this.readOnly) { cb(-E.EROFS); return }
-    this.rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p), t: nowTimespec() })
+    this.rvg.mutate(RecordType.CREATE, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p, this.caller()), t: nowTimespec() })
       .then(() => this.allocHandle(fs.openSync(this.full(p), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)))
       .then((h) => cb(0, h), (err) => cb(errnoFor(err)))
   }
@@ -290,15 +312,15 @@ export class FuseHandlers {
   }
 
   mknod (p: string, mode: number, dev: number, cb: Cb): void {
-    this.journal(cb, RecordType.MKNOD, { p, m: mode, r: dev, ...newOwner(this.rvg.root, p), t: nowTimespec() })
+    this.journal(cb, RecordType.MKNOD, { p, m: mode, r: dev, ...newOwner(this.rvg.root, p, this.caller()), t: nowTimespec() })
   }
 
   mkdir (p: string, mode: number, cb: Cb): void {
-    this.journal(cb, RecordType.MKDIR, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p), t: nowTimespec() })
+    this.journal(cb, RecordType.MKDIR, { p, m: mode & 0o7777, ...newOwner(this.rvg.root, p, this.caller()), t: nowTimespec() })
   }
 
   symlink (target: string, p: string, cb: Cb): void {
-    this.journal(cb, RecordType.SYMLINK, { p, d: target, ...newOwner(this.rvg.root, p), t: nowTimespec() })
+    this.journal(cb, RecordType.SYMLINK, { p, d: target, ...newOwner(this.rvg.root, p, this.caller()), t: nowTimespec() })
   }
 
   unlink (p: string, cb: Cb): void { this.journal(cb, RecordType.UNLINK, { p, t: nowTimespec() }) }

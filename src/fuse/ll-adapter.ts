@@ -13,13 +13,21 @@
  * and attribute timeouts (every stat and lookup asks), no page cache kept across opens, direct I/O
  * where the kernel has no backing file, no cached listings.
  *
- * Serving read-write is not this transport's yet (the journaled Primary is the plan in
- * docs/ARCHITECTURE.md): a takeover unmounts it and mounts the compat transport (src/daemon/primary.ts).
+ * Given the RVG it serves (a Primary's), the mount is *journaled* (LL_JOURNALED): reads are
+ * served in C as above (waiting for writes in flight to their inode: the RVG tells the transport
+ * which, watchPending), every change is forwarded to src/fuse/ll-changes.ts, which journals it
+ * through the same handlers as the compat transport. Names and attributes are kept 1 s by the
+ * kernel (every change goes through the mount, and the kernel updates what it keeps from the
+ * answers), files opened read-only keep their page cache; no FUSE passthrough yet (a write
+ * answered before it is applied would not be seen through the backing file).
  */
-import { loadLl, LL_PASSTHROUGH, LL_VOLATILE, type LlSession, type LlRequest } from '../native'
+import { loadLl, LL_PASSTHROUGH, LL_VOLATILE, LL_JOURNALED, type LlSession, type LlRequest, type LlChange } from '../native'
+import { LlChanges } from './ll-changes'
+import { constants as osc } from 'node:os'
 import { SnapshotTree, SNAPDIR, type SnapshotSource, type SnapshotStat } from './snapshots'
 import { applyRemountFlags, type AdapterOptions, type AdapterRvg, type MountAdapter } from './adapter'
 import { errnoFor, ReplError } from '../errors'
+import { FUSE_WRITE_BYTES_MAX } from '../limits'
 
 /**
  * Why replicafs_ll cannot serve on this machine (its addon neither prebuilt for it nor buildable
@@ -63,6 +71,9 @@ function statArray (st: SnapshotStat): Float64Array {
   return a
 }
 
+const CHANGE_OPS = new Set<string>(['setattr', 'mknod', 'mkdir', 'symlink', 'unlink', 'rmdir', 'rename', 'link', 'create', 'wopen', 'write', 'wread', 'wrelease', 'fsync', 'fsyncdir', 'setxattr', 'removexattr', 'fallocate'])
+const EROFS = osc.errno.EROFS
+
 /** Bytes a READDIRPLUS entry takes in the kernel's buffer (fuse_entry_out 128 + fuse_dirent 24 + the name, 8-aligned). */
 const direntBytes = (name: string): number => (152 + Buffer.byteLength(name) + 7) & ~7
 
@@ -82,10 +93,17 @@ export class LlAdapter implements MountAdapter {
   private nextDir = 1
   private readonly handlesOpen = new Set<number>()
   private unmounting = false
+  /** A journaled mount's changes (a Primary's), or null: read-only. */
+  private readonly changes: LlChanges | null
+  private rvg: AdapterRvg | null
 
-  constructor (private readonly data: string, private readonly mnt: string, private readonly options: AdapterOptions = {}) {}
+  /** `rvg`: serve a Primary's RVG, journaled; without it the mount is a Secondary's, read-only and volatile. */
+  constructor (private readonly data: string, private readonly mnt: string, private readonly options: AdapterOptions = {}, rvg?: AdapterRvg) {
+    this.rvg = rvg ?? null
+    this.changes = rvg === undefined ? null : new LlChanges(rvg, false)
+  }
 
-  readonly writable = false
+  get writable (): boolean { return this.changes !== null }
   readonly transport = 'll'
 
   get openHandles (): number { return this.session === null ? 0 : loadLl().stats(this.session).opens }
@@ -99,12 +117,19 @@ export class LlAdapter implements MountAdapter {
   async mount (): Promise<void> {
     const ll = loadLl()
     const user = this.options.mountOptions
-    const opts = ['ro', 'default_permissions', 'allow_other', 'fsname=replicafs', 'subtype=replicafs', ...(user?.libfuse ?? [])].join(',')
+    const journaled = this.changes !== null
+    const opts = [...(journaled ? [] : ['ro']), 'default_permissions', 'allow_other', 'fsname=replicafs', 'subtype=replicafs', ...(user?.libfuse ?? [])].join(',')
     try {
-      this.session = ll.mount(this.data, this.mnt, opts, NAME_TIMEOUT_S, LL_PASSTHROUGH | LL_VOLATILE, SNAPDIR.slice(1), (req) => this.handle(req))
+      this.session = ll.mount(this.data, this.mnt, opts, NAME_TIMEOUT_S, journaled ? LL_JOURNALED : LL_PASSTHROUGH | LL_VOLATILE, SNAPDIR.slice(1), (req) => this.handle(req))
     } catch (err) {
       throw new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${(err as Error).message}`, { cause: err })
     }
+    // A journaled write is one record: the addon asks the kernel for at most FUSE_WRITE_BYTES_MAX (the SRL format's bound).
+    if (journaled && ll.stats(this.session).maxWrite !== FUSE_WRITE_BYTES_MAX) {
+      await this.unmount()
+      throw new ReplError('FUSE_UNAVAILABLE', `replicafs_ll's largest write is not the SRL's (${FUSE_WRITE_BYTES_MAX}): rebuild the addon`)
+    }
+    this.watch(this.rvg)
     await applyRemountFlags(this, this.mnt, user)
   }
 
@@ -114,15 +139,36 @@ export class LlAdapter implements MountAdapter {
   changed (): void { if (this.session !== null) loadLl().changed(this.session) }
   release (): void { if (this.session !== null) loadLl().release(this.session) }
 
-  serve (_rvg: AdapterRvg, readOnly: boolean): void {
-    if (!readOnly) throw new ReplError('UNSUPPORTED', 'the low-level transport serves read-only mounts only: remount with the compat transport')
+  /** The C side's reads wait for the writes in flight `rvg` names. */
+  private watch (rvg: AdapterRvg | null): void {
+    const s = this.session
+    if (s === null || rvg === null || this.changes === null) return
+    const ll = loadLl()
+    rvg.watchPending?.((ino, busy) => { if (this.session === s) ll.pending(s, ino, busy) })
+  }
+
+  /**
+   * A journaled mount serves another RVG (a role transfer); a read-only one cannot become
+   * writable (the daemon remounts with a journaled one).
+   */
+  serve (rvg: AdapterRvg, readOnly: boolean): void {
+    if (this.changes === null) {
+      if (!readOnly) throw new ReplError('UNSUPPORTED', 'this mount is read-only: remount it journaled')
+      return
+    }
+    this.rvg?.watchPending?.(null)
+    this.rvg = rvg
+    this.changes.serve(rvg, readOnly)
+    this.watch(rvg)
   }
 
   async unmount (): Promise<void> {
     const s = this.session
     this.session = null
     this.unmounting = true
+    this.rvg?.watchPending?.(null)
     if (s !== null) loadLl().unmount(s)
+    this.changes?.closeAll()
     for (const fh of this.handlesOpen) this.tree.close(fh)
     this.handlesOpen.clear()
     this.listings.clear()
@@ -159,6 +205,11 @@ export class LlAdapter implements MountAdapter {
     }
     if (req.op === 'forget') { this.forget(req.node, req.size); return }
     if (s === null) return // unmounted: the transport answered it
+    if (CHANGE_OPS.has(req.op)) {
+      if (this.changes !== null) this.changes.handle(ll, s, req as LlChange)
+      else ll.replyErr(s, req.id, EROFS)
+      return
+    }
     const p = this.nodes.get(req.node)?.path
     try {
       if (p === undefined) throw Object.assign(new Error('no such node'), { code: 'ESTALE' })

@@ -64,6 +64,11 @@ typedef struct inode {
 } inode_t;
 
 #define BUCKETS 65536
+#define PEND_BUCKETS 1024
+/* = FUSE_WRITE_BYTES_MAX in src/limits.ts (ll-adapter.ts checks they agree). */
+#define JOURNALED_WRITE_BYTES_MAX (128 * 1024)
+
+typedef struct pend { ino_t ino; struct pend *next; } pend_t;
 
 typedef struct {
   inode_t root;
@@ -101,6 +106,21 @@ typedef struct {
   pthread_mutex_t fwd_lock;
   struct fwd *fwds;
   uint32_t fwd_next;
+  /*
+   * A journaled mount (flag 4, a Primary's): every change is forwarded to the handler with the
+   * paths it names under the root (node_path), which journals it, applies it and answers; reads stay
+   * here. Writes are answered before they are applied (the Primary's apply queue): the handler
+   * names the inodes with writes in flight (pending()), and a stat, lookup or read of one waits
+   * until they are applied (wait_applied), as the compat transport's handlers wait for the barrier.
+   */
+  bool journaled;
+  char *root_path;        /* the root's path as the kernel names it (readlink of its descriptor) */
+  size_t root_len;
+  pthread_mutex_t pend_lock;
+  pthread_cond_t pend_cond;
+  struct pend *pend[PEND_BUCKETS];
+  uint64_t npending;      /* entries in pend (read without the lock: 0, nothing to wait for) */
+  bool pend_off;          /* unmounting: nobody waits any more */
 } fs_t;
 
 #define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
@@ -132,8 +152,16 @@ static inode_t *inode_of(fuse_req_t req, fuse_ino_t ino) {
 
 /* ---------- requests forwarded to JavaScript ---------- */
 
-enum { F_LOOKUP, F_GETATTR, F_READLINK, F_OPENDIR, F_READDIR, F_RELEASEDIR, F_OPEN, F_READ, F_RELEASE, F_GETXATTR, F_LISTXATTR, F_GONE, F_FORGET };
-static const char *const fwd_ops[] = { "lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "open", "read", "release", "getxattr", "listxattr", "gone", "forget" };
+enum { F_LOOKUP, F_GETATTR, F_READLINK, F_OPENDIR, F_READDIR, F_RELEASEDIR, F_OPEN, F_READ, F_RELEASE, F_GETXATTR, F_LISTXATTR, F_GONE, F_FORGET,
+  /* a journaled mount's changes, on the data directory's nodes (paths, not node ids) */
+  F_SETATTR, F_MKNOD, F_MKDIR, F_SYMLINK, F_UNLINK, F_RMDIR, F_RENAME, F_LINK, F_CREATE, F_WOPEN, F_WRITE, F_WREAD, F_WRELEASE,
+  F_FSYNC, F_FSYNCDIR, F_SETXATTR, F_REMOVEXATTR, F_FALLOCATE };
+static const char *const fwd_ops[] = { "lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "open", "read", "release", "getxattr", "listxattr", "gone", "forget",
+  "setattr", "mknod", "mkdir", "symlink", "unlink", "rmdir", "rename", "link", "create", "wopen", "write", "wread", "wrelease",
+  "fsync", "fsyncdir", "setxattr", "removexattr", "fallocate" };
+/* The numbers a change carries besides size/offset/fh/flags (fwd_t.num), by these names. */
+enum { N_MODE, N_RDEV, N_UID, N_GID, N_VALID, N_ATIME, N_ATIME_NS, N_MTIME, N_MTIME_NS, N_DATASYNC, N_TO_UID, N_TO_GID, NUMS };
+static const char *const num_names[] = { "mode", "rdev", "uid", "gid", "valid", "atime", "atimeNs", "mtime", "mtimeNs", "datasync", "toUid", "toGid" };
 /* Notices: no request to answer (not kept in fs_t.fwds), freed by their delivery. */
 #define IS_NOTICE(op) ((op) == F_GONE || (op) == F_FORGET)
 enum { QUEUED, DELIVERED, ABANDONED };
@@ -150,9 +178,17 @@ typedef struct fwd {
   uint64_t fh;
   int flags;
   struct fwd *next;
+  /* a change's: its paths, data (write, setxattr), numbers; the entry its answer looks up (lparent, lname); create's file info */
+  char *path, *path2;
+  void *data;
+  size_t len;
+  double num[NUMS];
+  fuse_ino_t lparent;
+  char *lname;
+  struct fuse_file_info fi;
 } fwd_t;
 
-static void free_fwd(fwd_t *f) { free(f->name); free(f); }
+static void free_fwd(fwd_t *f) { free(f->name); free(f->path); free(f->path2); free(f->data); free(f->lname); free(f); }
 
 /*
  * Queues `f` to the handler (fwd_lock held: the thread-safe function is not finalized meanwhile;
@@ -163,19 +199,23 @@ static bool queue_locked(fs_t *fs, fwd_t *f) {
   return !fs->tsfn_dead && napi_call_threadsafe_function(fs->tsfn, f, napi_tsfn_nonblocking) == napi_ok;
 }
 
-/* Queues a request to the handler; it answers by id (reply*), or it is answered EIO here if it cannot be queued. */
-static void forward(fuse_req_t req, int op, fuse_ino_t ino, const char *name, uint64_t size, int64_t off, uint64_t fh, int flags) {
-  fs_t *fs = fs_of(req);
-  fwd_t *f = calloc(1, sizeof(*f));
-  if (f == NULL || (name != NULL && (f->name = strdup(name)) == NULL)) { free(f); fuse_reply_err(req, ENOMEM); return; }
-  f->op = op; f->req = req; f->node = ino == FUSE_ROOT_ID ? 0 : JS_ID(ino);
-  f->size = size; f->off = off; f->fh = fh; f->flags = flags;
+/* Queues `f` (its request's answer) to the handler; it answers by id (reply*), or it is answered EIO here if it cannot be queued. */
+static void send_fwd(fs_t *fs, fwd_t *f) {
+  fuse_req_t req = f->req;
   pthread_mutex_lock(&fs->fwd_lock);
   do f->id = ++fs->fwd_next; while (f->id == 0);
   bool queued = queue_locked(fs, f);
   if (queued) { f->next = fs->fwds; fs->fwds = f; }
   pthread_mutex_unlock(&fs->fwd_lock);
   if (!queued) { free_fwd(f); fuse_reply_err(req, EIO); }
+}
+
+static void forward(fuse_req_t req, int op, fuse_ino_t ino, const char *name, uint64_t size, int64_t off, uint64_t fh, int flags) {
+  fwd_t *f = calloc(1, sizeof(*f));
+  if (f == NULL || (name != NULL && (f->name = strdup(name)) == NULL)) { free(f); fuse_reply_err(req, ENOMEM); return; }
+  f->op = op; f->req = req; f->node = ino == FUSE_ROOT_ID ? 0 : JS_ID(ino);
+  f->size = size; f->off = off; f->fh = fh; f->flags = flags;
+  send_fwd(fs_of(req), f);
 }
 
 /* Queues a notice (F_GONE, F_FORGET): nothing to answer; dropped if it cannot be queued. */
@@ -200,6 +240,8 @@ static fwd_t *take_fwd(fs_t *fs, uint32_t id) {
   pthread_mutex_unlock(&fs->fwd_lock);
   return f;
 }
+
+static void free_data(napi_env env, void *data, void *hint) { (void) env; (void) hint; free(data); }
 
 static void set_num(napi_env env, napi_value obj, const char *key, double v) {
   napi_value x;
@@ -230,6 +272,19 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
   set_num(env, obj, "offset", (double) f->off);
   set_num(env, obj, "fh", (double) f->fh);
   set_num(env, obj, "flags", f->flags);
+  if (f->op >= F_SETATTR) {
+    if (f->path != NULL) { napi_create_string_utf8(env, f->path, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, obj, "path", v); }
+    if (f->path2 != NULL) { napi_create_string_utf8(env, f->path2, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, obj, "path2", v); }
+    for (int i = 0; i < NUMS; i++) set_num(env, obj, num_names[i], f->num[i]);
+    if (f->data != NULL || f->op == F_WRITE || f->op == F_SETXATTR) {
+      /* The bytes go to JavaScript without a copy: the buffer owns them now. */
+      void *d = f->data;
+      if (d == NULL) napi_create_buffer(env, 0, NULL, &v);
+      else if (napi_create_external_buffer(env, f->len, d, free_data, NULL, &v) == napi_ok) f->data = NULL;
+      else napi_create_buffer_copy(env, f->len, d, NULL, &v); /* external buffers refused (a sandboxed build): copied, freed with f */
+      napi_set_named_property(env, obj, "data", v);
+    }
+  }
   uint32_t id = f->id;
   bool request = !IS_NOTICE(f->op);
   if (!request) free_fwd(f);
@@ -261,6 +316,17 @@ static void stat_from(const double *a, struct stat *st) {
 }
 
 
+static bool wait_applied(fs_t *fs, ino_t ino);
+
+/* Whether descriptor `fd`'s dentry was removed (the kernel names it "PATH (deleted)"). */
+static bool kept_name_gone(int fd) {
+  char link[64], path[PATH_MAX];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, path, sizeof(path));
+  static const char gone[] = " (deleted)";
+  return n >= (ssize_t) sizeof(gone) - 1 && n < (ssize_t) sizeof(path) && memcmp(path + n - (sizeof(gone) - 1), gone, sizeof(gone) - 1) == 0;
+}
+
 /* Looks `name` up in `parent`: fills `e`, takes a lookup reference. Returns 0 or an errno. */
 static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *e) {
   fs_t *fs = fs_of(req);
@@ -270,6 +336,7 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct
   int fd = openat(inode_of(req, parent)->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno;
   if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { int err = errno; close(fd); return err; }
+  if (wait_applied(fs, e->attr.st_ino) && fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { int err = errno; close(fd); return err; }
   pthread_mutex_lock(&fs->lock);
   inode_t *in;
   if (e->attr.st_dev == fs->root.dev && e->attr.st_ino == fs->root.ino) in = &fs->root;
@@ -289,16 +356,22 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct
   }
   in->nlookup++;
   pthread_mutex_unlock(&fs->lock);
-  if (fd >= 0) close(fd); /* known already: its own descriptor is kept */
+  if (fd >= 0) {
+    /* Known already. A journaled mount names a node by its descriptor's dentry (node_path): where
+       that name is gone (a hard link's other name removed), the name just looked up replaces it.
+       dup3 swaps it atomically: a worker using the number meanwhile reaches the same inode either
+       way. (The reference just taken keeps `in` alive.) */
+    if (fs->journaled && kept_name_gone(in->fd)) dup3(fd, in->fd, O_CLOEXEC);
+    close(fd);
+  }
   e->ino = in == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t) (uintptr_t) in;
   return 0;
 }
 
-static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
-  fs_t *fs = fs_of(req);
+static void forget_in(fs_t *fs, fuse_ino_t ino, uint64_t n) {
   if (IS_JS(ino)) { notice(fs, F_FORGET, JS_ID(ino), n); return; } /* the handler counts its nodes' lookups */
-  inode_t *in = inode_of(req, ino);
-  if (in == &fs->root) return;
+  if (ino == FUSE_ROOT_ID) return;
+  inode_t *in = (inode_t *) (uintptr_t) ino;
   pthread_mutex_lock(&fs->lock);
   in->nlookup = n >= in->nlookup ? 0 : in->nlookup - n;
   if (in->nlookup == 0) {
@@ -310,6 +383,128 @@ static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
   }
   pthread_mutex_unlock(&fs->lock);
 }
+
+static void forget_one(fuse_req_t req, fuse_ino_t ino, uint64_t n) { forget_in(fs_of(req), ino, n); }
+
+/* ---------- a journaled mount: writes in flight, paths ---------- */
+
+static bool pend_has_locked(fs_t *fs, ino_t ino) {
+  for (pend_t *e = fs->pend[ino % PEND_BUCKETS]; e != NULL; e = e->next) if (e->ino == ino) return true;
+  return false;
+}
+
+/*
+ * Waits while inode `ino` of the root's filesystem has writes answered and not applied yet; true
+ * if it waited (what the caller read of it before is stale). Holds no lock the apply needs: the
+ * handler applies on its own thread and then calls pending(ino, false).
+ */
+static bool wait_applied(fs_t *fs, ino_t ino) {
+  if (__atomic_load_n(&fs->npending, __ATOMIC_ACQUIRE) == 0) return false;
+  bool waited = false;
+  pthread_mutex_lock(&fs->pend_lock);
+  while (!fs->pend_off && pend_has_locked(fs, ino)) {
+    waited = true;
+    __atomic_add_fetch(&fs->waiting, 1, __ATOMIC_RELAXED);
+    pthread_cond_wait(&fs->pend_cond, &fs->pend_lock);
+    __atomic_sub_fetch(&fs->waiting, 1, __ATOMIC_RELAXED);
+  }
+  pthread_mutex_unlock(&fs->pend_lock);
+  return waited;
+}
+
+static void pend_clear(fs_t *fs) {
+  pthread_mutex_lock(&fs->pend_lock);
+  for (size_t b = 0; b < PEND_BUCKETS; b++) {
+    for (pend_t *e = fs->pend[b]; e != NULL;) { pend_t *next = e->next; free(e); e = next; }
+    fs->pend[b] = NULL;
+  }
+  __atomic_store_n(&fs->npending, 0, __ATOMIC_RELEASE);
+  pthread_cond_broadcast(&fs->pend_cond);
+  pthread_mutex_unlock(&fs->pend_lock);
+}
+
+/*
+ * The path of node `ino` under the root: "/" for the root, else "/a/b", the name the kernel's
+ * dentry of its descriptor has now (renames follow it), checked to name that very inode. 0 or an
+ * errno: ESTALE when it has no name any more (a hard link's other name removed: the inode is
+ * reached by another name only after a new lookup).
+ */
+static int node_path(fs_t *fs, fuse_ino_t ino, char *out, size_t cap) {
+  if (ino == FUSE_ROOT_ID) { snprintf(out, cap, "/"); return 0; }
+  if (IS_JS(ino)) return EROFS;
+  inode_t *in = (inode_t *) (uintptr_t) ino;
+  char link[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", in->fd);
+  ssize_t n = readlink(link, out, cap);
+  if (n < 0) return errno;
+  if ((size_t) n >= cap) return ENAMETOOLONG;
+  out[n] = '\0';
+  if ((size_t) n <= fs->root_len || memcmp(out, fs->root_path, fs->root_len) != 0 || out[fs->root_len] != '/') return ESTALE;
+  struct stat st;
+  if (fstatat(fs->root.fd, out + fs->root_len + 1, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != in->dev || st.st_ino != in->ino) return ESTALE;
+  memmove(out, out + fs->root_len, (size_t) n - fs->root_len + 1);
+  return 0;
+}
+
+/* `parent`'s path joined with `name`. */
+static int child_path(fs_t *fs, fuse_ino_t parent, const char *name, char *out, size_t cap) {
+  int err = node_path(fs, parent, out, cap);
+  if (err != 0) return err;
+  size_t n = strlen(out);
+  if (n == 1) n = 0; /* the root: "/" + name */
+  if (n + 1 + strlen(name) + 1 > cap) return ENAMETOOLONG;
+  out[n] = '/';
+  strcpy(out + n + 1, name);
+  return 0;
+}
+
+/*
+ * A change on the data directory's nodes, to forward: `path` is node `ino`'s (joined with `name`
+ * if given), the caller's ids in num[N_UID/N_GID]. NULL: answered here already (EROFS: not a
+ * journaled mount, or a forwarded node; or why the path cannot be had).
+ */
+static fwd_t *change(fuse_req_t req, int op, fuse_ino_t ino, const char *name) {
+  fs_t *fs = fs_of(req);
+  if (!fs->journaled || IS_JS(ino) || (ino == FUSE_ROOT_ID && name != NULL && fs->fwd_name != NULL && strcmp(name, fs->fwd_name) == 0)) {
+    fuse_reply_err(req, EROFS);
+    return NULL;
+  }
+  char path[PATH_MAX];
+  int err = name != NULL ? child_path(fs, ino, name, path, sizeof(path)) : node_path(fs, ino, path, sizeof(path));
+  if (err != 0) { fuse_reply_err(req, err); return NULL; }
+  fwd_t *f = calloc(1, sizeof(*f));
+  if (f == NULL || (f->path = strdup(path)) == NULL) { free(f); fuse_reply_err(req, ENOMEM); return NULL; }
+  f->op = op; f->req = req;
+  const struct fuse_ctx *ctx = fuse_req_ctx(req);
+  f->num[N_UID] = ctx->uid;
+  f->num[N_GID] = ctx->gid;
+  return f;
+}
+
+/* The second path of a rename or link: `newparent`/`newname` (never the forwarded name). */
+static int change_target(fuse_req_t req, fuse_ino_t newparent, const char *newname, char *out, size_t cap) {
+  fs_t *fs = fs_of(req);
+  if (IS_JS(newparent) || (newparent == FUSE_ROOT_ID && fs->fwd_name != NULL && strcmp(newname, fs->fwd_name) == 0)) return EROFS;
+  return child_path(fs, newparent, newname, out, cap);
+}
+
+/* The entry a change's answer looks up (replyLookup, replyCreate). False: out of memory (f freed, answered). */
+static bool entry_of(fwd_t *f, fuse_ino_t parent, const char *name) {
+  f->lparent = parent;
+  if ((f->lname = strdup(name)) == NULL) { fuse_reply_err(f->req, ENOMEM); free_fwd(f); return false; }
+  return true;
+}
+
+/* Bytes a change carries (copied: the request's buffer is libfuse's again once the op returns). False: out of memory (f freed, answered). */
+static bool data_of(fwd_t *f, const void *data, size_t len) {
+  f->len = len;
+  if ((f->data = malloc(len > 0 ? len : 1)) == NULL) { fuse_reply_err(f->req, ENOMEM); free_fwd(f); return false; }
+  memcpy(f->data, data, len);
+  return true;
+}
+
+/* The handler's handles are odd (2h + 1), ours (pointers) even. */
+#define IS_JS_FH(fh) (((fh) & 1) != 0)
 
 
 /* ---------- operations ---------- */
@@ -324,7 +519,20 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
   fs->inited = true;
   pthread_cond_broadcast(&fs->init_cond);
   pthread_mutex_unlock(&fs->lock);
-  /* Read-only, no locks to forward; directory listings with attributes in one request. */
+  if (fs->journaled) {
+    /* Every change reaches the handler as the caller made it, in order: O_TRUNC as its own
+       SETATTR, suid/sgid cleared by the kernel's SETATTR, the umask applied by the kernel, no
+       write cached and handed over later. */
+    fuse_unset_feature_flag(conn, FUSE_CAP_ATOMIC_O_TRUNC);
+    fuse_unset_feature_flag(conn, FUSE_CAP_DONT_MASK);
+    fuse_unset_feature_flag(conn, FUSE_CAP_HANDLE_KILLPRIV);
+    fuse_unset_feature_flag(conn, FUSE_CAP_HANDLE_KILLPRIV_V2);
+    fuse_unset_feature_flag(conn, FUSE_CAP_WRITEBACK_CACHE);
+    fuse_unset_feature_flag(conn, FUSE_CAP_POSIX_ACL);
+    /* A write is one record: at most FUSE_WRITE_BYTES_MAX (src/limits.ts), the SRL format's bound. */
+    conn->max_write = JOURNALED_WRITE_BYTES_MAX;
+  }
+  /* No locks to forward (the kernel keeps them locally); directory listings with attributes in one request. */
   fuse_set_feature_flag(conn, FUSE_CAP_READDIRPLUS);
   fuse_unset_feature_flag(conn, FUSE_CAP_READDIRPLUS_AUTO);
 }
@@ -356,7 +564,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   (void) fi;
   if (IS_JS(ino)) { forward(req, F_GETATTR, ino, NULL, 0, 0, 0, 0); return; }
   struct stat st;
-  if (fstatat(inode_of(req, ino)->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { fuse_reply_err(req, errno); return; }
+  int fd = inode_of(req, ino)->fd;
+  if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ||
+      (wait_applied(fs_of(req), st.st_ino) && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)) { fuse_reply_err(req, errno); return; }
   fuse_reply_attr(req, &st, ATTR_TIMEOUT(fs_of(req)));
 }
 
@@ -453,7 +663,14 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 typedef struct { int fd; inode_t *pt; } open_t;
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  if ((fi->flags & O_ACCMODE) != O_RDONLY) { fuse_reply_err(req, EROFS); return; }
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
+    /* To write: the handler's (a journaled mount's), answered with its handle (replyOpen). */
+    fwd_t *f = change(req, F_WOPEN, ino, NULL);
+    if (f == NULL) return;
+    f->flags = fi->flags;
+    send_fwd(fs_of(req), f);
+    return;
+  }
   if (IS_JS(ino)) { forward(req, F_OPEN, ino, NULL, 0, 0, 0, fi->flags); return; }
   open_t *o = calloc(1, sizeof(*o));
   if (o == NULL) { fuse_reply_err(req, ENOMEM); return; }
@@ -492,6 +709,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   if (IS_JS(ino)) { forward(req, F_READ, ino, NULL, size, off, fi->fh, 0); return; }
+  if (IS_JS_FH(fi->fh)) { forward(req, F_WREAD, ino, NULL, size, off, fi->fh >> 1, 0); return; } /* opened to write: the handler's */
+  wait_applied(fs_of(req), inode_of(req, ino)->ino);
   __atomic_add_fetch(&fs_of(req)->reads, 1, __ATOMIC_RELAXED);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -503,6 +722,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   __atomic_sub_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
   if (IS_JS(ino)) { forward(req, F_RELEASE, ino, NULL, 0, 0, fi->fh, 0); return; }
+  if (IS_JS_FH(fi->fh)) { forward(req, F_WRELEASE, ino, NULL, 0, 0, fi->fh >> 1, 0); return; }
   open_t *o = (open_t *) (uintptr_t) fi->fh;
   if (o->pt != NULL) {
     fs_t *fs = fs_of(req);
@@ -522,8 +742,14 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
 }
 
 /* xattrs through the O_PATH descriptor's magic link (f*xattr do not take O_PATH descriptors): it resolves to that very inode, a symlink included. */
+/* replicafs's own attribute (the data cursor, src/format/data-cursor.ts): never shown, set or removed through a mount. */
+static bool internal_xattr(const char *name) {
+  return strcmp(name, "trusted.replicafs.applied") == 0 || strcmp(name, "user.replicafs.applied") == 0;
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   if (IS_JS(ino)) { forward(req, F_GETXATTR, ino, name, size, 0, 0, 0); return; }
+  if (internal_xattr(name)) { fuse_reply_err(req, ENODATA); return; }
   char path[64];
   snprintf(path, sizeof(path), "/proc/self/fd/%d", inode_of(req, ino)->fd);
   char *value = size > 0 ? malloc(size) : NULL;
@@ -542,10 +768,160 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   char *value = size > 0 ? malloc(size) : NULL;
   if (size > 0 && value == NULL) { fuse_reply_err(req, ENOMEM); return; }
   ssize_t n = listxattr(path, value, size);
+  if (n > 0 && value != NULL) {
+    /* Without the internal names (a size query counts them: an upper bound, as the call allows). */
+    size_t w = 0;
+    for (size_t r = 0; r < (size_t) n;) {
+      size_t l = strnlen(value + r, (size_t) n - r) + 1;
+      if (!internal_xattr(value + r)) { memmove(value + w, value + r, l); w += l; }
+      r += l;
+    }
+    n = (ssize_t) w;
+  }
   if (n < 0) fuse_reply_err(req, errno);
   else if (size == 0) fuse_reply_xattr(req, (size_t) n);
   else fuse_reply_buf(req, value, (size_t) n);
   free(value);
+}
+
+/* ---------- changes (a journaled mount's; EROFS elsewhere): forwarded with their paths ---------- */
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi) {
+  (void) fi;
+  fwd_t *f = change(req, F_SETATTR, ino, NULL);
+  if (f == NULL) return;
+  f->num[N_VALID] = to_set;
+  f->num[N_MODE] = attr->st_mode;
+  f->num[N_RDEV] = 0;
+  f->size = (uint64_t) attr->st_size;
+  f->num[N_ATIME] = (double) attr->st_atim.tv_sec; f->num[N_ATIME_NS] = (double) attr->st_atim.tv_nsec;
+  f->num[N_MTIME] = (double) attr->st_mtim.tv_sec; f->num[N_MTIME_NS] = (double) attr->st_mtim.tv_nsec;
+  f->num[N_TO_UID] = attr->st_uid;
+  f->num[N_TO_GID] = attr->st_gid;
+  f->lparent = ino; /* answered with its attributes (replyLookup) */
+  send_fwd(fs_of(req), f);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  fwd_t *f = change(req, F_MKNOD, parent, name);
+  if (f == NULL || !entry_of(f, parent, name)) return;
+  f->num[N_MODE] = mode;
+  f->num[N_RDEV] = (double) rdev;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  fwd_t *f = change(req, F_MKDIR, parent, name);
+  if (f == NULL || !entry_of(f, parent, name)) return;
+  f->num[N_MODE] = mode;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name) {
+  fwd_t *f = change(req, F_SYMLINK, parent, name);
+  if (f == NULL || !entry_of(f, parent, name)) return;
+  if ((f->name = strdup(target)) == NULL) { fuse_reply_err(req, ENOMEM); free_fwd(f); return; }
+  send_fwd(fs_of(req), f);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  fwd_t *f = change(req, F_UNLINK, parent, name);
+  if (f != NULL) send_fwd(fs_of(req), f);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  fwd_t *f = change(req, F_RMDIR, parent, name);
+  if (f != NULL) send_fwd(fs_of(req), f);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
+  /* RENAME_NOREPLACE / EXCHANGE / WHITEOUT have no record: refused as by a filesystem without them. */
+  if (flags != 0) { fuse_reply_err(req, EINVAL); return; }
+  fwd_t *f = change(req, F_RENAME, parent, name);
+  if (f == NULL) return;
+  char path2[PATH_MAX];
+  int err = change_target(req, newparent, newname, path2, sizeof(path2));
+  if (err != 0 || (f->path2 = strdup(path2)) == NULL) { fuse_reply_err(req, err != 0 ? err : ENOMEM); free_fwd(f); return; }
+  send_fwd(fs_of(req), f);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  fwd_t *f = change(req, F_LINK, ino, NULL);
+  if (f == NULL) return;
+  char path2[PATH_MAX];
+  int err = change_target(req, newparent, newname, path2, sizeof(path2));
+  if (err != 0 || (f->path2 = strdup(path2)) == NULL) { fuse_reply_err(req, err != 0 ? err : ENOMEM); free_fwd(f); return; }
+  if (!entry_of(f, newparent, newname)) return;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
+  fwd_t *f = change(req, F_CREATE, parent, name);
+  if (f == NULL || !entry_of(f, parent, name)) return;
+  f->num[N_MODE] = mode;
+  f->flags = fi->flags;
+  f->fi = *fi;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+  fwd_t *f = change(req, F_WRITE, ino, NULL);
+  if (f == NULL || !data_of(f, buf, size)) return;
+  f->size = size;
+  f->off = off;
+  f->fh = IS_JS_FH(fi->fh) ? fi->fh >> 1 : 0;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void) ino; (void) fi;
+  fuse_reply_err(req, 0); /* every write is in the log when it is answered: nothing to flush */
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  if (IS_JS(ino)) { fuse_reply_err(req, 0); return; }
+  fwd_t *f = change(req, F_FSYNC, ino, NULL);
+  if (f == NULL) return;
+  f->num[N_DATASYNC] = datasync;
+  f->fh = IS_JS_FH(fi->fh) ? fi->fh >> 1 : 0;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  (void) fi;
+  if (IS_JS(ino)) { fuse_reply_err(req, 0); return; }
+  fwd_t *f = change(req, F_FSYNCDIR, ino, NULL);
+  if (f == NULL) return;
+  f->num[N_DATASYNC] = datasync;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
+  if (internal_xattr(name)) { fuse_reply_err(req, EPERM); return; }
+  fwd_t *f = change(req, F_SETXATTR, ino, NULL);
+  if (f == NULL) return;
+  if ((f->name = strdup(name)) == NULL) { fuse_reply_err(req, ENOMEM); free_fwd(f); return; }
+  if (!data_of(f, value, size)) return;
+  f->flags = flags;
+  send_fwd(fs_of(req), f);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  if (internal_xattr(name)) { fuse_reply_err(req, EPERM); return; }
+  fwd_t *f = change(req, F_REMOVEXATTR, ino, NULL);
+  if (f == NULL) return;
+  if ((f->name = strdup(name)) == NULL) { fuse_reply_err(req, ENOMEM); free_fwd(f); return; }
+  send_fwd(fs_of(req), f);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi) {
+  (void) fi;
+  fwd_t *f = change(req, F_FALLOCATE, ino, NULL);
+  if (f == NULL) return;
+  f->flags = mode;
+  f->off = offset;
+  f->size = (uint64_t) length;
+  send_fwd(fs_of(req), f);
 }
 
 /* Every request that reads the tree holds the apply lock shared (see fs_t.apply). */
@@ -585,6 +961,22 @@ static const struct fuse_lowlevel_ops ops = {
   .statfs = locked_statfs,
   .getxattr = locked_getxattr,
   .listxattr = locked_listxattr,
+  .setattr = op_setattr,
+  .mknod = op_mknod,
+  .mkdir = op_mkdir,
+  .symlink = op_symlink,
+  .unlink = op_unlink,
+  .rmdir = op_rmdir,
+  .rename = op_rename,
+  .link = op_link,
+  .create = op_create,
+  .write = op_write,
+  .flush = op_flush,
+  .fsync = op_fsync,
+  .fsyncdir = op_fsyncdir,
+  .setxattr = op_setxattr,
+  .removexattr = op_removexattr,
+  .fallocate = op_fallocate,
 };
 
 /* libfuse's CUSE entry points, referenced by its opcode tables; CUSE is not built (cuse_lowlevel.c). */
@@ -629,7 +1021,10 @@ static void free_session(session_t *s) {
   pthread_cond_destroy(&s->fs.init_cond);
   pthread_rwlock_destroy(&s->fs.apply);
   pthread_mutex_destroy(&s->fs.fwd_lock);
+  pthread_mutex_destroy(&s->fs.pend_lock);
+  pthread_cond_destroy(&s->fs.pend_cond);
   free(s->fs.fwd_name);
+  free(s->fs.root_path);
   free(s);
 }
 
@@ -724,7 +1119,8 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   double timeout;
   if (napi_get_value_double(env, argv[3], &timeout) != napi_ok || !(timeout >= 0)) { free(fwd_name); napi_throw_type_error(env, NULL, "timeoutSeconds must be a number >= 0"); return NULL; }
   uint32_t flags;
-  if (napi_get_value_uint32(env, argv[4], &flags) != napi_ok || (flags & ~3u) != 0) { free(fwd_name); napi_throw_type_error(env, NULL, "flags: 1 passthrough, 2 volatile"); return NULL; }
+  if (napi_get_value_uint32(env, argv[4], &flags) != napi_ok || (flags & ~7u) != 0) { free(fwd_name); napi_throw_type_error(env, NULL, "flags: 1 passthrough, 2 volatile, 4 journaled"); return NULL; }
+  if ((flags & 4) != 0 && (ht != napi_function || (flags & 2) != 0)) { free(fwd_name); napi_throw_type_error(env, NULL, "a journaled mount needs a handler, and is not volatile"); return NULL; }
   char *root = get_str(env, argv[0]);
   if (root == NULL) { free(fwd_name); return NULL; }
   char *mnt = get_str(env, argv[1]);
@@ -740,6 +1136,9 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   s->fs.timeout = timeout;
   s->fs.want_passthrough = (flags & 1) != 0;
   s->fs.volatile_tree = (flags & 2) != 0;
+  s->fs.journaled = (flags & 4) != 0;
+  pthread_mutex_init(&s->fs.pend_lock, NULL);
+  pthread_cond_init(&s->fs.pend_cond, NULL);
   s->fs.root.fd = -1;
   pthread_mutex_init(&s->fs.lock, NULL);
   pthread_cond_init(&s->fs.init_cond, NULL);
@@ -755,6 +1154,15 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   s->fs.root.dev = st.st_dev;
   s->fs.root.ino = st.st_ino;
   s->fs.root.nlookup = 2;
+  {
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", s->fs.root.fd);
+    ssize_t n = readlink(link, path, sizeof(path) - 1);
+    if (n <= 0) { throw_errno(env, n < 0 ? errno : EINVAL, "readlink", link); goto fail; }
+    path[n] = '\0';
+    if ((s->fs.root_path = strdup(path)) == NULL) { napi_throw_error(env, "ENOMEM", "out of memory"); goto fail; }
+    s->fs.root_len = (size_t) n;
+  }
   if (fwd_name != NULL) {
     napi_value rname;
     napi_create_string_utf8(env, "replicafs_ll forwarded request", NAPI_AUTO_LENGTH, &rname);
@@ -825,6 +1233,11 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   if (s == NULL) return NULL;
   if (s->fs.held) { s->fs.held = false; pthread_rwlock_unlock(&s->fs.apply); } /* requests in the loop finish, the loop ends */
   __atomic_store_n(&s->running, false, __ATOMIC_RELEASE);
+  /* No worker waits for writes in flight any more (the handler applies nothing after this). */
+  pthread_mutex_lock(&s->fs.pend_lock);
+  s->fs.pend_off = true;
+  pthread_mutex_unlock(&s->fs.pend_lock);
+  pend_clear(&s->fs);
   /* The workers end first (libfuse cancels those waiting for a request; one serving finishes), with
      the device still open: nothing is ever written to a closed (maybe reused) descriptor number. */
   fuse_session_exit(s->se);
@@ -900,6 +1313,43 @@ static napi_value m_changed(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/*
+ * pending(session, ino, busy): inode `ino` of the root's filesystem has writes answered and not
+ * applied yet (busy), or no more (a stat, lookup or read of it waits meanwhile); pending(session, -1,
+ * false): none has (the handler stopped applying: nobody may wait for it).
+ */
+static napi_value m_pending(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session_t *s = NULL;
+  double ino = 0;
+  bool busy = false;
+  if (argc < 3 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL ||
+      napi_get_value_double(env, argv[1], &ino) != napi_ok || napi_get_value_bool(env, argv[2], &busy) != napi_ok) {
+    napi_throw_type_error(env, NULL, "pending(session, ino, busy)");
+    return NULL;
+  }
+  fs_t *fs = &s->fs;
+  if (ino < 0) { pend_clear(fs); return NULL; }
+  ino_t i = (ino_t) ino;
+  pthread_mutex_lock(&fs->pend_lock);
+  pend_t **p = &fs->pend[i % PEND_BUCKETS];
+  while (*p != NULL && (*p)->ino != i) p = &(*p)->next;
+  if (busy && *p == NULL && !fs->pend_off) {
+    pend_t *e = calloc(1, sizeof(*e));
+    if (e != NULL) { e->ino = i; *p = e; __atomic_add_fetch(&fs->npending, 1, __ATOMIC_RELEASE); }
+  } else if (!busy && *p != NULL) {
+    pend_t *e = *p;
+    *p = e->next;
+    free(e);
+    __atomic_sub_fetch(&fs->npending, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&fs->pend_cond);
+  }
+  pthread_mutex_unlock(&fs->pend_lock);
+  return NULL;
+}
+
 /* stats(session) -> { passthrough, reads, waiting }: whether the kernel granted passthrough, READ requests served here, requests waiting for hold() to end. */
 static napi_value m_stats(napi_env env, napi_callback_info info) {
   session_t *s = session_arg(env, info, "stats(session)");
@@ -916,6 +1366,8 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "opens", v);
   napi_get_boolean(env, s->fs.epoch, &v);
   napi_set_named_property(env, r, "epoch", v);
+  napi_create_double(env, JOURNALED_WRITE_BYTES_MAX, &v);
+  napi_set_named_property(env, r, "maxWrite", v);
   return r;
 }
 
@@ -962,7 +1414,7 @@ static napi_value m_reply_err(napi_env env, napi_callback_info info) {
   int32_t e = EIO;
   napi_get_value_int32(env, argv[2], &e);
   /* A release cannot fail (the kernel has forgotten the handle): 0 whatever the handler says. */
-  fuse_reply_err(f->req, f->op == F_RELEASE || f->op == F_RELEASEDIR ? 0 : e > 0 ? e : EIO);
+  fuse_reply_err(f->req, f->op == F_RELEASE || f->op == F_RELEASEDIR || f->op == F_WRELEASE ? 0 : e >= 0 ? e : EIO); /* 0: done */
   free_fwd(f);
   return answered(env, true);
 }
@@ -1013,7 +1465,7 @@ static napi_value m_reply_open(napi_env env, napi_callback_info info) {
   napi_get_value_double(env, argv[2], &fh);
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof(fi));
-  fi.fh = (uint64_t) fh;
+  fi.fh = f->op == F_WOPEN ? ((uint64_t) fh << 1) | 1 : (uint64_t) fh; /* a data-directory file's: marked the handler's */
   fi.flags = f->flags;
   __atomic_add_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
   /* Nothing kept from an earlier open: a name may stand for another snapshot by now. */
@@ -1041,7 +1493,7 @@ static napi_value m_reply_buf(napi_env env, napi_callback_info info) {
   } else if ((f->op == F_GETXATTR || f->op == F_LISTXATTR) && len > f->size) {
     fuse_reply_err(f->req, ERANGE);
   } else {
-    fuse_reply_buf(f->req, data, len > f->size && f->op == F_READ ? f->size : len);
+    fuse_reply_buf(f->req, data, len > f->size && (f->op == F_READ || f->op == F_WREAD) ? f->size : len);
   }
   free_fwd(f);
   return answered(env, true);
@@ -1112,6 +1564,69 @@ static napi_value m_reply_dir(napi_env env, napi_callback_info info) {
   return v;
 }
 
+/*
+ * replyLookup(session, id): a change is made; its answer is the entry it made (mknod, mkdir,
+ * symlink, link: looked up here, one lookup the kernel holds) or the node's attributes (setattr).
+ */
+static napi_value m_reply_lookup(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 2, argv, &fs, "replyLookup(session, id)");
+  if (f == NULL) return answered(env, false);
+  if (f->op == F_SETATTR) {
+    struct stat st;
+    int fd = inode_of(f->req, f->lparent)->fd;
+    if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) fuse_reply_err(f->req, errno);
+    else fuse_reply_attr(f->req, &st, ATTR_TIMEOUT(fs));
+  } else if (f->lname != NULL) {
+    struct fuse_entry_param e;
+    int err = do_lookup(f->req, f->lparent, f->lname, &e);
+    if (err != 0) fuse_reply_err(f->req, err);
+    else if (fuse_reply_entry(f->req, &e) != 0) forget_in(fs, e.ino, 1); /* (the request is gone with its reply) */
+  } else {
+    fuse_reply_err(f->req, EIO);
+  }
+  free_fwd(f);
+  return answered(env, true);
+}
+
+/* replyCreate(session, id, fh): a create is made and opened as the handler's handle `fh`. False: not answered (the handler closes `fh`). */
+static napi_value m_reply_create(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 3, argv, &fs, "replyCreate(session, id, fh)");
+  if (f == NULL || f->op != F_CREATE) { if (f != NULL) { fuse_reply_err(f->req, EIO); free_fwd(f); } return answered(env, false); }
+  double fh = 0;
+  napi_get_value_double(env, argv[2], &fh);
+  struct fuse_entry_param e;
+  int err = do_lookup(f->req, f->lparent, f->lname, &e);
+  bool ok = false;
+  if (err != 0) fuse_reply_err(f->req, err);
+  else {
+    struct fuse_file_info fi = f->fi;
+    fi.fh = ((uint64_t) fh << 1) | 1;
+    __atomic_add_fetch(&fs->opens, 1, __ATOMIC_RELAXED);
+    ok = fuse_reply_create(f->req, &e, &fi) == 0;
+    if (!ok) { __atomic_sub_fetch(&fs->opens, 1, __ATOMIC_RELAXED); forget_in(fs, e.ino, 1); }
+  }
+  free_fwd(f);
+  return answered(env, ok);
+}
+
+/* replyWrite(session, id, bytes): a write's answer, the bytes it wrote. */
+static napi_value m_reply_write(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  fs_t *fs;
+  fwd_t *f = reply_args(env, info, 3, argv, &fs, "replyWrite(session, id, bytes)");
+  if (f == NULL) return answered(env, false);
+  double n = 0;
+  napi_get_value_double(env, argv[2], &n);
+  if (f->op != F_WRITE || !(n >= 0 && n <= (double) f->size)) fuse_reply_err(f->req, EIO);
+  else fuse_reply_write(f->req, (size_t) n);
+  free_fwd(f);
+  return answered(env, true);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   fuse_set_log_func(ll_log);
   napi_value f;
@@ -1128,7 +1643,8 @@ static napi_value init(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } more[] = {
     { "replyErr", m_reply_err }, { "replyEntry", m_reply_entry }, { "replyAttr", m_reply_attr },
     { "replyOpen", m_reply_open }, { "replyBuf", m_reply_buf }, { "replyDir", m_reply_dir },
-    { "changed", m_changed },
+    { "changed", m_changed }, { "pending", m_pending },
+    { "replyLookup", m_reply_lookup }, { "replyCreate", m_reply_create }, { "replyWrite", m_reply_write },
   };
   for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
     napi_create_function(env, more[i].name, NAPI_AUTO_LENGTH, more[i].fn, NULL, &f);

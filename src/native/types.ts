@@ -37,7 +37,7 @@ export interface LlAddon {
   /** Unmounts (lazily: a busy mount goes with its last user), waits for the loop to end, frees its inodes. Returns the loop's result (0). */
   unmount(session: LlSession): number;
   /** Whether the kernel granted FUSE passthrough, and how many READ requests were served (not read by the kernel from a backing file). */
-  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean };
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number };
   /**
    * The daemon changed names in the tree: on a volatile mount every name the kernel keeps is
    * dropped (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+; a lookup begun before is invalid after). Call it
@@ -52,7 +52,7 @@ export interface LlAddon {
    */
   hold(session: LlSession): void;
   release(session: LlSession): void;
-  /** Answers a forwarded request with an errno (release and releasedir: always 0). */
+  /** Answers a forwarded request with an errno, or 0: done (release and releasedir: always 0). */
   replyErr(session: LlSession, id: number, errno: number): boolean;
   /** Answers a lookup: `node` is the handler's id for the entry (an integer >= 1), `attributes` as LL_STAT_FIELDS. */
   replyEntry(session: LlSession, id: number, node: number, attributes: Float64Array): boolean;
@@ -68,6 +68,17 @@ export interface LlAddon {
    * each sent entry but '.' and '..' is a lookup of its node (the kernel forgets it later).
    */
   replyDir(session: LlSession, id: number, names: string[], nodes: number[], offsets: number[], attributes: Float64Array): number | false;
+  /** A change is made: its answer is the entry it made (mknod, mkdir, symlink, link), looked up in C, or the node's attributes (setattr). */
+  replyLookup(session: LlSession, id: number): boolean;
+  /** A create is made and opened as handle `fh`. False: not answered (close `fh`). */
+  replyCreate(session: LlSession, id: number, fh: number): boolean;
+  /** A write's answer: the bytes written. */
+  replyWrite(session: LlSession, id: number, bytes: number): boolean;
+  /**
+   * Inode `ino` of the data directory has writes answered and not applied (busy) or no more: a stat,
+   * lookup or read of it waits meanwhile. pending(session, -1, false): none has (nothing will be applied).
+   */
+  pending(session: LlSession, ino: number, busy: boolean): void;
 }
 
 /**
@@ -79,7 +90,7 @@ export interface LlAddon {
  * one, replyDir one per entry sent) and 'gone'.
  */
 export interface LlRequest {
-  op: 'lookup' | 'getattr' | 'readlink' | 'opendir' | 'readdir' | 'releasedir' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr' | 'gone' | 'forget'
+  op: 'lookup' | 'getattr' | 'readlink' | 'opendir' | 'readdir' | 'releasedir' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr' | 'gone' | 'forget' | LlChangeOp
   id: number
   node: number
   name?: string
@@ -88,6 +99,45 @@ export interface LlRequest {
   fh: number
   flags: number
 }
+
+/**
+ * A journaled mount's changes (LL_JOURNALED), on the data directory's nodes, named by path
+ * ("/" the root, "/a/b"): setattr (`valid` the FUSE_SET_ATTR_* bits; `mode`, `size`, `toUid`,
+ * `toGid`, `atime`/`atimeNs`, `mtime`/`mtimeNs`), mknod (`mode`, `rdev`), mkdir (`mode`), symlink
+ * (`name` the target), unlink, rmdir, rename (to `path2`), link (`path` the node, `path2` the new
+ * name), create (`mode`, `flags`), wopen (`flags`: an open to write), write (`data` at `offset`,
+ * `fh`), wread/wrelease (`fh`: a handle of wopen or create), fsync/fsyncdir (`datasync`; `fh` or
+ * 0), setxattr (`name`, `data`, `flags`), removexattr (`name`), fallocate (`flags` the mode,
+ * `offset`, `size` the length). `uid`/`gid`: the caller's.
+ */
+export type LlChangeOp = 'setattr' | 'mknod' | 'mkdir' | 'symlink' | 'unlink' | 'rmdir' | 'rename' | 'link' | 'create' | 'wopen' | 'write' | 'wread' | 'wrelease' |
+  'fsync' | 'fsyncdir' | 'setxattr' | 'removexattr' | 'fallocate'
+
+export interface LlChange extends LlRequest {
+  op: LlChangeOp
+  path: string
+  path2?: string
+  data?: Buffer
+  mode: number
+  rdev: number
+  uid: number
+  gid: number
+  valid: number
+  atime: number
+  atimeNs: number
+  mtime: number
+  mtimeNs: number
+  datasync: number
+  toUid: number
+  toGid: number
+}
+
+/**
+ * replicafs_ll mount flag: a journaled mount (a Primary's): every change is forwarded to the
+ * handler (LlChange), which journals and applies it and answers; reads stay in C, waiting for the
+ * writes in flight the handler names (pending()). Needs a handler; not with LL_VOLATILE.
+ */
+export const LL_JOURNALED = 4
 
 /** replicafs_ll mount flag: FUSE passthrough for opens. */
 export const LL_PASSTHROUGH = 1

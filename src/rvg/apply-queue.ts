@@ -34,6 +34,11 @@ export class ApplyQueue {
   private readonly queue: QueuedWrite[] = []
   /** Bytes queued and not yet applied. */
   bytes = 0
+  /**
+   * Told when an inode gets its first write in flight (busy) and when its last is applied: a
+   * transport whose reads do not run on the event loop (src/fuse/ll-adapter.ts) makes them wait.
+   */
+  onPending: ((ino: number, busy: boolean) => void) | null = null
   private applying = false
   /** The scheduled apply (see kick), or null. */
   private timer: NodeJS.Immediate | null = null
@@ -71,13 +76,18 @@ export class ApplyQueue {
   /** The tracked write goes to the data-directory inode `ino`: reads of it wait (writesPending). */
   pending (item: InflightWrite, ino: number): void {
     item.ino = ino
-    this.pendingInodes.set(ino, (this.pendingInodes.get(ino) ?? 0) + 1)
+    const k = this.pendingInodes.get(ino) ?? 0
+    this.pendingInodes.set(ino, k + 1)
+    if (k === 0) this.onPending?.(ino, true)
   }
 
   /** Whether inode `ino` has writes in flight (a stat or read of it must wait for the barrier). */
   writesPending (ino: number): boolean {
     return this.inflight.length > 0 && this.pendingInodes.has(ino)
   }
+
+  /** The inodes with writes in flight now (for an onPending set later). */
+  pendingNow (): number[] { return [...this.pendingInodes.keys()] }
 
   /** For the fd cache's trim: a descriptor on an inode with queued writes stays open. */
   readonly busy = (ino: number): boolean => this.pendingInodes.has(ino)
@@ -116,6 +126,7 @@ export class ApplyQueue {
 
   /** The owner became fatal: releases every writer waiting for room and every barrier. */
   wakeAll (): void {
+    this.onPending?.(-1, false) // nothing more is applied: nobody waits for it
     for (const f of this.roomWaiters.splice(0)) f()
     this.wakeDrained()
   }
@@ -178,8 +189,7 @@ export class ApplyQueue {
       item.done = true
       this.bytes -= jobs[JOB_LENGTH]
       const k = this.pendingInodes.get(item.ino)! - 1
-      if (k === 0) this.pendingInodes.delete(item.ino)
-      else this.pendingInodes.set(item.ino, k)
+      if (k === 0) { this.pendingInodes.delete(item.ino); this.onPending?.(item.ino, false) } else this.pendingInodes.set(item.ino, k)
     }
     let head: InflightWrite | undefined
     while (this.inflight.length > 0 && this.inflight[0].done) head = this.inflight.shift()

@@ -151,6 +151,16 @@ export class PrimaryRvg {
   }
 
   /**
+   * `fn` hears when an inode gets writes in flight (busy) and when they are all applied (ino -1:
+   * nothing more will be: none is busy), starting with those busy now; null: nobody listens.
+   */
+  watchPending (fn: ((ino: number, busy: boolean) => void) | null): void {
+    if (this.queue === null) return
+    this.queue.onPending = fn
+    if (fn !== null) for (const ino of this.queue.pendingNow()) fn(ino, true)
+  }
+
+  /**
    * Resolves once every record appended before the call is applied to the data directory (writes
    * appended later do not hold it up); rejects with the fatal error if there is one.
    */

@@ -116,6 +116,9 @@ export interface Primary extends Dirs {
 export function primaryArgs (dirs: Dirs, opts: StartOptions = {}): string[] {
   const args = ['primary', '--data', dirs.data, '--mount', dirs.mount, '--state', dirs.state, '--srl-size', opts.srlSize ?? '16M', '--daemon']
   if (opts.retain === true) args.push('--retain')
+  // REPLICAFS_TEST_PRIMARY_FUSE=ll|compat: run a suite's Primaries on that transport (unless the test names one).
+  const fuse = process.env.REPLICAFS_TEST_PRIMARY_FUSE
+  if (fuse !== undefined && fuse !== '' && !(opts.extraArgs ?? []).includes('--fuse')) args.push('--fuse', fuse)
   return args.concat(opts.extraArgs ?? [])
 }
 
