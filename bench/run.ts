@@ -5,6 +5,9 @@
  *   raw      the data directory itself (no FUSE)
  *   bare     `replicafs passthrough`: the same FUSE adapter, no journal
  *   primary  `replicafs primary`: FUSE + SRL journal
+ * and, asked for with --columns (issue 14), the same two on libfuse 3's low-level transport:
+ *   bare-ll     `replicafs passthrough --fuse ll`
+ *   primary-ll  `replicafs primary --fuse ll`
  * The workloads (see workloads.ts), each repeated --reps times (median
  * reported); within a repetition the column order rotates, and every
  * (workload, repetition, column) gets fresh directories and a freshly
@@ -25,8 +28,11 @@ import { buildHash, snapshotPackage } from './snapshot'
 import { buildTarball, Ctx, Metric, Sample, Sizes, Tarball, Workload, WORKLOADS } from './workloads'
 import { SRL_BYTES_DEFAULT } from '../src/limits'
 
-const COLUMNS = ['raw', 'bare', 'primary'] as const
+const COLUMNS = ['raw', 'bare', 'primary', 'bare-ll', 'primary-ll'] as const
 type Column = (typeof COLUMNS)[number]
+/** Without --columns. */
+const DEFAULT_COLUMNS: Column[] = ['raw', 'bare', 'primary']
+const LL_COLUMNS: Column[] = ['bare-ll', 'primary-ll']
 
 const GiB = 1024 * 1024 * 1024
 const MiB = 1024 * 1024
@@ -51,7 +57,8 @@ const HELP = `usage: npm run bench -- [options]
 
   --quick            smoke run: small sizes, 1 repetition, docs not written
   --only NAME[,NAME] run only these workloads: ${WORKLOADS.map((w) => w.name).join(', ')}
-  --columns LIST     subset of raw,bare,primary (default all three)
+  --columns LIST     subset of raw,bare,primary,bare-ll,primary-ll (default raw,bare,primary;
+                     the -ll ones run the daemon with --fuse ll)
   --reps N           repetitions per measurement (default 3; --quick 1)
   --srl-size BYTES   pass --srl-size to the Primary (default: the daemon's default, ${SRL_BYTES_DEFAULT / MiB} MiB)
   --image-gib N      size of the ext4 image (default 4)
@@ -67,7 +74,7 @@ Must run as root. Needs: mkfs.ext4, losetup, mount, dd, tar, sync (coreutils >= 
 function parseArgs(repo: string, argv: string[]): Options {
   let quick = false
   let only: string[] | null = null
-  let columns: Column[] = [...COLUMNS]
+  let columns: Column[] = [...DEFAULT_COLUMNS]
   let reps: number | undefined
   let imageGiB = 4
   let srlSizeBytes: number | undefined
@@ -176,6 +183,7 @@ function metricsOf(workloads: Workload[]): Metric[] {
 
 function summaryTable(res: Results, workloads: Workload[], columns: Column[], withSync: boolean): { text: string; md: string } {
   const rows: string[][] = []
+  const withLl = LL_COLUMNS.some((c) => columns.includes(c))
   for (const m of metricsOf(workloads)) {
     if (withSync && !m.hasSync) continue
     const v = (c: Column): number | undefined => (columns.includes(c) ? cellMedian(res, m.name, c, withSync) : undefined)
@@ -185,11 +193,19 @@ function summaryTable(res: Results, workloads: Workload[], columns: Column[], wi
     const star = (c: Column, x: number | undefined): string => fmt(x) + (bad(c) ? ' (!)' : '')
     const verdict = withSync || m.target === null ? '' : pb === undefined ? '—' : bad('bare') || bad('primary') ? 'n/a (!)' : pb >= m.target ? 'PASS' : 'FAIL'
     const row = [`${m.title} (${m.unit})`, star('raw', raw), star('bare', bare), star('primary', primary), fmtRatio(ratio(bare, raw)), fmtRatio(ratio(primary, raw)), fmtRatio(pb)]
+    if (withLl) {
+      const [bl, pl] = [v('bare-ll'), v('primary-ll')]
+      row.push(star('bare-ll', bl), star('primary-ll', pl), fmtRatio(ratio(pl, raw)), fmtRatio(ratio(pl, bl)), fmtRatio(ratio(pl, primary)))
+    }
     if (!withSync) row.push(m.target === null ? 'none' : `≥ ${m.target.toFixed(2)}x`, verdict)
     rows.push(row)
   }
   const headers = ['Workload', 'raw', 'bare', 'primary', 'bare/raw', 'primary/raw', 'primary/bare']
   const align: ('l' | 'r')[] = ['l', 'r', 'r', 'r', 'r', 'r', 'r']
+  if (withLl) {
+    headers.push('bare ll', 'primary ll', 'primary ll/raw', 'primary ll/bare ll', 'primary ll/primary')
+    align.push('r', 'r', 'r', 'r', 'r')
+  }
   if (!withSync) {
     headers.push('target', 'result')
     align.push('r', 'l')
@@ -463,7 +479,9 @@ async function main(): Promise<number> {
             } else {
               const dirs = { data: path.join(dir, 'data'), mount: path.join(dir, 'mnt'), state: path.join(dir, 'state') }
               try {
-                daemon = await startDaemon(pkg, col === 'bare' ? 'passthrough' : 'primary', dirs, { srlSizeBytes: opts.srlSizeBytes, log, warn: (w) => res.warnings.push(w) })
+                daemon = await startDaemon(pkg, col.startsWith('bare') ? 'passthrough' : 'primary', dirs, {
+                  srlSizeBytes: opts.srlSizeBytes, log, warn: (w) => res.warnings.push(w), extraArgs: LL_COLUMNS.includes(col) ? ['--fuse', 'll'] : []
+                })
               } catch (e) {
                 const msg = (e as Error).message
                 deadColumns.set(col, msg)
@@ -570,7 +588,7 @@ async function main(): Promise<number> {
   if (res.warnings.length) process.stdout.write(`\n${res.warnings.length} warning(s):\n${res.warnings.map((e) => `  - ${e}`).join('\n')}\n`)
   if (res.errors.length) process.stdout.write(`\n${res.errors.length} error(s):\n${res.errors.map((e) => `  - ${e}`).join('\n')}\n`)
 
-  const fullRun = !opts.quick && !opts.only && opts.columns.length === COLUMNS.length
+  const fullRun = !opts.quick && !opts.only && DEFAULT_COLUMNS.every((c) => opts.columns.includes(c))
   const write = opts.writeDoc ?? (fullRun && res.errors.length === 0)
   const resultJson = path.join(__dirname, 'last-result.json')
   fs.writeFileSync(resultJson, JSON.stringify({

@@ -96,8 +96,14 @@ t('a recognisable sequence of operations is logged exactly, in order', isolated(
     { type: 'RMDIR', path: '/empty' },
     { type: 'UNLINK', path: '/fifo' }
   ]
+  // A record about an inode (not a name) names it by one of its names: the compat transport by the
+  // one the caller used (/hard), the ll transport by the one its node was looked up by (/dir/f2);
+  // the Secondary reaches the same inode either way.
+  const INODE_RECORDS = new Set(['CHMOD', 'CHOWN', 'TRUNCATE', 'UTIMENS', 'SETXATTR', 'REMOVEXATTR', 'FALLOCATE'])
+  const either = (e: Expected): Expected => INODE_RECORDS.has(e.type) && (e.path === '/hard' || e.path === '/dir/f2') ? { ...e, path: '/hard or /dir/f2' } : e
+  expected.splice(0, expected.length, ...expected.map(either))
   const got: Expected[] = recs.map((r) => {
-    const e: Expected = { type: r.type, path: norm(r.path) }
+    const e: Expected = either({ type: r.type, path: norm(r.path) })
     if (r.type === 'WRITE') { e.offset = fileOffset(r) as number; e.length = r.length }
     return e
   })

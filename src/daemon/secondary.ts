@@ -246,10 +246,17 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
     await rvg.recover()
     if (rvg.appliedSeq > 0) log(`applied everything logged, up to sequence number ${rvg.appliedSeq}`)
     rvg.start()
-    if (handover !== undefined) {
+    // A Primary's journaled ll mount keeps names, attributes and pages the apply would change
+    // under it: a demoted Primary's is replaced by a Secondary's (its open files end, ENOTCONN).
+    const remount = handover !== undefined && handover.adapter.transport === 'll' && handover.adapter.writable
+    if (handover !== undefined && !remount) {
       handover.adapter.snapshots = snapshotSource(snaps)
       handover.adapter.serve(readOnlyView(data), true)
     } else {
+      if (handover !== undefined) {
+        log(`remounting ${mount} read-only (the Primary's ${handover.adapter.openHandles} open files through it are closed)`)
+        await handover.adapter.unmount()
+      }
       const options = { readOnly: true, mountOptions: cfg.mountOptions, onGone: watch.onGone }
       let transport = cfg.fuse ?? DEFAULT_SECONDARY_TRANSPORT
       const why = cfg.fuse === undefined && transport === 'll' ? llUnavailable() : null

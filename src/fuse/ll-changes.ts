@@ -7,10 +7,11 @@
  *
  * Files unlinked while open to write: a record names its file by path, and a write through a file
  * that has no name any more would have none. So the last name of a file open to write through
- * this mount is not unlinked (or renamed over): the file is renamed to `/.replicafs-hidden-INO`
- * (journaled, so the Secondaries do the same), the writes that follow name it there, and its last
- * close unlinks it, as libfuse's high-level API does with `.fuse_hiddenXXX` names. A crash in
- * between leaves the hidden name behind, on both sides.
+ * this mount is not unlinked (or renamed over): the file is renamed to a hidden name in its
+ * directory (journaled, so the Secondaries do the same), the writes that follow name it there,
+ * and its last close unlinks it: libfuse's high-level API's hide, with its names
+ * (`.fuse_hidden` + the inode and a counter in hex), which the compat transport makes too and
+ * tools know to skip. A crash in between leaves the hidden name behind, on both sides.
  */
 import fs from 'node:fs'
 import type { LlAddon, LlSession, LlChange } from '../native'
@@ -28,8 +29,7 @@ const SET_ATIME_NOW = 1 << 7
 const SET_MTIME_NOW = 1 << 8
 const ID_UNCHANGED = 0xffffffff
 
-/** The hidden name of inode `ino` (see the header). */
-export const hiddenPath = (ino: number): string => `/.replicafs-hidden-${ino}`
+const hex8 = (n: number): string => (n >>> 0).toString(16).padStart(8, '0')
 
 export class LlChanges {
   readonly handlers: FuseHandlers
@@ -39,6 +39,7 @@ export class LlChanges {
   private readonly writing = new Map<number, number>()
   /** Inodes whose last name was taken while open to write -> their hidden path. */
   private readonly hidden = new Map<number, string>()
+  private hides = 0
 
   constructor (private rvg: AdapterRvg, readOnly: boolean) {
     this.handlers = new FuseHandlers(rvg, readOnly)
@@ -158,7 +159,7 @@ export class LlChanges {
 
   /** Renames `p`, the last name of open inode `ino`, to its hidden name (journaled). */
   private hide (p: string, ino: number, cb: Cb): void {
-    const to = hiddenPath(ino)
+    const to = `${p.slice(0, p.lastIndexOf('/'))}/.fuse_hidden${hex8(ino)}${hex8(++this.hides)}`
     this.handlers.rename(p, to, (err) => {
       if (err >= 0) this.hidden.set(ino, to)
       cb(err)
