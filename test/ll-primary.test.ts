@@ -121,6 +121,31 @@ t('--fuse ll replicates in order: programs, a file written after its unlink (hid
     fs.closeSync(fd2)
     assert.is(fs.readFileSync(m('target'), 'utf8'), 'new\n')
 
+    // Written through a name that is then removed while another stays: the other name has it.
+    fs.writeFileSync(m('l1'), '')
+    fs.linkSync(m('l1'), m('l2'))
+    const fd3 = fs.openSync(m('l1'), 'a')
+    fs.unlinkSync(m('l1'))
+    fs.writeSync(fd3, 'through a removed name\n')
+    fs.closeSync(fd3)
+    assert.is(fs.readFileSync(m('l2'), 'utf8'), 'through a removed name\n')
+
+    // The usual temporary file: written, closed, removed at once (its release may come after the unlink).
+    for (let i = 0; i < 20; i++) {
+      fs.writeFileSync(m(`tmp-${i}`), 'x'.repeat(1000))
+      fs.unlinkSync(m(`tmp-${i}`))
+    }
+    await waitFor(() => fs.readdirSync(pm).filter((n) => n.startsWith('.fuse_hidden') || n.startsWith('tmp-')).length === 0, { timeoutMs: 15_000, what: 'no hidden or temporary name left' })
+
+    // A name that is not UTF-8 is refused (it could not be journaled as it is): EILSEQ, nothing made.
+    const bad = await execOk('python3', ['-c', `
+import os
+try:
+    os.mkdir(os.path.join(b'${pm}', b'caf\\xe9')); print('made')
+except OSError as e: print(e.errno)
+`], { timeoutMs: 20_000 })
+    assert.is(bad.stdout.trim(), '84', 'EILSEQ')
+
     await pair.caughtUp()
     await pair.primary.quiesce()
     const diff = await diffTrees(pair.primary.data, pair.secondary.data)

@@ -12,7 +12,7 @@ import os from 'node:os'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import { execFileSync, spawn } from 'node:child_process'
-import { loadLl, sys, LL_PASSTHROUGH, LL_VOLATILE, type LlSession, type LlRequest } from '../src/native'
+import { loadLl, sys, LL_PASSTHROUGH, LL_VOLATILE, LL_JOURNALED, type LlSession, type LlRequest, type LlChange } from '../src/native'
 
 const ll = loadLl()
 
@@ -342,6 +342,73 @@ test('mount refuses a missing source or mount point with its errno; unmount twic
     assert.not.ok(mounted(path.join(base, 'mnt')))
   } finally {
     fs.rmSync(base, { recursive: true, force: true })
+  }
+})
+
+
+test('a journaled mount: changes forwarded with their paths and the caller, answered by id; a stat of an inode with writes in flight waits for them', async () => {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'replicafs-ll-'))
+  const src = path.join(base, 'src')
+  const mnt = path.join(base, 'mnt')
+  fs.mkdirSync(path.join(src, 'dir'), { recursive: true })
+  fs.mkdirSync(mnt)
+  fs.writeFileSync(path.join(src, 'dir', 'busy'), 'four')
+  const seen: string[] = []
+  let s: LlSession | null = null
+  // The handler: a tiny journal-less daemon that makes each change in the source itself.
+  const handler = (req: LlRequest): void => {
+    const r = req as LlChange
+    if (s === null || req.op === 'gone' || req.op === 'forget') return
+    seen.push(`${r.op} ${r.path ?? ''}${r.path2 !== undefined ? ' ' + r.path2 : ''}${r.op === 'write' ? ` @${r.offset} ${String(r.data)}` : ''} uid=${r.uid}`)
+    try {
+      switch (r.op) {
+        case 'mkdir': fs.mkdirSync(src + r.path, r.mode & 0o7777); ll.replyLookup(s, r.id); return
+        case 'create': { fs.writeFileSync(src + r.path, '', { mode: r.mode & 0o7777 }); ll.replyCreate(s, r.id, 7); return }
+        case 'write': { const fd = fs.openSync(src + r.path, 'r+'); fs.writeSync(fd, r.data!, 0, r.data!.length, r.offset); fs.closeSync(fd); ll.replyWrite(s, r.id, r.data!.length); return }
+        case 'rename': fs.renameSync(src + r.path, src + r.path2!); ll.replyErr(s, r.id, 0); return
+        case 'setattr': ll.replyErr(s, r.id, 1); return // EPERM: refused by the daemon
+        case 'wrelease': ll.replyErr(s, r.id, 0); return
+        default: ll.replyErr(s, r.id, 38) // ENOSYS
+      }
+    } catch (err) { ll.replyErr(s, r.id, -((err as { errno?: number }).errno ?? -5)) }
+  }
+  try {
+    s = ll.mount(src, mnt, 'default_permissions,allow_other,fsname=replicafs-ll', 1, LL_JOURNALED, '.snapshots', handler)
+    const m = (p: string): string => path.join(mnt, p)
+    const r = await inChild(`mkdir ${m('dir/new')} && printf hello > ${m('dir/new/f')} && mv ${m('dir/new/f')} ${m('dir/g')} && cat ${m('dir/g')} && ! chmod 600 ${m('dir/g')} 2>/dev/null && echo refused`)
+    assert.is(r.code, 0, r.out)
+    assert.is(r.out, 'hellorefused\n')
+    assert.equal(seen.filter((x) => !x.startsWith('wrelease')), [
+      'mkdir /dir/new uid=0',
+      'create /dir/new/f uid=0',
+      'write /dir/new/f @0 hello uid=0',
+      'rename /dir/new/f /dir/g uid=0',
+      'setattr /dir/g uid=0'
+    ])
+    assert.is(fs.readFileSync(path.join(src, 'dir', 'g'), 'utf8'), 'hello')
+    assert.equal(ll.stats(s).maxWrite, 128 * 1024)
+
+    // Writes in flight to `busy` (the daemon says so): a stat through the mount waits (the session
+    // counts it waiting) until they are applied, and then sees them.
+    const ino = fs.statSync(path.join(src, 'dir', 'busy')).ino
+    ll.pending(s, ino, true)
+    const child = inChild(`stat -c %s ${m('dir/busy')}`)
+    const deadline = Date.now() + 10_000
+    while (ll.stats(s).waiting === 0) {
+      if (Date.now() > deadline) throw new Error('the stat of an inode with writes in flight did not wait')
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    fs.writeFileSync(path.join(src, 'dir', 'busy'), 'applied: eighteen') // the apply
+    ll.pending(s, ino, false)
+    const st = await child
+    assert.is(st.out, '17\n', 'the stat saw the applied writes')
+    assert.is(ll.stats(s).waiting, 0)
+  } finally {
+    if (s !== null) ll.unmount(s)
+    if (mounted(mnt)) { try { execFileSync('umount', ['-l', mnt]) } catch { /* reported below */ } }
+    const left = mounted(mnt)
+    fs.rmSync(base, { recursive: true, force: true })
+    assert.not.ok(left, `no mount left at ${mnt}`)
   }
 })
 

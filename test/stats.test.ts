@@ -104,7 +104,7 @@ t('stats on a replicating pair: NDJSON from the Primary, the table from the Seco
   assert.ok((sample(st.body, 'replicafs_secondary_applied_seq') ?? -1) >= newest, st.body)
   assert.is(sample(st.body, 'replicafs_mount_passthrough{transport="ll"}'), 1, `the Secondary's mount (the default transport) has passthrough: ${st.body}`)
   assert.is(sample(st.body, 'replicafs_mount_open_files{transport="ll"}'), 0, st.body)
-  assert.is(sample(pt.body, `replicafs_mount_passthrough{transport="${process.env.REPLICAFS_TEST_PRIMARY_FUSE || 'compat'}"}`), 0, pt.body)
+  assert.is(sample(pt.body, `replicafs_mount_passthrough{transport="${process.env.REPLICAFS_TEST_PRIMARY_FUSE || 'll'}"}`), 0, pt.body)
   assert.is((await get(pm, '/')).code, 404)
   // Transport, snapshots and errors by code.
   assert.ok((sample(pt.body, `replicafs_rlink_bytes_sent{secondary="${pair.target}"}`) ?? 0) > 0, pt.body)

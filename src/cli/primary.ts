@@ -34,7 +34,7 @@ export const PRIMARY_FLAGS: FlagSpec = {
   'max-lag': { type: 'string', arg: 'SECONDS', help: 'latency protection (VVR\'s latencyprot, in seconds): while a connected Secondary that is\napplying is more than SECONDS behind, writers wait for it before their reply (default 0: off)' },
   rds: { type: 'string', arg: 'NAME', help: `the RDS name both ends must agree on (default ${RDS_DEFAULT})` },
   'task-dir': { type: 'string', arg: 'DIR', help: 'where `ibc run TASK` finds this host\'s scripts, in DIR/TASK/ (default STATE/tasks)' },
-  fuse: { type: 'string', arg: 'TRANSPORT', help: 'the mount\'s FUSE transport: compat (fuse-native, libfuse 2; the default for now) or ll\n(libfuse 3\'s low-level API in replicafs\'s addon: reads served in C, changes journaled\nas with compat)' },
+  fuse: { type: 'string', arg: 'TRANSPORT', help: 'the mount\'s FUSE transport: ll (libfuse 3\'s low-level API in replicafs\'s addon: reads\nserved in C by inode, every change journaled; the default) or compat (fuse-native,\nlibfuse 2: the fallback, also taken when the ll addon cannot load here)' },
   'mount-options': { type: 'string', short: 'o', multiple: true, arg: 'OPTS', help: 'mount options: ro, nosuid/suid, nodev/dev, noexec/exec, noatime, relatime, strictatime, nodiratime (default nosuid,nodev,relatime)' },
   'tls-cert': { type: 'string', arg: 'FILE', help: 'TLS on the RLINK (TLS 1.3, mutual): this host\'s certificate (PEM), signed by --tls-ca;\nwith --tls-key and --tls-ca, on both ends (the secret stays a second factor)' },
   'tls-key': { type: 'string', arg: 'FILE', help: 'the private key of --tls-cert (PEM, unencrypted, mode 0600)' },
@@ -59,11 +59,11 @@ export const PASSTHROUGH_FLAGS: FlagSpec = {
   help: PRIMARY_FLAGS.help
 }
 
-export const PRIMARY_HELP = helpText('replicafs primary [--config FILE] --data DIR --mount DIR --state DIR [--srl-size BYTES] [--fuse compat|ll] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--compress zstd|off] [--bandwidth-limit RATE]',
+export const PRIMARY_HELP = helpText('replicafs primary [--config FILE] --data DIR --mount DIR --state DIR [--srl-size BYTES] [--fuse ll|compat] [--daemon] [-o OPT,...]\n         [--secondary HOST:PORT ...] [--secret-file FILE] [--synchronous off|override|fail] [--srlprot MODE] [--max-lag SECONDS] [--rds NAME]\n         [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--compress zstd|off] [--bandwidth-limit RATE]',
   'Mounts a FUSE filesystem at --mount that passes through to --data and journals every change, in\norder, into the SRL before acknowledging it, and replicates the SRL to each --secondary.\nStop it with `replicafs stop --state DIR`, SIGINT or SIGTERM.',
   PRIMARY_FLAGS)
 
-export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mount DIR --state DIR [--fuse compat|ll] [--daemon] [-o OPT,...]',
+export const PASSTHROUGH_HELP = helpText('replicafs passthrough --data DIR --mount DIR --state DIR [--fuse ll|compat] [--daemon] [-o OPT,...]',
   'A bare FUSE passthrough with no SRL: the same adapter as the Primary without the journal.\nIt exists as the benchmark baseline (bench/).',
   PASSTHROUGH_FLAGS)
 

@@ -17,8 +17,8 @@ import path from 'node:path'
 import { Srl } from '../srl'
 import { SyncSources, ChangeMaps } from '../sync'
 import { PrimaryRvg } from '../rvg/primary'
-import { FuseAdapter, type MountAdapter, type FuseTransport } from '../fuse/adapter'
-import { LlAdapter } from '../fuse/ll-adapter'
+import { FuseAdapter, DEFAULT_PRIMARY_TRANSPORT, type MountAdapter, type FuseTransport } from '../fuse/adapter'
+import { LlAdapter, llUnavailable } from '../fuse/ll-adapter'
 import type { MountOptions } from '../fuse/mount-options'
 import { RlinkSet, type Rlink, type SynchronousMode, type SrlProt } from '../rlink/sender'
 import { readSecret, formatAddress, type Address } from '../rlink/common'
@@ -66,7 +66,7 @@ export interface PrimaryConfig {
   taskDir?: string
   /** `-o` mount options, checked (src/fuse/mount-options.ts). */
   mountOptions?: MountOptions
-  /** --fuse: the mount's transport (default compat; src/fuse/adapter.ts). */
+  /** --fuse: the mount's transport (default ll, compat where its addon cannot load; src/fuse/adapter.ts). */
   fuse?: FuseTransport
   /** Where peers reach this Primary (one that was a Secondary keeps its --listen address; src/rlink/gate.ts). */
   listen?: Address
@@ -234,9 +234,15 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
         log(`remounting ${mount} read-write (the Secondary's ${handover.adapter.openHandles} open files through it are closed)`)
         await handover.adapter.unmount()
       }
-      // A takeover's mount is compat's (the Secondary's --fuse names its read-only mount's).
+      // A takeover's mount is compat's (a Secondary's --fuse names its read-only mount's).
       const options = { mountOptions: cfg.mountOptions, onGone: watch.onGone }
-      adapter = cfg.fuse === 'll' && handover === undefined ? new LlAdapter(data, mount, options, rvg) : new FuseAdapter(rvg, mount, options)
+      let transport: FuseTransport = handover !== undefined ? 'compat' : cfg.fuse ?? DEFAULT_PRIMARY_TRANSPORT
+      const why = cfg.fuse === undefined && transport === 'll' ? llUnavailable() : null
+      if (why !== null) {
+        log(`the low-level FUSE transport cannot serve here (${why}); mounting with --fuse compat`)
+        transport = 'compat'
+      }
+      adapter = transport === 'll' ? new LlAdapter(data, mount, options, rvg) : new FuseAdapter(rvg, mount, options)
       if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
       await adapter.mount()
     }

@@ -53,6 +53,8 @@ export type FuseTransport = 'll' | 'compat'
 export const FUSE_TRANSPORTS: readonly FuseTransport[] = ['ll', 'compat']
 /** A Secondary's mount without --fuse. */
 export const DEFAULT_SECONDARY_TRANSPORT: FuseTransport = 'll'
+/** A Primary's (and `replicafs passthrough`'s) mount without --fuse. */
+export const DEFAULT_PRIMARY_TRANSPORT: FuseTransport = 'll'
 
 /** A transport's mount as the daemons use it (this fuse-native one, replicafs_ll's in ll-adapter.ts). */
 export interface MountAdapter {

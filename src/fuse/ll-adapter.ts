@@ -157,6 +157,7 @@ export class LlAdapter implements MountAdapter {
       return
     }
     this.rvg?.watchPending?.(null)
+    if (this.session !== null) loadLl().pending(this.session, -1, false) // the old RVG's writes in flight are its own
     this.rvg = rvg
     this.changes.serve(rvg, readOnly)
     this.watch(rvg)

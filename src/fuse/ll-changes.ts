@@ -118,7 +118,7 @@ export class LlChanges {
         h.read(p, req.fh, buf, req.size, req.offset, (n) => { if (n < 0) fail(n); else ll.replyBuf(s, id, buf.subarray(0, n)) })
         return
       }
-      case 'wrelease': ll.replyErr(s, id, 0); this.close(req.fh); return
+      case 'wrelease': ll.replyErr(s, id, 0); this.close(req.fh, req.path); return
       case 'fsync': h.fsync(p, req.datasync, req.fh, ok('zero')); return
       case 'fsyncdir': h.fsyncdir(p, req.datasync, 0, ok('zero')); return
       case 'setxattr': h.setxattr(p, req.name ?? '', req.data ?? Buffer.alloc(0), 0, req.flags, ok('zero')); return
@@ -149,19 +149,25 @@ export class LlChanges {
     run(0)
   }
 
-  /** The inode `p` names if that is the last name of a file open to write here, else null. */
+  /**
+   * The inode `p` names if that is a file open to write here, else null. Any of its names, not
+   * only the last: the transport names the file by the name its node was looked up by, which may
+   * be this one.
+   */
   private lastNameOpen (p: string): number | null {
     if (this.writing.size === 0) return null
     let st: fs.Stats
     try { st = fs.lstatSync(this.rvg.root + p) } catch { return null }
-    return !st.isDirectory() && st.nlink === 1 && this.writing.has(st.ino) ? st.ino : null
+    return !st.isDirectory() && this.writing.has(st.ino) ? st.ino : null
   }
 
   /** Renames `p`, the last name of open inode `ino`, to its hidden name (journaled). */
   private hide (p: string, ino: number, cb: Cb): void {
     const to = `${p.slice(0, p.lastIndexOf('/'))}/.fuse_hidden${hex8(ino)}${hex8(++this.hides)}`
     this.handlers.rename(p, to, (err) => {
-      if (err >= 0) this.hidden.set(ino, to)
+      // Its last close may have come while the rename waited for the writes in flight.
+      if (err >= 0 && this.writing.has(ino)) this.hidden.set(ino, to)
+      else if (err >= 0) this.handlers.unlink(to, () => {})
       cb(err)
     })
   }
@@ -173,8 +179,11 @@ export class LlChanges {
     this.writing.set(ino, (this.writing.get(ino) ?? 0) + 1)
   }
 
-  /** Closes a handle open to write; the last one of a hidden file unlinks it (journaled). */
-  private close (fh: number): void {
+  /**
+   * Closes a handle open to write; the last one of a hidden file unlinks it (journaled), where its
+   * node is now (`at`: its directory may have been renamed since), else where it was hidden.
+   */
+  private close (fh: number, at?: string): void {
     const ino = this.writers.get(fh)
     this.handlers.release('', fh, () => {})
     if (ino === undefined) return
@@ -185,6 +194,6 @@ export class LlChanges {
     const hid = this.hidden.get(ino)
     if (hid === undefined) return
     this.hidden.delete(ino)
-    this.handlers.unlink(hid, () => {})
+    this.handlers.unlink(at !== undefined && at.slice(at.lastIndexOf('/') + 1).startsWith('.fuse_hidden') ? at : hid, () => {})
   }
 }

@@ -70,7 +70,7 @@ typedef struct inode {
 
 typedef struct pend { ino_t ino; struct pend *next; } pend_t;
 
-typedef struct {
+typedef struct fs_s {
   inode_t root;
   inode_t *table[BUCKETS];
   pthread_mutex_t lock;
@@ -121,6 +121,18 @@ typedef struct {
   struct pend *pend[PEND_BUCKETS];
   uint64_t npending;      /* entries in pend (read without the lock: 0, nothing to wait for) */
   bool pend_off;          /* unmounting: nobody waits any more */
+  /*
+   * A change's paths are resolved on a worker and journaled later, on the JavaScript thread. The
+   * kernel keeps them true meanwhile (it holds the inode and parent locks the change needs) except
+   * against the rename of a directory above them: so changes count themselves in use from their
+   * resolution to their answer, and the rename of a directory waits for none to be in use and
+   * keeps new ones from resolving until it is answered (libfuse 2's path locks, coarsely).
+   */
+  pthread_mutex_t gate_lock;
+  pthread_cond_t gate_cond;
+  uint64_t inuse;
+  bool dir_renaming;
+  bool gate_off;          /* unmounting: nobody waits any more */
 } fs_t;
 
 #define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
@@ -186,9 +198,13 @@ typedef struct fwd {
   fuse_ino_t lparent;
   char *lname;
   struct fuse_file_info fi;
+  struct fs_s *fs;        /* for the gate: */
+  bool gated;             /* counted in use (fs_t.inuse) until answered */
+  bool dir_rename;        /* the rename of a directory: holds the gate until answered */
 } fwd_t;
 
-static void free_fwd(fwd_t *f) { free(f->name); free(f->path); free(f->path2); free(f->data); free(f->lname); free(f); }
+static void gate_leave(fwd_t *f);
+static void free_fwd(fwd_t *f) { gate_leave(f); free(f->name); free(f->path); free(f->path2); free(f->data); free(f->lname); free(f); }
 
 /*
  * Queues `f` to the handler (fwd_lock held: the thread-safe function is not finalized meanwhile;
@@ -316,7 +332,8 @@ static void stat_from(const double *a, struct stat *st) {
 }
 
 
-static bool wait_applied(fs_t *fs, ino_t ino);
+static bool wait_applied(fs_t *fs, dev_t dev, ino_t ino);
+static bool pend_has(fs_t *fs, dev_t dev, ino_t ino);
 
 /* Whether descriptor `fd`'s dentry was removed (the kernel names it "PATH (deleted)"). */
 static bool kept_name_gone(int fd) {
@@ -327,8 +344,13 @@ static bool kept_name_gone(int fd) {
   return n >= (ssize_t) sizeof(gone) - 1 && n < (ssize_t) sizeof(path) && memcmp(path + n - (sizeof(gone) - 1), gone, sizeof(gone) - 1) == 0;
 }
 
-/* Looks `name` up in `parent`: fills `e`, takes a lookup reference. Returns 0 or an errno. */
-static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *e) {
+/*
+ * Looks `name` up in `parent`: fills `e`, takes a lookup reference. Returns 0 or an errno. On a
+ * worker (`may_wait`), an inode with writes in flight is waited for; on the JavaScript thread (a
+ * change's answer) it must not be (only that thread applies them): its attributes then go
+ * uncached.
+ */
+static int do_lookup_at(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *e, bool may_wait) {
   fs_t *fs = fs_of(req);
   memset(e, 0, sizeof(*e));
   e->attr_timeout = ATTR_TIMEOUT(fs);
@@ -336,7 +358,8 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct
   int fd = openat(inode_of(req, parent)->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno;
   if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { int err = errno; close(fd); return err; }
-  if (wait_applied(fs, e->attr.st_ino) && fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { int err = errno; close(fd); return err; }
+  if (!may_wait) { if (pend_has(fs, e->attr.st_dev, e->attr.st_ino)) e->attr_timeout = 0; }
+  else if (wait_applied(fs, e->attr.st_dev, e->attr.st_ino) && fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) { int err = errno; close(fd); return err; }
   pthread_mutex_lock(&fs->lock);
   inode_t *in;
   if (e->attr.st_dev == fs->root.dev && e->attr.st_ino == fs->root.ino) in = &fs->root;
@@ -368,6 +391,8 @@ static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct
   return 0;
 }
 
+static int do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *e) { return do_lookup_at(req, parent, name, e, true); }
+
 static void forget_in(fs_t *fs, fuse_ino_t ino, uint64_t n) {
   if (IS_JS(ino)) { notice(fs, F_FORGET, JS_ID(ino), n); return; } /* the handler counts its nodes' lookups */
   if (ino == FUSE_ROOT_ID) return;
@@ -398,8 +423,8 @@ static bool pend_has_locked(fs_t *fs, ino_t ino) {
  * if it waited (what the caller read of it before is stale). Holds no lock the apply needs: the
  * handler applies on its own thread and then calls pending(ino, false).
  */
-static bool wait_applied(fs_t *fs, ino_t ino) {
-  if (__atomic_load_n(&fs->npending, __ATOMIC_ACQUIRE) == 0) return false;
+static bool wait_applied(fs_t *fs, dev_t dev, ino_t ino) {
+  if (dev != fs->root.dev || __atomic_load_n(&fs->npending, __ATOMIC_ACQUIRE) == 0) return false; /* (the set names the data directory's filesystem's inodes) */
   bool waited = false;
   pthread_mutex_lock(&fs->pend_lock);
   while (!fs->pend_off && pend_has_locked(fs, ino)) {
@@ -412,6 +437,15 @@ static bool wait_applied(fs_t *fs, ino_t ino) {
   return waited;
 }
 
+/* Whether inode (dev, ino) has writes in flight now (no wait). */
+static bool pend_has(fs_t *fs, dev_t dev, ino_t ino) {
+  if (dev != fs->root.dev || __atomic_load_n(&fs->npending, __ATOMIC_ACQUIRE) == 0) return false;
+  pthread_mutex_lock(&fs->pend_lock);
+  bool has = !fs->pend_off && pend_has_locked(fs, ino);
+  pthread_mutex_unlock(&fs->pend_lock);
+  return has;
+}
+
 static void pend_clear(fs_t *fs) {
   pthread_mutex_lock(&fs->pend_lock);
   for (size_t b = 0; b < PEND_BUCKETS; b++) {
@@ -421,6 +455,54 @@ static void pend_clear(fs_t *fs) {
   __atomic_store_n(&fs->npending, 0, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&fs->pend_cond);
   pthread_mutex_unlock(&fs->pend_lock);
+}
+
+/* A change resolves its paths: waits while a directory's rename is in flight. False: unmounting. */
+static bool gate_enter(fs_t *fs) {
+  pthread_mutex_lock(&fs->gate_lock);
+  while (fs->dir_renaming && !fs->gate_off) pthread_cond_wait(&fs->gate_cond, &fs->gate_lock);
+  bool ok = !fs->gate_off;
+  if (ok) fs->inuse++;
+  pthread_mutex_unlock(&fs->gate_lock);
+  return ok;
+}
+
+/* The rename of a directory: waits for the changes in use, keeps new ones out. False: unmounting. */
+static bool gate_enter_exclusive(fs_t *fs) {
+  pthread_mutex_lock(&fs->gate_lock);
+  while (fs->dir_renaming && !fs->gate_off) pthread_cond_wait(&fs->gate_cond, &fs->gate_lock);
+  if (!fs->gate_off) fs->dir_renaming = true;
+  while (fs->inuse > 0 && !fs->gate_off) pthread_cond_wait(&fs->gate_cond, &fs->gate_lock);
+  bool ok = !fs->gate_off;
+  if (!ok) fs->dir_renaming = false;
+  pthread_mutex_unlock(&fs->gate_lock);
+  return ok;
+}
+
+/* A change is answered (or dropped): what it held of the gate goes. */
+static void gate_leave(fwd_t *f) {
+  if (!f->gated && !f->dir_rename) return;
+  fs_t *fs = f->fs;
+  pthread_mutex_lock(&fs->gate_lock);
+  if (f->gated && fs->inuse > 0) fs->inuse--;
+  if (f->dir_rename) fs->dir_renaming = false;
+  pthread_cond_broadcast(&fs->gate_cond);
+  pthread_mutex_unlock(&fs->gate_lock);
+  f->gated = f->dir_rename = false;
+}
+
+/* Whether `s` is UTF-8 (names go to JavaScript as strings, and to the SRL: anything else would be replicated changed). */
+static bool valid_utf8(const char *s) {
+  const unsigned char *p = (const unsigned char *) s;
+  while (*p != 0) {
+    unsigned c = *p++;
+    int n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+    if (n < 0 || (n == 1 && c < 0xC2) || (c == 0xF4 && p[0] > 0x8F) || c > 0xF4) return false;
+    if (n == 2 && ((c == 0xE0 && p[0] < 0xA0) || (c == 0xED && p[0] > 0x9F))) return false;
+    if (n == 3 && c == 0xF0 && p[0] < 0x90) return false;
+    for (int i = 0; i < n; i++) if ((*p++ & 0xC0) != 0x80) return false;
+  }
+  return true;
 }
 
 /*
@@ -460,8 +542,9 @@ static int child_path(fs_t *fs, fuse_ino_t parent, const char *name, char *out, 
 
 /*
  * A change on the data directory's nodes, to forward: `path` is node `ino`'s (joined with `name`
- * if given), the caller's ids in num[N_UID/N_GID]. NULL: answered here already (EROFS: not a
- * journaled mount, or a forwarded node; or why the path cannot be had).
+ * if given), the caller's ids in num[N_UID/N_GID]; in use (the gate) until answered (F_RENAME:
+ * pass it only for a directory's rename, which takes the gate whole). NULL: answered here already
+ * (EROFS: not a journaled mount, or a forwarded node; or why the path cannot be had).
  */
 static fwd_t *change(fuse_req_t req, int op, fuse_ino_t ino, const char *name) {
   fs_t *fs = fs_of(req);
@@ -469,12 +552,16 @@ static fwd_t *change(fuse_req_t req, int op, fuse_ino_t ino, const char *name) {
     fuse_reply_err(req, EROFS);
     return NULL;
   }
+  fwd_t *f = calloc(1, sizeof(*f));
+  if (f == NULL) { fuse_reply_err(req, ENOMEM); return NULL; }
+  f->op = op; f->req = req; f->fs = fs;
+  if (!(op == F_RENAME ? gate_enter_exclusive(fs) : gate_enter(fs))) { free_fwd(f); fuse_reply_err(req, ENOTCONN); return NULL; }
+  if (op == F_RENAME) f->dir_rename = true; else f->gated = true;
   char path[PATH_MAX];
   int err = name != NULL ? child_path(fs, ino, name, path, sizeof(path)) : node_path(fs, ino, path, sizeof(path));
-  if (err != 0) { fuse_reply_err(req, err); return NULL; }
-  fwd_t *f = calloc(1, sizeof(*f));
-  if (f == NULL || (f->path = strdup(path)) == NULL) { free(f); fuse_reply_err(req, ENOMEM); return NULL; }
-  f->op = op; f->req = req;
+  if (err == 0 && !valid_utf8(path)) err = EILSEQ;
+  if (err == 0 && (f->path = strdup(path)) == NULL) err = ENOMEM;
+  if (err != 0) { free_fwd(f); fuse_reply_err(req, err); return NULL; }
   const struct fuse_ctx *ctx = fuse_req_ctx(req);
   f->num[N_UID] = ctx->uid;
   f->num[N_GID] = ctx->gid;
@@ -485,7 +572,8 @@ static fwd_t *change(fuse_req_t req, int op, fuse_ino_t ino, const char *name) {
 static int change_target(fuse_req_t req, fuse_ino_t newparent, const char *newname, char *out, size_t cap) {
   fs_t *fs = fs_of(req);
   if (IS_JS(newparent) || (newparent == FUSE_ROOT_ID && fs->fwd_name != NULL && strcmp(newname, fs->fwd_name) == 0)) return EROFS;
-  return child_path(fs, newparent, newname, out, cap);
+  int err = child_path(fs, newparent, newname, out, cap);
+  return err == 0 && !valid_utf8(out) ? EILSEQ : err;
 }
 
 /* The entry a change's answer looks up (replyLookup, replyCreate). False: out of memory (f freed, answered). */
@@ -566,7 +654,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   struct stat st;
   int fd = inode_of(req, ino)->fd;
   if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ||
-      (wait_applied(fs_of(req), st.st_ino) && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)) { fuse_reply_err(req, errno); return; }
+      (wait_applied(fs_of(req), st.st_dev, st.st_ino) && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)) { fuse_reply_err(req, errno); return; }
   fuse_reply_attr(req, &st, ATTR_TIMEOUT(fs_of(req)));
 }
 
@@ -710,7 +798,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   if (IS_JS(ino)) { forward(req, F_READ, ino, NULL, size, off, fi->fh, 0); return; }
   if (IS_JS_FH(fi->fh)) { forward(req, F_WREAD, ino, NULL, size, off, fi->fh >> 1, 0); return; } /* opened to write: the handler's */
-  wait_applied(fs_of(req), inode_of(req, ino)->ino);
+  wait_applied(fs_of(req), inode_of(req, ino)->dev, inode_of(req, ino)->ino);
   __atomic_add_fetch(&fs_of(req)->reads, 1, __ATOMIC_RELAXED);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -722,7 +810,16 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   __atomic_sub_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
   if (IS_JS(ino)) { forward(req, F_RELEASE, ino, NULL, 0, 0, fi->fh, 0); return; }
-  if (IS_JS_FH(fi->fh)) { forward(req, F_WRELEASE, ino, NULL, 0, 0, fi->fh >> 1, 0); return; }
+  if (IS_JS_FH(fi->fh)) {
+    /* With the node's path now, where it has one (a hidden file's last close unlinks it there). */
+    fwd_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) { fuse_reply_err(req, 0); return; }
+    f->op = F_WRELEASE; f->req = req; f->fh = fi->fh >> 1; f->fs = fs_of(req);
+    char path[PATH_MAX];
+    if (node_path(fs_of(req), ino, path, sizeof(path)) == 0 && valid_utf8(path)) f->path = strdup(path);
+    send_fwd(fs_of(req), f);
+    return;
+  }
   open_t *o = (open_t *) (uintptr_t) fi->fh;
   if (o->pt != NULL) {
     fs_t *fs = fs_of(req);
@@ -820,7 +917,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void op_symlink(fuse_req_t req, const char *target, fuse_ino_t parent, const char *name) {
   fwd_t *f = change(req, F_SYMLINK, parent, name);
   if (f == NULL || !entry_of(f, parent, name)) return;
-  if ((f->name = strdup(target)) == NULL) { fuse_reply_err(req, ENOMEM); free_fwd(f); return; }
+  if (!valid_utf8(target)) { free_fwd(f); fuse_reply_err(req, EILSEQ); return; }
+  if ((f->name = strdup(target)) == NULL) { free_fwd(f); fuse_reply_err(req, ENOMEM); return; }
   send_fwd(fs_of(req), f);
 }
 
@@ -837,8 +935,12 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags) {
   /* RENAME_NOREPLACE / EXCHANGE / WHITEOUT have no record: refused as by a filesystem without them. */
   if (flags != 0) { fuse_reply_err(req, EINVAL); return; }
-  fwd_t *f = change(req, F_RENAME, parent, name);
+  /* A directory's rename changes the paths of everything under it: it takes the gate whole. */
+  struct stat st;
+  bool dir = fs_of(req)->journaled && !IS_JS(parent) && fstatat(inode_of(req, parent)->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+  fwd_t *f = change(req, dir ? F_RENAME : F_UNLINK, parent, name);
   if (f == NULL) return;
+  f->op = F_RENAME;
   char path2[PATH_MAX];
   int err = change_target(req, newparent, newname, path2, sizeof(path2));
   if (err != 0 || (f->path2 = strdup(path2)) == NULL) { fuse_reply_err(req, err != 0 ? err : ENOMEM); free_fwd(f); return; }
@@ -878,29 +980,33 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
   fuse_reply_err(req, 0); /* every write is in the log when it is answered: nothing to flush */
 }
 
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
-  if (IS_JS(ino)) { fuse_reply_err(req, 0); return; }
-  fwd_t *f = change(req, F_FSYNC, ino, NULL);
-  if (f == NULL) return;
+/* fsync, fsyncdir: the journal made durable (no path: the handler syncs the SRL). Nothing to do on a read-only mount. */
+static void sync_fwd(fuse_req_t req, int op, fuse_ino_t ino, int datasync, uint64_t fh) {
+  fs_t *fs = fs_of(req);
+  if (!fs->journaled || IS_JS(ino)) { fuse_reply_err(req, 0); return; }
+  fwd_t *f = calloc(1, sizeof(*f));
+  if (f == NULL || (f->path = strdup("")) == NULL) { free(f); fuse_reply_err(req, ENOMEM); return; }
+  f->op = op; f->req = req; f->fs = fs;
   f->num[N_DATASYNC] = datasync;
-  f->fh = IS_JS_FH(fi->fh) ? fi->fh >> 1 : 0;
-  send_fwd(fs_of(req), f);
+  f->fh = fh;
+  send_fwd(fs, f);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  sync_fwd(req, F_FSYNC, ino, datasync, IS_JS_FH(fi->fh) ? fi->fh >> 1 : 0);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
   (void) fi;
-  if (IS_JS(ino)) { fuse_reply_err(req, 0); return; }
-  fwd_t *f = change(req, F_FSYNCDIR, ino, NULL);
-  if (f == NULL) return;
-  f->num[N_DATASYNC] = datasync;
-  send_fwd(fs_of(req), f);
+  sync_fwd(req, F_FSYNCDIR, ino, datasync, 0);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags) {
   if (internal_xattr(name)) { fuse_reply_err(req, EPERM); return; }
   fwd_t *f = change(req, F_SETXATTR, ino, NULL);
   if (f == NULL) return;
-  if ((f->name = strdup(name)) == NULL) { fuse_reply_err(req, ENOMEM); free_fwd(f); return; }
+  if (!valid_utf8(name)) { free_fwd(f); fuse_reply_err(req, EILSEQ); return; }
+  if ((f->name = strdup(name)) == NULL) { free_fwd(f); fuse_reply_err(req, ENOMEM); return; }
   if (!data_of(f, value, size)) return;
   f->flags = flags;
   send_fwd(fs_of(req), f);
@@ -1023,6 +1129,8 @@ static void free_session(session_t *s) {
   pthread_mutex_destroy(&s->fs.fwd_lock);
   pthread_mutex_destroy(&s->fs.pend_lock);
   pthread_cond_destroy(&s->fs.pend_cond);
+  pthread_mutex_destroy(&s->fs.gate_lock);
+  pthread_cond_destroy(&s->fs.gate_cond);
   free(s->fs.fwd_name);
   free(s->fs.root_path);
   free(s);
@@ -1139,6 +1247,8 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   s->fs.journaled = (flags & 4) != 0;
   pthread_mutex_init(&s->fs.pend_lock, NULL);
   pthread_cond_init(&s->fs.pend_cond, NULL);
+  pthread_mutex_init(&s->fs.gate_lock, NULL);
+  pthread_cond_init(&s->fs.gate_cond, NULL);
   s->fs.root.fd = -1;
   pthread_mutex_init(&s->fs.lock, NULL);
   pthread_cond_init(&s->fs.init_cond, NULL);
@@ -1238,6 +1348,10 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   s->fs.pend_off = true;
   pthread_mutex_unlock(&s->fs.pend_lock);
   pend_clear(&s->fs);
+  pthread_mutex_lock(&s->fs.gate_lock);
+  s->fs.gate_off = true;
+  pthread_cond_broadcast(&s->fs.gate_cond);
+  pthread_mutex_unlock(&s->fs.gate_lock);
   /* The workers end first (libfuse cancels those waiting for a request; one serving finishes), with
      the device still open: nothing is ever written to a closed (maybe reused) descriptor number. */
   fuse_session_exit(s->se);
@@ -1580,7 +1694,7 @@ static napi_value m_reply_lookup(napi_env env, napi_callback_info info) {
     else fuse_reply_attr(f->req, &st, ATTR_TIMEOUT(fs));
   } else if (f->lname != NULL) {
     struct fuse_entry_param e;
-    int err = do_lookup(f->req, f->lparent, f->lname, &e);
+    int err = do_lookup_at(f->req, f->lparent, f->lname, &e, false);
     if (err != 0) fuse_reply_err(f->req, err);
     else if (fuse_reply_entry(f->req, &e) != 0) forget_in(fs, e.ino, 1); /* (the request is gone with its reply) */
   } else {
@@ -1599,7 +1713,7 @@ static napi_value m_reply_create(napi_env env, napi_callback_info info) {
   double fh = 0;
   napi_get_value_double(env, argv[2], &fh);
   struct fuse_entry_param e;
-  int err = do_lookup(f->req, f->lparent, f->lname, &e);
+  int err = do_lookup_at(f->req, f->lparent, f->lname, &e, false);
   bool ok = false;
   if (err != 0) fuse_reply_err(f->req, err);
   else {
