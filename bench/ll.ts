@@ -6,7 +6,7 @@
  * One fresh journaled ext4 image (bench/image.ts) holding 10 directories of 1,100 files of 1 KiB
  * and one file of M MiB (default 1024). Columns, each repetition in a rotated order:
  *   raw   the directory itself
- *   bare  `replicafs passthrough` (fuse-native, libfuse 2's path-based API, one JavaScript
+ *   bare  `replicafs passthrough --fuse compat` (fuse-native, libfuse 2's path-based API, one JavaScript
  *         callback per request), as the main bench's bare column
  *   ll    replicafs_ll mounted read-only over it (every request answered in C, by inode,
  *         READDIRPLUS, splice reads, keep_cache, 1 s entry and attribute timeouts)
@@ -88,7 +88,7 @@ async function main (): Promise<void> {
         let daemon: Awaited<ReturnType<typeof startDaemon>> | null = null
         if (col === 'bare') {
           fs.mkdirSync(mnt)
-          daemon = await startDaemon(repo, 'passthrough', { data, mount: mnt, state: path.join(img.mountpoint, `state-${r}`) }, { log })
+          daemon = await startDaemon(repo, 'passthrough', { data, mount: mnt, state: path.join(img.mountpoint, `state-${r}`) }, { log, extraArgs: ['--fuse', 'compat'] })
           dir = mnt
         } else if (col === 'sec compat' || col === 'sec ll') {
           fs.mkdirSync(mnt)

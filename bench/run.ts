@@ -3,8 +3,8 @@
  *
  * Three columns, measured in the same run on one fresh journaled ext4 image:
  *   raw      the data directory itself (no FUSE)
- *   bare     `replicafs passthrough`: the same FUSE adapter, no journal
- *   primary  `replicafs primary`: FUSE + SRL journal
+ *   bare     `replicafs passthrough --fuse compat`: the same FUSE adapter, no journal
+ *   primary  `replicafs primary --fuse compat`: FUSE + SRL journal
  * and, asked for with --columns (issue 14), the same two on libfuse 3's low-level transport:
  *   bare-ll     `replicafs passthrough --fuse ll`
  *   primary-ll  `replicafs primary --fuse ll`
@@ -480,7 +480,7 @@ async function main(): Promise<number> {
               const dirs = { data: path.join(dir, 'data'), mount: path.join(dir, 'mnt'), state: path.join(dir, 'state') }
               try {
                 daemon = await startDaemon(pkg, col.startsWith('bare') ? 'passthrough' : 'primary', dirs, {
-                  srlSizeBytes: opts.srlSizeBytes, log, warn: (w) => res.warnings.push(w), extraArgs: LL_COLUMNS.includes(col) ? ['--fuse', 'll'] : []
+                  srlSizeBytes: opts.srlSizeBytes, log, warn: (w) => res.warnings.push(w), extraArgs: ['--fuse', LL_COLUMNS.includes(col) ? 'll' : 'compat']
                 })
               } catch (e) {
                 const msg = (e as Error).message
