@@ -101,6 +101,7 @@ export class LlAdapter implements MountAdapter {
   constructor (private readonly data: string, private readonly mnt: string, private readonly options: AdapterOptions = {}, rvg?: AdapterRvg) {
     this.rvg = rvg ?? null
     this.changes = rvg === undefined ? null : new LlChanges(rvg, false)
+    if (this.changes !== null) this.changes.onOwnChange = () => this.changed()
   }
 
   get writable (): boolean { return this.changes !== null }

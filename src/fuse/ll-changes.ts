@@ -41,6 +41,9 @@ export class LlChanges {
   private readonly hidden = new Map<number, string>()
   private hides = 0
 
+  /** Called after a change made here, not asked for by the kernel (a hide, a hidden file's unlink): names it keeps may be wrong. */
+  onOwnChange: () => void = () => {}
+
   constructor (private rvg: AdapterRvg, readOnly: boolean) {
     this.handlers = new FuseHandlers(rvg, readOnly)
   }
@@ -167,7 +170,8 @@ export class LlChanges {
     this.handlers.rename(p, to, (err) => {
       // Its last close may have come while the rename waited for the writes in flight.
       if (err >= 0 && this.writing.has(ino)) this.hidden.set(ino, to)
-      else if (err >= 0) this.handlers.unlink(to, () => {})
+      else if (err >= 0) this.handlers.unlink(to, () => this.onOwnChange())
+      if (err >= 0) this.onOwnChange()
       cb(err)
     })
   }
@@ -194,6 +198,6 @@ export class LlChanges {
     const hid = this.hidden.get(ino)
     if (hid === undefined) return
     this.hidden.delete(ino)
-    this.handlers.unlink(at !== undefined && at.slice(at.lastIndexOf('/') + 1).startsWith('.fuse_hidden') ? at : hid, () => {})
+    this.handlers.unlink(at !== undefined && at.slice(at.lastIndexOf('/') + 1).startsWith('.fuse_hidden') ? at : hid, () => this.onOwnChange())
   }
 }

@@ -684,7 +684,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   int fd = reopen(req, ino, O_RDONLY | O_DIRECTORY);
   if (fd < 0 || (d->dp = fdopendir(fd)) == NULL) { int err = errno; if (fd >= 0) close(fd); free(d); fuse_reply_err(req, err); return; }
   fi->fh = (uint64_t) (uintptr_t) d;
-  if (!fs_of(req)->volatile_tree) { fi->keep_cache = 1; fi->cache_readdir = 1; }
+  /* Listings kept only where nothing changes the tree behind the kernel: not a Secondary's (the
+     apply), not a Primary's (the daemon hides and unlinks files open to write by itself). */
+  if (!fs_of(req)->volatile_tree && !fs_of(req)->journaled) { fi->keep_cache = 1; fi->cache_readdir = 1; }
   __atomic_add_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
   if (fuse_reply_open(req, fi) != 0) { /* interrupted: no RELEASEDIR will come */
     __atomic_sub_fetch(&fs_of(req)->opens, 1, __ATOMIC_RELAXED);
