@@ -37,7 +37,7 @@ export class LlChanges {
   private readonly writers = new Map<number, number>()
   /** Inode -> its handles open to write. */
   private readonly writing = new Map<number, number>()
-  /** Inodes whose last name was taken while open to write -> their hidden path. */
+  /** Inodes open to write whose name was taken (unlinked, renamed over) -> their hidden path. */
   private readonly hidden = new Map<number, string>()
   private hides = 0
 
@@ -83,15 +83,16 @@ export class LlChanges {
       case 'link': h.link(p, req.path2 ?? '', ok('lookup')); return
       case 'rmdir': h.rmdir(p, ok('zero')); return
       case 'unlink': {
-        const ino = this.lastNameOpen(p)
+        const ino = this.openToWrite(p)
         if (ino === null) { h.unlink(p, ok('zero')); return }
         this.hide(p, ino, ok('zero'))
         return
       }
       case 'rename': {
         const dest = req.path2 ?? ''
-        const ino = this.lastNameOpen(dest)
-        if (ino === null) { h.rename(p, dest, ok('zero')); return }
+        const ino = this.openToWrite(dest)
+        // (Two names of one inode: rename(2) does nothing, and nothing is hidden.)
+        if (ino === null || this.inoAt(p) === ino) { h.rename(p, dest, ok('zero')); return }
         this.hide(dest, ino, (err) => { if (err < 0) fail(err); else h.rename(p, dest, ok('zero')) })
         return
       }
@@ -157,14 +158,18 @@ export class LlChanges {
    * only the last: the transport names the file by the name its node was looked up by, which may
    * be this one.
    */
-  private lastNameOpen (p: string): number | null {
+  private openToWrite (p: string): number | null {
     if (this.writing.size === 0) return null
     let st: fs.Stats
     try { st = fs.lstatSync(this.rvg.root + p) } catch { return null }
     return !st.isDirectory() && this.writing.has(st.ino) ? st.ino : null
   }
 
-  /** Renames `p`, the last name of open inode `ino`, to its hidden name (journaled). */
+  private inoAt (p: string): number | null {
+    try { return fs.lstatSync(this.rvg.root + p).ino } catch { return null }
+  }
+
+  /** Renames `p`, a name of inode `ino` (open to write), to a hidden name (journaled). */
   private hide (p: string, ino: number, cb: Cb): void {
     const to = `${p.slice(0, p.lastIndexOf('/'))}/.fuse_hidden${hex8(ino)}${hex8(++this.hides)}`
     this.handlers.rename(p, to, (err) => {
