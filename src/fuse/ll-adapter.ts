@@ -208,8 +208,12 @@ export class LlAdapter implements MountAdapter {
     if (req.op === 'forget') { this.forget(req.node, req.size); return }
     if (s === null) return // unmounted: the transport answered it
     if (CHANGE_OPS.has(req.op)) {
-      if (this.changes !== null) this.changes.handle(ll, s, req as LlChange)
-      else ll.replyErr(s, req.id, EROFS)
+      try {
+        if (this.changes !== null) this.changes.handle(ll, s, req as LlChange)
+        else ll.replyErr(s, req.id, EROFS)
+      } catch (err) {
+        ll.replyErr(s, req.id, -errnoFor(err)) // (a no-op if it was answered before the throw)
+      }
       return
     }
     const p = this.nodes.get(req.node)?.path
