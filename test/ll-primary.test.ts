@@ -129,6 +129,15 @@ t('--fuse ll replicates in order: programs, a file written after its unlink (hid
     fs.writeSync(fd3, 'through a removed name\n')
     fs.closeSync(fd3)
     assert.is(fs.readFileSync(m('l2'), 'utf8'), 'through a removed name\n')
+    // Both names removed while it is open to write: both hidden, both gone with the last close.
+    fs.writeFileSync(m('l3'), '')
+    fs.linkSync(m('l3'), m('l4'))
+    const fd4 = fs.openSync(m('l3'), 'a')
+    fs.unlinkSync(m('l4'))
+    fs.unlinkSync(m('l3'))
+    fs.writeSync(fd4, 'nameless\n')
+    assert.is(fs.readdirSync(pm).filter((n) => n.startsWith('.fuse_hidden')).length, 2)
+    fs.closeSync(fd4)
 
     // The usual temporary file: written, closed, removed at once (its release may come after the unlink).
     for (let i = 0; i < 20; i++) {

@@ -37,8 +37,8 @@ export class LlChanges {
   private readonly writers = new Map<number, number>()
   /** Inode -> its handles open to write. */
   private readonly writing = new Map<number, number>()
-  /** Inodes open to write whose name was taken (unlinked, renamed over) -> their hidden path. */
-  private readonly hidden = new Map<number, string>()
+  /** Inodes open to write whose names were taken (unlinked, renamed over) -> their hidden paths. */
+  private readonly hidden = new Map<number, string[]>()
   private hides = 0
 
   /** Called after a change made here, not asked for by the kernel (a hide, a hidden file's unlink): names it keeps may be wrong. */
@@ -122,7 +122,7 @@ export class LlChanges {
         h.read(p, req.fh, buf, req.size, req.offset, (n) => { if (n < 0) fail(n); else ll.replyBuf(s, id, buf.subarray(0, n)) })
         return
       }
-      case 'wrelease': ll.replyErr(s, id, 0); this.close(req.fh, req.path); return
+      case 'wrelease': this.close(req.fh, req.path); ll.replyErr(s, id, 0); return // (the unlink of a hidden file starts before the transport lets a directory rename by)
       case 'fsync': h.fsync(p, req.datasync, req.fh, ok('zero')); return
       case 'fsyncdir': h.fsyncdir(p, req.datasync, 0, ok('zero')); return
       case 'setxattr': h.setxattr(p, req.name ?? '', req.data ?? Buffer.alloc(0), 0, req.flags, ok('zero')); return
@@ -174,7 +174,7 @@ export class LlChanges {
     const to = `${p.slice(0, p.lastIndexOf('/'))}/.fuse_hidden${hex8(ino)}${hex8(++this.hides)}`
     this.handlers.rename(p, to, (err) => {
       // Its last close may have come while the rename waited for the writes in flight.
-      if (err >= 0 && this.writing.has(ino)) this.hidden.set(ino, to)
+      if (err >= 0 && this.writing.has(ino)) this.hidden.set(ino, [...(this.hidden.get(ino) ?? []), to])
       else if (err >= 0) this.handlers.unlink(to, () => this.onOwnChange())
       if (err >= 0) this.onOwnChange()
       cb(err)
@@ -203,6 +203,9 @@ export class LlChanges {
     const hid = this.hidden.get(ino)
     if (hid === undefined) return
     this.hidden.delete(ino)
-    this.handlers.unlink(at !== undefined && at.slice(at.lastIndexOf('/') + 1).startsWith('.fuse_hidden') ? at : hid, () => this.onOwnChange())
+    // Each hidden name (two names of one file may have been taken); the node's own where it is now
+    // (its directory may have been renamed since it was hidden).
+    const base = (p: string): string => p.slice(p.lastIndexOf('/') + 1)
+    for (const h of hid) this.handlers.unlink(at !== undefined && base(at) === base(h) ? at : h, () => this.onOwnChange())
   }
 }

@@ -817,6 +817,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fwd_t *f = calloc(1, sizeof(*f));
     if (f == NULL) { fuse_reply_err(req, 0); return; }
     f->op = F_WRELEASE; f->req = req; f->fh = fi->fh >> 1; f->fs = fs_of(req);
+    /* In use like a change: a directory's rename waits until the handler has the path (it unlinks a hidden file there). */
+    f->gated = gate_enter(fs_of(req));
     char path[PATH_MAX];
     if (node_path(fs_of(req), ino, path, sizeof(path)) == 0 && valid_utf8(path)) f->path = strdup(path);
     send_fwd(fs_of(req), f);
@@ -1018,6 +1020,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
   if (internal_xattr(name)) { fuse_reply_err(req, EPERM); return; }
   fwd_t *f = change(req, F_REMOVEXATTR, ino, NULL);
   if (f == NULL) return;
+  if (!valid_utf8(name)) { free_fwd(f); fuse_reply_err(req, EILSEQ); return; }
   if ((f->name = strdup(name)) == NULL) { fuse_reply_err(req, ENOMEM); free_fwd(f); return; }
   send_fwd(fs_of(req), f);
 }
