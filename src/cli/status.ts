@@ -23,6 +23,7 @@ function splitLine (sb: SplitLine): string {
 }
 
 interface Status {
+  fuse?: { transport: string, passthrough: boolean, openFiles: number } | null
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
   rds?: string, synchronous?: string, listen?: string | null
   generation?: { id: string, since: number } | null
@@ -66,7 +67,7 @@ export async function statusCommand (argv: string[]): Promise<number> {
   const lines = [
     `role:          ${s.role} (pid ${s.pid})`,
     `data:          ${s.data}`,
-    `mount:         ${s.mount}`
+    `mount:         ${s.mount}${s.fuse != null ? ` (FUSE ${s.fuse.transport}${s.fuse.passthrough ? ', passthrough' : ''}, ${s.fuse.openFiles} open)` : ''}`
   ]
   if (s.srl) {
     const pct = (100 * s.srl.bytes / s.srl.capacityBytes).toFixed(1)
