@@ -355,6 +355,7 @@ test('a journaled mount: changes forwarded with their paths and the caller, answ
   fs.writeFileSync(path.join(src, 'dir', 'busy'), 'four')
   const seen: string[] = []
   let s: LlSession | null = null
+  let held: (() => void) | null = null
   // The handler: a tiny journal-less daemon that makes each change in the source itself.
   const handler = (req: LlRequest): void => {
     const r = req as LlChange
@@ -364,7 +365,12 @@ test('a journaled mount: changes forwarded with their paths and the caller, answ
       switch (r.op) {
         case 'mkdir': fs.mkdirSync(src + r.path, r.mode & 0o7777); ll.replyLookup(s, r.id); return
         case 'create': { fs.writeFileSync(src + r.path, '', { mode: r.mode & 0o7777 }); ll.replyCreate(s, r.id, 7); return }
-        case 'write': { const fd = fs.openSync(src + r.path, 'r+'); fs.writeSync(fd, r.data!, 0, r.data!.length, r.offset); fs.closeSync(fd); ll.replyWrite(s, r.id, r.data!.length); return }
+        case 'write': {
+          const fd = fs.openSync(src + r.path, 'r+'); fs.writeSync(fd, r.data!, 0, r.data!.length, r.offset); fs.closeSync(fd)
+          if (r.path === '/dir/slow') { held = () => ll.replyWrite(s!, r.id, r.data!.length); return } // answered later
+          ll.replyWrite(s, r.id, r.data!.length)
+          return
+        }
         case 'rename': fs.renameSync(src + r.path, src + r.path2!); ll.replyErr(s, r.id, 0); return
         case 'setattr': ll.replyErr(s, r.id, 1); return // EPERM: refused by the daemon
         case 'wrelease': ll.replyErr(s, r.id, 0); return
@@ -403,6 +409,29 @@ test('a journaled mount: changes forwarded with their paths and the caller, answ
     const st = await child
     assert.is(st.out, '17\n', 'the stat saw the applied writes')
     assert.is(ll.stats(s).waiting, 0)
+
+    // A directory's rename waits for the changes in flight whose paths it would change (here a
+    // write to dir/slow the daemon has not answered), and is forwarded only after.
+    seen.length = 0
+    const writer = inChild(`printf x > ${m('dir/slow')}`)
+    const until = Date.now() + 10_000
+    while (held === null) {
+      if (Date.now() > until) throw new Error('the write to dir/slow never reached the handler')
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    const mover = inChild(`mv ${m('dir')} ${m('moved')}`)
+    while (ll.stats(s).gateWaiting === 0) {
+      if (Date.now() > until) throw new Error('the directory\'s rename did not wait for the write in flight')
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    assert.not.ok(seen.some((x) => x.startsWith('rename')), 'the rename is not forwarded while the write is in flight')
+    const answer: () => void = held
+    answer()
+    assert.is((await writer).code, 0)
+    const mv = await mover
+    assert.is(mv.code, 0, mv.out)
+    assert.equal(seen.filter((x) => x.startsWith('write') || x.startsWith('rename')), ['write /dir/slow @0 x uid=0', 'rename /dir /moved uid=0'])
+    assert.is(fs.readFileSync(path.join(src, 'moved', 'slow'), 'utf8'), 'x')
   } finally {
     if (s !== null) ll.unmount(s)
     if (mounted(mnt)) { try { execFileSync('umount', ['-l', mnt]) } catch { /* reported below */ } }

@@ -131,6 +131,7 @@ typedef struct fs_s {
   pthread_mutex_t gate_lock;
   pthread_cond_t gate_cond;
   uint64_t inuse;
+  uint64_t gate_waiting;  /* requests waiting at the gate now (stats) */
   bool dir_renaming;
   bool gate_off;          /* unmounting: nobody waits any more */
 } fs_t;
@@ -458,9 +459,15 @@ static void pend_clear(fs_t *fs) {
 }
 
 /* A change resolves its paths: waits while a directory's rename is in flight. False: unmounting. */
+static void gate_wait(fs_t *fs) {
+  fs->gate_waiting++;
+  pthread_cond_wait(&fs->gate_cond, &fs->gate_lock);
+  fs->gate_waiting--;
+}
+
 static bool gate_enter(fs_t *fs) {
   pthread_mutex_lock(&fs->gate_lock);
-  while (fs->dir_renaming && !fs->gate_off) pthread_cond_wait(&fs->gate_cond, &fs->gate_lock);
+  while (fs->dir_renaming && !fs->gate_off) gate_wait(fs);
   bool ok = !fs->gate_off;
   if (ok) fs->inuse++;
   pthread_mutex_unlock(&fs->gate_lock);
@@ -470,9 +477,9 @@ static bool gate_enter(fs_t *fs) {
 /* The rename of a directory: waits for the changes in use, keeps new ones out. False: unmounting. */
 static bool gate_enter_exclusive(fs_t *fs) {
   pthread_mutex_lock(&fs->gate_lock);
-  while (fs->dir_renaming && !fs->gate_off) pthread_cond_wait(&fs->gate_cond, &fs->gate_lock);
+  while (fs->dir_renaming && !fs->gate_off) gate_wait(fs);
   if (!fs->gate_off) fs->dir_renaming = true;
-  while (fs->inuse > 0 && !fs->gate_off) pthread_cond_wait(&fs->gate_cond, &fs->gate_lock);
+  while (fs->inuse > 0 && !fs->gate_off) gate_wait(fs);
   bool ok = !fs->gate_off;
   if (!ok) fs->dir_renaming = false;
   pthread_mutex_unlock(&fs->gate_lock);
@@ -1487,6 +1494,10 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "epoch", v);
   napi_create_double(env, JOURNALED_WRITE_BYTES_MAX, &v);
   napi_set_named_property(env, r, "maxWrite", v);
+  pthread_mutex_lock(&s->fs.gate_lock);
+  napi_create_double(env, (double) s->fs.gate_waiting, &v);
+  pthread_mutex_unlock(&s->fs.gate_lock);
+  napi_set_named_property(env, r, "gateWaiting", v);
   return r;
 }
 

@@ -36,8 +36,13 @@ export interface LlAddon {
   mount(root: string, mountpoint: string, options: string, timeoutSeconds: number, flags: number, forwardName: string, handler: (req: LlRequest) => void): LlSession;
   /** Unmounts (lazily: a busy mount goes with its last user), waits for the loop to end, frees its inodes. Returns the loop's result (0). */
   unmount(session: LlSession): number;
-  /** Whether the kernel granted FUSE passthrough, and how many READ requests were served (not read by the kernel from a backing file). */
-  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number };
+  /**
+   * Whether the kernel granted FUSE passthrough; READ requests served (not read by the kernel from a
+   * backing file); requests waiting for hold() or writes in flight; files and directories open; whether
+   * the kernel has epochs; the largest write a journaled mount takes; changes waiting at the gate a
+   * directory's rename holds (a journaled mount).
+   */
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number, gateWaiting: number };
   /**
    * The daemon changed names in the tree: on a volatile mount every name the kernel keeps is
    * dropped (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+; a lookup begun before is invalid after). Call it
