@@ -5,8 +5,21 @@
  */
 import assert from 'node:assert'
 
-/** The largest write the kernel hands a FUSE server with big_writes (32 pages). */
+/**
+ * The largest write the kernel hands a libfuse 2 server with big_writes (32 pages): the compat
+ * transport's (fuse-native), and the largest WRITE record of SRL record format versions 1 and 2.
+ */
 export const FUSE_WRITE_BYTES_MAX = 128 * 1024
+
+/**
+ * The largest write the journaled libfuse 3 transport asks the kernel for (max_write, max_pages
+ * 256): a WRITE record's data bound in record format version 3. One record per FUSE write, so 8x
+ * fewer requests, records and apply jobs per byte than at 128 KiB (docs/PERFORMANCE.md).
+ */
+export const LL_WRITE_BYTES_MAX = 1024 * 1024
+
+/** The largest WRITE record's data (record format version 3; versions 1 and 2: FUSE_WRITE_BYTES_MAX). */
+export const RECORD_DATA_BYTES_MAX = LL_WRITE_BYTES_MAX
 
 /** Fixed SRL record header: magic, version, type, sequence, lengths, checksum. See docs/FORMAT.md. */
 export const RECORD_HEADER_BYTES = 32
@@ -15,12 +28,15 @@ export const RECORD_HEADER_BYTES = 32
 export const RECORD_META_BYTES_MAX = 4096 + 4096 + 64 * 1024 + 512
 
 /** The largest record the SRL accepts: one maximal write plus the largest metadata. */
-export const RECORD_BYTES_MAX = RECORD_HEADER_BYTES + RECORD_META_BYTES_MAX + FUSE_WRITE_BYTES_MAX
+export const RECORD_BYTES_MAX = RECORD_HEADER_BYTES + RECORD_META_BYTES_MAX + RECORD_DATA_BYTES_MAX
 
 /** Default SRL size. VVR sizes the SRL for the write burst a Secondary outage must absorb. */
 export const SRL_BYTES_DEFAULT = 256 * 1024 * 1024
 
-/** The smallest SRL accepted: room for many maximal records, so a full log is a policy event, not a fragment. */
+/**
+ * The smallest SRL accepted: room for a few maximal records and many ordinary ones (a 4 KiB write
+ * takes 4.1 KiB), so a full log is a policy event, not a fragment.
+ */
 export const SRL_BYTES_MIN = 4 * 1024 * 1024
 
 /** The largest SRL accepted (the ring is one preallocated file). */
@@ -184,8 +200,9 @@ export const IBC_SCRIPT_OUTPUT_BYTES_MAX = 64 * 1024
 /** How long `ibc receive` waits by default (0: forever). */
 export const IBC_RECEIVE_TIMEOUT_DEFAULT_S = 0
 
-assert(WIRE_FRAME_BYTES_MAX >= RLINK_BATCH_BYTES_MAX + 2 * (32 + 4096 + 4096 + 64 * 1024 + 512 + 128 * 1024) + 1024)
-assert(SRL_BYTES_MIN >= 16 * RECORD_BYTES_MAX, 'the smallest SRL must hold many maximal records')
+assert(WIRE_FRAME_BYTES_MAX >= RLINK_BATCH_BYTES_MAX + 2 * RECORD_BYTES_MAX + 1024, 'a batch cut after one record past its bound, plus one more, fits a frame')
+assert(SRL_BYTES_MIN >= 3 * RECORD_BYTES_MAX, 'the smallest SRL must hold several maximal records')
+assert(RECORD_DATA_BYTES_MAX >= FUSE_WRITE_BYTES_MAX && LL_WRITE_BYTES_MAX <= RECORD_DATA_BYTES_MAX, 'a FUSE write on either transport is one record')
 assert(SRL_BYTES_DEFAULT >= SRL_BYTES_MIN && SRL_BYTES_DEFAULT <= SRL_BYTES_MAX)
 assert(SRL_BYTES_MIN % SRL_PREALLOCATE_CHUNK_BYTES === 0)
 assert(CHECKPOINT_FILL_PERCENT > 0 && CHECKPOINT_FILL_PERCENT < 100)

@@ -75,7 +75,7 @@ async function rejectsCode (p: Promise<unknown>, code: string, match?: RegExp): 
 }
 
 // ---------------------------------------------------------------------------------------------
-// ABI fixtures: version 1 (still read) and version 2 (read and written)
+// ABI fixtures: versions 1 and 2 (still read) and version 3 (read and written)
 
 /** The namespace types and FALLOCATE: version 2 gave them `t`, the time they result in. */
 const TIMED_IN_V2 = new Set<number>([
@@ -92,14 +92,15 @@ const V1_TYPES = Array.from({ length: 18 }, (_, i) => i + 1) // WRITE (1) .. VOI
 function allTypes (): number[] {
   return Object.values(RecordType).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b)
 }
-const TYPES_OF_VERSION = new Map<number, number[]>([[1, V1_TYPES], [2, allTypes()]])
+const V2_TYPES = Array.from({ length: 19 }, (_, i) => i + 1) // WRITE (1) .. IBC (19)
+const TYPES_OF_VERSION = new Map<number, number[]>([[1, V1_TYPES], [2, V2_TYPES], [3, allTypes()]])
 
-const fixtures = new Map<number, Fixture>([1, 2].map((v) => [v, loadFixture(v)]))
+const fixtures = new Map<number, Fixture>([1, 2, 3].map((v) => [v, loadFixture(v)]))
 const fixture = fixtures.get(1)!
 
-test('fixtures: this build writes version 2 and has a fixture for every version it reads', () => {
-  assert.is(RECORD_FORMAT_VERSION, 2, 'a new format version needs a new fixture directory and an UPGRADING.md entry')
-  assert.equal(RECORD_FORMAT_VERSIONS_READ, [1, 2])
+test('fixtures: this build writes version 3 and has a fixture for every version it reads', () => {
+  assert.is(RECORD_FORMAT_VERSION, 3, 'a new format version needs a new fixture directory and an UPGRADING.md entry')
+  assert.equal(RECORD_FORMAT_VERSIONS_READ, [1, 2, 3])
   for (const v of RECORD_FORMAT_VERSIONS_READ) assert.ok(fs.existsSync(path.join(FIXTURE_DIR, String(v), 'records.json')), `fixture for version ${v}`)
 })
 
@@ -250,16 +251,16 @@ test('fixtures: a v1 record and its v2 successor differ only in the version, t a
   assert.is(compared, V1_TYPES.length, 'every version-1 type was compared')
 })
 
-test('readHeader: a format version other than 1 or 2 throws FORMAT_VERSION', () => {
+test('readHeader: a format version other than 1, 2 or 3 throws FORMAT_VERSION', () => {
   const bytes = Buffer.from(fixture.records[0].bytes, 'hex')
-  for (const v of [1, 2]) {
+  for (const v of [1, 2, 3]) {
     const ok = Buffer.from(bytes)
     ok.writeUInt16LE(v, 4)
     assert.is(readHeader(ok)?.version, v, `version ${v} is read`)
   }
-  const v3 = Buffer.from(bytes)
-  v3.writeUInt16LE(3, 4)
-  throwsCode(() => readHeader(v3), 'FORMAT_VERSION', /version 3 .*versions 1 and 2.*newer replicafs/)
+  const v4 = Buffer.from(bytes)
+  v4.writeUInt16LE(4, 4)
+  throwsCode(() => readHeader(v4), 'FORMAT_VERSION', /version 4 .*versions 1, 2, 3.*newer replicafs/)
   const v0 = Buffer.from(bytes)
   v0.writeUInt16LE(0, 4)
   throwsCode(() => readHeader(v0), 'FORMAT_VERSION')
@@ -274,7 +275,31 @@ test('readHeader: zero-fill, wrong magic, short buffers and impossible lengths a
   const meta = Buffer.from(bytes); meta.writeUInt32LE(0xffffffff, 16)
   assert.is(readHeader(meta), null)
   const data = Buffer.from(bytes); data.writeUInt32LE(128 * 1024 + 1, 20)
-  assert.is(readHeader(data), null)
+  assert.is(readHeader(data), null, 'version 1: at most 128 KiB of data')
+})
+
+test('readHeader: version 3 allows a WRITE of up to 1 MiB; versions 1 and 2 up to 128 KiB', () => {
+  const bytes = Buffer.from(fixture.records[0].bytes, 'hex')
+  const at = (version: number, dataLength: number): number | undefined => {
+    const b = Buffer.from(bytes)
+    b.writeUInt16LE(version, 4)
+    b.writeUInt32LE(dataLength, 20)
+    return readHeader(b)?.dataLength
+  }
+  for (const v of [1, 2]) {
+    assert.is(at(v, 128 * 1024), 128 * 1024, `version ${v}: 128 KiB`)
+    assert.is(at(v, 128 * 1024 + 1), undefined, `version ${v}: one byte more is not a record`)
+  }
+  assert.is(at(3, 128 * 1024 + 1), 128 * 1024 + 1)
+  assert.is(at(3, 1024 * 1024), 1024 * 1024, 'version 3: 1 MiB')
+  assert.is(at(3, 1024 * 1024 + 1), undefined, 'version 3: one byte more is not a record')
+  // A maximal write round-trips through the encoder (which writes version 3).
+  const big = Buffer.alloc(1024 * 1024, 0xa5)
+  const rec = encodeRecord(RecordType.WRITE, 9, { p: '/big', o: 0, t: [1, 2] }, big)
+  assert.is(readHeader(rec)?.version, 3)
+  assert.ok(checksumOk(rec))
+  assert.ok(decodeRecord(rec).data.equals(big))
+  assert.throws(() => encodeRecord(RecordType.WRITE, 9, { p: '/big', o: 0, t: [1, 2] }, Buffer.alloc(1024 * 1024 + 1)), 'more than 1 MiB is a bug')
 })
 
 test('encodeRecord: records are a header plus metadata plus data, unpadded; the ring aligns them', () => {

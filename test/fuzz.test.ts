@@ -22,7 +22,7 @@ import { packr } from './fuzz/values'
 import { FrameDecoder, MsgType, encodeFrame } from '../src/format/wire'
 import { encodeRecord, RecordType } from '../src/format/record'
 import { serve, RequestReader } from '../src/control'
-import { WIRE_FRAME_BYTES_MAX, CONTROL_REQUEST_BYTES_MAX, FUSE_WRITE_BYTES_MAX } from '../src/limits'
+import { WIRE_FRAME_BYTES_MAX, CONTROL_REQUEST_BYTES_MAX, FUSE_WRITE_BYTES_MAX, RECORD_DATA_BYTES_MAX } from '../src/limits'
 
 const t = suite('fuzz')
 
@@ -108,7 +108,7 @@ t('wire: lying lengths, cut streams, msgpack that declares more than it holds, b
     ['UPDATES with recs a string', wireInput(frame(pack({ t: MsgType.UPDATES, recs: 'abc' }))), /^decoded 1$/],
     ['UPDATES with a record whose path is a number (its CRC right)',
       wireInput(frame(pack({ t: MsgType.UPDATES, recs: [rawRecord(2, RecordType.UNLINK, 1n, pack({ p: 5 }))] }))), /^refused LOG_CORRUPT$/],
-    ['UPDATES with a record of format version 3', wireInput(frame(pack({ t: MsgType.UPDATES, recs: [rawRecord(3, RecordType.UNLINK, 1n, pack({ p: '/a' }))] }))), /^refused FORMAT_VERSION$/]
+    ['UPDATES with a record of format version 4', wireInput(frame(pack({ t: MsgType.UPDATES, recs: [rawRecord(4, RecordType.UNLINK, 1n, pack({ p: '/a' }))] }))), /^refused FORMAT_VERSION$/]
   ])
 })
 
@@ -129,8 +129,9 @@ t('record: impossible headers, metadata that is no RecordMeta, paths out of the 
   expectAll(TARGETS.record, [
     ['a header of 31 bytes', Buffer.concat([Buffer.from([0]), good[0].subarray(0, 31)]), /^not a record$/],
     ['meta length 2^32 - 1', withHeader((b) => b.writeUInt32LE(0xffffffff, 16)), /^not a record$/],
-    ['data length one over a FUSE write', withHeader((b) => b.writeUInt32LE(FUSE_WRITE_BYTES_MAX + 1, 20)), /^not a record$/],
-    ['format version 3', withHeader((b) => b.writeUInt16LE(3, 4)), /^refused FORMAT_VERSION$/],
+    ['version 2: data length one over a 128 KiB FUSE write', withHeader((b) => { b.writeUInt16LE(2, 4); b.writeUInt32LE(FUSE_WRITE_BYTES_MAX + 1, 20) }), /^not a record$/],
+    ['version 3: data length one over 1 MiB', withHeader((b) => { b.writeUInt16LE(3, 4); b.writeUInt32LE(RECORD_DATA_BYTES_MAX + 1, 20) }), /^not a record$/],
+    ['format version 4', withHeader((b) => b.writeUInt16LE(4, 4)), /^refused FORMAT_VERSION$/],
     ['format version 0', withHeader((b) => b.writeUInt16LE(0, 4)), /^refused FORMAT_VERSION$/],
     // findings of the record target, fixed in src/format/record.ts
     ['sequence number 0 (it was read as a record)', rec(2, RecordType.UNLINK, 0n, pack({ p: '/a' })), /^not a record$/],

@@ -13,8 +13,9 @@ import * as assert from 'uvu/assert'
 import * as fs from 'fs'
 import * as path from 'path'
 import {
-  startPair, startPrimary, assertOneLineError, cleanupAll, isolated, cli, execOk, diffTrees, tmpdirs, waitFor
+  startPair, startPrimary, assertOneLineError, cleanupAll, isolated, cli, execOk, diffTrees, tmpdirs, waitFor, srlDump
 } from './helpers'
+import * as crypto from 'crypto'
 
 const t = suite('ll-primary')
 
@@ -139,6 +140,9 @@ t('--fuse ll replicates in order: programs, a file written after its unlink (hid
     assert.is(fs.readdirSync(pm).filter((n) => n.startsWith('.fuse_hidden')).length, 2)
     fs.closeSync(fd4)
 
+    // A big file: 1 MiB writes (record format version 3) cross the link as they are.
+    fs.writeFileSync(m('big'), crypto.randomBytes(5 * 1024 * 1024 + 7))
+
     // The usual temporary file: written, closed, removed at once (its release may come after the unlink).
     for (let i = 0; i < 20; i++) {
       fs.writeFileSync(m(`tmp-${i}`), 'x'.repeat(1000))
@@ -162,6 +166,29 @@ except OSError as e: print(e.errno)
     assert.equal(fs.readdirSync(pair.secondary.data).filter((n) => n.startsWith('.fuse_hidden')), [])
   } finally {
     await pair.stop()
+  }
+}))
+
+t('--fuse ll: a write() of 3 MiB is three 1 MiB records (record format version 3), and reads back whole', isolated(120_000, async () => {
+  const p = await startPrimary({ extraArgs: ['--fuse', 'll'], retain: true })
+  let stopped = false
+  try {
+    const data = crypto.randomBytes(3 * 1024 * 1024 + 100)
+    const fd = fs.openSync(path.join(p.mount, 'big'), 'w')
+    try {
+      assert.is(fs.writeSync(fd, data, 0, data.length, 0), data.length, 'one write() call takes it all')
+    } finally {
+      fs.closeSync(fd)
+    }
+    assert.ok(fs.readFileSync(path.join(p.mount, 'big')).equals(data), 'the mount reads it back')
+    await p.stop()
+    stopped = true
+    assert.ok(fs.readFileSync(path.join(p.data, 'big')).equals(data), 'the data directory holds it')
+    const writes = (await srlDump(p.state)).filter((r) => r.type === 'WRITE' && r.path === '/big')
+    assert.equal(writes.map((r) => [r.offset, r.length]), [[0, 1 << 20], [1 << 20, 1 << 20], [2 << 20, 1 << 20], [3 << 20, 100]],
+      'the kernel hands the daemon 1 MiB writes (max_write), each one record')
+  } finally {
+    if (!stopped) await p.stop()
   }
 }))
 

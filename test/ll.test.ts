@@ -392,7 +392,7 @@ test('a journaled mount: changes forwarded with their paths and the caller, answ
       'setattr /dir/g uid=0'
     ])
     assert.is(fs.readFileSync(path.join(src, 'dir', 'g'), 'utf8'), 'hello')
-    assert.equal(ll.stats(s).maxWrite, 128 * 1024)
+    assert.equal(ll.stats(s).maxWrite, 1024 * 1024)
 
     // Writes in flight to `busy` (the daemon says so): a stat through the mount waits (the session
     // counts it waiting) until they are applied, and then sees them.

@@ -28,7 +28,7 @@ import {
 } from './helpers'
 import { closeAllProxies } from './helpers/proxy'
 import { withMulti, waitRlink, pauseOrResume, ddWrite, sha256Of, newestSeq, type Multi, type DdResult } from './helpers/multi'
-import { RECORD_BYTES_MAX, SRL_BYTES_MIN } from '../src/limits'
+import { RECORD_BYTES_MAX, RECORD_DATA_BYTES_MAX, SRL_BYTES_MIN } from '../src/limits'
 
 const t = suite('srl-full')
 
@@ -45,7 +45,7 @@ const BLOCK = 128 * 1024
  * "Full": the next 128 KiB record does not fit. It can leave up to one record unused at the end
  * of the ring (a WRAP) plus less than one record of free space: within two maximal records.
  */
-const FULL_MARGIN = 2 * RECORD_BYTES_MAX
+const FULL_MARGIN = 2 * (RECORD_BYTES_MAX - RECORD_DATA_BYTES_MAX + BLOCK)
 /** A refused write under --retain is answered at once; this only catches one that waits (a 2-core machine under load). */
 const AT_ONCE_MS = 5000
 

@@ -1,11 +1,11 @@
 /**
- * SRL record format, version 2 (docs/FORMAT.md is the contract; change it only with a version bump).
+ * SRL record format, version 3 (docs/FORMAT.md is the contract; change it only with a version bump).
  *
  * A record is self-describing so the log can be scanned without an index:
  *
  *   offset size  field
  *   0      4     magic 0x4C525352 ("RSRL" little-endian) - tells a record from zero-fill or garbage
- *   4      2     format version (2 written; 1 and 2 read)
+ *   4      2     format version (3 written; 1, 2 and 3 read)
  *   6      2     record type (RecordType)
  *   8      8     sequence number, u64 - strictly increasing, no gaps; WRAP repeats the next one
  *   16     4     meta length - bytes of msgpack metadata that follow the header
@@ -21,18 +21,28 @@
  * the changed parent directories' mtime, the fallocated file's mtime), so applying the same records
  * on two hosts gives the same times. The header is unchanged. A version-1 record is read as it
  * always was: it simply lacks `t` on those types, and applies without setting those times.
+ *
+ * Version 3 differs from version 2 only in a bound: a WRITE's data may be up to
+ * RECORD_DATA_BYTES_MAX (1 MiB, the libfuse 3 transport's largest write) instead of
+ * FUSE_WRITE_BYTES_MAX (128 KiB). A header of version 1 or 2 with more data than that is still
+ * not a record; a build that reads only versions 1 and 2 refuses a version-3 log or link by name.
  */
 import assert from 'node:assert'
 import { crc32c } from './crc'
 import { sys } from '../native'
-import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX } from '../limits'
+import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX, RECORD_DATA_BYTES_MAX } from '../limits'
 import { ReplError } from '../errors'
 
 export const RECORD_MAGIC = 0x4c525352
 /** The version this build writes. */
-export const RECORD_FORMAT_VERSION = 2
+export const RECORD_FORMAT_VERSION = 3
 /** The versions this build reads; any other throws FORMAT_VERSION. */
-export const RECORD_FORMAT_VERSIONS_READ: readonly number[] = [1, 2]
+export const RECORD_FORMAT_VERSIONS_READ: readonly number[] = [1, 2, 3]
+
+/** A record's largest data in format `version` (see the top of this file). */
+export function recordDataBytesMax (version: number): number {
+  return version >= 3 ? RECORD_DATA_BYTES_MAX : FUSE_WRITE_BYTES_MAX
+}
 
 /** One table of record types; numbers are on disk and on the wire: never reuse one. */
 export enum RecordType {
@@ -158,7 +168,7 @@ export function encodeRecordHead (type: RecordType, seq: number, meta: RecordMet
   // come in): more is a bug.
   assert(metaBytes.length <= RECORD_META_BYTES_MAX, `record metadata too large (${metaBytes.length} bytes)`)
   const dataLength = data ? data.length : 0
-  assert(dataLength <= FUSE_WRITE_BYTES_MAX)
+  assert(dataLength <= RECORD_DATA_BYTES_MAX)
   const buf = Buffer.allocUnsafe(RECORD_HEADER_BYTES + metaBytes.length)
   buf.writeUInt32LE(RECORD_MAGIC, 0)
   buf.writeUInt16LE(RECORD_FORMAT_VERSION, 4)
@@ -196,11 +206,11 @@ export function readHeader (buf: Buffer): HeaderView | null {
   if (buf.readUInt32LE(0) !== RECORD_MAGIC) return null
   const version = buf.readUInt16LE(4)
   if (!RECORD_FORMAT_VERSIONS_READ.includes(version)) {
-    throw new ReplError('FORMAT_VERSION', `SRL record format version ${version} is not supported (this build reads versions ${RECORD_FORMAT_VERSIONS_READ.join(' and ')}${version > RECORD_FORMAT_VERSION ? '; it was written by a newer replicafs: run that one' : ''})`)
+    throw new ReplError('FORMAT_VERSION', `SRL record format version ${version} is not supported (this build reads versions ${RECORD_FORMAT_VERSIONS_READ.join(', ')}${version > RECORD_FORMAT_VERSION ? '; it was written by a newer replicafs: run that one' : ''})`)
   }
   const metaLength = buf.readUInt32LE(16)
   const dataLength = buf.readUInt32LE(20)
-  if (metaLength > RECORD_META_BYTES_MAX || dataLength > FUSE_WRITE_BYTES_MAX) return null
+  if (metaLength > RECORD_META_BYTES_MAX || dataLength > recordDataBytesMax(version)) return null
   // A sequence number is at least 1 and a safe integer (the encoder asserts both): another one is
   // not a record, rather than a number rounded to a neighbour's (2^53 + 1 would read as 2^53).
   const seqHigh = buf.readUInt32LE(12)

@@ -27,7 +27,7 @@ import { constants as osc } from 'node:os'
 import { SnapshotTree, SNAPDIR, type SnapshotSource, type SnapshotStat } from './snapshots'
 import { applyRemountFlags, type AdapterOptions, type AdapterRvg, type MountAdapter } from './adapter'
 import { errnoFor, ReplError } from '../errors'
-import { FUSE_WRITE_BYTES_MAX } from '../limits'
+import { LL_WRITE_BYTES_MAX } from '../limits'
 
 /**
  * Why replicafs_ll cannot serve on this machine (its addon neither prebuilt for it nor buildable
@@ -125,10 +125,10 @@ export class LlAdapter implements MountAdapter {
     } catch (err) {
       throw new ReplError('FUSE_UNAVAILABLE', `cannot mount FUSE at ${this.mnt}: ${(err as Error).message}`, { cause: err })
     }
-    // A journaled write is one record: the addon asks the kernel for at most FUSE_WRITE_BYTES_MAX (the SRL format's bound).
-    if (journaled && ll.stats(this.session).maxWrite !== FUSE_WRITE_BYTES_MAX) {
+    // A journaled write is one record: the addon asks the kernel for at most LL_WRITE_BYTES_MAX (the SRL format's bound).
+    if (journaled && ll.stats(this.session).maxWrite !== LL_WRITE_BYTES_MAX) {
       await this.unmount()
-      throw new ReplError('FUSE_UNAVAILABLE', `replicafs_ll's largest write is not the SRL's (${FUSE_WRITE_BYTES_MAX}): rebuild the addon`)
+      throw new ReplError('FUSE_UNAVAILABLE', `replicafs_ll's largest write is not the SRL's (${LL_WRITE_BYTES_MAX}): rebuild the addon`)
     }
     this.watch(this.rvg)
     await applyRemountFlags(this, this.mnt, user)

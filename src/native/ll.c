@@ -65,8 +65,8 @@ typedef struct inode {
 
 #define BUCKETS 65536
 #define PEND_BUCKETS 1024
-/* = FUSE_WRITE_BYTES_MAX in src/limits.ts (ll-adapter.ts checks they agree). */
-#define JOURNALED_WRITE_BYTES_MAX (128 * 1024)
+/* = LL_WRITE_BYTES_MAX in src/limits.ts (ll-adapter.ts checks they agree): 256 pages. */
+#define JOURNALED_WRITE_BYTES_MAX (1024 * 1024)
 
 typedef struct pend { ino_t ino; struct pend *next; } pend_t;
 
@@ -624,7 +624,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
     fuse_unset_feature_flag(conn, FUSE_CAP_HANDLE_KILLPRIV_V2);
     fuse_unset_feature_flag(conn, FUSE_CAP_WRITEBACK_CACHE);
     fuse_unset_feature_flag(conn, FUSE_CAP_POSIX_ACL);
-    /* A write is one record: at most FUSE_WRITE_BYTES_MAX (src/limits.ts), the SRL format's bound. */
+    /* A write is one record: at most LL_WRITE_BYTES_MAX (src/limits.ts), the SRL record format's
+       bound (version 3); libfuse asks for max_pages to match. */
     conn->max_write = JOURNALED_WRITE_BYTES_MAX;
   }
   /* No locks to forward (the kernel keeps them locally); directory listings with attributes in one request. */

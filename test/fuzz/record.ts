@@ -26,7 +26,7 @@ import {
 } from '../../src/format/record'
 import { crc32c } from '../../src/format/crc'
 import { Ring } from '../../src/srl/ring'
-import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES } from '../../src/limits'
+import { RECORD_HEADER_BYTES, RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX, RECORD_DATA_BYTES_MAX, SRL_PREALLOCATE_CHUNK_BYTES } from '../../src/limits'
 import { isReplError } from '../../src/errors'
 import { Finding, INPUT_BYTES_MAX, type Target } from './engine'
 import { FUZZ_TMP_ENV } from './supervisor'
@@ -118,7 +118,7 @@ const meta = fc.dictionary(fc.constantFrom(...META_KEYS), metaValue, { maxKeys: 
 function structured (): fc.Arbitrary<Buffer> {
   const type = fc.oneof({ weight: 5, arbitrary: fc.constantFrom(...RECORD_TYPES) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) })
   const seq = fc.oneof(fc.bigInt({ min: 1n, max: 2n ** 53n - 1n }), fc.constantFrom(0n, 1n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 64n - 1n))
-  const version = fc.oneof({ weight: 8, arbitrary: fc.constantFrom(1, 2) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) })
+  const version = fc.oneof({ weight: 8, arbitrary: fc.constantFrom(1, 2, 3) }, { weight: 1, arbitrary: fc.nat({ max: 0xffff }) })
   const metaBytes = fc.oneof(
     { weight: 4, arbitrary: meta.map((m) => Buffer.from(packr.pack(m))) },
     { weight: 2, arbitrary: rawMsgpack },
@@ -150,8 +150,8 @@ function structured (): fc.Arbitrary<Buffer> {
 
 function checkHeader (h: HeaderView, buf: Buffer): void {
   const problems: string[] = []
-  if (h.version !== 1 && h.version !== 2) problems.push(`version ${h.version}`)
-  if (h.metaLength > RECORD_META_BYTES_MAX || h.dataLength > FUSE_WRITE_BYTES_MAX) problems.push('lengths over their bounds')
+  if (h.version !== 1 && h.version !== 2 && h.version !== 3) problems.push(`version ${h.version}`)
+  if (h.metaLength > RECORD_META_BYTES_MAX || h.dataLength > (h.version === 3 ? RECORD_DATA_BYTES_MAX : FUSE_WRITE_BYTES_MAX)) problems.push('lengths over their bounds')
   if (h.totalLength !== RECORD_HEADER_BYTES + h.metaLength + h.dataLength) problems.push('totalLength')
   if (!Number.isSafeInteger(h.seq) || h.seq < 1 || BigInt(h.seq) !== buf.readBigUInt64LE(8)) problems.push(`sequence number ${h.seq} is not the header's ${buf.readBigUInt64LE(8)}, or not a safe integer of at least 1`)
   if (h.type !== buf.readUInt16LE(6)) problems.push('type')
@@ -270,4 +270,4 @@ export const record: Target = {
   close
 }
 
-export const RECORD_U32S = [RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX, RECORD_MAGIC, 0x1fffff, 0x200000]
+export const RECORD_U32S = [RECORD_META_BYTES_MAX, FUSE_WRITE_BYTES_MAX, RECORD_DATA_BYTES_MAX, RECORD_MAGIC, 0x1fffff, 0x200000]
