@@ -393,6 +393,11 @@ test('a journaled mount: changes forwarded with their paths and the caller, answ
     ])
     assert.is(fs.readFileSync(path.join(src, 'dir', 'g'), 'utf8'), 'hello')
     assert.equal(ll.stats(s).maxWrite, 1024 * 1024)
+    // Every answered change is counted, with where its time went (status fuse.forwarded, metrics).
+    const counted = ll.stats(s)
+    assert.ok(counted.forwarded >= 5, `the five changes above were counted: ${JSON.stringify(counted)}`)
+    assert.ok(counted.resolveNs > 0 && counted.queueNs > 0 && counted.handleNs > 0, JSON.stringify(counted))
+    assert.is(counted.spinUs, 200, 'the loop polls 200 us for the next request by default (REPLICAFS_LL_SPIN_US)')
 
     // Writes in flight to `busy` (the daemon says so): a stat through the mount waits (the session
     // counts it waiting) until they are applied, and then sees them.

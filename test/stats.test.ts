@@ -105,6 +105,15 @@ t('stats on a replicating pair: NDJSON from the Primary, the table from the Seco
   assert.is(sample(st.body, 'replicafs_mount_passthrough{transport="ll"}'), 1, `the Secondary's mount (the default transport) has passthrough: ${st.body}`)
   assert.is(sample(st.body, 'replicafs_mount_open_files{transport="ll"}'), 0, st.body)
   assert.is(sample(pt.body, `replicafs_mount_passthrough{transport="${process.env.REPLICAFS_TEST_PRIMARY_FUSE || 'll'}"}`), 0, pt.body)
+  if ((process.env.REPLICAFS_TEST_PRIMARY_FUSE || 'll') === 'll') {
+    // The Primary's ll mount handed every change to the daemon: counted, with where the time went.
+    const fwd = sample(pt.body, 'replicafs_mount_forwarded_requests{transport="ll"}') ?? 0
+    assert.ok(fwd >= 50, `the writer's changes were forwarded to the daemon: ${pt.body}`)
+    for (const step of ['resolve', 'queue', 'handle']) {
+      const secs = sample(pt.body, `replicafs_mount_forwarded_seconds{transport="ll",step="${step}"}`) ?? -1
+      assert.ok(secs > 0 && secs / fwd < 1, `a mean ${step} time per request, above 0 and under a second: ${secs} s for ${fwd}`)
+    }
+  }
   assert.is((await get(pm, '/')).code, 404)
   // Transport, snapshots and errors by code.
   assert.ok((sample(pt.body, `replicafs_rlink_bytes_sent{secondary="${pair.target}"}`) ?? 0) > 0, pt.body)

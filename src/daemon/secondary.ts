@@ -532,7 +532,7 @@ async function secondaryCommand (s: Secondary, req: ControlRequest, signal: Abor
         lastError: s.receiver.lastError,
         errors: Object.fromEntries(errorCounts),
         transport: s.receiver.transport,
-        fuse: { transport: s.adapter.transport, passthrough: s.adapter.passthrough, openFiles: s.adapter.openHandles },
+        fuse: { transport: s.adapter.transport, passthrough: s.adapter.passthrough, openFiles: s.adapter.openHandles, ...(s.adapter.forwarded !== undefined ? { forwarded: s.adapter.forwarded } : {}) },
         generation: s.receiver.generation === null ? null : { id: s.receiver.generation.id, since: s.receiver.generation.since },
         dial: s.dial,
         failback: failbackStatus(s.failback()),

@@ -56,6 +56,14 @@ export const DEFAULT_SECONDARY_TRANSPORT: FuseTransport = 'll'
 /** A Primary's (and `replicafs passthrough`'s) mount without --fuse. */
 export const DEFAULT_PRIMARY_TRANSPORT: FuseTransport = 'll'
 
+/**
+ * Requests the ll transport handed to the JavaScript thread since the mount, and the seconds they
+ * spent in each step, summed: resolving their paths on a libfuse worker (and waiting at the
+ * directory-rename gate), waiting for the JavaScript thread to take them, and the handler's work
+ * until the answer. What an operation costs beyond these is the kernel's and the caller's.
+ */
+export interface ForwardedStats { count: number, resolveSeconds: number, queueSeconds: number, handleSeconds: number }
+
 /** A transport's mount as the daemons use it (this fuse-native one, replicafs_ll's in ll-adapter.ts). */
 export interface MountAdapter {
   /** This host's snapshots, shown read-only under MOUNT/.snapshots/ (set by the daemon). */
@@ -67,6 +75,8 @@ export interface MountAdapter {
   readonly transport: FuseTransport
   /** Whether the kernel reads files opened through it from their backing files itself (FUSE passthrough). */
   readonly passthrough: boolean
+  /** Requests handed to the daemon's JavaScript thread so far and where their time went (ll only; status `fuse.forwarded`). */
+  readonly forwarded?: ForwardedStats
   mount (): Promise<void>
   unmount (): Promise<void>
   serve (rvg: AdapterRvg, readOnly: boolean): void

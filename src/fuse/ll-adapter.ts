@@ -25,7 +25,7 @@ import { loadLl, LL_PASSTHROUGH, LL_VOLATILE, LL_JOURNALED, type LlSession, type
 import { LlChanges } from './ll-changes'
 import { constants as osc } from 'node:os'
 import { SnapshotTree, SNAPDIR, type SnapshotSource, type SnapshotStat } from './snapshots'
-import { applyRemountFlags, type AdapterOptions, type AdapterRvg, type MountAdapter } from './adapter'
+import { applyRemountFlags, type AdapterOptions, type AdapterRvg, type ForwardedStats, type MountAdapter } from './adapter'
 import { errnoFor, ReplError } from '../errors'
 import { LL_WRITE_BYTES_MAX } from '../limits'
 
@@ -108,6 +108,12 @@ export class LlAdapter implements MountAdapter {
   readonly transport = 'll'
 
   get openHandles (): number { return this.session === null ? 0 : loadLl().stats(this.session).opens }
+
+  get forwarded (): ForwardedStats | undefined {
+    if (this.session === null) return undefined
+    const s = loadLl().stats(this.session)
+    return { count: s.forwarded, resolveSeconds: s.resolveNs / 1e9, queueSeconds: s.queueNs / 1e9, handleSeconds: s.handleNs / 1e9 }
+  }
 
   /** Whether the kernel granted FUSE passthrough (status, bench). */
   get passthrough (): boolean { return this.session !== null && loadLl().stats(this.session).passthrough }
