@@ -256,6 +256,29 @@ t('kill -9 between a queued write\'s reservation (which moves the file\'s mtime)
   await sec.stop()
 }))
 
+t('kill -9 between a new entry\'s making (the Primary makes it before it logs it, to give it ctime = mtime) and its append: the restart puts it back from the data cursor; the trees converge, mtimes too', isolated(120_000, async () => {
+  const sec = await startSecondary({ srlSize: SRL })
+  const pdirs = await tmpdirs('pri')
+  const extra = ['--secondary', sec.address, '--secret-file', sec.secretFile]
+  const p = await startPrimary({ dirs: pdirs, srlSize: SRL, extraArgs: extra, env: { ...process.env, REPLICAFS_CRASH_AT: 'new-entry-made' } })
+  const failed = await fsp.mkdir(path.join(p.mount, 'made')).then(() => null, (err: Error) => err)
+  assert.ok(failed !== null, 'the mkdir failed: its daemon died before the reply')
+  await waitFor(() => pidsWithArg(p.state).length === 0, { timeoutMs: 20_000, what: 'the Primary to be gone (REPLICAFS_CRASH_AT=new-entry-made)' })
+  const made = await fsp.stat(path.join(p.data, 'made'), { bigint: true })
+  assert.is(made.ctimeNs, made.mtimeNs, 'the premise: the directory was made, with ctime = mtime, and not logged')
+
+  const p2 = await startPrimary({ dirs: pdirs, srlSize: SRL, extraArgs: extra })
+  assert.match(await p2.log(), /put back 1 records/)
+  await caughtUp(p2, sec)
+  const [a, b] = await Promise.all([snapshotTree(p2.data), snapshotTree(sec.data)])
+  assertNoDiffs(diffSnapshots(a, b, { a: 'primary data', b: 'secondary data', mtime: 'ns' }), 'after the restart: the record put back carries the times the directory got')
+  await fsp.writeFile(path.join(p2.mount, 'made', 'after'), 'next') // the directory is usable, and what follows replicates
+  await caughtUp(p2, sec)
+  assert.is((await fsp.readFile(path.join(sec.data, 'made', 'after'))).toString(), 'next')
+  await p2.stop()
+  await sec.stop()
+}))
+
 t('leaves no FUSE mounts or daemons behind', timed(60_000, assertCleanSlate))
 
 t.run()

@@ -121,8 +121,9 @@ export class DataCursor {
     let s = this.slots[this.cur]
     this.trim(s)
     let top = s.entries[s.entries.length - 1]
-    if (top !== undefined && top[0] === seq && top[2].h === 1 && meta.h !== 1) {
-      // This record's own entry from before its reservation (h: 1): the ordinary one replaces it.
+    if (top !== undefined && top[0] === seq && ((top[2].h === 1 && meta.h !== 1) || (type !== WRITE && top[1] === type))) {
+      // This record's own entry from before its reservation (h: 1), or a new entry's from before
+      // it was made (its times now: PrimaryRvg.appendNewEntry): the later one replaces it.
       s.entries.pop()
       s.bytes -= s.lens.pop()!
       top = s.entries[s.entries.length - 1]

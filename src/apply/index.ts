@@ -127,6 +127,26 @@ function setNewEntryTimes (root: string, p: string, t: Timespec | null | undefin
   setParentMtime(root, p, t, replay)
 }
 
+/**
+ * The Primary's new entry (`Apply.stamp`): its atime and mtime := the kernel's now (UTIME_NOW, which
+ * sets the ctime to the same instant: a new entry on a local filesystem has ctime = mtime), and
+ * the record takes those times (m.t), as does its parent's mtime. Last: nothing after it may
+ * change the entry (its owner is set already). `fd`: the entry's descriptor (a created file).
+ */
+function stampNewEntry (a: Apply, fd?: number): void {
+  let st: fs.BigIntStats
+  if (fd !== undefined) {
+    sys.futimens(fd, 0, sys.UTIME_NOW, 0, sys.UTIME_NOW)
+    st = fs.fstatSync(fd, { bigint: true })
+  } else {
+    sys.utimensat(a.full, 0, sys.UTIME_NOW, 0, sys.UTIME_NOW, true)
+    st = fs.lstatSync(a.full, { bigint: true })
+  }
+  const t: Timespec = [Number(st.mtimeNs / 1_000_000_000n), Number(st.mtimeNs % 1_000_000_000n)]
+  a.m.t = t
+  setParentMtime(a.root, a.m.p!, t, false)
+}
+
 /** Gives a new entry the owner its record carries (the caller's, when the daemon runs as root). */
 function own (full: string, m: { u?: number, g?: number, m?: number }, setidToo = false): void {
   if (m.u === undefined || m.g === undefined) return
@@ -150,6 +170,8 @@ interface Apply {
   fds: FdCache
   /** Tolerate the errors of a namespace record that was applied already (replay after a crash). */
   replay: boolean
+  /** A new entry on the Primary: its times are the kernel's now, written into the record's `t` (stampNewEntry). */
+  stamp: boolean
 }
 
 /** Runs `fn`; on replay, an error with one of `codes` means "done already". */
@@ -193,7 +215,8 @@ function applyCreate (a: Apply): void {
   a.fds.adopt(m.p!, fd)
   own(a.full, m, true)
   // After own(): nothing after this may change the times.
-  if (m.t) {
+  if (a.stamp) stampNewEntry(a, fd)
+  else if (m.t) {
     sys.futimens(fd, m.t[0], m.t[1], m.t[0], m.t[1])
     setParentMtime(a.root, m.p!, m.t, a.replay)
   }
@@ -202,19 +225,22 @@ function applyCreate (a: Apply): void {
 function applyMkdir (a: Apply): void {
   idempotent(a, ['EEXIST'], () => fs.mkdirSync(a.full, a.m.m!))
   own(a.full, a.m)
-  setNewEntryTimes(a.root, a.m.p!, a.m.t, a.replay)
+  if (a.stamp) stampNewEntry(a)
+  else setNewEntryTimes(a.root, a.m.p!, a.m.t, a.replay)
 }
 
 function applyMknod (a: Apply): void {
   idempotent(a, ['EEXIST'], () => sys.mknod(a.full, a.m.m!, a.m.r ?? 0))
   own(a.full, a.m)
-  setNewEntryTimes(a.root, a.m.p!, a.m.t, a.replay)
+  if (a.stamp) stampNewEntry(a)
+  else setNewEntryTimes(a.root, a.m.p!, a.m.t, a.replay)
 }
 
 function applySymlink (a: Apply): void {
   idempotent(a, ['EEXIST'], () => fs.symlinkSync(a.m.d!, a.full))
   own(a.full, a.m)
-  setNewEntryTimes(a.root, a.m.p!, a.m.t, a.replay) // the link's own times: setTimes does not follow it
+  if (a.stamp) stampNewEntry(a) // the link's own times: utimensat does not follow it
+  else setNewEntryTimes(a.root, a.m.p!, a.m.t, a.replay) // the link's own times: setTimes does not follow it
 }
 
 function applyLink (a: Apply): void {
@@ -290,15 +316,20 @@ const APPLY: { [T in RecordType]?: (a: Apply) => void } = {
   [RecordType.IBC]: nothing // the Secondary's apply loop delivers it before it gets here
 }
 
+/** The records that make a new entry: the Primary stamps their times (applyRecordSync's `stamp`). */
+export const NEW_ENTRY_TYPES: ReadonlySet<RecordType> = new Set([RecordType.CREATE, RecordType.MKDIR, RecordType.MKNOD, RecordType.SYMLINK])
+
 /**
  * Applies one record synchronously (writes included). Throws the fs error if the record cannot be
- * applied; with `replay`, tolerates the errors of an already-applied namespace record.
+ * applied; with `replay`, tolerates the errors of an already-applied namespace record. `stamp` (the
+ * Primary, a NEW_ENTRY_TYPES record applied before it is logged): the entry's times are the
+ * kernel's now, and rec.meta.t becomes them.
  */
-export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay: boolean): void {
+export function applyRecordSync (root: string, rec: Record, fds: FdCache, replay: boolean, stamp = false): void {
   const fn = APPLY[rec.type]
   if (fn === undefined) throw new ReplError('APPLY_FAILED', `SRL record with sequence number ${rec.seq} has unknown type ${rec.type as number}`)
   if (INVALIDATING_TYPES.has(rec.type)) fds.clear()
-  fn({ root, rec, m: rec.meta, full: root + (rec.meta.p ?? ''), fds, replay })
+  fn({ root, rec, m: rec.meta, full: root + (rec.meta.p ?? ''), fds, replay, stamp: stamp && NEW_ENTRY_TYPES.has(rec.type) })
 }
 
 /**

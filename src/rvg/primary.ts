@@ -6,6 +6,8 @@
  *     -> later, in sequence order: copy the record's data from the ring into the file
  *   small FUSE write (APPLY_BEFORE_REPLY_BYTES_MAX), none in flight -> SRL append -> apply -> reply
  *   any other op -> wait until no write is in flight (the barrier) -> SRL append -> apply -> reply
+ *     (a new entry: apply, with the kernel's now as its times -> SRL append with them -> reply:
+ *     appendNewEntry)
  *   any write while the data filesystem is nearly full (DATA_SPACE_RESERVE_BYTES) -> the barrier
  *     -> reserve the range in the file (fallocate): ENOSPC to the writer, nothing logged
  *     -> else SRL append -> apply -> reply
@@ -37,7 +39,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Srl } from '../srl'
 import { RecordType, RECORD_ALIGN_BYTES, nowTimespec, recordBytes, packMeta, type Record, type RecordMeta } from '../format/record'
-import { applyRecordSync, DataCursor, FdCache, errnoName, applyCopyMode, writeAt, type PartialWriteError } from '../apply'
+import { applyRecordSync, DataCursor, FdCache, errnoName, applyCopyMode, writeAt, NEW_ENTRY_TYPES, type PartialWriteError } from '../apply'
 import { Checkpoints } from './checkpoint'
 import { ApplyQueue } from './apply-queue'
 import { DataSpace } from './space'
@@ -387,16 +389,70 @@ export class PrimaryRvg {
       this.applied = { seq: record.seq, offset: end }
       if (record.type !== RecordType.WRITE) this.lastChange = record.seq
     } catch (err) {
-      const v = leftAsItWas(record.type, err) ? this.srl!.tryAppend(RecordType.VOID, { v: record.seq, e: errnoFor(err) }) : null
-      if (v !== null) this.intend(v.seq, RecordType.VOID, { v: record.seq, e: errnoFor(err) }, 0)
-      if (v === null) {
-        this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) to the data directory: ${(err as Error).message}`, { cause: err }))
-        throw this.fatal!
-      }
-      this.opts.replication?.appended(v.seq)
-      this.applied = { seq: v.seq, offset: v.end }
-      throw err
+      this.applyFailed(record, err)
     }
+  }
+
+  /**
+   * Record `record`, appended, failed to apply with `err`: a VOID after it if the data directory
+   * was left as it was (the caller gets the errno: rethrown), else the RVG is fatal.
+   */
+  private applyFailed (record: Record, err: unknown): never {
+    const v = leftAsItWas(record.type, err) ? this.srl!.tryAppend(RecordType.VOID, { v: record.seq, e: errnoFor(err) }) : null
+    if (v !== null) this.intend(v.seq, RecordType.VOID, { v: record.seq, e: errnoFor(err) }, 0)
+    if (v === null) {
+      this.fail(new ReplError('APPLY_FAILED', `cannot apply SRL record with sequence number ${record.seq} (${RecordType[record.type]} ${record.meta.p ?? ''}) to the data directory: ${(err as Error).message}`, { cause: err }))
+      throw this.fatal!
+    }
+    this.opts.replication?.appended(v.seq)
+    this.applied = { seq: v.seq, offset: v.end }
+    throw err
+  }
+
+  /**
+   * A new entry (CREATE, MKDIR, MKNOD, SYMLINK): made first, then logged with the times it got.
+   * Logged first, its times were set from the record after it was made, so its ctime came after
+   * its mtime (a defect issue 14 lists: tools comparing the two saw them differ); a local
+   * filesystem gives a new entry one instant for all three. So the entry is made, owned, given the
+   * kernel's now as atime and mtime (UTIME_NOW: the ctime is the same instant), and the record
+   * carries those times (`t`, also its directory's mtime), as the Secondaries apply them.
+   *
+   * The data cursor's tail names the record before anything touches the data directory, as for
+   * every change (with the time it was asked at), and again with the entry's times once it is
+   * made: a power cut that takes the record with the SRL's unsynced tail puts it back from there
+   * (src/rvg/replay.ts restoreTail), times included. (A kill -9 between the two entries puts it
+   * back with the time it was asked at: its mtime on the Secondaries then differs by that much.)
+   * If making it fails, it is logged as asked and voided, or the RVG is fatal, as any change
+   * (applyFailed). Nothing awaits in here: no other record can take its sequence number.
+   */
+  private appendNewEntry (type: RecordType, meta: RecordMeta, packed: Buffer): { seq: number, end: number } {
+    const srl = this.srl!
+    const repl = this.opts.replication
+    const seq = srl.lastSeq + 1
+    const asked = meta.t
+    const record: Record = { type, seq, meta, data: EMPTY }
+    try {
+      this.snapshots?.beforeApply(record)
+      this.intend(seq, type, meta, 0, packed)
+      applyRecordSync(this.root, record, this.fds, false, true)
+    } catch (err) {
+      meta.t = asked
+      const rec = srl.append(type, meta, undefined, packed)
+      assert(rec.seq === seq)
+      repl?.appended(seq)
+      this.afterAppend()
+      this.applyFailed(record, err)
+    }
+    const stamped = packMeta(type, meta)
+    this.intend(seq, type, meta, 0, stamped)
+    if (CRASH_AFTER_NEW_ENTRY) process.kill(process.pid, 'SIGKILL')
+    const rec = srl.append(type, meta, undefined, stamped)
+    assert(rec.seq === seq, `new entry ${seq} was logged as ${rec.seq}`)
+    repl?.appended(seq)
+    this.afterAppend()
+    this.applied = { seq, offset: rec.end }
+    this.lastChange = seq
+    return rec
   }
 
   /**
@@ -430,10 +486,14 @@ export class PrimaryRvg {
       repl?.admit()
       // From here to the apply nothing awaits, so no other record can slip in between.
       this.fds.trim()
-      rec = srl.append(type, meta, undefined, packed)
-      repl?.appended(rec.seq)
-      this.afterAppend()
-      this.applyBeforeReply({ type, seq: rec.seq, meta, data: EMPTY }, rec.end, false, packed)
+      if (NEW_ENTRY_TYPES.has(type)) {
+        rec = this.appendNewEntry(type, meta, packed)
+      } else {
+        rec = srl.append(type, meta, undefined, packed)
+        repl?.appended(rec.seq)
+        this.afterAppend()
+        this.applyBeforeReply({ type, seq: rec.seq, meta, data: EMPTY }, rec.end, false, packed)
+      }
     } finally {
       if (--this.writeHolds === 0) this.wake(this.holdWaiters)
     }
@@ -574,9 +634,11 @@ const EMPTY = Buffer.alloc(0)
 /**
  * A crash point for tests (docs/ARCHITECTURE.md lists them; src/daemon/lifecycle.ts's crashPoint,
  * which this layer cannot import): REPLICAFS_CRASH_AT=write-reserved kills the daemon right after
- * a queued write's reservation, before its append.
+ * a queued write's reservation, before its append; =new-entry-made, right after a new entry is made
+ * (and named with its times in the data cursor's tail), before its append.
  */
 const CRASH_AFTER_RESERVE = process.env.REPLICAFS_CRASH_AT === 'write-reserved'
+const CRASH_AFTER_NEW_ENTRY = process.env.REPLICAFS_CRASH_AT === 'new-entry-made'
 
 /** Room kept for a VOID record after any change (the largest VOID there can be), aligned. */
 const VOID_ROOM = recordBytes(RecordType.VOID, { v: Number.MAX_SAFE_INTEGER, e: -4095 }, 0) + 2 * RECORD_ALIGN_BYTES
