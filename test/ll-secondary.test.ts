@@ -141,7 +141,11 @@ t('--fuse ll: a takeover remounts the mount point read-write; --fuse compat stil
     assert.is(await fsp.readFile(path.join(pair.secondary.data, 'g'), 'utf8'), 'two\n')
     assert.match(await pair.secondary.log(), /remounting .* read-write/)
     const now = JSON.parse((await cli(['status', '--state', pair.secondary.state, '--json'], { timeoutMs: 20_000 })).stdout) as FuseStatus
-    assert.is(now.fuse.transport, 'compat', 'the Primary\'s mount')
+    assert.is(now.fuse.transport, 'll', 'the Primary\'s mount: journaled, on the transport the Secondary\'s was')
+    // Journaled: a change through it is logged and applied (a hard link is one inode there, as on any ll Primary).
+    await fsp.link(path.join(pair.secondary.mount, 'g'), path.join(pair.secondary.mount, 'g2'))
+    await fsp.appendFile(path.join(pair.secondary.mount, 'g2'), 'three\n')
+    assert.is(await fsp.readFile(path.join(pair.secondary.mount, 'g'), 'utf8'), 'two\nthree\n')
   } finally {
     await pair.secondary.stop()
   }

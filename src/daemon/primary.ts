@@ -32,7 +32,7 @@ import { handleIbc, type IbcRequest } from '../ibc/control'
 import { runTask, type TaskEnv } from '../ibc/task'
 import { SnapshotSet } from '../snapshot'
 import { serve, type ControlRequest } from '../control'
-import { sys, loadFuse } from '../native'
+import { sys } from '../native'
 import { ReplError, IbcError, errorCounts } from '../errors'
 import { IBC_RUN_FREEZE_TIMEOUT_DEFAULT_S } from '../limits'
 import { checkDirs, prepareState, lockDataDir, writeDaemonInfo, prepareMountPoint } from './host'
@@ -227,17 +227,15 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
       handover.adapter.serve(rvg, false)
     } else {
       if (handover !== undefined) {
-        // A Secondary's mount on a transport that serves read-only only (replicafs_ll): its open
-        // files end (ENOTCONN) and the Primary's mount takes the mount point. fuse-native is
-        // loaded first: if it cannot be, the Secondary's mount stays and the takeover fails here.
-        loadFuse()
+        // A Secondary's mount on replicafs_ll is volatile and read-only: its open files end
+        // (ENOTCONN) and the Primary's journaled mount on the same transport takes the mount
+        // point (the addon is loaded already: it served the Secondary's).
         log(`remounting ${mount} read-write (the Secondary's ${handover.adapter.openHandles} open files through it are closed)`)
         await handover.adapter.unmount()
       }
-      // A takeover's mount is compat's (a Secondary's --fuse names its read-only mount's).
       const options = { mountOptions: cfg.mountOptions, onGone: watch.onGone }
-      let transport: FuseTransport = handover !== undefined ? 'compat' : cfg.fuse ?? DEFAULT_PRIMARY_TRANSPORT
-      const why = cfg.fuse === undefined && transport === 'll' ? llUnavailable() : null
+      let transport: FuseTransport = handover !== undefined ? handover.adapter.transport : cfg.fuse ?? DEFAULT_PRIMARY_TRANSPORT
+      const why = cfg.fuse === undefined && handover === undefined && transport === 'll' ? llUnavailable() : null
       if (why !== null) {
         log(`the low-level FUSE transport cannot serve here (${why}); mounting with --fuse compat`)
         transport = 'compat'
