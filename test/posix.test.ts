@@ -255,6 +255,18 @@ t('a new entry\'s atime, mtime and ctime are one instant (file, directory, symli
     if (st.ctimeNs !== st.mtimeNs || st.atimeNs !== st.mtimeNs) differ.push(`${rel}: atime ${st.atimeNs} mtime ${st.mtimeNs} ctime ${st.ctimeNs}`)
   }
   assert.equal(differ, [], `in the data directory, a new entry has atime = mtime = ctime: ${differ.slice(0, 5).join('; ')}`)
+  // Times never go back: a write right after the create leaves an mtime no earlier than the
+  // creation's (the kernel's stamp may be ahead of the coarse clock writes are stamped from).
+  const back: string[] = []
+  for (let i = 0; i < 40; i++) {
+    const fh = await fsp.open(m(`instants/w${i}`), 'w')
+    const made = await fh.stat({ bigint: true })
+    await fh.write(Buffer.alloc(4099, 1), 0, 4099, 0) // queued (applied after the reply)
+    await fh.close()
+    const st = await fsp.stat(m(`instants/w${i}`), { bigint: true })
+    if (st.mtimeNs < made.mtimeNs || st.ctimeNs < st.mtimeNs) back.push(`w${i}: made ${made.mtimeNs}, written ${st.mtimeNs}, ctime ${st.ctimeNs}`)
+  }
+  assert.equal(back, [], `a write's mtime is not before the file's creation: ${back.slice(0, 5).join('; ')}`)
 }))
 
 t('chmod', timed(30_000, async () => {

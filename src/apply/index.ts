@@ -20,7 +20,7 @@ import fs from 'node:fs'
 import util from 'node:util'
 import { execFile } from 'node:child_process'
 import { sys } from '../native'
-import { RecordType, type Record, type Timespec } from '../format/record'
+import { RecordType, noteTimespec, type Record, type Timespec } from '../format/record'
 import { ReplError, errnoError } from '../errors'
 import { APPLY_FD_CACHE_MAX } from '../limits'
 export { DataCursor } from './data-cursor'
@@ -144,6 +144,7 @@ function stampNewEntry (a: Apply, fd?: number): void {
   }
   const t: Timespec = [Number(st.mtimeNs / 1_000_000_000n), Number(st.mtimeNs % 1_000_000_000n)]
   a.m.t = t
+  noteTimespec(t) // the next record's time is not before it (format/record.ts)
   setParentMtime(a.root, a.m.p!, t, false)
 }
 

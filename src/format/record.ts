@@ -290,9 +290,23 @@ function metaProblem (type: RecordType, meta: unknown): string | null {
  * later than the ctime the change gives the file, so mtime <= ctime, as on a local filesystem
  * (usually equal, as there). It used to be Date.now()'s milliseconds plus sub-millisecond digits
  * of the monotonic clock, which could put a file's mtime up to 1 ms after its ctime.
+ *
+ * Never earlier than a time noteTimespec() was told of: the Primary stamps a new entry with the
+ * kernel's own "now" (UTIME_NOW), which on a multigrain-timestamp kernel (Linux 6.13+) can be a
+ * fine-grained time ahead of the coarse clock; a write to the new file must not then set its mtime
+ * back before its creation (a full synchronization cut short found the Secondary's copy of such a
+ * file with the creation's time and the Primary's with the write's, earlier one).
  */
 export function nowTimespec (): Timespec {
-  return sys.clockRealtimeCoarse()
+  const t = sys.clockRealtimeCoarse()
+  return t[0] > floor[0] || (t[0] === floor[0] && t[1] >= floor[1]) ? t : [floor[0], floor[1]]
+}
+
+let floor: Timespec = [0, 0]
+
+/** A time the Primary gave an entry from the kernel's clock: nowTimespec() never goes back before it. */
+export function noteTimespec (t: Timespec): void {
+  if (t[0] > floor[0] || (t[0] === floor[0] && t[1] > floor[1])) floor = [t[0], t[1]]
 }
 
 /** A value (not a record) in this module's msgpack contract: for the data cursor (format/data-cursor.ts). */
