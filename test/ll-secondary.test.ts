@@ -111,6 +111,41 @@ t('--fuse ll: the tree, passthrough reads, hard links as one inode, snapshots un
   await assertCleanSlate()
 }))
 
+t('--fuse ll: the Secondary\'s mount keeps attributes and drops them at each apply (a write, a chmod, a rename): a stat right after sees what was applied', isolated(120_000, async () => {
+  const pair = await startPair({ secondaryExtraArgs: ['--fuse', 'll'] })
+  try {
+    const pm = (rel: string): string => path.join(pair.primary.mount, rel)
+    const sm = (rel: string): string => path.join(pair.secondary.mount, rel)
+    await fsp.writeFile(pm('grow'), 'x')
+    await pair.caughtUp()
+    const stale: string[] = []
+    // Writes only (no name changes: the kernel's names stay, only the attributes are dropped).
+    for (let i = 1; i <= 20; i++) {
+      fs.statSync(sm('grow')) // the kernel keeps these attributes (1 s) from here
+      await fsp.appendFile(pm('grow'), 'y'.repeat(i))
+      await pair.caughtUp()
+      const st = fs.statSync(sm('grow'))
+      const want = 1 + (i * (i + 1)) / 2
+      if (st.size !== want) stale.push(`round ${i}: size ${st.size} (want ${want})`)
+    }
+    assert.equal(stale, [], 'every stat after an apply of writes sees them')
+    fs.statSync(sm('grow'))
+    await fsp.chmod(pm('grow'), 0o600)
+    await pair.caughtUp()
+    assert.is(fs.statSync(sm('grow')).mode & 0o777, 0o600, 'and of a chmod')
+    // A rename: the old name's inode keeps its attributes, under the new name.
+    fs.statSync(sm('grow'))
+    await fsp.rename(pm('grow'), pm('grown'))
+    await pair.caughtUp()
+    assert.not.ok(fs.existsSync(sm('grow')))
+    assert.is(fs.statSync(sm('grown')).size, 1 + 210)
+    const st = await pair.secondary.status() as unknown as { fuse: { transport: string } }
+    assert.is(st.fuse.transport, 'll')
+  } finally {
+    await pair.stop()
+  }
+}))
+
 t('--fuse ll: a takeover remounts the mount point read-write; --fuse compat still serves; a wrong --fuse is refused', isolated(240_000, async () => {
   const bad = await cli(['secondary', '--fuse', 'fast', '--data', '/nonexistent', '--mount', '/nonexistent', '--state', '/nonexistent', '--listen', '127.0.0.1:0', '--secret-file', '/nonexistent'], { timeoutMs: 20_000 })
   assertOneLineError(bad, [/--fuse fast is not a transport \(ll or compat\)/])

@@ -296,7 +296,7 @@ test('a forwarded subtree: answered by the handler, late or at once, with errors
   }
 })
 
-test('a volatile mount: attributes always fresh, names kept only until changed() (the kernel\'s epoch), nothing of a listing kept', async () => {
+test('a volatile mount: attributes kept until invalAttrs() or changed(), names until changed() (the kernel\'s epoch), nothing of a listing kept', async () => {
   await withMount((src) => {
     fs.mkdirSync(path.join(src, 'd'))
     fs.writeFileSync(path.join(src, 'd', 'old'), 'x')
@@ -304,9 +304,22 @@ test('a volatile mount: attributes always fresh, names kept only until changed()
     assert.ok(ll.stats(s).epoch, 'Linux 6.18 has FUSE epochs (7.44)')
     const old = path.join(mnt, 'd', 'old')
     assert.is(fs.statSync(old).size, 1)
-    // An attribute changed behind the mount is seen at once (none is kept).
+    // An attribute changed behind the mount without invalAttrs(): the kernel keeps what it had
+    // (the timeout, 60 s here) ...
+    ll.hold(s)
+    fs.writeFileSync(path.join(src, 'd', 'old'), 'xy')
+    ll.release(s)
+    assert.is(fs.statSync(old).size, 1, 'the kernel kept the attributes: this is what invalAttrs() is for')
+    // ... and after invalAttrs(), made under hold() as an apply slice does, the new ones are seen
+    // (the inodes whose attributes were handed out: here the file, its directory and the root).
+    ll.hold(s)
     fs.writeFileSync(path.join(src, 'd', 'old'), 'xyz')
+    assert.ok(ll.invalAttrs(s) >= 1)
+    ll.release(s)
     assert.is(fs.statSync(old).size, 3)
+    const since = ll.invalAttrs(s)
+    assert.ok(since >= 1 && since <= 3, `only what was handed out since, each once (the file; the directory and the root for the permission checks): ${since}`)
+    assert.is(ll.invalAttrs(s), 0, 'nothing handed out since')
     // A name removed behind the mount without changed(): the kernel still has it (kept 60 s) ...
     ll.hold(s)
     fs.renameSync(path.join(src, 'd', 'old'), path.join(src, 'd', 'new'))

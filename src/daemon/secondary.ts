@@ -270,7 +270,7 @@ export async function runSecondary (cfg: SecondaryConfig, log: Logger, handover?
     }
     // A transport whose readers do not share the event loop with the apply (replicafs_ll) holds them off each slice.
     const a = adapter!
-    if (a.hold !== undefined && a.release !== undefined) rvg.readers = { hold: () => a.hold!(), release: () => a.release!(), changed: () => a.changed?.() }
+    if (a.hold !== undefined && a.release !== undefined) rvg.readers = { hold: () => a.hold!(), release: () => a.release!(), changed: () => a.changed?.(), attrsChanged: () => a.attrsChanged?.() }
     sys.cloexecFrom(3)
     const tasksIbc = ibc
     const applier = rvg

@@ -83,8 +83,10 @@ export interface MountAdapter {
   /** Readers of the tree wait from hold() to release() (a Secondary's apply slice); absent: they share the event loop with it. */
   hold?: () => void
   release?: () => void
-  /** The daemon changed names in the tree (before release()): names the kernel keeps are dropped. */
+  /** The daemon changed names in the tree (before release()): names and attributes the kernel keeps are dropped. */
   changed?: () => void
+  /** The daemon changed files, no name (before release()): attributes the kernel keeps are dropped. */
+  attrsChanged?: () => void
 }
 
 /**

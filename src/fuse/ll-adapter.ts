@@ -145,6 +145,8 @@ export class LlAdapter implements MountAdapter {
   /** Names changed (an apply slice with other records than writes, a synchronization's batch): the kernel drops every name it keeps. */
   changed (): void { if (this.session !== null) loadLl().changed(this.session) }
   release (): void { if (this.session !== null) loadLl().release(this.session) }
+  /** Files changed, no name (an apply slice of writes, truncates, attribute changes): the kernel drops the attributes it keeps. */
+  attrsChanged (): void { if (this.session !== null) loadLl().invalAttrs(this.session) }
 
   /** The C side's reads wait for the writes in flight `rvg` names. */
   private watch (rvg: AdapterRvg | null): void {

@@ -63,6 +63,7 @@ typedef struct inode {
   struct inode *next;     /* hash chain */
   int backing_id;         /* FUSE passthrough: the kernel's id of the backing file, while open */
   uint32_t opens;         /* opens that use it */
+  uint64_t attr_gen;      /* a volatile tree's: the generation its attributes were last handed out in (fs_t.given) */
 } inode_t;
 
 #define BUCKETS 65536
@@ -157,6 +158,22 @@ typedef struct fs_s {
   uint64_t spin_ns;
   uint64_t last_taken_ns; /* when call_js last ran (JavaScript thread only) */
   uint64_t spins, spin_hits; /* polls begun, and those that ended with an event (stats) */
+  /*
+   * A volatile tree's attributes (a Secondary's): kept `timeout` seconds by the kernel, and
+   * invalidated exactly when the daemon changes the tree. Every inode whose attributes are handed
+   * out (LOOKUP, READDIRPLUS, GETATTR, under the apply lock) is listed once per generation
+   * (`given`, under `lock`); the daemon's invalAttrs() after each apply slice, while it holds the
+   * readers off, takes the list, starts the next generation and tells the kernel to drop those
+   * inodes' attributes (fuse_lowlevel_notify_inval_inode, attributes only: no page is touched, so
+   * no request it waits for can be one held off). A reply the kernel gets after that for a request
+   * sent before is not cached (its attr_version is older). `given_all`: the list could not grow,
+   * so the next invalidation covers every inode of the table.
+   */
+  uint64_t attr_gen;
+  fuse_ino_t *given;
+  size_t ngiven, cgiven;
+  bool given_all;
+  uint64_t invalidated;   /* inodes invalidated so far (stats) */
 } fs_t;
 
 #define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
@@ -170,9 +187,25 @@ typedef struct fs_s {
  * them (after the reply, maybe after a bump), and the forwarded nodes, are never kept.
  */
 #define ATTR_TIMEOUT(fs) ((fs)->volatile_tree ? 0.0 : (fs)->timeout)
+/* The tree's own inodes' attributes (not the forwarded nodes'): kept on a volatile tree too, which invalidates them (fs_t.given). */
+#define TREE_ATTR_TIMEOUT(fs) ((fs)->timeout)
 #define LOOKUP_TIMEOUT(fs) (!(fs)->volatile_tree ? (fs)->timeout : (fs)->epoch ? (fs)->timeout : 0.0)
 #define LISTED_TIMEOUT(fs) ((fs)->volatile_tree ? 0.0 : (fs)->timeout)
 #define JS_ID(ino) ((double) ((ino) >> 1))
+
+/* `in`'s attributes are handed out now (fs->lock held): listed for the next invalidation, once per generation. */
+static void given_locked(fs_t *fs, inode_t *in) {
+  if (!fs->volatile_tree || in->attr_gen == fs->attr_gen) return;
+  in->attr_gen = fs->attr_gen;
+  if (fs->ngiven == fs->cgiven) {
+    size_t c = fs->cgiven == 0 ? 1024 : fs->cgiven * 2;
+    fuse_ino_t *g = realloc(fs->given, c * sizeof(*g));
+    if (g == NULL) { fs->given_all = true; return; }
+    fs->given = g;
+    fs->cgiven = c;
+  }
+  fs->given[fs->ngiven++] = in == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t) (uintptr_t) in;
+}
 
 static size_t bucket_of(dev_t dev, ino_t ino) {
   uint64_t h = (uint64_t) ino * 0x9E3779B97F4A7C15ull ^ (uint64_t) dev;
@@ -418,7 +451,7 @@ static bool kept_name_gone(int fd) {
 static int do_lookup_at(fuse_req_t req, fuse_ino_t parent, const char *name, struct fuse_entry_param *e, bool may_wait) {
   fs_t *fs = fs_of(req);
   memset(e, 0, sizeof(*e));
-  e->attr_timeout = ATTR_TIMEOUT(fs);
+  e->attr_timeout = TREE_ATTR_TIMEOUT(fs);
   e->entry_timeout = LOOKUP_TIMEOUT(fs);
   int fd = openat(inode_of(req, parent)->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return errno;
@@ -443,6 +476,7 @@ static int do_lookup_at(fuse_req_t req, fuse_ino_t parent, const char *name, str
     }
   }
   in->nlookup++;
+  given_locked(fs, in);
   pthread_mutex_unlock(&fs->lock);
   if (fd >= 0) {
     /* Known already. A journaled mount names a node by its descriptor's dentry (node_path): where
@@ -724,10 +758,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   (void) fi;
   if (IS_JS(ino)) { forward(req, F_GETATTR, ino, NULL, 0, 0, 0, 0); return; }
   struct stat st;
-  int fd = inode_of(req, ino)->fd;
+  fs_t *fs = fs_of(req);
+  inode_t *in = inode_of(req, ino);
+  int fd = in->fd;
   if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ||
-      (wait_applied(fs_of(req), st.st_dev, st.st_ino) && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)) { fuse_reply_err(req, errno); return; }
-  fuse_reply_attr(req, &st, ATTR_TIMEOUT(fs_of(req)));
+      (wait_applied(fs, st.st_dev, st.st_ino) && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)) { fuse_reply_err(req, errno); return; }
+  if (fs->volatile_tree) { pthread_mutex_lock(&fs->lock); given_locked(fs, in); pthread_mutex_unlock(&fs->lock); }
+  fuse_reply_attr(req, &st, TREE_ATTR_TIMEOUT(fs));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
@@ -1210,6 +1247,7 @@ static void free_session(session_t *s) {
   pthread_cond_destroy(&s->fs.gate_cond);
   free(s->fs.fwd_name);
   free(s->fs.root_path);
+  free(s->fs.given);
   free(s);
 }
 
@@ -1319,6 +1357,7 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   s->fs.fwd_name = fwd_name;
   pthread_mutex_init(&s->fs.fwd_lock, NULL);
   s->fs.timeout = timeout;
+  s->fs.attr_gen = 1; /* an inode's starts at 0: not listed yet */
   s->fs.want_passthrough = (flags & 1) != 0;
   s->fs.volatile_tree = (flags & 2) != 0;
   s->fs.journaled = (flags & 4) != 0;
@@ -1505,9 +1544,59 @@ static napi_value m_release(napi_env env, napi_callback_info info) {
  * between. False: the kernel has no epochs (names were never kept), or the notice failed, after
  * which no name is kept any more.
  */
+/*
+ * The daemon changed the tree (a volatile one's: fs_t.given): the kernel drops the attributes of
+ * every inode it got them for since the last call. On the JavaScript thread, with the readers held
+ * off (an apply slice) or not (a synchronization's frame). Returns how many.
+ */
+static size_t inval_given(session_t *s) {
+  fs_t *fs = &s->fs;
+  if (!fs->volatile_tree) return 0;
+  pthread_mutex_lock(&fs->lock);
+  fuse_ino_t *list = fs->given;
+  size_t n = fs->ngiven;
+  bool all = fs->given_all;
+  fs->given = NULL;
+  fs->ngiven = fs->cgiven = 0;
+  fs->given_all = false;
+  fs->attr_gen++;
+  if (all) {
+    /* The list could not grow: every inode of the table (and the root). */
+    size_t count = 1;
+    for (size_t b = 0; b < BUCKETS; b++) for (inode_t *in = fs->table[b]; in != NULL; in = in->next) count++;
+    fuse_ino_t *every = malloc(count * sizeof(*every));
+    if (every != NULL) {
+      free(list);
+      list = every;
+      n = 0;
+      list[n++] = FUSE_ROOT_ID;
+      for (size_t b = 0; b < BUCKETS; b++) for (inode_t *in = fs->table[b]; in != NULL; in = in->next) list[n++] = (fuse_ino_t) (uintptr_t) in;
+    } else {
+      fs->given_all = true; /* still: the next call tries again; what is listed goes now */
+    }
+  }
+  pthread_mutex_unlock(&fs->lock);
+  /* Attributes only (offset -1): the kernel takes no lock a held-off request could hold. An inode
+     the kernel forgot meanwhile answers ENOENT: nothing to drop. */
+  for (size_t i = 0; i < n; i++) fuse_lowlevel_notify_inval_inode(s->se, list[i], -1, 0);
+  free(list);
+  fs->invalidated += n;
+  return n;
+}
+
+/* invalAttrs(session) -> count: see inval_given (a slice that changed only files' contents and times). */
+static napi_value m_inval_attrs(napi_env env, napi_callback_info info) {
+  session_t *s = session_arg(env, info, "invalAttrs(session)");
+  if (s == NULL) return NULL;
+  napi_value v;
+  napi_create_double(env, (double) inval_given(s), &v);
+  return v;
+}
+
 static napi_value m_changed(napi_env env, napi_callback_info info) {
   session_t *s = session_arg(env, info, "changed(session)");
   if (s == NULL) return NULL;
+  inval_given(s);
   bool ok = false;
   if (s->fs.epoch) {
     ok = fuse_lowlevel_notify_increment_epoch(s->se) == 0;
@@ -1588,6 +1677,8 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "spinHits", v);
   napi_create_double(env, (double) s->fs.spin_ns / 1000.0, &v);
   napi_set_named_property(env, r, "spinUs", v);
+  napi_create_double(env, (double) s->fs.invalidated, &v);
+  napi_set_named_property(env, r, "invalidated", v);
   return r;
 }
 
@@ -1863,7 +1954,7 @@ static napi_value init(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } more[] = {
     { "replyErr", m_reply_err }, { "replyEntry", m_reply_entry }, { "replyAttr", m_reply_attr },
     { "replyOpen", m_reply_open }, { "replyBuf", m_reply_buf }, { "replyDir", m_reply_dir },
-    { "changed", m_changed }, { "pending", m_pending },
+    { "changed", m_changed }, { "pending", m_pending }, { "invalAttrs", m_inval_attrs },
     { "replyLookup", m_reply_lookup }, { "replyCreate", m_reply_create }, { "replyWrite", m_reply_write },
   };
   for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {

@@ -42,13 +42,20 @@ export interface LlAddon {
    * the kernel has epochs; the largest write a journaled mount takes; changes waiting at the gate a
    * directory's rename holds (a journaled mount).
    */
-  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number, gateWaiting: number, forwarded: number, resolveNs: number, queueNs: number, handleNs: number, spins: number, spinHits: number, spinUs: number };
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number, gateWaiting: number, forwarded: number, resolveNs: number, queueNs: number, handleNs: number, spins: number, spinHits: number, spinUs: number, invalidated: number };
   /**
    * The daemon changed names in the tree: on a volatile mount every name the kernel keeps is
-   * dropped (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+; a lookup begun before is invalid after). Call it
-   * before release(). False: the kernel has no epochs (a volatile mount then keeps no name at all).
+   * dropped (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+; a lookup begun before is invalid after), and the
+   * attributes invalAttrs() drops. Call it before release(). False: the kernel has no epochs (a
+   * volatile mount then keeps no name at all).
    */
   changed(session: LlSession): boolean;
+  /**
+   * The daemon changed the tree (a volatile mount's): the kernel drops the attributes of every
+   * inode it was given them for since the last call (it keeps them 1 s otherwise). Call it before
+   * release(). Returns how many inodes.
+   */
+  invalAttrs(session: LlSession): number;
   /**
    * Waits for the requests reading the tree to finish and keeps new ones waiting (`waiting` in
    * stats) until release(): a change made in between (a Secondary's apply slice) is never seen half

@@ -99,7 +99,7 @@ export class SecondaryRvg {
    * requests on its own threads): each slice holds them off while it changes the data directory,
    * so a reader sees the tree between two records (write-order fidelity), never inside one.
    */
-  readers: { hold: () => void, release: () => void, changed: () => void } | null = null
+  readers: { hold: () => void, release: () => void, changed: () => void, attrsChanged: () => void } | null = null
   /** The slice applied a record other than a write (names may have changed: readers.changed()). */
   private namesChanged = false
   /** Called after each apply slice that moved the applied position (the data ack). */
@@ -313,7 +313,9 @@ export class SecondaryRvg {
       return
     } finally {
       if (held) {
+        // Before the readers go on: names and attributes the kernel keeps of what changed are dropped.
         if (this.namesChanged) readers!.changed()
+        else if (this.applied.seq !== before) readers!.attrsChanged()
         readers!.release()
       }
       this.namesChanged = false
