@@ -179,8 +179,9 @@ typedef struct fs_s {
 #define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
 
 /*
- * Timeouts. A volatile tree (a Secondary's) caches no attributes (every stat asks: the apply
- * changes them), and names only where the kernel can be told to drop them all at once: a LOOKUP's
+ * Timeouts. A volatile tree (a Secondary's) keeps its inodes' attributes `timeout` seconds and
+ * drops exactly those handed out before each change the daemon makes (fs_t.given; the forwarded
+ * nodes' are never kept), and names only where the kernel can be told to drop them all at once: a LOOKUP's
  * entry is kept `timeout` seconds when the kernel has epochs (changed() bumps the epoch after
  * every apply slice that changed names; a lookup that began before the bump is invalid after it),
  * else not at all. Entries from READDIRPLUS, which the kernel stamps with the epoch when it links
