@@ -161,6 +161,16 @@ export class DataCursor {
     }
   }
 
+  /**
+   * Whether a record like this one gets an entry in the tail (a cursor in use, and room for its
+   * entry in an empty slot, with a margin for a changed time): a change made before its record is
+   * appended (PrimaryRvg.appendNewEntry) relies on it to be put back after a crash.
+   */
+  holds (type: RecordType, meta: RecordMeta, packed?: Buffer): boolean {
+    if (this.name === null || this.failed) return false
+    return encodeTailEntry([Number.MAX_SAFE_INTEGER, type, meta], packed).length + 16 <= this.maxBytes
+  }
+
   /** Every value's size (see padDataCursor): the head, room for maxBytes of entries, the padding. */
   private get size (): number { return DATA_CURSOR_HEAD_BYTES + this.maxBytes + DATA_CURSOR_PAD_HEAD_BYTES }
 

@@ -242,7 +242,16 @@ export async function runPrimary (cfg: PrimaryConfig, log: Logger, handover?: Ha
       }
       adapter = transport === 'll' ? new LlAdapter(data, mount, options, rvg) : new FuseAdapter(rvg, mount, options)
       if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
-      await adapter.mount()
+      try {
+        await adapter.mount()
+      } catch (err) {
+        // A takeover has unmounted the Secondary's mount already: the mount point is not left empty.
+        if (handover === undefined || transport !== 'll') throw err
+        log(`cannot mount ${mount} journaled on the low-level transport (${(err as Error).message}); mounting with --fuse compat`)
+        adapter = new FuseAdapter(rvg, mount, options)
+        if (snaps !== null) adapter.snapshots = snapshotSource(snaps)
+        await adapter.mount()
+      }
     }
     if (cfg.listen !== undefined && srl !== null) {
       const theRvg = rvg

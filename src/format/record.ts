@@ -299,7 +299,10 @@ function metaProblem (type: RecordType, meta: unknown): string | null {
  */
 export function nowTimespec (): Timespec {
   const t = sys.clockRealtimeCoarse()
-  return t[0] > floor[0] || (t[0] === floor[0] && t[1] >= floor[1]) ? t : [floor[0], floor[1]]
+  if (t[0] > floor[0] || (t[0] === floor[0] && t[1] >= floor[1])) return t
+  // More than a second behind: the clock was set back; the floor goes with it.
+  if (floor[0] - t[0] > 1) { floor = [0, 0]; return t }
+  return [floor[0], floor[1]]
 }
 
 let floor: Timespec = [0, 0]

@@ -399,7 +399,12 @@ static void spin_cb(uv_prepare_t *h) {
   fs_t *fs = h->data;
   if (fs == NULL || fs->spin_ns == 0) return;
   uint64_t until = fs->last_taken_ns + fs->spin_ns;
-  if (now_ns() >= until) return;
+  uint64_t t0 = now_ns();
+  if (t0 >= until) return;
+  /* Not when the loop has work due now (setImmediate, a timer), nor past its next timer. */
+  int due = uv_backend_timeout(h->loop);
+  if (due == 0) return;
+  if (due > 0 && t0 + (uint64_t) due * 1000000u < until) until = t0 + (uint64_t) due * 1000000u;
   struct pollfd p = { .fd = uv_backend_fd(h->loop), .events = POLLIN };
   fs->spins++;
   for (;;) {
@@ -476,8 +481,13 @@ static int do_lookup_at(fuse_req_t req, fuse_ino_t parent, const char *name, str
       fs->table[b] = in;
     }
   }
+  /* A volatile tree: an inode the kernel has no reference to gets its first attributes uncached.
+     The kernel makes its inode after this reply, and an invalidation sent before that (an apply
+     slice right after) finds none to drop: cached, they could outlive the change. Once it has
+     the inode, attr_version makes a late reply uncached, and invalidations reach it. */
+  if (fs->volatile_tree && in->nlookup == 0) e->attr_timeout = 0;
+  else given_locked(fs, in);
   in->nlookup++;
-  given_locked(fs, in);
   pthread_mutex_unlock(&fs->lock);
   if (fd >= 0) {
     /* Known already. A journaled mount names a node by its descriptor's dentry (node_path): where

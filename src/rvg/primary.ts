@@ -422,6 +422,9 @@ export class PrimaryRvg {
    * made: a power cut that takes the record with the SRL's unsynced tail puts it back from there
    * (src/rvg/replay.ts restoreTail), times included. (A kill -9 between the two entries puts it
    * back with the time it was asked at: its mtime on the Secondaries then differs by that much.)
+   * Taken only where the tail holds such an entry (DataCursor.holds: a cursor in use, and an entry
+   * that fits a slot; a symlink with a target of kilobytes may not): else logged first, as any
+   * change. If it cannot be logged once made, the RVG is fatal (the tail has it for the next start).
    * If making it fails, it is logged as asked and voided, or the RVG is fatal, as any change
    * (applyFailed). Nothing awaits in here: no other record can take its sequence number.
    */
@@ -444,9 +447,16 @@ export class PrimaryRvg {
       this.applyFailed(record, err)
     }
     const stamped = packMeta(type, meta)
-    this.intend(seq, type, meta, 0, stamped)
-    if (CRASH_AFTER_NEW_ENTRY) process.kill(process.pid, 'SIGKILL')
-    const rec = srl.append(type, meta, undefined, stamped)
+    let rec: { seq: number, end: number }
+    try {
+      this.intend(seq, type, meta, 0, stamped)
+      if (CRASH_AFTER_NEW_ENTRY) process.kill(process.pid, 'SIGKILL')
+      rec = srl.append(type, meta, undefined, stamped)
+    } catch (err) {
+      // Made, and not logged: the RVG stops; the next start puts the record back from the tail.
+      this.fail(new ReplError('LOG_CORRUPT', `cannot log SRL record with sequence number ${seq} (${RecordType[type]} ${meta.p ?? ''}) after making it: ${(err as Error).message}`, { cause: err }))
+      throw this.fatal!
+    }
     assert(rec.seq === seq, `new entry ${seq} was logged as ${rec.seq}`)
     repl?.appended(seq)
     this.afterAppend()
@@ -486,7 +496,7 @@ export class PrimaryRvg {
       repl?.admit()
       // From here to the apply nothing awaits, so no other record can slip in between.
       this.fds.trim()
-      if (NEW_ENTRY_TYPES.has(type)) {
+      if (NEW_ENTRY_TYPES.has(type) && this.cursor!.holds(type, meta, packed)) {
         rec = this.appendNewEntry(type, meta, packed)
       } else {
         rec = srl.append(type, meta, undefined, packed)
