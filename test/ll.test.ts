@@ -462,4 +462,39 @@ test('a journaled mount: changes forwarded with their paths and the caller, answ
   }
 })
 
+// Last in this file: it lowers this process's descriptor limit, which it may not raise again.
+test('the inode table keeps descriptors for the daemon: past its share a lookup answers EMFILE, a listing still names every entry, the mount goes on', async () => {
+  // A hard limit of 2,000: the mount raises it as far as the kernel lets it (fs.nr_open, with
+  // CAP_SYS_RESOURCE); without that, 1,000 inodes may hold a descriptor (the limit less 4,096
+  // kept for the daemon, or half of a limit as small as this one).
+  execFileSync('prlimit', ['--nofile=2000:2000', '--pid', String(process.pid)])
+  const files = 1500
+  await withMount((src) => {
+    fs.mkdirSync(path.join(src, 'many'))
+    for (let i = 0; i < files; i++) fs.writeFileSync(path.join(src, 'many', `f${i}`), '')
+  }, async (src, mnt, s) => {
+    const max = ll.stats(s).inodeFdMax
+    assert.ok(max > 0, JSON.stringify(ll.stats(s)))
+    const names = fs.readdirSync(path.join(mnt, 'many'))
+    assert.is(names.length, files, 'every name is listed')
+    let emfile = 0
+    for (const n of names) {
+      try { fs.lstatSync(path.join(mnt, 'many', n)) } catch (err) { if ((err as NodeJS.ErrnoException).code === 'EMFILE') emfile++; else throw err }
+    }
+    const st = ll.stats(s)
+    if (max >= files + 10) {
+      // The limit was raised (CAP_SYS_RESOURCE): every entry has its node.
+      assert.is(emfile, 0, JSON.stringify(st))
+      assert.ok(max > 2000, `the limit was raised past 2,000: ${JSON.stringify(st)}`)
+    } else {
+      assert.is(max, 1000, 'the share: half of so small a limit')
+      assert.ok(emfile > 0 && st.refusedEmfile >= emfile, `stats past the share answer EMFILE: ${emfile}, ${JSON.stringify(st)}`)
+      assert.ok(st.inodeFds <= max, JSON.stringify(st))
+    }
+    // The mount goes on: a name already known, and the root, still answer.
+    assert.ok(fs.statSync(path.join(mnt, 'many')).isDirectory())
+    assert.is(fs.readdirSync(mnt).length, 1)
+  }, LL_PASSTHROUGH | LL_VOLATILE, 60)
+})
+
 test.run()

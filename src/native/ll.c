@@ -42,6 +42,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
@@ -70,6 +71,8 @@ typedef struct inode {
 #define PEND_BUCKETS 1024
 /* = LL_WRITE_BYTES_MAX in src/limits.ts (ll-adapter.ts checks they agree): 256 pages. */
 #define JOURNALED_WRITE_BYTES_MAX (1024 * 1024)
+/* Descriptors kept for the daemon itself when the inode table would take them (fs_t.inode_fds). */
+#define LL_FD_RESERVE 4096
 /* How long the JavaScript loop polls for the next forwarded request (fs_t.spin; REPLICAFS_LL_SPIN_US). */
 #define LL_SPIN_US_DEFAULT 200
 
@@ -174,6 +177,18 @@ typedef struct fs_s {
   size_t ngiven, cgiven;
   bool given_all;
   uint64_t invalidated;   /* inodes invalidated so far (stats) */
+  /*
+   * Every inode the kernel holds has an O_PATH descriptor here until the kernel forgets it, and
+   * the kernel keeps inodes while it has memory: a listing of a big tree holds one per entry. So
+   * the mount raises the process's descriptor limit as far as it may (fs.nr_open, as root), and
+   * a LOOKUP that would leave fewer than LL_FD_RESERVE descriptors for the rest of the daemon
+   * (its SRL, LevelDB, sockets, the apply's files) answers EMFILE instead (`inode_fds` of
+   * `inode_fd_max`): a caller sees "Too many open files", the daemon goes on; READDIRPLUS lists
+   * such names without a node. The entry a change made is looked up for its answer all the same
+   * (from the reserve): the change is journaled by then.
+   */
+  uint64_t inode_fds, inode_fd_max;
+  uint64_t refused_emfile; /* lookups refused so (stats) */
 } fs_t;
 
 #define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
@@ -471,8 +486,12 @@ static int do_lookup_at(fuse_req_t req, fuse_ino_t parent, const char *name, str
     size_t b = bucket_of(e->attr.st_dev, e->attr.st_ino);
     for (in = fs->table[b]; in != NULL; in = in->next) if (in->dev == e->attr.st_dev && in->ino == e->attr.st_ino) break;
     if (in == NULL) {
+      /* (Not the answer of a change the daemon made, on the JavaScript thread: that one is done
+         and journaled already, and takes from the reserve.) */
+      if (may_wait && fs->inode_fds >= fs->inode_fd_max) { fs->refused_emfile++; pthread_mutex_unlock(&fs->lock); close(fd); return EMFILE; }
       in = calloc(1, sizeof(*in));
       if (in == NULL) { pthread_mutex_unlock(&fs->lock); close(fd); return ENOMEM; }
+      fs->inode_fds++;
       in->fd = fd;
       fd = -1;
       in->dev = e->attr.st_dev;
@@ -515,6 +534,7 @@ static void forget_in(fs_t *fs, fuse_ino_t ino, uint64_t n) {
     if (*p == in) *p = in->next;
     close(in->fd);
     free(in);
+    fs->inode_fds--;
   }
   pthread_mutex_unlock(&fs->lock);
 }
@@ -846,6 +866,18 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     } else {
       int lerr = do_lookup(req, ino, name, &e);
       if (lerr == ENOENT) { d->entry = NULL; d->offset = next; continue; } /* gone meanwhile */
+      if (lerr == EMFILE) {
+        /* No descriptor left for another inode (fs_t.inode_fds): the name is listed without
+           attributes or a node (node id 0: the kernel makes no entry), as "." is; a stat of it
+           looks it up, and may get EMFILE then. */
+        memset(&e, 0, sizeof(e));
+        e.attr.st_ino = d->entry->d_ino;
+        e.attr.st_mode = (mode_t) d->entry->d_type << 12;
+        n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, next);
+        if (n > size - used) break;
+        used += n; d->entry = NULL; d->offset = next;
+        continue;
+      }
       if (lerr != 0) { err = lerr; break; }
       e.entry_timeout = LISTED_TIMEOUT(fs);
       n = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, next);
@@ -1281,6 +1313,7 @@ static void free_table(fs_t *fs) {
     for (inode_t *in = fs->table[b]; in != NULL;) { inode_t *next = in->next; close(in->fd); free(in); in = next; }
     fs->table[b] = NULL;
   }
+  fs->inode_fds = 0;
   if (fs->root.fd >= 0) close(fs->root.fd);
   fs->root.fd = -1;
 }
@@ -1369,6 +1402,21 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&s->fs.fwd_lock, NULL);
   s->fs.timeout = timeout;
   s->fs.attr_gen = 1; /* an inode's starts at 0: not listed yet */
+  {
+    /* As many descriptors as the kernel allows a process (root may raise the hard limit up to
+       fs.nr_open; otherwise the soft limit goes to the hard one); the inode table leaves a reserve. */
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+      FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+      unsigned long long nr = 0;
+      if (f != NULL) { if (fscanf(f, "%llu", &nr) != 1) nr = 0; fclose(f); }
+      if (nr > lim.rlim_max) { struct rlimit up = { nr, nr }; if (setrlimit(RLIMIT_NOFILE, &up) == 0) lim = up; }
+      if (lim.rlim_cur < lim.rlim_max) { struct rlimit up = { lim.rlim_max, lim.rlim_max }; if (setrlimit(RLIMIT_NOFILE, &up) == 0) lim = up; }
+      s->fs.inode_fd_max = lim.rlim_cur == RLIM_INFINITY ? UINT64_MAX : lim.rlim_cur > 2 * LL_FD_RESERVE ? lim.rlim_cur - LL_FD_RESERVE : lim.rlim_cur / 2;
+    } else {
+      s->fs.inode_fd_max = 1024;
+    }
+  }
   s->fs.want_passthrough = (flags & 1) != 0;
   s->fs.volatile_tree = (flags & 2) != 0;
   s->fs.journaled = (flags & 4) != 0;
@@ -1690,6 +1738,11 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "spinUs", v);
   napi_create_double(env, (double) s->fs.invalidated, &v);
   napi_set_named_property(env, r, "invalidated", v);
+  pthread_mutex_lock(&s->fs.lock);
+  double fds[3] = { (double) s->fs.inode_fds, (double) s->fs.inode_fd_max, (double) s->fs.refused_emfile };
+  pthread_mutex_unlock(&s->fs.lock);
+  static const char *const fd_names[3] = { "inodeFds", "inodeFdMax", "refusedEmfile" };
+  for (int i = 0; i < 3; i++) { napi_create_double(env, fds[i], &v); napi_set_named_property(env, r, fd_names[i], v); }
   return r;
 }
 
