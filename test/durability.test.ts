@@ -266,6 +266,66 @@ t('replicafs sync: every change made before it is on the SRL\'s disk when it ret
 }))
 
 // ---------------------------------------------------------------------------------------------
+// fsync through the mount (answered by the ll mount itself: src/native/ll.c logSync)
+
+interface LogSyncStatus { fatal: string | null, fuse?: { transport: string, logSyncs?: number } }
+
+t('fsync through the mount: the file\'s changes are on the SRL\'s disk when it returns, answered by the mount itself; on a disk that fails, fsync answers EIO, again after, and the Primary stops taking changes', isolated(120_000, async () => {
+  await assertSlowWriteback()
+  const { p, disk, lfs } = await primaryOnSrlDisk('dur')
+  await withLoopFs(lfs, async () => stopping(p, async () => {
+    const st0 = await p.status() as unknown as LogSyncStatus
+    assert.is(st0.fuse?.transport, 'll', 'the test Primary is on the ll transport')
+    const syncs0 = st0.fuse?.logSyncs ?? -1
+    assert.ok(syncs0 >= 0, `status --json reports fuse.logSyncs: ${JSON.stringify(st0.fuse)}`)
+    let ok = false
+    const tries: string[] = []
+    for (let i = 0; i < 5 && !ok; i++) {
+      const tick = await groupCommitSeen(p, disk, `tick-${i}`)
+      const m = marker(`fsync${i}`)
+      const fd = fs.openSync(path.join(p.mount, `f-${i}`), 'w')
+      try {
+        fs.writeSync(fd, payload(m, 3000))
+        const notYet = !disk.has(m)
+        fs.fsyncSync(fd)
+        const onDisk = disk.has(m)
+        const doneAt = Date.now() - tick
+        tries.push(`try ${i}: on disk before the fsync: ${String(!notYet)}; fsync returned and the disk was read ${doneAt} ms after a group commit; on disk then: ${String(onDisk)}`)
+        if (!notYet || doneAt > 700) continue
+        assert.ok(onDisk, `when fsync returns, the write is on the SRL's disk (${tries.join('; ')})`)
+        ok = true
+      } finally {
+        fs.closeSync(fd)
+      }
+    }
+    assert.ok(ok, `no fsync was observed early enough after a group commit to tell: ${tries.join('; ')}`)
+    const syncs1 = await waitFor(async () => {
+      const n = ((await p.status()) as unknown as LogSyncStatus).fuse?.logSyncs ?? 0
+      return n > syncs0 ? n : 0
+    }, { timeoutMs: 10_000, what: 'status to count the fsync the mount answered itself' })
+    assert.ok(syncs1 > syncs0)
+
+    // The SRL's disk fails (ext4's shutdown ioctl: every later write and sync on it is EIO): an
+    // fsync with nothing new to write must not say the log is durable.
+    const fd = fs.openSync(path.join(p.mount, 'f-0'), 'r+')
+    try {
+      await execOk('xfs_io', ['-x', '-c', 'shutdown', lfs.mountPoint], { timeoutMs: 20_000 })
+      const fsyncErr = (): string => { try { fs.fsyncSync(fd); return 'succeeded' } catch (err) { return (err as NodeJS.ErrnoException).code ?? String(err) } }
+      assert.is(fsyncErr(), 'EIO', 'fsync on a log that cannot be synced')
+      const fatal = await waitFor(async () => ((await p.status()) as unknown as LogSyncStatus).fatal, { timeoutMs: 10_000, what: 'the Primary to report the failed sync' })
+      assert.match(fatal, /fdatasync of the SRL failed/)
+      assert.is(fsyncErr(), 'EIO', 'the next fsync too (the kernel reports a write-back error once)')
+      let writeErr = 'succeeded'
+      try { fs.writeSync(fd, 'more') } catch (err) { writeErr = (err as NodeJS.ErrnoException).code ?? String(err) }
+      assert.is.not(writeErr, 'succeeded', 'a change after it is refused')
+    } finally {
+      fs.closeSync(fd)
+    }
+    await p.stop()
+  }))
+}))
+
+// ---------------------------------------------------------------------------------------------
 // 4d: the passthrough
 
 t('replicafs passthrough: mounts, passes changes straight to the data directory, has no SRL (role passthrough), stops cleanly with exit 0', isolated(120_000, async () => {

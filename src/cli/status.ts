@@ -23,7 +23,7 @@ function splitLine (sb: SplitLine): string {
 }
 
 interface Status {
-  fuse?: { transport: string, passthrough: boolean, openFiles: number, forwarded?: { count: number, resolveSeconds: number, queueSeconds: number, handleSeconds: number } } | null
+  fuse?: { transport: string, passthrough: boolean, openFiles: number, forwarded?: { count: number, resolveSeconds: number, queueSeconds: number, handleSeconds: number }, logSyncs?: number } | null
   role: string, pid: number, data: string, mount: string, state: string, fatal: string | null
   rds?: string, synchronous?: string, listen?: string | null
   generation?: { id: string, since: number } | null

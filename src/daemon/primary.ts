@@ -608,7 +608,7 @@ function primaryStatus (p: Primary): unknown {
     verify: p.verifier.progress,
     ibc: p.ibc?.status() ?? null,
     openFiles: p.adapter.openHandles,
-    fuse: { transport: p.adapter.transport, passthrough: p.adapter.passthrough, openFiles: p.adapter.openHandles, ...(p.adapter.forwarded !== undefined ? { forwarded: p.adapter.forwarded } : {}) },
+    fuse: { transport: p.adapter.transport, passthrough: p.adapter.passthrough, openFiles: p.adapter.openHandles, ...(p.adapter.forwarded !== undefined ? { forwarded: p.adapter.forwarded } : {}), ...(p.adapter.logSyncs !== undefined ? { logSyncs: p.adapter.logSyncs } : {}) },
     checkpointError: p.rvg.checkpointError,
     fatal: p.rvg.fatalError?.message ?? null,
     errors: Object.fromEntries(errorCounts)

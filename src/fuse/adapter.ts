@@ -77,6 +77,8 @@ export interface MountAdapter {
   readonly passthrough: boolean
   /** Requests handed to the daemon's JavaScript thread so far and where their time went (ll only; status `fuse.forwarded`). */
   readonly forwarded?: ForwardedStats
+  /** fsyncs the mount answered itself, with an fdatasync of the SRL's ring on a libfuse worker (ll only; status `fuse.logSyncs`). */
+  readonly logSyncs?: number
   mount (): Promise<void>
   unmount (): Promise<void>
   serve (rvg: AdapterRvg, readOnly: boolean): void

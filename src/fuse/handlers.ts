@@ -48,6 +48,20 @@ export interface AdapterRvg {
   readonly refusing?: string | null
   /** Hears which inodes have writes in flight (a transport whose reads wait in C: src/fuse/ll-adapter.ts). */
   watchPending?: (fn: ((ino: number, busy: boolean) => void) | null) => void
+  /** The SRL, for a transport that makes it durable itself on fsync (src/native/ll.c logSync); null: none (journal-less). */
+  readonly log?: LogSyncTarget | null
+}
+
+/** What a transport needs to answer fsync with an fdatasync of the SRL's ring itself. */
+export interface LogSyncTarget {
+  /** The ring's descriptor. */
+  readonly fd: number
+  /** [last sequence number, head, handsOff] (src/srl/index.ts Srl.published). */
+  readonly published: Float64Array
+  /** The transport's fdatasync made records up to `seq` (ending at `head`) durable. */
+  synced (seq: number, head: number): void
+  /** The transport's fdatasync failed with `errno`: the RVG is failed (the SRL's durability is unknown). */
+  failed (errno: number): void
 }
 
 export type Cb = (err: number, ...rest: unknown[]) => void

@@ -26,6 +26,7 @@ import { LlChanges } from './ll-changes'
 import { constants as osc } from 'node:os'
 import { SnapshotTree, SNAPDIR, type SnapshotSource, type SnapshotStat } from './snapshots'
 import { applyRemountFlags, type AdapterOptions, type AdapterRvg, type ForwardedStats, type MountAdapter } from './adapter'
+import type { LogSyncTarget } from './handlers'
 import { errnoFor, ReplError } from '../errors'
 import { LL_WRITE_BYTES_MAX } from '../limits'
 
@@ -115,6 +116,10 @@ export class LlAdapter implements MountAdapter {
     return { count: s.forwarded, resolveSeconds: s.resolveNs / 1e9, queueSeconds: s.queueNs / 1e9, handleSeconds: s.handleNs / 1e9 }
   }
 
+  get logSyncs (): number | undefined {
+    return this.session === null || this.changes === null ? undefined : loadLl().stats(this.session).logSyncs
+  }
+
   /** Whether the kernel granted FUSE passthrough (status, bench). */
   get passthrough (): boolean { return this.session !== null && loadLl().stats(this.session).passthrough }
 
@@ -148,13 +153,21 @@ export class LlAdapter implements MountAdapter {
   /** Files changed, no name (an apply slice of writes, truncates, attribute changes): the kernel drops the attributes it keeps. */
   attrsChanged (): void { if (this.session !== null) loadLl().invalAttrs(this.session) }
 
-  /** The C side's reads wait for the writes in flight `rvg` names. */
-  private watch (rvg: AdapterRvg | null): void {
+  /**
+   * The C side's reads wait for the writes in flight `rvg` names, and fsync makes its SRL durable
+   * there, on the worker (logSync; `log` null: the handler's, through `rvg.sync()`).
+   */
+  private watch (rvg: AdapterRvg | null, log = rvg?.log ?? null): void {
     const s = this.session
     if (s === null || rvg === null || this.changes === null) return
     const ll = loadLl()
     rvg.watchPending?.((ino, busy) => { if (this.session === s) ll.pending(s, ino, busy) })
+    this.log = log
+    if (log !== null) ll.logSync(s, log.fd, log.published)
   }
+
+  /** The SRL the addon makes durable on fsync (watch()), or null: fsync is the handler's. */
+  private log: LogSyncTarget | null = null
 
   /**
    * A journaled mount serves another RVG (a role transfer); a read-only one cannot become
@@ -166,10 +179,14 @@ export class LlAdapter implements MountAdapter {
       return
     }
     this.rvg?.watchPending?.(null)
-    if (this.session !== null) loadLl().pending(this.session, -1, false) // the old RVG's writes in flight are its own
+    if (this.session !== null) {
+      loadLl().pending(this.session, -1, false) // the old RVG's writes in flight are its own
+      loadLl().logSync(this.session, -1, null) // and so is its SRL
+    }
+    this.log = null
     this.rvg = rvg
     this.changes.serve(rvg, readOnly)
-    this.watch(rvg)
+    this.watch(rvg, readOnly ? null : undefined)
   }
 
   async unmount (): Promise<void> {
@@ -215,6 +232,13 @@ export class LlAdapter implements MountAdapter {
     }
     if (req.op === 'forget') { this.forget(req.node, req.size); return }
     if (s === null) return // unmounted: the transport answered it
+    if (req.op === 'synced') {
+      // The addon synced the SRL's ring (logSync): the SRL hears what that made durable.
+      const r = ll.logSynced(s)
+      if (r.errno !== 0) this.log?.failed(r.errno)
+      else this.log?.synced(r.seq, r.head)
+      return
+    }
     if (CHANGE_OPS.has(req.op)) {
       try {
         if (this.changes !== null) this.changes.handle(ll, s, req as LlChange)

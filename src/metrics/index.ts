@@ -37,7 +37,7 @@ interface Status {
   errors?: Record<string, number>
   verify?: Array<{ secondary: string, entries: number, bytes: number, theirEntries: number, differing: number }> | { entries: number, bytes: number } | null
   transport?: { tls: boolean, compress: string, bytesIn: number } | null
-  fuse?: { transport: string, passthrough: boolean, openFiles: number, forwarded?: { count: number, resolveSeconds: number, queueSeconds: number, handleSeconds: number } } | null
+  fuse?: { transport: string, passthrough: boolean, openFiles: number, forwarded?: { count: number, resolveSeconds: number, queueSeconds: number, handleSeconds: number }, logSyncs?: number } | null
 }
 
 export const RLINK_STATES = ['connecting', 'connected', 'disconnected', 'paused'] as const
@@ -92,6 +92,7 @@ export class Metrics {
       mountOpen: gauge('mount_open_files', 'files and directories open through the mount now', ['transport']),
       mountForwarded: gauge('mount_forwarded_requests', 'requests the mount handed to the daemon\'s JavaScript thread since it was mounted (ll transport; a counter: rate() for requests per second)', ['transport']),
       mountForwardedSeconds: gauge('mount_forwarded_seconds', 'seconds those requests spent, summed, by step: resolve (their paths, on a libfuse worker), queue (waiting for the JavaScript thread), handle (until the answer); divide a rate() by the requests\' rate() for a mean', ['transport', 'step']),
+      mountLogSyncs: gauge('mount_log_syncs', 'fsyncs the Primary\'s mount answered itself, with an fdatasync of the SRL on a libfuse worker, since it was mounted (ll transport; a counter)', ['transport']),
       mountPassthrough: gauge('mount_passthrough', '1 when the kernel reads files opened through the mount from the data directory itself (FUSE passthrough)', ['transport']),
       errors: gauge('errors_total', 'errors by code since the daemon started: operating errors answered through the mount or the control socket, RLINK refusals sent (REFUSED_<code>), and EIO, ENOSPC, EDQUOT, EROFS from the data directory\'s filesystem', ['code'])
     }
@@ -155,6 +156,7 @@ export class Metrics {
         g.mountForwardedSeconds.set({ transport: s.fuse.transport, step: 'queue' }, f.queueSeconds)
         g.mountForwardedSeconds.set({ transport: s.fuse.transport, step: 'handle' }, f.handleSeconds)
       }
+      if (s.fuse.logSyncs !== undefined) g.mountLogSyncs.set({ transport: s.fuse.transport }, s.fuse.logSyncs)
     }
     for (const [code, n] of Object.entries(s.errors ?? {})) g.errors.set({ code }, n)
     // A Primary's verifies (one per RLINK), or the one a Secondary is walking for its Primary.

@@ -189,6 +189,29 @@ typedef struct fs_s {
    */
   uint64_t inode_fds, inode_fd_max;
   uint64_t refused_emfile; /* lookups refused so (stats) */
+  /*
+   * fsync and fsyncdir on a journaled mount, answered here (logSync): every write and change is
+   * in the SRL's ring (the page cache) before it is answered, so an fdatasync of the ring, on the
+   * worker that took the request, makes durable everything answered before it: no trip to the
+   * JavaScript thread and back, then to its threadpool and back (see docs/ARCHITECTURE.md).
+   * `log_fd` is the daemon's: a copy taken under `log_lock` for each fdatasync, so a ring closed
+   * (or a descriptor number reused) meanwhile is never synced in its place. `log_pub` is the SRL's
+   * [last sequence number, head, closed] (src/srl/index.ts `published`), written by the JavaScript
+   * thread after each append; read before the fdatasync, they are what it covers. The handler
+   * learns of syncs through one F_SYNCED notice at a time (logSynced() takes the figures). A failed
+   * fdatasync answers EIO, and so does every fsync after it (the kernel reports a write-back error
+   * once: a later sync would falsely succeed) until the handler registers again. Closed
+   * (`log_pub[2]` set), or no log registered (a bare mount, a Secondary's): forwarded, as before.
+   */
+  pthread_mutex_t log_lock;
+  int log_fd;
+  double *log_pub;
+  napi_ref log_ref;
+  uint64_t log_gen;       /* registrations so far: a sync begun under an older one reports nothing */
+  double log_seq, log_head; /* the newest sync's figures, for logSynced() */
+  int log_errno;          /* a failed fdatasync's errno (sticky) */
+  bool log_noticed;       /* an F_SYNCED notice is queued and not taken yet */
+  uint64_t log_syncs;     /* fsyncs answered here (stats) */
 } fs_t;
 
 #define IS_JS(ino) ((ino) != FUSE_ROOT_ID && ((ino) & 1) != 0)
@@ -240,15 +263,17 @@ static inode_t *inode_of(fuse_req_t req, fuse_ino_t ino) {
 enum { F_LOOKUP, F_GETATTR, F_READLINK, F_OPENDIR, F_READDIR, F_RELEASEDIR, F_OPEN, F_READ, F_RELEASE, F_GETXATTR, F_LISTXATTR, F_GONE, F_FORGET,
   /* a journaled mount's changes, on the data directory's nodes (paths, not node ids) */
   F_SETATTR, F_MKNOD, F_MKDIR, F_SYMLINK, F_UNLINK, F_RMDIR, F_RENAME, F_LINK, F_CREATE, F_WOPEN, F_WRITE, F_WREAD, F_WRELEASE,
-  F_FSYNC, F_FSYNCDIR, F_SETXATTR, F_REMOVEXATTR, F_FALLOCATE };
+  F_FSYNC, F_FSYNCDIR, F_SETXATTR, F_REMOVEXATTR, F_FALLOCATE,
+  /* notices of the journaled mount's own work */
+  F_SYNCED };
 static const char *const fwd_ops[] = { "lookup", "getattr", "readlink", "opendir", "readdir", "releasedir", "open", "read", "release", "getxattr", "listxattr", "gone", "forget",
   "setattr", "mknod", "mkdir", "symlink", "unlink", "rmdir", "rename", "link", "create", "wopen", "write", "wread", "wrelease",
-  "fsync", "fsyncdir", "setxattr", "removexattr", "fallocate" };
+  "fsync", "fsyncdir", "setxattr", "removexattr", "fallocate", "synced" };
 /* The numbers a change carries besides size/offset/fh/flags (fwd_t.num), by these names. */
 enum { N_MODE, N_RDEV, N_UID, N_GID, N_VALID, N_ATIME, N_ATIME_NS, N_MTIME, N_MTIME_NS, N_DATASYNC, N_TO_UID, N_TO_GID, NUMS };
 static const char *const num_names[] = { "mode", "rdev", "uid", "gid", "valid", "atime", "atimeNs", "mtime", "mtimeNs", "datasync", "toUid", "toGid" };
 /* Notices: no request to answer (not kept in fs_t.fwds), freed by their delivery. */
-#define IS_NOTICE(op) ((op) == F_GONE || (op) == F_FORGET)
+#define IS_NOTICE(op) ((op) == F_GONE || (op) == F_FORGET || (op) == F_SYNCED)
 enum { QUEUED, DELIVERED, ABANDONED };
 
 typedef struct fwd {
@@ -378,7 +403,7 @@ static void call_js(napi_env env, napi_value handler, void *context, void *data)
   set_num(env, obj, "offset", (double) f->off);
   set_num(env, obj, "fh", (double) f->fh);
   set_num(env, obj, "flags", f->flags);
-  if (f->op >= F_SETATTR) {
+  if (f->op >= F_SETATTR && f->op <= F_FALLOCATE) {
     if (f->path != NULL) { napi_create_string_utf8(env, f->path, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, obj, "path", v); }
     if (f->path2 != NULL) { napi_create_string_utf8(env, f->path2, NAPI_AUTO_LENGTH, &v); napi_set_named_property(env, obj, "path2", v); }
     for (int i = 0; i < NUMS; i++) set_num(env, obj, num_names[i], f->num[i]);
@@ -1136,10 +1161,48 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
   fuse_reply_err(req, 0); /* every write is in the log when it is answered: nothing to flush */
 }
 
-/* fsync, fsyncdir: the journal made durable (no path: the handler syncs the SRL). Nothing to do on a read-only mount. */
+/* The SRL's ring made durable here, on the worker (fs_t.log_fd): false when it is the handler's to do (none registered, closed, no descriptor to spare). */
+static bool sync_here(fs_t *fs, fuse_req_t req) {
+  pthread_mutex_lock(&fs->log_lock);
+  double closed = 1, seq = 0, head = 0;
+  if (fs->log_pub != NULL) {
+    __atomic_load(&fs->log_pub[2], &closed, __ATOMIC_ACQUIRE);
+    __atomic_load(&fs->log_pub[0], &seq, __ATOMIC_ACQUIRE);
+    __atomic_load(&fs->log_pub[1], &head, __ATOMIC_ACQUIRE);
+  }
+  if (fs->log_fd < 0 || closed != 0) { pthread_mutex_unlock(&fs->log_lock); return false; }
+  if (fs->log_errno != 0) { pthread_mutex_unlock(&fs->log_lock); fuse_reply_err(req, EIO); return true; }
+  uint64_t gen = fs->log_gen;
+  int fd = fcntl(fs->log_fd, F_DUPFD_CLOEXEC, 0);
+  pthread_mutex_unlock(&fs->log_lock);
+  if (fd < 0) return false;
+  int rc = fdatasync(fd);
+  int err = rc == 0 ? 0 : errno;
+  close(fd);
+  pthread_mutex_lock(&fs->log_lock);
+  bool notify = false;
+  if (gen == fs->log_gen) {
+    if (err == 0) {
+      if (seq > fs->log_seq) fs->log_seq = seq;
+      if (head > fs->log_head) fs->log_head = head;
+    } else if (fs->log_errno == 0) {
+      fs->log_errno = err;
+    }
+    notify = !fs->log_noticed;
+    fs->log_noticed = true;
+    fs->log_syncs++;
+  }
+  pthread_mutex_unlock(&fs->log_lock);
+  fuse_reply_err(req, err == 0 ? 0 : EIO);
+  if (notify) notice(fs, F_SYNCED, 0, 0);
+  return true;
+}
+
+/* fsync, fsyncdir: the journal made durable (no path: the SRL's ring, here or by the handler). Nothing to do on a read-only mount. */
 static void sync_fwd(fuse_req_t req, int op, fuse_ino_t ino, int datasync, uint64_t fh) {
   fs_t *fs = fs_of(req);
   if (!fs->journaled || IS_JS(ino)) { fuse_reply_err(req, 0); return; }
+  if (sync_here(fs, req)) return;
   fwd_t *f = calloc(1, sizeof(*f));
   if (f == NULL || (f->path = strdup("")) == NULL) { free(f); fuse_reply_err(req, ENOMEM); return; }
   f->op = op; f->req = req; f->fs = fs;
@@ -1288,6 +1351,7 @@ static void free_session(session_t *s) {
   pthread_cond_destroy(&s->fs.pend_cond);
   pthread_mutex_destroy(&s->fs.gate_lock);
   pthread_cond_destroy(&s->fs.gate_cond);
+  pthread_mutex_destroy(&s->fs.log_lock);
   free(s->fs.fwd_name);
   free(s->fs.root_path);
   free(s->fs.given);
@@ -1422,6 +1486,8 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   s->fs.journaled = (flags & 4) != 0;
   pthread_mutex_init(&s->fs.pend_lock, NULL);
   pthread_cond_init(&s->fs.pend_cond, NULL);
+  pthread_mutex_init(&s->fs.log_lock, NULL);
+  s->fs.log_fd = -1;
   pthread_mutex_init(&s->fs.gate_lock, NULL);
   pthread_cond_init(&s->fs.gate_cond, NULL);
   s->fs.root.fd = -1;
@@ -1566,6 +1632,10 @@ static napi_value m_unmount(napi_env env, napi_callback_info info) {
   free_table(&s->fs);
   free(s->mountpoint);
   s->mountpoint = NULL;
+  /* No worker syncs any more: the ring's copy and the SRL's figures go. */
+  if (s->fs.log_fd >= 0) { close(s->fs.log_fd); s->fs.log_fd = -1; }
+  s->fs.log_pub = NULL;
+  if (s->fs.log_ref != NULL) { napi_delete_reference(env, s->fs.log_ref); s->fs.log_ref = NULL; }
   if (s->fs.tsfn != NULL) { napi_release_threadsafe_function(s->fs.tsfn, napi_tsfn_release); s->fs.tsfn = NULL; }
   napi_value r;
   napi_create_int32(env, s->loop_result, &r);
@@ -1738,6 +1808,11 @@ static napi_value m_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, r, "spinUs", v);
   napi_create_double(env, (double) s->fs.invalidated, &v);
   napi_set_named_property(env, r, "invalidated", v);
+  pthread_mutex_lock(&s->fs.log_lock);
+  double log_syncs = (double) s->fs.log_syncs;
+  pthread_mutex_unlock(&s->fs.log_lock);
+  napi_create_double(env, log_syncs, &v);
+  napi_set_named_property(env, r, "logSyncs", v);
   pthread_mutex_lock(&s->fs.lock);
   double fds[3] = { (double) s->fs.inode_fds, (double) s->fs.inode_fd_max, (double) s->fs.refused_emfile };
   pthread_mutex_unlock(&s->fs.lock);
@@ -2002,6 +2077,76 @@ static napi_value m_reply_write(napi_env env, napi_callback_info info) {
   return answered(env, true);
 }
 
+/*
+ * logSync(session, fd, published): fsync on this journaled mount makes the SRL's ring durable here
+ * (fs_t.log_fd): `fd` the ring's descriptor (copied: the daemon may close its own), `published`
+ * the SRL's Float64Array [last sequence number, head, closed] (kept alive until the next call).
+ * logSync(session, -1, null): the handler's again (before the SRL it named goes, or another's comes).
+ */
+static napi_value m_log_sync(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session_t *s = NULL;
+  int32_t fd = -1;
+  const char *usage = "logSync(session, fd, Float64Array [seq, head, closed]) or logSync(session, -1, null)";
+  if (argc < 3 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL || napi_get_value_int32(env, argv[1], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  double *pub = NULL;
+  if (fd >= 0) {
+    napi_typedarray_type type;
+    size_t length = 0;
+    void *data = NULL;
+    bool is = false;
+    napi_is_typedarray(env, argv[2], &is);
+    if (!is || napi_get_typedarray_info(env, argv[2], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length < 3) {
+      napi_throw_type_error(env, NULL, usage);
+      return NULL;
+    }
+    pub = data;
+  }
+  int mine = -1;
+  if (fd >= 0 && (mine = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) { throw_errno(env, errno, "fcntl", "the SRL's descriptor"); return NULL; }
+  napi_ref ref = NULL;
+  if (pub != NULL && napi_create_reference(env, argv[2], 1, &ref) != napi_ok) { close(mine); napi_throw_error(env, NULL, "cannot keep the SRL's figures"); return NULL; }
+  pthread_mutex_lock(&s->fs.log_lock);
+  int old_fd = s->fs.log_fd;
+  napi_ref old_ref = s->fs.log_ref;
+  s->fs.log_fd = mine;
+  s->fs.log_pub = pub;
+  s->fs.log_ref = ref;
+  s->fs.log_gen++;
+  s->fs.log_seq = 0;
+  s->fs.log_head = 0;
+  s->fs.log_errno = 0;
+  pthread_mutex_unlock(&s->fs.log_lock);
+  if (old_fd >= 0) close(old_fd);
+  if (old_ref != NULL) napi_delete_reference(env, old_ref);
+  return NULL;
+}
+
+/* logSynced(session) -> { seq, head, errno }: the newest sync done here (after an F_SYNCED notice; errno non-zero: one failed, and every fsync since answers EIO). */
+static napi_value m_log_synced(napi_env env, napi_callback_info info) {
+  session_t *s = session_arg(env, info, "logSynced(session)");
+  if (s == NULL) return NULL;
+  pthread_mutex_lock(&s->fs.log_lock);
+  s->fs.log_noticed = false;
+  double seq = s->fs.log_seq, head = s->fs.log_head;
+  int err = s->fs.log_errno;
+  pthread_mutex_unlock(&s->fs.log_lock);
+  napi_value r, v;
+  napi_create_object(env, &r);
+  napi_create_double(env, seq, &v);
+  napi_set_named_property(env, r, "seq", v);
+  napi_create_double(env, head, &v);
+  napi_set_named_property(env, r, "head", v);
+  napi_create_int32(env, err, &v);
+  napi_set_named_property(env, r, "errno", v);
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   fuse_set_log_func(ll_log);
   napi_value f;
@@ -2020,6 +2165,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "replyOpen", m_reply_open }, { "replyBuf", m_reply_buf }, { "replyDir", m_reply_dir },
     { "changed", m_changed }, { "pending", m_pending }, { "invalAttrs", m_inval_attrs },
     { "replyLookup", m_reply_lookup }, { "replyCreate", m_reply_create }, { "replyWrite", m_reply_write },
+    { "logSync", m_log_sync }, { "logSynced", m_log_synced },
   };
   for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
     napi_create_function(env, more[i].name, NAPI_AUTO_LENGTH, more[i].fn, NULL, &f);

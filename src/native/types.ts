@@ -42,7 +42,7 @@ export interface LlAddon {
    * the kernel has epochs; the largest write a journaled mount takes; changes waiting at the gate a
    * directory's rename holds (a journaled mount).
    */
-  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number, gateWaiting: number, forwarded: number, resolveNs: number, queueNs: number, handleNs: number, spins: number, spinHits: number, spinUs: number, invalidated: number, inodeFds: number, inodeFdMax: number, refusedEmfile: number };
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number, gateWaiting: number, forwarded: number, resolveNs: number, queueNs: number, handleNs: number, spins: number, spinHits: number, spinUs: number, invalidated: number, inodeFds: number, inodeFdMax: number, refusedEmfile: number, logSyncs: number };
   /**
    * The daemon changed names in the tree: on a volatile mount every name the kernel keeps is
    * dropped (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+; a lookup begun before is invalid after), and the
@@ -91,6 +91,17 @@ export interface LlAddon {
    * lookup or read of it waits meanwhile. pending(session, -1, false): none has (nothing will be applied).
    */
   pending(session: LlSession, ino: number, busy: boolean): void;
+  /**
+   * fsync and fsyncdir on this journaled mount make the SRL durable in the addon (an fdatasync of
+   * the ring `fd`, which it copies, on the worker that took the request): `published` is the SRL's
+   * [last sequence number, head, closed] (Srl.published), read before each fdatasync as what it
+   * covers. The handler hears { op: 'synced' } after such syncs and takes the figures with
+   * logSynced(). logSync(session, -1, null): fsync goes to the handler again (do it before the SRL
+   * closes or another RVG is served).
+   */
+  logSync(session: LlSession, fd: number, published: Float64Array | null): void;
+  /** The newest sync the addon made (seq, head), and the errno of one that failed (0: none; every fsync since answers EIO). */
+  logSynced(session: LlSession): { seq: number, head: number, errno: number };
 }
 
 /**
@@ -99,10 +110,10 @@ export interface LlAddon {
  * getxattr; `size` for read, readdir and the xattr calls (0: the length is asked); `offset` for
  * read and readdir; `fh` the handle replyOpen gave; `flags` the open flags. Notices, answered by
  * nothing: 'forget' (the kernel drops `size` lookups of `node`: a successful replyEntry counts
- * one, replyDir one per entry sent) and 'gone'.
+ * one, replyDir one per entry sent), 'gone', and 'synced' (logSync).
  */
 export interface LlRequest {
-  op: 'lookup' | 'getattr' | 'readlink' | 'opendir' | 'readdir' | 'releasedir' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr' | 'gone' | 'forget' | LlChangeOp
+  op: 'lookup' | 'getattr' | 'readlink' | 'opendir' | 'readdir' | 'releasedir' | 'open' | 'read' | 'release' | 'getxattr' | 'listxattr' | 'gone' | 'forget' | 'synced' | LlChangeOp
   id: number
   node: number
   name?: string

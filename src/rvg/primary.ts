@@ -598,6 +598,7 @@ export class PrimaryRvg {
   private fail (err: Error): void {
     if (this.fatal) return
     this.fatal = err
+    this.srl?.handsOff() // fsync is answered by sync() again, which says so
     this.opts.log?.(`fatal: ${err.message}`)
     this.queue?.wakeAll()
     this.wake(this.holdWaiters)
@@ -605,6 +606,18 @@ export class PrimaryRvg {
   }
 
   onFatal?: (err: Error) => void
+
+  /** The SRL, for a transport that answers fsync with an fdatasync of the ring itself (src/native/ll.c logSync). */
+  get log (): { fd: number, published: Float64Array, synced: (seq: number, head: number) => void, failed: (errno: number) => void } | null {
+    const srl = this.srl
+    if (srl === null) return null
+    return {
+      fd: srl.ring.fd,
+      published: srl.published,
+      synced: (seq, head) => srl.noteSynced(seq, head),
+      failed: (errno) => this.fail(new ReplError('LOG_CORRUPT', `fdatasync of the SRL failed: ${errnoName(errno)}`))
+    }
+  }
 
   /**
    * Why this Primary refuses every change (EROFS), or null: another host took over from its

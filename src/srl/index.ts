@@ -75,6 +75,13 @@ export class Srl {
   /** Called after each fdatasync of the ring with the last sequence number it made durable. */
   onSynced: ((seq: number) => void) | null = null
   private syncing: Promise<void> | null = null
+  /**
+   * [last sequence number, head, handsOff] for a FUSE transport that makes the ring durable itself
+   * (src/native/ll.c logSync): updated after every append, so what an fdatasync begun after
+   * reading them covers; handsOff 1 (closed, or its RVG failed): it must not (the daemon answers).
+   * On an ArrayBuffer of its own (never on V8's heap, where it could move).
+   */
+  readonly published = new Float64Array(new ArrayBuffer(3 * 8))
   /** Things recovery did that the daemon should log. */
   warnings: string[] = []
   private bootRecorded = false
@@ -106,6 +113,7 @@ export class Srl {
     this.tail = tail
     this.head = head
     this.nextSeq = nextSeq
+    this.publish()
     this.syncedOffset = head
   }
 
@@ -269,6 +277,7 @@ export class Srl {
     this.lastCrc = headerCrc(head)
     this.head = end
     this.nextSeq = seq + 1
+    this.publish()
     return { seq, end, dataAt: (start % this.ring.size) + head.length }
   }
 
@@ -286,6 +295,7 @@ export class Srl {
     this.lastCrc = headerCrc(buf)
     this.head = end
     this.nextSeq = h.seq + 1
+    this.publish()
     return { seq: h.seq, end }
   }
 
@@ -337,6 +347,7 @@ export class Srl {
     this.head = offset
     this.syncedOffset = offset
     this.nextSeq = seq + 1
+    this.publish()
     this.syncedSeq = seq
     this.lastCrc = null
   }
@@ -393,6 +404,28 @@ export class Srl {
         resolve()
       })
     })
+  }
+
+  /** The figures published (see `published`): after each change of the head. */
+  private publish (): void {
+    this.published[1] = this.head
+    this.published[0] = this.nextSeq - 1
+  }
+
+  /** The ring must not be synced by anyone but this SRL any more (closing, or its RVG failed). */
+  handsOff (): void { this.published[2] = 1 }
+
+  /**
+   * A transport synced the ring (src/native/ll.c logSync): every record up to `seq`, ending at
+   * `head`, is durable. Figures beyond what this SRL holds (not its own) are ignored.
+   */
+  noteSynced (seq: number, head: number): void {
+    if (seq > this.lastSeq || head > this.head) return
+    if (head > this.syncedOffset) this.syncedOffset = head
+    if (seq > this.syncedSeq) {
+      this.syncedSeq = seq
+      this.onSynced?.(seq)
+    }
   }
 
   /**
@@ -473,6 +506,7 @@ export class Srl {
   }
 
   async close (): Promise<void> {
+    this.handsOff()
     // Every record appended is synced: the next open need not search the ring past the log's
     // end for stray ones (Recovery, step 3). Not if the sync failed.
     const synced = await this.sync().then(() => true, () => false)
