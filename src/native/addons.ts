@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
-import type { SysAddon, SysError, LlAddon } from './types';
+import type { SysAddon, SysError, LlAddon, LlChange, LlRequest, LlSession } from './types';
 
 
 let rootCache: string | undefined;
@@ -162,9 +162,47 @@ export const sys: SysAddon = loadAddon('sys') as SysAddon;
 
 let llAddon: LlAddon | undefined;
 
+/** The change numbers' names in the order ll.c passes them (its num_names, exported as `nums`). */
+const LL_NUMS = ['mode', 'rdev', 'uid', 'gid', 'valid', 'atime', 'atimeNs', 'mtime', 'mtimeNs', 'datasync', 'toUid', 'toGid'];
+
+type LlHandlerArgs = [op: number, id: number, node: number, name: string | undefined, size: number, offset: number, fh: number, flags: number,
+  path?: string, path2?: string, data?: Buffer, mode?: number, rdev?: number, uid?: number, gid?: number, valid?: number,
+  atime?: number, atimeNs?: number, mtime?: number, mtimeNs?: number, datasync?: number, toUid?: number, toGid?: number];
+
+/**
+ * The addon hands a request to its handler as arguments (ll.c call_js: setting properties from C
+ * costs a string-table lookup and a map transition each); this builds the LlRequest (an LlChange
+ * for a change: 11 arguments and more) with object literals, whose shapes V8 makes once.
+ */
+function requestBuilder(ops: readonly string[], handler: (req: LlRequest) => void): (...args: LlHandlerArgs) => void {
+  return (op, id, node, name, size, offset, fh, flags, path, path2, data, mode, rdev, uid, gid, valid, atime, atimeNs, mtime, mtimeNs, datasync, toUid, toGid) => {
+    if (path === undefined) {
+      handler({ op: ops[op] as LlRequest['op'], id, node, name, size, offset, fh, flags });
+      return;
+    }
+    const change: LlChange = {
+      op: ops[op] as LlChange['op'], id, node, name, size, offset, fh, flags, path, path2, data,
+      mode: mode!, rdev: rdev!, uid: uid!, gid: gid!, valid: valid!, atime: atime!, atimeNs: atimeNs!, mtime: mtime!, mtimeNs: mtimeNs!,
+      datasync: datasync!, toUid: toUid!, toGid: toGid!,
+    };
+    handler(change);
+  };
+}
+
 /** The libfuse 3 low-level transport (src/native/ll.c), loaded when first asked for. */
 export function loadLl(): LlAddon {
-  llAddon ??= loadAddon('ll') as LlAddon;
+  if (llAddon !== undefined) return llAddon;
+  const raw = loadAddon('ll') as LlAddon & { ops: string[], nums: string[], mount: (...args: unknown[]) => LlSession };
+  if (!Array.isArray(raw.ops) || raw.nums?.join(',') !== LL_NUMS.join(',')) {
+    throw new Error('replicafs: native addon replicafs_ll.node does not match this build (its request arguments differ): rebuild it');
+  }
+  const ops = raw.ops;
+  const mount = raw.mount;
+  llAddon = {
+    ...raw,
+    mount: (root: string, mountpoint: string, options: string, timeoutSeconds: number, flags: number, forwardName?: string, handler?: (req: LlRequest) => void): LlSession =>
+      handler === undefined ? mount(root, mountpoint, options, timeoutSeconds, flags) : mount(root, mountpoint, options, timeoutSeconds, flags, forwardName, requestBuilder(ops, handler)),
+  } as LlAddon;
   return llAddon;
 }
 

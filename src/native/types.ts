@@ -42,7 +42,7 @@ export interface LlAddon {
    * the kernel has epochs; the largest write a journaled mount takes; changes waiting at the gate a
    * directory's rename holds (a journaled mount).
    */
-  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number, gateWaiting: number, forwarded: number, resolveNs: number, queueNs: number, handleNs: number, spins: number, spinHits: number, spinUs: number, invalidated: number, inodeFds: number, inodeFdMax: number, refusedEmfile: number, logSyncs: number };
+  stats(session: LlSession): { passthrough: boolean, reads: number, waiting: number, opens: number, epoch: boolean, maxWrite: number, gateWaiting: number, forwarded: number, resolveNs: number, queueNs: number, handleNs: number, spins: number, spinHits: number, spinYields: number, spinUs: number, invalidated: number, inodeFds: number, inodeFdMax: number, refusedEmfile: number, logSyncs: number };
   /**
    * The daemon changed names in the tree: on a volatile mount every name the kernel keeps is
    * dropped (FUSE_NOTIFY_INC_EPOCH, Linux 6.16+; a lookup begun before is invalid after), and the
