@@ -169,6 +169,14 @@ export class LlAdapter implements MountAdapter {
   /** The SRL the addon makes durable on fsync (watch()), or null: fsync is the handler's. */
   private log: LogSyncTarget | null = null
 
+  /** The addon synced the SRL's ring (logSync): the SRL hears what that made durable, or that it failed. */
+  private takeSynced (s: LlSession): void {
+    if (this.log === null) return
+    const r = loadLl().logSynced(s)
+    if (r.errno !== 0) this.log.failed(r.errno)
+    else if (r.seq > 0) this.log.synced(r.seq, r.head)
+  }
+
   /**
    * A journaled mount serves another RVG (a role transfer); a read-only one cannot become
    * writable (the daemon remounts with a journaled one).
@@ -181,7 +189,8 @@ export class LlAdapter implements MountAdapter {
     this.rvg?.watchPending?.(null)
     if (this.session !== null) {
       loadLl().pending(this.session, -1, false) // the old RVG's writes in flight are its own
-      loadLl().logSync(this.session, -1, null) // and so is its SRL
+      this.takeSynced(this.session) // and so is its SRL, and what the addon's syncs of it found
+      loadLl().logSync(this.session, -1, null)
     }
     this.log = null
     this.rvg = rvg
@@ -194,7 +203,10 @@ export class LlAdapter implements MountAdapter {
     this.session = null
     this.unmounting = true
     this.rvg?.watchPending?.(null)
-    if (s !== null) loadLl().unmount(s)
+    if (s !== null) {
+      loadLl().unmount(s) // (after it, no worker syncs any more)
+      this.takeSynced(s) // a failed sync the notice of which came too late still fails the RVG
+    }
     this.changes?.closeAll()
     for (const fh of this.handlesOpen) this.tree.close(fh)
     this.handlesOpen.clear()
@@ -232,13 +244,7 @@ export class LlAdapter implements MountAdapter {
     }
     if (req.op === 'forget') { this.forget(req.node, req.size); return }
     if (s === null) return // unmounted: the transport answered it
-    if (req.op === 'synced') {
-      // The addon synced the SRL's ring (logSync): the SRL hears what that made durable.
-      const r = ll.logSynced(s)
-      if (r.errno !== 0) this.log?.failed(r.errno)
-      else this.log?.synced(r.seq, r.head)
-      return
-    }
+    if (req.op === 'synced') { this.takeSynced(s); return }
     if (CHANGE_OPS.has(req.op)) {
       try {
         if (this.changes !== null) this.changes.handle(ll, s, req as LlChange)

@@ -176,12 +176,12 @@ type LlHandlerArgs = [op: number, id: number, node: number, name: string | undef
  */
 function requestBuilder(ops: readonly string[], handler: (req: LlRequest) => void): (...args: LlHandlerArgs) => void {
   return (op, id, node, name, size, offset, fh, flags, path, path2, data, mode, rdev, uid, gid, valid, atime, atimeNs, mtime, mtimeNs, datasync, toUid, toGid) => {
-    if (path === undefined) {
+    if (mode === undefined) { // (a change has its numbers, even one with no path: a hidden file's wrelease)
       handler({ op: ops[op] as LlRequest['op'], id, node, name, size, offset, fh, flags });
       return;
     }
     const change: LlChange = {
-      op: ops[op] as LlChange['op'], id, node, name, size, offset, fh, flags, path, path2, data,
+      op: ops[op] as LlChange['op'], id, node, name, size, offset, fh, flags, path: path!, path2, data,
       mode: mode!, rdev: rdev!, uid: uid!, gid: gid!, valid: valid!, atime: atime!, atimeNs: atimeNs!, mtime: mtime!, mtimeNs: mtimeNs!,
       datasync: datasync!, toUid: toUid!, toGid: toGid!,
     };

@@ -202,16 +202,23 @@ typedef struct fs_s {
    * in the SRL's ring (the page cache) before it is answered, so an fdatasync of the ring, on the
    * worker that took the request, makes durable everything answered before it: no trip to the
    * JavaScript thread and back, then to its threadpool and back (see docs/ARCHITECTURE.md).
-   * `log_fd` is the daemon's: a copy taken under `log_lock` for each fdatasync, so a ring closed
-   * (or a descriptor number reused) meanwhile is never synced in its place. `log_pub` is the SRL's
-   * [last sequence number, head, closed] (src/srl/index.ts `published`), written by the JavaScript
-   * thread after each append; read before the fdatasync, they are what it covers. The handler
+   * `log_fd` is the addon's own open of the ring (its own open file description: the kernel
+   * reports a write-back error once per open file, so the daemon's syncs and these each hear of
+   * it), copied under `log_lock` for each fdatasync, so an unregistration meanwhile never has
+   * another file synced in its place. The fdatasyncs here run one at a time (`sync_lock`: of two
+   * at once only one would hear of an error), and one that began after a caller read the figures
+   * answers that caller too (`log_started`: a group commit). `log_pub` is the SRL's [last sequence
+   * number, head, closed] (src/srl/index.ts `published`), written by the JavaScript thread after
+   * each append's pwrite returned (any value read names bytes in the page cache already: each
+   * figure a lower bound of its own); read before the fdatasync, they are what it covers. The handler
    * learns of syncs through one F_SYNCED notice at a time (logSynced() takes the figures). A failed
    * fdatasync answers EIO, and so does every fsync after it (the kernel reports a write-back error
    * once: a later sync would falsely succeed) until the handler registers again. Closed
    * (`log_pub[2]` set), or no log registered (a bare mount, a Secondary's): forwarded, as before.
    */
   pthread_mutex_t log_lock;
+  pthread_mutex_t sync_lock; /* held across each fdatasync here (taken before log_lock) */
+  double log_started;     /* the head the newest successful sync here read before it began: what it covered */
   int log_fd;
   double *log_pub;
   napi_ref log_ref;
@@ -349,15 +356,16 @@ static void forward(fuse_req_t req, int op, fuse_ino_t ino, const char *name, ui
   send_fwd(fs_of(req), f);
 }
 
-/* Queues a notice (F_GONE, F_FORGET): nothing to answer; dropped if it cannot be queued. */
-static void notice(fs_t *fs, int op, double node, uint64_t n) {
+/* Queues a notice (F_GONE, F_FORGET, F_SYNCED): nothing to answer; dropped if it cannot be queued (false). */
+static bool notice(fs_t *fs, int op, double node, uint64_t n) {
   fwd_t *f = calloc(1, sizeof(*f));
-  if (f == NULL) return;
+  if (f == NULL) return false;
   f->op = op; f->node = node; f->size = n;
   pthread_mutex_lock(&fs->fwd_lock);
   bool queued = queue_locked(fs, f);
   pthread_mutex_unlock(&fs->fwd_lock);
   if (!queued) free(f);
+  return queued;
 }
 
 /* Takes request `id`, delivered to the handler and not answered yet (NULL: answered already, not delivered yet, or the mount ended). */
@@ -1176,27 +1184,49 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
 
 /* The SRL's ring made durable here, on the worker (fs_t.log_fd): false when it is the handler's to do (none registered, closed, no descriptor to spare). */
 static bool sync_here(fs_t *fs, fuse_req_t req) {
+  double closed = 1, head = 0;
   pthread_mutex_lock(&fs->log_lock);
-  double closed = 1, seq = 0, head = 0;
   if (fs->log_pub != NULL) {
     __atomic_load(&fs->log_pub[2], &closed, __ATOMIC_ACQUIRE);
-    __atomic_load(&fs->log_pub[0], &seq, __ATOMIC_ACQUIRE);
     __atomic_load(&fs->log_pub[1], &head, __ATOMIC_ACQUIRE);
   }
-  if (fs->log_fd < 0 || closed != 0) { pthread_mutex_unlock(&fs->log_lock); return false; }
-  if (fs->log_errno != 0) { pthread_mutex_unlock(&fs->log_lock); fuse_reply_err(req, EIO); return true; }
-  uint64_t gen = fs->log_gen;
-  int fd = fcntl(fs->log_fd, F_DUPFD_CLOEXEC, 0);
+  bool here = fs->log_fd >= 0 && closed == 0;
   pthread_mutex_unlock(&fs->log_lock);
-  if (fd < 0) return false;
+  if (!here) return false;
   __atomic_store_n(&fs->spin_yield, true, __ATOMIC_RELAXED); /* the JavaScript thread's poll gives its CPU up (fs_t.spin_yield) */
-  int rc = fdatasync(fd);
-  int err = rc == 0 ? 0 : errno;
+  /* One fdatasync at a time (fs_t.sync_lock): of two at once, only one would hear of an error. */
+  pthread_mutex_lock(&fs->sync_lock);
+  pthread_mutex_lock(&fs->log_lock);
+  if (fs->log_fd < 0 || fs->log_pub == NULL) { /* unregistered meanwhile: the handler's */
+    pthread_mutex_unlock(&fs->log_lock);
+    pthread_mutex_unlock(&fs->sync_lock);
+    return false;
+  }
+  uint64_t gen = fs->log_gen;
+  int failed = fs->log_errno;
+  bool covered = failed == 0 && fs->log_started >= head; /* a sync that began after our figures were read covers us (a group commit) */
+  double seq = 0;
+  int fd = -1;
+  if (failed == 0 && !covered) {
+    /* What this sync covers: everything published by now (read again: it can only be more). */
+    __atomic_load(&fs->log_pub[0], &seq, __ATOMIC_ACQUIRE);
+    __atomic_load(&fs->log_pub[1], &head, __ATOMIC_ACQUIRE);
+    fd = fcntl(fs->log_fd, F_DUPFD_CLOEXEC, 0);
+  }
+  pthread_mutex_unlock(&fs->log_lock);
+  if (failed != 0 || covered) {
+    pthread_mutex_unlock(&fs->sync_lock);
+    fuse_reply_err(req, failed != 0 ? EIO : 0);
+    return true;
+  }
+  if (fd < 0) { pthread_mutex_unlock(&fs->sync_lock); return false; } /* no descriptor to spare: the handler's */
+  int err = fdatasync(fd) == 0 ? 0 : errno;
   close(fd);
   pthread_mutex_lock(&fs->log_lock);
   bool notify = false;
   if (gen == fs->log_gen) {
     if (err == 0) {
+      if (head > fs->log_started) fs->log_started = head;
       if (seq > fs->log_seq) fs->log_seq = seq;
       if (head > fs->log_head) fs->log_head = head;
     } else if (fs->log_errno == 0) {
@@ -1207,8 +1237,14 @@ static bool sync_here(fs_t *fs, fuse_req_t req) {
     fs->log_syncs++;
   }
   pthread_mutex_unlock(&fs->log_lock);
+  pthread_mutex_unlock(&fs->sync_lock);
   fuse_reply_err(req, err == 0 ? 0 : EIO);
-  if (notify) notice(fs, F_SYNCED, 0, 0);
+  if (notify && !notice(fs, F_SYNCED, 0, 0)) {
+    /* Not queued (the mount ending): the next sync tries again. */
+    pthread_mutex_lock(&fs->log_lock);
+    fs->log_noticed = false;
+    pthread_mutex_unlock(&fs->log_lock);
+  }
   return true;
 }
 
@@ -1366,6 +1402,7 @@ static void free_session(session_t *s) {
   pthread_mutex_destroy(&s->fs.gate_lock);
   pthread_cond_destroy(&s->fs.gate_cond);
   pthread_mutex_destroy(&s->fs.log_lock);
+  pthread_mutex_destroy(&s->fs.sync_lock);
   free(s->fs.fwd_name);
   free(s->fs.root_path);
   free(s->fs.given);
@@ -1501,6 +1538,7 @@ static napi_value m_mount(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&s->fs.pend_lock, NULL);
   pthread_cond_init(&s->fs.pend_cond, NULL);
   pthread_mutex_init(&s->fs.log_lock, NULL);
+  pthread_mutex_init(&s->fs.sync_lock, NULL);
   s->fs.log_fd = -1;
   pthread_mutex_init(&s->fs.gate_lock, NULL);
   pthread_cond_init(&s->fs.gate_cond, NULL);
@@ -2123,8 +2161,14 @@ static napi_value m_log_sync(napi_env env, napi_callback_info info) {
     }
     pub = data;
   }
+  if (!__atomic_load_n(&s->running, __ATOMIC_ACQUIRE)) return NULL; /* unmounted: nothing to sync */
+  /* The addon's own open of the ring (not a dup: see fs_t.log_fd). */
   int mine = -1;
-  if (fd >= 0 && (mine = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) { throw_errno(env, errno, "fcntl", "the SRL's descriptor"); return NULL; }
+  if (fd >= 0) {
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    if ((mine = open(link, O_RDONLY | O_CLOEXEC)) < 0) { throw_errno(env, errno, "open", link); return NULL; }
+  }
   napi_ref ref = NULL;
   if (pub != NULL && napi_create_reference(env, argv[2], 1, &ref) != napi_ok) { close(mine); napi_throw_error(env, NULL, "cannot keep the SRL's figures"); return NULL; }
   pthread_mutex_lock(&s->fs.log_lock);
@@ -2136,6 +2180,7 @@ static napi_value m_log_sync(napi_env env, napi_callback_info info) {
   s->fs.log_gen++;
   s->fs.log_seq = 0;
   s->fs.log_head = 0;
+  s->fs.log_started = 0;
   s->fs.log_errno = 0;
   pthread_mutex_unlock(&s->fs.log_lock);
   if (old_fd >= 0) close(old_fd);
@@ -2145,8 +2190,12 @@ static napi_value m_log_sync(napi_env env, napi_callback_info info) {
 
 /* logSynced(session) -> { seq, head, errno }: the newest sync done here (after an F_SYNCED notice; errno non-zero: one failed, and every fsync since answers EIO). */
 static napi_value m_log_synced(napi_env env, napi_callback_info info) {
-  session_t *s = session_arg(env, info, "logSynced(session)");
-  if (s == NULL) return NULL;
+  /* (After unmount too: what the last syncs found is still the handler's to hear.) */
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  session_t *s = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, "logSynced(session)"); return NULL; }
   pthread_mutex_lock(&s->fs.log_lock);
   s->fs.log_noticed = false;
   double seq = s->fs.log_seq, head = s->fs.log_head;

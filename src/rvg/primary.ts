@@ -615,7 +615,11 @@ export class PrimaryRvg {
       fd: srl.ring.fd,
       published: srl.published,
       synced: (seq, head) => srl.noteSynced(seq, head),
-      failed: (errno) => this.fail(new ReplError('LOG_CORRUPT', `fdatasync of the SRL failed: ${errnoName(errno)}`))
+      failed: (errno) => {
+        const err = new ReplError('LOG_CORRUPT', `fdatasync of the SRL failed: ${errnoName(errno)}`)
+        srl.noteSyncFailed(err)
+        this.fail(err)
+      }
     }
   }
 

@@ -75,6 +75,8 @@ export class Srl {
   /** Called after each fdatasync of the ring with the last sequence number it made durable. */
   onSynced: ((seq: number) => void) | null = null
   private syncing: Promise<void> | null = null
+  /** The first failed fdatasync's error: sticky (see sync()). */
+  private syncFailed: Error | null = null
   /**
    * [last sequence number, head, handsOff] for a FUSE transport that makes the ring durable itself
    * (src/native/ll.c logSync): updated after every append, so what an fdatasync begun after
@@ -373,10 +375,15 @@ export class Srl {
   /** Whether records were appended since the last completed sync. */
   get dirty (): boolean { return this.syncedOffset < this.head }
 
-  /** Makes every record appended before this call durable (fdatasync), coalescing callers. */
+  /**
+   * Makes every record appended before this call durable (fdatasync), coalescing callers. Once an
+   * fdatasync failed, every later sync of records not synced before fails with its error: the
+   * kernel reports a write-back error once, so a later fdatasync would succeed over pages it lost.
+   */
   sync (): Promise<void> {
     const target = this.head
     if (this.syncedOffset >= target) return Promise.resolve()
+    if (this.syncFailed !== null) return Promise.reject(this.syncFailed)
     if (this.syncing === null) {
       this.syncing = this.fdatasync().finally(() => { this.syncing = null })
       return this.syncing
@@ -397,7 +404,7 @@ export class Srl {
     const seq = this.lastSeq
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.ring.fd, (err) => {
-        if (err) return reject(err)
+        if (err) { this.syncFailed ??= err; return reject(err) }
         if (target > this.syncedOffset) this.syncedOffset = target
         if (seq > this.syncedSeq) this.syncedSeq = seq
         this.onSynced?.(seq)
@@ -411,6 +418,9 @@ export class Srl {
     this.published[1] = this.head
     this.published[0] = this.nextSeq - 1
   }
+
+  /** A transport's fdatasync of the ring failed: so does every later sync (see sync()). */
+  noteSyncFailed (err: Error): void { this.syncFailed ??= err }
 
   /** The ring must not be synced by anyone but this SRL any more (closing, or its RVG failed). */
   handsOff (): void { this.published[2] = 1 }
@@ -435,7 +445,13 @@ export class Srl {
   syncNow (): number {
     const target = this.head
     const seq = this.lastSeq
-    fs.fdatasyncSync(this.ring.fd)
+    if (this.syncFailed !== null) throw this.syncFailed
+    try {
+      fs.fdatasyncSync(this.ring.fd)
+    } catch (err) {
+      this.syncFailed ??= err as Error
+      throw err
+    }
     if (target > this.syncedOffset) this.syncedOffset = target
     if (seq > this.syncedSeq) this.syncedSeq = seq
     this.onSynced?.(seq)
