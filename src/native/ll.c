@@ -1633,15 +1633,18 @@ fail:
   return NULL;
 }
 
-static session_t *session_arg(napi_env env, napi_callback_info info, const char *usage) {
+/* The session argument (the only one); unless `unmounted_too`, it must still be mounted. */
+static session_t *session_arg_of(napi_env env, napi_callback_info info, const char *usage, bool unmounted_too) {
   size_t argc = 1;
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   session_t *s = NULL;
   if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, usage); return NULL; }
-  if (!s->running) { napi_throw_error(env, "EINVAL", "this session is unmounted already"); return NULL; }
+  if (!unmounted_too && !s->running) { napi_throw_error(env, "EINVAL", "this session is unmounted already"); return NULL; }
   return s;
 }
+
+static session_t *session_arg(napi_env env, napi_callback_info info, const char *usage) { return session_arg_of(env, info, usage, false); }
 
 /* unmount(session): unmounts (lazily: a busy mount goes once its last user does), ends the loop, frees. */
 static napi_value m_unmount(napi_env env, napi_callback_info info) {
@@ -2191,11 +2194,8 @@ static napi_value m_log_sync(napi_env env, napi_callback_info info) {
 /* logSynced(session) -> { seq, head, errno }: the newest sync done here (after an F_SYNCED notice; errno non-zero: one failed, and every fsync since answers EIO). */
 static napi_value m_log_synced(napi_env env, napi_callback_info info) {
   /* (After unmount too: what the last syncs found is still the handler's to hear.) */
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  session_t *s = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], (void **) &s) != napi_ok || s == NULL) { napi_throw_type_error(env, NULL, "logSynced(session)"); return NULL; }
+  session_t *s = session_arg_of(env, info, "logSynced(session)", true);
+  if (s == NULL) return NULL;
   pthread_mutex_lock(&s->fs.log_lock);
   s->fs.log_noticed = false;
   double seq = s->fs.log_seq, head = s->fs.log_head;
