@@ -329,6 +329,37 @@ t('fsync through the mount: the file\'s changes are on the SRL\'s disk when it r
   }))
 }))
 
+t('a small record made durable writes a page of the SRL\'s disk, not a large folio: 200 writes of 100 bytes, each fsynced, write under 64 KiB each to the device', isolated(120_000, async () => {
+  const { p, lfs } = await primaryOnSrlDisk('dur')
+  await withLoopFs(lfs, async () => stopping(p, async () => {
+    const dev = path.basename(lfs.device)
+    // /sys/block/loopN/stat: field 7 is sectors written (512 bytes), field 16 flushes
+    const stat = async (): Promise<{ bytes: number, flushes: number }> => {
+      const f = (await fsp.readFile(`/sys/block/${dev}/stat`, 'utf8')).trim().split(/\s+/).map(Number)
+      return { bytes: f[6] * 512, flushes: f[15] }
+    }
+    const fd = fs.openSync(path.join(p.mount, 'small'), 'w')
+    try {
+      fs.writeSync(fd, 'x')
+      fs.fsyncSync(fd)
+      const before = await stat()
+      const n = 200
+      for (let i = 0; i < n; i++) {
+        fs.writeSync(fd, Buffer.alloc(100, 0x61 + (i % 26)), 0, 100, i * 100)
+        fs.fsyncSync(fd)
+      }
+      const after = await stat()
+      const perSync = (after.bytes - before.bytes) / n
+      // A ring cached in 1 MiB folios (zero-filled in 1 MiB writes, as before) wrote 1 MiB here.
+      assert.ok(perSync < 64 * 1024, `${Math.round(perSync / 1024)} KiB written to the SRL's disk per fsync of a 100-byte write (${after.flushes - before.flushes} flushes for ${n} fsyncs)`)
+      assert.ok(after.flushes - before.flushes >= n / 2, `the fsyncs reached the disk: ${after.flushes - before.flushes} flushes for ${n}`)
+    } finally {
+      fs.closeSync(fd)
+    }
+    await p.stop()
+  }))
+}))
+
 // ---------------------------------------------------------------------------------------------
 // 4d: the passthrough
 
