@@ -792,7 +792,8 @@ static napi_value m_mapShared(napi_env env, napi_callback_info info) {
 /*
  * fadvise(fd, offset, length, advice): posix_fadvise with advice 'random' (no readahead for this
  * open file: reads bring in page-sized folios), 'dontneed' (drop the range's clean pages from the
- * page cache) or 'normal'. Why the SRL's ring wants the first two: the kernel (6.x) caches a file
+ * page cache), 'willneed' (read the range in now, in page-sized folios: the kernel's forced
+ * readahead) or 'normal'. Why the SRL's ring wants them: the kernel (6.x) caches a file
  * in large folios after large writes or readahead, and a small store into one makes fdatasync
  * write the whole folio back: a 1 KiB record appended to a ring zero-filled in 1 MiB writes cost
  * 1 MiB of device writes at each sync (measured: 1,024 KiB per fdatasync, 4 KiB with page-sized
@@ -806,9 +807,10 @@ static napi_value m_fadvise(napi_env env, napi_callback_info info) {
   if (get_i32(env, a.argv[0], "fd", &fd) < 0 || get_i64(env, a.argv[1], "offset", &off) < 0 || get_i64(env, a.argv[2], "length", &len) < 0) return NULL;
   char *what = get_str(env, a.argv[3], "advice");
   if (what == NULL) return NULL;
-  int advice = strcmp(what, "random") == 0 ? POSIX_FADV_RANDOM : strcmp(what, "dontneed") == 0 ? POSIX_FADV_DONTNEED : strcmp(what, "normal") == 0 ? POSIX_FADV_NORMAL : -1;
+  int advice = strcmp(what, "random") == 0 ? POSIX_FADV_RANDOM : strcmp(what, "dontneed") == 0 ? POSIX_FADV_DONTNEED :
+    strcmp(what, "willneed") == 0 ? POSIX_FADV_WILLNEED : strcmp(what, "normal") == 0 ? POSIX_FADV_NORMAL : -1;
   free(what);
-  if (advice < 0) return throw_type(env, "advice must be 'random', 'dontneed' or 'normal'");
+  if (advice < 0) return throw_type(env, "advice must be 'random', 'dontneed', 'willneed' or 'normal'");
   int err = posix_fadvise(fd, (off_t) off, (off_t) len, advice);
   if (err != 0) return throw_errno(env, err, "posix_fadvise", NULL);
   return NULL;

@@ -214,9 +214,10 @@ export interface SysAddon {
   unmapShared(buf: Buffer): void;
   /**
    * posix_fadvise: 'random' (no readahead on this open file: reads bring in page-sized folios),
-   * 'dontneed' (drop the range's clean pages), 'normal'. length 0: to the end of the file.
+   * 'dontneed' (drop the range's clean pages), 'willneed' (read the range in now, page-sized
+   * folios), 'normal'. length 0: to the end of the file.
    */
-  fadvise(fd: number, offset: number, length: number, advice: 'random' | 'dontneed' | 'normal'): void;
+  fadvise(fd: number, offset: number, length: number, advice: 'random' | 'dontneed' | 'willneed' | 'normal'): void;
   /** CRC-32C of buf chained from prev (0 to start), three streams at once; absent without SSE4.2. */
   crc32c?: (buf: Uint8Array, prev?: number) => number;
   /** dlopen(path, RTLD_NOW | RTLD_GLOBAL); never closed. Throws with dlerror() text. */

@@ -28,6 +28,9 @@ export function alignUp (n: number): number {
 
 export interface ScannedRecord { record: Record, offset: number, end: number }
 
+/** How far ahead reads of the ring ask for its pages (Ring.prefetch). */
+const PREFETCH_BYTES = 1024 * 1024
+
 /** Page-sized writes make page-sized folios (see Ring.open). */
 const FILL_WRITE_BYTES = 4096
 const FILL_ZEROS = Buffer.alloc(FILL_WRITE_BYTES)
@@ -69,7 +72,7 @@ export class Ring {
    * measured on a loop ext4, 1 KiB pwrite + fdatasync: 1,024 KiB written each, 4 KiB with
    * page-sized folios). So the ring is zero-filled (and erased) in page-sized writes, its reads do
    * no readahead (`fadvise random`: a read brings in page-sized folios; the shared mapping is
-   * `MADV_RANDOM` too), and an existing ring's cached pages are dropped once at open (a ring an
+   * `MADV_RANDOM` too; the ring's own reads ask for a window ahead instead: prefetch()), and an existing ring's cached pages are dropped once at open (a ring an
    * older build filled, still cached). Another program reading the ring with readahead (a backup)
    * while the daemon runs can still bring large folios in, until they leave the cache.
    */
@@ -158,9 +161,26 @@ export class Ring {
   read (offset: number, length: number): Buffer {
     const phys = offset % this.size
     assert(phys + length <= this.size)
+    this.prefetch(phys)
     const buf = Buffer.allocUnsafe(length)
     const n = fs.readSync(this.fd, buf, 0, length, phys)
     return n === length ? buf : buf.subarray(0, n)
+  }
+
+  /** The window of the ring readahead was last asked for (prefetch()). */
+  private prefetched = -1
+
+  /**
+   * The ring is read without the kernel's readahead (Ring.open), so reads of records not in the
+   * page cache (a Secondary caught up after a restart, the recovery scan) would each wait for the
+   * disk: a read entering a new PREFETCH_BYTES window asks for it and the next one at once
+   * (posix_fadvise WILLNEED, which brings them in as page-sized folios). One call per window.
+   */
+  private prefetch (phys: number): void {
+    const w = Math.floor(phys / PREFETCH_BYTES)
+    if (w === this.prefetched) return
+    this.prefetched = w
+    try { sys.fadvise(this.fd, w * PREFETCH_BYTES, 2 * PREFETCH_BYTES, 'willneed') } catch { /* advice only */ }
   }
 
   /**
