@@ -139,7 +139,8 @@ t('refused with a clear log line and last error: a plaintext Primary, a plaintex
 
   // And the right certificate, pinned: the Secondary kept serving.
   p = await primaryTo(s.address, s.secretFile, [...tlsArgs(c.primary, c.ca), '--tls-peer-fingerprint', await fingerprintOf(c.secondary.cert)])
-  await waitFor(async () => { const l = await rlinkOf(p); return l.state === 'connected' && l.dataAckedSeq >= 1 }, { timeoutMs: 30_000, what: 'the right Primary to connect and replicate', intervalMs: 100 })
+  // (Every record of the file data-acked, not only its CREATE: the file is read right after.)
+  await waitFor(async () => { const l = await rlinkOf(p); return l.state === 'connected' && l.dataAckedSeq > 0 && l.dataAckedSeq >= ((await statusFast<PrimaryStatus>(p.state)).srl.newestSeq ?? 1) }, { timeoutMs: 30_000, what: 'the right Primary to connect and replicate', intervalMs: 100 })
   assert.is(await fsp.readFile(path.join(s.mount, 'hello.txt'), 'utf8'), 'hello\n')
   assert.is((await statusFast<SecondaryStatus & { lastError?: string | null }>(s.state)).lastError, null, 'a good connection clears the Secondary\'s last error')
   await p.stop()
