@@ -72,9 +72,10 @@ export class Ring {
    * measured on a loop ext4, 1 KiB pwrite + fdatasync: 1,024 KiB written each, 4 KiB with
    * page-sized folios). So the ring is zero-filled (and erased) in page-sized writes, its reads do
    * no readahead (`fadvise random`: a read brings in page-sized folios; the shared mapping is
-   * `MADV_RANDOM` too; the ring's own reads ask for a window ahead instead: prefetch()), and an existing ring's cached pages are dropped once at open (a ring an
-   * older build filled, still cached). Another program reading the ring with readahead (a backup)
-   * while the daemon runs can still bring large folios in, until they leave the cache.
+   * `MADV_RANDOM` too; the ring's own reads ask for a window ahead instead: prefetch()), and an
+   * existing ring's cached pages are dropped once at open (a ring an older build filled, still
+   * cached). Another program reading the ring with readahead (a backup) while the daemon runs can
+   * still bring large folios in, until they leave the cache.
    */
   static open (file: string, size: number): Ring {
     assert(size % SRL_PREALLOCATE_CHUNK_BYTES === 0)
