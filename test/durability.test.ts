@@ -167,10 +167,10 @@ async function stopping<T> (p: Primary, body: () => Promise<T>): Promise<T> {
 }
 
 /** A Primary (--retain, 4 MiB SRL) whose STATE/srl is a disk of its own. */
-async function primaryOnSrlDisk (label: string): Promise<{ p: Primary, disk: SrlDisk, lfs: LoopFs }> {
+async function primaryOnSrlDisk (label: string, extraArgs?: string[]): Promise<{ p: Primary, disk: SrlDisk, lfs: LoopFs }> {
   const dirs = await tmpdirs(label)
   const lfs = await srlDisk(dirs)
-  const p = await startPrimary({ dirs, srlSize: '4M', retain: true })
+  const p = await startPrimary({ dirs, srlSize: '4M', retain: true, extraArgs })
   return { p, lfs, disk: await ringOnDisk(lfs) }
 }
 
@@ -272,7 +272,7 @@ interface LogSyncStatus { fatal: string | null, fuse?: { transport: string, logS
 
 t('fsync through the mount: the file\'s changes are on the SRL\'s disk when it returns, answered by the mount itself; on a disk that fails, fsync answers EIO, again after, and the Primary stops taking changes', isolated(120_000, async () => {
   await assertSlowWriteback()
-  const { p, disk, lfs } = await primaryOnSrlDisk('dur')
+  const { p, disk, lfs } = await primaryOnSrlDisk('dur', ['--fuse', 'll']) // (the ll addon's fsync, whatever the suite's transport)
   await withLoopFs(lfs, async () => stopping(p, async () => {
     const st0 = await p.status() as unknown as LogSyncStatus
     assert.is(st0.fuse?.transport, 'll', 'the test Primary is on the ll transport')
