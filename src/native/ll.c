@@ -207,7 +207,7 @@ typedef struct fs_s {
    * it), copied under `log_lock` for each fdatasync, so an unregistration meanwhile never has
    * another file synced in its place. The fdatasyncs here run one at a time (`sync_lock`: of two
    * at once only one would hear of an error), and one that began after a caller read the figures
-   * answers that caller too (`log_started`: a group commit). `log_pub` is the SRL's [last sequence
+   * answers that caller too (`log_head`: a group commit). `log_pub` is the SRL's [last sequence
    * number, head, closed] (src/srl/index.ts `published`), written by the JavaScript thread after
    * each append's pwrite returned (any value read names bytes in the page cache already: each
    * figure a lower bound of its own); read before the fdatasync, they are what it covers. The handler
@@ -218,12 +218,11 @@ typedef struct fs_s {
    */
   pthread_mutex_t log_lock;
   pthread_mutex_t sync_lock; /* held across each fdatasync here (taken before log_lock) */
-  double log_started;     /* the head the newest successful sync here read before it began: what it covered */
   int log_fd;
   double *log_pub;
   napi_ref log_ref;
   uint64_t log_gen;       /* registrations so far: a sync begun under an older one reports nothing */
-  double log_seq, log_head; /* the newest sync's figures, for logSynced() */
+  double log_seq, log_head; /* the newest successful sync's figures (read before it began: what it covered), for logSynced() */
   int log_errno;          /* a failed fdatasync's errno (sticky) */
   bool log_noticed;       /* an F_SYNCED notice is queued and not taken yet */
   uint64_t log_syncs;     /* fsyncs answered here (stats) */
@@ -1204,7 +1203,8 @@ static bool sync_here(fs_t *fs, fuse_req_t req) {
   }
   uint64_t gen = fs->log_gen;
   int failed = fs->log_errno;
-  bool covered = failed == 0 && fs->log_started >= head; /* a sync that began after our figures were read covers us (a group commit) */
+  bool covered = failed == 0 && fs->log_head >= head; /* a sync that began after our figures were read covers us (a group commit) */
+  if (failed != 0 || covered) fs->log_syncs++;
   double seq = 0;
   int fd = -1;
   if (failed == 0 && !covered) {
@@ -1226,7 +1226,6 @@ static bool sync_here(fs_t *fs, fuse_req_t req) {
   bool notify = false;
   if (gen == fs->log_gen) {
     if (err == 0) {
-      if (head > fs->log_started) fs->log_started = head;
       if (seq > fs->log_seq) fs->log_seq = seq;
       if (head > fs->log_head) fs->log_head = head;
     } else if (fs->log_errno == 0) {
@@ -2183,7 +2182,6 @@ static napi_value m_log_sync(napi_env env, napi_callback_info info) {
   s->fs.log_gen++;
   s->fs.log_seq = 0;
   s->fs.log_head = 0;
-  s->fs.log_started = 0;
   s->fs.log_errno = 0;
   pthread_mutex_unlock(&s->fs.log_lock);
   if (old_fd >= 0) close(old_fd);
